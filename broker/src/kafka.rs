@@ -1,0 +1,278 @@
+//! Kafka clients: configuration, the idempotent publisher and the inbox consumer.
+
+use crate::Error;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Header keys on every record, readable by standard Kafka tools.
+pub mod headers {
+    pub const MESSAGE_TYPE: &str = "ecointegra-message-type";
+    pub const SENDER: &str = "ecointegra-sender";
+    pub const MESSAGE_ID: &str = "ecointegra-message-id";
+    pub const REASON: &str = "ecointegra-dlq-reason";
+}
+
+/// Where Kafka is and how to talk to it.
+#[derive(Clone, Default)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    /// Free-form librdkafka options (TLS, SASL, tuning), passed through as given.
+    pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    // Options may hold credentials (sasl.password, ssl.key.password): print keys only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl KafkaSettings {
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        config.set("log_level", "3");
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// An admin client, for creating topics.
+    pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, Error> {
+        self.client_config()
+            .create()
+            .map_err(|e| Error::kafka("could not create the admin client", e))
+    }
+}
+
+/// An idempotent producer (`enable.idempotence=true`, `acks=all`).
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+}
+
+/// A record handed to the producer, not yet acknowledged by the broker.
+pub struct Pending(DeliveryFuture);
+
+impl Pending {
+    /// Waits for the broker's acknowledgement: the partition and offset written.
+    pub async fn delivered(self) -> Result<(i32, i64), Error> {
+        match self.0.await {
+            Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
+            Ok(Err((e, _))) => Err(Error::kafka("did not acknowledge a record", e)),
+            Err(_) => Err(Error::kafka(
+                "dropped a record unacknowledged",
+                KafkaError::Canceled,
+            )),
+        }
+    }
+}
+
+/// What a record says about itself in its headers.
+pub struct RecordMeta<'a> {
+    pub message_type: &'a str,
+    pub sender: &'a str,
+    pub message_id: &'a str,
+}
+
+impl Publisher {
+    /// `message_timeout` bounds how long one record may wait for Kafka before
+    /// its delivery fails and the caller's retry takes over.
+    pub fn new(settings: &KafkaSettings, message_timeout: Duration) -> Result<Self, Error> {
+        let mut config = settings.client_config();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("compression.type", "none")
+            .set(
+                "message.timeout.ms",
+                message_timeout.as_millis().to_string(),
+            );
+        for (key, value) in &settings.options {
+            config.set(key, value);
+        }
+        let producer = config
+            .create()
+            .map_err(|e| Error::kafka("could not create the producer", e))?;
+        Ok(Self { producer })
+    }
+
+    /// Hands a record to the producer, waiting while its queue is full.
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        meta: &RecordMeta<'_>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<Pending, Error> {
+        let mut headers = OwnedHeaders::new_with_capacity(3 + extra_headers.len());
+        for (name, value) in [
+            (headers::MESSAGE_TYPE, meta.message_type),
+            (headers::SENDER, meta.sender),
+            (headers::MESSAGE_ID, meta.message_id),
+        ]
+        .into_iter()
+        .chain(extra_headers.iter().copied())
+        {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let mut record = FutureRecord::to(topic)
+            .key(key)
+            .payload(value)
+            .headers(headers);
+        loop {
+            match self.producer.send_result(record) {
+                Ok(future) => return Ok(Pending(future)),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(Error::kafka(format!("could not queue a record for {topic}"), e)),
+            }
+        }
+    }
+
+    /// Hands a record to the producer and waits for its acknowledgement.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        meta: &RecordMeta<'_>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<(i32, i64), Error> {
+        self.enqueue(topic, key, value, meta, extra_headers)
+            .await?
+            .delivered()
+            .await
+    }
+
+    /// Asks the cluster for its metadata: is Kafka reachable? Blocking.
+    pub fn probe(&self, timeout: Duration) -> Result<(), Error> {
+        self.producer
+            .client()
+            .fetch_metadata(None, timeout)
+            .map(|_| ())
+            .map_err(|e| Error::kafka("is not reachable", e))
+    }
+
+    /// Waits until every queued record is acknowledged or `timeout` passes. Blocking.
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        self.producer
+            .flush(timeout)
+            .map_err(|e| Error::kafka("could not flush the producer", e))
+    }
+
+    /// Records still queued in the producer.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+}
+
+/// Reads one inbox topic from positions the caller keeps, storing offsets for
+/// Kafka only after the caller has made each record's effect durable.
+pub struct InboxConsumer {
+    consumer: StreamConsumer,
+    topic: String,
+}
+
+impl InboxConsumer {
+    /// `group_id` is stable per institution, so lag tools see the committed offsets.
+    pub fn new(settings: &KafkaSettings, group_id: &str, topic: &str) -> Result<Self, Error> {
+        let mut config = settings.client_config();
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        for (key, value) in &settings.options {
+            config.set(key, value);
+        }
+        let consumer = config
+            .create()
+            .map_err(|e| Error::kafka("could not create the consumer", e))?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The topic's partitions. Blocking.
+    pub fn partitions(&self, timeout: Duration) -> Result<Vec<i32>, Error> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map_err(|e| Error::kafka(format!("has no metadata for {}", self.topic), e))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(Error::kafka(
+                format!("has no partitions for {}", self.topic),
+                KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+            ));
+        }
+        Ok(partitions)
+    }
+
+    /// Starts reading each partition at the given next offset, or at the
+    /// beginning where none is known.
+    pub fn assign(&self, positions: &[(i32, Option<i64>)]) -> Result<(), Error> {
+        let mut list = TopicPartitionList::new();
+        for (partition, next) in positions {
+            let offset = next.map_or(Offset::Beginning, Offset::Offset);
+            list.add_partition_offset(&self.topic, *partition, offset)
+                .map_err(|e| Error::kafka("rejected a partition offset", e))?;
+        }
+        self.consumer
+            .assign(&list)
+            .map_err(|e| Error::kafka("could not assign partitions", e))
+    }
+
+    pub async fn recv(&self) -> Result<BorrowedMessage<'_>, Error> {
+        self.consumer
+            .recv()
+            .await
+            .map_err(|e| Error::kafka("could not read a record", e))
+    }
+
+    /// Marks the record at `offset` processed, for the next commit to Kafka.
+    pub fn store_offset(&self, partition: i32, offset: i64) -> Result<(), Error> {
+        self.consumer
+            .store_offset(&self.topic, partition, offset)
+            .map_err(|e| Error::kafka("could not store an offset", e))
+    }
+
+    /// Commits stored offsets now. Blocking.
+    pub fn commit(&self) -> Result<(), Error> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => Err(Error::kafka("could not commit offsets", e)),
+        }
+    }
+}

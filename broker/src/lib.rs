@@ -1,0 +1,34 @@
+//! The messaging layer of ecointegra over Apache Kafka.
+//!
+//! # Layout
+//! - [`envelope`]: sealing payloads into signed envelopes and opening them again.
+//! - [`keys`]: an institution's Ed25519 signing key and its key file.
+//! - [`directory`]: the institutions of the sector and their public keys.
+//! - [`topics`]: topic names and their creation.
+//! - [`kafka`]: client configuration, the idempotent publisher and the inbox consumer.
+//! - [`dlq`]: dead letters for records that cannot be accepted.
+//!
+//! This crate knows nothing of gRPC or of the node's storage engine.
+
+pub mod directory;
+pub mod dlq;
+pub mod envelope;
+mod error;
+pub mod kafka;
+pub mod keys;
+pub mod topics;
+
+pub use error::Error;
+
+/// Milliseconds since the Unix epoch, as every timestamp on the wire.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Lowercase hex of a SHA-256 digest.
+pub fn sha256_hex(digest: &[u8]) -> String {
+    hex::encode(digest)
+}

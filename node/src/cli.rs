@@ -1,0 +1,432 @@
+//! The `ecointegra` command-line tool.
+
+use crate::config::Config;
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use ecointegra_broker::keys::SigningIdentity;
+use ecointegra_proto::v1::filing_service_client::FilingServiceClient;
+use ecointegra_proto::v1::{
+    download_document_response, submit_filing_request::Part, DocumentHeader,
+    DownloadDocumentRequest, Filing, FilingHeader, FilingStatus, GetFilingRequest,
+    GetReceiptRequest, IdentityDocumentType, ListInboxRequest, Party, SubmitFilingRequest,
+};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Exit code for a configuration that cannot be used (EX_CONFIG is 78, but
+/// EX_USAGE, 64, is what operators' scripts here check).
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "ecointegra", version, about = "Moves official documents between the institutions of a sector over Apache Kafka.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an institution's node.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Submit, read and download filings through a node's gRPC service.
+    #[command(subcommand)]
+    Filing(FilingCommand),
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Run the node until SIGINT or SIGTERM.
+    #[command(long_about = "Run the node until SIGINT or SIGTERM.\n\n\
+        Configuration is layered: defaults, then the TOML file, then environment variables \
+        ECOINTEGRA_<KEY>, with nested keys joined by '__', e.g. ECOINTEGRA_INSTITUTION, \
+        ECOINTEGRA_DATA_DIR, ECOINTEGRA_GRPC__LISTEN, ECOINTEGRA_KAFKA__BOOTSTRAP_SERVERS, \
+        ECOINTEGRA_KAFKA__TOPIC_PREFIX, ECOINTEGRA_TRANSFER__CHUNK_SIZE. \
+        See deploy/config/node.example.toml. A bad configuration exits with code 64.")]
+    Run {
+        /// The node's TOML configuration file.
+        #[arg(long, env = "ECOINTEGRA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate an Ed25519 signing key into a new file; print its public key.
+    Generate {
+        /// Where to write the secret key (created with mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of a key file.
+    Public {
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum FilingCommand {
+    /// Submit a filing with its documents.
+    Submit {
+        /// The node's gRPC address, e.g. 127.0.0.1:50051.
+        #[arg(long)]
+        node: String,
+        /// Destination institution id, e.g. oefa.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        subject: String,
+        /// The sender party's name.
+        #[arg(long, default_value = "Ciudadano de prueba")]
+        name: String,
+        /// DNI, RUC or CE.
+        #[arg(long, default_value = "dni")]
+        doc_type: String,
+        #[arg(long, default_value = "12345678")]
+        doc_number: String,
+        #[arg(long, default_value = "")]
+        email: String,
+        /// Number of folios (pages).
+        #[arg(long, default_value_t = 1)]
+        folios: u32,
+        /// A retry with the same key returns the first answer.
+        #[arg(long, default_value = "")]
+        idempotency_key: String,
+        /// The documents.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show a filing.
+    Get {
+        #[arg(long)]
+        node: String,
+        tracking_code: String,
+    },
+    /// Download a filing's documents into a directory.
+    Download {
+        #[arg(long)]
+        node: String,
+        tracking_code: String,
+        dir: PathBuf,
+    },
+    /// List the filings delivered to the node's institution.
+    Inbox {
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+    },
+    /// Show a filing's signed delivery receipt (cargo de recepción).
+    Receipt {
+        #[arg(long)]
+        node: String,
+        tracking_code: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    runtime.block_on(async {
+        match run(cli.command).await {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                if error.downcast_ref::<crate::config::ConfigError>().is_some() {
+                    ExitCode::from(EXIT_CONFIG)
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    })
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ECOINTEGRA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Node(NodeCommand::Run { config }) => {
+            let config = Config::load(config.as_deref())?;
+            let node = crate::Node::start(config).await.context("the node could not start")?;
+            let cancel = node.cancel_token();
+            tokio::spawn(async move {
+                crate::node::shutdown_signal().await;
+                tracing::info!("Shutdown requested.");
+                cancel.cancel();
+            });
+            node.wait().await;
+        }
+        Command::Keys(KeysCommand::Generate { out }) => {
+            let identity = SigningIdentity::generate();
+            identity.save(&out)?;
+            println!("{}", identity.public_key_hex());
+        }
+        Command::Keys(KeysCommand::Public { key }) => {
+            println!("{}", SigningIdentity::load(&key)?.public_key_hex());
+        }
+        Command::Filing(command) => filing(command).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn connect(node: &str) -> anyhow::Result<FilingServiceClient<tonic::transport::Channel>> {
+    let uri = if node.contains("://") {
+        node.to_owned()
+    } else {
+        format!("http://{node}")
+    };
+    let client = FilingServiceClient::connect(uri.clone())
+        .await
+        .with_context(|| format!("cannot connect to the node at {uri}"))?;
+    Ok(client.max_decoding_message_size(8 << 20))
+}
+
+/// A guess from the file name, for the common document types.
+pub fn media_type_of(path: &Path) -> &'static str {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("pdf") => "application/pdf",
+        Some("txt") => "text/plain",
+        Some("xml") => "application/xml",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("zip") => "application/zip",
+        Some("docx") => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        _ => "application/octet-stream",
+    }
+}
+
+fn parse_doc_type(text: &str) -> anyhow::Result<IdentityDocumentType> {
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "dni" => IdentityDocumentType::Dni,
+        "ruc" => IdentityDocumentType::Ruc,
+        "ce" => IdentityDocumentType::Ce,
+        other => bail!("--doc-type {other:?}: use dni, ruc or ce"),
+    })
+}
+
+/// Streams a header and files as submission parts, reading each file in
+/// bounded pieces.
+pub fn submission_stream(
+    header: FilingHeader,
+    files: Vec<PathBuf>,
+) -> impl tokio_stream::Stream<Item = SubmitFilingRequest> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let part = |p| SubmitFilingRequest { part: Some(p) };
+        if tx.send(part(Part::Header(header))).await.is_err() {
+            return;
+        }
+        for path in files {
+            let Ok(mut file) = tokio::fs::File::open(&path).await else { return };
+            let Ok(meta) = file.metadata().await else { return };
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let header = DocumentHeader {
+                name,
+                media_type: media_type_of(&path).to_owned(),
+                declared_size: meta.len(),
+            };
+            if tx.send(part(Part::Document(header))).await.is_err() {
+                return;
+            }
+            loop {
+                let mut buffer = vec![0u8; 256 * 1024];
+                match file.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        buffer.truncate(n);
+                        if tx.send(part(Part::Chunk(buffer))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn filing(command: FilingCommand) -> anyhow::Result<()> {
+    match command {
+        FilingCommand::Submit {
+            node,
+            to,
+            subject,
+            name,
+            doc_type,
+            doc_number,
+            email,
+            folios,
+            idempotency_key,
+            files,
+        } => {
+            for file in &files {
+                if !file.is_file() {
+                    bail!("{} is not a readable file", file.display());
+                }
+            }
+            let header = FilingHeader {
+                destination: to,
+                subject,
+                sender_party: Some(Party {
+                    name,
+                    document_type: parse_doc_type(&doc_type)? as i32,
+                    document_number: doc_number,
+                    email,
+                }),
+                folio_count: folios,
+                idempotency_key,
+            };
+            let mut client = connect(&node).await?;
+            let answer = client
+                .submit_filing(submission_stream(header, files))
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            println!("tracking code:     {}", answer.tracking_code);
+            println!("verification code: {}", answer.verification_code);
+            for doc in &answer.documents {
+                println!("document {}: {} ({} bytes) sha256 {}", doc.index, doc.name, doc.size, doc.sha256);
+            }
+        }
+        FilingCommand::Get { node, tracking_code } => {
+            let filing = connect(&node)
+                .await?
+                .get_filing(GetFilingRequest { tracking_code })
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            print_filing(&filing);
+        }
+        FilingCommand::Download { node, tracking_code, dir } => {
+            let mut client = connect(&node).await?;
+            let filing = client
+                .get_filing(GetFilingRequest { tracking_code: tracking_code.clone() })
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            tokio::fs::create_dir_all(&dir).await?;
+            for doc in &filing.documents {
+                let mut stream = client
+                    .download_document(DownloadDocumentRequest {
+                        tracking_code: tracking_code.clone(),
+                        document_index: doc.index,
+                    })
+                    .await
+                    .map_err(describe_status)?
+                    .into_inner();
+                let path = dir.join(&doc.name);
+                let mut file = tokio::fs::File::create(&path).await?;
+                let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+                while let Some(part) = stream.message().await.map_err(describe_status)? {
+                    if let Some(download_document_response::Part::Chunk(data)) = part.part {
+                        sha2::Digest::update(&mut hasher, &data);
+                        file.write_all(&data).await?;
+                    }
+                }
+                file.sync_all().await?;
+                let digest = hex::encode(sha2::Digest::finalize(hasher));
+                if digest != doc.sha256 {
+                    bail!("{}: downloaded SHA-256 {digest} differs from {}", path.display(), doc.sha256);
+                }
+                println!("{} ({} bytes, sha256 {digest} verified)", path.display(), doc.size);
+            }
+        }
+        FilingCommand::Inbox { node, page_size } => {
+            let page = connect(&node)
+                .await?
+                .list_inbox(ListInboxRequest { page_size, page_token: String::new() })
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            if page.filings.is_empty() {
+                println!("The inbox is empty.");
+            }
+            for f in &page.filings {
+                println!(
+                    "{:<24} {:<10} from {:<10} {:<18} {}",
+                    f.tracking_code,
+                    status_name(f.status),
+                    f.origin,
+                    f.registry_number,
+                    f.subject
+                );
+            }
+        }
+        FilingCommand::Receipt { node, tracking_code } => {
+            let answer = connect(&node)
+                .await?
+                .get_receipt(GetReceiptRequest { tracking_code })
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            let receipt = answer.receipt.unwrap_or_default();
+            println!("Cargo de recepción (delivery receipt)");
+            println!("  tracking code:   {}", receipt.tracking_code);
+            println!("  transfer:        {}", receipt.transfer_id);
+            println!("  received by:     {}", receipt.receiving_institution);
+            println!("  registry number: {}", receipt.registry_number);
+            println!("  received at:     {} ms since epoch", receipt.received_at_ms);
+            for doc in &receipt.documents {
+                println!("  document {}: {} ({} bytes) sha256 {}", doc.index, doc.name, doc.size, hex::encode(&doc.sha256));
+            }
+            println!("  signed by:       {} (Ed25519 {})", answer.signer, hex::encode(&answer.signer_public_key));
+            println!("  verified:        {}", if answer.verified { "yes" } else { "NO" });
+        }
+    }
+    Ok(())
+}
+
+fn status_name(status: i32) -> &'static str {
+    FilingStatus::try_from(status)
+        .map(|s| s.as_str_name().trim_start_matches("FILING_STATUS_"))
+        .unwrap_or("UNKNOWN")
+}
+
+fn print_filing(f: &Filing) {
+    println!("tracking code:   {}", f.tracking_code);
+    println!("status:          {}", status_name(f.status));
+    println!("from:            {}", f.origin);
+    println!("to:              {}", f.destination);
+    println!("subject:         {}", f.subject);
+    println!("registry number: {}", f.registry_number);
+    println!("folios:          {}", f.folio_count);
+    for doc in &f.documents {
+        println!("document {}: {} ({} bytes) sha256 {}", doc.index, doc.name, doc.size, doc.sha256);
+    }
+}
+
+/// A gRPC error in words, with the fields a BadRequest names.
+fn describe_status(status: tonic::Status) -> anyhow::Error {
+    use tonic_types::StatusExt;
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(bad) = status.get_details_bad_request() {
+        for v in bad.field_violations {
+            text.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    anyhow::anyhow!(text)
+}

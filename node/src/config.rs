@@ -1,0 +1,305 @@
+//! The node's configuration: defaults, then a TOML file, then `ECOINTEGRA_*`
+//! environment variables (nested keys joined by `__`, e.g.
+//! `ECOINTEGRA_KAFKA__BOOTSTRAP_SERVERS`). Unknown keys are rejected and every
+//! invalid value is named.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration that cannot be used, naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {message}")]
+pub struct ConfigError {
+    pub message: String,
+}
+
+impl ConfigError {
+    fn field(field: &str, problem: impl std::fmt::Display) -> Self {
+        Self {
+            message: format!("{field}: {problem}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's institution id, e.g. `senamhi`: lowercase letters, digits, '-'.
+    pub institution: String,
+    /// Where the node keeps its store and document files.
+    pub data_dir: PathBuf,
+    pub grpc: GrpcConfig,
+    pub kafka: KafkaConfig,
+    pub keys: KeysConfig,
+    pub transfer: TransferConfig,
+    pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address the gRPC server listens on; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of Kafka brokers.
+    pub bootstrap_servers: String,
+    /// Prefix of every topic name.
+    pub topic_prefix: String,
+    /// Partitions of the topics this node creates.
+    pub partitions: i32,
+    /// Replication factor of the topics this node creates.
+    pub replication_factor: i32,
+    /// How long a record may wait for Kafka before its delivery is retried.
+    pub message_timeout_ms: u64,
+    /// Free-form librdkafka options, passed through as given (TLS, SASL, tuning).
+    pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("message_timeout_ms", &self.message_timeout_ms)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// This institution's Ed25519 secret key (`ecointegra keys generate`).
+    pub signing_key_file: PathBuf,
+    /// The sector directory: institutions and their public keys.
+    pub directory_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Bytes of document per Kafka record, 1 KiB to 900 KiB.
+    pub chunk_size: u32,
+    /// Largest document accepted at submission, in bytes.
+    pub max_document_size: u64,
+    /// Seconds to wait for a delivery receipt before the transfer is re-sent.
+    pub receipt_timeout_secs: u64,
+    /// Transfers the relay publishes at once.
+    pub relay_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// How often Kafka's reachability is checked, in milliseconds.
+    pub probe_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            institution: String::new(),
+            data_dir: PathBuf::from("data"),
+            grpc: GrpcConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            },
+            kafka: KafkaConfig {
+                bootstrap_servers: "127.0.0.1:9092".into(),
+                topic_prefix: "ecointegra".into(),
+                partitions: 3,
+                replication_factor: 1,
+                message_timeout_ms: 30_000,
+                options: BTreeMap::new(),
+            },
+            keys: KeysConfig {
+                signing_key_file: PathBuf::from("node.key"),
+                directory_file: PathBuf::from("directory.toml"),
+            },
+            transfer: TransferConfig {
+                chunk_size: 512 * 1024,
+                max_document_size: 1 << 30,
+                receipt_timeout_secs: 300,
+                relay_concurrency: 8,
+            },
+            health: HealthConfig {
+                probe_interval_ms: 2_000,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Layers defaults, the TOML file (if any) and the environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::field(
+                    "--config",
+                    format!("{} does not exist", file.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("ECOINTEGRA_").split("__").ignore(&["config"]));
+        Self::from_figment(figment, file.and_then(Path::parent))
+    }
+
+    /// Parses a configuration from TOML text alone (no environment).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        Self::from_figment(figment, None)
+    }
+
+    fn from_figment(figment: Figment, base: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config: Config = figment.extract().map_err(|e| ConfigError {
+            message: describe_figment_error(e),
+        })?;
+        if let Some(base) = base {
+            for path in [
+                &mut config.data_dir,
+                &mut config.keys.signing_key_file,
+                &mut config.keys.directory_file,
+            ] {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !ecointegra_broker::directory::is_institution_id(&self.institution) {
+            return Err(ConfigError::field(
+                "institution",
+                format!(
+                    "{:?} is not an institution id (1 to 32 lowercase letters, digits or '-')",
+                    self.institution
+                ),
+            ));
+        }
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err(ConfigError::field("kafka.bootstrap_servers", "must not be empty"));
+        }
+        if self.kafka.topic_prefix.is_empty()
+            || !self
+                .kafka
+                .topic_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(ConfigError::field(
+                "kafka.topic_prefix",
+                "must be letters, digits, '.', '_' or '-'",
+            ));
+        }
+        if self.kafka.partitions < 1 {
+            return Err(ConfigError::field("kafka.partitions", "must be at least 1"));
+        }
+        if self.kafka.replication_factor < 1 {
+            return Err(ConfigError::field("kafka.replication_factor", "must be at least 1"));
+        }
+        if !(1024..=900 * 1024).contains(&self.transfer.chunk_size) {
+            return Err(ConfigError::field(
+                "transfer.chunk_size",
+                "must be between 1024 and 921600 bytes, so a chunk fits one Kafka record",
+            ));
+        }
+        if self.transfer.max_document_size == 0 {
+            return Err(ConfigError::field("transfer.max_document_size", "must be at least 1"));
+        }
+        if self.transfer.receipt_timeout_secs == 0 {
+            return Err(ConfigError::field("transfer.receipt_timeout_secs", "must be at least 1"));
+        }
+        if self.transfer.relay_concurrency == 0 {
+            return Err(ConfigError::field("transfer.relay_concurrency", "must be at least 1"));
+        }
+        if self.health.probe_interval_ms == 0 {
+            return Err(ConfigError::field("health.probe_interval_ms", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn kafka_settings(&self) -> ecointegra_broker::kafka::KafkaSettings {
+        ecointegra_broker::kafka::KafkaSettings {
+            bootstrap_servers: self.kafka.bootstrap_servers.clone(),
+            options: self.kafka.options.clone(),
+        }
+    }
+}
+
+/// Figment names the key at fault; keep its words but drop the provider noise.
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let kind = e.kind.to_string();
+            if path.is_empty() {
+                kind
+            } else {
+                format!("{path}: {kind}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "institution = \"oefa\"\n";
+
+    #[test]
+    fn defaults_and_minimal_file() {
+        let config = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(config.institution, "oefa");
+        assert_eq!(config.transfer.chunk_size, 512 * 1024);
+        assert_eq!(config.transfer.max_document_size, 1 << 30);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml(&format!("{MINIMAL}[grpc]\nlisten_addr = \"x\"\n")).unwrap_err();
+        assert!(err.message.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn unparseable_address_is_named() {
+        let err = Config::from_toml(&format!("{MINIMAL}[grpc]\nlisten = \"nowhere:port\"\n")).unwrap_err();
+        assert!(err.message.contains("grpc.listen"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let err = Config::from_toml("institution = \"OEFA!\"\n").unwrap_err();
+        assert!(err.message.starts_with("institution:"), "{err}");
+        let err = Config::from_toml(&format!("{MINIMAL}[transfer]\nchunk_size = 2000000\n")).unwrap_err();
+        assert!(err.message.contains("transfer.chunk_size"), "{err}");
+    }
+
+    #[test]
+    fn kafka_options_are_not_printed() {
+        let config = Config::from_toml(&format!(
+            "{MINIMAL}[kafka.options]\n\"sasl.password\" = \"hunter2\"\n"
+        ))
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(printed.contains("sasl.password"));
+        assert!(!printed.contains("hunter2"));
+    }
+}

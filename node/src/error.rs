@@ -1,0 +1,95 @@
+//! The node's errors, and the one place that maps them to gRPC status codes.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// One field of a request that is wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub field: String,
+    pub description: String,
+}
+
+impl Violation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<Violation>),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("store: {context}")]
+    Store {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Broker(#[from] ecointegra_broker::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+fn describe(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Error::InvalidArgument(vec![Violation::new(field, description)])
+    }
+
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+
+    pub fn store(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Self {
+        let context = context.into();
+        move |source| Error::Store { context, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match &error {
+            Error::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in violations {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+                Status::with_error_details(Code::InvalidArgument, error.to_string(), details)
+            }
+            Error::NotFound(_) => Status::not_found(error.to_string()),
+            Error::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
+            Error::ShuttingDown => Status::unavailable(error.to_string()),
+            Error::Store { .. } | Error::Io { .. } | Error::Broker(_) | Error::Config(_) => {
+                tracing::error!(error = %error, "Request failed.");
+                Status::internal("internal error; see the node's log")
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Identifiers: transfer ids, tracking and verification codes, registry numbers.
+
+/// Crockford's base32 alphabet: no I, L, O or U, so codes read aloud well.
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// `len` random characters of Crockford base32.
+pub fn random_code(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(b & 31) as usize] as char)
+        .collect()
+}
+
+/// 128 random bits, hex.
+pub fn transfer_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    hex::encode(bytes)
+}
+
+/// A tracking code, e.g. `SENAMHI-2026-7K3M9Q2P`: the institution where it was
+/// filed, the year, and 40 random bits.
+pub fn tracking_code(institution: &str, now_ms: i64) -> String {
+    format!(
+        "{}-{}-{}",
+        institution.to_uppercase(),
+        year_of(now_ms),
+        random_code(8)
+    )
+}
+
+/// A registry number, e.g. `OEFA-2026-000042`.
+pub fn registry_number(institution: &str, year: i32, sequence: i64) -> String {
+    format!("{}-{year}-{sequence:06}", institution.to_uppercase())
+}
+
+/// The UTC calendar year of a Unix time in milliseconds.
+pub fn year_of(ms: i64) -> i32 {
+    civil_from_days(ms.div_euclid(86_400_000)).0
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+        assert_eq!(year_of(1_798_675_200_000), 2026); // 2026-12-31
+        assert_eq!(year_of(1_798_761_600_000), 2027); // 2027-01-01
+    }
+
+    #[test]
+    fn codes() {
+        let code = tracking_code("senamhi", 1_798_675_200_000);
+        assert!(code.starts_with("SENAMHI-2026-"), "{code}");
+        assert_eq!(code.len(), "SENAMHI-2026-".len() + 8);
+        assert_ne!(random_code(16), random_code(16));
+        assert_eq!(registry_number("oefa", 2026, 42), "OEFA-2026-000042");
+        assert_eq!(transfer_id().len(), 32);
+    }
+}

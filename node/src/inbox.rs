@@ -1,0 +1,612 @@
+//! The inbox consumer: reads this institution's inbox topic from the offsets
+//! kept in the store, verifies every record before acting on it, and applies
+//! each record's effect together with its offset in one local transaction.
+//!
+//! - Chunks are written to partial files and fsynced before their row is stored,
+//!   so memory stays bounded whatever the document size.
+//! - A manifest whose documents all arrived and hash right becomes an inbound
+//!   filing, and its signed receipt is queued for the origin.
+//! - A receipt for one of our transfers marks the filing DELIVERED.
+//! - Anything that cannot be decoded, verified or assembled goes to the DLQ with
+//!   its reason, and the partition moves on.
+
+use crate::error::{Error, Result};
+use crate::node::Shared;
+use crate::store::{DocumentRow, NewFiling, OutgoingReceipt, Partial, Position, StoredReceipt};
+use ecointegra_broker::envelope::{self, Rejection};
+use ecointegra_broker::kafka::InboxConsumer;
+use ecointegra_proto::v1::{
+    Chunk, Direction, DocumentDigest, Envelope, FilingStatus, Manifest, MessageType, Receipt,
+};
+use prost::Message as _;
+use rdkafka::message::{Message, OwnedMessage};
+use sha2::{Digest, Sha256};
+use std::io::{Seek, SeekFrom, Write};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Why a record was not applied.
+enum Fault {
+    /// The record itself is bad: dead-letter it and move on.
+    Reject(Rejection),
+    /// Something local failed (disk, store): retry the same record.
+    Local(Error),
+}
+
+impl From<Rejection> for Fault {
+    fn from(r: Rejection) -> Self {
+        Fault::Reject(r)
+    }
+}
+
+impl From<Error> for Fault {
+    fn from(e: Error) -> Self {
+        Fault::Local(e)
+    }
+}
+
+/// Local failures of one record tolerated before it is dead-lettered instead.
+const LOCAL_RETRIES: u32 = 5;
+
+pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
+    let consumer = loop {
+        match connect(&shared).await {
+            Ok(consumer) => break consumer,
+            Err(error) => {
+                tracing::warn!(%error, "Inbox not ready; retrying.");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    };
+    tracing::info!(topic = %consumer.topic(), "Consuming the inbox.");
+    loop {
+        let record = tokio::select! {
+            _ = cancel.cancelled() => break,
+            record = consumer.recv() => record,
+        };
+        match record {
+            Ok(message) => {
+                let message = message.detach();
+                handle(&shared, &consumer, &message, &cancel).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Inbox read failed.");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(error) = consumer.commit() {
+            tracing::warn!(%error, "Offsets not committed at shutdown; the store has them.");
+        }
+    })
+    .await;
+}
+
+/// Creates the node's topics, then the consumer, assigned from stored offsets.
+async fn connect(shared: &Arc<Shared>) -> Result<Arc<InboxConsumer>> {
+    let settings = shared.config.kafka_settings();
+    let admin = settings.admin()?;
+    ecointegra_broker::topics::ensure_node_topics(
+        &admin,
+        &shared.topics,
+        shared.institution(),
+        shared.topic_spec(),
+    )
+    .await?;
+    let topic = shared.inbox_topic();
+    let consumer = Arc::new(InboxConsumer::new(&settings, &shared.group_id(), &topic)?);
+    let c = consumer.clone();
+    let partitions = tokio::task::spawn_blocking(move || c.partitions(Duration::from_secs(5)))
+        .await
+        .map_err(|e| Error::Io {
+            context: "metadata task failed".into(),
+            source: std::io::Error::other(e),
+        })??;
+    let topic_for_store = topic.clone();
+    let stored = shared
+        .store
+        .run(move |s| s.inbox_positions(&topic_for_store))
+        .await?;
+    let positions: Vec<(i32, Option<i64>)> = partitions
+        .iter()
+        .map(|p| (*p, stored.iter().find(|(sp, _)| sp == p).map(|(_, o)| *o)))
+        .collect();
+    consumer.assign(&positions)?;
+    Ok(consumer)
+}
+
+async fn handle(shared: &Arc<Shared>, consumer: &InboxConsumer, record: &OwnedMessage, cancel: &CancellationToken) {
+    let position = Position {
+        topic: record.topic(),
+        partition: record.partition(),
+        offset: record.offset(),
+    };
+    let mut failures = 0;
+    loop {
+        let fault = match process(shared, record, position).await {
+            Ok(()) => break,
+            Err(fault) => fault,
+        };
+        let rejection = match fault {
+            Fault::Reject(rejection) => rejection,
+            Fault::Local(error) if failures < LOCAL_RETRIES => {
+                failures += 1;
+                tracing::error!(%error, offset = position.offset, "Cannot apply an inbox record; retrying.");
+                tokio::time::sleep(Duration::from_millis(200 << failures)).await;
+                continue;
+            }
+            Fault::Local(error) => Rejection::new("local", format!("could not be stored here: {error}")),
+        };
+        dead_letter(shared, record, position, &rejection, cancel).await;
+        break;
+    }
+    if let Err(error) = consumer.store_offset(position.partition, position.offset) {
+        tracing::warn!(%error, "Offset not stored for commit; the store has it.");
+    }
+}
+
+/// Publishes a dead letter (retrying until Kafka takes it), then records the
+/// offset, so the record is neither lost nor blocking.
+async fn dead_letter(
+    shared: &Arc<Shared>,
+    record: &OwnedMessage,
+    position: Position<'_>,
+    rejection: &Rejection,
+    cancel: &CancellationToken,
+) {
+    tracing::warn!(
+        reason = %rejection.reason,
+        code = rejection.code,
+        sender = %rejection.claimed_sender,
+        offset = position.offset,
+        "Inbox record dead-lettered."
+    );
+    let letter = ecointegra_broker::dlq::dead_letter(
+        rejection,
+        ecointegra_broker::dlq::Source {
+            topic: position.topic,
+            partition: position.partition,
+            offset: position.offset,
+            key: record.key(),
+            value: record.payload(),
+        },
+    );
+    let dlq = shared.dlq_topic();
+    loop {
+        match ecointegra_broker::dlq::publish(&shared.publisher, &dlq, shared.institution(), &letter).await {
+            Ok(_) => break,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot publish a dead letter; retrying.");
+                if cancel.is_cancelled() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let topic = position.topic.to_owned();
+    let (partition, offset) = (position.partition, position.offset);
+    let recorded = shared
+        .store
+        .run(move |s| s.apply_nothing(Position { topic: &topic, partition, offset }, None))
+        .await;
+    if let Err(error) = recorded {
+        tracing::error!(%error, "Cannot record a dead-lettered offset.");
+    }
+}
+
+async fn process(shared: &Arc<Shared>, record: &OwnedMessage, position: Position<'_>) -> Result<(), Fault> {
+    let value = record.payload().unwrap_or_default();
+    let directory = shared.directory();
+    let envelope = envelope::open(value, &directory, shared.institution())?;
+    match MessageType::try_from(envelope.message_type) {
+        Ok(MessageType::Chunk) => chunk(shared, envelope, position).await,
+        Ok(MessageType::Manifest) => manifest(shared, envelope, position).await,
+        Ok(MessageType::Receipt) => receipt(shared, envelope, value.to_vec(), position).await,
+        _ => Err(Rejection::new(
+            "type",
+            format!("message type {} does not belong in an inbox", envelope.message_type),
+        )
+        .about(&envelope)
+        .into()),
+    }
+}
+
+/// Owned copy of a position, for store work on another thread.
+fn owned(position: Position<'_>) -> (String, i32, i64) {
+    (position.topic.to_owned(), position.partition, position.offset)
+}
+
+async fn chunk(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>) -> Result<(), Fault> {
+    let chunk: Chunk = envelope::payload(&envelope)?;
+    let reject = |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
+    let (topic, partition, offset) = owned(position);
+    let message_id = envelope.message_id.clone();
+    let transfer_id = chunk.transfer_id.clone();
+    let index = chunk.document_index;
+    let state = shared
+        .store
+        .run(move |s| {
+            Ok((
+                s.is_processed(&message_id)?,
+                s.filing_by_transfer(&transfer_id)?.is_some(),
+                s.partial(&transfer_id, index)?,
+            ))
+        })
+        .await?;
+    let (seen, delivered, partial) = state;
+    if seen || delivered {
+        // Already applied, or the whole transfer is stored: nothing to do.
+        let id = envelope.message_id.clone();
+        shared
+            .store
+            .run(move |s| s.apply_nothing(Position { topic: &topic, partition, offset }, Some(&id)))
+            .await?;
+        return Ok(());
+    }
+    if Sha256::digest(&chunk.data).as_slice() != chunk.sha256.as_slice() {
+        return Err(reject(
+            "chunk-hash",
+            format!(
+                "chunk {} of document {} of transfer {}: the SHA-256 of its data does not match the chunk's digest",
+                chunk.seq, chunk.document_index, chunk.transfer_id
+            ),
+        ));
+    }
+    let partial = partial.unwrap_or(Partial {
+        sender: envelope.sender.clone(),
+        next_seq: 0,
+        bytes: 0,
+    });
+    if partial.sender != envelope.sender {
+        return Err(reject(
+            "sender",
+            format!("transfer {} belongs to {}, not to {}", chunk.transfer_id, partial.sender, envelope.sender),
+        ));
+    }
+    if chunk.seq < partial.next_seq {
+        let id = envelope.message_id.clone();
+        shared
+            .store
+            .run(move |s| s.apply_nothing(Position { topic: &topic, partition, offset }, Some(&id)))
+            .await?;
+        return Ok(());
+    }
+    if chunk.seq != partial.next_seq || chunk.offset != partial.bytes {
+        return Err(reject(
+            "chunk-order",
+            format!(
+                "transfer {} document {}: expected chunk {} at byte {}, got chunk {} at byte {}",
+                chunk.transfer_id, chunk.document_index, partial.next_seq, partial.bytes, chunk.seq, chunk.offset
+            ),
+        ));
+    }
+    let path = shared.blobs.partial_path(&chunk.transfer_id, chunk.document_index);
+    let next = Partial {
+        sender: partial.sender,
+        next_seq: partial.next_seq + 1,
+        bytes: partial.bytes + chunk.data.len() as u64,
+    };
+    let id = envelope.message_id.clone();
+    shared
+        .store
+        .run(move |s| {
+            write_at(&path, partial.bytes, &chunk.data)
+                .map_err(Error::io(format!("cannot write {}", path.display())))?;
+            s.apply_chunk(
+                Position { topic: &topic, partition, offset },
+                &id,
+                &chunk.transfer_id,
+                chunk.document_index,
+                &next,
+            )
+        })
+        .await?;
+    Ok(())
+}
+
+/// Writes `data` at `offset`, dropping any tail a crash left beyond it, and
+/// makes it durable.
+fn write_at(path: &std::path::Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    file.set_len(offset)?;
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(data)?;
+    file.sync_data()
+}
+
+async fn manifest(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>) -> Result<(), Fault> {
+    let manifest: Manifest = envelope::payload(&envelope)?;
+    let reject = |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
+    let Some(transfer) = manifest.transfer.clone() else {
+        return Err(reject("manifest", "the manifest names no transfer".into()));
+    };
+    if transfer.origin != envelope.sender || transfer.destination != shared.institution() {
+        return Err(reject(
+            "manifest",
+            format!(
+                "transfer {} claims to go from {} to {}, but {} sent it here",
+                transfer.transfer_id, transfer.origin, transfer.destination, envelope.sender
+            ),
+        ));
+    }
+    let (topic, partition, offset) = owned(position);
+    let message_id = envelope.message_id.clone();
+    let transfer_id = transfer.transfer_id.clone();
+    let (seen, existing) = shared
+        .store
+        .run(move |s| Ok((s.is_processed(&message_id)?, s.filing_by_transfer(&transfer_id)?)))
+        .await?;
+    if seen {
+        shared
+            .store
+            .run(move |s| s.apply_nothing(Position { topic: &topic, partition, offset }, None))
+            .await?;
+        return Ok(());
+    }
+    if existing.is_some() {
+        // Sent again: the origin has not seen our receipt. Send it again.
+        let id = envelope.message_id.clone();
+        let origin = envelope.sender.clone();
+        shared
+            .store
+            .run(move |s| {
+                s.apply_receipt_resend(Position { topic: &topic, partition, offset }, &id, &transfer.transfer_id, &origin)
+            })
+            .await?;
+        shared.relay_wake.notify_one();
+        return Ok(());
+    }
+    if manifest.documents.is_empty() {
+        return Err(reject("manifest", format!("transfer {} has no documents", transfer.transfer_id)));
+    }
+    for (i, doc) in manifest.documents.iter().enumerate() {
+        if doc.index as usize != i || doc.sha256.len() != 32 {
+            return Err(reject(
+                "manifest",
+                format!("transfer {}: document entry {i} is malformed", transfer.transfer_id),
+            ));
+        }
+        let violations = crate::validate::document_header(
+            &ecointegra_proto::v1::DocumentHeader {
+                name: doc.name.clone(),
+                media_type: doc.media_type.clone(),
+                declared_size: doc.size,
+            },
+            i,
+            u64::MAX,
+        );
+        if let Some(v) = violations.first() {
+            return Err(reject("manifest", format!("transfer {}: {}: {}", transfer.transfer_id, v.field, v.description)));
+        }
+    }
+
+    // Verify every document against the manifest, then adopt it.
+    let store_shared = shared.clone();
+    let sender = envelope.sender.clone();
+    let transfer_id = transfer.transfer_id.clone();
+    let documents = manifest.documents.clone();
+    let verified = shared
+        .store
+        .run(move |s| {
+            let mut problems = Vec::new();
+            for doc in &documents {
+                let path = store_shared.blobs.partial_path(&transfer_id, doc.index);
+                let partial = s.partial(&transfer_id, doc.index)?;
+                if doc.size == 0 && partial.is_none() {
+                    std::fs::File::create(&path)
+                        .and_then(|f| f.sync_all())
+                        .map_err(Error::io(format!("cannot create {}", path.display())))?;
+                } else {
+                    let (chunks, bytes) = partial
+                        .filter(|p| p.sender == sender)
+                        .map_or((0, 0), |p| (p.next_seq, p.bytes));
+                    if chunks != doc.chunk_count || bytes != doc.size {
+                        problems.push(format!(
+                            "document {} ({}): {bytes} of {} bytes in {chunks} of {} chunks arrived",
+                            doc.index, doc.name, doc.size, doc.chunk_count
+                        ));
+                        continue;
+                    }
+                }
+                let (digest, size) = crate::blobs::digest_file(&path)
+                    .map_err(Error::io(format!("cannot read {}", path.display())))?;
+                if size != doc.size || digest.as_slice() != doc.sha256.as_slice() {
+                    problems.push(format!(
+                        "document {} ({}): SHA-256 {} of {size} bytes differs from the manifest's {} of {} bytes",
+                        doc.index,
+                        doc.name,
+                        hex::encode(digest),
+                        hex::encode(&doc.sha256),
+                        doc.size
+                    ));
+                }
+            }
+            Ok(problems)
+        })
+        .await?;
+    if !verified.is_empty() {
+        let incomplete = verified.iter().all(|p| p.contains("arrived"));
+        if !incomplete {
+            // Corrupt data: forget it, so a re-send starts afresh.
+            discard_partials(shared, &transfer.transfer_id, &manifest.documents).await?;
+        }
+        return Err(reject(
+            if incomplete { "incomplete" } else { "digest" },
+            format!("transfer {}: {}", transfer.transfer_id, verified.join("; ")),
+        ));
+    }
+
+    let now = ecointegra_broker::now_ms();
+    let me = shared.institution().to_owned();
+    let filing = NewFiling {
+        tracking_code: transfer.tracking_code.clone(),
+        verification_code: String::new(),
+        transfer_id: transfer.transfer_id.clone(),
+        direction: Direction::Inbound,
+        status: FilingStatus::Delivered,
+        origin: transfer.origin.clone(),
+        destination: me.clone(),
+        subject: transfer.subject.clone(),
+        sender_party: transfer.sender_party.clone().unwrap_or_default(),
+        folio_count: transfer.folio_count,
+        registered_at_ms: transfer.registered_at_ms,
+        delivered_at_ms: now,
+        origin_registry_number: transfer.origin_registry_number.clone(),
+        documents: manifest
+            .documents
+            .iter()
+            .map(|d| DocumentRow {
+                index: d.index,
+                name: d.name.clone(),
+                media_type: d.media_type.clone(),
+                size: d.size,
+                sha256: d.sha256.clone(),
+            })
+            .collect(),
+    };
+    let sealer = shared.sealer.clone();
+    let blobs = shared.blobs.clone();
+    let id = envelope.message_id.clone();
+    let origin = envelope.sender.clone();
+    let documents = manifest.documents.clone();
+    let tracking_code = transfer.tracking_code.clone();
+    let filing_id = shared
+        .store
+        .run(move |s| {
+            for doc in &documents {
+                blobs.adopt(&blobs.partial_path(&filing.transfer_id, doc.index), &doc.sha256)?;
+            }
+            s.apply_delivery(Position { topic: &topic, partition, offset }, &id, &filing, |registry_number| {
+                let receipt = Receipt {
+                    transfer_id: filing.transfer_id.clone(),
+                    tracking_code: filing.tracking_code.clone(),
+                    receiving_institution: me.clone(),
+                    registry_number: registry_number.to_owned(),
+                    received_at_ms: now,
+                    documents,
+                    origin: origin.clone(),
+                };
+                let sealed = sealer.seal(
+                    format!("{}/receipt", filing.transfer_id),
+                    MessageType::Receipt,
+                    &origin,
+                    receipt.encode_to_vec(),
+                );
+                OutgoingReceipt {
+                    recipient: origin.clone(),
+                    envelope: sealed.encode_to_vec(),
+                    received_at_ms: now,
+                    signer: me.clone(),
+                }
+            })
+        })
+        .await?;
+    if let Some(filing_id) = filing_id {
+        tracing::info!(%tracking_code, origin = %envelope.sender, "Filing delivered.");
+        shared.inbox_head.send_replace(filing_id);
+        shared.relay_wake.notify_one();
+    }
+    Ok(())
+}
+
+async fn discard_partials(shared: &Arc<Shared>, transfer_id: &str, documents: &[DocumentDigest]) -> Result<()> {
+    for doc in documents {
+        let _ = std::fs::remove_file(shared.blobs.partial_path(transfer_id, doc.index));
+    }
+    let transfer_id = transfer_id.to_owned();
+    shared.store.run(move |s| s.discard_partials(&transfer_id)).await
+}
+
+async fn receipt(
+    shared: &Arc<Shared>,
+    envelope: Envelope,
+    raw: Vec<u8>,
+    position: Position<'_>,
+) -> Result<(), Fault> {
+    let receipt: Receipt = envelope::payload(&envelope)?;
+    let reject = |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
+    let (topic, partition, offset) = owned(position);
+    let message_id = envelope.message_id.clone();
+    let transfer_id = receipt.transfer_id.clone();
+    let (seen, filing) = shared
+        .store
+        .run(move |s| Ok((s.is_processed(&message_id)?, s.filing_by_transfer(&transfer_id)?)))
+        .await?;
+    if seen {
+        shared
+            .store
+            .run(move |s| s.apply_nothing(Position { topic: &topic, partition, offset }, None))
+            .await?;
+        return Ok(());
+    }
+    let Some(filing) = filing.filter(|f| f.direction == Direction::Outbound) else {
+        return Err(reject(
+            "receipt",
+            format!("receipt for transfer {}, which this institution did not send", receipt.transfer_id),
+        ));
+    };
+    if filing.destination != envelope.sender || receipt.receiving_institution != envelope.sender {
+        return Err(reject(
+            "receipt",
+            format!(
+                "receipt for transfer {} signed by {}, but it was sent to {}",
+                receipt.transfer_id, envelope.sender, filing.destination
+            ),
+        ));
+    }
+    if let Err(problem) = digests_match(&receipt.documents, &filing.documents) {
+        return Err(reject(
+            "receipt-digest",
+            format!("receipt for transfer {}: {problem}", receipt.transfer_id),
+        ));
+    }
+    let stored = StoredReceipt {
+        transfer_id: receipt.transfer_id.clone(),
+        signer: envelope.sender.clone(),
+        envelope: raw,
+        received_at_ms: receipt.received_at_ms,
+    };
+    let id = envelope.message_id.clone();
+    let filing_id = filing.id;
+    shared
+        .store
+        .run(move |s| s.apply_receipt(Position { topic: &topic, partition, offset }, &id, filing_id, &stored))
+        .await?;
+    tracing::info!(
+        tracking_code = %filing.tracking_code,
+        destination = %filing.destination,
+        registry_number = %receipt.registry_number,
+        "Receipt stored; filing delivered."
+    );
+    Ok(())
+}
+
+/// Do the receipt's digests name exactly the documents we hold?
+pub fn digests_match(receipt: &[DocumentDigest], ours: &[DocumentRow]) -> Result<(), String> {
+    if receipt.len() != ours.len() {
+        return Err(format!("names {} documents, {} were sent", receipt.len(), ours.len()));
+    }
+    for (r, o) in receipt.iter().zip(ours) {
+        if r.index != o.index || r.size != o.size || r.sha256 != o.sha256 {
+            return Err(format!(
+                "document {} differs: {} bytes with SHA-256 {}, sent {} bytes with SHA-256 {}",
+                o.index,
+                r.size,
+                hex::encode(&r.sha256),
+                o.size,
+                hex::encode(&o.sha256)
+            ));
+        }
+    }
+    Ok(())
+}

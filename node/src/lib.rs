@@ -1,0 +1,29 @@
+//! The ecointegra institution node and the `ecointegra` command-line tool.
+//!
+//! # Layout
+//! - [`config`]: layered configuration, validated at start-up.
+//! - [`node`]: starting and stopping a node and the state its tasks share.
+//! - [`store`]: the embedded SQLite store; [`blobs`]: content-addressed files.
+//! - [`submit`] and [`validate`]: accepting a filing at the desk.
+//! - [`relay`]: the outbox relay, publishing transfers and receipts.
+//! - [`inbox`]: the inbox consumer, assembling, verifying and storing transfers.
+//! - [`service`]: the gRPC server; [`health`]: health checking against Kafka.
+//! - [`cli`]: the command-line tool; [`error`]: errors and their gRPC codes.
+
+pub mod blobs;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod ids;
+pub mod inbox;
+pub mod node;
+pub mod relay;
+pub mod service;
+pub mod store;
+pub mod submit;
+pub mod validate;
+
+pub use config::Config;
+pub use error::Error;
+pub use node::Node;

@@ -1,0 +1,233 @@
+//! The outbox relay: publishes what the store queued, with the idempotent
+//! producer, keyed by transfer id.
+//!
+//! A transfer goes out as its documents' chunks, in order, then its manifest.
+//! Its outbox entry stays until the signed receipt arrives; if none comes
+//! within `transfer.receipt_timeout_secs` the whole transfer is sent again
+//! (chunk ids repeat, so the destination skips what it has; the manifest
+//! carries a new attempt number, so the destination answers it with its
+//! receipt). Kafka being down only delays this.
+
+use crate::error::{Error, Result};
+use crate::node::Shared;
+use crate::store::{OutboxKind, OutboxRow};
+use ecointegra_broker::kafka::{Pending, RecordMeta};
+use ecointegra_proto::v1::{Chunk, DocumentDigest, Envelope, Manifest, MessageType, Transfer};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Records of one transfer awaiting acknowledgement at once: bounds memory.
+const WINDOW: usize = 16;
+/// Wait before retrying a publication that failed.
+const RETRY_DELAY_MS: i64 = 2_000;
+
+pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
+    let concurrency = shared.config.transfer.relay_concurrency;
+    let mut in_flight: JoinSet<i64> = JoinSet::new();
+    let mut busy: HashSet<i64> = HashSet::new();
+    loop {
+        if busy.len() < concurrency {
+            let now = ecointegra_broker::now_ms();
+            match shared.store.run(move |s| s.due_outbox(now, 512)).await {
+                Ok(rows) => {
+                    for row in rows {
+                        if busy.len() >= concurrency {
+                            break;
+                        }
+                        if busy.insert(row.id) {
+                            in_flight.spawn(publish_row(shared.clone(), row));
+                        }
+                    }
+                }
+                Err(error) => tracing::error!(%error, "Cannot read the outbox."),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = shared.relay_wake.notified() => {}
+            Some(done) = in_flight.join_next() => {
+                if let Ok(id) = done {
+                    busy.remove(&id);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    // Whatever was not acknowledged stays in the outbox for the next start.
+    in_flight.abort_all();
+    while in_flight.join_next().await.is_some() {}
+}
+
+async fn publish_row(shared: Arc<Shared>, row: OutboxRow) -> i64 {
+    let id = row.id;
+    let result = match row.kind {
+        OutboxKind::Transfer => publish_transfer(&shared, &row).await,
+        OutboxKind::Envelope => publish_envelope(&shared, &row).await,
+    };
+    let now = ecointegra_broker::now_ms();
+    let recorded = match result {
+        Ok(()) => {
+            let receipt_timeout = shared.config.transfer.receipt_timeout_secs as i64 * 1000;
+            shared
+                .store
+                .run(move |s| match row.kind {
+                    OutboxKind::Transfer => s.transfer_published(&row, now + receipt_timeout),
+                    OutboxKind::Envelope => s.outbox_remove(row.id),
+                })
+                .await
+        }
+        Err(error) => {
+            tracing::warn!(%error, outbox_id = id, "Publication failed; will retry.");
+            shared
+                .store
+                .run(move |s| s.outbox_retry_at(id, now + RETRY_DELAY_MS))
+                .await
+        }
+    };
+    if let Err(error) = recorded {
+        tracing::error!(%error, outbox_id = id, "Cannot record a publication.");
+    }
+    id
+}
+
+async fn publish_envelope(shared: &Shared, row: &OutboxRow) -> Result<()> {
+    let bytes = row.envelope.as_deref().unwrap_or_default();
+    let envelope = Envelope::decode(bytes).map_err(|e| Error::Io {
+        context: "an outbox envelope is unreadable".into(),
+        source: std::io::Error::other(e),
+    })?;
+    let meta = meta_of(&envelope);
+    shared
+        .publisher
+        .publish(&shared.topics.inbox(&row.recipient), &row.record_key, bytes, &meta, &[])
+        .await?;
+    tracing::debug!(message_id = %envelope.message_id, recipient = %row.recipient, "Envelope published.");
+    Ok(())
+}
+
+fn meta_of(envelope: &Envelope) -> RecordMeta<'_> {
+    RecordMeta {
+        message_type: MessageType::try_from(envelope.message_type)
+            .map(|t| t.as_str_name())
+            .unwrap_or("UNKNOWN"),
+        sender: &envelope.sender,
+        message_id: &envelope.message_id,
+    }
+}
+
+/// Publishes every chunk of every document, then the manifest, and waits
+/// until Kafka has acknowledged them all.
+async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
+    let transfer_id = row.record_key.clone();
+    let lookup = transfer_id.clone();
+    let filing = shared
+        .store
+        .run(move |s| s.filing_by_transfer(&lookup))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("the filing of transfer {transfer_id}")))?;
+    let topic = shared.topics.inbox(&filing.destination);
+    let chunk_size = shared.config.transfer.chunk_size as u64;
+    let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
+    let mut digests = Vec::with_capacity(filing.documents.len());
+
+    for doc in &filing.documents {
+        let chunk_count = doc.size.div_ceil(chunk_size) as u32;
+        let path = shared.blobs.path(&doc.sha256);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(Error::io(format!("cannot open {}", path.display())))?;
+        for seq in 0..chunk_count {
+            let offset = seq as u64 * chunk_size;
+            let len = chunk_size.min(doc.size - offset) as usize;
+            let mut data = vec![0u8; len];
+            file.read_exact(&mut data)
+                .await
+                .map_err(Error::io(format!("cannot read {}", path.display())))?;
+            let chunk = Chunk {
+                transfer_id: transfer_id.clone(),
+                document_index: doc.index,
+                seq,
+                offset,
+                sha256: Sha256::digest(&data).to_vec(),
+                data,
+            };
+            let envelope = shared.sealer.seal(
+                format!("{transfer_id}/chunk/{}/{seq}", doc.index),
+                MessageType::Chunk,
+                &filing.destination,
+                chunk.encode_to_vec(),
+            );
+            send(shared, &topic, &transfer_id, &envelope, &mut pending).await?;
+        }
+        digests.push(DocumentDigest {
+            index: doc.index,
+            name: doc.name.clone(),
+            media_type: doc.media_type.clone(),
+            size: doc.size,
+            sha256: doc.sha256.clone(),
+            chunk_count,
+        });
+    }
+
+    let attempt = row.attempts + 1;
+    let manifest = Manifest {
+        transfer: Some(Transfer {
+            transfer_id: transfer_id.clone(),
+            tracking_code: filing.tracking_code.clone(),
+            origin: filing.origin.clone(),
+            destination: filing.destination.clone(),
+            subject: filing.subject.clone(),
+            sender_party: Some(filing.sender_party.clone()),
+            folio_count: filing.folio_count,
+            registered_at_ms: filing.registered_at_ms,
+            origin_registry_number: filing.registry_number.clone(),
+        }),
+        documents: digests,
+        attempt,
+        chunk_size: chunk_size as u32,
+    };
+    let envelope = shared.sealer.seal(
+        format!("{transfer_id}/manifest/{attempt}"),
+        MessageType::Manifest,
+        &filing.destination,
+        manifest.encode_to_vec(),
+    );
+    send(shared, &topic, &transfer_id, &envelope, &mut pending).await?;
+    while let Some(p) = pending.pop_front() {
+        p.delivered().await?;
+    }
+    tracing::info!(
+        tracking_code = %filing.tracking_code,
+        destination = %filing.destination,
+        attempt,
+        "Transfer published."
+    );
+    Ok(())
+}
+
+async fn send(
+    shared: &Shared,
+    topic: &str,
+    key: &str,
+    envelope: &Envelope,
+    pending: &mut VecDeque<Pending>,
+) -> Result<()> {
+    let bytes = envelope.encode_to_vec();
+    let queued = shared
+        .publisher
+        .enqueue(topic, key, &bytes, &meta_of(envelope), &[])
+        .await?;
+    pending.push_back(queued);
+    if pending.len() >= WINDOW {
+        if let Some(oldest) = pending.pop_front() {
+            oldest.delivered().await?;
+        }
+    }
+    Ok(())
+}

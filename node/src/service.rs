@@ -1,0 +1,295 @@
+//! The gRPC server: `FilingService`, health checking and reflection.
+
+use crate::error::{Error, Result};
+use crate::node::Shared;
+use crate::store::FilingRow;
+use ecointegra_broker::envelope;
+use ecointegra_proto::v1::filing_service_server::{FilingService, FilingServiceServer};
+use ecointegra_proto::v1::{
+    download_document_response, DownloadDocumentRequest, DownloadDocumentResponse, Envelope,
+    Filing, GetFilingRequest, GetReceiptRequest, GetReceiptResponse, InboxEvent,
+    ListInboxRequest, ListInboxResponse, Receipt, StreamInboxRequest, SubmitFilingRequest,
+    SubmitFilingResponse,
+};
+use prost::Message;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Serves gRPC until `cancel` fires, then drains in-flight calls.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    cancel: CancellationToken,
+) {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ecointegra_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let filing = FilingServiceServer::new(FilingApi {
+        shared: shared.clone(),
+        cancel: cancel.clone(),
+    })
+    .max_decoding_message_size(8 << 20);
+    let result = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(filing)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "gRPC server failed.");
+        cancel.cancel();
+    }
+}
+
+pub struct FilingApi {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+
+#[tonic::async_trait]
+impl FilingService for FilingApi {
+    async fn submit_filing(
+        &self,
+        request: Request<Streaming<SubmitFilingRequest>>,
+    ) -> Result<Response<SubmitFilingResponse>, Status> {
+        let parts = request
+            .into_inner()
+            .map(|part| part.map_err(|status| Error::invalid("stream", status.message().to_owned())));
+        let answer = crate::submit::submit(&self.shared, parts).await?;
+        tracing::info!(
+            tracking_code = %answer.tracking_code,
+            documents = answer.documents.len(),
+            "Filing accepted."
+        );
+        Ok(Response::new(answer))
+    }
+
+    async fn get_filing(
+        &self,
+        request: Request<GetFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
+        let filing = self.filing(request.into_inner().tracking_code).await?;
+        Ok(Response::new(to_proto(&filing)))
+    }
+
+    type DownloadDocumentStream = ResponseStream<DownloadDocumentResponse>;
+
+    async fn download_document(
+        &self,
+        request: Request<DownloadDocumentRequest>,
+    ) -> Result<Response<Self::DownloadDocumentStream>, Status> {
+        let request = request.into_inner();
+        let filing = self.filing(request.tracking_code).await?;
+        let document = filing
+            .documents
+            .iter()
+            .find(|d| d.index == request.document_index)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "document {} of filing {}",
+                    request.document_index, filing.tracking_code
+                ))
+            })?
+            .clone();
+        let path = self.shared.blobs.path(&document.sha256);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(Error::io(format!("cannot open {}", path.display())))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let first = download_document_response::Part::Document(crate::submit::stored_document(&document));
+            if tx.send(Ok(DownloadDocumentResponse { part: Some(first) })).await.is_err() {
+                return;
+            }
+            loop {
+                let mut buffer = vec![0u8; DOWNLOAD_CHUNK];
+                match file.read(&mut buffer).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buffer.truncate(n);
+                        let part = download_document_response::Part::Chunk(buffer);
+                        if tx.send(Ok(DownloadDocumentResponse { part: Some(part) })).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Error::io("cannot read a document")(e).into()))
+                            .await;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_inbox(
+        &self,
+        request: Request<ListInboxRequest>,
+    ) -> Result<Response<ListInboxResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.page_size {
+            0 => 50,
+            n => n.min(500),
+        };
+        let before = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(request.page_token.parse::<i64>().map_err(|_| {
+                Error::invalid("page_token", "is not a token this service returned")
+            })?)
+        };
+        let rows = self
+            .shared
+            .store
+            .run(move |s| s.inbox_page(before, limit))
+            .await?;
+        let next_page_token = if rows.len() == limit as usize {
+            rows.last().map(|f| f.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListInboxResponse {
+            filings: rows.iter().map(to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    type StreamInboxStream = ResponseStream<InboxEvent>;
+
+    async fn stream_inbox(
+        &self,
+        request: Request<StreamInboxRequest>,
+    ) -> Result<Response<Self::StreamInboxStream>, Status> {
+        let cursor = request.into_inner().cursor;
+        let mut cursor: i64 = if cursor.is_empty() {
+            0
+        } else {
+            cursor
+                .parse()
+                .map_err(|_| Error::invalid("cursor", "is not a cursor this service returned"))?
+        };
+        let shared = self.shared.clone();
+        let cancel = self.cancel.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut head = shared.inbox_head.subscribe();
+            loop {
+                // Mark the head seen before reading, so a filing stored
+                // between the read and the wait still wakes us.
+                head.borrow_and_update();
+                let rows = match shared.store.run(move |s| s.inbox_after(cursor, 100)).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                for filing in &rows {
+                    cursor = filing.id;
+                    let event = InboxEvent {
+                        cursor: filing.id.to_string(),
+                        filing: Some(to_proto(filing)),
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                if rows.len() < 100 {
+                    tokio::select! {
+                        changed = head.changed() => if changed.is_err() { return },
+                        _ = tx.closed() => return,
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_receipt(
+        &self,
+        request: Request<GetReceiptRequest>,
+    ) -> Result<Response<GetReceiptResponse>, Status> {
+        let filing = self.filing(request.into_inner().tracking_code).await?;
+        let transfer_id = filing.transfer_id.clone();
+        let stored = self
+            .shared
+            .store
+            .run(move |s| s.receipt(&transfer_id))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("a receipt for {}", filing.tracking_code)))?;
+        let sealed = Envelope::decode(stored.envelope.as_slice()).map_err(|e| Error::Io {
+            context: "a stored receipt is unreadable".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let receipt = Receipt::decode(sealed.payload.as_slice()).map_err(|e| Error::Io {
+            context: "a stored receipt is unreadable".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let directory = self.shared.directory();
+        let signer_key = directory.get(&stored.signer).map(|i| i.signing_key);
+        let verified = signer_key
+            .is_some_and(|key| envelope::verify_signature(&sealed, &key).is_ok())
+            && crate::inbox::digests_match(&receipt.documents, &filing.documents).is_ok();
+        Ok(Response::new(GetReceiptResponse {
+            receipt: Some(receipt),
+            signed_envelope: stored.envelope,
+            signer: stored.signer,
+            signer_public_key: signer_key.map(|k| k.as_bytes().to_vec()).unwrap_or_default(),
+            verified,
+        }))
+    }
+}
+
+impl FilingApi {
+    async fn filing(&self, tracking_code: String) -> Result<FilingRow> {
+        let code = tracking_code.trim().to_owned();
+        if code.is_empty() {
+            return Err(Error::invalid("tracking_code", "is required"));
+        }
+        let lookup = code.clone();
+        self.shared
+            .store
+            .run(move |s| s.filing_by_tracking_code(&lookup))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("filing {code}")))
+    }
+}
+
+pub fn to_proto(row: &FilingRow) -> Filing {
+    Filing {
+        tracking_code: row.tracking_code.clone(),
+        transfer_id: row.transfer_id.clone(),
+        direction: row.direction as i32,
+        status: row.status as i32,
+        origin: row.origin.clone(),
+        destination: row.destination.clone(),
+        subject: row.subject.clone(),
+        sender_party: Some(row.sender_party.clone()),
+        folio_count: row.folio_count,
+        documents: row.documents.iter().map(crate::submit::stored_document).collect(),
+        registered_at_ms: row.registered_at_ms,
+        delivered_at_ms: row.delivered_at_ms,
+        registry_number: row.registry_number.clone(),
+        inbox_cursor: if row.direction == ecointegra_proto::v1::Direction::Inbound {
+            row.id as u64
+        } else {
+            0
+        },
+    }
+}
