@@ -203,7 +203,11 @@ impl InboxConsumer {
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Bounds the records librdkafka prefetches: memory stays small
+            // however large the documents in flight.
+            .set("queued.max.messages.kbytes", "8192")
+            .set("fetch.max.bytes", "8388608");
         for (key, value) in &settings.options {
             config.set(key, value);
         }

@@ -1,1 +1,426 @@
+//! Harness for the integration tests: a federation of institutions with their
+//! keys, directory and configs in a temporary directory, whose nodes run
+//! in-process or as real `ecointegra` processes against the Kafka broker that
+//! `tests/run.sh` started (`KAFKA_BOOTSTRAP`). Each federation has its own
+//! topic prefix, so tests never see each other's messages.
 
+use ecointegra_broker::keys::SigningIdentity;
+use ecointegra_node::Config;
+use ecointegra_proto::v1::filing_service_client::FilingServiceClient;
+use ecointegra_proto::v1::{
+    download_document_response, submit_filing_request::Part, DocumentHeader,
+    DownloadDocumentRequest, Filing, FilingHeader, FilingStatus, GetFilingRequest,
+    IdentityDocumentType, Party, SubmitFilingRequest, SubmitFilingResponse,
+};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub type Client = FilingServiceClient<Channel>;
+
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn unique(name: &str) -> String {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).unwrap();
+    format!("{name}-{}-{}", std::process::id(), hex::encode(bytes))
+}
+
+/// Institutions with keys, a directory and a config each, under one prefix.
+pub struct Federation {
+    pub root: PathBuf,
+    pub prefix: String,
+    institutions: Vec<String>,
+}
+
+impl Federation {
+    pub fn new(test: &str, institutions: &[&str]) -> Self {
+        Self::with_settings(test, institutions, "")
+    }
+
+    /// `extra` is TOML appended to every node's config (e.g. a `[transfer]` table).
+    pub fn with_settings(test: &str, institutions: &[&str], extra: &str) -> Self {
+        let prefix = unique(&format!("t-{test}"));
+        let root = std::env::temp_dir().join("ecointegra-tests").join(&prefix);
+        std::fs::create_dir_all(&root).unwrap();
+        let mut directory = String::new();
+        for id in institutions {
+            let identity = SigningIdentity::generate();
+            identity.save(&root.join(format!("{id}.key"))).unwrap();
+            directory.push_str(&format!(
+                "[[institution]]\nid = \"{id}\"\nname = \"{}\"\nsigning_key = \"{}\"\n\n",
+                id.to_uppercase(),
+                identity.public_key_hex()
+            ));
+        }
+        std::fs::write(root.join("directory.toml"), directory).unwrap();
+        let federation = Self {
+            root,
+            prefix,
+            institutions: institutions.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in institutions {
+            federation.write_config(id, &bootstrap(), extra);
+        }
+        federation
+    }
+
+    pub fn write_config(&self, id: &str, bootstrap: &str, extra: &str) {
+        let text = format!(
+            "institution = \"{id}\"\ndata_dir = \"{id}-data\"\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
+             [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic_prefix = \"{}\"\npartitions = 2\n\
+             message_timeout_ms = 5000\n\n[keys]\nsigning_key_file = \"{id}.key\"\n\
+             directory_file = \"directory.toml\"\n\n[health]\nprobe_interval_ms = 500\n{extra}",
+            self.prefix
+        );
+        std::fs::write(self.config_path(id), text).unwrap();
+    }
+
+    pub fn institutions(&self) -> &[String] {
+        &self.institutions
+    }
+
+    pub fn config_path(&self, id: &str) -> PathBuf {
+        self.root.join(format!("{id}.toml"))
+    }
+
+    pub fn key_path(&self, id: &str) -> PathBuf {
+        self.root.join(format!("{id}.key"))
+    }
+
+    pub fn data_dir(&self, id: &str) -> PathBuf {
+        self.root.join(format!("{id}-data"))
+    }
+
+    pub fn store_path(&self, id: &str) -> PathBuf {
+        self.data_dir(id).join("node.sqlite3")
+    }
+
+    pub fn config(&self, id: &str) -> Config {
+        let path = self.config_path(id);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut config = Config::from_toml(&text).unwrap();
+        for p in [
+            &mut config.data_dir,
+            &mut config.keys.signing_key_file,
+            &mut config.keys.directory_file,
+        ] {
+            *p = self.root.join(&*p);
+        }
+        config
+    }
+
+    pub fn topic_inbox(&self, id: &str) -> String {
+        format!("{}.inbox.{id}", self.prefix)
+    }
+
+    pub fn topic_dlq(&self, id: &str) -> String {
+        format!("{}.dlq.{id}", self.prefix)
+    }
+
+    /// Starts a node inside the test process.
+    pub async fn start(&self, id: &str) -> ecointegra_node::Node {
+        ecointegra_node::Node::start(self.config(id)).await.unwrap()
+    }
+
+    /// Starts a node as a real `ecointegra node run` process.
+    pub fn spawn(&self, id: &str) -> NodeProcess {
+        let data_dir = self.data_dir(id);
+        let addr_file = data_dir.join("grpc.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("{id}.log")))
+            .unwrap();
+        let child = Command::new(binary())
+            .args(["node", "run", "--config"])
+            .arg(self.config_path(id))
+            .env("ECOINTEGRA_LOG", "info,rdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the ecointegra binary runs (tests/run.sh builds it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+                if let Ok(addr) = text.trim().parse::<SocketAddr>() {
+                    break addr;
+                }
+            }
+            assert!(Instant::now() < deadline, "{id} did not start; see {}", self.root.display());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        NodeProcess { child, addr }
+    }
+}
+
+impl Drop for Federation {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// The `ecointegra` binary: `ECOINTEGRA_BIN`, or beside the test executable.
+pub fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("ECOINTEGRA_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().join("ecointegra")
+}
+
+/// A node running as its own process; killed when dropped.
+pub struct NodeProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl NodeProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        self.child.wait().unwrap()
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    pub async fn client(&self) -> Client {
+        client(self.addr).await
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub async fn client(addr: SocketAddr) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    FilingServiceClient::new(channel).max_decoding_message_size(8 << 20)
+}
+
+/// A valid header addressed to `destination`.
+pub fn header(destination: &str, subject: &str) -> FilingHeader {
+    FilingHeader {
+        destination: destination.into(),
+        subject: subject.into(),
+        sender_party: Some(Party {
+            name: "María Quispe Mamani".into(),
+            document_type: IdentityDocumentType::Dni as i32,
+            document_number: "45781236".into(),
+            email: "maria.quispe@example.pe".into(),
+        }),
+        folio_count: 3,
+        idempotency_key: String::new(),
+    }
+}
+
+/// Deterministic pseudo-random bytes, generated piece by piece so a test never
+/// holds a large document in memory.
+#[derive(Clone, Debug)]
+pub struct Doc {
+    pub name: String,
+    pub len: u64,
+    pub seed: u64,
+}
+
+impl Doc {
+    pub fn new(name: &str, len: u64, seed: u64) -> Self {
+        Self { name: name.into(), len, seed }
+    }
+
+    /// Calls `f` with consecutive pieces of the document.
+    pub fn for_each_piece(&self, piece: usize, mut f: impl FnMut(&[u8])) {
+        let mut state = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut remaining = self.len;
+        let mut buffer = vec![0u8; piece];
+        while remaining > 0 {
+            let n = (piece as u64).min(remaining) as usize;
+            for chunk in buffer[..n].chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+            }
+            f(&buffer[..n]);
+            remaining -= n as u64;
+        }
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len as usize);
+        self.for_each_piece(64 * 1024, |p| out.extend_from_slice(p));
+        out
+    }
+
+    pub fn sha256_hex(&self) -> String {
+        let mut hasher = Sha256::new();
+        self.for_each_piece(256 * 1024, |p| hasher.update(p));
+        hex::encode(hasher.finalize())
+    }
+}
+
+/// The parts of a submission: the header, then each document's header and bytes.
+pub fn parts(header: FilingHeader, docs: &[Doc]) -> impl tokio_stream::Stream<Item = SubmitFilingRequest> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let docs = docs.to_vec();
+    std::thread::spawn(move || {
+        let send = |part| tx.blocking_send(SubmitFilingRequest { part: Some(part) }).is_ok();
+        if !send(Part::Header(header)) {
+            return;
+        }
+        for doc in docs {
+            let document = DocumentHeader {
+                name: doc.name.clone(),
+                media_type: "application/pdf".into(),
+                declared_size: doc.len,
+            };
+            if !send(Part::Document(document)) {
+                return;
+            }
+            let mut open = true;
+            doc.for_each_piece(256 * 1024, |piece| {
+                if open {
+                    open = send(Part::Chunk(piece.to_vec()));
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+pub async fn submit(client: &mut Client, header: FilingHeader, docs: &[Doc]) -> Result<SubmitFilingResponse, tonic::Status> {
+    client.submit_filing(parts(header, docs)).await.map(|r| r.into_inner())
+}
+
+pub async fn get(client: &mut Client, code: &str) -> Result<Filing, tonic::Status> {
+    client
+        .get_filing(GetFilingRequest { tracking_code: code.into() })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Polls until the filing reaches `status`, or panics after `timeout`.
+pub async fn wait_for_status(client: &mut Client, code: &str, status: FilingStatus, timeout: Duration) -> Filing {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match get(client, code).await {
+            Ok(filing) if filing.status == status as i32 => return filing,
+            Ok(filing) if Instant::now() > deadline => panic!(
+                "{code} is {:?}, not {status:?}, after {timeout:?}",
+                FilingStatus::try_from(filing.status)
+            ),
+            Err(e) if Instant::now() > deadline => panic!("{code} not found after {timeout:?}: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Downloads a document, returning its SHA-256 (hex) and length.
+pub async fn download_sha256(client: &mut Client, code: &str, index: u32) -> (String, u64) {
+    let mut stream = client
+        .download_document(DownloadDocumentRequest { tracking_code: code.into(), document_index: index })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    while let Some(part) = stream.message().await.unwrap() {
+        if let Some(download_document_response::Part::Chunk(data)) = part.part {
+            hasher.update(&data);
+            len += data.len() as u64;
+        }
+    }
+    (hex::encode(hasher.finalize()), len)
+}
+
+/// Rows of a node's store matching a query, read directly (read-only).
+pub fn count_rows(store: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Runs `deploy/kafka/kafka.sh` with the given arguments (fault tests only).
+pub fn kafka_script(args: &[&str]) {
+    let script = std::env::var("ECOINTEGRA_KAFKA_SCRIPT").expect("ECOINTEGRA_KAFKA_SCRIPT is set by tests/run.sh");
+    let status = Command::new(script).args(args).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success(), "kafka.sh {args:?} failed");
+}
+
+/// Reads every record of a topic from the beginning until `count` arrived or `timeout`.
+pub fn read_topic(topic: &str, count: usize, timeout: Duration) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < count && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            out.push(message.detach());
+        }
+    }
+    out
+}
+
+/// Produces raw bytes to a topic, as an attacker or a broken client would.
+pub async fn produce_raw(topic: &str, key: &str, value: &[u8]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    producer
+        .send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}

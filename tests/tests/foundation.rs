@@ -1,0 +1,125 @@
+//! The foundation: a node against the real broker serves, creates its topics,
+//! follows Kafka's availability in its health, and rejects bad configuration.
+
+use ecointegra_tests::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::time::{Duration, Instant};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+async fn health(addr: std::net::SocketAddr) -> ServingStatus {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let answer = client
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    ServingStatus::try_from(answer.status).unwrap()
+}
+
+async fn wait_health(addr: std::net::SocketAddr, want: ServingStatus, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = health(addr).await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "health is {got:?}, not {want:?}, after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn topics() -> Vec<String> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    metadata.topics().iter().map(|t| t.name().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn node_in_process_serves_and_creates_its_topics() {
+    let federation = Federation::new("serving", &["oefa"]);
+    let node = federation.start("oefa").await;
+    wait_health(node.grpc_addr(), ServingStatus::Serving, Duration::from_secs(30)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let prefix = &federation.prefix;
+    let wanted = [
+        format!("{prefix}.inbox.oefa"),
+        format!("{prefix}.dlq.oefa"),
+        format!("{prefix}.tracking"),
+        format!("{prefix}.directory"),
+    ];
+    loop {
+        let existing = topics();
+        let missing: Vec<_> = wanted.iter().filter(|t| !existing.contains(t)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "topics never created: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Reflection lists the filing service (grpcurl and friends rely on it).
+    let descriptor = ecointegra_proto::FILE_DESCRIPTOR_SET;
+    assert!(descriptor.windows(b"FilingService".len()).any(|w| w == b"FilingService"));
+
+    let addr = node.grpc_addr();
+    node.shutdown().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the server stopped listening after shutdown"
+    );
+}
+
+fn run_with_config(federation: &Federation, text: &str) -> (i32, String) {
+    let path = federation.root.join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = std::process::Command::new(binary())
+        .args(["node", "run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn bad_config_exits_64_naming_the_field() {
+    let federation = Federation::new("config", &["oefa"]);
+    let good = std::fs::read_to_string(federation.config_path("oefa")).unwrap();
+
+    let (code, stderr) = run_with_config(&federation, &format!("{good}\n[transfer]\nchunk_bytes = 4\n"));
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("chunk_bytes"), "{stderr}");
+
+    let (code, stderr) = run_with_config(&federation, &good.replace("127.0.0.1:0", "localhost:port"));
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("grpc.listen"), "{stderr}");
+
+    let (code, stderr) = run_with_config(&federation, &good.replace("partitions = 2", "partitions = 0"));
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("kafka.partitions"), "{stderr}");
+}
+
+/// Stops and restarts the broker through deploy/kafka/kafka.sh: runs alone.
+#[tokio::test]
+async fn serial_health_follows_the_broker() {
+    let federation = Federation::new("health", &["oefa"]);
+    let node = federation.start("oefa").await;
+    wait_health(node.grpc_addr(), ServingStatus::Serving, Duration::from_secs(30)).await;
+
+    kafka_script(&["stop"]);
+    wait_health(node.grpc_addr(), ServingStatus::NotServing, Duration::from_secs(30)).await;
+
+    kafka_script(&["start"]);
+    wait_health(node.grpc_addr(), ServingStatus::Serving, Duration::from_secs(60)).await;
+    node.shutdown().await;
+}

@@ -1,0 +1,372 @@
+//! Document transfer between institutions against the real broker: bytes and
+//! SHA-256 equal at the destination, the receipt verifies, status DELIVERED,
+//! exactly one filing at the destination.
+
+use ecointegra_broker::envelope::Sealer;
+use ecointegra_broker::keys::SigningIdentity;
+use ecointegra_proto::v1::{
+    Chunk, DeadLetter, Direction, Envelope, FilingStatus, GetReceiptRequest, ListInboxRequest,
+    MessageType, Receipt, StreamInboxRequest,
+};
+use ecointegra_tests::*;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tonic::Code;
+
+const DELIVERY: Duration = Duration::from_secs(60);
+
+/// Checks what the sender and the destination would: same bytes, a receipt
+/// that verifies and names every digest, exactly one filing at the destination.
+async fn assert_delivered(origin: &mut Client, destination: &mut Client, code: &str, docs: &[Doc]) {
+    let sent = wait_for_status(origin, code, FilingStatus::Delivered, DELIVERY).await;
+    let received = get(destination, code).await.unwrap();
+    assert_eq!(received.status, FilingStatus::Delivered as i32);
+    assert_eq!(received.direction, Direction::Inbound as i32);
+    assert_eq!(received.documents.len(), docs.len());
+    for (doc, stored) in docs.iter().zip(&received.documents) {
+        let want = doc.sha256_hex();
+        assert_eq!(stored.sha256, want, "{}", doc.name);
+        assert_eq!(stored.size, doc.len);
+        let (got, len) = download_sha256(destination, code, stored.index).await;
+        assert_eq!((got, len), (want, doc.len), "downloaded {} from the destination", doc.name);
+    }
+    let receipt = origin
+        .get_receipt(GetReceiptRequest { tracking_code: code.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(receipt.verified, "the origin verified the receipt");
+    // Verify it independently, as a third party holding the signer's key would.
+    let envelope = Envelope::decode(receipt.signed_envelope.as_slice()).unwrap();
+    let key = ed25519_dalek_key(&receipt.signer_public_key);
+    ecointegra_broker::envelope::verify_signature(&envelope, &key).unwrap();
+    let signed = Receipt::decode(envelope.payload.as_slice()).unwrap();
+    assert_eq!(signed.tracking_code, code);
+    assert_eq!(signed.receiving_institution, received.destination);
+    assert_eq!(signed.registry_number, received.registry_number);
+    let digests: Vec<String> = signed.documents.iter().map(|d| hex::encode(&d.sha256)).collect();
+    let wanted: Vec<String> = docs.iter().map(Doc::sha256_hex).collect();
+    assert_eq!(digests, wanted);
+    assert_eq!(sent.documents.len(), docs.len());
+}
+
+fn ed25519_dalek_key(bytes: &[u8]) -> ed25519_dalek::VerifyingKey {
+    ed25519_dalek::VerifyingKey::from_bytes(bytes.try_into().unwrap()).unwrap()
+}
+
+fn inbound_count(federation: &Federation, id: &str) -> i64 {
+    count_rows(&federation.store_path(id), "SELECT COUNT(*) FROM filings WHERE direction = 2")
+}
+
+fn receipt_count(federation: &Federation, id: &str) -> i64 {
+    count_rows(&federation.store_path(id), "SELECT COUNT(*) FROM receipts")
+}
+
+#[tokio::test]
+async fn documents_of_0_b_1_kib_and_5_mib_arrive_intact() {
+    let federation = Federation::new("sizes", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut destination = client(oefa.grpc_addr()).await;
+
+    let docs = [
+        Doc::new("vacio.pdf", 0, 1),
+        Doc::new("carta.pdf", 1024, 2),
+        Doc::new("expediente.pdf", 5 << 20, 3),
+    ];
+    let answer = submit(&mut origin, header("oefa", "Informe de monitoreo"), &docs).await.unwrap();
+    assert_eq!(answer.tracking_code.len(), "SENAMHI-2026-".len() + 8);
+    assert!(answer.tracking_code.starts_with("SENAMHI-"));
+    assert_eq!(answer.verification_code.len(), 8);
+    let returned: Vec<&str> = answer.documents.iter().map(|d| d.sha256.as_str()).collect();
+    let wanted: Vec<String> = docs.iter().map(Doc::sha256_hex).collect();
+    assert_eq!(returned, wanted, "the answer names each stored document's SHA-256");
+
+    assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
+    assert_eq!(inbound_count(&federation, "oefa"), 1);
+    let inbox = destination
+        .list_inbox(ListInboxRequest { page_size: 10, page_token: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inbox.filings.len(), 1);
+    assert_eq!(inbox.filings[0].tracking_code, answer.tracking_code);
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_creates_nothing_new() {
+    let federation = Federation::new("idempotency", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let docs = [Doc::new("a.pdf", 10_000, 7)];
+    let mut h = header("oefa", "Solicitud");
+    h.idempotency_key = "dms-4711".into();
+    let first = submit(&mut origin, h.clone(), &docs).await.unwrap();
+    let second = submit(&mut origin, h, &docs).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(
+        count_rows(&federation.store_path("senamhi"), "SELECT COUNT(*) FROM filings"),
+        1
+    );
+    senamhi.shutdown().await;
+}
+
+/// Every bad submission gets INVALID_ARGUMENT naming the field, and leaves
+/// nothing stored.
+#[tokio::test]
+async fn bad_input_is_refused_naming_the_field() {
+    use tonic_types::StatusExt;
+    let federation = Federation::with_settings(
+        "badinput",
+        &["senamhi", "oefa"],
+        "\n[transfer]\nmax_document_size = 100000\n",
+    );
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let doc = [Doc::new("ok.pdf", 100, 1)];
+
+    let mut cases: Vec<(&str, ecointegra_proto::v1::FilingHeader, Vec<Doc>)> = vec![
+        ("header.destination", header("nadie", "x"), doc.to_vec()),
+        ("header.subject", header("oefa", "   "), doc.to_vec()),
+        ("documents", header("oefa", "x"), vec![]),
+        ("documents[0].declared_size", header("oefa", "x"), vec![Doc::new("big.pdf", 100_001, 1)]),
+        ("documents[0].name", header("oefa", "x"), vec![Doc::new("../etc/passwd", 10, 1)]),
+        ("documents[0].name", header("oefa", "x"), vec![Doc::new("a\u{7}b.pdf", 10, 1)]),
+    ];
+    let mut bad_dni = header("oefa", "x");
+    bad_dni.sender_party.as_mut().unwrap().document_number = "1234".into();
+    cases.push(("header.sender_party.document_number", bad_dni, doc.to_vec()));
+    let mut bad_ruc = header("oefa", "x");
+    let party = bad_ruc.sender_party.as_mut().unwrap();
+    party.document_type = ecointegra_proto::v1::IdentityDocumentType::Ruc as i32;
+    party.document_number = "20131368828".into();
+    cases.push(("header.sender_party.document_number", bad_ruc, doc.to_vec()));
+
+    for (field, header, docs) in cases {
+        let status = submit(&mut origin, header, &docs).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        let fields: Vec<String> = status
+            .get_details_bad_request()
+            .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+            .unwrap_or_default();
+        assert!(fields.iter().any(|f| f == field), "{field} not named in {fields:?}");
+    }
+
+    // Streamed size different from the declared size, both ways.
+    for (declared, streamed) in [(50u64, 100u64), (100, 50)] {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        use ecointegra_proto::v1::{submit_filing_request::Part, DocumentHeader, SubmitFilingRequest};
+        for part in [
+            Part::Header(header("oefa", "x")),
+            Part::Document(DocumentHeader { name: "a.pdf".into(), media_type: "application/pdf".into(), declared_size: declared }),
+            Part::Chunk(vec![7u8; streamed as usize]),
+        ] {
+            tx.send(SubmitFilingRequest { part: Some(part) }).await.unwrap();
+        }
+        drop(tx);
+        let status = origin
+            .submit_filing(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap_err();
+        let fields: Vec<String> = status
+            .get_details_bad_request()
+            .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+            .unwrap_or_default();
+        assert_eq!(fields, ["documents[0].declared_size"], "{status:?}");
+    }
+
+    let store = federation.store_path("senamhi");
+    assert_eq!(count_rows(&store, "SELECT COUNT(*) FROM filings"), 0);
+    assert_eq!(count_rows(&store, "SELECT COUNT(*) FROM outbox"), 0);
+    let leftovers = std::fs::read_dir(federation.data_dir("senamhi").join("tmp")).unwrap().count();
+    assert_eq!(leftovers, 0, "a rejected upload leaves no file behind");
+    senamhi.shutdown().await;
+}
+
+#[tokio::test]
+async fn duplicates_and_a_consumer_reset_to_offset_zero_change_nothing() {
+    let federation = Federation::new("duplicates", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let docs = [Doc::new("informe.pdf", 1_300_000, 11)];
+    let code = {
+        let oefa = federation.start("oefa").await;
+        let mut destination = client(oefa.grpc_addr()).await;
+        let answer = submit(&mut origin, header("oefa", "Duplicados"), &docs).await.unwrap();
+        assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
+        oefa.shutdown().await;
+        answer.tracking_code
+    };
+
+    // Publish every record of the transfer a second time.
+    let inbox = federation.topic_inbox("oefa");
+    let records = read_topic(&inbox, 4, Duration::from_secs(30));
+    assert_eq!(records.len(), 4, "3 chunks and a manifest");
+    for record in &records {
+        use rdkafka::Message as _;
+        let key = String::from_utf8_lossy(record.key().unwrap()).into_owned();
+        produce_raw(&inbox, &key, record.payload().unwrap()).await;
+    }
+    // Forget the destination's own offsets and reset its consumer group to 0:
+    // the node re-reads everything from the beginning.
+    let store = rusqlite::Connection::open(federation.store_path("oefa")).unwrap();
+    store.execute("DELETE FROM inbox_offsets", []).unwrap();
+    drop(store);
+    reset_group(&format!("{}.node.oefa", federation.prefix), &inbox);
+
+    let oefa = federation.start("oefa").await;
+    // Wait until the node has re-read all 8 records.
+    let deadline = std::time::Instant::now() + DELIVERY;
+    loop {
+        let next: i64 = count_rows(
+            &federation.store_path("oefa"),
+            "SELECT COALESCE(SUM(next_offset), 0) FROM inbox_offsets",
+        );
+        if next >= 8 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the replay did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(inbound_count(&federation, "oefa"), 1, "still exactly one filing");
+    assert_eq!(receipt_count(&federation, "oefa"), 1);
+    assert_eq!(receipt_count(&federation, "senamhi"), 1, "still exactly one receipt at the origin");
+    let filing = get(&mut origin, &code).await.unwrap();
+    assert_eq!(filing.status, FilingStatus::Delivered as i32);
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+fn reset_group(group: &str, topic: &str) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for partition in 0..2 {
+        list.add_partition_offset(topic, partition, Offset::Offset(0)).unwrap();
+    }
+    consumer.commit(&list, CommitMode::Sync).unwrap();
+}
+
+#[tokio::test]
+async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
+    let federation = Federation::new("dlq", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut destination = client(oefa.grpc_addr()).await;
+    let inbox = federation.topic_inbox("oefa");
+    // Make sure the inbox exists before writing to it directly.
+    let warmup = [Doc::new("w.pdf", 10, 1)];
+    let first = submit(&mut origin, header("oefa", "Primero"), &warmup).await.unwrap();
+    wait_for_status(&mut origin, &first.tracking_code, FilingStatus::Delivered, DELIVERY).await;
+
+    let sealer = Sealer::new("senamhi", SigningIdentity::load(&federation.key_path("senamhi")).unwrap());
+    // 1. Garbage.
+    produce_raw(&inbox, "garbage", b"\xff\xfe this is not an envelope").await;
+    // 2. A bad signature: a sealed chunk whose payload was changed afterwards.
+    let data = b"contenido".to_vec();
+    let chunk = Chunk {
+        transfer_id: "t-bad-signature".into(),
+        document_index: 0,
+        seq: 0,
+        offset: 0,
+        sha256: Sha256::digest(&data).to_vec(),
+        data,
+    };
+    let mut forged = sealer.seal("t-bad-signature/chunk/0/0".into(), MessageType::Chunk, "oefa", chunk.encode_to_vec());
+    forged.payload[3] ^= 0x55;
+    produce_raw(&inbox, "t-bad-signature", &forged.encode_to_vec()).await;
+    // 3. A properly signed chunk whose data does not match its hash.
+    let wrong = Chunk { sha256: vec![0u8; 32], transfer_id: "t-wrong-hash".into(), ..chunk };
+    let sealed = sealer.seal("t-wrong-hash/chunk/0/0".into(), MessageType::Chunk, "oefa", wrong.encode_to_vec());
+    produce_raw(&inbox, "t-wrong-hash", &sealed.encode_to_vec()).await;
+
+    // A valid filing right after them is delivered.
+    let docs = [Doc::new("despues.pdf", 700_000, 5)];
+    let answer = submit(&mut origin, header("oefa", "Después de la basura"), &docs).await.unwrap();
+    assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
+
+    let letters: Vec<DeadLetter> = read_topic(&federation.topic_dlq("oefa"), 3, Duration::from_secs(30))
+        .iter()
+        .map(|m| {
+            use rdkafka::Message as _;
+            DeadLetter::decode(m.payload().unwrap()).unwrap()
+        })
+        .collect();
+    let codes: BTreeSet<&str> = letters.iter().map(|l| l.reason_code.as_str()).collect();
+    assert_eq!(codes, BTreeSet::from(["decode", "signature", "chunk-hash"]), "{letters:#?}");
+    for letter in &letters {
+        assert!(!letter.reason.is_empty());
+        assert!(!letter.original_value.is_empty(), "the original bytes are kept");
+        assert_eq!(letter.source_topic, inbox);
+    }
+    let garbage = letters.iter().find(|l| l.reason_code == "decode").unwrap();
+    assert_eq!(garbage.original_value, b"\xff\xfe this is not an envelope");
+    let hash = letters.iter().find(|l| l.reason_code == "chunk-hash").unwrap();
+    assert_eq!(hash.claimed_sender, "senamhi");
+    assert_eq!(inbound_count(&federation, "oefa"), 2);
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+#[tokio::test]
+async fn stream_inbox_resumes_from_its_cursor_missing_nothing() {
+    let federation = Federation::new("stream", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut destination = client(oefa.grpc_addr()).await;
+    let docs = [Doc::new("a.pdf", 2_000, 3)];
+
+    let mut submitted = Vec::new();
+    let mut seen = Vec::new();
+    let mut stream = destination
+        .stream_inbox(StreamInboxRequest { cursor: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    for i in 0..3 {
+        let answer = submit(&mut origin, header("oefa", &format!("Lote {i}")), &docs).await.unwrap();
+        submitted.push(answer.tracking_code);
+    }
+    // Take two events, then disconnect.
+    let mut cursor = String::new();
+    for _ in 0..2 {
+        let event = tokio::time::timeout(DELIVERY, stream.message()).await.unwrap().unwrap().unwrap();
+        seen.push(event.filing.unwrap().tracking_code);
+        cursor = event.cursor;
+    }
+    drop(stream);
+    for i in 3..5 {
+        let answer = submit(&mut origin, header("oefa", &format!("Lote {i}")), &docs).await.unwrap();
+        submitted.push(answer.tracking_code);
+    }
+    let mut stream = destination
+        .stream_inbox(StreamInboxRequest { cursor })
+        .await
+        .unwrap()
+        .into_inner();
+    while seen.len() < 5 {
+        let event = tokio::time::timeout(DELIVERY, stream.message()).await.unwrap().unwrap().unwrap();
+        seen.push(event.filing.unwrap().tracking_code);
+    }
+    // Nothing more arrives: no duplicates.
+    let extra = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
+    assert!(extra.is_err(), "an extra event arrived: {extra:?}");
+    let unique: BTreeSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), 5, "{seen:?}");
+    assert_eq!(unique, submitted.iter().collect::<BTreeSet<_>>());
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
