@@ -151,7 +151,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("ECOINTEGRA_").split("__").ignore(&["config"]));
+        figment = figment.merge(Env::prefixed("ECOINTEGRA_").split("__").filter(|key| is_config_key(key.as_str())));
         Self::from_figment(figment, file.and_then(Path::parent))
     }
 
@@ -241,6 +241,18 @@ impl Config {
     }
 }
 
+/// The top-level tables and keys of [`Config`]. Other `ECOINTEGRA_*` variables
+/// (`ECOINTEGRA_CONFIG`, `ECOINTEGRA_LOG`, tools' own) are not configuration;
+/// an unknown key inside a known table is still rejected.
+const TOP_LEVEL_KEYS: [&str; 7] = ["institution", "data_dir", "grpc", "kafka", "keys", "transfer", "health"];
+
+fn is_config_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    TOP_LEVEL_KEYS.iter().any(|top| {
+        key == *top || key.starts_with(&format!("{top}.")) || key.starts_with(&format!("{top}__"))
+    })
+}
+
 /// Figment names the key at fault; keep its words but drop the provider noise.
 fn describe_figment_error(error: figment::Error) -> String {
     error
@@ -290,6 +302,16 @@ mod tests {
         assert!(err.message.starts_with("institution:"), "{err}");
         let err = Config::from_toml(&format!("{MINIMAL}[transfer]\nchunk_size = 2000000\n")).unwrap_err();
         assert!(err.message.contains("transfer.chunk_size"), "{err}");
+    }
+
+    #[test]
+    fn only_config_keys_are_taken_from_the_environment() {
+        for key in ["institution", "kafka.bootstrap_servers", "KAFKA__OPTIONS", "grpc.listen"] {
+            assert!(is_config_key(key), "{key}");
+        }
+        for key in ["config", "log", "kafka_script", "bin", "cache"] {
+            assert!(!is_config_key(key), "{key}");
+        }
     }
 
     #[test]
