@@ -389,7 +389,7 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
             println!("  transfer:        {}", receipt.transfer_id);
             println!("  received by:     {}", receipt.receiving_institution);
             println!("  registry number: {}", receipt.registry_number);
-            println!("  received at:     {} ms since epoch", receipt.received_at_ms);
+            println!("  received at:     {}", crate::ids::format_utc(receipt.received_at_ms));
             for doc in &receipt.documents {
                 println!("  document {}: {} ({} bytes) sha256 {}", doc.index, doc.name, doc.size, hex::encode(&doc.sha256));
             }

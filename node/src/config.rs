@@ -285,6 +285,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let config = Config::from_toml(include_str!("../../deploy/config/node.example.toml")).unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.transfer.chunk_size, defaults.transfer.chunk_size);
+        assert_eq!(config.transfer.max_document_size, defaults.transfer.max_document_size);
+        assert_eq!(config.kafka.bootstrap_servers, defaults.kafka.bootstrap_servers);
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = Config::from_toml(&format!("{MINIMAL}[grpc]\nlisten_addr = \"x\"\n")).unwrap_err();
         assert!(err.message.contains("listen_addr"), "{err}");

@@ -41,6 +41,13 @@ pub fn year_of(ms: i64) -> i32 {
     civil_from_days(ms.div_euclid(86_400_000)).0
 }
 
+/// A Unix time in milliseconds as ISO 8601 UTC, e.g. `2026-11-28T17:38:26Z`.
+pub fn format_utc(ms: i64) -> String {
+    let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
+    let secs = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
 /// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
 pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
     let z = days + 719_468;
@@ -65,6 +72,7 @@ mod tests {
         assert_eq!(civil_from_days(20_454), (2026, 1, 1));
         assert_eq!(year_of(1_798_675_200_000), 2026); // 2026-12-31
         assert_eq!(year_of(1_798_761_600_000), 2027); // 2027-01-01
+        assert_eq!(format_utc(1_798_761_599_000), "2026-12-31T23:59:59Z");
     }
 
     #[test]

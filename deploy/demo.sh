@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# A local federation: Apache Kafka (deploy/kafka/kafka.sh) and the nodes of
+# three institutions, minam, senamhi and oefa, each with its own key, config
+# and data directory under .demo/ (git-ignored).
+#
+#   deploy/demo.sh up      build, start Kafka and the three nodes, file a sample
+#                          filing from senamhi to oefa and show its receipt
+#   deploy/demo.sh down    stop the nodes, and Kafka if `up` started it
+#   deploy/demo.sh status  what runs, and where
+#
+# Environment: DEMO_DIR (default <repo>/.demo), DEMO_PREFIX (topic prefix,
+# default ecointegra), DEMO_BASE_PORT (gRPC of minam, senamhi, oefa: base, +1,
+# +2; default 50051). KAFKA_* variables reach deploy/kafka/kafka.sh.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+demo="${DEMO_DIR:-$root/.demo}"
+prefix="${DEMO_PREFIX:-ecointegra}"
+base_port="${DEMO_BASE_PORT:-50051}"
+kafka="$root/deploy/kafka/kafka.sh"
+institutions=(minam senamhi oefa)
+declare -A names=(
+  [minam]="Ministerio del Ambiente"
+  [senamhi]="Servicio Nacional de Meteorología e Hidrología del Perú"
+  [oefa]="Organismo de Evaluación y Fiscalización Ambiental"
+)
+
+say() { printf 'demo: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+port_of() {
+  local i
+  for i in "${!institutions[@]}"; do
+    [[ "${institutions[$i]}" == "$1" ]] && { echo $((base_port + i)); return; }
+  done
+}
+
+bin() {
+  local dir
+  dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+  echo "$dir/debug/ecointegra"
+}
+
+running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+write_federation() {
+  local id exe="$1"
+  mkdir -p "$demo"
+  if [[ ! -f "$demo/directory.toml" ]]; then
+    : > "$demo/directory.toml.new"
+    for id in "${institutions[@]}"; do
+      [[ -f "$demo/$id.key" ]] || "$exe" keys generate --out "$demo/$id.key" >/dev/null
+      printf '[[institution]]\nid = "%s"\nname = "%s"\nsigning_key = "%s"\n\n' \
+        "$id" "${names[$id]}" "$("$exe" keys public --key "$demo/$id.key")" >> "$demo/directory.toml.new"
+    done
+    mv "$demo/directory.toml.new" "$demo/directory.toml"
+  fi
+  for id in "${institutions[@]}"; do
+    cat > "$demo/$id.toml" <<TOML
+# Written by deploy/demo.sh; see deploy/config/node.example.toml for every key.
+institution = "$id"
+data_dir = "$id-data"
+
+[grpc]
+listen = "127.0.0.1:$(port_of "$id")"
+
+[kafka]
+bootstrap_servers = "$KAFKA_BOOTSTRAP"
+topic_prefix = "$prefix"
+
+[keys]
+signing_key_file = "$id.key"
+directory_file = "directory.toml"
+TOML
+  done
+}
+
+sample_pdf() {
+  # A small, valid one-page PDF.
+  cat > "$1" <<'PDF'
+%PDF-1.4
+1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj
+2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj
+3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >> endobj
+4 0 obj << /Length 70 >> stream
+BT /F1 18 Tf 72 760 Td (Solicitud de informacion ambiental) Tj ET
+endstream endobj
+5 0 obj << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> endobj
+trailer << /Root 1 0 R >>
+%%EOF
+PDF
+}
+
+cmd_up() {
+  say "building ecointegra (cargo build) ..."
+  (cd "$root" && cargo build --bin ecointegra --quiet)
+  local exe; exe="$(bin)"
+  if ! "$kafka" status >/dev/null 2>&1; then
+    mkdir -p "$demo"; touch "$demo/kafka.started-by-demo"
+  fi
+  eval "$("$kafka" start)"
+  write_federation "$exe"
+  local id
+  for id in "${institutions[@]}"; do
+    if running "$demo/$id.pid"; then
+      say "$id already runs (pid $(cat "$demo/$id.pid"))"
+      continue
+    fi
+    rm -f "$demo/$id-data/grpc.addr"
+    nohup "$exe" node run --config "$demo/$id.toml" >> "$demo/$id.log" 2>&1 &
+    echo $! > "$demo/$id.pid"
+  done
+  for id in "${institutions[@]}"; do
+    local n=0
+    until grep -q "Consuming the inbox" "$demo/$id.log" 2>/dev/null; do
+      running "$demo/$id.pid" || die "$id stopped; see $demo/$id.log"
+      n=$((n + 1)); [[ $n -lt 600 ]] || die "$id is not consuming after 60 s; see $demo/$id.log"
+      sleep 0.1
+    done
+  done
+  say "federation up; filing a sample from senamhi to oefa ..."
+  sample_pdf "$demo/solicitud.pdf"
+  printf 'Anexo 1: coordenadas de la estación de monitoreo.\n' > "$demo/anexo.txt"
+  local senamhi="127.0.0.1:$(port_of senamhi)" oefa="127.0.0.1:$(port_of oefa)" out code
+  out="$("$exe" filing submit --node "$senamhi" --to oefa \
+    --subject "Solicitud de información ambiental" --name "María Quispe Mamani" \
+    --doc-type dni --doc-number 45781236 --email maria.quispe@example.pe --folios 2 \
+    "$demo/solicitud.pdf" "$demo/anexo.txt")"
+  echo "$out"
+  code="$(echo "$out" | awk '/^tracking code:/ {print $3}')"
+  local n=0
+  until "$exe" filing get --node "$senamhi" "$code" | grep -q "status: *DELIVERED"; do
+    n=$((n + 1)); [[ $n -lt 300 ]] || die "$code was not delivered within 30 s; see $demo/*.log"
+    sleep 0.1
+  done
+  echo
+  "$exe" filing receipt --node "$senamhi" "$code"
+  echo
+  echo "At oefa's node:"
+  "$exe" filing inbox --node "$oefa"
+  echo
+  cmd_status
+  cat <<EOF_HELP
+
+Try:
+  $exe filing submit --node $senamhi --to minam --subject "Consulta" FILE...
+  $exe filing get --node $oefa $code
+  $exe filing download --node $oefa $code /tmp/descarga
+Stop everything with: deploy/demo.sh down
+EOF_HELP
+}
+
+cmd_down() {
+  local id
+  for id in "${institutions[@]}"; do
+    if running "$demo/$id.pid"; then
+      kill -TERM "$(cat "$demo/$id.pid")"
+      local n=0
+      while running "$demo/$id.pid" && [[ $n -lt 150 ]]; do sleep 0.1; n=$((n + 1)); done
+      running "$demo/$id.pid" && kill -KILL "$(cat "$demo/$id.pid")"
+      say "stopped $id"
+    fi
+    rm -f "$demo/$id.pid"
+  done
+  if [[ -f "$demo/kafka.started-by-demo" ]]; then
+    "$kafka" stop
+    rm -f "$demo/kafka.started-by-demo"
+  fi
+}
+
+cmd_status() {
+  local id
+  echo "Kafka:    $("$kafka" status 2>/dev/null || echo 'not running')"
+  for id in "${institutions[@]}"; do
+    if running "$demo/$id.pid"; then
+      printf '%-8s  gRPC 127.0.0.1:%s  pid %s  config %s  log %s\n' "$id" "$(port_of "$id")" \
+        "$(cat "$demo/$id.pid")" "$demo/$id.toml" "$demo/$id.log"
+    else
+      printf '%-8s  not running\n' "$id"
+    fi
+  done
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  *) echo "usage: deploy/demo.sh up|down|status" >&2; exit 2 ;;
+esac
