@@ -32,12 +32,17 @@ target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import j
 export ECOINTEGRA_BIN="$target_dir/debug/ecointegra"
 
 status=0
+log="$(mktemp)"
 # Everything that can run side by side (each test has its own topic prefix).
-cargo test --workspace --locked --no-fail-fast -- --skip serial_ || status=1
+cargo test --workspace --locked --no-fail-fast -- --skip serial_ 2>&1 | tee -a "$log" || status=1
 # Tests that stop and start the broker itself run alone.
 if [[ -n "${ECOINTEGRA_KAFKA_SCRIPT:-}" ]]; then
-  cargo test --workspace --locked --no-fail-fast -- serial_ --test-threads=1 || status=1
+  cargo test --workspace --tests --locked --no-fail-fast -- serial_ --test-threads=1 2>&1 | tee -a "$log" || status=1
 else
   echo "tests/run.sh: KAFKA_BOOTSTRAP was given; skipping the tests that restart the broker" >&2
 fi
+# One closing line over both passes.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }' "$log" || status=1
+rm -f "$log"
 exit $status

@@ -105,7 +105,8 @@ mod tests {
     #[test]
     fn parses_and_rejects_bad_entries() {
         let key = SigningIdentity::generate().public_key_hex();
-        let good = format!("[[institution]]\nid = \"oefa\"\nname = \"OEFA\"\nsigning_key = \"{key}\"\n");
+        let good =
+            format!("[[institution]]\nid = \"oefa\"\nname = \"OEFA\"\nsigning_key = \"{key}\"\n");
         let dir = Directory::from_file(toml::from_str(&good).unwrap()).unwrap();
         assert_eq!(dir.get("oefa").unwrap().name, "OEFA");
 

@@ -2,9 +2,9 @@
 //! and the original bytes on its DLQ topic, so that nothing is silently dropped
 //! and no partition is ever blocked.
 
+use crate::Error;
 use crate::envelope::Rejection;
 use crate::kafka::{Publisher, RecordMeta};
-use crate::Error;
 use ecointegra_proto::v1::DeadLetter;
 use prost::Message;
 

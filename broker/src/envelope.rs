@@ -145,7 +145,10 @@ pub fn open(bytes: &[u8], directory: &Directory, recipient: &str) -> Result<Enve
     let Some(sender) = directory.get(&envelope.sender) else {
         return reject(
             "unknown-sender",
-            format!("sender {:?} is not in the sector directory", envelope.sender),
+            format!(
+                "sender {:?} is not in the sector directory",
+                envelope.sender
+            ),
         );
     };
     if let Err(reason) = verify_signature(&envelope, &sender.signing_key) {
@@ -255,6 +258,12 @@ mod tests {
         b.sender = "bc".into();
         assert_ne!(canonical_bytes(&a), canonical_bytes(&b));
         a.signature = vec![9; 64];
-        assert_eq!(canonical_bytes(&a), canonical_bytes(&Envelope { signature: vec![], ..a.clone() }));
+        assert_eq!(
+            canonical_bytes(&a),
+            canonical_bytes(&Envelope {
+                signature: vec![],
+                ..a.clone()
+            })
+        );
     }
 }

@@ -144,7 +144,12 @@ impl Publisher {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => return Err(Error::kafka(format!("could not queue a record for {topic}"), e)),
+                Err((e, _)) => {
+                    return Err(Error::kafka(
+                        format!("could not queue a record for {topic}"),
+                        e,
+                    ));
+                }
             }
         }
     }

@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(loaded.public_key(), id.public_key());
         let secret_hex = std::fs::read_to_string(&path).unwrap();
         assert!(!format!("{id:?}").contains(secret_hex.trim()));
-        assert!(id.save(&path).is_err(), "an existing key file is never overwritten");
+        assert!(
+            id.save(&path).is_err(),
+            "an existing key file is never overwritten"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

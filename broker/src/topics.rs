@@ -52,11 +52,14 @@ pub struct TopicSpec {
 }
 
 /// Creates the topics an institution's node needs, where missing: its inbox and
-/// DLQ and the shared tracking and directory topics.
+/// DLQ, the shared tracking and directory topics, and the inboxes of `peers`
+/// (so a filing for an institution whose node has never run can already wait
+/// in its inbox).
 pub async fn ensure_node_topics(
     admin: &AdminClient<DefaultClientContext>,
     topics: &Topics,
     institution: &str,
+    peers: &[&str],
     spec: TopicSpec,
 ) -> Result<(), Error> {
     let inbox = topics.inbox(institution);
@@ -64,12 +67,22 @@ pub async fn ensure_node_topics(
     let tracking = topics.tracking();
     let directory = topics.directory();
     let replication = || TopicReplication::Fixed(spec.replication_factor);
-    let new_topics = [
-        NewTopic::new(&inbox, spec.partitions, replication()).set("retention.ms", "1209600000"),
+    let peer_inboxes: Vec<String> = peers
+        .iter()
+        .filter(|p| **p != institution)
+        .map(|p| topics.inbox(p))
+        .collect();
+    let inbox_topic = |name| {
+        // Two weeks: a destination may be down for days and still catch up.
+        NewTopic::new(name, spec.partitions, replication()).set("retention.ms", "1209600000")
+    };
+    let mut new_topics = vec![
+        inbox_topic(&inbox),
         NewTopic::new(&dlq, 1, replication()).set("retention.ms", "-1"),
         NewTopic::new(&tracking, spec.partitions, replication()).set("retention.ms", "-1"),
         NewTopic::new(&directory, 1, replication()).set("cleanup.policy", "compact"),
     ];
+    new_topics.extend(peer_inboxes.iter().map(|t| inbox_topic(t)));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(new_topics.iter(), &options)

@@ -20,8 +20,10 @@ impl Blobs {
             root: data_dir.to_owned(),
         };
         for dir in ["blobs", "tmp", "partial"] {
-            std::fs::create_dir_all(data_dir.join(dir))
-                .map_err(Error::io(format!("cannot create {}", data_dir.join(dir).display())))?;
+            std::fs::create_dir_all(data_dir.join(dir)).map_err(Error::io(format!(
+                "cannot create {}",
+                data_dir.join(dir).display()
+            )))?;
         }
         // Uploads interrupted by a crash left nothing referenced in the store.
         if let Ok(entries) = std::fs::read_dir(data_dir.join("tmp")) {
@@ -44,7 +46,9 @@ impl Blobs {
 
     /// Where document `index` of `transfer_id` is assembled.
     pub fn partial_path(&self, transfer_id: &str, index: u32) -> PathBuf {
-        self.root.join("partial").join(format!("{transfer_id}.{index}"))
+        self.root
+            .join("partial")
+            .join(format!("{transfer_id}.{index}"))
     }
 
     /// Moves a whole, fsynced file into the store under its digest. Where the

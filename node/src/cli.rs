@@ -1,14 +1,14 @@
 //! The `ecointegra` command-line tool.
 
 use crate::config::Config;
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use ecointegra_broker::keys::SigningIdentity;
 use ecointegra_proto::v1::filing_service_client::FilingServiceClient;
 use ecointegra_proto::v1::{
-    download_document_response, submit_filing_request::Part, DocumentHeader,
-    DownloadDocumentRequest, Filing, FilingHeader, FilingStatus, GetFilingRequest,
+    DocumentHeader, DownloadDocumentRequest, Filing, FilingHeader, FilingStatus, GetFilingRequest,
     GetReceiptRequest, IdentityDocumentType, ListInboxRequest, Party, SubmitFilingRequest,
+    download_document_response, submit_filing_request::Part,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,7 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "ecointegra", version, about = "Moves official documents between the institutions of a sector over Apache Kafka.")]
+#[command(
+    name = "ecointegra",
+    version,
+    about = "Moves official documents between the institutions of a sector over Apache Kafka."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -165,7 +169,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Node(NodeCommand::Run { config }) => {
             let config = Config::load(config.as_deref())?;
-            let node = crate::Node::start(config).await.context("the node could not start")?;
+            let node = crate::Node::start(config)
+                .await
+                .context("the node could not start")?;
             let cancel = node.cancel_token();
             tokio::spawn(async move {
                 crate::node::shutdown_signal().await;
@@ -241,9 +247,17 @@ pub fn submission_stream(
             return;
         }
         for path in files {
-            let Ok(mut file) = tokio::fs::File::open(&path).await else { return };
-            let Ok(meta) = file.metadata().await else { return };
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let Ok(mut file) = tokio::fs::File::open(&path).await else {
+                return;
+            };
+            let Ok(meta) = file.metadata().await else {
+                return;
+            };
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
             let header = DocumentHeader {
                 name,
                 media_type: media_type_of(&path).to_owned(),
@@ -309,10 +323,16 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
             println!("tracking code:     {}", answer.tracking_code);
             println!("verification code: {}", answer.verification_code);
             for doc in &answer.documents {
-                println!("document {}: {} ({} bytes) sha256 {}", doc.index, doc.name, doc.size, doc.sha256);
+                println!(
+                    "document {}: {} ({} bytes) sha256 {}",
+                    doc.index, doc.name, doc.size, doc.sha256
+                );
             }
         }
-        FilingCommand::Get { node, tracking_code } => {
+        FilingCommand::Get {
+            node,
+            tracking_code,
+        } => {
             let filing = connect(&node)
                 .await?
                 .get_filing(GetFilingRequest { tracking_code })
@@ -321,10 +341,16 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
                 .into_inner();
             print_filing(&filing);
         }
-        FilingCommand::Download { node, tracking_code, dir } => {
+        FilingCommand::Download {
+            node,
+            tracking_code,
+            dir,
+        } => {
             let mut client = connect(&node).await?;
             let filing = client
-                .get_filing(GetFilingRequest { tracking_code: tracking_code.clone() })
+                .get_filing(GetFilingRequest {
+                    tracking_code: tracking_code.clone(),
+                })
                 .await
                 .map_err(describe_status)?
                 .into_inner();
@@ -350,15 +376,26 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
                 file.sync_all().await?;
                 let digest = hex::encode(sha2::Digest::finalize(hasher));
                 if digest != doc.sha256 {
-                    bail!("{}: downloaded SHA-256 {digest} differs from {}", path.display(), doc.sha256);
+                    bail!(
+                        "{}: downloaded SHA-256 {digest} differs from {}",
+                        path.display(),
+                        doc.sha256
+                    );
                 }
-                println!("{} ({} bytes, sha256 {digest} verified)", path.display(), doc.size);
+                println!(
+                    "{} ({} bytes, sha256 {digest} verified)",
+                    path.display(),
+                    doc.size
+                );
             }
         }
         FilingCommand::Inbox { node, page_size } => {
             let page = connect(&node)
                 .await?
-                .list_inbox(ListInboxRequest { page_size, page_token: String::new() })
+                .list_inbox(ListInboxRequest {
+                    page_size,
+                    page_token: String::new(),
+                })
                 .await
                 .map_err(describe_status)?
                 .into_inner();
@@ -376,7 +413,10 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        FilingCommand::Receipt { node, tracking_code } => {
+        FilingCommand::Receipt {
+            node,
+            tracking_code,
+        } => {
             let answer = connect(&node)
                 .await?
                 .get_receipt(GetReceiptRequest { tracking_code })
@@ -389,12 +429,28 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
             println!("  transfer:        {}", receipt.transfer_id);
             println!("  received by:     {}", receipt.receiving_institution);
             println!("  registry number: {}", receipt.registry_number);
-            println!("  received at:     {}", crate::ids::format_utc(receipt.received_at_ms));
+            println!(
+                "  received at:     {}",
+                crate::ids::format_utc(receipt.received_at_ms)
+            );
             for doc in &receipt.documents {
-                println!("  document {}: {} ({} bytes) sha256 {}", doc.index, doc.name, doc.size, hex::encode(&doc.sha256));
+                println!(
+                    "  document {}: {} ({} bytes) sha256 {}",
+                    doc.index,
+                    doc.name,
+                    doc.size,
+                    hex::encode(&doc.sha256)
+                );
             }
-            println!("  signed by:       {} (Ed25519 {})", answer.signer, hex::encode(&answer.signer_public_key));
-            println!("  verified:        {}", if answer.verified { "yes" } else { "NO" });
+            println!(
+                "  signed by:       {} (Ed25519 {})",
+                answer.signer,
+                hex::encode(&answer.signer_public_key)
+            );
+            println!(
+                "  verified:        {}",
+                if answer.verified { "yes" } else { "NO" }
+            );
         }
     }
     Ok(())
@@ -415,7 +471,10 @@ fn print_filing(f: &Filing) {
     println!("registry number: {}", f.registry_number);
     println!("folios:          {}", f.folio_count);
     for doc in &f.documents {
-        println!("document {}: {} ({} bytes) sha256 {}", doc.index, doc.name, doc.size, doc.sha256);
+        println!(
+            "document {}: {} ({} bytes) sha256 {}",
+            doc.index, doc.name, doc.size, doc.sha256
+        );
     }
 }
 

@@ -3,8 +3,8 @@
 //! `ECOINTEGRA_KAFKA__BOOTSTRAP_SERVERS`). Unknown keys are rejected and every
 //! invalid value is named.
 
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -151,7 +151,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("ECOINTEGRA_").split("__").filter(|key| is_config_key(key.as_str())));
+        figment = figment.merge(
+            Env::prefixed("ECOINTEGRA_")
+                .split("__")
+                .filter(|key| is_config_key(key.as_str())),
+        );
         Self::from_figment(figment, file.and_then(Path::parent))
     }
 
@@ -192,7 +196,10 @@ impl Config {
             ));
         }
         if self.kafka.bootstrap_servers.trim().is_empty() {
-            return Err(ConfigError::field("kafka.bootstrap_servers", "must not be empty"));
+            return Err(ConfigError::field(
+                "kafka.bootstrap_servers",
+                "must not be empty",
+            ));
         }
         if self.kafka.topic_prefix.is_empty()
             || !self
@@ -210,7 +217,10 @@ impl Config {
             return Err(ConfigError::field("kafka.partitions", "must be at least 1"));
         }
         if self.kafka.replication_factor < 1 {
-            return Err(ConfigError::field("kafka.replication_factor", "must be at least 1"));
+            return Err(ConfigError::field(
+                "kafka.replication_factor",
+                "must be at least 1",
+            ));
         }
         if !(1024..=900 * 1024).contains(&self.transfer.chunk_size) {
             return Err(ConfigError::field(
@@ -219,16 +229,28 @@ impl Config {
             ));
         }
         if self.transfer.max_document_size == 0 {
-            return Err(ConfigError::field("transfer.max_document_size", "must be at least 1"));
+            return Err(ConfigError::field(
+                "transfer.max_document_size",
+                "must be at least 1",
+            ));
         }
         if self.transfer.receipt_timeout_secs == 0 {
-            return Err(ConfigError::field("transfer.receipt_timeout_secs", "must be at least 1"));
+            return Err(ConfigError::field(
+                "transfer.receipt_timeout_secs",
+                "must be at least 1",
+            ));
         }
         if self.transfer.relay_concurrency == 0 {
-            return Err(ConfigError::field("transfer.relay_concurrency", "must be at least 1"));
+            return Err(ConfigError::field(
+                "transfer.relay_concurrency",
+                "must be at least 1",
+            ));
         }
         if self.health.probe_interval_ms == 0 {
-            return Err(ConfigError::field("health.probe_interval_ms", "must be at least 1"));
+            return Err(ConfigError::field(
+                "health.probe_interval_ms",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -244,7 +266,15 @@ impl Config {
 /// The top-level tables and keys of [`Config`]. Other `ECOINTEGRA_*` variables
 /// (`ECOINTEGRA_CONFIG`, `ECOINTEGRA_LOG`, tools' own) are not configuration;
 /// an unknown key inside a known table is still rejected.
-const TOP_LEVEL_KEYS: [&str; 7] = ["institution", "data_dir", "grpc", "kafka", "keys", "transfer", "health"];
+const TOP_LEVEL_KEYS: [&str; 7] = [
+    "institution",
+    "data_dir",
+    "grpc",
+    "kafka",
+    "keys",
+    "transfer",
+    "health",
+];
 
 fn is_config_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -286,22 +316,31 @@ mod tests {
 
     #[test]
     fn the_example_config_is_valid() {
-        let config = Config::from_toml(include_str!("../../deploy/config/node.example.toml")).unwrap();
+        let config =
+            Config::from_toml(include_str!("../../deploy/config/node.example.toml")).unwrap();
         let defaults = Config::default();
         assert_eq!(config.transfer.chunk_size, defaults.transfer.chunk_size);
-        assert_eq!(config.transfer.max_document_size, defaults.transfer.max_document_size);
-        assert_eq!(config.kafka.bootstrap_servers, defaults.kafka.bootstrap_servers);
+        assert_eq!(
+            config.transfer.max_document_size,
+            defaults.transfer.max_document_size
+        );
+        assert_eq!(
+            config.kafka.bootstrap_servers,
+            defaults.kafka.bootstrap_servers
+        );
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::from_toml(&format!("{MINIMAL}[grpc]\nlisten_addr = \"x\"\n")).unwrap_err();
+        let err =
+            Config::from_toml(&format!("{MINIMAL}[grpc]\nlisten_addr = \"x\"\n")).unwrap_err();
         assert!(err.message.contains("listen_addr"), "{err}");
     }
 
     #[test]
     fn unparseable_address_is_named() {
-        let err = Config::from_toml(&format!("{MINIMAL}[grpc]\nlisten = \"nowhere:port\"\n")).unwrap_err();
+        let err = Config::from_toml(&format!("{MINIMAL}[grpc]\nlisten = \"nowhere:port\"\n"))
+            .unwrap_err();
         assert!(err.message.contains("grpc.listen"), "{err}");
     }
 
@@ -309,13 +348,19 @@ mod tests {
     fn invalid_values_are_named() {
         let err = Config::from_toml("institution = \"OEFA!\"\n").unwrap_err();
         assert!(err.message.starts_with("institution:"), "{err}");
-        let err = Config::from_toml(&format!("{MINIMAL}[transfer]\nchunk_size = 2000000\n")).unwrap_err();
+        let err =
+            Config::from_toml(&format!("{MINIMAL}[transfer]\nchunk_size = 2000000\n")).unwrap_err();
         assert!(err.message.contains("transfer.chunk_size"), "{err}");
     }
 
     #[test]
     fn only_config_keys_are_taken_from_the_environment() {
-        for key in ["institution", "kafka.bootstrap_servers", "KAFKA__OPTIONS", "grpc.listen"] {
+        for key in [
+            "institution",
+            "kafka.bootstrap_servers",
+            "KAFKA__OPTIONS",
+            "grpc.listen",
+        ] {
             assert!(is_config_key(key), "{key}");
         }
         for key in ["config", "log", "kafka_script", "bin", "cache"] {

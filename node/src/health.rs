@@ -5,8 +5,8 @@ use ecointegra_proto::v1::filing_service_server::FilingServiceServer;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 pub async fn run(shared: Arc<Shared>, reporter: HealthReporter, cancel: CancellationToken) {
     let interval = Duration::from_millis(shared.config.health.probe_interval_ms);

@@ -45,7 +45,12 @@ pub fn year_of(ms: i64) -> i32 {
 pub fn format_utc(ms: i64) -> String {
     let (y, m, d) = civil_from_days(ms.div_euclid(86_400_000));
     let secs = ms.div_euclid(1000).rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).

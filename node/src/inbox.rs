@@ -91,10 +91,13 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 async fn connect(shared: &Arc<Shared>) -> Result<Arc<InboxConsumer>> {
     let settings = shared.config.kafka_settings();
     let admin = settings.admin()?;
+    let directory = shared.directory();
+    let peers: Vec<&str> = directory.institutions().map(|i| i.id.as_str()).collect();
     ecointegra_broker::topics::ensure_node_topics(
         &admin,
         &shared.topics,
         shared.institution(),
+        &peers,
         shared.topic_spec(),
     )
     .await?;
@@ -120,7 +123,12 @@ async fn connect(shared: &Arc<Shared>) -> Result<Arc<InboxConsumer>> {
     Ok(consumer)
 }
 
-async fn handle(shared: &Arc<Shared>, consumer: &InboxConsumer, record: &OwnedMessage, cancel: &CancellationToken) {
+async fn handle(
+    shared: &Arc<Shared>,
+    consumer: &InboxConsumer,
+    record: &OwnedMessage,
+    cancel: &CancellationToken,
+) {
     let position = Position {
         topic: record.topic(),
         partition: record.partition(),
@@ -140,7 +148,9 @@ async fn handle(shared: &Arc<Shared>, consumer: &InboxConsumer, record: &OwnedMe
                 tokio::time::sleep(Duration::from_millis(200 << failures)).await;
                 continue;
             }
-            Fault::Local(error) => Rejection::new("local", format!("could not be stored here: {error}")),
+            Fault::Local(error) => {
+                Rejection::new("local", format!("could not be stored here: {error}"))
+            }
         };
         dead_letter(shared, record, position, &rejection, cancel).await;
         break;
@@ -178,7 +188,14 @@ async fn dead_letter(
     );
     let dlq = shared.dlq_topic();
     loop {
-        match ecointegra_broker::dlq::publish(&shared.publisher, &dlq, shared.institution(), &letter).await {
+        match ecointegra_broker::dlq::publish(
+            &shared.publisher,
+            &dlq,
+            shared.institution(),
+            &letter,
+        )
+        .await
+        {
             Ok(_) => break,
             Err(error) => {
                 tracing::warn!(%error, "Cannot publish a dead letter; retrying.");
@@ -193,14 +210,27 @@ async fn dead_letter(
     let (partition, offset) = (position.partition, position.offset);
     let recorded = shared
         .store
-        .run(move |s| s.apply_nothing(Position { topic: &topic, partition, offset }, None))
+        .run(move |s| {
+            s.apply_nothing(
+                Position {
+                    topic: &topic,
+                    partition,
+                    offset,
+                },
+                None,
+            )
+        })
         .await;
     if let Err(error) = recorded {
         tracing::error!(%error, "Cannot record a dead-lettered offset.");
     }
 }
 
-async fn process(shared: &Arc<Shared>, record: &OwnedMessage, position: Position<'_>) -> Result<(), Fault> {
+async fn process(
+    shared: &Arc<Shared>,
+    record: &OwnedMessage,
+    position: Position<'_>,
+) -> Result<(), Fault> {
     let value = record.payload().unwrap_or_default();
     let directory = shared.directory();
     let envelope = envelope::open(value, &directory, shared.institution())?;
@@ -210,7 +240,10 @@ async fn process(shared: &Arc<Shared>, record: &OwnedMessage, position: Position
         Ok(MessageType::Receipt) => receipt(shared, envelope, value.to_vec(), position).await,
         _ => Err(Rejection::new(
             "type",
-            format!("message type {} does not belong in an inbox", envelope.message_type),
+            format!(
+                "message type {} does not belong in an inbox",
+                envelope.message_type
+            ),
         )
         .about(&envelope)
         .into()),
@@ -219,12 +252,21 @@ async fn process(shared: &Arc<Shared>, record: &OwnedMessage, position: Position
 
 /// Owned copy of a position, for store work on another thread.
 fn owned(position: Position<'_>) -> (String, i32, i64) {
-    (position.topic.to_owned(), position.partition, position.offset)
+    (
+        position.topic.to_owned(),
+        position.partition,
+        position.offset,
+    )
 }
 
-async fn chunk(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>) -> Result<(), Fault> {
+async fn chunk(
+    shared: &Arc<Shared>,
+    envelope: Envelope,
+    position: Position<'_>,
+) -> Result<(), Fault> {
     let chunk: Chunk = envelope::payload(&envelope)?;
-    let reject = |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
+    let reject =
+        |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
     let (topic, partition, offset) = owned(position);
     let message_id = envelope.message_id.clone();
     let transfer_id = chunk.transfer_id.clone();
@@ -245,7 +287,16 @@ async fn chunk(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>)
         let id = envelope.message_id.clone();
         shared
             .store
-            .run(move |s| s.apply_nothing(Position { topic: &topic, partition, offset }, Some(&id)))
+            .run(move |s| {
+                s.apply_nothing(
+                    Position {
+                        topic: &topic,
+                        partition,
+                        offset,
+                    },
+                    Some(&id),
+                )
+            })
             .await?;
         return Ok(());
     }
@@ -266,14 +317,26 @@ async fn chunk(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>)
     if partial.sender != envelope.sender {
         return Err(reject(
             "sender",
-            format!("transfer {} belongs to {}, not to {}", chunk.transfer_id, partial.sender, envelope.sender),
+            format!(
+                "transfer {} belongs to {}, not to {}",
+                chunk.transfer_id, partial.sender, envelope.sender
+            ),
         ));
     }
     if chunk.seq < partial.next_seq {
         let id = envelope.message_id.clone();
         shared
             .store
-            .run(move |s| s.apply_nothing(Position { topic: &topic, partition, offset }, Some(&id)))
+            .run(move |s| {
+                s.apply_nothing(
+                    Position {
+                        topic: &topic,
+                        partition,
+                        offset,
+                    },
+                    Some(&id),
+                )
+            })
             .await?;
         return Ok(());
     }
@@ -282,11 +345,18 @@ async fn chunk(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>)
             "chunk-order",
             format!(
                 "transfer {} document {}: expected chunk {} at byte {}, got chunk {} at byte {}",
-                chunk.transfer_id, chunk.document_index, partial.next_seq, partial.bytes, chunk.seq, chunk.offset
+                chunk.transfer_id,
+                chunk.document_index,
+                partial.next_seq,
+                partial.bytes,
+                chunk.seq,
+                chunk.offset
             ),
         ));
     }
-    let path = shared.blobs.partial_path(&chunk.transfer_id, chunk.document_index);
+    let path = shared
+        .blobs
+        .partial_path(&chunk.transfer_id, chunk.document_index);
     let next = Partial {
         sender: partial.sender,
         next_seq: partial.next_seq + 1,
@@ -299,7 +369,11 @@ async fn chunk(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>)
             write_at(&path, partial.bytes, &chunk.data)
                 .map_err(Error::io(format!("cannot write {}", path.display())))?;
             s.apply_chunk(
-                Position { topic: &topic, partition, offset },
+                Position {
+                    topic: &topic,
+                    partition,
+                    offset,
+                },
                 &id,
                 &chunk.transfer_id,
                 chunk.document_index,
@@ -324,9 +398,14 @@ fn write_at(path: &std::path::Path, offset: u64, data: &[u8]) -> std::io::Result
     file.sync_data()
 }
 
-async fn manifest(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>) -> Result<(), Fault> {
+async fn manifest(
+    shared: &Arc<Shared>,
+    envelope: Envelope,
+    position: Position<'_>,
+) -> Result<(), Fault> {
     let manifest: Manifest = envelope::payload(&envelope)?;
-    let reject = |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
+    let reject =
+        |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
     let Some(transfer) = manifest.transfer.clone() else {
         return Err(reject("manifest", "the manifest names no transfer".into()));
     };
@@ -344,12 +423,26 @@ async fn manifest(shared: &Arc<Shared>, envelope: Envelope, position: Position<'
     let transfer_id = transfer.transfer_id.clone();
     let (seen, existing) = shared
         .store
-        .run(move |s| Ok((s.is_processed(&message_id)?, s.filing_by_transfer(&transfer_id)?)))
+        .run(move |s| {
+            Ok((
+                s.is_processed(&message_id)?,
+                s.filing_by_transfer(&transfer_id)?,
+            ))
+        })
         .await?;
     if seen {
         shared
             .store
-            .run(move |s| s.apply_nothing(Position { topic: &topic, partition, offset }, None))
+            .run(move |s| {
+                s.apply_nothing(
+                    Position {
+                        topic: &topic,
+                        partition,
+                        offset,
+                    },
+                    None,
+                )
+            })
             .await?;
         return Ok(());
     }
@@ -360,20 +453,35 @@ async fn manifest(shared: &Arc<Shared>, envelope: Envelope, position: Position<'
         shared
             .store
             .run(move |s| {
-                s.apply_receipt_resend(Position { topic: &topic, partition, offset }, &id, &transfer.transfer_id, &origin)
+                s.apply_receipt_resend(
+                    Position {
+                        topic: &topic,
+                        partition,
+                        offset,
+                    },
+                    &id,
+                    &transfer.transfer_id,
+                    &origin,
+                )
             })
             .await?;
         shared.relay_wake.notify_one();
         return Ok(());
     }
     if manifest.documents.is_empty() {
-        return Err(reject("manifest", format!("transfer {} has no documents", transfer.transfer_id)));
+        return Err(reject(
+            "manifest",
+            format!("transfer {} has no documents", transfer.transfer_id),
+        ));
     }
     for (i, doc) in manifest.documents.iter().enumerate() {
         if doc.index as usize != i || doc.sha256.len() != 32 {
             return Err(reject(
                 "manifest",
-                format!("transfer {}: document entry {i} is malformed", transfer.transfer_id),
+                format!(
+                    "transfer {}: document entry {i} is malformed",
+                    transfer.transfer_id
+                ),
             ));
         }
         let violations = crate::validate::document_header(
@@ -386,7 +494,13 @@ async fn manifest(shared: &Arc<Shared>, envelope: Envelope, position: Position<'
             u64::MAX,
         );
         if let Some(v) = violations.first() {
-            return Err(reject("manifest", format!("transfer {}: {}: {}", transfer.transfer_id, v.field, v.description)));
+            return Err(reject(
+                "manifest",
+                format!(
+                    "transfer {}: {}: {}",
+                    transfer.transfer_id, v.field, v.description
+                ),
+            ));
         }
     }
 
@@ -484,31 +598,43 @@ async fn manifest(shared: &Arc<Shared>, envelope: Envelope, position: Position<'
         .store
         .run(move |s| {
             for doc in &documents {
-                blobs.adopt(&blobs.partial_path(&filing.transfer_id, doc.index), &doc.sha256)?;
+                blobs.adopt(
+                    &blobs.partial_path(&filing.transfer_id, doc.index),
+                    &doc.sha256,
+                )?;
             }
-            s.apply_delivery(Position { topic: &topic, partition, offset }, &id, &filing, |registry_number| {
-                let receipt = Receipt {
-                    transfer_id: filing.transfer_id.clone(),
-                    tracking_code: filing.tracking_code.clone(),
-                    receiving_institution: me.clone(),
-                    registry_number: registry_number.to_owned(),
-                    received_at_ms: now,
-                    documents,
-                    origin: origin.clone(),
-                };
-                let sealed = sealer.seal(
-                    format!("{}/receipt", filing.transfer_id),
-                    MessageType::Receipt,
-                    &origin,
-                    receipt.encode_to_vec(),
-                );
-                OutgoingReceipt {
-                    recipient: origin.clone(),
-                    envelope: sealed.encode_to_vec(),
-                    received_at_ms: now,
-                    signer: me.clone(),
-                }
-            })
+            s.apply_delivery(
+                Position {
+                    topic: &topic,
+                    partition,
+                    offset,
+                },
+                &id,
+                &filing,
+                |registry_number| {
+                    let receipt = Receipt {
+                        transfer_id: filing.transfer_id.clone(),
+                        tracking_code: filing.tracking_code.clone(),
+                        receiving_institution: me.clone(),
+                        registry_number: registry_number.to_owned(),
+                        received_at_ms: now,
+                        documents,
+                        origin: origin.clone(),
+                    };
+                    let sealed = sealer.seal(
+                        format!("{}/receipt", filing.transfer_id),
+                        MessageType::Receipt,
+                        &origin,
+                        receipt.encode_to_vec(),
+                    );
+                    OutgoingReceipt {
+                        recipient: origin.clone(),
+                        envelope: sealed.encode_to_vec(),
+                        received_at_ms: now,
+                        signer: me.clone(),
+                    }
+                },
+            )
         })
         .await?;
     if let Some(filing_id) = filing_id {
@@ -519,12 +645,19 @@ async fn manifest(shared: &Arc<Shared>, envelope: Envelope, position: Position<'
     Ok(())
 }
 
-async fn discard_partials(shared: &Arc<Shared>, transfer_id: &str, documents: &[DocumentDigest]) -> Result<()> {
+async fn discard_partials(
+    shared: &Arc<Shared>,
+    transfer_id: &str,
+    documents: &[DocumentDigest],
+) -> Result<()> {
     for doc in documents {
         let _ = std::fs::remove_file(shared.blobs.partial_path(transfer_id, doc.index));
     }
     let transfer_id = transfer_id.to_owned();
-    shared.store.run(move |s| s.discard_partials(&transfer_id)).await
+    shared
+        .store
+        .run(move |s| s.discard_partials(&transfer_id))
+        .await
 }
 
 async fn receipt(
@@ -534,25 +667,43 @@ async fn receipt(
     position: Position<'_>,
 ) -> Result<(), Fault> {
     let receipt: Receipt = envelope::payload(&envelope)?;
-    let reject = |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
+    let reject =
+        |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
     let (topic, partition, offset) = owned(position);
     let message_id = envelope.message_id.clone();
     let transfer_id = receipt.transfer_id.clone();
     let (seen, filing) = shared
         .store
-        .run(move |s| Ok((s.is_processed(&message_id)?, s.filing_by_transfer(&transfer_id)?)))
+        .run(move |s| {
+            Ok((
+                s.is_processed(&message_id)?,
+                s.filing_by_transfer(&transfer_id)?,
+            ))
+        })
         .await?;
     if seen {
         shared
             .store
-            .run(move |s| s.apply_nothing(Position { topic: &topic, partition, offset }, None))
+            .run(move |s| {
+                s.apply_nothing(
+                    Position {
+                        topic: &topic,
+                        partition,
+                        offset,
+                    },
+                    None,
+                )
+            })
             .await?;
         return Ok(());
     }
     let Some(filing) = filing.filter(|f| f.direction == Direction::Outbound) else {
         return Err(reject(
             "receipt",
-            format!("receipt for transfer {}, which this institution did not send", receipt.transfer_id),
+            format!(
+                "receipt for transfer {}, which this institution did not send",
+                receipt.transfer_id
+            ),
         ));
     };
     if filing.destination != envelope.sender || receipt.receiving_institution != envelope.sender {
@@ -580,7 +731,18 @@ async fn receipt(
     let filing_id = filing.id;
     shared
         .store
-        .run(move |s| s.apply_receipt(Position { topic: &topic, partition, offset }, &id, filing_id, &stored))
+        .run(move |s| {
+            s.apply_receipt(
+                Position {
+                    topic: &topic,
+                    partition,
+                    offset,
+                },
+                &id,
+                filing_id,
+                &stored,
+            )
+        })
         .await?;
     tracing::info!(
         tracking_code = %filing.tracking_code,
@@ -594,7 +756,11 @@ async fn receipt(
 /// Do the receipt's digests name exactly the documents we hold?
 pub fn digests_match(receipt: &[DocumentDigest], ours: &[DocumentRow]) -> Result<(), String> {
     if receipt.len() != ours.len() {
-        return Err(format!("names {} documents, {} were sent", receipt.len(), ours.len()));
+        return Err(format!(
+            "names {} documents, {} were sent",
+            receipt.len(),
+            ours.len()
+        ));
     }
     for (r, o) in receipt.iter().zip(ours) {
         if r.index != o.index || r.size != o.size || r.sha256 != o.sha256 {

@@ -13,7 +13,7 @@ use ecointegra_broker::topics::{TopicSpec, Topics};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -76,8 +76,10 @@ impl Node {
     /// Opens the store, connects the Kafka clients and starts every task. Kafka
     /// need not be reachable: the node serves (NOT_SERVING) and catches up.
     pub async fn start(config: Config) -> Result<Node> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(Error::io(format!("cannot create {}", config.data_dir.display())))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(Error::io(format!(
+            "cannot create {}",
+            config.data_dir.display()
+        )))?;
         let store = Store::open(&config.data_dir.join("node.sqlite3"), &config.institution)?;
         let blobs = Blobs::open(&config.data_dir)?;
         let identity = SigningIdentity::load(&config.keys.signing_key_file)?;
@@ -88,13 +90,13 @@ impl Node {
                 return Err(Error::FailedPrecondition(format!(
                     "the directory lists another public key for {}; keys.signing_key_file does not match it",
                     config.institution
-                )))
+                )));
             }
             None => {
                 return Err(Error::FailedPrecondition(format!(
                     "the directory does not list this institution ({})",
                     config.institution
-                )))
+                )));
             }
         }
         let publisher = Publisher::new(
@@ -103,8 +105,13 @@ impl Node {
         )?;
         let listener = tokio::net::TcpListener::bind(config.grpc.listen)
             .await
-            .map_err(Error::io(format!("cannot listen on {}", config.grpc.listen)))?;
-        let grpc_addr = listener.local_addr().map_err(Error::io("no local address"))?;
+            .map_err(Error::io(format!(
+                "cannot listen on {}",
+                config.grpc.listen
+            )))?;
+        let grpc_addr = listener
+            .local_addr()
+            .map_err(Error::io("no local address"))?;
         let latest_inbound = store.inbox_page(None, 1)?.first().map_or(0, |f| f.id);
         let shared = Arc::new(Shared {
             sealer: Sealer::new(config.institution.clone(), identity),
@@ -180,10 +187,9 @@ impl Node {
             tracing::warn!("Node tasks did not stop within 30 s.");
         }
         let shared = self.shared.clone();
-        let flushed = tokio::task::spawn_blocking(move || {
-            shared.publisher.flush(Duration::from_secs(10))
-        })
-        .await;
+        let flushed =
+            tokio::task::spawn_blocking(move || shared.publisher.flush(Duration::from_secs(10)))
+                .await;
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "Producer did not flush; the outbox re-sends what was not acknowledged.");
         }

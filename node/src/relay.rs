@@ -105,7 +105,13 @@ async fn publish_envelope(shared: &Shared, row: &OutboxRow) -> Result<()> {
     let meta = meta_of(&envelope);
     shared
         .publisher
-        .publish(&shared.topics.inbox(&row.recipient), &row.record_key, bytes, &meta, &[])
+        .publish(
+            &shared.topics.inbox(&row.recipient),
+            &row.record_key,
+            bytes,
+            &meta,
+            &[],
+        )
         .await?;
     tracing::debug!(message_id = %envelope.message_id, recipient = %row.recipient, "Envelope published.");
     Ok(())
@@ -224,10 +230,10 @@ async fn send(
         .enqueue(topic, key, &bytes, &meta_of(envelope), &[])
         .await?;
     pending.push_back(queued);
-    if pending.len() >= WINDOW {
-        if let Some(oldest) = pending.pop_front() {
-            oldest.delivered().await?;
-        }
+    if pending.len() >= WINDOW
+        && let Some(oldest) = pending.pop_front()
+    {
+        oldest.delivered().await?;
     }
     Ok(())
 }

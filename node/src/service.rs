@@ -6,10 +6,10 @@ use crate::store::FilingRow;
 use ecointegra_broker::envelope;
 use ecointegra_proto::v1::filing_service_server::{FilingService, FilingServiceServer};
 use ecointegra_proto::v1::{
-    download_document_response, DownloadDocumentRequest, DownloadDocumentResponse, Envelope,
-    Filing, GetFilingRequest, GetReceiptRequest, GetReceiptResponse, InboxEvent,
-    ListInboxRequest, ListInboxResponse, Receipt, StreamInboxRequest, SubmitFilingRequest,
-    SubmitFilingResponse,
+    DownloadDocumentRequest, DownloadDocumentResponse, Envelope, Filing, GetFilingRequest,
+    GetReceiptRequest, GetReceiptResponse, InboxEvent, ListInboxRequest, ListInboxResponse,
+    Receipt, StreamInboxRequest, SubmitFilingRequest, SubmitFilingResponse,
+    download_document_response,
 };
 use prost::Message;
 use std::pin::Pin;
@@ -25,7 +25,9 @@ use tonic::{Request, Response, Status, Streaming};
 pub async fn serve(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
-    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
     cancel: CancellationToken,
 ) {
     let reflection = tonic_reflection::server::Builder::configure()
@@ -65,9 +67,9 @@ impl FilingService for FilingApi {
         &self,
         request: Request<Streaming<SubmitFilingRequest>>,
     ) -> Result<Response<SubmitFilingResponse>, Status> {
-        let parts = request
-            .into_inner()
-            .map(|part| part.map_err(|status| Error::invalid("stream", status.message().to_owned())));
+        let parts = request.into_inner().map(|part| {
+            part.map_err(|status| Error::invalid("stream", status.message().to_owned()))
+        });
         let answer = crate::submit::submit(&self.shared, parts).await?;
         tracing::info!(
             tracking_code = %answer.tracking_code,
@@ -110,8 +112,14 @@ impl FilingService for FilingApi {
             .map_err(Error::io(format!("cannot open {}", path.display())))?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
-            let first = download_document_response::Part::Document(crate::submit::stored_document(&document));
-            if tx.send(Ok(DownloadDocumentResponse { part: Some(first) })).await.is_err() {
+            let first = download_document_response::Part::Document(crate::submit::stored_document(
+                &document,
+            ));
+            if tx
+                .send(Ok(DownloadDocumentResponse { part: Some(first) }))
+                .await
+                .is_err()
+            {
                 return;
             }
             loop {
@@ -121,7 +129,11 @@ impl FilingService for FilingApi {
                     Ok(n) => {
                         buffer.truncate(n);
                         let part = download_document_response::Part::Chunk(buffer);
-                        if tx.send(Ok(DownloadDocumentResponse { part: Some(part) })).await.is_err() {
+                        if tx
+                            .send(Ok(DownloadDocumentResponse { part: Some(part) }))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -250,7 +262,9 @@ impl FilingService for FilingApi {
             receipt: Some(receipt),
             signed_envelope: stored.envelope,
             signer: stored.signer,
-            signer_public_key: signer_key.map(|k| k.as_bytes().to_vec()).unwrap_or_default(),
+            signer_public_key: signer_key
+                .map(|k| k.as_bytes().to_vec())
+                .unwrap_or_default(),
             verified,
         }))
     }
@@ -282,7 +296,11 @@ pub fn to_proto(row: &FilingRow) -> Filing {
         subject: row.subject.clone(),
         sender_party: Some(row.sender_party.clone()),
         folio_count: row.folio_count,
-        documents: row.documents.iter().map(crate::submit::stored_document).collect(),
+        documents: row
+            .documents
+            .iter()
+            .map(crate::submit::stored_document)
+            .collect(),
         registered_at_ms: row.registered_at_ms,
         delivered_at_ms: row.delivered_at_ms,
         registry_number: row.registry_number.clone(),

@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use ecointegra_proto::v1::{Direction, FilingStatus, Party};
 use prost::Message;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -189,7 +189,10 @@ pub struct OutgoingReceipt {
 
 /// Outcome of storing a submission.
 pub enum Submitted {
-    New { filing_id: i64, registry_number: String },
+    New {
+        filing_id: i64,
+        registry_number: String,
+    },
     /// The idempotency key was used before: the first answer, encoded.
     Existing(Vec<u8>),
 }
@@ -213,8 +216,11 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 
 impl Store {
     pub fn open(path: &Path, institution: &str) -> Result<Self> {
-        let writer = open_connection(path).map_err(Error::store(format!("cannot open {}", path.display())))?;
-        writer.execute_batch(SCHEMA).map_err(Error::store("cannot create the schema"))?;
+        let writer = open_connection(path)
+            .map_err(Error::store(format!("cannot open {}", path.display())))?;
+        writer
+            .execute_batch(SCHEMA)
+            .map_err(Error::store("cannot create the schema"))?;
         let reader = open_connection(path).map_err(Error::store("cannot open a reader"))?;
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
@@ -255,9 +261,13 @@ impl Store {
 
     pub fn idempotent_response(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.read(|c| {
-            c.query_row("SELECT response FROM idempotency WHERE key = ?1", [key], |r| r.get(0))
-                .optional()
-                .map_err(Error::store("cannot read idempotency keys"))
+            c.query_row(
+                "SELECT response FROM idempotency WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Error::store("cannot read idempotency keys"))
         })
     }
 
@@ -312,7 +322,11 @@ impl Store {
             query_filings(
                 c,
                 "direction = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-                params![Direction::Inbound as i64, before_id.unwrap_or(i64::MAX), limit],
+                params![
+                    Direction::Inbound as i64,
+                    before_id.unwrap_or(i64::MAX),
+                    limit
+                ],
             )
         })
     }
@@ -409,7 +423,11 @@ impl Store {
             if let Some(filing_id) = row.filing_id {
                 tx.execute(
                     "UPDATE filings SET status = ?2 WHERE id = ?1 AND status = ?3",
-                    params![filing_id, FilingStatus::Sent as i64, FilingStatus::Registered as i64],
+                    params![
+                        filing_id,
+                        FilingStatus::Sent as i64,
+                        FilingStatus::Registered as i64
+                    ],
                 )
                 .map_err(Error::store("cannot update the filing"))?;
             }
@@ -454,10 +472,14 @@ impl Store {
 
     pub fn is_processed(&self, message_id: &str) -> Result<bool> {
         self.read(|c| {
-            c.query_row("SELECT 1 FROM processed_messages WHERE message_id = ?1", [message_id], |_| Ok(()))
-                .optional()
-                .map(|r| r.is_some())
-                .map_err(Error::store("cannot read processed messages"))
+            c.query_row(
+                "SELECT 1 FROM processed_messages WHERE message_id = ?1",
+                [message_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(Error::store("cannot read processed messages"))
         })
     }
 
@@ -483,10 +505,14 @@ impl Store {
     ) -> Result<bool> {
         self.write(|tx| {
             let fresh = match message_id {
-                Some(id) => tx
-                    .execute("INSERT OR IGNORE INTO processed_messages (message_id) VALUES (?1)", [id])
+                Some(id) => {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO processed_messages (message_id) VALUES (?1)",
+                        [id],
+                    )
                     .map_err(Error::store("cannot record the message id"))?
-                    == 1,
+                        == 1
+                }
                 None => true,
             };
             if fresh {
@@ -531,9 +557,12 @@ impl Store {
     /// Forgets a transfer's partial documents, so a re-send starts afresh.
     pub fn discard_partials(&self, transfer_id: &str) -> Result<()> {
         self.write(|tx| {
-            tx.execute("DELETE FROM partial_documents WHERE transfer_id = ?1", [transfer_id])
-                .map(drop)
-                .map_err(Error::store("cannot discard partial documents"))
+            tx.execute(
+                "DELETE FROM partial_documents WHERE transfer_id = ?1",
+                [transfer_id],
+            )
+            .map(drop)
+            .map_err(Error::store("cannot discard partial documents"))
         })
     }
 
@@ -575,7 +604,11 @@ impl Store {
     ) -> Result<()> {
         self.apply(position, Some(message_id), |tx| {
             let envelope: Vec<u8> = tx
-                .query_row("SELECT envelope FROM receipts WHERE transfer_id = ?1", [transfer_id], |r| r.get(0))
+                .query_row(
+                    "SELECT envelope FROM receipts WHERE transfer_id = ?1",
+                    [transfer_id],
+                    |r| r.get(0),
+                )
                 .map_err(Error::store("cannot read the receipt"))?;
             queue_envelope(tx, recipient, transfer_id, &envelope)
         })
@@ -685,9 +718,15 @@ fn query_filing(c: &Connection, condition: &str, value: &str) -> Result<Option<F
     Ok(query_filings(c, condition, [value])?.into_iter().next())
 }
 
-fn query_filings(c: &Connection, condition: &str, params: impl rusqlite::Params) -> Result<Vec<FilingRow>> {
+fn query_filings(
+    c: &Connection,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<FilingRow>> {
     let sql = format!("SELECT {FILING_COLUMNS} FROM filings WHERE {condition}");
-    let mut stmt = c.prepare_cached(&sql).map_err(Error::store("cannot read filings"))?;
+    let mut stmt = c
+        .prepare_cached(&sql)
+        .map_err(Error::store("cannot read filings"))?;
     let mut filings = stmt
         .query_map(params, |r| {
             let party: Vec<u8> = r.get(9)?;

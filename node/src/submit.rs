@@ -9,8 +9,8 @@ use crate::node::Shared;
 use crate::store::{DocumentRow, NewFiling, Submitted};
 use crate::validate;
 use ecointegra_proto::v1::{
-    submit_filing_request::Part, Direction, DocumentHeader, FilingStatus, StoredDocument,
-    SubmitFilingRequest, SubmitFilingResponse,
+    Direction, DocumentHeader, FilingStatus, StoredDocument, SubmitFilingRequest,
+    SubmitFilingResponse, submit_filing_request::Part,
 };
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -105,7 +105,7 @@ where
             return Err(Error::invalid(
                 "header",
                 "a submission starts with the filing header",
-            ))
+            ));
         }
     };
     let directory = shared.directory();
@@ -114,10 +114,13 @@ where
         return Err(Error::InvalidArgument(violations));
     }
     let idempotency_key = Some(header.idempotency_key.trim().to_owned()).filter(|k| !k.is_empty());
-    if let Some(key) = idempotency_key.clone() {
-        if let Some(answer) = shared.store.run(move |s| s.idempotent_response(&key)).await? {
-            return decode_answer(&answer);
-        }
+    if let Some(key) = idempotency_key.clone()
+        && let Some(answer) = shared
+            .store
+            .run(move |s| s.idempotent_response(&key))
+            .await?
+    {
+        return decode_answer(&answer);
     }
 
     let max_size = shared.config.transfer.max_document_size;
@@ -142,13 +145,21 @@ where
                     return Err(Error::invalid(
                         format!("documents[{}]", documents.len()),
                         "document bytes came before the document's header",
-                    ))
+                    ));
                 }
             },
             Some(Part::Header(_)) => {
-                return Err(Error::invalid("header", "a submission has exactly one header"))
+                return Err(Error::invalid(
+                    "header",
+                    "a submission has exactly one header",
+                ));
             }
-            None => return Err(Error::invalid("part", "an empty message is not a submission part")),
+            None => {
+                return Err(Error::invalid(
+                    "part",
+                    "an empty message is not a submission part",
+                ));
+            }
         }
     }
     if let Some(upload) = current.take() {

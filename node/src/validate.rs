@@ -76,7 +76,8 @@ fn sender_party(party: &Party) -> Vec<Violation> {
             }
         }
         Ok(IdentityDocumentType::Ce) => {
-            if !((9..=12).contains(&number.len()) && number.bytes().all(|b| b.is_ascii_alphanumeric()))
+            if !((9..=12).contains(&number.len())
+                && number.bytes().all(|b| b.is_ascii_alphanumeric()))
             {
                 v.push(Violation::new(field, "a CE is 9 to 12 letters or digits"));
             }
@@ -144,7 +145,12 @@ pub fn document_header(header: &DocumentHeader, index: usize, max_size: u64) -> 
             format!("must be a file name of 1 to {MAX_NAME_CHARS} characters"),
         ));
     }
-    if header.media_type.len() > 127 || header.media_type.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if header.media_type.len() > 127
+        || header
+            .media_type
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
         v.push(Violation::new(field("media_type"), "is not a media type"));
     }
     if header.declared_size > max_size {
@@ -183,7 +189,14 @@ mod tests {
             let v = document_header(&header(bad), 2, 100);
             assert_eq!(v[0].field, "documents[2].name", "{bad:?}");
         }
-        let v = document_header(&DocumentHeader { declared_size: 101, ..header("a.pdf") }, 0, 100);
+        let v = document_header(
+            &DocumentHeader {
+                declared_size: 101,
+                ..header("a.pdf")
+            },
+            0,
+            100,
+        );
         assert_eq!(v[0].field, "documents[0].declared_size");
     }
 }

@@ -8,9 +8,9 @@ use ecointegra_broker::keys::SigningIdentity;
 use ecointegra_node::Config;
 use ecointegra_proto::v1::filing_service_client::FilingServiceClient;
 use ecointegra_proto::v1::{
-    download_document_response, submit_filing_request::Part, DocumentHeader,
-    DownloadDocumentRequest, Filing, FilingHeader, FilingStatus, GetFilingRequest,
+    DocumentHeader, DownloadDocumentRequest, Filing, FilingHeader, FilingStatus, GetFilingRequest,
     IdentityDocumentType, Party, SubmitFilingRequest, SubmitFilingResponse,
+    download_document_response, submit_filing_request::Part,
 };
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -149,12 +149,16 @@ impl Federation {
             .expect("the ecointegra binary runs (tests/run.sh builds it)");
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
-            if let Ok(text) = std::fs::read_to_string(&addr_file) {
-                if let Ok(addr) = text.trim().parse::<SocketAddr>() {
-                    break addr;
-                }
+            if let Ok(text) = std::fs::read_to_string(&addr_file)
+                && let Ok(addr) = text.trim().parse::<SocketAddr>()
+            {
+                break addr;
             }
-            assert!(Instant::now() < deadline, "{id} did not start; see {}", self.root.display());
+            assert!(
+                Instant::now() < deadline,
+                "{id} did not start; see {}",
+                self.root.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         NodeProcess { child, addr }
@@ -175,7 +179,10 @@ pub fn binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join("ecointegra")
+    exe.parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("ecointegra")
 }
 
 /// A node running as its own process; killed when dropped.
@@ -197,7 +204,10 @@ impl NodeProcess {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
         self.child.wait().unwrap()
     }
 
@@ -268,7 +278,11 @@ pub struct Doc {
 
 impl Doc {
     pub fn new(name: &str, len: u64, seed: u64) -> Self {
-        Self { name: name.into(), len, seed }
+        Self {
+            name: name.into(),
+            len,
+            seed,
+        }
     }
 
     /// Calls `f` with consecutive pieces of the document.
@@ -303,11 +317,17 @@ impl Doc {
 }
 
 /// The parts of a submission: the header, then each document's header and bytes.
-pub fn parts(header: FilingHeader, docs: &[Doc]) -> impl tokio_stream::Stream<Item = SubmitFilingRequest> + Send + 'static {
+pub fn parts(
+    header: FilingHeader,
+    docs: &[Doc],
+) -> impl tokio_stream::Stream<Item = SubmitFilingRequest> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let docs = docs.to_vec();
     std::thread::spawn(move || {
-        let send = |part| tx.blocking_send(SubmitFilingRequest { part: Some(part) }).is_ok();
+        let send = |part| {
+            tx.blocking_send(SubmitFilingRequest { part: Some(part) })
+                .is_ok()
+        };
         if !send(Part::Header(header)) {
             return;
         }
@@ -331,19 +351,33 @@ pub fn parts(header: FilingHeader, docs: &[Doc]) -> impl tokio_stream::Stream<It
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-pub async fn submit(client: &mut Client, header: FilingHeader, docs: &[Doc]) -> Result<SubmitFilingResponse, tonic::Status> {
-    client.submit_filing(parts(header, docs)).await.map(|r| r.into_inner())
+pub async fn submit(
+    client: &mut Client,
+    header: FilingHeader,
+    docs: &[Doc],
+) -> Result<SubmitFilingResponse, tonic::Status> {
+    client
+        .submit_filing(parts(header, docs))
+        .await
+        .map(|r| r.into_inner())
 }
 
 pub async fn get(client: &mut Client, code: &str) -> Result<Filing, tonic::Status> {
     client
-        .get_filing(GetFilingRequest { tracking_code: code.into() })
+        .get_filing(GetFilingRequest {
+            tracking_code: code.into(),
+        })
         .await
         .map(|r| r.into_inner())
 }
 
 /// Polls until the filing reaches `status`, or panics after `timeout`.
-pub async fn wait_for_status(client: &mut Client, code: &str, status: FilingStatus, timeout: Duration) -> Filing {
+pub async fn wait_for_status(
+    client: &mut Client,
+    code: &str,
+    status: FilingStatus,
+    timeout: Duration,
+) -> Filing {
     let deadline = Instant::now() + timeout;
     loop {
         match get(client, code).await {
@@ -352,7 +386,9 @@ pub async fn wait_for_status(client: &mut Client, code: &str, status: FilingStat
                 "{code} is {:?}, not {status:?}, after {timeout:?}",
                 FilingStatus::try_from(filing.status)
             ),
-            Err(e) if Instant::now() > deadline => panic!("{code} not found after {timeout:?}: {e}"),
+            Err(e) if Instant::now() > deadline => {
+                panic!("{code} not found after {timeout:?}: {e}")
+            }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
@@ -361,7 +397,10 @@ pub async fn wait_for_status(client: &mut Client, code: &str, status: FilingStat
 /// Downloads a document, returning its SHA-256 (hex) and length.
 pub async fn download_sha256(client: &mut Client, code: &str, index: u32) -> (String, u64) {
     let mut stream = client
-        .download_document(DownloadDocumentRequest { tracking_code: code.into(), document_index: index })
+        .download_document(DownloadDocumentRequest {
+            tracking_code: code.into(),
+            document_index: index,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -378,20 +417,31 @@ pub async fn download_sha256(client: &mut Client, code: &str, index: u32) -> (St
 
 /// Rows of a node's store matching a query, read directly (read-only).
 pub fn count_rows(store: &Path, sql: &str) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 /// Runs `deploy/kafka/kafka.sh` with the given arguments (fault tests only).
 pub fn kafka_script(args: &[&str]) {
-    let script = std::env::var("ECOINTEGRA_KAFKA_SCRIPT").expect("ECOINTEGRA_KAFKA_SCRIPT is set by tests/run.sh");
-    let status = Command::new(script).args(args).stdout(Stdio::null()).status().unwrap();
+    let script = std::env::var("ECOINTEGRA_KAFKA_SCRIPT")
+        .expect("ECOINTEGRA_KAFKA_SCRIPT is set by tests/run.sh");
+    let status = Command::new(script)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     assert!(status.success(), "kafka.sh {args:?} failed");
 }
 
 /// Reads every record of a topic from the beginning until `count` arrived or `timeout`.
-pub fn read_topic(topic: &str, count: usize, timeout: Duration) -> Vec<rdkafka::message::OwnedMessage> {
+pub fn read_topic(
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
@@ -419,8 +469,38 @@ pub async fn produce_raw(topic: &str, key: &str, value: &[u8]) {
         .create()
         .unwrap();
     producer
-        .send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10))
+        .send(
+            FutureRecord::to(topic).key(key).payload(value),
+            Duration::from_secs(10),
+        )
         .await
         .map_err(|(e, _)| e)
         .unwrap();
+}
+
+/// The offsets a consumer group has committed for `partitions` of `topic`, as
+/// any Kafka admin tool reads them (-1 where none is committed).
+pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::TopicPartitionList;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            committed
+                .find_partition(topic, p)
+                .and_then(|e| e.offset().to_raw())
+                .unwrap_or(-1)
+        })
+        .collect()
 }

@@ -8,17 +8,41 @@ use std::time::{Duration, Instant};
 const DELIVERY: Duration = Duration::from_secs(120);
 
 fn inbound_count(federation: &Federation, id: &str) -> i64 {
-    count_rows(&federation.store_path(id), "SELECT COUNT(*) FROM filings WHERE direction = 2")
+    count_rows(
+        &federation.store_path(id),
+        "SELECT COUNT(*) FROM filings WHERE direction = 2",
+    )
 }
 
-async fn assert_one_intact_copy(federation: &Federation, destination: &mut Client, code: &str, docs: &[Doc]) {
+async fn assert_one_intact_copy(
+    federation: &Federation,
+    destination: &mut Client,
+    code: &str,
+    docs: &[Doc],
+) {
     for (index, doc) in docs.iter().enumerate() {
         let (sha, len) = download_sha256(destination, code, index as u32).await;
         assert_eq!((sha, len), (doc.sha256_hex(), doc.len), "{}", doc.name);
     }
-    assert_eq!(inbound_count(federation, "oefa"), 1, "exactly one filing at the destination");
-    assert_eq!(count_rows(&federation.store_path("oefa"), "SELECT COUNT(*) FROM receipts"), 1);
-    assert_eq!(count_rows(&federation.store_path("senamhi"), "SELECT COUNT(*) FROM receipts"), 1);
+    assert_eq!(
+        inbound_count(federation, "oefa"),
+        1,
+        "exactly one filing at the destination"
+    );
+    assert_eq!(
+        count_rows(
+            &federation.store_path("oefa"),
+            "SELECT COUNT(*) FROM receipts"
+        ),
+        1
+    );
+    assert_eq!(
+        count_rows(
+            &federation.store_path("senamhi"),
+            "SELECT COUNT(*) FROM receipts"
+        ),
+        1
+    );
 }
 
 /// Stops the broker itself: runs alone.
@@ -31,18 +55,33 @@ async fn serial_a_filing_accepted_while_kafka_is_down_is_delivered_when_it_retur
     let mut destination = oefa.client().await;
     // Both inboxes exist before the broker goes away.
     let warm = [Doc::new("w.pdf", 1, 1)];
-    let code = submit(&mut origin, header("oefa", "antes"), &warm).await.unwrap().tracking_code;
+    let code = submit(&mut origin, header("oefa", "antes"), &warm)
+        .await
+        .unwrap()
+        .tracking_code;
     wait_for_status(&mut origin, &code, FilingStatus::Delivered, DELIVERY).await;
 
     kafka_script(&["stop"]);
     let docs = [Doc::new("durante.pdf", 900_000, 9)];
-    let answer = submit(&mut origin, header("oefa", "Con Kafka caído"), &docs).await.unwrap();
+    let answer = submit(&mut origin, header("oefa", "Con Kafka caído"), &docs)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let filing = get(&mut origin, &answer.tracking_code).await.unwrap();
-    assert_eq!(filing.status, FilingStatus::Registered as i32, "accepted, waiting for Kafka");
+    assert_eq!(
+        filing.status,
+        FilingStatus::Registered as i32,
+        "accepted, waiting for Kafka"
+    );
 
     kafka_script(&["start"]);
-    wait_for_status(&mut origin, &answer.tracking_code, FilingStatus::Delivered, DELIVERY).await;
+    wait_for_status(
+        &mut origin,
+        &answer.tracking_code,
+        FilingStatus::Delivered,
+        DELIVERY,
+    )
+    .await;
     let (sha, len) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
     assert_eq!((sha, len), (docs[0].sha256_hex(), docs[0].len));
     assert_eq!(inbound_count(&federation, "oefa"), 2);
@@ -55,7 +94,9 @@ async fn destination_killed_during_a_50_mib_transfer_gets_it_exactly_once() {
     let oefa = federation.spawn("oefa");
     let mut origin = senamhi.client().await;
     let docs = [Doc::new("expediente.pdf", 50 << 20, 50)];
-    let answer = submit(&mut origin, header("oefa", "Expediente grande"), &docs).await.unwrap();
+    let answer = submit(&mut origin, header("oefa", "Expediente grande"), &docs)
+        .await
+        .unwrap();
 
     // Kill the destination once it has stored part of the transfer.
     let deadline = Instant::now() + DELIVERY;
@@ -75,7 +116,13 @@ async fn destination_killed_during_a_50_mib_transfer_gets_it_exactly_once() {
 
     let oefa = federation.spawn("oefa");
     let mut destination = oefa.client().await;
-    wait_for_status(&mut origin, &answer.tracking_code, FilingStatus::Delivered, DELIVERY).await;
+    wait_for_status(
+        &mut origin,
+        &answer.tracking_code,
+        FilingStatus::Delivered,
+        DELIVERY,
+    )
+    .await;
     assert_one_intact_copy(&federation, &mut destination, &answer.tracking_code, &docs).await;
 }
 
@@ -87,16 +134,33 @@ async fn origin_killed_after_accepting_before_publishing_delivers_exactly_once()
     federation.write_config("senamhi", "127.0.0.1:1", "");
     let senamhi = federation.spawn("senamhi");
     let mut origin = senamhi.client().await;
-    let docs = [Doc::new("oficio.pdf", 2 << 20, 21), Doc::new("anexo.pdf", 3000, 22)];
-    let answer = submit(&mut origin, header("oefa", "Antes del corte"), &docs).await.unwrap();
-    assert_eq!(get(&mut origin, &answer.tracking_code).await.unwrap().status, FilingStatus::Registered as i32);
+    let docs = [
+        Doc::new("oficio.pdf", 2 << 20, 21),
+        Doc::new("anexo.pdf", 3000, 22),
+    ];
+    let answer = submit(&mut origin, header("oefa", "Antes del corte"), &docs)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&mut origin, &answer.tracking_code)
+            .await
+            .unwrap()
+            .status,
+        FilingStatus::Registered as i32
+    );
     senamhi.kill();
 
     federation.write_config("senamhi", &bootstrap(), "");
     let senamhi = federation.spawn("senamhi");
     let mut origin = senamhi.client().await;
     let mut destination = oefa.client().await;
-    let filing = wait_for_status(&mut origin, &answer.tracking_code, FilingStatus::Delivered, DELIVERY).await;
+    let filing = wait_for_status(
+        &mut origin,
+        &answer.tracking_code,
+        FilingStatus::Delivered,
+        DELIVERY,
+    )
+    .await;
     assert_eq!(filing.documents.len(), 2);
     assert_one_intact_copy(&federation, &mut destination, &answer.tracking_code, &docs).await;
 }
@@ -110,17 +174,35 @@ async fn a_200_mib_document_arrives_with_bounded_destination_memory() {
     let mut destination = oefa.client().await;
     // Let the destination settle (consumer assigned, inbox read) before measuring.
     let warm = [Doc::new("w.pdf", 1, 1)];
-    let code = submit(&mut origin, header("oefa", "calentar"), &warm).await.unwrap().tracking_code;
+    let code = submit(&mut origin, header("oefa", "calentar"), &warm)
+        .await
+        .unwrap()
+        .tracking_code;
     wait_for_status(&mut origin, &code, FilingStatus::Delivered, DELIVERY).await;
     let before = oefa.peak_rss_kib();
 
     let docs = [Doc::new("estudio-impacto.pdf", 200 << 20, 200)];
-    let answer = submit(&mut origin, header("oefa", "EIA"), &docs).await.unwrap();
-    wait_for_status(&mut origin, &answer.tracking_code, FilingStatus::Delivered, DELIVERY).await;
+    let answer = submit(&mut origin, header("oefa", "EIA"), &docs)
+        .await
+        .unwrap();
+    wait_for_status(
+        &mut origin,
+        &answer.tracking_code,
+        FilingStatus::Delivered,
+        DELIVERY,
+    )
+    .await;
     let after = oefa.peak_rss_kib();
     let growth_mib = (after.saturating_sub(before)) / 1024;
-    eprintln!("destination peak RSS: {} MiB before, {} MiB after (+{growth_mib} MiB)", before / 1024, after / 1024);
-    assert!(growth_mib < 100, "the destination's peak memory grew by {growth_mib} MiB");
+    eprintln!(
+        "destination peak RSS: {} MiB before, {} MiB after (+{growth_mib} MiB)",
+        before / 1024,
+        after / 1024
+    );
+    assert!(
+        growth_mib < 100,
+        "the destination's peak memory grew by {growth_mib} MiB"
+    );
     let (sha, len) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
     assert_eq!((sha, len), (docs[0].sha256_hex(), docs[0].len));
 }

@@ -4,9 +4,9 @@
 use ecointegra_tests::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::{Duration, Instant};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 async fn health(addr: std::net::SocketAddr) -> ServingStatus {
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
@@ -16,7 +16,9 @@ async fn health(addr: std::net::SocketAddr) -> ServingStatus {
         .unwrap();
     let mut client = HealthClient::new(channel);
     let answer = client
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -30,7 +32,10 @@ async fn wait_health(addr: std::net::SocketAddr, want: ServingStatus, timeout: D
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "health is {got:?}, not {want:?}, after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "health is {got:?}, not {want:?}, after {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -40,15 +45,26 @@ fn topics() -> Vec<String> {
         .set("bootstrap.servers", bootstrap())
         .create()
         .unwrap();
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
-    metadata.topics().iter().map(|t| t.name().to_owned()).collect()
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect()
 }
 
 #[tokio::test]
 async fn node_in_process_serves_and_creates_its_topics() {
     let federation = Federation::new("serving", &["oefa"]);
     let node = federation.start("oefa").await;
-    wait_health(node.grpc_addr(), ServingStatus::Serving, Duration::from_secs(30)).await;
+    wait_health(
+        node.grpc_addr(),
+        ServingStatus::Serving,
+        Duration::from_secs(30),
+    )
+    .await;
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let prefix = &federation.prefix;
@@ -64,13 +80,20 @@ async fn node_in_process_serves_and_creates_its_topics() {
         if missing.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "topics never created: {missing:?}");
+        assert!(
+            Instant::now() < deadline,
+            "topics never created: {missing:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // Reflection lists the filing service (grpcurl and friends rely on it).
     let descriptor = ecointegra_proto::FILE_DESCRIPTOR_SET;
-    assert!(descriptor.windows(b"FilingService".len()).any(|w| w == b"FilingService"));
+    assert!(
+        descriptor
+            .windows(b"FilingService".len())
+            .any(|w| w == b"FilingService")
+    );
 
     let addr = node.grpc_addr();
     node.shutdown().await;
@@ -88,7 +111,10 @@ fn run_with_config(federation: &Federation, text: &str) -> (i32, String) {
         .arg(&path)
         .output()
         .unwrap();
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -96,15 +122,22 @@ fn bad_config_exits_64_naming_the_field() {
     let federation = Federation::new("config", &["oefa"]);
     let good = std::fs::read_to_string(federation.config_path("oefa")).unwrap();
 
-    let (code, stderr) = run_with_config(&federation, &format!("{good}\n[transfer]\nchunk_bytes = 4\n"));
+    let (code, stderr) = run_with_config(
+        &federation,
+        &format!("{good}\n[transfer]\nchunk_bytes = 4\n"),
+    );
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("chunk_bytes"), "{stderr}");
 
-    let (code, stderr) = run_with_config(&federation, &good.replace("127.0.0.1:0", "localhost:port"));
+    let (code, stderr) =
+        run_with_config(&federation, &good.replace("127.0.0.1:0", "localhost:port"));
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("grpc.listen"), "{stderr}");
 
-    let (code, stderr) = run_with_config(&federation, &good.replace("partitions = 2", "partitions = 0"));
+    let (code, stderr) = run_with_config(
+        &federation,
+        &good.replace("partitions = 2", "partitions = 0"),
+    );
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("kafka.partitions"), "{stderr}");
 }
@@ -114,12 +147,27 @@ fn bad_config_exits_64_naming_the_field() {
 async fn serial_health_follows_the_broker() {
     let federation = Federation::new("health", &["oefa"]);
     let node = federation.start("oefa").await;
-    wait_health(node.grpc_addr(), ServingStatus::Serving, Duration::from_secs(30)).await;
+    wait_health(
+        node.grpc_addr(),
+        ServingStatus::Serving,
+        Duration::from_secs(30),
+    )
+    .await;
 
     kafka_script(&["stop"]);
-    wait_health(node.grpc_addr(), ServingStatus::NotServing, Duration::from_secs(30)).await;
+    wait_health(
+        node.grpc_addr(),
+        ServingStatus::NotServing,
+        Duration::from_secs(30),
+    )
+    .await;
 
     kafka_script(&["start"]);
-    wait_health(node.grpc_addr(), ServingStatus::Serving, Duration::from_secs(60)).await;
+    wait_health(
+        node.grpc_addr(),
+        ServingStatus::Serving,
+        Duration::from_secs(60),
+    )
+    .await;
     node.shutdown().await;
 }

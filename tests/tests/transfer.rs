@@ -30,10 +30,17 @@ async fn assert_delivered(origin: &mut Client, destination: &mut Client, code: &
         assert_eq!(stored.sha256, want, "{}", doc.name);
         assert_eq!(stored.size, doc.len);
         let (got, len) = download_sha256(destination, code, stored.index).await;
-        assert_eq!((got, len), (want, doc.len), "downloaded {} from the destination", doc.name);
+        assert_eq!(
+            (got, len),
+            (want, doc.len),
+            "downloaded {} from the destination",
+            doc.name
+        );
     }
     let receipt = origin
-        .get_receipt(GetReceiptRequest { tracking_code: code.into() })
+        .get_receipt(GetReceiptRequest {
+            tracking_code: code.into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -46,7 +53,11 @@ async fn assert_delivered(origin: &mut Client, destination: &mut Client, code: &
     assert_eq!(signed.tracking_code, code);
     assert_eq!(signed.receiving_institution, received.destination);
     assert_eq!(signed.registry_number, received.registry_number);
-    let digests: Vec<String> = signed.documents.iter().map(|d| hex::encode(&d.sha256)).collect();
+    let digests: Vec<String> = signed
+        .documents
+        .iter()
+        .map(|d| hex::encode(&d.sha256))
+        .collect();
     let wanted: Vec<String> = docs.iter().map(Doc::sha256_hex).collect();
     assert_eq!(digests, wanted);
     assert_eq!(sent.documents.len(), docs.len());
@@ -57,7 +68,10 @@ fn ed25519_dalek_key(bytes: &[u8]) -> ed25519_dalek::VerifyingKey {
 }
 
 fn inbound_count(federation: &Federation, id: &str) -> i64 {
-    count_rows(&federation.store_path(id), "SELECT COUNT(*) FROM filings WHERE direction = 2")
+    count_rows(
+        &federation.store_path(id),
+        "SELECT COUNT(*) FROM filings WHERE direction = 2",
+    )
 }
 
 fn receipt_count(federation: &Federation, id: &str) -> i64 {
@@ -77,18 +91,26 @@ async fn documents_of_0_b_1_kib_and_5_mib_arrive_intact() {
         Doc::new("carta.pdf", 1024, 2),
         Doc::new("expediente.pdf", 5 << 20, 3),
     ];
-    let answer = submit(&mut origin, header("oefa", "Informe de monitoreo"), &docs).await.unwrap();
+    let answer = submit(&mut origin, header("oefa", "Informe de monitoreo"), &docs)
+        .await
+        .unwrap();
     assert_eq!(answer.tracking_code.len(), "SENAMHI-2026-".len() + 8);
     assert!(answer.tracking_code.starts_with("SENAMHI-"));
     assert_eq!(answer.verification_code.len(), 8);
     let returned: Vec<&str> = answer.documents.iter().map(|d| d.sha256.as_str()).collect();
     let wanted: Vec<String> = docs.iter().map(Doc::sha256_hex).collect();
-    assert_eq!(returned, wanted, "the answer names each stored document's SHA-256");
+    assert_eq!(
+        returned, wanted,
+        "the answer names each stored document's SHA-256"
+    );
 
     assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
     assert_eq!(inbound_count(&federation, "oefa"), 1);
     let inbox = destination
-        .list_inbox(ListInboxRequest { page_size: 10, page_token: String::new() })
+        .list_inbox(ListInboxRequest {
+            page_size: 10,
+            page_token: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -110,7 +132,10 @@ async fn a_retry_with_the_same_idempotency_key_creates_nothing_new() {
     let second = submit(&mut origin, h, &docs).await.unwrap();
     assert_eq!(first, second);
     assert_eq!(
-        count_rows(&federation.store_path("senamhi"), "SELECT COUNT(*) FROM filings"),
+        count_rows(
+            &federation.store_path("senamhi"),
+            "SELECT COUNT(*) FROM filings"
+        ),
         1
     );
     senamhi.shutdown().await;
@@ -134,9 +159,21 @@ async fn bad_input_is_refused_naming_the_field() {
         ("header.destination", header("nadie", "x"), doc.to_vec()),
         ("header.subject", header("oefa", "   "), doc.to_vec()),
         ("documents", header("oefa", "x"), vec![]),
-        ("documents[0].declared_size", header("oefa", "x"), vec![Doc::new("big.pdf", 100_001, 1)]),
-        ("documents[0].name", header("oefa", "x"), vec![Doc::new("../etc/passwd", 10, 1)]),
-        ("documents[0].name", header("oefa", "x"), vec![Doc::new("a\u{7}b.pdf", 10, 1)]),
+        (
+            "documents[0].declared_size",
+            header("oefa", "x"),
+            vec![Doc::new("big.pdf", 100_001, 1)],
+        ),
+        (
+            "documents[0].name",
+            header("oefa", "x"),
+            vec![Doc::new("../etc/passwd", 10, 1)],
+        ),
+        (
+            "documents[0].name",
+            header("oefa", "x"),
+            vec![Doc::new("a\u{7}b.pdf", 10, 1)],
+        ),
     ];
     let mut bad_dni = header("oefa", "x");
     bad_dni.sender_party.as_mut().unwrap().document_number = "1234".into();
@@ -154,19 +191,30 @@ async fn bad_input_is_refused_naming_the_field() {
             .get_details_bad_request()
             .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
             .unwrap_or_default();
-        assert!(fields.iter().any(|f| f == field), "{field} not named in {fields:?}");
+        assert!(
+            fields.iter().any(|f| f == field),
+            "{field} not named in {fields:?}"
+        );
     }
 
     // Streamed size different from the declared size, both ways.
     for (declared, streamed) in [(50u64, 100u64), (100, 50)] {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        use ecointegra_proto::v1::{submit_filing_request::Part, DocumentHeader, SubmitFilingRequest};
+        use ecointegra_proto::v1::{
+            DocumentHeader, SubmitFilingRequest, submit_filing_request::Part,
+        };
         for part in [
             Part::Header(header("oefa", "x")),
-            Part::Document(DocumentHeader { name: "a.pdf".into(), media_type: "application/pdf".into(), declared_size: declared }),
+            Part::Document(DocumentHeader {
+                name: "a.pdf".into(),
+                media_type: "application/pdf".into(),
+                declared_size: declared,
+            }),
             Part::Chunk(vec![7u8; streamed as usize]),
         ] {
-            tx.send(SubmitFilingRequest { part: Some(part) }).await.unwrap();
+            tx.send(SubmitFilingRequest { part: Some(part) })
+                .await
+                .unwrap();
         }
         drop(tx);
         let status = origin
@@ -183,7 +231,9 @@ async fn bad_input_is_refused_naming_the_field() {
     let store = federation.store_path("senamhi");
     assert_eq!(count_rows(&store, "SELECT COUNT(*) FROM filings"), 0);
     assert_eq!(count_rows(&store, "SELECT COUNT(*) FROM outbox"), 0);
-    let leftovers = std::fs::read_dir(federation.data_dir("senamhi").join("tmp")).unwrap().count();
+    let leftovers = std::fs::read_dir(federation.data_dir("senamhi").join("tmp"))
+        .unwrap()
+        .count();
     assert_eq!(leftovers, 0, "a rejected upload leaves no file behind");
     senamhi.shutdown().await;
 }
@@ -197,7 +247,9 @@ async fn duplicates_and_a_consumer_reset_to_offset_zero_change_nothing() {
     let code = {
         let oefa = federation.start("oefa").await;
         let mut destination = client(oefa.grpc_addr()).await;
-        let answer = submit(&mut origin, header("oefa", "Duplicados"), &docs).await.unwrap();
+        let answer = submit(&mut origin, header("oefa", "Duplicados"), &docs)
+            .await
+            .unwrap();
         assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
         oefa.shutdown().await;
         answer.tracking_code
@@ -207,6 +259,21 @@ async fn duplicates_and_a_consumer_reset_to_offset_zero_change_nothing() {
     let inbox = federation.topic_inbox("oefa");
     let records = read_topic(&inbox, 4, Duration::from_secs(30));
     assert_eq!(records.len(), 4, "3 chunks and a manifest");
+    // The group's committed offsets point just past the last record read on
+    // each partition: no gap, no repeat on the next start.
+    let group = format!("{}.node.oefa", federation.prefix);
+    let mut per_partition = [0i64; 2];
+    for record in &records {
+        use rdkafka::Message as _;
+        per_partition[record.partition() as usize] =
+            per_partition[record.partition() as usize].max(record.offset() + 1);
+    }
+    let committed: Vec<i64> = committed_offsets(&group, &inbox, 2)
+        .into_iter()
+        .zip(per_partition)
+        .map(|(c, end)| if end == 0 { c.max(0) } else { c })
+        .collect();
+    assert_eq!(committed, per_partition.to_vec());
     for record in &records {
         use rdkafka::Message as _;
         let key = String::from_utf8_lossy(record.key().unwrap()).into_owned();
@@ -217,7 +284,7 @@ async fn duplicates_and_a_consumer_reset_to_offset_zero_change_nothing() {
     let store = rusqlite::Connection::open(federation.store_path("oefa")).unwrap();
     store.execute("DELETE FROM inbox_offsets", []).unwrap();
     drop(store);
-    reset_group(&format!("{}.node.oefa", federation.prefix), &inbox);
+    reset_group(&group, &inbox);
 
     let oefa = federation.start("oefa").await;
     // Wait until the node has re-read all 8 records.
@@ -230,13 +297,24 @@ async fn duplicates_and_a_consumer_reset_to_offset_zero_change_nothing() {
         if next >= 8 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the replay did not finish");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(inbound_count(&federation, "oefa"), 1, "still exactly one filing");
+    assert_eq!(
+        inbound_count(&federation, "oefa"),
+        1,
+        "still exactly one filing"
+    );
     assert_eq!(receipt_count(&federation, "oefa"), 1);
-    assert_eq!(receipt_count(&federation, "senamhi"), 1, "still exactly one receipt at the origin");
+    assert_eq!(
+        receipt_count(&federation, "senamhi"),
+        1,
+        "still exactly one receipt at the origin"
+    );
     let filing = get(&mut origin, &code).await.unwrap();
     assert_eq!(filing.status, FilingStatus::Delivered as i32);
     senamhi.shutdown().await;
@@ -253,7 +331,8 @@ fn reset_group(group: &str, topic: &str) {
         .unwrap();
     let mut list = TopicPartitionList::new();
     for partition in 0..2 {
-        list.add_partition_offset(topic, partition, Offset::Offset(0)).unwrap();
+        list.add_partition_offset(topic, partition, Offset::Offset(0))
+            .unwrap();
     }
     consumer.commit(&list, CommitMode::Sync).unwrap();
 }
@@ -268,10 +347,21 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
     let inbox = federation.topic_inbox("oefa");
     // Make sure the inbox exists before writing to it directly.
     let warmup = [Doc::new("w.pdf", 10, 1)];
-    let first = submit(&mut origin, header("oefa", "Primero"), &warmup).await.unwrap();
-    wait_for_status(&mut origin, &first.tracking_code, FilingStatus::Delivered, DELIVERY).await;
+    let first = submit(&mut origin, header("oefa", "Primero"), &warmup)
+        .await
+        .unwrap();
+    wait_for_status(
+        &mut origin,
+        &first.tracking_code,
+        FilingStatus::Delivered,
+        DELIVERY,
+    )
+    .await;
 
-    let sealer = Sealer::new("senamhi", SigningIdentity::load(&federation.key_path("senamhi")).unwrap());
+    let sealer = Sealer::new(
+        "senamhi",
+        SigningIdentity::load(&federation.key_path("senamhi")).unwrap(),
+    );
     // 1. Garbage.
     produce_raw(&inbox, "garbage", b"\xff\xfe this is not an envelope").await;
     // 2. A bad signature: a sealed chunk whose payload was changed afterwards.
@@ -284,36 +374,63 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
         sha256: Sha256::digest(&data).to_vec(),
         data,
     };
-    let mut forged = sealer.seal("t-bad-signature/chunk/0/0".into(), MessageType::Chunk, "oefa", chunk.encode_to_vec());
+    let mut forged = sealer.seal(
+        "t-bad-signature/chunk/0/0".into(),
+        MessageType::Chunk,
+        "oefa",
+        chunk.encode_to_vec(),
+    );
     forged.payload[3] ^= 0x55;
     produce_raw(&inbox, "t-bad-signature", &forged.encode_to_vec()).await;
     // 3. A properly signed chunk whose data does not match its hash.
-    let wrong = Chunk { sha256: vec![0u8; 32], transfer_id: "t-wrong-hash".into(), ..chunk };
-    let sealed = sealer.seal("t-wrong-hash/chunk/0/0".into(), MessageType::Chunk, "oefa", wrong.encode_to_vec());
+    let wrong = Chunk {
+        sha256: vec![0u8; 32],
+        transfer_id: "t-wrong-hash".into(),
+        ..chunk
+    };
+    let sealed = sealer.seal(
+        "t-wrong-hash/chunk/0/0".into(),
+        MessageType::Chunk,
+        "oefa",
+        wrong.encode_to_vec(),
+    );
     produce_raw(&inbox, "t-wrong-hash", &sealed.encode_to_vec()).await;
 
     // A valid filing right after them is delivered.
     let docs = [Doc::new("despues.pdf", 700_000, 5)];
-    let answer = submit(&mut origin, header("oefa", "Después de la basura"), &docs).await.unwrap();
+    let answer = submit(&mut origin, header("oefa", "Después de la basura"), &docs)
+        .await
+        .unwrap();
     assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
 
-    let letters: Vec<DeadLetter> = read_topic(&federation.topic_dlq("oefa"), 3, Duration::from_secs(30))
-        .iter()
-        .map(|m| {
-            use rdkafka::Message as _;
-            DeadLetter::decode(m.payload().unwrap()).unwrap()
-        })
-        .collect();
+    let letters: Vec<DeadLetter> =
+        read_topic(&federation.topic_dlq("oefa"), 3, Duration::from_secs(30))
+            .iter()
+            .map(|m| {
+                use rdkafka::Message as _;
+                DeadLetter::decode(m.payload().unwrap()).unwrap()
+            })
+            .collect();
     let codes: BTreeSet<&str> = letters.iter().map(|l| l.reason_code.as_str()).collect();
-    assert_eq!(codes, BTreeSet::from(["decode", "signature", "chunk-hash"]), "{letters:#?}");
+    assert_eq!(
+        codes,
+        BTreeSet::from(["decode", "signature", "chunk-hash"]),
+        "{letters:#?}"
+    );
     for letter in &letters {
         assert!(!letter.reason.is_empty());
-        assert!(!letter.original_value.is_empty(), "the original bytes are kept");
+        assert!(
+            !letter.original_value.is_empty(),
+            "the original bytes are kept"
+        );
         assert_eq!(letter.source_topic, inbox);
     }
     let garbage = letters.iter().find(|l| l.reason_code == "decode").unwrap();
     assert_eq!(garbage.original_value, b"\xff\xfe this is not an envelope");
-    let hash = letters.iter().find(|l| l.reason_code == "chunk-hash").unwrap();
+    let hash = letters
+        .iter()
+        .find(|l| l.reason_code == "chunk-hash")
+        .unwrap();
     assert_eq!(hash.claimed_sender, "senamhi");
     assert_eq!(inbound_count(&federation, "oefa"), 2);
     senamhi.shutdown().await;
@@ -332,24 +449,34 @@ async fn stream_inbox_resumes_from_its_cursor_missing_nothing() {
     let mut submitted = Vec::new();
     let mut seen = Vec::new();
     let mut stream = destination
-        .stream_inbox(StreamInboxRequest { cursor: String::new() })
+        .stream_inbox(StreamInboxRequest {
+            cursor: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
     for i in 0..3 {
-        let answer = submit(&mut origin, header("oefa", &format!("Lote {i}")), &docs).await.unwrap();
+        let answer = submit(&mut origin, header("oefa", &format!("Lote {i}")), &docs)
+            .await
+            .unwrap();
         submitted.push(answer.tracking_code);
     }
     // Take two events, then disconnect.
     let mut cursor = String::new();
     for _ in 0..2 {
-        let event = tokio::time::timeout(DELIVERY, stream.message()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout(DELIVERY, stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push(event.filing.unwrap().tracking_code);
         cursor = event.cursor;
     }
     drop(stream);
     for i in 3..5 {
-        let answer = submit(&mut origin, header("oefa", &format!("Lote {i}")), &docs).await.unwrap();
+        let answer = submit(&mut origin, header("oefa", &format!("Lote {i}")), &docs)
+            .await
+            .unwrap();
         submitted.push(answer.tracking_code);
     }
     let mut stream = destination
@@ -358,7 +485,11 @@ async fn stream_inbox_resumes_from_its_cursor_missing_nothing() {
         .unwrap()
         .into_inner();
     while seen.len() < 5 {
-        let event = tokio::time::timeout(DELIVERY, stream.message()).await.unwrap().unwrap().unwrap();
+        let event = tokio::time::timeout(DELIVERY, stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push(event.filing.unwrap().tracking_code);
     }
     // Nothing more arrives: no duplicates.
@@ -367,6 +498,56 @@ async fn stream_inbox_resumes_from_its_cursor_missing_nothing() {
     let unique: BTreeSet<_> = seen.iter().collect();
     assert_eq!(unique.len(), 5, "{seen:?}");
     assert_eq!(unique, submitted.iter().collect::<BTreeSet<_>>());
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_receipt_in_time_the_transfer_is_sent_again_and_stored_once() {
+    let federation = Federation::with_settings(
+        "resend",
+        &["senamhi", "oefa"],
+        "\n[transfer]\nreceipt_timeout_secs = 1\n",
+    );
+    // oefa's node is not running: nobody answers, so senamhi keeps re-sending.
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let docs = [Doc::new("reenvio.pdf", 600_000, 31)];
+    let answer = submit(&mut origin, header("oefa", "Sin acuse"), &docs)
+        .await
+        .unwrap();
+    let store = federation.store_path("senamhi");
+    let deadline = std::time::Instant::now() + DELIVERY;
+    while count_rows(&store, "SELECT COALESCE(MAX(attempts), 0) FROM outbox") < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transfer was not re-sent"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let filing = get(&mut origin, &answer.tracking_code).await.unwrap();
+    assert_eq!(
+        filing.status,
+        FilingStatus::Sent as i32,
+        "sent, not yet receipted"
+    );
+
+    // oefa comes up and finds three copies of the transfer in its inbox.
+    let oefa = federation.start("oefa").await;
+    let mut destination = client(oefa.grpc_addr()).await;
+    assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        inbound_count(&federation, "oefa"),
+        1,
+        "one filing from three copies"
+    );
+    assert_eq!(receipt_count(&federation, "senamhi"), 1);
+    assert_eq!(
+        count_rows(&store, "SELECT COUNT(*) FROM outbox"),
+        0,
+        "the receipt ends the outbox entry"
+    );
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }
