@@ -40,6 +40,18 @@ enum Command {
     /// Submit, read and download filings through a node's gRPC service.
     #[command(subcommand)]
     Filing(FilingCommand),
+    /// Benchmark the end-to-end transfer against raw Kafka, side by side.
+    Bench(crate::bench::BenchArgs),
+    /// Follow a filing across institutions with its tracking and verification codes.
+    Track {
+        /// Any institution's node, e.g. 127.0.0.1:50051.
+        #[arg(long)]
+        node: String,
+        /// The verification code printed on the citizen's cargo.
+        #[arg(long)]
+        verification: String,
+        tracking_code: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,15 +86,21 @@ enum KeysCommand {
 }
 
 #[derive(Subcommand)]
-enum FilingCommand {
+pub(crate) enum FilingCommand {
     /// Submit a filing with its documents.
     Submit {
         /// The node's gRPC address, e.g. 127.0.0.1:50051.
         #[arg(long)]
         node: String,
-        /// Destination institution id, e.g. oefa.
-        #[arg(long)]
+        /// Destination institution id, e.g. oefa (a correction may omit it).
+        #[arg(long, default_value = "")]
         to: String,
+        /// Filing type, which sets the destination's response period.
+        #[arg(long, default_value = "")]
+        filing_type: String,
+        /// Submit a correction (subsanación) of this observed filing.
+        #[arg(long, default_value = "")]
+        corrects: String,
         #[arg(long)]
         subject: String,
         /// The sender party's name.
@@ -131,6 +149,80 @@ enum FilingCommand {
         node: String,
         tracking_code: String,
     },
+    /// Verify and show every receipt of a filing: its chain of custody.
+    Chain {
+        #[arg(long)]
+        node: String,
+        tracking_code: String,
+    },
+    /// Take a delivered filing in, with this institution's registry number and office.
+    Receive {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long)]
+        registry_number: String,
+        #[arg(long)]
+        office: String,
+    },
+    /// Return a filing to its sender with a reason; the sender may correct it.
+    Observe {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reject a filing with a reason.
+    Reject {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Forward a received filing to another institution.
+    Forward {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Answer a received filing with response documents; they travel to the
+    /// institution where it was filed.
+    Answer {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Archive a filing.
+    Archive {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List filings held here that are overdue or due within some days.
+    Due {
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value_t = 3)]
+        within: u32,
+    },
+}
+
+/// The filing a clerk action applies to.
+#[derive(clap::Args)]
+pub(crate) struct ActionTarget {
+    #[arg(long)]
+    pub node: String,
+    pub tracking_code: String,
+    /// Makes the action idempotent: repeating it with the same id changes
+    /// nothing. A fresh one is made (and printed) when omitted.
+    #[arg(long)]
+    pub action_id: Option<String>,
 }
 
 pub fn main() -> ExitCode {
@@ -189,11 +281,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", SigningIdentity::load(&key)?.public_key_hex());
         }
         Command::Filing(command) => filing(command).await?,
+        Command::Track { node, verification, tracking_code } => {
+            crate::cli_actions::track(&node, &tracking_code, &verification).await?
+        }
+        Command::Bench(args) => return crate::bench::run(args).await,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn connect(node: &str) -> anyhow::Result<FilingServiceClient<tonic::transport::Channel>> {
+pub(crate) async fn connect(node: &str) -> anyhow::Result<FilingServiceClient<tonic::transport::Channel>> {
     let uri = if node.contains("://") {
         node.to_owned()
     } else {
@@ -296,6 +392,8 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
             folios,
             idempotency_key,
             files,
+            filing_type,
+            corrects,
         } => {
             for file in &files {
                 if !file.is_file() {
@@ -313,6 +411,8 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
                 }),
                 folio_count: folios,
                 idempotency_key,
+                filing_type,
+                corrects_tracking_code: corrects,
             };
             let mut client = connect(&node).await?;
             let answer = client
@@ -452,17 +552,18 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
                 if answer.verified { "yes" } else { "NO" }
             );
         }
+        other => crate::cli_actions::run(other).await?,
     }
     Ok(())
 }
 
-fn status_name(status: i32) -> &'static str {
+pub(crate) fn status_name(status: i32) -> &'static str {
     FilingStatus::try_from(status)
         .map(|s| s.as_str_name().trim_start_matches("FILING_STATUS_"))
         .unwrap_or("UNKNOWN")
 }
 
-fn print_filing(f: &Filing) {
+pub(crate) fn print_filing(f: &Filing) {
     println!("tracking code:   {}", f.tracking_code);
     println!("status:          {}", status_name(f.status));
     println!("from:            {}", f.origin);
@@ -479,7 +580,7 @@ fn print_filing(f: &Filing) {
 }
 
 /// A gRPC error in words, with the fields a BadRequest names.
-fn describe_status(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn describe_status(status: tonic::Status) -> anyhow::Error {
     use tonic_types::StatusExt;
     let mut text = format!("{:?}: {}", status.code(), status.message());
     if let Some(bad) = status.get_details_bad_request() {

@@ -37,6 +37,8 @@ pub struct Config {
     pub keys: KeysConfig,
     pub transfer: TransferConfig,
     pub health: HealthConfig,
+    pub deadlines: DeadlineConfig,
+    pub tracking: TrackingConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,6 +100,51 @@ pub struct TransferConfig {
     pub relay_concurrency: usize,
 }
 
+/// Response periods of the filings this institution receives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadlineConfig {
+    /// Business days to answer a filing whose type has no period of its own.
+    pub default_business_days: u32,
+    /// Business days per filing type, e.g. `"acceso-a-la-informacion" = 10`.
+    pub business_days_by_type: BTreeMap<String, u32>,
+    /// Holidays (YYYY-MM-DD) that do not count as business days.
+    pub holidays: Vec<String>,
+    /// The institution's offset from UTC in minutes (Peru: -300).
+    pub utc_offset_minutes: i32,
+    /// "Near" the due date: within this many business days.
+    pub warn_business_days: u32,
+}
+
+impl Default for DeadlineConfig {
+    fn default() -> Self {
+        Self {
+            default_business_days: 15,
+            business_days_by_type: BTreeMap::new(),
+            holidays: Vec::new(),
+            utc_offset_minutes: -300,
+            warn_business_days: 3,
+        }
+    }
+}
+
+/// Citizen tracking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingConfig {
+    /// Failed look-ups (unknown code or wrong verification code) one client
+    /// may make per minute before it is refused with RESOURCE_EXHAUSTED.
+    pub max_failures_per_minute: u32,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        Self {
+            max_failures_per_minute: 10,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
@@ -134,6 +181,8 @@ impl Default for Config {
             health: HealthConfig {
                 probe_interval_ms: 2_000,
             },
+            deadlines: DeadlineConfig::default(),
+            tracking: TrackingConfig::default(),
         }
     }
 }
@@ -246,6 +295,17 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        for (i, holiday) in self.deadlines.holidays.iter().enumerate() {
+            if crate::deadlines::Day::parse(holiday).is_none() {
+                return Err(ConfigError::field(
+                    &format!("deadlines.holidays[{i}]"),
+                    format!("{holiday:?} is not a date (YYYY-MM-DD)"),
+                ));
+            }
+        }
+        if !(-720..=840).contains(&self.deadlines.utc_offset_minutes) {
+            return Err(ConfigError::field("deadlines.utc_offset_minutes", "must be between -720 and 840"));
+        }
         if self.health.probe_interval_ms == 0 {
             return Err(ConfigError::field(
                 "health.probe_interval_ms",
@@ -266,7 +326,7 @@ impl Config {
 /// The top-level tables and keys of [`Config`]. Other `ECOINTEGRA_*` variables
 /// (`ECOINTEGRA_CONFIG`, `ECOINTEGRA_LOG`, tools' own) are not configuration;
 /// an unknown key inside a known table is still rejected.
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 9] = [
     "institution",
     "data_dir",
     "grpc",
@@ -274,6 +334,8 @@ const TOP_LEVEL_KEYS: [&str; 7] = [
     "keys",
     "transfer",
     "health",
+    "deadlines",
+    "tracking",
 ];
 
 fn is_config_key(key: &str) -> bool {

@@ -45,6 +45,8 @@ pub enum Error {
     Config(#[from] crate::config::ConfigError),
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 fn describe(violations: &[Violation]) -> String {
@@ -86,6 +88,7 @@ impl From<Error> for Status {
             Error::NotFound(_) => Status::not_found(error.to_string()),
             Error::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
             Error::ShuttingDown => Status::unavailable(error.to_string()),
+            Error::ResourceExhausted(_) => Status::resource_exhausted(error.to_string()),
             Error::Store { .. } | Error::Io { .. } | Error::Broker(_) | Error::Config(_) => {
                 tracing::error!(error = %error, "Request failed.");
                 Status::internal("internal error; see the node's log")

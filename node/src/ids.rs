@@ -31,6 +31,18 @@ pub fn tracking_code(institution: &str, now_ms: i64) -> String {
     )
 }
 
+/// What the sector stores to check a verification code: SHA-256 over a domain
+/// tag, the tracking code and the verification code (normalised to upper case).
+pub fn verifier(tracking_code: &str, verification_code: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"ecointegra.v1.verifier\0");
+    hasher.update(tracking_code.trim().to_uppercase().as_bytes());
+    hasher.update(b"\0");
+    hasher.update(verification_code.trim().to_uppercase().as_bytes());
+    hasher.finalize().to_vec()
+}
+
 /// A registry number, e.g. `OEFA-2026-000042`.
 pub fn registry_number(institution: &str, year: i32, sequence: i64) -> String {
     format!("{}-{year}-{sequence:06}", institution.to_uppercase())

@@ -12,11 +12,13 @@
 
 use crate::error::{Error, Result};
 use crate::node::Shared;
-use crate::store::{DocumentRow, NewFiling, OutgoingReceipt, Partial, Position, StoredReceipt};
+use crate::deadlines::{Calendar, Day};
+use crate::store::{Delivery, DocumentRow, NewFiling, Partial, Position, ReceiptRow};
 use ecointegra_broker::envelope::{self, Rejection};
 use ecointegra_broker::kafka::InboxConsumer;
 use ecointegra_proto::v1::{
-    Chunk, Direction, DocumentDigest, Envelope, FilingStatus, Manifest, MessageType, Receipt,
+    Chunk, Direction, DocumentDigest, Envelope, FilingStatus, Manifest, MessageType, Notice, Receipt, Transfer,
+    TransferKind,
 };
 use prost::Message as _;
 use rdkafka::message::{Message, OwnedMessage};
@@ -27,7 +29,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Why a record was not applied.
-enum Fault {
+pub enum Fault {
     /// The record itself is bad: dead-letter it and move on.
     Reject(Rejection),
     /// Something local failed (disk, store): retry the same record.
@@ -49,9 +51,28 @@ impl From<Error> for Fault {
 /// Local failures of one record tolerated before it is dead-lettered instead.
 const LOCAL_RETRIES: u32 = 5;
 
+/// Which topic a consumer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// This institution's inbox: transfers, receipts, notices.
+    Inbox,
+    /// The sector's tracking events.
+    Tracking,
+}
+
+/// Consumes this institution's inbox.
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
+    consume(shared, Feed::Inbox, cancel).await
+}
+
+/// Consumes the sector's tracking topic into the local timeline.
+pub async fn run_tracking(shared: Arc<Shared>, cancel: CancellationToken) {
+    consume(shared, Feed::Tracking, cancel).await
+}
+
+async fn consume(shared: Arc<Shared>, feed: Feed, cancel: CancellationToken) {
     let consumer = loop {
-        match connect(&shared).await {
+        match connect(&shared, feed).await {
             Ok(consumer) => break consumer,
             Err(error) => {
                 tracing::warn!(%error, "Inbox not ready; retrying.");
@@ -62,7 +83,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             }
         }
     };
-    tracing::info!(topic = %consumer.topic(), "Consuming the inbox.");
+    tracing::info!(topic = %consumer.topic(), "Consuming the {}.", if feed == Feed::Inbox { "inbox" } else { "tracking topic" });
     loop {
         let record = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -71,7 +92,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         match record {
             Ok(message) => {
                 let message = message.detach();
-                handle(&shared, &consumer, &message, &cancel).await;
+                handle(&shared, feed, &consumer, &message, &cancel).await;
             }
             Err(error) => {
                 tracing::warn!(%error, "Inbox read failed.");
@@ -88,7 +109,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 }
 
 /// Creates the node's topics, then the consumer, assigned from stored offsets.
-async fn connect(shared: &Arc<Shared>) -> Result<Arc<InboxConsumer>> {
+async fn connect(shared: &Arc<Shared>, feed: Feed) -> Result<Arc<InboxConsumer>> {
     let settings = shared.config.kafka_settings();
     let admin = settings.admin()?;
     let directory = shared.directory();
@@ -101,8 +122,11 @@ async fn connect(shared: &Arc<Shared>) -> Result<Arc<InboxConsumer>> {
         shared.topic_spec(),
     )
     .await?;
-    let topic = shared.inbox_topic();
-    let consumer = Arc::new(InboxConsumer::new(&settings, &shared.group_id(), &topic)?);
+    let (topic, group) = match feed {
+        Feed::Inbox => (shared.inbox_topic(), shared.group_id()),
+        Feed::Tracking => (shared.topics.tracking(), format!("{}.tracking", shared.group_id())),
+    };
+    let consumer = Arc::new(InboxConsumer::new(&settings, &group, &topic)?);
     let c = consumer.clone();
     let partitions = tokio::task::spawn_blocking(move || c.partitions(Duration::from_secs(5)))
         .await
@@ -125,6 +149,7 @@ async fn connect(shared: &Arc<Shared>) -> Result<Arc<InboxConsumer>> {
 
 async fn handle(
     shared: &Arc<Shared>,
+    feed: Feed,
     consumer: &InboxConsumer,
     record: &OwnedMessage,
     cancel: &CancellationToken,
@@ -136,7 +161,7 @@ async fn handle(
     };
     let mut failures = 0;
     loop {
-        let fault = match process(shared, record, position).await {
+        let fault = match process(shared, feed, record, position).await {
             Ok(()) => break,
             Err(fault) => fault,
         };
@@ -228,16 +253,22 @@ async fn dead_letter(
 
 async fn process(
     shared: &Arc<Shared>,
+    feed: Feed,
     record: &OwnedMessage,
     position: Position<'_>,
 ) -> Result<(), Fault> {
     let value = record.payload().unwrap_or_default();
     let directory = shared.directory();
+    if feed == Feed::Tracking {
+        let envelope = envelope::open(value, &directory, crate::tracking::BROADCAST)?;
+        return crate::tracking::apply(shared, envelope, position).await;
+    }
     let envelope = envelope::open(value, &directory, shared.institution())?;
     match MessageType::try_from(envelope.message_type) {
         Ok(MessageType::Chunk) => chunk(shared, envelope, position).await,
         Ok(MessageType::Manifest) => manifest(shared, envelope, position).await,
         Ok(MessageType::Receipt) => receipt(shared, envelope, value.to_vec(), position).await,
+        Ok(MessageType::Notice) => notice(shared, envelope, position).await,
         _ => Err(Rejection::new(
             "type",
             format!(
@@ -450,6 +481,7 @@ async fn manifest(
         // Sent again: the origin has not seen our receipt. Send it again.
         let id = envelope.message_id.clone();
         let origin = envelope.sender.clone();
+        let reply = shared.topics.inbox(&origin);
         shared
             .store
             .run(move |s| {
@@ -462,6 +494,7 @@ async fn manifest(
                     &id,
                     &transfer.transfer_id,
                     &origin,
+                    &reply,
                 )
             })
             .await?;
@@ -560,8 +593,21 @@ async fn manifest(
         ));
     }
 
+    let prior_receipts = verify_prior_receipts(&transfer, &directory_for(shared))
+        .map_err(|reason| reject("chain", format!("transfer {}: {reason}", transfer.transfer_id)))?;
+
     let now = ecointegra_broker::now_ms();
     let me = shared.institution().to_owned();
+    let kind = TransferKind::try_from(transfer.kind).unwrap_or(TransferKind::Original);
+    let due_date = if kind == TransferKind::Answer {
+        String::new()
+    } else {
+        let calendar = Calendar::new(&shared.config.deadlines);
+        let period = crate::deadlines::period_for(&shared.config.deadlines, &transfer.filing_type);
+        calendar
+            .add_business_days(Day::of_ms(now, calendar.utc_offset_minutes), period)
+            .to_string()
+    };
     let filing = NewFiling {
         tracking_code: transfer.tracking_code.clone(),
         verification_code: String::new(),
@@ -587,54 +633,68 @@ async fn manifest(
                 sha256: d.sha256.clone(),
             })
             .collect(),
+        kind,
+        related_transfer_id: transfer.related_transfer_id.clone(),
+        note: transfer.note.clone(),
+        hop: transfer.hop.max(1),
+        filing_type: transfer.filing_type.clone(),
+        due_date,
+        filed_at: if transfer.filed_at.is_empty() { transfer.origin.clone() } else { transfer.filed_at.clone() },
+        previous_receipt_sha256: transfer.previous_receipt_sha256.clone(),
     };
     let sealer = shared.sealer.clone();
-    let blobs = shared.blobs.clone();
-    let id = envelope.message_id.clone();
     let origin = envelope.sender.clone();
     let documents = manifest.documents.clone();
+    let (transfer_id, tracking_code, hop, previous) = (
+        filing.transfer_id.clone(),
+        filing.tracking_code.clone(),
+        filing.hop,
+        filing.previous_receipt_sha256.clone(),
+    );
+    let receipt_for = move |registry_number: &str| {
+        let receipt = Receipt {
+            transfer_id: transfer_id.clone(),
+            tracking_code: tracking_code.clone(),
+            receiving_institution: me.clone(),
+            registry_number: registry_number.to_owned(),
+            received_at_ms: now,
+            documents: documents.clone(),
+            origin: origin.clone(),
+            previous_receipt_sha256: previous.clone(),
+            hop,
+        };
+        let sealed = sealer.seal(
+            format!("{transfer_id}/receipt"),
+            MessageType::Receipt,
+            &origin,
+            receipt.encode_to_vec(),
+        );
+        ReceiptRow {
+            transfer_id: transfer_id.clone(),
+            tracking_code: tracking_code.clone(),
+            hop,
+            signer: me.clone(),
+            envelope: sealed.encode_to_vec(),
+            received_at_ms: now,
+        }
+    };
+    let delivery = Delivery {
+        filing,
+        prior_receipts,
+        receipt: Box::new(receipt_for),
+        reply_topic: shared.topics.inbox(&envelope.sender),
+        after_seq: transfer.tracking_seq,
+    };
+    let blobs = shared.blobs.clone();
+    let id = envelope.message_id.clone();
     let tracking_code = transfer.tracking_code.clone();
     let filing_id = shared
         .store
         .run(move |s| {
-            for doc in &documents {
-                blobs.adopt(
-                    &blobs.partial_path(&filing.transfer_id, doc.index),
-                    &doc.sha256,
-                )?;
+            for doc in &delivery.filing.documents {
+                blobs.adopt(&blobs.partial_path(&delivery.filing.transfer_id, doc.index), &doc.sha256)?;
             }
-            s.apply_delivery(
-                Position {
-                    topic: &topic,
-                    partition,
-                    offset,
-                },
-                &id,
-                &filing,
-                |registry_number| {
-                    let receipt = Receipt {
-                        transfer_id: filing.transfer_id.clone(),
-                        tracking_code: filing.tracking_code.clone(),
-                        receiving_institution: me.clone(),
-                        registry_number: registry_number.to_owned(),
-                        received_at_ms: now,
-                        documents,
-                        origin: origin.clone(),
-                    };
-                    let sealed = sealer.seal(
-                        format!("{}/receipt", filing.transfer_id),
-                        MessageType::Receipt,
-                        &origin,
-                        receipt.encode_to_vec(),
-                    );
-                    OutgoingReceipt {
-                        recipient: origin.clone(),
-                        envelope: sealed.encode_to_vec(),
-                        received_at_ms: now,
-                        signer: me.clone(),
-                    }
-                },
-            )
+            s.apply_delivery(Position { topic: &topic, partition, offset }, &id, &delivery)
         })
         .await?;
     if let Some(filing_id) = filing_id {
@@ -643,6 +703,39 @@ async fn manifest(
         shared.relay_wake.notify_one();
     }
     Ok(())
+}
+
+fn directory_for(shared: &Shared) -> Arc<ecointegra_broker::directory::Directory> {
+    shared.directory()
+}
+
+/// Checks the receipts a transfer carries: each signed by its receiver, each
+/// naming the previous one, and the last one named by the transfer itself.
+fn verify_prior_receipts(
+    transfer: &Transfer,
+    directory: &ecointegra_broker::directory::Directory,
+) -> Result<Vec<ReceiptRow>, String> {
+    let receipts = crate::custody::verify_chain(&transfer.prior_receipts, directory)?;
+    let expected = transfer
+        .prior_receipts
+        .last()
+        .map(|last| Sha256::digest(last).to_vec())
+        .unwrap_or_default();
+    if transfer.previous_receipt_sha256 != expected {
+        return Err("the transfer does not name the digest of the last receipt it carries".into());
+    }
+    Ok(receipts
+        .into_iter()
+        .zip(&transfer.prior_receipts)
+        .map(|(r, envelope)| ReceiptRow {
+            transfer_id: r.transfer_id,
+            tracking_code: r.tracking_code,
+            hop: r.hop,
+            signer: r.receiving_institution,
+            envelope: envelope.clone(),
+            received_at_ms: r.received_at_ms,
+        })
+        .collect())
 }
 
 async fn discard_partials(
@@ -721,8 +814,10 @@ async fn receipt(
             format!("receipt for transfer {}: {problem}", receipt.transfer_id),
         ));
     }
-    let stored = StoredReceipt {
+    let stored = ReceiptRow {
         transfer_id: receipt.transfer_id.clone(),
+        tracking_code: filing.tracking_code.clone(),
+        hop: filing.hop,
         signer: envelope.sender.clone(),
         envelope: raw,
         received_at_ms: receipt.received_at_ms,
@@ -750,6 +845,32 @@ async fn receipt(
         registry_number = %receipt.registry_number,
         "Receipt stored; filing delivered."
     );
+    Ok(())
+}
+
+async fn notice(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>) -> Result<(), Fault> {
+    let notice: Notice = envelope::payload(&envelope)?;
+    let reject = |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
+    let status = FilingStatus::try_from(notice.status).unwrap_or_default();
+    if !matches!(status, FilingStatus::Observed | FilingStatus::Rejected) {
+        return Err(reject("notice", format!("a notice cannot set status {}", notice.status)));
+    }
+    let transfer_id = notice.transfer_id.clone();
+    let filing = shared.store.run(move |s| s.filing_by_transfer(&transfer_id)).await?;
+    let Some(filing) = filing.filter(|f| f.direction == Direction::Outbound && f.destination == envelope.sender) else {
+        return Err(reject(
+            "notice",
+            format!("notice for transfer {}, which this institution did not send to {}", notice.transfer_id, envelope.sender),
+        ));
+    };
+    let (topic, partition, offset) = owned(position);
+    let id = envelope.message_id.clone();
+    let filing_id = filing.id;
+    shared
+        .store
+        .run(move |s| s.apply_notice(Position { topic: &topic, partition, offset }, &id, filing_id, status, &notice.reason))
+        .await?;
+    tracing::info!(tracking_code = %filing.tracking_code, by = %envelope.sender, status = ?status, "Notice stored.");
     Ok(())
 }
 

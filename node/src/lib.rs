@@ -7,12 +7,20 @@
 //! - [`submit`] and [`validate`]: accepting a filing at the desk.
 //! - [`relay`]: the outbox relay, publishing transfers and receipts.
 //! - [`inbox`]: the inbox consumer, assembling, verifying and storing transfers.
+//! - [`workflow`]: clerk actions; [`custody`]: the receipt chain;
+//!   [`deadlines`]: business-day response periods.
+//! - [`tracking`]: the sector timeline and citizen look-ups.
 //! - [`service`]: the gRPC server; [`health`]: health checking against Kafka.
+//! - [`bench`]: `ecointegra bench`, the transfer measured against raw Kafka.
 //! - [`cli`]: the command-line tool; [`error`]: errors and their gRPC codes.
 
+pub mod bench;
 pub mod blobs;
 pub mod cli;
+mod cli_actions;
 pub mod config;
+pub mod custody;
+pub mod deadlines;
 pub mod error;
 pub mod health;
 pub mod ids;
@@ -22,7 +30,9 @@ pub mod relay;
 pub mod service;
 pub mod store;
 pub mod submit;
+pub mod tracking;
 pub mod validate;
+pub mod workflow;
 
 pub use config::Config;
 pub use error::Error;

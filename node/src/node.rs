@@ -32,6 +32,8 @@ pub struct Shared {
     pub inbox_head: watch::Sender<i64>,
     /// Whether Kafka answered the last probe.
     pub kafka_up: watch::Sender<bool>,
+    /// Failed tracking look-ups per client.
+    pub limiter: crate::tracking::Limiter,
 }
 
 impl Shared {
@@ -80,9 +82,11 @@ impl Node {
             "cannot create {}",
             config.data_dir.display()
         )))?;
-        let store = Store::open(&config.data_dir.join("node.sqlite3"), &config.institution)?;
-        let blobs = Blobs::open(&config.data_dir)?;
         let identity = SigningIdentity::load(&config.keys.signing_key_file)?;
+        let sealer = Sealer::new(config.institution.clone(), identity.clone());
+        let topics = Topics::new(config.kafka.topic_prefix.clone());
+        let store = Store::open(&config.data_dir.join("node.sqlite3"), sealer.clone(), topics.tracking())?;
+        let blobs = Blobs::open(&config.data_dir)?;
         let directory = Directory::load(&config.keys.directory_file)?;
         match directory.get(&config.institution) {
             Some(me) if me.signing_key == identity.public_key() => {}
@@ -114,8 +118,9 @@ impl Node {
             .map_err(Error::io("no local address"))?;
         let latest_inbound = store.inbox_page(None, 1)?.first().map_or(0, |f| f.id);
         let shared = Arc::new(Shared {
-            sealer: Sealer::new(config.institution.clone(), identity),
-            topics: Topics::new(config.kafka.topic_prefix.clone()),
+            sealer,
+            topics,
+            limiter: crate::tracking::Limiter::default(),
             directory: Arc::new(directory),
             config,
             store,
@@ -136,6 +141,7 @@ impl Node {
         tracker.spawn(crate::health::run(shared.clone(), reporter, cancel.clone()));
         tracker.spawn(crate::relay::run(shared.clone(), cancel.clone()));
         tracker.spawn(crate::inbox::run(shared.clone(), cancel.clone()));
+        tracker.spawn(crate::inbox::run_tracking(shared.clone(), cancel.clone()));
         tracker.spawn(crate::service::serve(
             shared.clone(),
             listener,

@@ -181,6 +181,17 @@ async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
         });
     }
 
+    // The chain of custody so far: every receipt of earlier hops.
+    let code = filing.tracking_code.clone();
+    let (chain, tracking_seq) = shared
+        .store
+        .run(move |s| Ok((s.receipt_chain(&code)?, s.tracking_seq(&code)?)))
+        .await?;
+    let prior_receipts: Vec<Vec<u8>> = chain
+        .into_iter()
+        .filter(|r| r.hop < filing.hop)
+        .map(|r| r.envelope)
+        .collect();
     let attempt = row.attempts + 1;
     let manifest = Manifest {
         transfer: Some(Transfer {
@@ -193,6 +204,15 @@ async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
             folio_count: filing.folio_count,
             registered_at_ms: filing.registered_at_ms,
             origin_registry_number: filing.registry_number.clone(),
+            kind: filing.kind as i32,
+            related_transfer_id: filing.related_transfer_id.clone(),
+            note: filing.note.clone(),
+            hop: filing.hop,
+            tracking_seq,
+            previous_receipt_sha256: filing.previous_receipt_sha256.clone(),
+            prior_receipts,
+            filing_type: filing.filing_type.clone(),
+            filed_at: filing.filed_at.clone(),
         }),
         documents: digests,
         attempt,

@@ -4,7 +4,16 @@ use crate::error::{Error, Result};
 use crate::node::Shared;
 use crate::store::FilingRow;
 use ecointegra_broker::envelope;
+use crate::deadlines::{Calendar, Day};
+use crate::submit::DocPart;
+use crate::workflow::Action;
 use ecointegra_proto::v1::filing_service_server::{FilingService, FilingServiceServer};
+use ecointegra_proto::v1::tracking_service_server::TrackingServiceServer;
+use ecointegra_proto::v1::{
+    AnswerFilingRequest, ArchiveFilingRequest, DueFiling, ForwardFilingRequest,
+    GetReceiptChainResponse, ListDueRequest, ListDueResponse, ObserveFilingRequest,
+    ReceiveFilingRequest, RejectFilingRequest, answer_filing_request,
+};
 use ecointegra_proto::v1::{
     DownloadDocumentRequest, DownloadDocumentResponse, Envelope, Filing, GetFilingRequest,
     GetReceiptRequest, GetReceiptResponse, InboxEvent, ListInboxRequest, ListInboxResponse,
@@ -44,6 +53,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(filing)
+        .add_service(TrackingServiceServer::new(crate::tracking::TrackingApi { shared: shared.clone() }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
         .await;
     if let Err(error) = result {
@@ -268,9 +278,98 @@ impl FilingService for FilingApi {
             verified,
         }))
     }
+
+    async fn get_receipt_chain(
+        &self,
+        request: Request<GetReceiptRequest>,
+    ) -> Result<Response<GetReceiptChainResponse>, Status> {
+        let code = request.into_inner().tracking_code.trim().to_uppercase();
+        if code.is_empty() {
+            return Err(Error::invalid("tracking_code", "is required").into());
+        }
+        let lookup = code.clone();
+        let chain = self.shared.store.run(move |s| s.receipt_chain(&lookup)).await?;
+        if chain.is_empty() {
+            return Err(Error::NotFound(format!("receipts for {code}")).into());
+        }
+        let receipts: Vec<Vec<u8>> = chain.into_iter().map(|r| r.envelope).collect();
+        let verified = crate::custody::verify_chain(&receipts, &self.shared.directory()).is_ok();
+        Ok(Response::new(GetReceiptChainResponse { receipts, verified }))
+    }
+
+    async fn receive_filing(&self, request: Request<ReceiveFilingRequest>) -> Result<Response<Filing>, Status> {
+        let r = request.into_inner();
+        let action = Action::Receive { registry_number: r.registry_number, office: r.office };
+        self.act(r.tracking_code, r.action_id, action).await
+    }
+
+    async fn observe_filing(&self, request: Request<ObserveFilingRequest>) -> Result<Response<Filing>, Status> {
+        let r = request.into_inner();
+        self.act(r.tracking_code, r.action_id, Action::Observe { reason: r.reason }).await
+    }
+
+    async fn reject_filing(&self, request: Request<RejectFilingRequest>) -> Result<Response<Filing>, Status> {
+        let r = request.into_inner();
+        self.act(r.tracking_code, r.action_id, Action::Reject { reason: r.reason }).await
+    }
+
+    async fn forward_filing(&self, request: Request<ForwardFilingRequest>) -> Result<Response<Filing>, Status> {
+        let r = request.into_inner();
+        let action = Action::Forward { destination: r.destination.trim().to_owned(), note: r.note };
+        self.act(r.tracking_code, r.action_id, action).await
+    }
+
+    async fn answer_filing(
+        &self,
+        request: Request<Streaming<AnswerFilingRequest>>,
+    ) -> Result<Response<Filing>, Status> {
+        let mut parts = request.into_inner();
+        let header = match parts.message().await? {
+            Some(AnswerFilingRequest { part: Some(answer_filing_request::Part::Header(h)) }) => h,
+            _ => return Err(Error::invalid("header", "an answer starts with its header").into()),
+        };
+        let documents = crate::submit::receive_documents(
+            &self.shared,
+            parts.map(|p| match p.map_err(|s| Error::invalid("stream", s.message().to_owned()))?.part {
+                Some(answer_filing_request::Part::Document(d)) => Ok(DocPart::Document(d)),
+                Some(answer_filing_request::Part::Chunk(c)) => Ok(DocPart::Chunk(c)),
+                _ => Err(Error::invalid("header", "an answer has exactly one header")),
+            }),
+        )
+        .await?;
+        let action = Action::Answer { note: header.note, documents };
+        self.act(header.tracking_code, header.action_id, action).await
+    }
+
+    async fn archive_filing(&self, request: Request<ArchiveFilingRequest>) -> Result<Response<Filing>, Status> {
+        let r = request.into_inner();
+        self.act(r.tracking_code, r.action_id, Action::Archive { note: r.note }).await
+    }
+
+    async fn list_due(&self, request: Request<ListDueRequest>) -> Result<Response<ListDueResponse>, Status> {
+        let within = request.into_inner().within_days as i64;
+        let calendar = Calendar::new(&self.shared.config.deadlines);
+        let today = Day::of_ms(ecointegra_broker::now_ms(), calendar.utc_offset_minutes);
+        let open = self.shared.store.run(|s| s.open_with_due_date()).await?;
+        let filings = open
+            .iter()
+            .filter_map(|f| Day::parse(&f.due_date).map(|due| (f, due)))
+            .filter(|(_, due)| due.0 - today.0 <= within)
+            .map(|(f, due)| DueFiling {
+                filing: Some(to_proto(f)),
+                business_days_left: calendar.business_days_between(today, due),
+            })
+            .collect();
+        Ok(Response::new(ListDueResponse { filings }))
+    }
 }
 
 impl FilingApi {
+    async fn act(&self, tracking_code: String, action_id: String, action: Action) -> Result<Response<Filing>, Status> {
+        let filing = crate::workflow::act(&self.shared, tracking_code, action_id, action, "clerk").await?;
+        Ok(Response::new(filing))
+    }
+
     async fn filing(&self, tracking_code: String) -> Result<FilingRow> {
         let code = tracking_code.trim().to_owned();
         if code.is_empty() {
@@ -309,5 +408,13 @@ pub fn to_proto(row: &FilingRow) -> Filing {
         } else {
             0
         },
+        kind: row.kind as i32,
+        filing_type: row.filing_type.clone(),
+        due_date: row.due_date.clone(),
+        internal_registry_number: row.internal_registry_number.clone(),
+        office: row.office.clone(),
+        note: row.note.clone(),
+        hop: row.hop,
+        filed_at: row.filed_at.clone(),
     }
 }

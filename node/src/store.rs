@@ -6,7 +6,8 @@
 //! restart resumes exactly where the effects end).
 
 use crate::error::{Error, Result};
-use ecointegra_proto::v1::{Direction, FilingStatus, Party};
+use ecointegra_broker::envelope::Sealer;
+use ecointegra_proto::v1::{Direction, FilingStatus, MessageType, Party, TrackingEvent, TransferKind};
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::Path;
@@ -28,7 +29,17 @@ CREATE TABLE IF NOT EXISTS filings (
     registered_at_ms INTEGER NOT NULL,
     delivered_at_ms INTEGER NOT NULL DEFAULT 0,
     registry_number TEXT NOT NULL,
-    origin_registry_number TEXT NOT NULL DEFAULT ''
+    origin_registry_number TEXT NOT NULL DEFAULT '',
+    kind INTEGER NOT NULL,
+    related_transfer_id TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT '',
+    hop INTEGER NOT NULL,
+    filing_type TEXT NOT NULL DEFAULT '',
+    due_date TEXT NOT NULL DEFAULT '',
+    internal_registry_number TEXT NOT NULL DEFAULT '',
+    office TEXT NOT NULL DEFAULT '',
+    filed_at TEXT NOT NULL,
+    previous_receipt_sha256 BLOB NOT NULL DEFAULT x''
 );
 CREATE INDEX IF NOT EXISTS filings_by_tracking ON filings(tracking_code);
 CREATE INDEX IF NOT EXISTS filings_by_direction ON filings(direction, id);
@@ -51,6 +62,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     kind INTEGER NOT NULL,
     filing_id INTEGER,
     recipient TEXT NOT NULL,
+    topic TEXT NOT NULL DEFAULT '',
     record_key TEXT NOT NULL,
     envelope BLOB,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -58,11 +70,27 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS receipts (
     transfer_id TEXT PRIMARY KEY,
-    filing_id INTEGER NOT NULL,
+    tracking_code TEXT NOT NULL,
+    hop INTEGER NOT NULL,
     signer TEXT NOT NULL,
     envelope BLOB NOT NULL,
+    sha256 BLOB NOT NULL,
     received_at_ms INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS receipts_by_tracking ON receipts(tracking_code, hop);
+CREATE TABLE IF NOT EXISTS actions (
+    action_id TEXT PRIMARY KEY,
+    response BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tracking_events (
+    event_id TEXT PRIMARY KEY,
+    tracking_code TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    institution TEXT NOT NULL,
+    event BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tracking_by_code ON tracking_events(tracking_code, seq);
 CREATE TABLE IF NOT EXISTS processed_messages (
     message_id TEXT PRIMARY KEY
 ) WITHOUT ROWID;
@@ -105,27 +133,7 @@ pub struct DocumentRow {
     pub sha256: Vec<u8>,
 }
 
-#[derive(Debug, Clone)]
-pub struct FilingRow {
-    pub id: i64,
-    pub tracking_code: String,
-    pub verification_code: String,
-    pub transfer_id: String,
-    pub direction: Direction,
-    pub status: FilingStatus,
-    pub origin: String,
-    pub destination: String,
-    pub subject: String,
-    pub sender_party: Party,
-    pub folio_count: u32,
-    pub registered_at_ms: i64,
-    pub delivered_at_ms: i64,
-    pub registry_number: String,
-    pub origin_registry_number: String,
-    pub documents: Vec<DocumentRow>,
-}
-
-/// A filing about to be stored; the store assigns its id and registry number.
+/// A filing as stored; [`FilingRow`] adds what the store assigns.
 #[derive(Debug, Clone)]
 pub struct NewFiling {
     pub tracking_code: String,
@@ -142,6 +150,31 @@ pub struct NewFiling {
     pub delivered_at_ms: i64,
     pub origin_registry_number: String,
     pub documents: Vec<DocumentRow>,
+    pub kind: TransferKind,
+    pub related_transfer_id: String,
+    pub note: String,
+    pub hop: u32,
+    pub filing_type: String,
+    pub due_date: String,
+    /// The institution where the citizen filed.
+    pub filed_at: String,
+    pub previous_receipt_sha256: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FilingRow {
+    pub id: i64,
+    pub registry_number: String,
+    pub internal_registry_number: String,
+    pub office: String,
+    pub data: NewFiling,
+}
+
+impl std::ops::Deref for FilingRow {
+    type Target = NewFiling;
+    fn deref(&self) -> &NewFiling {
+        &self.data
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +186,8 @@ pub struct OutboxRow {
     pub record_key: String,
     pub envelope: Option<Vec<u8>>,
     pub attempts: u32,
+    /// Where an envelope entry goes.
+    pub topic: String,
 }
 
 /// Where a consumed record was read; stored with its effect.
@@ -170,21 +205,35 @@ pub struct Partial {
     pub bytes: u64,
 }
 
+/// A signed receipt (cargo) this node issued or holds.
 #[derive(Debug, Clone)]
-pub struct StoredReceipt {
+pub struct ReceiptRow {
     pub transfer_id: String,
+    pub tracking_code: String,
+    pub hop: u32,
     pub signer: String,
+    /// The signed envelope, exactly as sent.
     pub envelope: Vec<u8>,
     pub received_at_ms: i64,
 }
 
-/// A receipt to send in the same transaction that stores a delivery.
+/// A status change to publish on the tracking topic, in the transaction that
+/// makes it.
 #[derive(Debug, Clone)]
-pub struct OutgoingReceipt {
-    pub recipient: String,
-    pub envelope: Vec<u8>,
-    pub received_at_ms: i64,
-    pub signer: String,
+pub struct Step<'a> {
+    pub tracking_code: &'a str,
+    /// Unique per step at this institution (e.g. `<transfer id>/DELIVERED`).
+    pub key: String,
+    pub status: FilingStatus,
+    pub hop: u32,
+    pub actor_role: &'a str,
+    pub holder: &'a str,
+    pub verifier: Vec<u8>,
+    pub due_date: &'a str,
+    pub kind: TransferKind,
+    pub counterpart: &'a str,
+    /// The logical clock of what caused this step elsewhere (0 if nothing).
+    pub after_seq: u64,
 }
 
 /// Outcome of storing a submission.
@@ -203,6 +252,9 @@ pub struct Store {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
     institution: String,
+    /// Signs the tracking events queued with each status change.
+    sealer: Sealer,
+    tracking_topic: String,
 }
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
@@ -215,7 +267,8 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 impl Store {
-    pub fn open(path: &Path, institution: &str) -> Result<Self> {
+    pub fn open(path: &Path, sealer: Sealer, tracking_topic: String) -> Result<Self> {
+        let institution = sealer.institution().to_owned();
         let writer = open_connection(path)
             .map_err(Error::store(format!("cannot open {}", path.display())))?;
         writer
@@ -225,7 +278,9 @@ impl Store {
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
-            institution: institution.to_owned(),
+            institution,
+            sealer,
+            tracking_topic,
         })
     }
 
@@ -244,7 +299,7 @@ impl Store {
             })?
     }
 
-    fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction().map_err(Error::store("cannot begin"))?;
         let out = f(&tx)?;
@@ -252,7 +307,7 @@ impl Store {
         Ok(out)
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         f(&conn)
     }
@@ -289,12 +344,7 @@ impl Store {
                     return Ok(Submitted::Existing(existing));
                 }
             }
-            let (filing_id, registry_number) = insert_filing(tx, &self.institution, filing)?;
-            tx.execute(
-                "INSERT INTO outbox (kind, filing_id, recipient, record_key) VALUES (?1, ?2, ?3, ?4)",
-                params![OutboxKind::Transfer as i64, filing_id, filing.destination, filing.transfer_id],
-            )
-            .map_err(Error::store("cannot insert the outbox entry"))?;
+            let (filing_id, registry_number) = self.insert_outbound(tx, filing, "system")?;
             if let Some(key) = idempotency_key {
                 tx.execute(
                     "INSERT INTO idempotency (key, filing_id, response) VALUES (?1, ?2, ?3)",
@@ -304,6 +354,77 @@ impl Store {
             }
             Ok(Submitted::New { filing_id, registry_number })
         })
+    }
+
+    /// Stores an outbound filing with its outbox entry and its REGISTERED step.
+    pub(crate) fn insert_outbound(&self, tx: &Transaction, filing: &NewFiling, actor_role: &str) -> Result<(i64, String)> {
+        let (filing_id, registry_number) = insert_filing(tx, &self.institution, filing)?;
+        tx.execute(
+            "INSERT INTO outbox (kind, filing_id, recipient, record_key) VALUES (?1, ?2, ?3, ?4)",
+            params![OutboxKind::Transfer as i64, filing_id, filing.destination, filing.transfer_id],
+        )
+        .map_err(Error::store("cannot insert the outbox entry"))?;
+        if matches!(filing.kind, TransferKind::Original | TransferKind::Correction) {
+            let verifier = if filing.kind == TransferKind::Original {
+                crate::ids::verifier(&filing.tracking_code, &filing.verification_code)
+            } else {
+                Vec::new()
+            };
+            self.emit(
+                tx,
+                Step {
+                    tracking_code: &filing.tracking_code,
+                    key: format!("{}/REGISTERED", filing.transfer_id),
+                    status: FilingStatus::Registered,
+                    hop: filing.hop,
+                    actor_role,
+                    holder: &self.institution,
+                    verifier,
+                    due_date: "",
+                    kind: filing.kind,
+                    counterpart: &filing.destination,
+                    after_seq: 0,
+                },
+            )?;
+        }
+        Ok((filing_id, registry_number))
+    }
+
+    /// Records a step in this node's own timeline and queues its signed
+    /// tracking event for the sector. Returns the step's logical clock.
+    pub(crate) fn emit(&self, tx: &Transaction, step: Step<'_>) -> Result<u64> {
+        let known: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM tracking_events WHERE tracking_code = ?1",
+                [step.tracking_code],
+                |r| r.get(0),
+            )
+            .map_err(Error::store("cannot read the timeline"))?;
+        let seq = (known as u64).max(step.after_seq) + 1;
+        let event = TrackingEvent {
+            event_id: format!("{}/{}", self.institution, step.key),
+            tracking_code: step.tracking_code.to_owned(),
+            institution: self.institution.clone(),
+            status: step.status as i32,
+            timestamp_ms: ecointegra_broker::now_ms(),
+            hop: step.hop,
+            actor_role: step.actor_role.to_owned(),
+            holder: step.holder.to_owned(),
+            seq,
+            verifier: step.verifier,
+            due_date: step.due_date.to_owned(),
+            transfer_kind: step.kind as i32,
+            counterpart: step.counterpart.to_owned(),
+        };
+        insert_event(tx, &event)?;
+        let sealed = self.sealer.seal(
+            event.event_id.clone(),
+            MessageType::TrackingEvent,
+            crate::tracking::BROADCAST,
+            event.encode_to_vec(),
+        );
+        queue_envelope(tx, &self.tracking_topic, "*", step.tracking_code, &sealed.encode_to_vec())?;
+        Ok(seq)
     }
 
     // ---- queries -----------------------------------------------------------
@@ -342,22 +463,90 @@ impl Store {
         })
     }
 
-    pub fn receipt(&self, transfer_id: &str) -> Result<Option<StoredReceipt>> {
+    pub fn receipt(&self, transfer_id: &str) -> Result<Option<ReceiptRow>> {
+        self.read(|c| Ok(query_receipts(c, "transfer_id = ?1", transfer_id)?.into_iter().next()))
+    }
+
+    /// Every receipt held for a filing, in hop order: its chain of custody.
+    pub fn receipt_chain(&self, tracking_code: &str) -> Result<Vec<ReceiptRow>> {
+        self.read(|c| self.receipt_chain_in(c, tracking_code))
+    }
+
+    pub(crate) fn receipt_chain_in(&self, c: &Connection, tracking_code: &str) -> Result<Vec<ReceiptRow>> {
+        query_receipts(c, "tracking_code = ?1 ORDER BY hop, received_at_ms", tracking_code)
+    }
+
+    pub fn institution(&self) -> &str {
+        &self.institution
+    }
+
+    /// The newest record of a filing in one direction.
+    pub fn latest(&self, tracking_code: &str, direction: Direction) -> Result<Option<FilingRow>> {
+        self.read(|c| {
+            Ok(query_filings(
+                c,
+                "tracking_code = ?1 AND direction = ?2 ORDER BY id DESC LIMIT 1",
+                params![tracking_code, direction as i64],
+            )?
+            .into_iter()
+            .next())
+        })
+    }
+
+    /// The answer this node received for a filing, if any.
+    pub fn answer_for(&self, tracking_code: &str) -> Result<Option<FilingRow>> {
+        self.read(|c| {
+            Ok(query_filings(
+                c,
+                "tracking_code = ?1 AND direction = ?2 AND kind = ?3 ORDER BY id DESC LIMIT 1",
+                params![tracking_code, Direction::Inbound as i64, TransferKind::Answer as i64],
+            )?
+            .into_iter()
+            .next())
+        })
+    }
+
+    /// Inbound filings still awaiting an answer that have a due date.
+    pub fn open_with_due_date(&self) -> Result<Vec<FilingRow>> {
+        self.read(|c| {
+            query_filings(
+                c,
+                "direction = ?1 AND due_date != '' AND status IN (?2, ?3) ORDER BY due_date, id",
+                params![Direction::Inbound as i64, FilingStatus::Delivered as i64, FilingStatus::Received as i64],
+            )
+        })
+    }
+
+    /// The timeline of a filing as this node knows it, in order.
+    pub fn timeline(&self, tracking_code: &str) -> Result<Vec<TrackingEvent>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT event FROM tracking_events WHERE tracking_code = ?1
+                     ORDER BY seq, timestamp_ms, institution, event_id",
+                )
+                .map_err(Error::store("cannot read the timeline"))?;
+            let events = stmt
+                .query_map([tracking_code], |r| r.get::<_, Vec<u8>>(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(Error::store("cannot read the timeline"))?;
+            Ok(events
+                .iter()
+                .filter_map(|bytes| TrackingEvent::decode(bytes.as_slice()).ok())
+                .collect())
+        })
+    }
+
+    /// The logical clock of a filing's timeline here.
+    pub fn tracking_seq(&self, tracking_code: &str) -> Result<u64> {
         self.read(|c| {
             c.query_row(
-                "SELECT transfer_id, signer, envelope, received_at_ms FROM receipts WHERE transfer_id = ?1",
-                [transfer_id],
-                |r| {
-                    Ok(StoredReceipt {
-                        transfer_id: r.get(0)?,
-                        signer: r.get(1)?,
-                        envelope: r.get(2)?,
-                        received_at_ms: r.get(3)?,
-                    })
-                },
+                "SELECT COALESCE(MAX(seq), 0) FROM tracking_events WHERE tracking_code = ?1",
+                [tracking_code],
+                |r| r.get::<_, i64>(0),
             )
-            .optional()
-            .map_err(Error::store("cannot read receipts"))
+            .map(|v| v as u64)
+            .map_err(Error::store("cannot read the timeline"))
         })
     }
 
@@ -379,7 +568,7 @@ impl Store {
         self.read(|c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT id, kind, filing_id, recipient, record_key, envelope, attempts FROM outbox
+                    "SELECT id, kind, filing_id, recipient, record_key, envelope, attempts, topic FROM outbox
                      WHERE next_attempt_at_ms <= ?1 ORDER BY next_attempt_at_ms, id LIMIT ?2",
                 )
                 .map_err(Error::store("cannot read the outbox"))?;
@@ -397,6 +586,7 @@ impl Store {
                         record_key: r.get(4)?,
                         envelope: r.get(5)?,
                         attempts: r.get(6)?,
+                        topic: r.get(7)?,
                     })
                 })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -421,15 +611,31 @@ impl Store {
             )
             .map_err(Error::store("cannot update the outbox"))?;
             if let Some(filing_id) = row.filing_id {
-                tx.execute(
-                    "UPDATE filings SET status = ?2 WHERE id = ?1 AND status = ?3",
-                    params![
-                        filing_id,
-                        FilingStatus::Sent as i64,
-                        FilingStatus::Registered as i64
-                    ],
-                )
-                .map_err(Error::store("cannot update the filing"))?;
+                let changed = tx
+                    .execute(
+                        "UPDATE filings SET status = ?2 WHERE id = ?1 AND status = ?3",
+                        params![filing_id, FilingStatus::Sent as i64, FilingStatus::Registered as i64],
+                    )
+                    .map_err(Error::store("cannot update the filing"))?;
+                let filing = query_filings(tx, "id = ?1", [filing_id])?.into_iter().next();
+                if let Some(f) = filing.filter(|f| changed == 1 && f.kind != TransferKind::Answer) {
+                    self.emit(
+                        tx,
+                        Step {
+                            tracking_code: &f.tracking_code,
+                            key: format!("{}/SENT", f.transfer_id),
+                            status: FilingStatus::Sent,
+                            hop: f.hop,
+                            actor_role: "node",
+                            holder: &self.institution,
+                            verifier: Vec::new(),
+                            due_date: "",
+                            kind: f.kind,
+                            counterpart: &f.destination,
+                            after_seq: 0,
+                        },
+                    )?;
+                }
             }
             Ok(())
         })
@@ -567,26 +773,52 @@ impl Store {
     }
 
     /// A verified transfer becomes an inbound filing, with its receipt queued
-    /// for the origin, in one transaction. Returns the new filing's id.
-    pub fn apply_delivery(
-        &self,
-        position: Position<'_>,
-        message_id: &str,
-        filing: &NewFiling,
-        receipt: impl FnOnce(&str) -> OutgoingReceipt,
-    ) -> Result<Option<i64>> {
+    /// for the sender and its DELIVERED step for the sector, in one
+    /// transaction. Returns the new filing's id.
+    pub fn apply_delivery(&self, position: Position<'_>, message_id: &str, delivery: &Delivery) -> Result<Option<i64>> {
         let mut inserted = None;
         self.apply(position, Some(message_id), |tx| {
+            let filing = &delivery.filing;
             let (filing_id, registry_number) = insert_filing(tx, &self.institution, filing)?;
-            let receipt = receipt(&registry_number);
-            tx.execute(
-                "INSERT INTO receipts (transfer_id, filing_id, signer, envelope, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![filing.transfer_id, filing_id, receipt.signer, receipt.envelope, receipt.received_at_ms],
-            )
-            .map_err(Error::store("cannot store the receipt"))?;
-            queue_envelope(tx, &receipt.recipient, &filing.transfer_id, &receipt.envelope)?;
+            for prior in &delivery.prior_receipts {
+                insert_receipt(tx, prior)?;
+            }
+            let receipt = (delivery.receipt)(&registry_number);
+            insert_receipt(tx, &receipt)?;
+            queue_envelope(tx, &delivery.reply_topic, &filing.origin, &filing.transfer_id, &receipt.envelope)?;
             tx.execute("DELETE FROM partial_documents WHERE transfer_id = ?1", [&filing.transfer_id])
                 .map_err(Error::store("cannot discard partial documents"))?;
+            if filing.kind == TransferKind::Answer {
+                // The answer reached the institution where the citizen filed.
+                tx.execute(
+                    "UPDATE filings SET status = ?3, note = ?4 WHERE id = (SELECT id FROM filings
+                     WHERE tracking_code = ?1 AND direction = ?2 AND kind != ?5 ORDER BY id DESC LIMIT 1)",
+                    params![
+                        filing.tracking_code,
+                        Direction::Outbound as i64,
+                        FilingStatus::Answered as i64,
+                        filing.note,
+                        TransferKind::Answer as i64
+                    ],
+                )
+                .map_err(Error::store("cannot update the answered filing"))?;
+            }
+            self.emit(
+                tx,
+                Step {
+                    tracking_code: &filing.tracking_code,
+                    key: format!("{}/DELIVERED", filing.transfer_id),
+                    status: FilingStatus::Delivered,
+                    hop: filing.hop,
+                    actor_role: "node",
+                    holder: &self.institution,
+                    verifier: Vec::new(),
+                    due_date: &filing.due_date,
+                    kind: filing.kind,
+                    counterpart: &filing.origin,
+                    after_seq: delivery.after_seq,
+                },
+            )?;
             inserted = Some(filing_id);
             Ok(())
         })?;
@@ -601,37 +833,22 @@ impl Store {
         message_id: &str,
         transfer_id: &str,
         recipient: &str,
+        topic: &str,
     ) -> Result<()> {
         self.apply(position, Some(message_id), |tx| {
             let envelope: Vec<u8> = tx
-                .query_row(
-                    "SELECT envelope FROM receipts WHERE transfer_id = ?1",
-                    [transfer_id],
-                    |r| r.get(0),
-                )
+                .query_row("SELECT envelope FROM receipts WHERE transfer_id = ?1", [transfer_id], |r| r.get(0))
                 .map_err(Error::store("cannot read the receipt"))?;
-            queue_envelope(tx, recipient, transfer_id, &envelope)
+            queue_envelope(tx, topic, recipient, transfer_id, &envelope)
         })
         .map(drop)
     }
 
     /// A verified receipt for one of our transfers: store it, mark the filing
     /// DELIVERED and end its outbox entry.
-    pub fn apply_receipt(
-        &self,
-        position: Position<'_>,
-        message_id: &str,
-        filing_id: i64,
-        receipt: &StoredReceipt,
-    ) -> Result<()> {
+    pub fn apply_receipt(&self, position: Position<'_>, message_id: &str, filing_id: i64, receipt: &ReceiptRow) -> Result<()> {
         self.apply(position, Some(message_id), |tx| {
-            let stored = tx
-                .execute(
-                    "INSERT OR IGNORE INTO receipts (transfer_id, filing_id, signer, envelope, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![receipt.transfer_id, filing_id, receipt.signer, receipt.envelope, receipt.received_at_ms],
-                )
-                .map_err(Error::store("cannot store the receipt"))?;
-            if stored == 1 {
+            if insert_receipt(tx, receipt)? {
                 tx.execute(
                     "UPDATE filings SET status = ?2, delivered_at_ms = ?3 WHERE id = ?1 AND status IN (?4, ?5)",
                     params![
@@ -653,18 +870,135 @@ impl Store {
         })
         .map(drop)
     }
+
+    /// What the destination did with one of our transfers (observed, rejected).
+    pub fn apply_notice(
+        &self,
+        position: Position<'_>,
+        message_id: &str,
+        filing_id: i64,
+        status: FilingStatus,
+        reason: &str,
+    ) -> Result<()> {
+        self.apply(position, Some(message_id), |tx| {
+            tx.execute(
+                "UPDATE filings SET status = ?2, note = ?3 WHERE id = ?1",
+                params![filing_id, status as i64, reason],
+            )
+            .map(drop)
+            .map_err(Error::store("cannot update the filing"))
+        })
+        .map(drop)
+    }
+
+    /// Another institution's tracking event, into this node's copy of the
+    /// sector timeline. A replayed event changes nothing.
+    pub fn apply_tracking_event(&self, position: Position<'_>, message_id: &str, event: &TrackingEvent) -> Result<()> {
+        self.apply(position, Some(message_id), |tx| insert_event(tx, event).map(drop)).map(drop)
+    }
+
+    /// Runs a clerk action once per action id: a repeated id returns the
+    /// first answer and changes nothing.
+    pub fn perform_action(&self, action_id: &str, action: impl FnOnce(&Transaction) -> Result<Vec<u8>>) -> Result<Vec<u8>> {
+        self.write(|tx| {
+            let done: Option<Vec<u8>> = tx
+                .query_row("SELECT response FROM actions WHERE action_id = ?1", [action_id], |r| r.get(0))
+                .optional()
+                .map_err(Error::store("cannot read actions"))?;
+            if let Some(response) = done {
+                return Ok(response);
+            }
+            let response = action(tx)?;
+            tx.execute(
+                "INSERT INTO actions (action_id, response) VALUES (?1, ?2)",
+                params![action_id, response],
+            )
+            .map_err(Error::store("cannot record the action"))?;
+            Ok(response)
+        })
+    }
 }
 
-fn queue_envelope(tx: &Transaction, recipient: &str, key: &str, envelope: &[u8]) -> Result<()> {
+/// Everything a verified transfer turns into at its destination.
+pub struct Delivery {
+    pub filing: NewFiling,
+    /// Earlier receipts of the filing that came with the transfer.
+    pub prior_receipts: Vec<ReceiptRow>,
+    /// Builds this node's signed receipt from the registry number it assigns.
+    pub receipt: Box<dyn Fn(&str) -> ReceiptRow + Send>,
+    /// The sender's inbox, where the receipt goes.
+    pub reply_topic: String,
+    pub after_seq: u64,
+}
+
+/// Stores a receipt unless one for the same transfer is there. True if new.
+fn insert_receipt(tx: &Transaction, receipt: &ReceiptRow) -> Result<bool> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(&receipt.envelope).to_vec();
     tx.execute(
-        "INSERT INTO outbox (kind, recipient, record_key, envelope) VALUES (?1, ?2, ?3, ?4)",
-        params![OutboxKind::Envelope as i64, recipient, key, envelope],
+        "INSERT OR IGNORE INTO receipts (transfer_id, tracking_code, hop, signer, envelope, sha256, received_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            receipt.transfer_id,
+            receipt.tracking_code,
+            receipt.hop,
+            receipt.signer,
+            receipt.envelope,
+            digest,
+            receipt.received_at_ms
+        ],
+    )
+    .map(|n| n == 1)
+    .map_err(Error::store("cannot store a receipt"))
+}
+
+fn insert_event(tx: &Transaction, event: &TrackingEvent) -> Result<bool> {
+    tx.execute(
+        "INSERT OR IGNORE INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, event)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            event.event_id,
+            event.tracking_code,
+            event.seq as i64,
+            event.timestamp_ms,
+            event.institution,
+            event.encode_to_vec()
+        ],
+    )
+    .map(|n| n == 1)
+    .map_err(Error::store("cannot store a tracking event"))
+}
+
+fn query_receipts(c: &Connection, condition: &str, value: &str) -> Result<Vec<ReceiptRow>> {
+    let sql = format!(
+        "SELECT transfer_id, tracking_code, hop, signer, envelope, received_at_ms FROM receipts WHERE {condition}"
+    );
+    let mut stmt = c.prepare_cached(&sql).map_err(Error::store("cannot read receipts"))?;
+    stmt.query_map([value], |r| {
+        Ok(ReceiptRow {
+            transfer_id: r.get(0)?,
+            tracking_code: r.get(1)?,
+            hop: r.get(2)?,
+            signer: r.get(3)?,
+            envelope: r.get(4)?,
+            received_at_ms: r.get(5)?,
+        })
+    })
+    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+    .map_err(Error::store("cannot read receipts"))
+}
+
+/// Queues one sealed envelope for `topic`, keyed by `key`.
+pub(crate) fn queue_envelope(tx: &Transaction, topic: &str, recipient: &str, key: &str, envelope: &[u8]) -> Result<()> {
+    tx.execute(
+        "INSERT INTO outbox (kind, recipient, topic, record_key, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![OutboxKind::Envelope as i64, recipient, topic, key, envelope],
     )
     .map(drop)
     .map_err(Error::store("cannot queue an envelope"))
 }
 
-fn insert_filing(tx: &Transaction, institution: &str, filing: &NewFiling) -> Result<(i64, String)> {
+pub(crate) fn insert_filing(tx: &Transaction, institution: &str, filing: &NewFiling) -> Result<(i64, String)> {
     let year = crate::ids::year_of(filing.registered_at_ms.max(ecointegra_broker::now_ms()));
     let counter = format!("registry-{year}");
     let sequence: i64 = tx
@@ -679,8 +1013,9 @@ fn insert_filing(tx: &Transaction, institution: &str, filing: &NewFiling) -> Res
     tx.execute(
         "INSERT INTO filings (tracking_code, verification_code, transfer_id, direction, status, origin,
             destination, subject, sender_party, folio_count, registered_at_ms, delivered_at_ms,
-            registry_number, origin_registry_number)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            registry_number, origin_registry_number, kind, related_transfer_id, note, hop, filing_type,
+            due_date, filed_at, previous_receipt_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
         params![
             filing.tracking_code,
             filing.verification_code,
@@ -696,6 +1031,14 @@ fn insert_filing(tx: &Transaction, institution: &str, filing: &NewFiling) -> Res
             filing.delivered_at_ms,
             registry_number,
             filing.origin_registry_number,
+            filing.kind as i64,
+            filing.related_transfer_id,
+            filing.note,
+            filing.hop,
+            filing.filing_type,
+            filing.due_date,
+            filing.filed_at,
+            filing.previous_receipt_sha256,
         ],
     )
     .map_err(Error::store("cannot insert the filing"))?;
@@ -712,13 +1055,14 @@ fn insert_filing(tx: &Transaction, institution: &str, filing: &NewFiling) -> Res
 
 const FILING_COLUMNS: &str = "id, tracking_code, verification_code, transfer_id, direction, status, origin,
     destination, subject, sender_party, folio_count, registered_at_ms, delivered_at_ms, registry_number,
-    origin_registry_number";
+    origin_registry_number, kind, related_transfer_id, note, hop, filing_type, due_date, internal_registry_number,
+    office, filed_at, previous_receipt_sha256";
 
 fn query_filing(c: &Connection, condition: &str, value: &str) -> Result<Option<FilingRow>> {
     Ok(query_filings(c, condition, [value])?.into_iter().next())
 }
 
-fn query_filings(
+pub(crate) fn query_filings(
     c: &Connection,
     condition: &str,
     params: impl rusqlite::Params,
@@ -732,21 +1076,33 @@ fn query_filings(
             let party: Vec<u8> = r.get(9)?;
             Ok(FilingRow {
                 id: r.get(0)?,
-                tracking_code: r.get(1)?,
-                verification_code: r.get(2)?,
-                transfer_id: r.get(3)?,
-                direction: Direction::try_from(r.get::<_, i32>(4)?).unwrap_or_default(),
-                status: FilingStatus::try_from(r.get::<_, i32>(5)?).unwrap_or_default(),
-                origin: r.get(6)?,
-                destination: r.get(7)?,
-                subject: r.get(8)?,
-                sender_party: Party::decode(party.as_slice()).unwrap_or_default(),
-                folio_count: r.get(10)?,
-                registered_at_ms: r.get(11)?,
-                delivered_at_ms: r.get(12)?,
                 registry_number: r.get(13)?,
-                origin_registry_number: r.get(14)?,
-                documents: Vec::new(),
+                internal_registry_number: r.get(21)?,
+                office: r.get(22)?,
+                data: NewFiling {
+                    tracking_code: r.get(1)?,
+                    verification_code: r.get(2)?,
+                    transfer_id: r.get(3)?,
+                    direction: Direction::try_from(r.get::<_, i32>(4)?).unwrap_or_default(),
+                    status: FilingStatus::try_from(r.get::<_, i32>(5)?).unwrap_or_default(),
+                    origin: r.get(6)?,
+                    destination: r.get(7)?,
+                    subject: r.get(8)?,
+                    sender_party: Party::decode(party.as_slice()).unwrap_or_default(),
+                    folio_count: r.get(10)?,
+                    registered_at_ms: r.get(11)?,
+                    delivered_at_ms: r.get(12)?,
+                    origin_registry_number: r.get(14)?,
+                    documents: Vec::new(),
+                    kind: TransferKind::try_from(r.get::<_, i32>(15)?).unwrap_or_default(),
+                    related_transfer_id: r.get(16)?,
+                    note: r.get(17)?,
+                    hop: r.get(18)?,
+                    filing_type: r.get(19)?,
+                    due_date: r.get(20)?,
+                    filed_at: r.get(23)?,
+                    previous_receipt_sha256: r.get(24)?,
+                },
             })
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -755,7 +1111,7 @@ fn query_filings(
         .prepare_cached("SELECT idx, name, media_type, size, sha256 FROM documents WHERE filing_id = ?1 ORDER BY idx")
         .map_err(Error::store("cannot read documents"))?;
     for filing in &mut filings {
-        filing.documents = docs
+        filing.data.documents = docs
             .query_map([filing.id], |r| {
                 Ok(DocumentRow {
                     index: r.get(0)?,

@@ -6,11 +6,11 @@
 use crate::blobs::TempFile;
 use crate::error::{Error, Result, Violation};
 use crate::node::Shared;
-use crate::store::{DocumentRow, NewFiling, Submitted};
+use crate::store::{DocumentRow, FilingRow, NewFiling, Submitted};
 use crate::validate;
 use ecointegra_proto::v1::{
     Direction, DocumentHeader, FilingStatus, StoredDocument, SubmitFilingRequest,
-    SubmitFilingResponse, submit_filing_request::Part,
+    SubmitFilingResponse, TransferKind, submit_filing_request::Part,
 };
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -94,41 +94,24 @@ impl Upload {
     }
 }
 
-/// Accepts a filing from a stream of request parts.
-pub async fn submit<S>(shared: &Shared, mut parts: S) -> Result<SubmitFilingResponse>
-where
-    S: Stream<Item = Result<SubmitFilingRequest>> + Unpin,
-{
-    let header = match parts.next().await.transpose()?.and_then(|p| p.part) {
-        Some(Part::Header(header)) => header,
-        _ => {
-            return Err(Error::invalid(
-                "header",
-                "a submission starts with the filing header",
-            ));
-        }
-    };
-    let directory = shared.directory();
-    let violations = validate::filing_header(&header, &directory, shared.institution());
-    if !violations.is_empty() {
-        return Err(Error::InvalidArgument(violations));
-    }
-    let idempotency_key = Some(header.idempotency_key.trim().to_owned()).filter(|k| !k.is_empty());
-    if let Some(key) = idempotency_key.clone()
-        && let Some(answer) = shared
-            .store
-            .run(move |s| s.idempotent_response(&key))
-            .await?
-    {
-        return decode_answer(&answer);
-    }
+/// One part of a document upload, whatever the request that carries it.
+pub enum DocPart {
+    Document(DocumentHeader),
+    Chunk(Vec<u8>),
+}
 
+/// Receives documents (each a header and its bytes) into fsynced temporary
+/// files, checking every rule. The files vanish if anything fails.
+pub async fn receive_documents<S>(shared: &Shared, mut parts: S) -> Result<Vec<(DocumentRow, TempFile)>>
+where
+    S: Stream<Item = Result<DocPart>> + Unpin,
+{
     let max_size = shared.config.transfer.max_document_size;
     let mut documents: Vec<(DocumentRow, TempFile)> = Vec::new();
     let mut current: Option<Upload> = None;
     while let Some(part) = parts.next().await.transpose()? {
-        match part.part {
-            Some(Part::Document(doc)) => {
+        match part {
+            DocPart::Document(doc) => {
                 if let Some(upload) = current.take() {
                     documents.push(upload.finish().await?);
                 }
@@ -139,7 +122,7 @@ where
                 }
                 current = Some(Upload::start(shared, index, doc).await?);
             }
-            Some(Part::Chunk(data)) => match current.as_mut() {
+            DocPart::Chunk(data) => match current.as_mut() {
                 Some(upload) => upload.write(&data).await?,
                 None => {
                     return Err(Error::invalid(
@@ -148,18 +131,6 @@ where
                     ));
                 }
             },
-            Some(Part::Header(_)) => {
-                return Err(Error::invalid(
-                    "header",
-                    "a submission has exactly one header",
-                ));
-            }
-            None => {
-                return Err(Error::invalid(
-                    "part",
-                    "an empty message is not a submission part",
-                ));
-            }
         }
     }
     if let Some(upload) = current.take() {
@@ -168,19 +139,97 @@ where
     if documents.is_empty() {
         return Err(Error::InvalidArgument(vec![Violation::new(
             "documents",
-            "a filing carries at least one document",
+            "at least one document is required",
         )]));
     }
+    Ok(documents)
+}
+
+/// Accepts a filing from a stream of request parts.
+pub async fn submit<S>(shared: &Shared, mut parts: S) -> Result<SubmitFilingResponse>
+where
+    S: Stream<Item = Result<SubmitFilingRequest>> + Unpin,
+{
+    let mut header = match parts.next().await.transpose()?.and_then(|p| p.part) {
+        Some(Part::Header(header)) => header,
+        _ => {
+            return Err(Error::invalid(
+                "header",
+                "a submission starts with the filing header",
+            ));
+        }
+    };
+    // A correction (subsanación) continues this institution's observed filing.
+    let corrected = match header.corrects_tracking_code.trim() {
+        "" => None,
+        code => {
+            let code = code.to_uppercase();
+            let observed = correctable(shared, &code).await?;
+            if header.destination.trim().is_empty() {
+                header.destination = observed.0.destination.clone();
+            } else if header.destination.trim() != observed.0.destination {
+                return Err(Error::invalid(
+                    "header.destination",
+                    format!("a correction goes back to {}, which observed it", observed.0.destination),
+                ));
+            }
+            Some(observed)
+        }
+    };
+    let directory = shared.directory();
+    let violations = validate::filing_header(&header, &directory, shared.institution());
+    if !violations.is_empty() {
+        return Err(Error::InvalidArgument(violations));
+    }
+    let idempotency_key = Some(header.idempotency_key.trim().to_owned()).filter(|k| !k.is_empty());
+    if let Some(key) = idempotency_key.clone()
+        && let Some(answer) = shared.store.run(move |s| s.idempotent_response(&key)).await?
+    {
+        return decode_answer(&answer);
+    }
+
+    let documents = receive_documents(
+        shared,
+        parts.map(|p| match p?.part {
+            Some(Part::Document(doc)) => Ok(DocPart::Document(doc)),
+            Some(Part::Chunk(data)) => Ok(DocPart::Chunk(data)),
+            Some(Part::Header(_)) => Err(Error::invalid("header", "a submission has exactly one header")),
+            None => Err(Error::invalid("part", "an empty message is not a submission part")),
+        }),
+    )
+    .await?;
 
     let now = ecointegra_broker::now_ms();
     let me = shared.institution().to_owned();
+    let filing_type = match header.filing_type.trim() {
+        "" => "general".to_owned(),
+        t => t.to_lowercase(),
+    };
+    let (tracking_code, verification_code, kind, related, hop, previous) = match corrected {
+        None => (
+            crate::ids::tracking_code(&me, now),
+            crate::ids::random_code(8),
+            TransferKind::Original,
+            String::new(),
+            1,
+            Vec::new(),
+        ),
+        Some((observed, (hop, previous))) => (
+            observed.tracking_code.clone(),
+            observed.verification_code.clone(),
+            TransferKind::Correction,
+            observed.transfer_id.clone(),
+            hop,
+            previous,
+        ),
+    };
     let filing = NewFiling {
-        tracking_code: crate::ids::tracking_code(&me, now),
-        verification_code: crate::ids::random_code(8),
+        tracking_code,
+        verification_code,
         transfer_id: crate::ids::transfer_id(),
         direction: Direction::Outbound,
         status: FilingStatus::Registered,
-        origin: me,
+        origin: me.clone(),
         destination: header.destination.trim().to_owned(),
         subject: header.subject.trim().to_owned(),
         sender_party: header.sender_party.clone().unwrap_or_default(),
@@ -189,6 +238,14 @@ where
         delivered_at_ms: 0,
         origin_registry_number: String::new(),
         documents: documents.iter().map(|(row, _)| row.clone()).collect(),
+        kind,
+        related_transfer_id: related,
+        note: String::new(),
+        hop,
+        filing_type,
+        due_date: String::new(),
+        filed_at: me,
+        previous_receipt_sha256: previous,
     };
     let answer = SubmitFilingResponse {
         tracking_code: filing.tracking_code.clone(),
@@ -218,6 +275,35 @@ where
         }
         Submitted::Existing(first) => decode_answer(&first),
     }
+}
+
+/// The observed filing a correction continues, and where the correction
+/// hangs in the chain of custody.
+async fn correctable(shared: &Shared, code: &str) -> Result<(FilingRow, (u32, Vec<u8>))> {
+    let lookup = code.to_owned();
+    let (filing, chain) = shared
+        .store
+        .run(move |s| Ok((s.latest(&lookup, Direction::Outbound)?, s.receipt_chain(&lookup)?)))
+        .await?;
+    let Some(filing) = filing.filter(|f| f.kind != TransferKind::Answer) else {
+        return Err(Error::invalid(
+            "header.corrects_tracking_code",
+            format!("no filing of this institution has tracking code {code}"),
+        ));
+    };
+    if filing.status != FilingStatus::Observed {
+        return Err(Error::FailedPrecondition(format!(
+            "filing {code} is {}; only an OBSERVED filing can be corrected",
+            crate::workflow::status_name(filing.status)
+        )));
+    }
+    if !chain.iter().any(|r| r.transfer_id == filing.transfer_id) {
+        return Err(Error::FailedPrecondition(format!(
+            "filing {code} was observed, but its receipt has not arrived yet; try again shortly"
+        )));
+    }
+    let link = crate::custody::next_link(&chain);
+    Ok((filing, link))
 }
 
 fn decode_answer(bytes: &[u8]) -> Result<SubmitFilingResponse> {

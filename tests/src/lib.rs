@@ -263,7 +263,7 @@ pub fn header(destination: &str, subject: &str) -> FilingHeader {
             email: "maria.quispe@example.pe".into(),
         }),
         folio_count: 3,
-        idempotency_key: String::new(),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,245 @@
+//! The results: JSON-serialisable structures and the terminal table.
+
+use super::calibrate::Calibration;
+use super::load::Phase;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub mode: &'static str,
+    pub started_at_unix_ms: i64,
+    pub machine: Machine,
+    pub kafka_bootstrap: String,
+    pub topic_prefix: String,
+    pub chunk_size: u64,
+    pub rounds: u32,
+    pub phase_secs: f64,
+    pub calibration: Calibration,
+    pub sizes: Vec<SizeReport>,
+    /// Every count matched and nothing was duplicated or corrupted.
+    pub correct: bool,
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn describe() -> Machine {
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SizeReport {
+    pub label: String,
+    pub size_bytes: u64,
+    /// Filings in flight in the closed loop, for both arms.
+    pub concurrency: usize,
+    /// Open-loop arrival rate: half the system's closed-loop maximum.
+    pub open_loop_rate_per_s: Option<f64>,
+    pub baseline: ArmReport,
+    pub system: ArmReport,
+    pub ratio_system_over_baseline: Ratio,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ArmReport {
+    /// Sent, accepted, delivered and receipted (baseline: replied) filings,
+    /// over every phase of this size.
+    pub counts: Counts,
+    pub duplicates: u64,
+    pub hash_mismatches: u64,
+    pub closed_loop: Throughput,
+    pub closed_loop_rounds: Vec<Throughput>,
+    pub closed_loop_latency_ms: BTreeMap<&'static str, LatencySummary>,
+    pub open_loop: Option<OpenLoop>,
+    /// CPU seconds per filing of the processes doing this arm's work.
+    pub cpu_s_per_filing: f64,
+    pub cpu_s_per_filing_by_process: BTreeMap<&'static str, f64>,
+    /// Peak resident memory while this size ran, in KiB.
+    pub peak_rss_kib: BTreeMap<&'static str, u64>,
+    pub disk_bytes_written_per_filing: f64,
+    pub disk_bytes_written_per_filing_by_process: BTreeMap<&'static str, f64>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub sent: u64,
+    pub accepted: u64,
+    pub delivered: u64,
+    pub receipted: u64,
+}
+
+impl Counts {
+    pub fn of(phase: &Phase) -> Counts {
+        Counts {
+            sent: phase.sent,
+            accepted: phase.accepted,
+            delivered: phase.delivered,
+            receipted: phase.receipted,
+        }
+    }
+
+    pub fn all_equal(&self) -> bool {
+        self.sent == self.accepted && self.sent == self.delivered && self.sent == self.receipted
+    }
+}
+
+#[derive(Debug, Serialize, Clone, Copy)]
+pub struct Throughput {
+    pub filings: u64,
+    pub secs: f64,
+    pub filings_per_s: f64,
+    pub mb_per_s: f64,
+}
+
+impl Throughput {
+    pub fn of(phase: &Phase, size: u64) -> Throughput {
+        let rate = phase.filings_per_s();
+        Throughput {
+            filings: phase.receipted,
+            secs: phase.elapsed.as_secs_f64(),
+            filings_per_s: rate,
+            mb_per_s: rate * size as f64 / 1e6,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpenLoop {
+    pub rate_per_s: f64,
+    pub filings: u64,
+    pub achieved_per_s: f64,
+    /// From each filing's intended start (corrected for coordinated omission).
+    pub latency_ms: BTreeMap<&'static str, LatencySummary>,
+}
+
+#[derive(Debug, Serialize, Clone, Copy, Default)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p99_9: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl LatencySummary {
+    pub fn of(h: &Histogram<u64>) -> LatencySummary {
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        LatencySummary {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.5)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p99_9: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// Latencies of a phase under the names each arm gives its milestones.
+pub fn latencies(phase: &Phase) -> BTreeMap<&'static str, LatencySummary> {
+    BTreeMap::from([
+        ("accepted", LatencySummary::of(&phase.latency.accepted)),
+        ("delivered", LatencySummary::of(&phase.latency.delivered)),
+        ("receipted", LatencySummary::of(&phase.latency.receipted)),
+    ])
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ratio {
+    pub filings_per_s: f64,
+    pub mb_per_s: f64,
+    /// System p99 submit-to-receipt over baseline p99 round trip, open loop.
+    pub p99_receipted: Option<f64>,
+}
+
+/// A byte count as "1 KiB", "10 MiB", "1 GiB".
+pub fn size_label(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (unit, name) in UNITS {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
+            return format!("{} {name}", bytes / unit);
+        }
+    }
+    format!("{bytes} B")
+}
+
+pub fn print_header() {
+    println!(
+        "{:<8} {:<9} {:>10} {:>9} {:>7} {:>9} {:>9} {:>9} {:>10} {:>11} {:>18}",
+        "size",
+        "arm",
+        "filings/s",
+        "MB/s",
+        "ratio",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "CPU ms/f",
+        "disk KiB/f",
+        "peak RSS MiB"
+    );
+}
+
+pub fn print_size(size: &SizeReport) {
+    for (arm, report, ratio) in [
+        ("baseline", &size.baseline, None),
+        (
+            "system",
+            &size.system,
+            Some(size.ratio_system_over_baseline.mb_per_s),
+        ),
+    ] {
+        let latency = report
+            .open_loop
+            .as_ref()
+            .and_then(|o| o.latency_ms.get("receipted").copied())
+            .unwrap_or_default();
+        let rss = report
+            .peak_rss_kib
+            .values()
+            .map(|k| format!("{:.0}", *k as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join("/");
+        let opt = |v: f64, n: u64| {
+            if n == 0 {
+                "-".to_owned()
+            } else {
+                format!("{v:.1}")
+            }
+        };
+        println!(
+            "{:<8} {:<9} {:>10.1} {:>9.1} {:>7} {:>9} {:>9} {:>9} {:>10.2} {:>11.1} {:>18}",
+            size.label,
+            arm,
+            report.closed_loop.filings_per_s,
+            report.closed_loop.mb_per_s,
+            ratio.map_or("".to_owned(), |r| format!("{r:.2}")),
+            opt(latency.p50, latency.count),
+            opt(latency.p99, latency.count),
+            opt(latency.p99_9, latency.count),
+            report.cpu_s_per_filing * 1000.0,
+            report.disk_bytes_written_per_filing / 1024.0,
+            rss
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! Response periods in business days: weekends and the configured holidays do
+//! not count. Dates are the institution's local dates (Peru: UTC−5).
+
+use crate::config::DeadlineConfig;
+use crate::ids::civil_from_days;
+
+/// A calendar date as days since 1970-01-01.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Day(pub i64);
+
+impl Day {
+    /// The local date of a Unix time in milliseconds.
+    pub fn of_ms(ms: i64, utc_offset_minutes: i32) -> Self {
+        Day((ms + utc_offset_minutes as i64 * 60_000).div_euclid(86_400_000))
+    }
+
+    /// Parses `YYYY-MM-DD`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split('-');
+        let y: i64 = parts.next()?.parse().ok()?;
+        let m: i64 = parts.next()?.parse().ok()?;
+        let d: i64 = parts.next()?.parse().ok()?;
+        if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        let day = Day(days_from_civil(y, m, d));
+        // Reject dates like 2026-02-30, which would roll over.
+        (day.to_string() == text).then_some(day)
+    }
+
+    /// Monday = 0 ... Sunday = 6.
+    pub fn weekday(self) -> i64 {
+        (self.0 + 3).rem_euclid(7)
+    }
+
+    pub fn is_weekend(self) -> bool {
+        self.weekday() >= 5
+    }
+}
+
+impl std::fmt::Display for Day {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (y, m, d) = civil_from_days(self.0);
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The business-day calendar of one institution.
+#[derive(Debug, Clone)]
+pub struct Calendar {
+    holidays: Vec<Day>,
+    pub utc_offset_minutes: i32,
+}
+
+impl Calendar {
+    pub fn new(config: &DeadlineConfig) -> Self {
+        let mut holidays: Vec<Day> = config.holidays.iter().filter_map(|h| Day::parse(h)).collect();
+        holidays.sort();
+        Self {
+            holidays,
+            utc_offset_minutes: config.utc_offset_minutes,
+        }
+    }
+
+    pub fn is_business_day(&self, day: Day) -> bool {
+        !day.is_weekend() && self.holidays.binary_search(&day).is_err()
+    }
+
+    /// The date `days` business days after `start` (the start day itself does
+    /// not count, as a period starts the day after notification).
+    pub fn add_business_days(&self, start: Day, days: u32) -> Day {
+        let mut day = start;
+        let mut left = days;
+        while left > 0 {
+            day = Day(day.0 + 1);
+            if self.is_business_day(day) {
+                left -= 1;
+            }
+        }
+        day
+    }
+
+    /// Business days from `today` until `due` (negative once overdue).
+    pub fn business_days_between(&self, today: Day, due: Day) -> i32 {
+        let (from, to, sign) = if due >= today { (today, due, 1) } else { (due, today, -1) };
+        let mut count = 0;
+        let mut day = from;
+        while day < to {
+            day = Day(day.0 + 1);
+            if self.is_business_day(day) {
+                count += 1;
+            }
+        }
+        sign * count
+    }
+}
+
+/// The response period for a filing type, in business days.
+pub fn period_for(config: &DeadlineConfig, filing_type: &str) -> u32 {
+    config
+        .business_days_by_type
+        .get(filing_type)
+        .copied()
+        .unwrap_or(config.default_business_days)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calendar(holidays: &[&str]) -> Calendar {
+        Calendar::new(&DeadlineConfig {
+            holidays: holidays.iter().map(|s| s.to_string()).collect(),
+            ..DeadlineConfig::default()
+        })
+    }
+
+    #[test]
+    fn dates_round_trip() {
+        let day = Day::parse("2026-12-08").unwrap();
+        assert_eq!(day.to_string(), "2026-12-08");
+        assert_eq!(day.weekday(), 1, "2026-12-08 is a Tuesday");
+        assert!(Day::parse("2026-02-30").is_none());
+        assert!(Day::parse("2026-13-01").is_none());
+        assert!(Day::parse("hoy").is_none());
+    }
+
+    #[test]
+    fn business_days_skip_weekends_and_holidays() {
+        // Friday 2026-12-04 plus 3 business days: Mon 7, (Tue 8 holiday), Wed 9, Thu 10.
+        let cal = calendar(&["2026-12-08"]);
+        let friday = Day::parse("2026-12-04").unwrap();
+        assert_eq!(cal.add_business_days(friday, 3).to_string(), "2026-12-10");
+        // Without the holiday: Mon 7, Tue 8, Wed 9.
+        assert_eq!(calendar(&[]).add_business_days(friday, 3).to_string(), "2026-12-09");
+        // Filed on a Saturday: the period starts Monday.
+        let saturday = Day::parse("2026-12-05").unwrap();
+        assert_eq!(cal.add_business_days(saturday, 1).to_string(), "2026-12-07");
+        let due = Day::parse("2026-12-10").unwrap();
+        assert_eq!(cal.business_days_between(friday, due), 3);
+        assert_eq!(cal.business_days_between(Day::parse("2026-12-14").unwrap(), due), -2);
+    }
+
+    #[test]
+    fn local_date_of_a_timestamp() {
+        // 2026-12-05T03:00:00Z is still Friday the 4th in Lima (UTC−5).
+        let ms = Day::parse("2026-12-05").unwrap().0 * 86_400_000 + 3 * 3_600_000;
+        assert_eq!(Day::of_ms(ms, -300).to_string(), "2026-12-04");
+        assert_eq!(Day::of_ms(ms, 0).to_string(), "2026-12-05");
+    }
+}

@@ -1,0 +1,167 @@
+//! Tracking without a central database.
+//!
+//! Every status change is a signed [`TrackingEvent`] on `<prefix>.tracking`.
+//! Every node consumes the whole topic into its own store, so any
+//! institution's node answers `Track` with the full timeline across every
+//! institution the filing passed through. A wrong verification code gets the
+//! same NOT_FOUND as an unknown code, and failed look-ups are rate-limited per
+//! client.
+
+use crate::error::{Error, Result};
+use crate::node::Shared;
+use crate::store::Position;
+use ecointegra_broker::envelope::{self, Rejection};
+use ecointegra_proto::v1::tracking_service_server::TrackingService;
+use ecointegra_proto::v1::{
+    Envelope, FilingStatus, MessageType, TimelineEntry, TrackRequest, TrackResponse, TrackingEvent,
+};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::{Request, Response, Status};
+
+/// The recipient of sector-wide envelopes.
+pub const BROADCAST: &str = "*";
+
+/// Applies one record of the tracking topic (already verified as an envelope
+/// for [`BROADCAST`]).
+pub async fn apply(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>) -> Result<(), crate::inbox::Fault> {
+    if MessageType::try_from(envelope.message_type) != Ok(MessageType::TrackingEvent) {
+        return Err(Rejection::new("type", format!("message type {} does not belong on the tracking topic", envelope.message_type))
+            .about(&envelope)
+            .into());
+    }
+    let event: TrackingEvent = envelope::payload(&envelope)?;
+    if event.institution != envelope.sender || !event.event_id.starts_with(&format!("{}/", envelope.sender)) {
+        return Err(Rejection::new(
+            "tracking",
+            format!("{} signed an event that claims to come from {}", envelope.sender, event.institution),
+        )
+        .about(&envelope)
+        .into());
+    }
+    let (topic, partition, offset) = (position.topic.to_owned(), position.partition, position.offset);
+    let id = envelope.message_id.clone();
+    shared
+        .store
+        .run(move |s| s.apply_tracking_event(Position { topic: &topic, partition, offset }, &id, &event))
+        .await?;
+    Ok(())
+}
+
+/// Failed look-ups per client address within the current minute.
+#[derive(Default)]
+pub struct Limiter {
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Limiter {
+    fn blocked(&self, client: IpAddr, limit: u32) -> bool {
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&client) {
+            Some((since, count)) if since.elapsed() < Duration::from_secs(60) => *count >= limit,
+            _ => false,
+        }
+    }
+
+    fn fail(&self, client: IpAddr) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
+        }
+        let entry = map.entry(client).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= Duration::from_secs(60) {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// Looks a filing up for a citizen. `client` is who asks, for rate limiting.
+pub async fn track(shared: &Arc<Shared>, client: Option<IpAddr>, request: TrackRequest) -> Result<TrackResponse> {
+    let client = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let limit = shared.config.tracking.max_failures_per_minute;
+    if shared.limiter.blocked(client, limit) {
+        return Err(Error::ResourceExhausted(
+            "too many failed look-ups from this client; try again in a minute".into(),
+        ));
+    }
+    let code = request.tracking_code.trim().to_uppercase();
+    // Computed whether or not the code exists, so both answers cost the same.
+    let presented = crate::ids::verifier(&code, &request.verification_code);
+    let lookup = code.clone();
+    let (timeline, answer) = shared
+        .store
+        .run(move |s| Ok((s.timeline(&lookup)?, s.answer_for(&lookup)?)))
+        .await?;
+    let expected = timeline.iter().find(|e| !e.verifier.is_empty()).map(|e| e.verifier.clone());
+    let matches = expected.is_some_and(|v| constant_time_eq(&v, &presented));
+    if !matches {
+        shared.limiter.fail(client);
+        return Err(Error::NotFound("no filing with that tracking code and verification code".into()));
+    }
+    let last = timeline.last().cloned().unwrap_or_default();
+    let due_date = timeline
+        .iter()
+        .rev()
+        .find(|e| !e.due_date.is_empty())
+        .map(|e| e.due_date.clone())
+        .unwrap_or_default();
+    Ok(TrackResponse {
+        tracking_code: code,
+        status: last.status,
+        current_holder: last.holder.clone(),
+        due_date,
+        timeline: timeline.iter().map(entry).collect(),
+        answer_documents: answer
+            .map(|a| a.documents.iter().map(crate::submit::stored_document).collect())
+            .unwrap_or_default(),
+    })
+}
+
+fn entry(event: &TrackingEvent) -> TimelineEntry {
+    TimelineEntry {
+        institution: event.institution.clone(),
+        status: event.status,
+        timestamp_ms: event.timestamp_ms,
+        hop: event.hop,
+        actor_role: event.actor_role.clone(),
+        holder: event.holder.clone(),
+        due_date: event.due_date.clone(),
+        transfer_kind: event.transfer_kind,
+        counterpart: event.counterpart.clone(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Status names for people, in Spanish, as the timeline prints them.
+pub fn status_label(status: i32) -> &'static str {
+    match FilingStatus::try_from(status) {
+        Ok(FilingStatus::Registered) => "registrado",
+        Ok(FilingStatus::Sent) => "enviado",
+        Ok(FilingStatus::Delivered) => "entregado",
+        Ok(FilingStatus::Received) => "recibido",
+        Ok(FilingStatus::Observed) => "observado",
+        Ok(FilingStatus::Rejected) => "rechazado",
+        Ok(FilingStatus::Forwarded) => "derivado",
+        Ok(FilingStatus::Answered) => "atendido",
+        Ok(FilingStatus::Archived) => "archivado",
+        _ => "desconocido",
+    }
+}
+
+pub struct TrackingApi {
+    pub shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl TrackingService for TrackingApi {
+    async fn track(&self, request: Request<TrackRequest>) -> Result<Response<TrackResponse>, Status> {
+        let client = request.remote_addr().map(|a| a.ip());
+        Ok(Response::new(track(&self.shared, client, request.into_inner()).await?))
+    }
+}

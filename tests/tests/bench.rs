@@ -1,0 +1,61 @@
+//! `ecointegra bench --smoke` runs end to end against the real broker and
+//! reports both arms with matching counts. It measures; nothing here asserts
+//! a time.
+
+use ecointegra_tests::{binary, bootstrap};
+use std::process::Command;
+
+#[test]
+fn bench_smoke_runs_both_arms_and_counts_match() {
+    let dir = std::env::temp_dir().join(format!("ecointegra-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("bench.json");
+    let output = Command::new(binary())
+        .args(["bench", "--smoke", "--bootstrap", &bootstrap(), "--out"])
+        .arg(&out)
+        .arg("--work-dir")
+        .arg(&dir)
+        .env("ECOINTEGRA_LOG", "warn,rdkafka=warn")
+        .output()
+        .expect("the ecointegra binary runs (tests/run.sh builds it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(report["correct"], true, "{report:#}");
+    assert_eq!(report["mode"], "smoke");
+    assert!(report["calibration"]["sha256_gb_per_s"].as_f64().unwrap() > 0.0);
+    let sizes = report["sizes"].as_array().unwrap();
+    assert!(!sizes.is_empty());
+    assert!(
+        sizes
+            .iter()
+            .all(|s| s["size_bytes"].as_u64().unwrap() < 1 << 30),
+        "the smoke run skips the 1 GiB document"
+    );
+    for size in sizes {
+        for arm in ["baseline", "system"] {
+            let counts = &size[arm]["counts"];
+            let sent = counts["sent"].as_u64().unwrap();
+            assert!(sent > 0, "{} {arm}: nothing sent", size["label"]);
+            for stage in ["accepted", "delivered", "receipted"] {
+                assert_eq!(
+                    counts[stage].as_u64().unwrap(),
+                    sent,
+                    "{} {arm} {stage}",
+                    size["label"]
+                );
+            }
+            assert_eq!(size[arm]["duplicates"], 0);
+            assert_eq!(size[arm]["hash_mismatches"], 0);
+            assert!(size[arm]["closed_loop"]["filings_per_s"].as_f64().unwrap() > 0.0);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
