@@ -683,7 +683,8 @@ async fn manifest(
         prior_receipts,
         receipt: Box::new(receipt_for),
         reply_topic: shared.topics.inbox(&envelope.sender),
-        after_seq: transfer.tracking_seq,
+        // The sender's SENT step follows what it knew when it published.
+        after_seq: transfer.tracking_seq + 1,
     };
     let blobs = shared.blobs.clone();
     let id = envelope.message_id.clone();
@@ -868,7 +869,10 @@ async fn notice(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>
     let filing_id = filing.id;
     shared
         .store
-        .run(move |s| s.apply_notice(Position { topic: &topic, partition, offset }, &id, filing_id, status, &notice.reason))
+        .run(move |s| {
+            let clock = (notice.tracking_code.as_str(), notice.tracking_seq);
+            s.apply_notice(Position { topic: &topic, partition, offset }, &id, filing_id, status, &notice.reason, clock)
+        })
         .await?;
     tracing::info!(tracking_code = %filing.tracking_code, by = %envelope.sender, status = ?status, "Notice stored.");
     Ok(())

@@ -105,15 +105,9 @@ async fn publish_envelope(shared: &Shared, row: &OutboxRow) -> Result<()> {
     let meta = meta_of(&envelope);
     shared
         .publisher
-        .publish(
-            &shared.topics.inbox(&row.recipient),
-            &row.record_key,
-            bytes,
-            &meta,
-            &[],
-        )
+        .publish(&row.topic, &row.record_key, bytes, &meta, &[])
         .await?;
-    tracing::debug!(message_id = %envelope.message_id, recipient = %row.recipient, "Envelope published.");
+    tracing::debug!(message_id = %envelope.message_id, topic = %row.topic, "Envelope published.");
     Ok(())
 }
 

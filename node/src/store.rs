@@ -91,6 +91,10 @@ CREATE TABLE IF NOT EXISTS tracking_events (
     event BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tracking_by_code ON tracking_events(tracking_code, seq);
+CREATE TABLE IF NOT EXISTS tracking_clocks (
+    tracking_code TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS processed_messages (
     message_id TEXT PRIMARY KEY
 ) WITHOUT ROWID;
@@ -393,14 +397,8 @@ impl Store {
     /// Records a step in this node's own timeline and queues its signed
     /// tracking event for the sector. Returns the step's logical clock.
     pub(crate) fn emit(&self, tx: &Transaction, step: Step<'_>) -> Result<u64> {
-        let known: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(seq), 0) FROM tracking_events WHERE tracking_code = ?1",
-                [step.tracking_code],
-                |r| r.get(0),
-            )
-            .map_err(Error::store("cannot read the timeline"))?;
-        let seq = (known as u64).max(step.after_seq) + 1;
+        let known = clock(tx, step.tracking_code)?;
+        let seq = known.max(step.after_seq) + 1;
         let event = TrackingEvent {
             event_id: format!("{}/{}", self.institution, step.key),
             tracking_code: step.tracking_code.to_owned(),
@@ -539,16 +537,9 @@ impl Store {
 
     /// The logical clock of a filing's timeline here.
     pub fn tracking_seq(&self, tracking_code: &str) -> Result<u64> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT COALESCE(MAX(seq), 0) FROM tracking_events WHERE tracking_code = ?1",
-                [tracking_code],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|v| v as u64)
-            .map_err(Error::store("cannot read the timeline"))
-        })
+        self.read(|c| clock(c, tracking_code))
     }
+
 
     pub fn count_filings(&self, direction: Direction) -> Result<i64> {
         self.read(|c| {
@@ -879,14 +870,15 @@ impl Store {
         filing_id: i64,
         status: FilingStatus,
         reason: &str,
+        tracking: (&str, u64),
     ) -> Result<()> {
         self.apply(position, Some(message_id), |tx| {
             tx.execute(
                 "UPDATE filings SET status = ?2, note = ?3 WHERE id = ?1",
                 params![filing_id, status as i64, reason],
             )
-            .map(drop)
-            .map_err(Error::store("cannot update the filing"))
+            .map_err(Error::store("cannot update the filing"))?;
+            advance_clock(tx, tracking.0, tracking.1)
         })
         .map(drop)
     }
@@ -950,6 +942,30 @@ fn insert_receipt(tx: &Transaction, receipt: &ReceiptRow) -> Result<bool> {
     )
     .map(|n| n == 1)
     .map_err(Error::store("cannot store a receipt"))
+}
+
+/// The highest step number known for a filing, from its timeline or from a
+/// transfer or notice that carried another node's clock.
+fn clock(c: &Connection, tracking_code: &str) -> Result<u64> {
+    c.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM tracking_events WHERE tracking_code = ?1), 0),
+                    COALESCE((SELECT seq FROM tracking_clocks WHERE tracking_code = ?1), 0))",
+        [tracking_code],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|v| v as u64)
+    .map_err(Error::store("cannot read the timeline"))
+}
+
+/// Learns that another node has reached step `seq` of a filing.
+fn advance_clock(tx: &Transaction, tracking_code: &str, seq: u64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO tracking_clocks (tracking_code, seq) VALUES (?1, ?2)
+         ON CONFLICT (tracking_code) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+        params![tracking_code, seq as i64],
+    )
+    .map(drop)
+    .map_err(Error::store("cannot advance the timeline clock"))
 }
 
 fn insert_event(tx: &Transaction, event: &TrackingEvent) -> Result<bool> {

@@ -99,7 +99,7 @@ pub async fn track(shared: &Arc<Shared>, client: Option<IpAddr>, request: TrackR
     let matches = expected.is_some_and(|v| constant_time_eq(&v, &presented));
     if !matches {
         shared.limiter.fail(client);
-        return Err(Error::NotFound("no filing with that tracking code and verification code".into()));
+        return Err(Error::NotFound("a filing with that tracking code and verification code".into()));
     }
     let last = timeline.last().cloned().unwrap_or_default();
     let due_date = timeline

@@ -1,0 +1,433 @@
+//! The filing lifecycle across three institutions against the real broker:
+//! clerk actions, corrections, forwarding, answers, the receipt chain and the
+//! sector-wide timeline read from every node.
+
+use ecointegra_broker::directory::Directory;
+use ecointegra_proto::v1::tracking_service_client::TrackingServiceClient;
+use ecointegra_proto::v1::{
+    answer_filing_request, AnswerFilingRequest, AnswerHeader, ArchiveFilingRequest, Direction,
+    DocumentHeader, Filing, FilingStatus, ForwardFilingRequest, GetReceiptRequest,
+    ObserveFilingRequest, ReceiveFilingRequest, TrackRequest, TrackResponse, TransferKind,
+};
+use ecointegra_tests::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn tracker(addr: SocketAddr) -> TrackingServiceClient<tonic::transport::Channel> {
+    TrackingServiceClient::connect(format!("http://{addr}")).await.unwrap()
+}
+
+async fn track(addr: SocketAddr, code: &str, verification: &str) -> Result<TrackResponse, tonic::Status> {
+    tracker(addr)
+        .await
+        .track(TrackRequest { tracking_code: code.into(), verification_code: verification.into() })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Polls a node until its newest record of `code` matches.
+async fn wait_until(client: &mut Client, code: &str, what: &str, check: impl Fn(&Filing) -> bool) -> Filing {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(filing) = get(client, code).await {
+            if check(&filing) {
+                return filing;
+            }
+            assert!(Instant::now() < deadline, "{what}: last seen {filing:?}");
+        }
+        assert!(Instant::now() < deadline, "{what}: {code} never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn is(status: FilingStatus, direction: Direction) -> impl Fn(&Filing) -> bool {
+    move |f| f.status == status as i32 && f.direction == direction as i32
+}
+
+fn answer_parts(code: &str, action_id: &str, doc: &Doc) -> Vec<AnswerFilingRequest> {
+    use answer_filing_request::Part;
+    vec![
+        AnswerFilingRequest {
+            part: Some(Part::Header(AnswerHeader {
+                tracking_code: code.into(),
+                action_id: action_id.into(),
+                note: "Se adjunta la información solicitada".into(),
+            })),
+        },
+        AnswerFilingRequest {
+            part: Some(Part::Document(DocumentHeader {
+                name: doc.name.clone(),
+                media_type: "application/pdf".into(),
+                declared_size: doc.len,
+            })),
+        },
+        AnswerFilingRequest { part: Some(Part::Chunk(doc.bytes())) },
+    ]
+}
+
+#[tokio::test]
+async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_timeline_everywhere() {
+    let federation = Federation::new("lifecycle", &["senamhi", "oefa", "minam"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let minam = federation.start("minam").await;
+    let mut at_senamhi = client(senamhi.grpc_addr()).await;
+    let mut at_oefa = client(oefa.grpc_addr()).await;
+    let mut at_minam = client(minam.grpc_addr()).await;
+
+    // senamhi files to oefa.
+    let first = [Doc::new("solicitud.pdf", 40_000, 1)];
+    let filed = submit(&mut at_senamhi, header("oefa", "Denuncia ambiental"), &first).await.unwrap();
+    let code = filed.tracking_code.clone();
+    wait_for_status(&mut at_senamhi, &code, FilingStatus::Delivered, WAIT).await;
+    wait_until(&mut at_oefa, &code, "delivered at oefa", is(FilingStatus::Delivered, Direction::Inbound)).await;
+
+    // oefa observes; senamhi sees it and corrects.
+    let observed = at_oefa
+        .observe_filing(ObserveFilingRequest {
+            tracking_code: code.clone(),
+            action_id: "obs-1".into(),
+            reason: "Falta la firma del representante".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(observed.status, FilingStatus::Observed as i32);
+    let back = wait_until(&mut at_senamhi, &code, "observed at senamhi", is(FilingStatus::Observed, Direction::Outbound)).await;
+    assert_eq!(back.note, "Falta la firma del representante");
+
+    let mut correction = header("", "Denuncia ambiental (subsanada)");
+    correction.corrects_tracking_code = code.clone();
+    let corrected_docs = [Doc::new("solicitud-firmada.pdf", 42_000, 2)];
+    let corrected = submit(&mut at_senamhi, correction, &corrected_docs).await.unwrap();
+    assert_eq!(corrected.tracking_code, code, "a correction keeps the tracking code");
+    assert_eq!(corrected.verification_code, filed.verification_code);
+    let delivered = wait_until(&mut at_oefa, &code, "correction at oefa", |f| {
+        f.kind == TransferKind::Correction as i32 && f.status == FilingStatus::Delivered as i32
+    })
+    .await;
+    assert_eq!(delivered.documents[0].sha256, corrected_docs[0].sha256_hex());
+
+    // oefa receives and forwards to minam.
+    let received = at_oefa
+        .receive_filing(ReceiveFilingRequest {
+            tracking_code: code.clone(),
+            action_id: "rec-1".into(),
+            registry_number: "OEFA-INT-0077".into(),
+            office: "Mesa de partes".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(received.internal_registry_number, "OEFA-INT-0077");
+    at_oefa
+        .forward_filing(ForwardFilingRequest {
+            tracking_code: code.clone(),
+            action_id: "fwd-1".into(),
+            destination: "minam".into(),
+            note: "Competencia del ministerio".into(),
+        })
+        .await
+        .unwrap();
+    let at_min = wait_until(&mut at_minam, &code, "forwarded to minam", is(FilingStatus::Delivered, Direction::Inbound)).await;
+    assert_eq!(at_min.kind, TransferKind::Forward as i32);
+    assert_eq!(at_min.origin, "oefa");
+    assert_eq!(at_min.filed_at, "senamhi");
+    assert_eq!(at_min.documents[0].sha256, corrected_docs[0].sha256_hex(), "the forwarded documents are the corrected ones");
+    assert!(!at_min.due_date.is_empty(), "the destination sets a due date");
+
+    // minam receives and answers; the answer reaches senamhi.
+    at_minam
+        .receive_filing(ReceiveFilingRequest {
+            tracking_code: code.clone(),
+            action_id: "rec-2".into(),
+            registry_number: "MINAM-2026-9".into(),
+            office: "Dirección General".into(),
+        })
+        .await
+        .unwrap();
+    let response = Doc::new("respuesta.pdf", 30_000, 3);
+    at_minam
+        .answer_filing(tokio_stream::iter(answer_parts(&code, "ans-1", &response)))
+        .await
+        .unwrap();
+    let answer = wait_until(&mut at_senamhi, &code, "answer at senamhi", |f| f.kind == TransferKind::Answer as i32).await;
+    assert_eq!(answer.documents[0].sha256, response.sha256_hex());
+    let (sha, _) = download_sha256(&mut at_senamhi, &code, 0).await;
+    assert_eq!(sha, response.sha256_hex(), "the answer's bytes arrived at the desk where it was filed");
+
+    // The timeline read from each of the three nodes is identical and complete.
+    let expected = [
+        ("senamhi", FilingStatus::Registered),
+        ("senamhi", FilingStatus::Sent),
+        ("oefa", FilingStatus::Delivered),
+        ("oefa", FilingStatus::Observed),
+        ("senamhi", FilingStatus::Registered),
+        ("senamhi", FilingStatus::Sent),
+        ("oefa", FilingStatus::Delivered),
+        ("oefa", FilingStatus::Received),
+        ("oefa", FilingStatus::Forwarded),
+        ("oefa", FilingStatus::Sent),
+        ("minam", FilingStatus::Delivered),
+        ("minam", FilingStatus::Received),
+        ("minam", FilingStatus::Answered),
+        ("senamhi", FilingStatus::Delivered),
+    ];
+    let mut timelines = Vec::new();
+    for addr in [senamhi.grpc_addr(), oefa.grpc_addr(), minam.grpc_addr()] {
+        let deadline = Instant::now() + WAIT;
+        let answer = loop {
+            let answer = track(addr, &code, &filed.verification_code).await.unwrap();
+            if answer.timeline.len() >= expected.len() || Instant::now() > deadline {
+                break answer;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let steps: Vec<(String, i32)> = answer.timeline.iter().map(|e| (e.institution.clone(), e.status)).collect();
+        let want: Vec<(String, i32)> = expected.iter().map(|(i, s)| (i.to_string(), *s as i32)).collect();
+        assert_eq!(steps, want, "timeline at {addr}");
+        assert_eq!(answer.status, FilingStatus::Delivered as i32);
+        assert_eq!(answer.current_holder, "senamhi", "the answer is back where it was filed");
+        timelines.push(answer.timeline);
+    }
+    assert_eq!(timelines[0], timelines[1], "senamhi and oefa show the same timeline");
+    assert_eq!(timelines[1], timelines[2], "oefa and minam show the same timeline");
+    let citizen = track(senamhi.grpc_addr(), &code, &filed.verification_code).await.unwrap();
+    assert_eq!(citizen.answer_documents.len(), 1, "the citizen's view at senamhi shows the answer");
+
+    // The receipt chain verifies end to end, hop by hop.
+    let chain = at_senamhi
+        .get_receipt_chain(GetReceiptRequest { tracking_code: code.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(chain.verified);
+    assert_eq!(chain.receipts.len(), 4, "original, correction, forward and answer");
+    let directory = Directory::load(&federation.root.join("directory.toml")).unwrap();
+    let receipts = ecointegra_node::custody::verify_chain(&chain.receipts, &directory).unwrap();
+    let hops: Vec<(u32, &str)> = receipts.iter().map(|r| (r.hop, r.receiving_institution.as_str())).collect();
+    assert_eq!(hops, [(1, "oefa"), (2, "oefa"), (3, "minam"), (4, "senamhi")]);
+    let mut tampered = chain.receipts.clone();
+    tampered.swap(1, 2);
+    assert!(ecointegra_node::custody::verify_chain(&tampered, &directory).is_err());
+
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+    minam.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
+    let federation = Federation::new("transitions", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut at_senamhi = client(senamhi.grpc_addr()).await;
+    let mut at_oefa = client(oefa.grpc_addr()).await;
+    let filed = submit(&mut at_senamhi, header("oefa", "Consulta"), &[Doc::new("a.pdf", 100, 1)]).await.unwrap();
+    let code = filed.tracking_code;
+    wait_until(&mut at_oefa, &code, "delivered", is(FilingStatus::Delivered, Direction::Inbound)).await;
+
+    // Forward needs RECEIVED.
+    let err = at_oefa
+        .forward_filing(ForwardFilingRequest {
+            tracking_code: code.clone(),
+            action_id: "f-early".into(),
+            destination: "senamhi".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("is DELIVERED"), "{}", err.message());
+
+    let receive = |id: &str| ReceiveFilingRequest {
+        tracking_code: code.clone(),
+        action_id: id.into(),
+        registry_number: "R-1".into(),
+        office: "Mesa de partes".into(),
+    };
+    let first = at_oefa.receive_filing(receive("r-1")).await.unwrap().into_inner();
+    let again = at_oefa.receive_filing(receive("r-1")).await.unwrap().into_inner();
+    assert_eq!(first, again, "a repeated action id returns the first answer");
+    let err = at_oefa.receive_filing(receive("r-2")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("is RECEIVED"), "{}", err.message());
+
+    let archive = ArchiveFilingRequest { tracking_code: code.clone(), action_id: "a-1".into(), note: String::new() };
+    at_oefa.archive_filing(archive.clone()).await.unwrap();
+    at_oefa.archive_filing(archive).await.unwrap();
+    let err = at_oefa
+        .observe_filing(ObserveFilingRequest { tracking_code: code.clone(), action_id: "o-1".into(), reason: "tarde".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("is ARCHIVED"), "{}", err.message());
+
+    // Missing fields are named.
+    let err = at_oefa
+        .observe_filing(ObserveFilingRequest { tracking_code: code.clone(), action_id: "o-2".into(), reason: " ".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("reason"), "{}", err.message());
+
+    // One RECEIVED and one ARCHIVED step, though each was asked twice.
+    let store = federation.store_path("oefa");
+    let deadline = Instant::now() + WAIT;
+    let timeline = loop {
+        let t = track(oefa.grpc_addr(), &code, &filed.verification_code).await.unwrap().timeline;
+        if t.len() >= 5 || Instant::now() > deadline {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let statuses: Vec<i32> = timeline.iter().map(|e| e.status).collect();
+    use FilingStatus::*;
+    assert_eq!(statuses, [Registered, Sent, Delivered, Received, Archived].map(|s| s as i32));
+    assert_eq!(count_rows(&store, "SELECT COUNT(*) FROM actions"), 2);
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+#[tokio::test]
+async fn replayed_tracking_events_do_not_duplicate_the_timeline() {
+    let federation = Federation::new("replay", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut at_senamhi = client(senamhi.grpc_addr()).await;
+    let filed = submit(&mut at_senamhi, header("oefa", "Consulta"), &[Doc::new("a.pdf", 100, 1)]).await.unwrap();
+    let code = filed.tracking_code;
+    let deadline = Instant::now() + WAIT;
+    while track(oefa.grpc_addr(), &code, &filed.verification_code).await.map(|t| t.timeline.len()).unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "the timeline never reached oefa");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Publish every tracking record again, then make oefa re-read the topic
+    // from the start as well.
+    let topic = format!("{}.tracking", federation.prefix);
+    let records = read_topic(&topic, 3, Duration::from_secs(20));
+    assert_eq!(records.len(), 3);
+    for record in &records {
+        use rdkafka::Message as _;
+        produce_raw(&topic, &code, record.payload().unwrap()).await;
+    }
+    oefa.shutdown().await;
+    let store = rusqlite::Connection::open(federation.store_path("oefa")).unwrap();
+    store.execute("DELETE FROM inbox_offsets WHERE topic = ?1", [&topic]).unwrap();
+    drop(store);
+    let oefa = federation.start("oefa").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let read: i64 = count_rows(
+            &federation.store_path("oefa"),
+            &format!("SELECT COALESCE(SUM(next_offset), 0) FROM inbox_offsets WHERE topic = '{topic}'"),
+        );
+        if read >= 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replay was not read");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let timeline = track(oefa.grpc_addr(), &code, &filed.verification_code).await.unwrap().timeline;
+    assert_eq!(timeline.len(), 3, "REGISTERED, SENT, DELIVERED once each: {timeline:?}");
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_verification_code_is_indistinguishable_from_an_unknown_code() {
+    let federation = Federation::with_settings(
+        "verification",
+        &["senamhi", "oefa"],
+        "\n[tracking]\nmax_failures_per_minute = 3\n",
+    );
+    let senamhi = federation.start("senamhi").await;
+    let mut at_senamhi = client(senamhi.grpc_addr()).await;
+    let filed = submit(&mut at_senamhi, header("oefa", "Consulta"), &[Doc::new("a.pdf", 100, 1)]).await.unwrap();
+    let addr = senamhi.grpc_addr();
+    let right = track(addr, &filed.tracking_code, &filed.verification_code.to_lowercase()).await.unwrap();
+    assert_eq!(right.tracking_code, filed.tracking_code, "codes are not case-sensitive");
+
+    let wrong = track(addr, &filed.tracking_code, "ZZZZZZZZ").await.unwrap_err();
+    let unknown = track(addr, "SENAMHI-2026-00000000", &filed.verification_code).await.unwrap_err();
+    assert_eq!(wrong.code(), Code::NotFound);
+    assert_eq!((wrong.code(), wrong.message()), (unknown.code(), unknown.message()));
+
+    // The third failure in a minute is the last one answered.
+    let _ = track(addr, &filed.tracking_code, "YYYYYYYY").await.unwrap_err();
+    let limited = track(addr, &filed.tracking_code, &filed.verification_code).await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    senamhi.shutdown().await;
+}
+
+#[tokio::test]
+async fn due_dates_skip_weekends_and_configured_holidays() {
+    use ecointegra_node::deadlines::{Calendar, Day};
+    // Make the next two weekdays holidays, so they must be skipped.
+    let today = Day::of_ms(ecointegra_broker::now_ms(), -300);
+    let mut holidays = Vec::new();
+    let mut day = today;
+    while holidays.len() < 2 {
+        day = Day(day.0 + 1);
+        if !day.is_weekend() {
+            holidays.push(day);
+        }
+    }
+    let listed: Vec<String> = holidays.iter().map(|d| format!("\"{d}\"")).collect();
+    let federation = Federation::with_settings(
+        "deadlines",
+        &["senamhi", "oefa"],
+        &format!(
+            "\n[deadlines]\ndefault_business_days = 3\nholidays = [{}]\n[deadlines.business_days_by_type]\n\"acceso-a-la-informacion\" = 7\n",
+            listed.join(", ")
+        ),
+    );
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut at_senamhi = client(senamhi.grpc_addr()).await;
+    let mut at_oefa = client(oefa.grpc_addr()).await;
+    let mut typed = header("oefa", "Acceso a la información");
+    typed.filing_type = "acceso-a-la-informacion".into();
+    let general = submit(&mut at_senamhi, header("oefa", "General"), &[Doc::new("a.pdf", 10, 1)]).await.unwrap();
+    let access = submit(&mut at_senamhi, typed, &[Doc::new("b.pdf", 10, 2)]).await.unwrap();
+
+    // Expected dates, counted here by hand: skip Saturdays, Sundays and the holidays.
+    let expect = |n: u32| {
+        let mut day = today;
+        let mut left = n;
+        while left > 0 {
+            day = Day(day.0 + 1);
+            if !day.is_weekend() && !holidays.contains(&day) {
+                left -= 1;
+            }
+        }
+        day.to_string()
+    };
+    let g = wait_until(&mut at_oefa, &general.tracking_code, "general", is(FilingStatus::Delivered, Direction::Inbound)).await;
+    let a = wait_until(&mut at_oefa, &access.tracking_code, "access", is(FilingStatus::Delivered, Direction::Inbound)).await;
+    assert_eq!(g.due_date, expect(3));
+    assert_eq!(a.due_date, expect(7), "the type's own period applies");
+    let calendar = Calendar::new(&federation.config("oefa").deadlines);
+    assert_eq!(calendar.add_business_days(today, 3).to_string(), expect(3));
+
+    // Both are listed as due within their windows; the timeline shows the date.
+    let due = at_oefa
+        .list_due(ecointegra_proto::v1::ListDueRequest { within_days: 31 })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: Vec<(String, i32)> = due
+        .filings
+        .iter()
+        .map(|d| (d.filing.as_ref().unwrap().tracking_code.clone(), d.business_days_left))
+        .collect();
+    assert!(listed.contains(&(general.tracking_code.clone(), 3)), "{listed:?}");
+    assert!(listed.contains(&(access.tracking_code.clone(), 7)), "{listed:?}");
+    let timeline = track(oefa.grpc_addr(), &general.tracking_code, &general.verification_code).await.unwrap();
+    assert_eq!(timeline.due_date, expect(3));
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
