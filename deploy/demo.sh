@@ -45,12 +45,13 @@ running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 write_federation() {
   local id exe="$1"
   mkdir -p "$demo"
+  # The sector authority signs every institution's directory entry.
   if [[ ! -f "$demo/directory.toml" ]]; then
-    : > "$demo/directory.toml.new"
+    [[ -f "$demo/authority.key" ]] || "$exe" directory authority --out "$demo/authority.key" > "$demo/authority.pub"
     for id in "${institutions[@]}"; do
       [[ -f "$demo/$id.key" ]] || "$exe" keys generate --out "$demo/$id.key" >/dev/null
-      printf '[[institution]]\nid = "%s"\nname = "%s"\nsigning_key = "%s"\n\n' \
-        "$id" "${names[$id]}" "$("$exe" keys public --key "$demo/$id.key")" >> "$demo/directory.toml.new"
+      "$exe" directory sign --authority "$demo/authority.key" --institution-key "$demo/$id.key" \
+        --id "$id" --name "${names[$id]}" --version 1 --file "$demo/directory.toml.new" >/dev/null
     done
     mv "$demo/directory.toml.new" "$demo/directory.toml"
   fi
@@ -70,6 +71,7 @@ topic_prefix = "$prefix"
 [keys]
 signing_key_file = "$id.key"
 directory_file = "directory.toml"
+authority_public_key = "$(cat "$demo/authority.pub")"
 TOML
   done
 }
@@ -137,6 +139,16 @@ cmd_up() {
   echo
   echo "At oefa's node:"
   "$exe" filing inbox --node "$oefa"
+  echo
+  echo "The citizen tracks it at minam's portal (any node answers):"
+  local verification minam="127.0.0.1:$(port_of minam)"
+  verification="$(echo "$out" | awk '/^verification code:/ {print $3}')"
+  n=0
+  until "$exe" track --node "$minam" --verification "$verification" "$code" 2>/dev/null | grep -q entregado; do
+    n=$((n + 1)); [[ $n -lt 100 ]] || break
+    sleep 0.1
+  done
+  "$exe" track --node "$minam" --verification "$verification" "$code"
   echo
   cmd_status
   cat <<EOF_HELP

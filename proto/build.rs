@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ecointegra/v1/envelope.proto",
         "ecointegra/v1/transfer.proto",
         "ecointegra/v1/filing.proto",
+        "ecointegra/v1/operations.proto",
+        "ecointegra/v1/directory.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -87,6 +87,22 @@ impl Sealer {
     }
 }
 
+impl Sealer {
+    /// Encrypts `payload` for the recipient's X25519 key, then seals it.
+    pub fn seal_encrypted(
+        &self,
+        message_id: String,
+        message_type: MessageType,
+        recipient: &str,
+        recipient_key: &[u8; 32],
+        payload: &[u8],
+    ) -> Result<Envelope, String> {
+        let context = context(&message_id, &self.institution, recipient);
+        let sealed = crate::crypto::encrypt(recipient_key, &context, payload)?;
+        Ok(self.seal(message_id, message_type, recipient, sealed))
+    }
+}
+
 /// Why a record was not accepted. Goes to the DLQ as its reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
@@ -151,10 +167,69 @@ pub fn open(bytes: &[u8], directory: &Directory, recipient: &str) -> Result<Enve
             ),
         );
     };
-    if let Err(reason) = verify_signature(&envelope, &sender.signing_key) {
-        return reject("signature", reason);
+    let now = crate::now_ms();
+    if let Some(reason) = sender.inactive_reason(now) {
+        return reject("sender-inactive", reason);
     }
-    Ok(envelope)
+    let Err(reason) = verify_signature(&envelope, &sender.signing_key) else {
+        return Ok(envelope);
+    };
+    // Signed before a key rotation: accepted while the retired key is.
+    for (key, accept_until_ms) in &sender.retired_keys {
+        if verify_signature(&envelope, key).is_ok() {
+            if now <= *accept_until_ms {
+                return Ok(envelope);
+            }
+            return reject(
+                "key-retired",
+                format!(
+                    "{} is signed with a key {} retired and no longer accepts",
+                    envelope.message_id, envelope.sender
+                ),
+            );
+        }
+    }
+    reject("signature", reason)
+}
+
+/// Payload types that travel encrypted for their recipient.
+pub fn is_encrypted(message_type: MessageType) -> bool {
+    matches!(
+        message_type,
+        MessageType::Chunk | MessageType::Manifest | MessageType::Notice
+    )
+}
+
+/// What a payload's encryption is bound to.
+fn context(message_id: &str, sender: &str, recipient: &str) -> Vec<u8> {
+    [message_id, sender, recipient].join("\0").into_bytes()
+}
+
+/// Decrypts (where its type is encrypted) and decodes an opened envelope's
+/// payload with this institution's keys, current first.
+pub fn open_payload<M: Message + Default>(
+    envelope: &Envelope,
+    keys: &[SigningIdentity],
+) -> Result<M, Rejection> {
+    let message_type = MessageType::try_from(envelope.message_type).unwrap_or_default();
+    if !is_encrypted(message_type) {
+        return payload(envelope);
+    }
+    let context = context(&envelope.message_id, &envelope.sender, &envelope.recipient);
+    let plain = crate::crypto::decrypt(keys, &context, &envelope.payload).map_err(|e| {
+        Rejection::new(
+            "decrypt",
+            format!("payload of {} cannot be decrypted: {e}", envelope.message_id),
+        )
+        .about(envelope)
+    })?;
+    M::decode(plain.as_slice()).map_err(|e| {
+        Rejection::new(
+            "decode",
+            format!("payload of {} is not a valid {}: {e}", envelope.message_id, message_type.as_str_name()),
+        )
+        .about(envelope)
+    })
 }
 
 /// Checks an envelope's signature against one public key.
@@ -190,20 +265,14 @@ pub fn payload<M: Message + Default>(envelope: &Envelope) -> Result<M, Rejection
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::{DirectoryFile, EntryFile};
+    use crate::directory::entry_for;
 
     fn directory_with(entries: &[(&str, &SigningIdentity)]) -> Directory {
-        Directory::from_file(DirectoryFile {
-            institution: entries
-                .iter()
-                .map(|(id, key)| EntryFile {
-                    id: (*id).into(),
-                    name: id.to_uppercase(),
-                    signing_key: key.public_key_hex(),
-                })
-                .collect(),
-        })
-        .unwrap()
+        let mut directory = Directory::default();
+        for (id, key) in entries {
+            directory.insert(&entry_for(id, &id.to_uppercase(), key, 1)).unwrap();
+        }
+        directory
     }
 
     #[test]
@@ -265,5 +334,55 @@ mod tests {
                 ..a.clone()
             })
         );
+    }
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+    use crate::directory::entry_for;
+    use ecointegra_proto::v1::{EntryStatus, RetiredKey};
+
+    #[test]
+    fn retired_keys_are_accepted_until_their_time_and_suspension_refuses() {
+        let old = SigningIdentity::generate();
+        let new = SigningIdentity::generate();
+        let mut entry = entry_for("senamhi", "SENAMHI", &new, 2);
+        entry.retired_signing_keys.push(RetiredKey {
+            signing_key: old.public_key().as_bytes().to_vec(),
+            accept_until_ms: crate::now_ms() + 60_000,
+        });
+        let mut directory = Directory::default();
+        directory.insert(&entry).unwrap();
+        let by_old = Sealer::new("senamhi", old.clone()).seal("m".into(), MessageType::Chunk, "oefa", vec![1]);
+        assert!(open(&by_old.encode_to_vec(), &directory, "oefa").is_ok());
+
+        entry.version = 3;
+        entry.retired_signing_keys[0].accept_until_ms = crate::now_ms() - 1;
+        directory.insert(&entry).unwrap();
+        assert_eq!(open(&by_old.encode_to_vec(), &directory, "oefa").unwrap_err().code, "key-retired");
+
+        entry.version = 4;
+        entry.status = EntryStatus::Suspended as i32;
+        directory.insert(&entry).unwrap();
+        let by_new = Sealer::new("senamhi", new).seal("n".into(), MessageType::Chunk, "oefa", vec![1]);
+        assert_eq!(open(&by_new.encode_to_vec(), &directory, "oefa").unwrap_err().code, "sender-inactive");
+    }
+
+    #[test]
+    fn encrypted_payloads_open_only_for_the_recipient() {
+        let senamhi = SigningIdentity::generate();
+        let oefa = SigningIdentity::generate();
+        let sealer = Sealer::new("senamhi", senamhi);
+        let chunk = ecointegra_proto::v1::Chunk { data: b"contenido secreto".to_vec(), ..Default::default() };
+        let envelope = sealer
+            .seal_encrypted("c-1".into(), MessageType::Chunk, "oefa", &oefa.encryption_public_key(), &chunk.encode_to_vec())
+            .unwrap();
+        assert!(!envelope.payload.windows(9).any(|w| w == b"contenido"));
+        let opened: ecointegra_proto::v1::Chunk = open_payload(&envelope, std::slice::from_ref(&oefa)).unwrap();
+        assert_eq!(opened.data, b"contenido secreto");
+        let stranger = SigningIdentity::generate();
+        let err = open_payload::<ecointegra_proto::v1::Chunk>(&envelope, &[stranger]).unwrap_err();
+        assert_eq!(err.code, "decrypt");
     }
 }

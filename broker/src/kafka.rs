@@ -2,7 +2,7 @@
 
 use crate::Error;
 use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -10,6 +10,7 @@ use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Header keys on every record, readable by standard Kafka tools.
@@ -60,7 +61,72 @@ impl KafkaSettings {
 /// An idempotent producer (`enable.idempotence=true`, `acks=all`).
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: FutureProducer<StatsContext>,
+    stats: Arc<Mutex<Option<ClientStats>>>,
+}
+
+/// A few key numbers of librdkafka's statistics for one client, as of its
+/// last report (`statistics.interval.ms`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientStats {
+    /// Messages waiting in the client's queues.
+    pub queued_messages: u64,
+    /// Bytes of those messages.
+    pub queued_bytes: u64,
+    /// Messages sent to (or received from) brokers since the client started.
+    pub tx_messages: i64,
+    pub tx_message_bytes: i64,
+    pub rx_messages: i64,
+    pub rx_message_bytes: i64,
+    /// Per broker (`host:port/id`): connection state, average round-trip time
+    /// in microseconds, transmission errors, retries and request timeouts.
+    pub brokers: Vec<BrokerStats>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BrokerStats {
+    pub name: String,
+    pub up: bool,
+    pub rtt_avg_us: i64,
+    pub tx_errors: u64,
+    pub tx_retries: u64,
+    pub request_timeouts: u64,
+}
+
+/// Keeps the last statistics librdkafka reported.
+#[derive(Clone, Default)]
+pub struct StatsContext {
+    latest: Arc<Mutex<Option<ClientStats>>>,
+}
+
+impl ClientContext for StatsContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut brokers: Vec<BrokerStats> = statistics
+            .brokers
+            .values()
+            // Bootstrap placeholders (nodeid -1) duplicate the real brokers.
+            .filter(|b| b.nodeid >= 0)
+            .map(|b| BrokerStats {
+                name: b.name.clone(),
+                up: b.state == "UP",
+                rtt_avg_us: b.rtt.as_ref().map_or(0, |w| w.avg),
+                tx_errors: b.txerrs,
+                tx_retries: b.txretries,
+                request_timeouts: b.req_timeouts,
+            })
+            .collect();
+        brokers.sort_by(|a, b| a.name.cmp(&b.name));
+        let snapshot = ClientStats {
+            queued_messages: statistics.msg_cnt,
+            queued_bytes: statistics.msg_size,
+            tx_messages: statistics.txmsgs,
+            tx_message_bytes: statistics.txmsg_bytes,
+            rx_messages: statistics.rxmsgs,
+            rx_message_bytes: statistics.rxmsg_bytes,
+            brokers,
+        };
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+    }
 }
 
 /// A record handed to the producer, not yet acknowledged by the broker.
@@ -95,6 +161,7 @@ impl Publisher {
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            .set("statistics.interval.ms", "5000")
             .set("linger.ms", "2")
             .set("compression.type", "none")
             .set(
@@ -104,10 +171,12 @@ impl Publisher {
         for (key, value) in &settings.options {
             config.set(key, value);
         }
+        let context = StatsContext::default();
+        let stats = context.latest.clone();
         let producer = config
-            .create()
+            .create_with_context(context)
             .map_err(|e| Error::kafka("could not create the producer", e))?;
-        Ok(Self { producer })
+        Ok(Self { producer, stats })
     }
 
     /// Hands a record to the producer, waiting while its queue is full.
@@ -188,6 +257,14 @@ impl Publisher {
     /// Records still queued in the producer.
     pub fn in_flight(&self) -> i32 {
         self.producer.in_flight_count()
+    }
+
+    /// The producer's last librdkafka statistics, if it has reported yet.
+    pub fn statistics(&self) -> Option<ClientStats> {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

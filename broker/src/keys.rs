@@ -80,6 +80,22 @@ impl SigningIdentity {
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
+
+    /// Input keying material for the institution's X25519 encryption key,
+    /// derived from the signing secret under its own domain tag, so one key
+    /// file holds both and they rotate together.
+    pub(crate) fn encryption_ikm(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"ecointegra.v1.x25519\0");
+        hasher.update(self.key.to_bytes());
+        hasher.finalize().into()
+    }
+
+    /// The X25519 public key others encrypt content for this institution to.
+    pub fn encryption_public_key(&self) -> [u8; 32] {
+        crate::crypto::public_key(self)
+    }
 }
 
 /// Parses a public key written as 64 hex characters.

@@ -10,6 +10,7 @@
 //!
 //! This crate knows nothing of gRPC or of the node's storage engine.
 
+pub mod crypto;
 pub mod directory;
 pub mod dlq;
 pub mod envelope;

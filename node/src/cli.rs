@@ -37,6 +37,9 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The sector directory: authority key, signed entries, publication.
+    #[command(subcommand)]
+    Directory(crate::cli_directory::DirectoryCommand),
     /// Submit, read and download filings through a node's gRPC service.
     #[command(subcommand)]
     Filing(FilingCommand),
@@ -281,6 +284,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", SigningIdentity::load(&key)?.public_key_hex());
         }
         Command::Filing(command) => filing(command).await?,
+        Command::Directory(command) => crate::cli_directory::run(command).await?,
         Command::Track { node, verification, tracking_code } => {
             crate::cli_actions::track(&node, &tracking_code, &verification).await?
         }

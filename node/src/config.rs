@@ -81,9 +81,17 @@ impl std::fmt::Debug for KafkaConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
-    /// This institution's Ed25519 secret key (`ecointegra keys generate`).
+    /// This institution's Ed25519 secret key (`ecointegra keys generate`); its
+    /// X25519 encryption key is derived from it.
     pub signing_key_file: PathBuf,
-    /// The sector directory: institutions and their public keys.
+    /// Earlier key files of this institution, kept after a rotation so that
+    /// content encrypted to the old key can still be opened.
+    pub previous_signing_key_files: Vec<PathBuf>,
+    /// The sector authority's Ed25519 public key (64 hex): the trust anchor.
+    /// Directory entries it did not sign are refused.
+    pub authority_public_key: String,
+    /// Bootstrap file of signed directory entries; newer entries arrive on the
+    /// `<prefix>.directory` topic.
     pub directory_file: PathBuf,
 }
 
@@ -170,6 +178,8 @@ impl Default for Config {
             },
             keys: KeysConfig {
                 signing_key_file: PathBuf::from("node.key"),
+                previous_signing_key_files: Vec::new(),
+                authority_public_key: String::new(),
                 directory_file: PathBuf::from("directory.toml"),
             },
             transfer: TransferConfig {
@@ -224,7 +234,10 @@ impl Config {
                 &mut config.data_dir,
                 &mut config.keys.signing_key_file,
                 &mut config.keys.directory_file,
-            ] {
+            ]
+            .into_iter()
+            .chain(config.keys.previous_signing_key_files.iter_mut())
+            {
                 if path.is_relative() {
                     *path = base.join(&*path);
                 }
@@ -261,6 +274,9 @@ impl Config {
                 "kafka.topic_prefix",
                 "must be letters, digits, '.', '_' or '-'",
             ));
+        }
+        if let Err(e) = ecointegra_broker::keys::parse_public_key(&self.keys.authority_public_key) {
+            return Err(ConfigError::field("keys.authority_public_key", e));
         }
         if self.kafka.partitions < 1 {
             return Err(ConfigError::field("kafka.partitions", "must be at least 1"));
@@ -366,7 +382,7 @@ fn describe_figment_error(error: figment::Error) -> String {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "institution = \"oefa\"\n";
+    const MINIMAL: &str = "institution = \"oefa\"\n[keys]\nauthority_public_key = \"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"\n";
 
     #[test]
     fn defaults_and_minimal_file() {

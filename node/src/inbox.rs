@@ -58,11 +58,18 @@ pub enum Feed {
     Inbox,
     /// The sector's tracking events.
     Tracking,
+    /// Signed directory entries.
+    Directory,
 }
 
 /// Consumes this institution's inbox.
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     consume(shared, Feed::Inbox, cancel).await
+}
+
+/// Follows the directory topic: new institutions, key rotations, suspensions.
+pub async fn run_directory(shared: Arc<Shared>, cancel: CancellationToken) {
+    consume(shared, Feed::Directory, cancel).await
 }
 
 /// Consumes the sector's tracking topic into the local timeline.
@@ -125,6 +132,7 @@ async fn connect(shared: &Arc<Shared>, feed: Feed) -> Result<Arc<InboxConsumer>>
     let (topic, group) = match feed {
         Feed::Inbox => (shared.inbox_topic(), shared.group_id()),
         Feed::Tracking => (shared.topics.tracking(), format!("{}.tracking", shared.group_id())),
+        Feed::Directory => (shared.topics.directory(), format!("{}.directory", shared.group_id())),
     };
     let consumer = Arc::new(InboxConsumer::new(&settings, &group, &topic)?);
     let c = consumer.clone();
@@ -259,9 +267,13 @@ async fn process(
 ) -> Result<(), Fault> {
     let value = record.payload().unwrap_or_default();
     let directory = shared.directory();
-    if feed == Feed::Tracking {
-        let envelope = envelope::open(value, &directory, crate::tracking::BROADCAST)?;
-        return crate::tracking::apply(shared, envelope, position).await;
+    match feed {
+        Feed::Tracking => {
+            let envelope = envelope::open(value, &directory, crate::tracking::BROADCAST)?;
+            return crate::tracking::apply(shared, envelope, position).await;
+        }
+        Feed::Directory => return directory_entry(shared, value, position).await,
+        Feed::Inbox => {}
     }
     let envelope = envelope::open(value, &directory, shared.institution())?;
     match MessageType::try_from(envelope.message_type) {
@@ -281,6 +293,30 @@ async fn process(
     }
 }
 
+/// A signed directory entry from the topic: verified against the trust anchor,
+/// kept, and in force at once.
+async fn directory_entry(shared: &Arc<Shared>, value: &[u8], position: Position<'_>) -> Result<(), Fault> {
+    let signed = ecointegra_proto::v1::SignedDirectoryEntry::decode(value)
+        .map_err(|e| Rejection::new("directory", format!("not a signed directory entry: {e}")))?;
+    let entry = ecointegra_broker::directory::verify_entry(&signed, &shared.anchor)
+        .map_err(|reason| Rejection::new("directory", reason))?;
+    let mut directory = (*shared.directory()).clone();
+    let changed = directory
+        .insert(&entry)
+        .map_err(|reason| Rejection::new("directory", reason))?;
+    let (topic, partition, offset) = owned(position);
+    let id = entry.institution_id.clone();
+    shared
+        .store
+        .run(move |s| s.apply_directory_entry(Position { topic: &topic, partition, offset }, &id, entry.version, &signed))
+        .await?;
+    if changed {
+        tracing::info!(institution = %entry.institution_id, version = entry.version, "Directory entry in force.");
+        shared.set_directory(directory);
+    }
+    Ok(())
+}
+
 /// Owned copy of a position, for store work on another thread.
 fn owned(position: Position<'_>) -> (String, i32, i64) {
     (
@@ -295,7 +331,7 @@ async fn chunk(
     envelope: Envelope,
     position: Position<'_>,
 ) -> Result<(), Fault> {
-    let chunk: Chunk = envelope::payload(&envelope)?;
+    let chunk: Chunk = envelope::open_payload(&envelope, &shared.keyring)?;
     let reject =
         |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
     let (topic, partition, offset) = owned(position);
@@ -434,7 +470,7 @@ async fn manifest(
     envelope: Envelope,
     position: Position<'_>,
 ) -> Result<(), Fault> {
-    let manifest: Manifest = envelope::payload(&envelope)?;
+    let manifest: Manifest = envelope::open_payload(&envelope, &shared.keyring)?;
     let reject =
         |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
     let Some(transfer) = manifest.transfer.clone() else {
@@ -850,7 +886,7 @@ async fn receipt(
 }
 
 async fn notice(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>) -> Result<(), Fault> {
-    let notice: Notice = envelope::payload(&envelope)?;
+    let notice: Notice = envelope::open_payload(&envelope, &shared.keyring)?;
     let reject = |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
     let status = FilingStatus::try_from(notice.status).unwrap_or_default();
     if !matches!(status, FilingStatus::Observed | FilingStatus::Rejected) {

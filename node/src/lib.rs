@@ -18,6 +18,7 @@ pub mod bench;
 pub mod blobs;
 pub mod cli;
 mod cli_actions;
+mod cli_directory;
 pub mod config;
 pub mod custody;
 pub mod deadlines;

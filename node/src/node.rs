@@ -25,7 +25,12 @@ pub struct Shared {
     pub sealer: Sealer,
     pub topics: Topics,
     pub publisher: Publisher,
-    directory: Arc<Directory>,
+    directory: std::sync::RwLock<Arc<Directory>>,
+    /// The sector authority's key: directory entries must be signed by it.
+    pub anchor: ed25519_dalek::VerifyingKey,
+    /// This institution's keys, current first, then those kept from before a
+    /// rotation (for decrypting what is still in flight).
+    pub keyring: Vec<SigningIdentity>,
     /// Wakes the outbox relay when something was queued.
     pub relay_wake: Notify,
     /// The id of the newest inbound filing, for inbox streams.
@@ -42,7 +47,12 @@ impl Shared {
     }
 
     pub fn directory(&self) -> Arc<Directory> {
-        self.directory.clone()
+        self.directory.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the directory (a newer signed entry arrived).
+    pub fn set_directory(&self, directory: Directory) {
+        *self.directory.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(directory);
     }
 
     pub fn inbox_topic(&self) -> String {
@@ -87,21 +97,29 @@ impl Node {
         let topics = Topics::new(config.kafka.topic_prefix.clone());
         let store = Store::open(&config.data_dir.join("node.sqlite3"), sealer.clone(), topics.tracking())?;
         let blobs = Blobs::open(&config.data_dir)?;
-        let directory = Directory::load(&config.keys.directory_file)?;
+        let anchor = ecointegra_broker::keys::parse_public_key(&config.keys.authority_public_key)
+            .map_err(|e| Error::FailedPrecondition(format!("keys.authority_public_key: {e}")))?;
+        let mut directory = Directory::load(&config.keys.directory_file, &anchor)?;
+        // Entries learnt from the directory topic before a restart.
+        for entry in store.directory_entries()? {
+            if let Ok(entry) = ecointegra_broker::directory::verify_entry(&entry, &anchor) {
+                let _ = directory.insert(&entry);
+            }
+        }
         match directory.get(&config.institution) {
             Some(me) if me.signing_key == identity.public_key() => {}
-            Some(_) => {
-                return Err(Error::FailedPrecondition(format!(
-                    "the directory lists another public key for {}; keys.signing_key_file does not match it",
-                    config.institution
-                )));
-            }
-            None => {
-                return Err(Error::FailedPrecondition(format!(
-                    "the directory does not list this institution ({})",
-                    config.institution
-                )));
-            }
+            Some(_) => tracing::warn!(
+                institution = %config.institution,
+                "The directory lists another signing key for this institution; until an entry with this key arrives, other institutions refuse its messages."
+            ),
+            None => tracing::warn!(
+                institution = %config.institution,
+                "The directory does not list this institution yet; other institutions refuse its messages until it does."
+            ),
+        }
+        let mut keyring = vec![identity.clone()];
+        for path in &config.keys.previous_signing_key_files {
+            keyring.push(SigningIdentity::load(path)?);
         }
         let publisher = Publisher::new(
             &config.kafka_settings(),
@@ -121,7 +139,9 @@ impl Node {
             sealer,
             topics,
             limiter: crate::tracking::Limiter::default(),
-            directory: Arc::new(directory),
+            directory: std::sync::RwLock::new(Arc::new(directory)),
+            anchor,
+            keyring,
             config,
             store,
             blobs,
@@ -142,6 +162,7 @@ impl Node {
         tracker.spawn(crate::relay::run(shared.clone(), cancel.clone()));
         tracker.spawn(crate::inbox::run(shared.clone(), cancel.clone()));
         tracker.spawn(crate::inbox::run_tracking(shared.clone(), cancel.clone()));
+        tracker.spawn(crate::inbox::run_directory(shared.clone(), cancel.clone()));
         tracker.spawn(crate::service::serve(
             shared.clone(),
             listener,

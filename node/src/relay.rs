@@ -132,6 +132,23 @@ async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
         .await?
         .ok_or_else(|| Error::NotFound(format!("the filing of transfer {transfer_id}")))?;
     let topic = shared.topics.inbox(&filing.destination);
+    // Content is encrypted for the destination: Kafka sees only ciphertext.
+    let recipient_key = shared
+        .directory()
+        .active(&filing.destination, ecointegra_broker::now_ms())
+        .map(|i| i.encryption_key)
+        .ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "{} is not an active institution of the directory; the transfer waits",
+                filing.destination
+            ))
+        })?;
+    let seal = |id: String, message_type: MessageType, payload: Vec<u8>| {
+        shared
+            .sealer
+            .seal_encrypted(id, message_type, &filing.destination, &recipient_key, &payload)
+            .map_err(|e| Error::FailedPrecondition(format!("cannot encrypt for {}: {e}", filing.destination)))
+    };
     let chunk_size = shared.config.transfer.chunk_size as u64;
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
     let mut digests = Vec::with_capacity(filing.documents.len());
@@ -157,12 +174,11 @@ async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
                 sha256: Sha256::digest(&data).to_vec(),
                 data,
             };
-            let envelope = shared.sealer.seal(
+            let envelope = seal(
                 format!("{transfer_id}/chunk/{}/{seq}", doc.index),
                 MessageType::Chunk,
-                &filing.destination,
                 chunk.encode_to_vec(),
-            );
+            )?;
             send(shared, &topic, &transfer_id, &envelope, &mut pending).await?;
         }
         digests.push(DocumentDigest {
@@ -212,12 +228,11 @@ async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
         attempt,
         chunk_size: chunk_size as u32,
     };
-    let envelope = shared.sealer.seal(
+    let envelope = seal(
         format!("{transfer_id}/manifest/{attempt}"),
         MessageType::Manifest,
-        &filing.destination,
         manifest.encode_to_vec(),
-    );
+    )?;
     send(shared, &topic, &transfer_id, &envelope, &mut pending).await?;
     while let Some(p) = pending.pop_front() {
         p.delivered().await?;

@@ -177,6 +177,12 @@ where
         }
     };
     let directory = shared.directory();
+    if let Some(reason) = directory
+        .get(shared.institution())
+        .and_then(|me| me.inactive_reason(ecointegra_broker::now_ms()))
+    {
+        return Err(Error::FailedPrecondition(format!("{reason}; it cannot send filings")));
+    }
     let violations = validate::filing_header(&header, &directory, shared.institution());
     if !violations.is_empty() {
         return Err(Error::InvalidArgument(violations));

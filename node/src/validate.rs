@@ -20,7 +20,11 @@ pub fn filing_header(header: &FilingHeader, directory: &Directory, me: &str) -> 
             "header.destination",
             format!("{destination:?} is this institution; a filing travels to another one"),
         ));
-    } else if directory.get(destination).is_none() {
+    } else if let Some(institution) = directory.get(destination) {
+        if let Some(reason) = institution.inactive_reason(ecointegra_broker::now_ms()) {
+            v.push(Violation::new("header.destination", reason));
+        }
+    } else {
         v.push(Violation::new(
             "header.destination",
             format!("{destination:?} is not an institution of the sector directory"),

@@ -214,12 +214,22 @@ fn apply(
                 tracking_seq: seq,
                 at_ms: ecointegra_broker::now_ms(),
             };
-            let sealed = shared.sealer.seal(
-                format!("{}/notice/{}", filing.transfer_id, status_name(result)),
-                MessageType::Notice,
-                &filing.origin,
-                notice.encode_to_vec(),
-            );
+            // The reason may name people: it travels encrypted for the sender.
+            let key = shared
+                .directory()
+                .get(&filing.origin)
+                .map(|i| i.encryption_key)
+                .ok_or_else(|| Error::FailedPrecondition(format!("{} is not in the directory", filing.origin)))?;
+            let sealed = shared
+                .sealer
+                .seal_encrypted(
+                    format!("{}/notice/{}", filing.transfer_id, status_name(result)),
+                    MessageType::Notice,
+                    &filing.origin,
+                    &key,
+                    &notice.encode_to_vec(),
+                )
+                .map_err(|e| Error::FailedPrecondition(format!("cannot encrypt the notice: {e}")))?;
             store::queue_envelope(
                 tx,
                 &shared.topics.inbox(&filing.origin),

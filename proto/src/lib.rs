@@ -4,6 +4,7 @@
 //! - `ecointegra/v1/envelope.proto`: the signed envelope every Kafka record carries.
 //! - `ecointegra/v1/transfer.proto`: transfer, chunk, manifest and receipt payloads.
 //! - `ecointegra/v1/filing.proto`: the gRPC `FilingService`.
+//! - `ecointegra/v1/operations.proto`: the gRPC `OperationsService` (queues, dead letters).
 //!
 //! Generated with tonic-prost-build and protox; [`FILE_DESCRIPTOR_SET`] feeds
 //! gRPC server reflection.

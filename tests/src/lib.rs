@@ -4,7 +4,9 @@
 //! `tests/run.sh` started (`KAFKA_BOOTSTRAP`). Each federation has its own
 //! topic prefix, so tests never see each other's messages.
 
+use ecointegra_broker::directory::{Authority, entry_for};
 use ecointegra_broker::keys::SigningIdentity;
+use ecointegra_proto::v1::{DirectoryEntry, SignedDirectoryEntry};
 use ecointegra_node::Config;
 use ecointegra_proto::v1::filing_service_client::FilingServiceClient;
 use ecointegra_proto::v1::{
@@ -34,6 +36,7 @@ fn unique(name: &str) -> String {
 /// Institutions with keys, a directory and a config each, under one prefix.
 pub struct Federation {
     pub root: PathBuf,
+    pub authority_public_key: String,
     pub prefix: String,
     institutions: Vec<String>,
 }
@@ -48,18 +51,19 @@ impl Federation {
         let prefix = unique(&format!("t-{test}"));
         let root = std::env::temp_dir().join("ecointegra-tests").join(&prefix);
         std::fs::create_dir_all(&root).unwrap();
-        let mut directory = String::new();
+        // The sector authority signs every institution's directory entry.
+        let authority = SigningIdentity::generate();
+        authority.save(&root.join("authority.key")).unwrap();
+        let signer = Authority::new(authority.clone());
+        let mut entries = Vec::new();
         for id in institutions {
             let identity = SigningIdentity::generate();
             identity.save(&root.join(format!("{id}.key"))).unwrap();
-            directory.push_str(&format!(
-                "[[institution]]\nid = \"{id}\"\nname = \"{}\"\nsigning_key = \"{}\"\n\n",
-                id.to_uppercase(),
-                identity.public_key_hex()
-            ));
+            entries.push(signer.sign(&entry_for(id, &id.to_uppercase(), &identity, 1)));
         }
-        std::fs::write(root.join("directory.toml"), directory).unwrap();
+        ecointegra_broker::directory::write_file(&root.join("directory.toml"), &entries).unwrap();
         let federation = Self {
+            authority_public_key: authority.public_key_hex(),
             root,
             prefix,
             institutions: institutions.iter().map(|s| s.to_string()).collect(),
@@ -75,10 +79,37 @@ impl Federation {
             "institution = \"{id}\"\ndata_dir = \"{id}-data\"\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
              [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic_prefix = \"{}\"\npartitions = 2\n\
              message_timeout_ms = 5000\n\n[keys]\nsigning_key_file = \"{id}.key\"\n\
-             directory_file = \"directory.toml\"\n\n[health]\nprobe_interval_ms = 500\n{extra}",
-            self.prefix
+             directory_file = \"directory.toml\"\nauthority_public_key = \"{}\"\n\n\
+             [health]\nprobe_interval_ms = 500\n{extra}",
+            self.prefix, self.authority_public_key
         );
         std::fs::write(self.config_path(id), text).unwrap();
+    }
+
+    /// The sector authority, to sign new directory entries in a test.
+    pub fn authority(&self) -> Authority {
+        Authority::new(SigningIdentity::load(&self.root.join("authority.key")).unwrap())
+    }
+
+    pub fn identity(&self, id: &str) -> SigningIdentity {
+        SigningIdentity::load(&self.key_path(id)).unwrap()
+    }
+
+    /// Gives an institution a key and a config, without listing it in the
+    /// bootstrap directory.
+    pub fn add_unlisted(&mut self, id: &str) -> SigningIdentity {
+        let identity = SigningIdentity::generate();
+        identity.save(&self.key_path(id)).unwrap();
+        self.institutions.push(id.to_owned());
+        self.write_config(id, &bootstrap(), "");
+        identity
+    }
+
+    /// Publishes a signed entry on the federation's directory topic.
+    pub async fn publish_entry(&self, signed: &SignedDirectoryEntry) {
+        use prost::Message;
+        let entry = DirectoryEntry::decode(signed.entry.as_slice()).unwrap();
+        produce_raw(&format!("{}.directory", self.prefix), &entry.institution_id, &signed.encode_to_vec()).await;
     }
 
     pub fn institutions(&self) -> &[String] {

@@ -28,6 +28,20 @@ async fn track(addr: SocketAddr, code: &str, verification: &str) -> Result<Track
         .map(|r| r.into_inner())
 }
 
+/// Polls a node's tracking until it knows at least `steps` steps of `code`
+/// (events from other institutions arrive through the tracking topic).
+async fn track_until(addr: SocketAddr, code: &str, verification: &str, steps: usize) -> TrackResponse {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match track(addr, code, verification).await {
+            Ok(answer) if answer.timeline.len() >= steps => return answer,
+            Ok(answer) if Instant::now() > deadline => return answer,
+            Err(e) if Instant::now() > deadline => panic!("{code} not trackable at {addr}: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Polls a node until its newest record of `code` matches.
 async fn wait_until(client: &mut Client, code: &str, what: &str, check: impl Fn(&Filing) -> bool) -> Filing {
     let deadline = Instant::now() + WAIT;
@@ -178,14 +192,7 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
     ];
     let mut timelines = Vec::new();
     for addr in [senamhi.grpc_addr(), oefa.grpc_addr(), minam.grpc_addr()] {
-        let deadline = Instant::now() + WAIT;
-        let answer = loop {
-            let answer = track(addr, &code, &filed.verification_code).await.unwrap();
-            if answer.timeline.len() >= expected.len() || Instant::now() > deadline {
-                break answer;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let answer = track_until(addr, &code, &filed.verification_code, expected.len()).await;
         let steps: Vec<(String, i32)> = answer.timeline.iter().map(|e| (e.institution.clone(), e.status)).collect();
         let want: Vec<(String, i32)> = expected.iter().map(|(i, s)| (i.to_string(), *s as i32)).collect();
         assert_eq!(steps, want, "timeline at {addr}");
@@ -206,7 +213,8 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         .into_inner();
     assert!(chain.verified);
     assert_eq!(chain.receipts.len(), 4, "original, correction, forward and answer");
-    let directory = Directory::load(&federation.root.join("directory.toml")).unwrap();
+    let anchor = ecointegra_broker::keys::parse_public_key(&federation.authority_public_key).unwrap();
+    let directory = Directory::load(&federation.root.join("directory.toml"), &anchor).unwrap();
     let receipts = ecointegra_node::custody::verify_chain(&chain.receipts, &directory).unwrap();
     let hops: Vec<(u32, &str)> = receipts.iter().map(|r| (r.hop, r.receiving_institution.as_str())).collect();
     assert_eq!(hops, [(1, "oefa"), (2, "oefa"), (3, "minam"), (4, "senamhi")]);
@@ -276,14 +284,7 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
 
     // One RECEIVED and one ARCHIVED step, though each was asked twice.
     let store = federation.store_path("oefa");
-    let deadline = Instant::now() + WAIT;
-    let timeline = loop {
-        let t = track(oefa.grpc_addr(), &code, &filed.verification_code).await.unwrap().timeline;
-        if t.len() >= 5 || Instant::now() > deadline {
-            break t;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let timeline = track_until(oefa.grpc_addr(), &code, &filed.verification_code, 5).await.timeline;
     let statuses: Vec<i32> = timeline.iter().map(|e| e.status).collect();
     use FilingStatus::*;
     assert_eq!(statuses, [Registered, Sent, Delivered, Received, Archived].map(|s| s as i32));
@@ -426,7 +427,7 @@ async fn due_dates_skip_weekends_and_configured_holidays() {
         .collect();
     assert!(listed.contains(&(general.tracking_code.clone(), 3)), "{listed:?}");
     assert!(listed.contains(&(access.tracking_code.clone(), 7)), "{listed:?}");
-    let timeline = track(oefa.grpc_addr(), &general.tracking_code, &general.verification_code).await.unwrap();
+    let timeline = track_until(oefa.grpc_addr(), &general.tracking_code, &general.verification_code, 3).await;
     assert_eq!(timeline.due_date, expect(3));
     senamhi.shutdown().await;
     oefa.shutdown().await;

@@ -388,12 +388,16 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
         transfer_id: "t-wrong-hash".into(),
         ..chunk
     };
-    let sealed = sealer.seal(
-        "t-wrong-hash/chunk/0/0".into(),
-        MessageType::Chunk,
-        "oefa",
-        wrong.encode_to_vec(),
-    );
+    let oefa_key = federation.identity("oefa").encryption_public_key();
+    let sealed = sealer
+        .seal_encrypted(
+            "t-wrong-hash/chunk/0/0".into(),
+            MessageType::Chunk,
+            "oefa",
+            &oefa_key,
+            &wrong.encode_to_vec(),
+        )
+        .unwrap();
     produce_raw(&inbox, "t-wrong-hash", &sealed.encode_to_vec()).await;
 
     // A valid filing right after them is delivered.

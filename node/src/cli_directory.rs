@@ -1,0 +1,170 @@
+//! `ecointegra directory`: the sector authority's tools. Create the authority
+//! key, sign entries into a bootstrap file, publish them to the compacted
+//! directory topic, and list the verified directory.
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use ecointegra_broker::directory::{self, Authority, DirectoryFile, EntryToml};
+use ecointegra_broker::keys::SigningIdentity;
+use ecointegra_proto::v1::{EntryStatus, RetiredKey, SignedDirectoryEntry};
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub(crate) enum DirectoryCommand {
+    /// Create the sector authority's key; print its public key (the trust
+    /// anchor every node is configured with).
+    Authority {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign an institution's entry and add it to (or replace it in) a
+    /// bootstrap file.
+    Sign {
+        /// The authority's secret key file.
+        #[arg(long)]
+        authority: PathBuf,
+        /// The institution's key file (its public keys go in the entry).
+        #[arg(long)]
+        institution_key: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        ruc: String,
+        /// active or suspended.
+        #[arg(long, default_value = "active")]
+        status: String,
+        /// Must be higher than the version nodes hold.
+        #[arg(long)]
+        version: u64,
+        /// A key file this institution used before: still accepted for
+        /// `--grace-secs`, so what it signed before rotating stays deliverable.
+        #[arg(long)]
+        retire_key: Option<PathBuf>,
+        #[arg(long, default_value_t = 86_400)]
+        grace_secs: i64,
+        /// End of validity, milliseconds since the epoch (0: none).
+        #[arg(long, default_value_t = 0)]
+        valid_until_ms: i64,
+        /// The bootstrap file to write into.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Publish every entry of a bootstrap file to `<prefix>.directory`.
+    Publish {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap_servers: String,
+        #[arg(long, default_value = "ecointegra")]
+        topic_prefix: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Verify a bootstrap file against the trust anchor and list it.
+    List {
+        /// The authority's public key (64 hex).
+        #[arg(long)]
+        authority_public_key: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+fn read_file(path: &Path) -> anyhow::Result<DirectoryFile> {
+    if !path.exists() {
+        return Ok(DirectoryFile::default());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a directory file", path.display()))
+}
+
+pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
+    match command {
+        DirectoryCommand::Authority { out } => {
+            let identity = SigningIdentity::generate();
+            identity.save(&out)?;
+            println!("{}", identity.public_key_hex());
+        }
+        DirectoryCommand::Sign {
+            authority,
+            institution_key,
+            id,
+            name,
+            ruc,
+            status,
+            version,
+            retire_key,
+            grace_secs,
+            valid_until_ms,
+            file,
+        } => {
+            let authority = Authority::new(SigningIdentity::load(&authority)?);
+            let institution = SigningIdentity::load(&institution_key)?;
+            let mut entry = directory::entry_for(&id, &name, &institution, version);
+            entry.ruc = ruc;
+            entry.valid_until_ms = valid_until_ms;
+            entry.status = match status.as_str() {
+                "active" => EntryStatus::Active as i32,
+                "suspended" => EntryStatus::Suspended as i32,
+                other => bail!("--status {other:?}: use active or suspended"),
+            };
+            if let Some(old) = retire_key {
+                let old = SigningIdentity::load(&old)?;
+                entry.retired_signing_keys.push(RetiredKey {
+                    signing_key: old.public_key().as_bytes().to_vec(),
+                    accept_until_ms: ecointegra_broker::now_ms() + grace_secs * 1000,
+                });
+            }
+            let signed = authority.sign(&entry);
+            directory::verify_entry(&signed, &authority.public_key()).map_err(anyhow::Error::msg)?;
+            let mut entries: Vec<SignedDirectoryEntry> = read_file(&file)?
+                .entry
+                .iter()
+                .filter(|e| e.institution_id != id)
+                .map(EntryToml::to_signed)
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?;
+            entries.push(signed);
+            directory::write_file(&file, &entries)?;
+            println!("signed {id} version {version} into {}", file.display());
+        }
+        DirectoryCommand::Publish { bootstrap_servers, topic_prefix, file } => {
+            use prost::Message;
+            let settings = ecointegra_broker::kafka::KafkaSettings {
+                bootstrap_servers,
+                options: Default::default(),
+            };
+            let publisher = ecointegra_broker::kafka::Publisher::new(&settings, std::time::Duration::from_secs(30))?;
+            let topic = ecointegra_broker::topics::Topics::new(topic_prefix).directory();
+            for entry in read_file(&file)?.entry {
+                let signed = entry.to_signed().map_err(anyhow::Error::msg)?;
+                let meta = ecointegra_broker::kafka::RecordMeta {
+                    message_type: "DIRECTORY_ENTRY",
+                    sender: "authority",
+                    message_id: &entry.institution_id,
+                };
+                publisher
+                    .publish(&topic, &entry.institution_id, &signed.encode_to_vec(), &meta, &[])
+                    .await?;
+                println!("published {} version {} to {topic}", entry.institution_id, entry.version);
+            }
+        }
+        DirectoryCommand::List { authority_public_key, file } => {
+            let anchor = ecointegra_broker::keys::parse_public_key(&authority_public_key).map_err(anyhow::Error::msg)?;
+            let directory = ecointegra_broker::directory::Directory::load(&file, &anchor)?;
+            let now = ecointegra_broker::now_ms();
+            for i in directory.institutions() {
+                println!(
+                    "{:<10} v{:<3} {:<10} signing {}…  encryption {}…  {}",
+                    i.id,
+                    i.version,
+                    i.inactive_reason(now).map_or("active", |_| "INACTIVE"),
+                    &hex::encode(i.signing_key.as_bytes())[..16],
+                    &hex::encode(i.encryption_key)[..16],
+                    i.name
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Traces across institutions: a W3C `traceparent` header
+//! (`00-<trace id>-<span id>-<flags>`) on every Kafka record, so one trace
+//! shows a filing's whole path.
+//!
+//! - The submitting gRPC call carries `traceparent` metadata, or a new trace
+//!   starts there. Its context is kept in the store under the transfer id and
+//!   the tracking code, before the filing is stored, so the relay finds it.
+//! - The relay publishes every record of the transfer as a child span of it.
+//! - The destination keeps the context of the first record of each transfer it
+//!   reads (keyed by the record key, the transfer id), and its receipt — keyed
+//!   by the same transfer id — goes back as a child of that: same trace id.
+//! - Each stage logs inside a `tracing` span carrying `trace_id` and `span_id`.
+//!
+//! OTLP export is not built in yet (it would add the opentelemetry SDK and its
+//! exporters to the build): the trace ids in the logs and on the records let a
+//! collector or a log search stitch a filing's path together meanwhile.
+//!
+//! Also here: the log subscriber, plain text or JSON (`ECOINTEGRA_LOG_FORMAT`).
+
+use crate::node::Shared;
+use rdkafka::message::{Headers, Message};
+use rusqlite::{OptionalExtension, params};
+
+/// The header and gRPC metadata key.
+pub const HEADER: &str = "traceparent";
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS trace_contexts (
+    record_key TEXT PRIMARY KEY,
+    traceparent TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+";
+
+/// A W3C trace context: which trace, which span within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub flags: u8,
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    loop {
+        let mut bytes = [0u8; N];
+        getrandom::fill(&mut bytes).expect("the OS provides random bytes");
+        // All-zero ids are invalid.
+        if bytes.iter().any(|b| *b != 0) {
+            return bytes;
+        }
+    }
+}
+
+impl TraceContext {
+    /// A new trace, sampled.
+    pub fn root() -> Self {
+        Self {
+            trace_id: random(),
+            span_id: random(),
+            flags: 1,
+        }
+    }
+
+    /// A new span of the same trace.
+    pub fn child(&self) -> Self {
+        Self {
+            span_id: random(),
+            ..*self
+        }
+    }
+
+    /// Parses a `traceparent` value; anything malformed is None (a new trace
+    /// then starts, as the W3C recommendation says).
+    pub fn parse(value: &str) -> Option<Self> {
+        let parts: Vec<&str> = value.trim().split('-').collect();
+        if parts.len() < 4 {
+            return None;
+        }
+        let (version, trace, span, flags) = (parts[0], parts[1], parts[2], parts[3]);
+        let lower_hex = |s: &str, n: usize| {
+            s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !lower_hex(version, 2) || version == "ff" || !lower_hex(trace, 32) || !lower_hex(span, 16) || !lower_hex(flags, 2) {
+            return None;
+        }
+        // Version 00 has exactly four fields; later versions may add more.
+        if version == "00" && parts.len() != 4 {
+            return None;
+        }
+        let mut context = Self {
+            trace_id: [0; 16],
+            span_id: [0; 8],
+            flags: u8::from_str_radix(flags, 16).ok()?,
+        };
+        hex::decode_to_slice(trace, &mut context.trace_id).ok()?;
+        hex::decode_to_slice(span, &mut context.span_id).ok()?;
+        if context.trace_id == [0; 16] || context.span_id == [0; 8] {
+            return None;
+        }
+        Some(context)
+    }
+
+    pub fn trace_id(&self) -> String {
+        hex::encode(self.trace_id)
+    }
+
+    pub fn span_id(&self) -> String {
+        hex::encode(self.span_id)
+    }
+}
+
+impl std::fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "00-{}-{}-{:02x}", self.trace_id(), self.span_id(), self.flags)
+    }
+}
+
+tokio::task_local! {
+    /// The trace of the gRPC call being served.
+    pub static CURRENT: TraceContext;
+}
+
+/// The server span of a gRPC call: a child of the caller's `traceparent`
+/// metadata, or the root of a new trace.
+pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> TraceContext {
+    metadata
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::root, |parent| parent.child())
+}
+
+/// The trace of the call being served, if any.
+pub fn current() -> Option<TraceContext> {
+    CURRENT.try_with(|c| *c).ok()
+}
+
+/// Keeps a context under record keys (first one wins).
+pub fn save(store: &crate::store::Store, keys: &[&str], context: &TraceContext) -> crate::error::Result<()> {
+    let value = context.to_string();
+    let now = ecointegra_broker::now_ms();
+    store.write(|tx| {
+        for key in keys {
+            tx.execute(
+                "INSERT OR IGNORE INTO trace_contexts (record_key, traceparent, created_at_ms) VALUES (?1, ?2, ?3)",
+                params![key, value, now],
+            )
+            .map_err(crate::error::Error::store("cannot keep a trace context"))?;
+        }
+        Ok(())
+    })
+}
+
+fn lookup(store: &crate::store::Store, key: &str) -> Option<TraceContext> {
+    store
+        .read(|c| {
+            c.query_row(
+                "SELECT traceparent FROM trace_contexts WHERE record_key = ?1",
+                [key],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(crate::error::Error::store("cannot read trace contexts"))
+        })
+        .ok()
+        .flatten()
+        .and_then(|v| TraceContext::parse(&v))
+}
+
+/// Before a submission is stored: keeps the call's trace for its transfer, so
+/// the relay continues it.
+pub async fn remember_submission(shared: &Shared, transfer_id: &str, tracking_code: &str) {
+    let context = current().unwrap_or_else(TraceContext::root);
+    tracing::info!(
+        trace_id = %context.trace_id(),
+        span_id = %context.span_id(),
+        %tracking_code,
+        "Submission traced."
+    );
+    let (transfer_id, tracking_code) = (transfer_id.to_owned(), tracking_code.to_owned());
+    let saved = shared
+        .store
+        .run(move |s| save(s, &[&transfer_id, &tracking_code], &context))
+        .await;
+    if let Err(error) = saved {
+        tracing::warn!(%error, "Cannot keep a trace context; the transfer starts a new trace.");
+    }
+}
+
+/// The `traceparent` for a record keyed by `key`: a new span of the trace kept
+/// for it, or of a new trace.
+pub async fn outgoing(shared: &Shared, key: &str) -> String {
+    let key = key.to_owned();
+    let parent = shared
+        .store
+        .run(move |s| Ok(lookup(s, &key)))
+        .await
+        .ok()
+        .flatten();
+    parent.map_or_else(TraceContext::root, |p| p.child()).to_string()
+}
+
+/// A record read from Kafka: its trace continues here. Keeps the context
+/// under the record key (so what this node sends back for it continues the
+/// same trace) and returns the span to process it in.
+pub async fn on_record(shared: &Shared, record: &rdkafka::message::OwnedMessage) -> tracing::Span {
+    let parent = record.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == HEADER)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(TraceContext::parse)
+    });
+    let Some(parent) = parent else {
+        return tracing::info_span!("record", topic = record.topic(), offset = record.offset());
+    };
+    let context = parent.child();
+    if let Some(key) = record.key().and_then(|k| std::str::from_utf8(k).ok()) {
+        let key = key.to_owned();
+        let saved = shared.store.run(move |s| save(s, &[&key], &context)).await;
+        if let Err(error) = saved {
+            tracing::warn!(%error, "Cannot keep a trace context.");
+        }
+    }
+    tracing::info_span!(
+        "record",
+        topic = record.topic(),
+        offset = record.offset(),
+        trace_id = %context.trace_id(),
+        span_id = %context.span_id(),
+        parent_span_id = %parent.span_id()
+    )
+}
+
+/// Installs the log subscriber: `ECOINTEGRA_LOG` filters (default `info`),
+/// `ECOINTEGRA_LOG_FORMAT=json` writes one JSON object per line (with the
+/// current span's fields, trace ids included); anything else, plain text.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ECOINTEGRA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let json = std::env::var("ECOINTEGRA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().with_current_span(true).with_span_list(false).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_the_w3c_example() {
+        let value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = TraceContext::parse(value).unwrap();
+        assert_eq!(context.to_string(), value);
+        let child = context.child();
+        assert_eq!(child.trace_id, context.trace_id);
+        assert_ne!(child.span_id, context.span_id);
+    }
+
+    #[test]
+    fn refuses_malformed_values() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(TraceContext::parse(bad).is_none(), "{bad}");
+        }
+        // A later version may carry more fields.
+        assert!(TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some());
+    }
+
+    #[test]
+    fn a_root_is_valid() {
+        let root = TraceContext::root();
+        assert_eq!(TraceContext::parse(&root.to_string()), Some(root));
+    }
+}
