@@ -14,7 +14,12 @@ const INFO: &[u8] = b"ecointegra.v1 payload";
 /// Bytes of the encapsulated key in front of every ciphertext.
 const ENCAPPED: usize = 32;
 
-fn keypair(identity: &SigningIdentity) -> (<X25519HkdfSha256 as Kem>::PrivateKey, <X25519HkdfSha256 as Kem>::PublicKey) {
+fn keypair(
+    identity: &SigningIdentity,
+) -> (
+    <X25519HkdfSha256 as Kem>::PrivateKey,
+    <X25519HkdfSha256 as Kem>::PublicKey,
+) {
     X25519HkdfSha256::derive_keypair(&identity.encryption_ikm())
 }
 
@@ -29,13 +34,11 @@ pub(crate) fn public_key(identity: &SigningIdentity) -> [u8; 32] {
 pub fn encrypt(recipient: &[u8; 32], context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, String> {
     let key = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(recipient)
         .map_err(|e| format!("not an X25519 public key: {e}"))?;
-    let (encapped, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-        &OpModeS::Base,
-        &key,
-        INFO,
-        plaintext,
-        context,
-    )
+    let (encapped, ciphertext) = hpke::single_shot_seal::<
+        ChaCha20Poly1305,
+        HkdfSha256,
+        X25519HkdfSha256,
+    >(&OpModeS::Base, &key, INFO, plaintext, context)
     .map_err(|e| format!("encryption failed: {e}"))?;
     let mut out = Vec::with_capacity(ENCAPPED + ciphertext.len());
     out.extend_from_slice(&encapped.to_bytes());
@@ -45,7 +48,11 @@ pub fn encrypt(recipient: &[u8; 32], context: &[u8], plaintext: &[u8]) -> Result
 
 /// Decrypts with the first of `identities` whose key opens it (the current
 /// key first, then keys kept from before a rotation).
-pub fn decrypt(identities: &[SigningIdentity], context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+pub fn decrypt(
+    identities: &[SigningIdentity],
+    context: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, String> {
     if sealed.len() < ENCAPPED {
         return Err("the ciphertext is too short".into());
     }
@@ -54,14 +61,16 @@ pub fn decrypt(identities: &[SigningIdentity], context: &[u8], sealed: &[u8]) ->
         .map_err(|e| format!("bad encapsulated key: {e}"))?;
     for identity in identities {
         let (secret, _) = keypair(identity);
-        if let Ok(plaintext) = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-            &OpModeR::Base,
-            &secret,
-            &encapped,
-            INFO,
-            ciphertext,
-            context,
-        ) {
+        if let Ok(plaintext) =
+            hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
+                &OpModeR::Base,
+                &secret,
+                &encapped,
+                INFO,
+                ciphertext,
+                context,
+            )
+        {
             return Ok(plaintext);
         }
     }
@@ -78,7 +87,10 @@ mod tests {
         let minam = SigningIdentity::generate();
         let sealed = encrypt(&oefa.encryption_public_key(), b"m-1", b"DNI 45781236").unwrap();
         assert!(!sealed.windows(8).any(|w| w == b"45781236"));
-        assert_eq!(decrypt(std::slice::from_ref(&oefa), b"m-1", &sealed).unwrap(), b"DNI 45781236");
+        assert_eq!(
+            decrypt(std::slice::from_ref(&oefa), b"m-1", &sealed).unwrap(),
+            b"DNI 45781236"
+        );
         assert!(decrypt(std::slice::from_ref(&minam), b"m-1", &sealed).is_err());
         assert!(decrypt(std::slice::from_ref(&oefa), b"m-2", &sealed).is_err());
         // A retired key still opens what was sent to it.

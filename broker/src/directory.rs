@@ -69,14 +69,19 @@ impl Authority {
 }
 
 /// Checks an entry's signature against the trust anchor and its contents.
-pub fn verify_entry(signed: &SignedDirectoryEntry, anchor: &VerifyingKey) -> Result<DirectoryEntry, String> {
-    let signature = Signature::from_slice(&signed.signature).map_err(|_| "the signature is not 64 bytes".to_owned())?;
+pub fn verify_entry(
+    signed: &SignedDirectoryEntry,
+    anchor: &VerifyingKey,
+) -> Result<DirectoryEntry, String> {
+    let signature = Signature::from_slice(&signed.signature)
+        .map_err(|_| "the signature is not 64 bytes".to_owned())?;
     let mut message = DOMAIN.to_vec();
     message.extend_from_slice(&signed.entry);
     anchor
         .verify_strict(&message, &signature)
         .map_err(|_| "the entry is not signed by the sector authority".to_owned())?;
-    let entry = DirectoryEntry::decode(signed.entry.as_slice()).map_err(|e| format!("the entry is unreadable: {e}"))?;
+    let entry = DirectoryEntry::decode(signed.entry.as_slice())
+        .map_err(|e| format!("the entry is unreadable: {e}"))?;
     Institution::from_entry(&entry)?;
     Ok(entry)
 }
@@ -101,15 +106,22 @@ impl Institution {
     fn from_entry(entry: &DirectoryEntry) -> Result<Self, String> {
         let id = &entry.institution_id;
         if !is_institution_id(id) {
-            return Err(format!("institution id {id:?} must be 1 to 32 lowercase letters, digits or '-'"));
+            return Err(format!(
+                "institution id {id:?} must be 1 to 32 lowercase letters, digits or '-'"
+            ));
         }
         let key = |bytes: &[u8], what: &str| -> Result<VerifyingKey, String> {
-            let array: [u8; 32] = bytes.try_into().map_err(|_| format!("institution {id}: {what} is not 32 bytes"))?;
-            VerifyingKey::from_bytes(&array).map_err(|_| format!("institution {id}: {what} is not an Ed25519 key"))
+            let array: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| format!("institution {id}: {what} is not 32 bytes"))?;
+            VerifyingKey::from_bytes(&array)
+                .map_err(|_| format!("institution {id}: {what} is not an Ed25519 key"))
         };
         let status = EntryStatus::try_from(entry.status).unwrap_or_default();
         if status == EntryStatus::Unspecified {
-            return Err(format!("institution {id}: status must be active or suspended"));
+            return Err(format!(
+                "institution {id}: status must be active or suspended"
+            ));
         }
         Ok(Self {
             id: id.clone(),
@@ -128,7 +140,12 @@ impl Institution {
             retired_keys: entry
                 .retired_signing_keys
                 .iter()
-                .map(|r| Ok((key(&r.signing_key, "a retired signing key")?, r.accept_until_ms)))
+                .map(|r| {
+                    Ok((
+                        key(&r.signing_key, "a retired signing key")?,
+                        r.accept_until_ms,
+                    ))
+                })
                 .collect::<Result<_, String>>()?,
         })
     }
@@ -136,10 +153,16 @@ impl Institution {
     /// Why the institution may not act at `now_ms`, if it may not.
     pub fn inactive_reason(&self, now_ms: i64) -> Option<String> {
         if self.status == EntryStatus::Suspended {
-            return Some(format!("institution {} is suspended in the sector directory", self.id));
+            return Some(format!(
+                "institution {} is suspended in the sector directory",
+                self.id
+            ));
         }
         if now_ms < self.valid_from_ms {
-            return Some(format!("institution {}'s directory entry is not valid yet", self.id));
+            return Some(format!(
+                "institution {}'s directory entry is not valid yet",
+                self.id
+            ));
         }
         if self.valid_until_ms != 0 && now_ms > self.valid_until_ms {
             return Some(format!("institution {}'s directory entry expired", self.id));
@@ -158,14 +181,22 @@ impl Directory {
     /// Loads and verifies a bootstrap file. Any entry that does not verify is
     /// an error: the file is configuration.
     pub fn load(path: &Path, anchor: &VerifyingKey) -> Result<Self, Error> {
-        let bad = |reason: String| Error::Directory { path: path.to_owned(), reason };
+        let bad = |reason: String| Error::Directory {
+            path: path.to_owned(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         let file: DirectoryFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
         let mut directory = Directory::default();
         for (i, entry) in file.entry.iter().enumerate() {
-            let signed = entry.to_signed().map_err(|e| bad(format!("entry {i}: {e}")))?;
-            let entry = verify_entry(&signed, anchor).map_err(|e| bad(format!("entry {i}: {e}")))?;
-            directory.insert(&entry).map_err(|e| bad(format!("entry {i}: {e}")))?;
+            let signed = entry
+                .to_signed()
+                .map_err(|e| bad(format!("entry {i}: {e}")))?;
+            let entry =
+                verify_entry(&signed, anchor).map_err(|e| bad(format!("entry {i}: {e}")))?;
+            directory
+                .insert(&entry)
+                .map_err(|e| bad(format!("entry {i}: {e}")))?;
         }
         Ok(directory)
     }
@@ -256,14 +287,19 @@ impl EntryToml {
             retired_signing_keys: e
                 .retired_signing_keys
                 .iter()
-                .map(|r| RetiredKeyToml { signing_key: hex::encode(&r.signing_key), accept_until_ms: r.accept_until_ms })
+                .map(|r| RetiredKeyToml {
+                    signing_key: hex::encode(&r.signing_key),
+                    accept_until_ms: r.accept_until_ms,
+                })
                 .collect(),
             signature: hex::encode(&signed.signature),
         })
     }
 
     pub fn to_entry(&self) -> Result<DirectoryEntry, String> {
-        let bytes = |text: &str, what: &str| hex::decode(text.trim()).map_err(|_| format!("{what} is not hex"));
+        let bytes = |text: &str, what: &str| {
+            hex::decode(text.trim()).map_err(|_| format!("{what} is not hex"))
+        };
         Ok(DirectoryEntry {
             institution_id: self.institution_id.clone(),
             display_name: self.display_name.clone(),
@@ -281,7 +317,12 @@ impl EntryToml {
             retired_signing_keys: self
                 .retired_signing_keys
                 .iter()
-                .map(|r| Ok(RetiredKey { signing_key: bytes(&r.signing_key, "retired signing_key")?, accept_until_ms: r.accept_until_ms }))
+                .map(|r| {
+                    Ok(RetiredKey {
+                        signing_key: bytes(&r.signing_key, "retired signing_key")?,
+                        accept_until_ms: r.accept_until_ms,
+                    })
+                })
                 .collect::<Result<_, String>>()?,
         })
     }
@@ -289,7 +330,8 @@ impl EntryToml {
     pub fn to_signed(&self) -> Result<SignedDirectoryEntry, String> {
         Ok(SignedDirectoryEntry {
             entry: self.to_entry()?.encode_to_vec(),
-            signature: hex::decode(self.signature.trim()).map_err(|_| "signature is not hex".to_owned())?,
+            signature: hex::decode(self.signature.trim())
+                .map_err(|_| "signature is not hex".to_owned())?,
         })
     }
 }
@@ -317,9 +359,15 @@ pub fn write_file(path: &Path, entries: &[SignedDirectoryEntry]) -> Result<(), E
             .iter()
             .map(EntryToml::from_signed)
             .collect::<Result<_, _>>()
-            .map_err(|reason| Error::Directory { path: path.to_owned(), reason })?,
+            .map_err(|reason| Error::Directory {
+                path: path.to_owned(),
+                reason,
+            })?,
     };
-    let text = toml::to_string_pretty(&file).map_err(|e| Error::Directory { path: path.to_owned(), reason: e.to_string() })?;
+    let text = toml::to_string_pretty(&file).map_err(|e| Error::Directory {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
     std::fs::write(path, format!("# The sector directory, signed by the sector authority (ecointegra directory sign).\n\n{text}"))
         .map_err(|e| Error::Io { context: format!("cannot write {}", path.display()), source: e })
 }

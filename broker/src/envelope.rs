@@ -219,14 +219,21 @@ pub fn open_payload<M: Message + Default>(
     let plain = crate::crypto::decrypt(keys, &context, &envelope.payload).map_err(|e| {
         Rejection::new(
             "decrypt",
-            format!("payload of {} cannot be decrypted: {e}", envelope.message_id),
+            format!(
+                "payload of {} cannot be decrypted: {e}",
+                envelope.message_id
+            ),
         )
         .about(envelope)
     })?;
     M::decode(plain.as_slice()).map_err(|e| {
         Rejection::new(
             "decode",
-            format!("payload of {} is not a valid {}: {e}", envelope.message_id, message_type.as_str_name()),
+            format!(
+                "payload of {} is not a valid {}: {e}",
+                envelope.message_id,
+                message_type.as_str_name()
+            ),
         )
         .about(envelope)
     })
@@ -270,7 +277,9 @@ mod tests {
     fn directory_with(entries: &[(&str, &SigningIdentity)]) -> Directory {
         let mut directory = Directory::default();
         for (id, key) in entries {
-            directory.insert(&entry_for(id, &id.to_uppercase(), key, 1)).unwrap();
+            directory
+                .insert(&entry_for(id, &id.to_uppercase(), key, 1))
+                .unwrap();
         }
         directory
     }
@@ -354,19 +363,35 @@ mod rotation_tests {
         });
         let mut directory = Directory::default();
         directory.insert(&entry).unwrap();
-        let by_old = Sealer::new("senamhi", old.clone()).seal("m".into(), MessageType::Chunk, "oefa", vec![1]);
+        let by_old = Sealer::new("senamhi", old.clone()).seal(
+            "m".into(),
+            MessageType::Chunk,
+            "oefa",
+            vec![1],
+        );
         assert!(open(&by_old.encode_to_vec(), &directory, "oefa").is_ok());
 
         entry.version = 3;
         entry.retired_signing_keys[0].accept_until_ms = crate::now_ms() - 1;
         directory.insert(&entry).unwrap();
-        assert_eq!(open(&by_old.encode_to_vec(), &directory, "oefa").unwrap_err().code, "key-retired");
+        assert_eq!(
+            open(&by_old.encode_to_vec(), &directory, "oefa")
+                .unwrap_err()
+                .code,
+            "key-retired"
+        );
 
         entry.version = 4;
         entry.status = EntryStatus::Suspended as i32;
         directory.insert(&entry).unwrap();
-        let by_new = Sealer::new("senamhi", new).seal("n".into(), MessageType::Chunk, "oefa", vec![1]);
-        assert_eq!(open(&by_new.encode_to_vec(), &directory, "oefa").unwrap_err().code, "sender-inactive");
+        let by_new =
+            Sealer::new("senamhi", new).seal("n".into(), MessageType::Chunk, "oefa", vec![1]);
+        assert_eq!(
+            open(&by_new.encode_to_vec(), &directory, "oefa")
+                .unwrap_err()
+                .code,
+            "sender-inactive"
+        );
     }
 
     #[test]
@@ -374,12 +399,22 @@ mod rotation_tests {
         let senamhi = SigningIdentity::generate();
         let oefa = SigningIdentity::generate();
         let sealer = Sealer::new("senamhi", senamhi);
-        let chunk = ecointegra_proto::v1::Chunk { data: b"contenido secreto".to_vec(), ..Default::default() };
+        let chunk = ecointegra_proto::v1::Chunk {
+            data: b"contenido secreto".to_vec(),
+            ..Default::default()
+        };
         let envelope = sealer
-            .seal_encrypted("c-1".into(), MessageType::Chunk, "oefa", &oefa.encryption_public_key(), &chunk.encode_to_vec())
+            .seal_encrypted(
+                "c-1".into(),
+                MessageType::Chunk,
+                "oefa",
+                &oefa.encryption_public_key(),
+                &chunk.encode_to_vec(),
+            )
             .unwrap();
         assert!(!envelope.payload.windows(9).any(|w| w == b"contenido"));
-        let opened: ecointegra_proto::v1::Chunk = open_payload(&envelope, std::slice::from_ref(&oefa)).unwrap();
+        let opened: ecointegra_proto::v1::Chunk =
+            open_payload(&envelope, std::slice::from_ref(&oefa)).unwrap();
         assert_eq!(opened.data, b"contenido secreto");
         let stranger = SigningIdentity::generate();
         let err = open_payload::<ecointegra_proto::v1::Chunk>(&envelope, &[stranger]).unwrap_err();

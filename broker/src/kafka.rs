@@ -261,10 +261,7 @@ impl Publisher {
 
     /// The producer's last librdkafka statistics, if it has reported yet.
     pub fn statistics(&self) -> Option<ClientStats> {
-        self.stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -312,6 +309,19 @@ impl InboxConsumer {
             .consumer
             .fetch_metadata(Some(&self.topic), timeout)
             .map_err(|e| Error::kafka(format!("has no metadata for {}", self.topic), e))?;
+        // A topic created a moment ago may not have leaders yet; assigning
+        // then has been seen to leave a partition unread. Wait for leaders.
+        if let Some(p) = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions())
+            .find(|p| p.leader() < 0 || p.error().is_some())
+        {
+            return Err(Error::kafka(
+                format!("has no leader yet for {} partition {}", self.topic, p.id()),
+                KafkaError::MetadataFetch(RDKafkaErrorCode::LeaderNotAvailable),
+            ));
+        }
         let partitions: Vec<i32> = metadata
             .topics()
             .iter()

@@ -45,6 +45,12 @@ enum Command {
     Filing(FilingCommand),
     /// Benchmark the end-to-end transfer against raw Kafka, side by side.
     Bench(crate::bench::BenchArgs),
+    /// Queues per institution (inbox lag, outbox, pending receipts, dead
+    /// letters, last delivery, throughput) and the filings in trouble.
+    Queues(crate::cli_ops::QueuesArgs),
+    /// Dead letters: list, show, replay once the cause is fixed, discard.
+    #[command(subcommand)]
+    Dlq(crate::cli_ops::DlqCommand),
     /// Follow a filing across institutions with its tracking and verification codes.
     Track {
         /// Any institution's node, e.g. 127.0.0.1:50051.
@@ -85,6 +91,16 @@ enum KeysCommand {
     Public {
         #[arg(long)]
         key: PathBuf,
+    },
+    /// Make a random API token for a client, and the `[[auth.tokens]]` entry
+    /// (its SHA-256) for the node's config. Only the client keeps the token.
+    Token {
+        /// system, clerk, operator or public.
+        #[arg(long)]
+        role: String,
+        /// Who holds it, for the node's logs.
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -230,7 +246,7 @@ pub(crate) struct ActionTarget {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    crate::trace::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -248,16 +264,6 @@ pub fn main() -> ExitCode {
             }
         }
     })
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("ECOINTEGRA_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -280,29 +286,92 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             identity.save(&out)?;
             println!("{}", identity.public_key_hex());
         }
+        Command::Keys(KeysCommand::Token { role, name }) => {
+            if !["system", "clerk", "operator", "public"].contains(&role.as_str()) {
+                anyhow::bail!("--role {role:?}: use system, clerk, operator or public");
+            }
+            let token = crate::ids::random_code(32);
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+            println!("token: {token}");
+            println!();
+            println!(
+                "[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_sha256 = \"{digest}\""
+            );
+        }
         Command::Keys(KeysCommand::Public { key }) => {
             println!("{}", SigningIdentity::load(&key)?.public_key_hex());
         }
         Command::Filing(command) => filing(command).await?,
         Command::Directory(command) => crate::cli_directory::run(command).await?,
-        Command::Track { node, verification, tracking_code } => {
-            crate::cli_actions::track(&node, &tracking_code, &verification).await?
-        }
+        Command::Track {
+            node,
+            verification,
+            tracking_code,
+        } => crate::cli_actions::track(&node, &tracking_code, &verification).await?,
         Command::Bench(args) => return crate::bench::run(args).await,
+        Command::Queues(args) => crate::cli_ops::queues(args).await?,
+        Command::Dlq(command) => crate::cli_ops::dlq(command).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn connect(node: &str) -> anyhow::Result<FilingServiceClient<tonic::transport::Channel>> {
+/// Adds the caller's API token (`ECOINTEGRA_TOKEN`) to every call.
+#[derive(Clone)]
+pub struct TokenInterceptor {
+    header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl TokenInterceptor {
+    /// From `ECOINTEGRA_TOKEN`, if set.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let header = match std::env::var("ECOINTEGRA_TOKEN") {
+            Ok(token) if !token.trim().is_empty() => Some(
+                format!("Bearer {}", token.trim())
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("ECOINTEGRA_TOKEN is not a valid header value"))?,
+            ),
+            _ => None,
+        };
+        Ok(Self { header })
+    }
+}
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(header) = &self.header {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type AuthChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenInterceptor>;
+
+/// A channel to a node, authenticated with `ECOINTEGRA_TOKEN` if set.
+pub(crate) async fn channel(node: &str) -> anyhow::Result<AuthChannel> {
     let uri = if node.contains("://") {
         node.to_owned()
     } else {
         format!("http://{node}")
     };
-    let client = FilingServiceClient::connect(uri.clone())
+    let channel = tonic::transport::Endpoint::from_shared(uri.clone())?
+        .connect()
         .await
         .with_context(|| format!("cannot connect to the node at {uri}"))?;
-    Ok(client.max_decoding_message_size(8 << 20))
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        TokenInterceptor::from_env()?,
+    ))
+}
+
+pub(crate) async fn connect(node: &str) -> anyhow::Result<FilingServiceClient<AuthChannel>> {
+    Ok(FilingServiceClient::new(channel(node).await?).max_decoding_message_size(8 << 20))
 }
 
 /// A guess from the file name, for the common document types.

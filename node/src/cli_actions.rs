@@ -1,7 +1,9 @@
 //! `ecointegra filing receive|observe|reject|forward|answer|archive|due|chain`
 //! and `ecointegra track`: the clerk and citizen sides of the command line.
 
-use crate::cli::{ActionTarget, FilingCommand, connect, describe_status, print_filing, status_name};
+use crate::cli::{
+    ActionTarget, FilingCommand, connect, describe_status, print_filing, status_name,
+};
 use anyhow::bail;
 use ecointegra_proto::v1::tracking_service_client::TrackingServiceClient;
 use ecointegra_proto::v1::{
@@ -24,14 +26,23 @@ fn action_id(target: &ActionTarget) -> String {
 
 pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
     let filing: Filing = match command {
-        FilingCommand::Receive { target, registry_number, office } => {
+        FilingCommand::Receive {
+            target,
+            registry_number,
+            office,
+        } => {
             let request = ReceiveFilingRequest {
                 action_id: action_id(&target),
                 tracking_code: target.tracking_code,
                 registry_number,
                 office,
             };
-            connect(&target.node).await?.receive_filing(request).await.map_err(describe_status)?.into_inner()
+            connect(&target.node)
+                .await?
+                .receive_filing(request)
+                .await
+                .map_err(describe_status)?
+                .into_inner()
         }
         FilingCommand::Observe { target, reason } => {
             let request = ObserveFilingRequest {
@@ -39,7 +50,12 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
                 tracking_code: target.tracking_code,
                 reason,
             };
-            connect(&target.node).await?.observe_filing(request).await.map_err(describe_status)?.into_inner()
+            connect(&target.node)
+                .await?
+                .observe_filing(request)
+                .await
+                .map_err(describe_status)?
+                .into_inner()
         }
         FilingCommand::Reject { target, reason } => {
             let request = RejectFilingRequest {
@@ -47,7 +63,12 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
                 tracking_code: target.tracking_code,
                 reason,
             };
-            connect(&target.node).await?.reject_filing(request).await.map_err(describe_status)?.into_inner()
+            connect(&target.node)
+                .await?
+                .reject_filing(request)
+                .await
+                .map_err(describe_status)?
+                .into_inner()
         }
         FilingCommand::Forward { target, to, note } => {
             let request = ForwardFilingRequest {
@@ -56,7 +77,12 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
                 destination: to,
                 note,
             };
-            connect(&target.node).await?.forward_filing(request).await.map_err(describe_status)?.into_inner()
+            connect(&target.node)
+                .await?
+                .forward_filing(request)
+                .await
+                .map_err(describe_status)?
+                .into_inner()
         }
         FilingCommand::Archive { target, note } => {
             let request = ArchiveFilingRequest {
@@ -64,9 +90,18 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
                 tracking_code: target.tracking_code,
                 note,
             };
-            connect(&target.node).await?.archive_filing(request).await.map_err(describe_status)?.into_inner()
+            connect(&target.node)
+                .await?
+                .archive_filing(request)
+                .await
+                .map_err(describe_status)?
+                .into_inner()
         }
-        FilingCommand::Answer { target, note, files } => {
+        FilingCommand::Answer {
+            target,
+            note,
+            files,
+        } => {
             for file in &files {
                 if !file.is_file() {
                     bail!("{} is not a readable file", file.display());
@@ -78,15 +113,19 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
                 note,
             };
             // Reuse the submission's streaming of files, re-wrapped as answer parts.
-            let documents = crate::cli::submission_stream(Default::default(), files).skip(1).map(|p| {
-                let part = match p.part {
-                    Some(submit_filing_request::Part::Document(d)) => Part::Document(d),
-                    Some(submit_filing_request::Part::Chunk(c)) => Part::Chunk(c),
-                    _ => Part::Chunk(Vec::new()),
-                };
-                AnswerFilingRequest { part: Some(part) }
+            let documents = crate::cli::submission_stream(Default::default(), files)
+                .skip(1)
+                .map(|p| {
+                    let part = match p.part {
+                        Some(submit_filing_request::Part::Document(d)) => Part::Document(d),
+                        Some(submit_filing_request::Part::Chunk(c)) => Part::Chunk(c),
+                        _ => Part::Chunk(Vec::new()),
+                    };
+                    AnswerFilingRequest { part: Some(part) }
+                });
+            let first = tokio_stream::once(AnswerFilingRequest {
+                part: Some(Part::Header(header)),
             });
-            let first = tokio_stream::once(AnswerFilingRequest { part: Some(Part::Header(header)) });
             connect(&target.node)
                 .await?
                 .answer_filing(first.chain(documents))
@@ -97,7 +136,9 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
         FilingCommand::Due { node, within } => {
             let due = connect(&node)
                 .await?
-                .list_due(ListDueRequest { within_days: within })
+                .list_due(ListDueRequest {
+                    within_days: within,
+                })
                 .await
                 .map_err(describe_status)?
                 .into_inner();
@@ -111,11 +152,20 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
                     0 => "due today".to_owned(),
                     n => format!("{n} business days left"),
                 };
-                println!("{:<24} {:<10} due {} ({when})  {}", f.tracking_code, status_name(f.status), f.due_date, f.subject);
+                println!(
+                    "{:<24} {:<10} due {} ({when})  {}",
+                    f.tracking_code,
+                    status_name(f.status),
+                    f.due_date,
+                    f.subject
+                );
             }
             return Ok(());
         }
-        FilingCommand::Chain { node, tracking_code } => {
+        FilingCommand::Chain {
+            node,
+            tracking_code,
+        } => {
             let chain = connect(&node)
                 .await?
                 .get_receipt_chain(GetReceiptRequest { tracking_code })
@@ -141,7 +191,10 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
                 );
                 let _ = i;
             }
-            println!("chain verified: {}", if chain.verified { "yes" } else { "NO" });
+            println!(
+                "chain verified: {}",
+                if chain.verified { "yes" } else { "NO" }
+            );
             return Ok(());
         }
         _ => unreachable!("handled in cli::filing"),
@@ -150,9 +203,12 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn track(node: &str, tracking_code: &str, verification: &str) -> anyhow::Result<()> {
-    let uri = if node.contains("://") { node.to_owned() } else { format!("http://{node}") };
-    let mut client = TrackingServiceClient::connect(uri).await?;
+pub(crate) async fn track(
+    node: &str,
+    tracking_code: &str,
+    verification: &str,
+) -> anyhow::Result<()> {
+    let mut client = TrackingServiceClient::new(crate::cli::channel(node).await?);
     let answer = client
         .track(TrackRequest {
             tracking_code: tracking_code.to_owned(),
@@ -162,24 +218,39 @@ pub(crate) async fn track(node: &str, tracking_code: &str, verification: &str) -
         .map_err(describe_status)?
         .into_inner();
     println!("Trámite {}", answer.tracking_code);
-    println!("  estado actual:  {} ({})", crate::tracking::status_label(answer.status), status_name(answer.status));
+    println!(
+        "  estado actual:  {} ({})",
+        crate::tracking::status_label(answer.status),
+        status_name(answer.status)
+    );
     println!("  lo tiene:       {}", answer.current_holder);
     if !answer.due_date.is_empty() {
         println!("  plazo:          {}", answer.due_date);
     }
     println!("  historial:");
     for e in &answer.timeline {
-        let with = if e.counterpart.is_empty() { String::new() } else { format!(" ({})", e.counterpart) };
+        let with = if e.counterpart.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", e.counterpart)
+        };
         println!(
             "    {}  {:<8} {:<11}{with}{}",
             crate::ids::format_utc(e.timestamp_ms),
             e.institution,
             crate::tracking::status_label(e.status),
-            if e.due_date.is_empty() { String::new() } else { format!("  plazo {}", e.due_date) }
+            if e.due_date.is_empty() {
+                String::new()
+            } else {
+                format!("  plazo {}", e.due_date)
+            }
         );
     }
     for d in &answer.answer_documents {
-        println!("  respuesta: {} ({} bytes, sha256 {})", d.name, d.size, d.sha256);
+        println!(
+            "  respuesta: {} ({} bytes, sha256 {})",
+            d.name, d.size, d.sha256
+        );
     }
     Ok(())
 }

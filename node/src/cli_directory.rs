@@ -74,7 +74,8 @@ fn read_file(path: &Path) -> anyhow::Result<DirectoryFile> {
     if !path.exists() {
         return Ok(DirectoryFile::default());
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("{} is not a directory file", path.display()))
 }
 
@@ -116,7 +117,8 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
                 });
             }
             let signed = authority.sign(&entry);
-            directory::verify_entry(&signed, &authority.public_key()).map_err(anyhow::Error::msg)?;
+            directory::verify_entry(&signed, &authority.public_key())
+                .map_err(anyhow::Error::msg)?;
             let mut entries: Vec<SignedDirectoryEntry> = read_file(&file)?
                 .entry
                 .iter()
@@ -128,13 +130,20 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
             directory::write_file(&file, &entries)?;
             println!("signed {id} version {version} into {}", file.display());
         }
-        DirectoryCommand::Publish { bootstrap_servers, topic_prefix, file } => {
+        DirectoryCommand::Publish {
+            bootstrap_servers,
+            topic_prefix,
+            file,
+        } => {
             use prost::Message;
             let settings = ecointegra_broker::kafka::KafkaSettings {
                 bootstrap_servers,
                 options: Default::default(),
             };
-            let publisher = ecointegra_broker::kafka::Publisher::new(&settings, std::time::Duration::from_secs(30))?;
+            let publisher = ecointegra_broker::kafka::Publisher::new(
+                &settings,
+                std::time::Duration::from_secs(30),
+            )?;
             let topic = ecointegra_broker::topics::Topics::new(topic_prefix).directory();
             for entry in read_file(&file)?.entry {
                 let signed = entry.to_signed().map_err(anyhow::Error::msg)?;
@@ -144,13 +153,26 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
                     message_id: &entry.institution_id,
                 };
                 publisher
-                    .publish(&topic, &entry.institution_id, &signed.encode_to_vec(), &meta, &[])
+                    .publish(
+                        &topic,
+                        &entry.institution_id,
+                        &signed.encode_to_vec(),
+                        &meta,
+                        &[],
+                    )
                     .await?;
-                println!("published {} version {} to {topic}", entry.institution_id, entry.version);
+                println!(
+                    "published {} version {} to {topic}",
+                    entry.institution_id, entry.version
+                );
             }
         }
-        DirectoryCommand::List { authority_public_key, file } => {
-            let anchor = ecointegra_broker::keys::parse_public_key(&authority_public_key).map_err(anyhow::Error::msg)?;
+        DirectoryCommand::List {
+            authority_public_key,
+            file,
+        } => {
+            let anchor = ecointegra_broker::keys::parse_public_key(&authority_public_key)
+                .map_err(anyhow::Error::msg)?;
             let directory = ecointegra_broker::directory::Directory::load(&file, &anchor)?;
             let now = ecointegra_broker::now_ms();
             for i in directory.institutions() {

@@ -39,6 +39,10 @@ pub struct Config {
     pub health: HealthConfig,
     pub deadlines: DeadlineConfig,
     pub tracking: TrackingConfig,
+    /// The HTTP server of `/metrics`, `/livez` and `/readyz`.
+    #[serde(default)]
+    pub http: crate::http::HttpConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +50,63 @@ pub struct Config {
 pub struct GrpcConfig {
     /// Address the gRPC server listens on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// TLS for the gRPC server (rustls). Without it the server speaks plain
+    /// HTTP/2: only for loopback.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_file: PathBuf,
+    /// PEM private key of the server.
+    pub key_file: PathBuf,
+    /// PEM CA certificate(s): when set, every client must present a
+    /// certificate it issued (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Client identities and their roles.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Role of callers with neither a known certificate nor a token.
+    pub anonymous_role: crate::auth::Role,
+    /// API tokens, by SHA-256 (`ecointegra keys token` makes one).
+    pub tokens: Vec<TokenConfig>,
+    /// Client certificate subjects (as `CN=...,O=...`) and their roles.
+    pub certificates: Vec<CertificateRole>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            anonymous_role: crate::auth::Role::Public,
+            tokens: Vec::new(),
+            certificates: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds the token, for logs.
+    pub name: String,
+    pub role: crate::auth::Role,
+    /// Lowercase hex SHA-256 of the token.
+    pub token_sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRole {
+    /// The certificate's subject, e.g. `CN=sgd.oefa.gob.pe`.
+    pub subject: String,
+    pub role: crate::auth::Role,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -167,6 +228,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             grpc: GrpcConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+                tls: None,
             },
             kafka: KafkaConfig {
                 bootstrap_servers: "127.0.0.1:9092".into(),
@@ -193,6 +255,8 @@ impl Default for Config {
             },
             deadlines: DeadlineConfig::default(),
             tracking: TrackingConfig::default(),
+            http: crate::http::HttpConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -237,7 +301,11 @@ impl Config {
             ]
             .into_iter()
             .chain(config.keys.previous_signing_key_files.iter_mut())
-            {
+            .chain(config.grpc.tls.iter_mut().flat_map(|t| {
+                [&mut t.cert_file, &mut t.key_file]
+                    .into_iter()
+                    .chain(t.client_ca_file.as_mut())
+            })) {
                 if path.is_relative() {
                     *path = base.join(&*path);
                 }
@@ -274,6 +342,14 @@ impl Config {
                 "kafka.topic_prefix",
                 "must be letters, digits, '.', '_' or '-'",
             ));
+        }
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if t.token_sha256.len() != 64 || hex::decode(&t.token_sha256).is_err() {
+                return Err(ConfigError::field(
+                    &format!("auth.tokens[{i}].token_sha256"),
+                    "must be 64 hex characters (the SHA-256 of the token, never the token)",
+                ));
+            }
         }
         if let Err(e) = ecointegra_broker::keys::parse_public_key(&self.keys.authority_public_key) {
             return Err(ConfigError::field("keys.authority_public_key", e));
@@ -320,7 +396,10 @@ impl Config {
             }
         }
         if !(-720..=840).contains(&self.deadlines.utc_offset_minutes) {
-            return Err(ConfigError::field("deadlines.utc_offset_minutes", "must be between -720 and 840"));
+            return Err(ConfigError::field(
+                "deadlines.utc_offset_minutes",
+                "must be between -720 and 840",
+            ));
         }
         if self.health.probe_interval_ms == 0 {
             return Err(ConfigError::field(
@@ -342,7 +421,7 @@ impl Config {
 /// The top-level tables and keys of [`Config`]. Other `ECOINTEGRA_*` variables
 /// (`ECOINTEGRA_CONFIG`, `ECOINTEGRA_LOG`, tools' own) are not configuration;
 /// an unknown key inside a known table is still rejected.
-const TOP_LEVEL_KEYS: [&str; 9] = [
+const TOP_LEVEL_KEYS: [&str; 11] = [
     "institution",
     "data_dir",
     "grpc",
@@ -352,6 +431,8 @@ const TOP_LEVEL_KEYS: [&str; 9] = [
     "health",
     "deadlines",
     "tracking",
+    "http",
+    "auth",
 ];
 
 fn is_config_key(key: &str) -> bool {

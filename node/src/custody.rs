@@ -14,12 +14,18 @@ pub fn verify_chain(envelopes: &[Vec<u8>], directory: &Directory) -> Result<Vec<
     let mut receipts = Vec::with_capacity(envelopes.len());
     let mut previous: Vec<u8> = Vec::new();
     for (i, bytes) in envelopes.iter().enumerate() {
-        let sealed = Envelope::decode(bytes.as_slice()).map_err(|e| format!("receipt {i} is not an envelope: {e}"))?;
-        let signer = directory
-            .get(&sealed.sender)
-            .ok_or_else(|| format!("receipt {i} is signed by {}, who is not in the directory", sealed.sender))?;
-        envelope::verify_signature(&sealed, &signer.signing_key).map_err(|e| format!("receipt {i}: {e}"))?;
-        let receipt = Receipt::decode(sealed.payload.as_slice()).map_err(|e| format!("receipt {i} is unreadable: {e}"))?;
+        let sealed = Envelope::decode(bytes.as_slice())
+            .map_err(|e| format!("receipt {i} is not an envelope: {e}"))?;
+        let signer = directory.get(&sealed.sender).ok_or_else(|| {
+            format!(
+                "receipt {i} is signed by {}, who is not in the directory",
+                sealed.sender
+            )
+        })?;
+        envelope::verify_signature(&sealed, &signer.signing_key)
+            .map_err(|e| format!("receipt {i}: {e}"))?;
+        let receipt = Receipt::decode(sealed.payload.as_slice())
+            .map_err(|e| format!("receipt {i} is unreadable: {e}"))?;
         if receipt.receiving_institution != sealed.sender {
             return Err(format!(
                 "receipt {i} names {} as receiver but is signed by {}",

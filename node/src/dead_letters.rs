@@ -148,7 +148,11 @@ pub async fn recorded(shared: &Shared, position: (i32, i64), letter: &DeadLetter
 }
 
 /// Dead letters, newest first.
-pub fn list(store: &crate::store::Store, include_closed: bool, limit: u32) -> Result<Vec<DeadLetterEntry>> {
+pub fn list(
+    store: &crate::store::Store,
+    include_closed: bool,
+    limit: u32,
+) -> Result<Vec<DeadLetterEntry>> {
     store.read(|c| {
         let condition = if include_closed {
             ""
@@ -185,7 +189,9 @@ pub fn detail(store: &crate::store::Store, id: i64) -> Result<DeadLetterDetail> 
             return Err(Error::NotFound(format!("dead letter {id}")));
         };
         let bytes: Vec<u8> = c
-            .query_row("SELECT letter FROM dead_letters WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT letter FROM dead_letters WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .map_err(Error::store("cannot read dead letters"))?;
         Ok((entry, bytes))
     })?;
@@ -293,9 +299,12 @@ pub async fn replay(shared: &Shared, id: i64) -> Result<ReplayOutcome> {
                 .store
                 .run(move |s| {
                     s.write(|tx| {
-                        tx.execute("UPDATE dead_letters SET replayed_at_ms = 0 WHERE id = ?1", [id])
-                            .map(drop)
-                            .map_err(Error::store("cannot update a dead letter"))
+                        tx.execute(
+                            "UPDATE dead_letters SET replayed_at_ms = 0 WHERE id = ?1",
+                            [id],
+                        )
+                        .map(drop)
+                        .map_err(Error::store("cannot update a dead letter"))
                     })
                 })
                 .await;
@@ -337,9 +346,17 @@ async fn publish(shared: &Shared, id: i64, bytes: &[u8]) -> Result<(String, i32,
 }
 
 /// Marks a dead letter dealt with. Discarding it again changes nothing.
-pub fn discard(store: &crate::store::Store, id: i64, by: &str, reason: &str) -> Result<(DeadLetterEntry, bool)> {
+pub fn discard(
+    store: &crate::store::Store,
+    id: i64,
+    by: &str,
+    reason: &str,
+) -> Result<(DeadLetterEntry, bool)> {
     if reason.trim().is_empty() {
-        return Err(Error::invalid("reason", "is required: say why it is discarded"));
+        return Err(Error::invalid(
+            "reason",
+            "is required: say why it is discarded",
+        ));
     }
     if by.trim().is_empty() {
         return Err(Error::invalid("by", "is required: say who discards it"));

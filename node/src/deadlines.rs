@@ -65,7 +65,11 @@ pub struct Calendar {
 
 impl Calendar {
     pub fn new(config: &DeadlineConfig) -> Self {
-        let mut holidays: Vec<Day> = config.holidays.iter().filter_map(|h| Day::parse(h)).collect();
+        let mut holidays: Vec<Day> = config
+            .holidays
+            .iter()
+            .filter_map(|h| Day::parse(h))
+            .collect();
         holidays.sort();
         Self {
             holidays,
@@ -93,7 +97,11 @@ impl Calendar {
 
     /// Business days from `today` until `due` (negative once overdue).
     pub fn business_days_between(&self, today: Day, due: Day) -> i32 {
-        let (from, to, sign) = if due >= today { (today, due, 1) } else { (due, today, -1) };
+        let (from, to, sign) = if due >= today {
+            (today, due, 1)
+        } else {
+            (due, today, -1)
+        };
         let mut count = 0;
         let mut day = from;
         while day < to {
@@ -143,13 +151,19 @@ mod tests {
         let friday = Day::parse("2026-12-04").unwrap();
         assert_eq!(cal.add_business_days(friday, 3).to_string(), "2026-12-10");
         // Without the holiday: Mon 7, Tue 8, Wed 9.
-        assert_eq!(calendar(&[]).add_business_days(friday, 3).to_string(), "2026-12-09");
+        assert_eq!(
+            calendar(&[]).add_business_days(friday, 3).to_string(),
+            "2026-12-09"
+        );
         // Filed on a Saturday: the period starts Monday.
         let saturday = Day::parse("2026-12-05").unwrap();
         assert_eq!(cal.add_business_days(saturday, 1).to_string(), "2026-12-07");
         let due = Day::parse("2026-12-10").unwrap();
         assert_eq!(cal.business_days_between(friday, due), 3);
-        assert_eq!(cal.business_days_between(Day::parse("2026-12-14").unwrap(), due), -2);
+        assert_eq!(
+            cal.business_days_between(Day::parse("2026-12-14").unwrap(), due),
+            -2
+        );
     }
 
     #[test]

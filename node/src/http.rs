@@ -35,7 +35,9 @@ pub async fn bind(config: &HttpConfig) -> Result<Option<TcpListener>> {
     TcpListener::bind(listen)
         .await
         .map(Some)
-        .map_err(Error::io(format!("cannot listen on {listen} (http.listen)")))
+        .map_err(Error::io(format!(
+            "cannot listen on {listen} (http.listen)"
+        )))
 }
 
 /// Serves on `listener` until `cancel` fires; writes `<data_dir>/http.addr`.
@@ -48,7 +50,9 @@ pub fn spawn(
     let Some(listener) = listener else {
         return Ok(None);
     };
-    let addr = listener.local_addr().map_err(Error::io("no local address"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(Error::io("no local address"))?;
     let addr_file = shared.config.data_dir.join("http.addr");
     std::fs::write(&addr_file, addr.to_string())
         .map_err(Error::io(format!("cannot write {}", addr_file.display())))?;
@@ -76,7 +80,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         .unwrap_or_default();
     let body = crate::metrics::render(shared.institution(), &shared.metrics, &gauges);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
 }

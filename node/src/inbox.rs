@@ -10,15 +10,15 @@
 //! - Anything that cannot be decoded, verified or assembled goes to the DLQ with
 //!   its reason, and the partition moves on.
 
+use crate::deadlines::{Calendar, Day};
 use crate::error::{Error, Result};
 use crate::node::Shared;
-use crate::deadlines::{Calendar, Day};
 use crate::store::{Delivery, DocumentRow, NewFiling, Partial, Position, ReceiptRow};
 use ecointegra_broker::envelope::{self, Rejection};
 use ecointegra_broker::kafka::InboxConsumer;
 use ecointegra_proto::v1::{
-    Chunk, Direction, DocumentDigest, Envelope, FilingStatus, Manifest, MessageType, Notice, Receipt, Transfer,
-    TransferKind,
+    Chunk, Direction, DocumentDigest, Envelope, FilingStatus, Manifest, MessageType, Notice,
+    Receipt, Transfer, TransferKind,
 };
 use prost::Message as _;
 use rdkafka::message::{Message, OwnedMessage};
@@ -131,8 +131,14 @@ async fn connect(shared: &Arc<Shared>, feed: Feed) -> Result<Arc<InboxConsumer>>
     .await?;
     let (topic, group) = match feed {
         Feed::Inbox => (shared.inbox_topic(), shared.group_id()),
-        Feed::Tracking => (shared.topics.tracking(), format!("{}.tracking", shared.group_id())),
-        Feed::Directory => (shared.topics.directory(), format!("{}.directory", shared.group_id())),
+        Feed::Tracking => (
+            shared.topics.tracking(),
+            format!("{}.tracking", shared.group_id()),
+        ),
+        Feed::Directory => (
+            shared.topics.directory(),
+            format!("{}.directory", shared.group_id()),
+        ),
     };
     let consumer = Arc::new(InboxConsumer::new(&settings, &group, &topic)?);
     let c = consumer.clone();
@@ -167,9 +173,20 @@ async fn handle(
         partition: record.partition(),
         offset: record.offset(),
     };
+    shared.metrics.consumed(
+        position.topic,
+        record.payload().map_or(0, <[u8]>::len),
+        feed == Feed::Inbox,
+    );
+    let span = crate::trace::on_record(shared, record, feed == Feed::Inbox).await;
     let mut failures = 0;
     loop {
-        let fault = match process(shared, feed, record, position).await {
+        let fault = match tracing::Instrument::instrument(
+            process(shared, feed, record, position),
+            span.clone(),
+        )
+        .await
+        {
             Ok(()) => break,
             Err(fault) => fault,
         };
@@ -229,7 +246,10 @@ async fn dead_letter(
         )
         .await
         {
-            Ok(_) => break,
+            Ok(at) => {
+                crate::dead_letters::recorded(shared, at, &letter).await;
+                break;
+            }
             Err(error) => {
                 tracing::warn!(%error, "Cannot publish a dead letter; retrying.");
                 if cancel.is_cancelled() {
@@ -295,7 +315,11 @@ async fn process(
 
 /// A signed directory entry from the topic: verified against the trust anchor,
 /// kept, and in force at once.
-async fn directory_entry(shared: &Arc<Shared>, value: &[u8], position: Position<'_>) -> Result<(), Fault> {
+async fn directory_entry(
+    shared: &Arc<Shared>,
+    value: &[u8],
+    position: Position<'_>,
+) -> Result<(), Fault> {
     let signed = ecointegra_proto::v1::SignedDirectoryEntry::decode(value)
         .map_err(|e| Rejection::new("directory", format!("not a signed directory entry: {e}")))?;
     let entry = ecointegra_broker::directory::verify_entry(&signed, &shared.anchor)
@@ -308,7 +332,18 @@ async fn directory_entry(shared: &Arc<Shared>, value: &[u8], position: Position<
     let id = entry.institution_id.clone();
     shared
         .store
-        .run(move |s| s.apply_directory_entry(Position { topic: &topic, partition, offset }, &id, entry.version, &signed))
+        .run(move |s| {
+            s.apply_directory_entry(
+                Position {
+                    topic: &topic,
+                    partition,
+                    offset,
+                },
+                &id,
+                entry.version,
+                &signed,
+            )
+        })
         .await?;
     if changed {
         tracing::info!(institution = %entry.institution_id, version = entry.version, "Directory entry in force.");
@@ -629,8 +664,13 @@ async fn manifest(
         ));
     }
 
-    let prior_receipts = verify_prior_receipts(&transfer, &directory_for(shared))
-        .map_err(|reason| reject("chain", format!("transfer {}: {reason}", transfer.transfer_id)))?;
+    let prior_receipts =
+        verify_prior_receipts(&transfer, &directory_for(shared)).map_err(|reason| {
+            reject(
+                "chain",
+                format!("transfer {}: {reason}", transfer.transfer_id),
+            )
+        })?;
 
     let now = ecointegra_broker::now_ms();
     let me = shared.institution().to_owned();
@@ -675,7 +715,11 @@ async fn manifest(
         hop: transfer.hop.max(1),
         filing_type: transfer.filing_type.clone(),
         due_date,
-        filed_at: if transfer.filed_at.is_empty() { transfer.origin.clone() } else { transfer.filed_at.clone() },
+        filed_at: if transfer.filed_at.is_empty() {
+            transfer.origin.clone()
+        } else {
+            transfer.filed_at.clone()
+        },
         previous_receipt_sha256: transfer.previous_receipt_sha256.clone(),
     };
     let sealer = shared.sealer.clone();
@@ -729,12 +773,26 @@ async fn manifest(
         .store
         .run(move |s| {
             for doc in &delivery.filing.documents {
-                blobs.adopt(&blobs.partial_path(&delivery.filing.transfer_id, doc.index), &doc.sha256)?;
+                blobs.adopt(
+                    &blobs.partial_path(&delivery.filing.transfer_id, doc.index),
+                    &doc.sha256,
+                )?;
             }
-            s.apply_delivery(Position { topic: &topic, partition, offset }, &id, &delivery)
+            s.apply_delivery(
+                Position {
+                    topic: &topic,
+                    partition,
+                    offset,
+                },
+                &id,
+                &delivery,
+            )
         })
         .await?;
     if let Some(filing_id) = filing_id {
+        shared
+            .metrics
+            .filing_received(manifest.documents.iter().map(|d| d.size).sum());
         tracing::info!(%tracking_code, origin = %envelope.sender, "Filing delivered.");
         shared.inbox_head.send_replace(filing_id);
         shared.relay_wake.notify_one();
@@ -876,6 +934,9 @@ async fn receipt(
             )
         })
         .await?;
+    shared.metrics.receipted(Duration::from_millis(
+        (ecointegra_broker::now_ms() - filing.registered_at_ms).max(0) as u64,
+    ));
     tracing::info!(
         tracking_code = %filing.tracking_code,
         destination = %filing.destination,
@@ -885,19 +946,35 @@ async fn receipt(
     Ok(())
 }
 
-async fn notice(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>) -> Result<(), Fault> {
+async fn notice(
+    shared: &Arc<Shared>,
+    envelope: Envelope,
+    position: Position<'_>,
+) -> Result<(), Fault> {
     let notice: Notice = envelope::open_payload(&envelope, &shared.keyring)?;
-    let reject = |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
+    let reject =
+        |code, reason: String| Fault::Reject(Rejection::new(code, reason).about(&envelope));
     let status = FilingStatus::try_from(notice.status).unwrap_or_default();
     if !matches!(status, FilingStatus::Observed | FilingStatus::Rejected) {
-        return Err(reject("notice", format!("a notice cannot set status {}", notice.status)));
-    }
-    let transfer_id = notice.transfer_id.clone();
-    let filing = shared.store.run(move |s| s.filing_by_transfer(&transfer_id)).await?;
-    let Some(filing) = filing.filter(|f| f.direction == Direction::Outbound && f.destination == envelope.sender) else {
         return Err(reject(
             "notice",
-            format!("notice for transfer {}, which this institution did not send to {}", notice.transfer_id, envelope.sender),
+            format!("a notice cannot set status {}", notice.status),
+        ));
+    }
+    let transfer_id = notice.transfer_id.clone();
+    let filing = shared
+        .store
+        .run(move |s| s.filing_by_transfer(&transfer_id))
+        .await?;
+    let Some(filing) =
+        filing.filter(|f| f.direction == Direction::Outbound && f.destination == envelope.sender)
+    else {
+        return Err(reject(
+            "notice",
+            format!(
+                "notice for transfer {}, which this institution did not send to {}",
+                notice.transfer_id, envelope.sender
+            ),
         ));
     };
     let (topic, partition, offset) = owned(position);
@@ -907,7 +984,18 @@ async fn notice(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>
         .store
         .run(move |s| {
             let clock = (notice.tracking_code.as_str(), notice.tracking_seq);
-            s.apply_notice(Position { topic: &topic, partition, offset }, &id, filing_id, status, &notice.reason, clock)
+            s.apply_notice(
+                Position {
+                    topic: &topic,
+                    partition,
+                    offset,
+                },
+                &id,
+                filing_id,
+                status,
+                &notice.reason,
+                clock,
+            )
         })
         .await?;
     tracing::info!(tracking_code = %filing.tracking_code, by = %envelope.sender, status = ?status, "Notice stored.");

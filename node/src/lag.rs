@@ -35,6 +35,8 @@ pub struct LagReader {
     /// (a client reads the offsets of its own group only). None joins its
     /// group or commits anything.
     groups: Mutex<HashMap<String, std::sync::Arc<BaseConsumer>>>,
+    /// One reading of first records at a time: they share `reader`'s assignment.
+    reading: Mutex<()>,
 }
 
 fn config(settings: &KafkaSettings) -> ClientConfig {
@@ -76,6 +78,7 @@ impl LagReader {
             settings: settings.clone(),
             reader,
             groups: Mutex::new(HashMap::new()),
+            reading: Mutex::new(()),
         })
     }
 
@@ -175,6 +178,7 @@ impl LagReader {
         if positions.is_empty() {
             return Ok(None);
         }
+        let _reading = self.reading.lock().unwrap_or_else(|e| e.into_inner());
         let mut list = TopicPartitionList::new();
         for (partition, offset) in positions {
             list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
@@ -187,15 +191,11 @@ impl LagReader {
         let mut oldest: Option<i64> = None;
         let deadline = Instant::now() + timeout;
         while !waiting.is_empty() && Instant::now() < deadline {
-            match self.reader.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) => {
-                    if waiting.remove(&message.partition()).is_some()
-                        && let Some(ts) = message.timestamp().to_millis()
-                    {
-                        oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
-                    }
-                }
-                Some(Err(_)) | None => {}
+            if let Some(Ok(message)) = self.reader.poll(Duration::from_millis(100))
+                && waiting.remove(&message.partition()).is_some()
+                && let Some(ts) = message.timestamp().to_millis()
+            {
+                oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
             }
         }
         let _ = self.reader.unassign();

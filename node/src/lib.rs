@@ -12,25 +12,36 @@
 //! - [`tracking`]: the sector timeline and citizen look-ups.
 //! - [`service`]: the gRPC server; [`health`]: health checking against Kafka.
 //! - [`bench`]: `ecointegra bench`, the transfer measured against raw Kafka.
+//! - [`ops`]: `OperationsService`, queues and [`dead_letters`]; [`lag`]: consumer
+//!   lag from Kafka; [`metrics`] and [`http`]: Prometheus `/metrics`, `/livez`,
+//!   `/readyz`; [`trace`]: `traceparent` across institutions, and the logs.
 //! - [`cli`]: the command-line tool; [`error`]: errors and their gRPC codes.
 
+pub mod auth;
 pub mod bench;
 pub mod blobs;
 pub mod cli;
 mod cli_actions;
 mod cli_directory;
+mod cli_ops;
 pub mod config;
 pub mod custody;
+pub mod dead_letters;
 pub mod deadlines;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod ids;
 pub mod inbox;
+pub mod lag;
+pub mod metrics;
 pub mod node;
+pub mod ops;
 pub mod relay;
 pub mod service;
 pub mod store;
 pub mod submit;
+pub mod trace;
 pub mod tracking;
 pub mod validate;
 pub mod workflow;

@@ -185,10 +185,26 @@ impl Metrics {
         self.record_bytes.add(&[topic, "produced"], bytes as u64);
     }
 
-    /// A record read from Kafka and applied (or dead-lettered).
-    pub fn consumed(&self, topic: &str, bytes: usize) {
+    /// A record read from Kafka, to be applied (or dead-lettered); `inbox`
+    /// if it was read from this institution's inbox.
+    pub fn consumed(&self, topic: &str, bytes: usize, inbox: bool) {
         self.records.inc(&[topic, "consumed"]);
         self.record_bytes.add(&[topic, "consumed"], bytes as u64);
+        if inbox {
+            self.inbox_bytes_window.add(bytes as u64);
+        }
+    }
+
+    /// A filing accepted at the desk with `bytes` of documents.
+    pub fn filing_submitted(&self, bytes: u64) {
+        self.submitted.inc();
+        self.document_bytes.add(&["submitted"], bytes);
+    }
+
+    /// A transfer from another institution stored here with `bytes` of documents.
+    pub fn filing_received(&self, bytes: u64) {
+        self.received.inc();
+        self.document_bytes.add(&["received"], bytes);
     }
 
     /// One of our transfers was receipted `latency` after registration.
@@ -457,16 +473,20 @@ mod tests {
         m.receipted(Duration::from_secs(20));
         let text = render("oefa", &m, &Gauges::default());
         assert!(text.contains("ecointegra_filings_submitted_total{institution=\"oefa\"} 2\n"));
-        assert!(text.contains(
-            "ecointegra_dead_letters_total{institution=\"oefa\",reason=\"decode\"} 1\n"
-        ));
+        assert!(
+            text.contains(
+                "ecointegra_dead_letters_total{institution=\"oefa\",reason=\"decode\"} 1\n"
+            )
+        );
         assert!(text.contains(
             "ecointegra_delivery_latency_seconds_bucket{institution=\"oefa\",le=\"0.5\"} 1\n"
         ));
         assert!(text.contains(
             "ecointegra_delivery_latency_seconds_bucket{institution=\"oefa\",le=\"30\"} 2\n"
         ));
-        assert!(text.contains("ecointegra_delivery_latency_seconds_count{institution=\"oefa\"} 2\n"));
+        assert!(
+            text.contains("ecointegra_delivery_latency_seconds_count{institution=\"oefa\"} 2\n")
+        );
         assert!(text.contains("# TYPE ecointegra_delivery_latency_seconds histogram\n"));
     }
 

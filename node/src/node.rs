@@ -39,6 +39,8 @@ pub struct Shared {
     pub kafka_up: watch::Sender<bool>,
     /// Failed tracking look-ups per client.
     pub limiter: crate::tracking::Limiter,
+    /// Counters for `/metrics` and the operations service.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -47,7 +49,10 @@ impl Shared {
     }
 
     pub fn directory(&self) -> Arc<Directory> {
-        self.directory.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Replaces the directory (a newer signed entry arrived).
@@ -95,10 +100,16 @@ impl Node {
         let identity = SigningIdentity::load(&config.keys.signing_key_file)?;
         let sealer = Sealer::new(config.institution.clone(), identity.clone());
         let topics = Topics::new(config.kafka.topic_prefix.clone());
-        let store = Store::open(&config.data_dir.join("node.sqlite3"), sealer.clone(), topics.tracking())?;
+        let store = Store::open(
+            &config.data_dir.join("node.sqlite3"),
+            sealer.clone(),
+            topics.tracking(),
+        )?;
         let blobs = Blobs::open(&config.data_dir)?;
         let anchor = ecointegra_broker::keys::parse_public_key(&config.keys.authority_public_key)
-            .map_err(|e| Error::FailedPrecondition(format!("keys.authority_public_key: {e}")))?;
+            .map_err(|e| {
+            Error::FailedPrecondition(format!("keys.authority_public_key: {e}"))
+        })?;
         let mut directory = Directory::load(&config.keys.directory_file, &anchor)?;
         // Entries learnt from the directory topic before a restart.
         for entry in store.directory_entries()? {
@@ -134,6 +145,7 @@ impl Node {
         let grpc_addr = listener
             .local_addr()
             .map_err(Error::io("no local address"))?;
+        let http_listener = crate::http::bind(&config.http).await?;
         let latest_inbound = store.inbox_page(None, 1)?.first().map_or(0, |f| f.id);
         let shared = Arc::new(Shared {
             sealer,
@@ -149,6 +161,7 @@ impl Node {
             relay_wake: Notify::new(),
             inbox_head: watch::Sender::new(latest_inbound),
             kafka_up: watch::Sender::new(false),
+            metrics: crate::metrics::Metrics::default(),
         });
         // Tools and scripts find the node by this file when it listens on port 0.
         let addr_file = shared.config.data_dir.join("grpc.addr");
@@ -157,6 +170,7 @@ impl Node {
 
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        crate::http::spawn(shared.clone(), http_listener, &tracker, cancel.clone())?;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         tracker.spawn(crate::health::run(shared.clone(), reporter, cancel.clone()));
         tracker.spawn(crate::relay::run(shared.clone(), cancel.clone()));

@@ -14,7 +14,7 @@ use crate::node::Shared;
 use crate::store::OutboxKind;
 use ecointegra_proto::v1::operations_service_server::{OperationsService, OperationsServiceServer};
 use ecointegra_proto::v1::{
-    DeadLetterDetail, DeadLetterEntry, DiscardDeadLetterRequest, Direction, GetDeadLetterRequest,
+    DeadLetterDetail, DeadLetterEntry, Direction, DiscardDeadLetterRequest, GetDeadLetterRequest,
     GetQueuesRequest, GetQueuesResponse, InstitutionQueues, ListDeadLettersRequest,
     ListDeadLettersResponse, ReplayDeadLettersRequest, ReplayDeadLettersResponse, TroubledFiling,
 };
@@ -119,7 +119,12 @@ fn outbox_entries(shared: &Shared) -> Result<Vec<OutboxEntry>> {
 
 /// (last delivery, deliveries in the last minute) of filings in `direction`,
 /// optionally to one destination.
-fn deliveries(shared: &Shared, direction: Direction, destination: Option<&str>, now: i64) -> Result<(i64, i64)> {
+fn deliveries(
+    shared: &Shared,
+    direction: Direction,
+    destination: Option<&str>,
+    now: i64,
+) -> Result<(i64, i64)> {
     shared.store.read(|c| {
         c.query_row(
             "SELECT COALESCE(MAX(delivered_at_ms), 0), COALESCE(SUM(delivered_at_ms >= ?3), 0)
@@ -154,7 +159,12 @@ pub fn queues(shared: &Shared) -> Result<GetQueuesResponse> {
     let reader = reader(shared).ok();
     let directory = shared.directory();
     let mut institutions = vec![me.clone()];
-    institutions.extend(directory.institutions().map(|i| i.id.clone()).filter(|id| *id != me));
+    institutions.extend(
+        directory
+            .institutions()
+            .map(|i| i.id.clone())
+            .filter(|id| *id != me),
+    );
 
     let mut rows = Vec::new();
     let mut lags: BTreeMap<String, Option<Lag>> = BTreeMap::new();
@@ -162,7 +172,11 @@ pub fn queues(shared: &Shared) -> Result<GetQueuesResponse> {
         let local = *id == me;
         let lag = if kafka_reachable {
             reader.as_ref().and_then(|r| {
-                let lag = if local { own_lag(shared, r) } else { peer_lag(shared, r, id) };
+                let lag = if local {
+                    own_lag(shared, r)
+                } else {
+                    peer_lag(shared, r, id)
+                };
                 lag.map_err(|error| tracing::debug!(%error, institution = %id, "Lag not known."))
                     .ok()
             })
@@ -218,9 +232,15 @@ pub fn queues(shared: &Shared) -> Result<GetQueuesResponse> {
                 continue;
             }
             if kafka_reachable {
-                format!("not yet published to Kafka after {}; the relay keeps retrying (see the node's log)", human(age))
+                format!(
+                    "not yet published to Kafka after {}; the relay keeps retrying (see the node's log)",
+                    human(age)
+                )
             } else {
-                format!("not yet published after {}: Kafka is not reachable", human(age))
+                format!(
+                    "not yet published after {}: Kafka is not reachable",
+                    human(age)
+                )
             }
         } else {
             if age < receipt_timeout_ms && e.attempts < 2 {
@@ -289,7 +309,10 @@ pub fn gauges(shared: &Shared) -> Gauges {
     let now = ecointegra_broker::now_ms();
     let kafka_up = *shared.kafka_up.borrow();
     let outbox = outbox_entries(shared).unwrap_or_default();
-    let pending: Vec<&OutboxEntry> = outbox.iter().filter(|e| e.transfer && e.attempts > 0).collect();
+    let pending: Vec<&OutboxEntry> = outbox
+        .iter()
+        .filter(|e| e.transfer && e.attempts > 0)
+        .collect();
     let inbox_lag = if kafka_up {
         reader(shared)
             .and_then(|r| own_lag(shared, &r))
@@ -314,15 +337,20 @@ pub fn gauges(shared: &Shared) -> Gauges {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io {
-        context: "an operations task failed".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Io {
+            context: "an operations task failed".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
 #[tonic::async_trait]
 impl OperationsService for OperationsApi {
-    async fn get_queues(&self, _: Request<GetQueuesRequest>) -> Result<Response<GetQueuesResponse>, Status> {
+    async fn get_queues(
+        &self,
+        _: Request<GetQueuesRequest>,
+    ) -> Result<Response<GetQueuesResponse>, Status> {
         let shared = self.shared.clone();
         Ok(Response::new(blocking(move || queues(&shared)).await?))
     }
@@ -344,9 +372,16 @@ impl OperationsService for OperationsApi {
         Ok(Response::new(ListDeadLettersResponse { dead_letters }))
     }
 
-    async fn get_dead_letter(&self, request: Request<GetDeadLetterRequest>) -> Result<Response<DeadLetterDetail>, Status> {
+    async fn get_dead_letter(
+        &self,
+        request: Request<GetDeadLetterRequest>,
+    ) -> Result<Response<DeadLetterDetail>, Status> {
         let id = request.into_inner().id;
-        let detail = self.shared.store.run(move |s| crate::dead_letters::detail(s, id)).await?;
+        let detail = self
+            .shared
+            .store
+            .run(move |s| crate::dead_letters::detail(s, id))
+            .await?;
         Ok(Response::new(detail))
     }
 
@@ -358,8 +393,16 @@ impl OperationsService for OperationsApi {
         let ids = match (request.all_open, request.ids.is_empty()) {
             (true, true) => self.shared.store.run(crate::dead_letters::open_ids).await?,
             (false, false) => request.ids,
-            (true, false) => return Err(Error::invalid("ids", "must be empty when all_open is set").into()),
-            (false, true) => return Err(Error::invalid("ids", "name at least one dead letter, or set all_open").into()),
+            (true, false) => {
+                return Err(Error::invalid("ids", "must be empty when all_open is set").into());
+            }
+            (false, true) => {
+                return Err(Error::invalid(
+                    "ids",
+                    "name at least one dead letter, or set all_open",
+                )
+                .into());
+            }
         };
         let mut outcomes = Vec::with_capacity(ids.len());
         // In order, each acknowledged before the next: chunks stay before
@@ -374,7 +417,17 @@ impl OperationsService for OperationsApi {
         &self,
         request: Request<DiscardDeadLetterRequest>,
     ) -> Result<Response<DeadLetterEntry>, Status> {
-        let r = request.into_inner();
+        // Who: as given, or as the caller authenticated.
+        let caller = request
+            .extensions()
+            .get::<crate::auth::Caller>()
+            .map(|c| c.name.clone());
+        let mut r = request.into_inner();
+        if r.by.trim().is_empty()
+            && let Some(name) = caller.filter(|n| n != "anonymous")
+        {
+            r.by = name;
+        }
         let (entry, changed) = self
             .shared
             .store

@@ -84,6 +84,7 @@ async fn publish_row(shared: Arc<Shared>, row: OutboxRow) -> i64 {
         }
         Err(error) => {
             tracing::warn!(%error, outbox_id = id, "Publication failed; will retry.");
+            shared.metrics.failed.inc(&["publish_error"]);
             shared
                 .store
                 .run(move |s| s.outbox_retry_at(id, now + RETRY_DELAY_MS))
@@ -103,10 +104,18 @@ async fn publish_envelope(shared: &Shared, row: &OutboxRow) -> Result<()> {
         source: std::io::Error::other(e),
     })?;
     let meta = meta_of(&envelope);
+    let traceparent = crate::trace::outgoing(shared, &row.record_key).await;
     shared
         .publisher
-        .publish(&row.topic, &row.record_key, bytes, &meta, &[])
+        .publish(
+            &row.topic,
+            &row.record_key,
+            bytes,
+            &meta,
+            &[(crate::trace::HEADER, &traceparent)],
+        )
         .await?;
+    shared.metrics.produced(&row.topic, bytes.len());
     tracing::debug!(message_id = %envelope.message_id, topic = %row.topic, "Envelope published.");
     Ok(())
 }
@@ -132,6 +141,7 @@ async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
         .await?
         .ok_or_else(|| Error::NotFound(format!("the filing of transfer {transfer_id}")))?;
     let topic = shared.topics.inbox(&filing.destination);
+    let traceparent = crate::trace::outgoing(shared, &transfer_id).await;
     // Content is encrypted for the destination: Kafka sees only ciphertext.
     let recipient_key = shared
         .directory()
@@ -146,8 +156,16 @@ async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
     let seal = |id: String, message_type: MessageType, payload: Vec<u8>| {
         shared
             .sealer
-            .seal_encrypted(id, message_type, &filing.destination, &recipient_key, &payload)
-            .map_err(|e| Error::FailedPrecondition(format!("cannot encrypt for {}: {e}", filing.destination)))
+            .seal_encrypted(
+                id,
+                message_type,
+                &filing.destination,
+                &recipient_key,
+                &payload,
+            )
+            .map_err(|e| {
+                Error::FailedPrecondition(format!("cannot encrypt for {}: {e}", filing.destination))
+            })
     };
     let chunk_size = shared.config.transfer.chunk_size as u64;
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
@@ -179,7 +197,15 @@ async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
                 MessageType::Chunk,
                 chunk.encode_to_vec(),
             )?;
-            send(shared, &topic, &transfer_id, &envelope, &mut pending).await?;
+            send(
+                shared,
+                &topic,
+                &transfer_id,
+                &envelope,
+                &traceparent,
+                &mut pending,
+            )
+            .await?;
         }
         digests.push(DocumentDigest {
             index: doc.index,
@@ -233,7 +259,15 @@ async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
         MessageType::Manifest,
         manifest.encode_to_vec(),
     )?;
-    send(shared, &topic, &transfer_id, &envelope, &mut pending).await?;
+    send(
+        shared,
+        &topic,
+        &transfer_id,
+        &envelope,
+        &traceparent,
+        &mut pending,
+    )
+    .await?;
     while let Some(p) = pending.pop_front() {
         p.delivered().await?;
     }
@@ -251,13 +285,21 @@ async fn send(
     topic: &str,
     key: &str,
     envelope: &Envelope,
+    traceparent: &str,
     pending: &mut VecDeque<Pending>,
 ) -> Result<()> {
     let bytes = envelope.encode_to_vec();
     let queued = shared
         .publisher
-        .enqueue(topic, key, &bytes, &meta_of(envelope), &[])
+        .enqueue(
+            topic,
+            key,
+            &bytes,
+            &meta_of(envelope),
+            &[(crate::trace::HEADER, traceparent)],
+        )
         .await?;
+    shared.metrics.produced(topic, bytes.len());
     pending.push_back(queued);
     if pending.len() >= WINDOW
         && let Some(oldest) = pending.pop_front()

@@ -1,12 +1,12 @@
 //! The gRPC server: `FilingService`, health checking and reflection.
 
+use crate::deadlines::{Calendar, Day};
 use crate::error::{Error, Result};
 use crate::node::Shared;
 use crate::store::FilingRow;
-use ecointegra_broker::envelope;
-use crate::deadlines::{Calendar, Day};
 use crate::submit::DocPart;
 use crate::workflow::Action;
+use ecointegra_broker::envelope;
 use ecointegra_proto::v1::filing_service_server::{FilingService, FilingServiceServer};
 use ecointegra_proto::v1::tracking_service_server::TrackingServiceServer;
 use ecointegra_proto::v1::{
@@ -49,17 +49,57 @@ pub async fn serve(
         cancel: cancel.clone(),
     })
     .max_decoding_message_size(8 << 20);
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &shared.config.grpc.tls {
+        match server_tls(tls).and_then(|config| {
+            builder
+                .tls_config(config)
+                .map_err(|e| format!("the TLS configuration is not usable: {e}"))
+        }) {
+            Ok(with_tls) => builder = with_tls,
+            Err(error) => {
+                tracing::error!(%error, "gRPC server cannot start.");
+                cancel.cancel();
+                return;
+            }
+        }
+    }
+    let auth = Arc::new(crate::auth::Authenticator::new(shared.config.auth.clone()));
+    let result = builder
+        .layer(crate::auth::AuthLayer::new(auth))
         .add_service(health)
         .add_service(reflection)
         .add_service(filing)
-        .add_service(TrackingServiceServer::new(crate::tracking::TrackingApi { shared: shared.clone() }))
+        .add_service(TrackingServiceServer::new(crate::tracking::TrackingApi {
+            shared: shared.clone(),
+        }))
+        .add_service(crate::ops::server(shared.clone()))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
         .await;
     if let Err(error) = result {
         tracing::error!(%error, "gRPC server failed.");
         cancel.cancel();
     }
+}
+
+/// The server's TLS settings from its PEM files.
+fn server_tls(
+    tls: &crate::config::TlsConfig,
+) -> std::result::Result<tonic::transport::ServerTlsConfig, String> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(&tls.cert_file)?,
+        read(&tls.key_file)?,
+    ));
+    if let Some(ca) = &tls.client_ca_file {
+        config = config
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(false);
+    }
+    Ok(config)
 }
 
 pub struct FilingApi {
@@ -77,10 +117,13 @@ impl FilingService for FilingApi {
         &self,
         request: Request<Streaming<SubmitFilingRequest>>,
     ) -> Result<Response<SubmitFilingResponse>, Status> {
+        let trace = crate::trace::from_metadata(request.metadata());
         let parts = request.into_inner().map(|part| {
             part.map_err(|status| Error::invalid("stream", status.message().to_owned()))
         });
-        let answer = crate::submit::submit(&self.shared, parts).await?;
+        let answer = crate::trace::CURRENT
+            .scope(trace, crate::submit::submit(&self.shared, parts))
+            .await?;
         tracing::info!(
             tracking_code = %answer.tracking_code,
             documents = answer.documents.len(),
@@ -288,34 +331,69 @@ impl FilingService for FilingApi {
             return Err(Error::invalid("tracking_code", "is required").into());
         }
         let lookup = code.clone();
-        let chain = self.shared.store.run(move |s| s.receipt_chain(&lookup)).await?;
+        let chain = self
+            .shared
+            .store
+            .run(move |s| s.receipt_chain(&lookup))
+            .await?;
         if chain.is_empty() {
             return Err(Error::NotFound(format!("receipts for {code}")).into());
         }
         let receipts: Vec<Vec<u8>> = chain.into_iter().map(|r| r.envelope).collect();
         let verified = crate::custody::verify_chain(&receipts, &self.shared.directory()).is_ok();
-        Ok(Response::new(GetReceiptChainResponse { receipts, verified }))
+        Ok(Response::new(GetReceiptChainResponse {
+            receipts,
+            verified,
+        }))
     }
 
-    async fn receive_filing(&self, request: Request<ReceiveFilingRequest>) -> Result<Response<Filing>, Status> {
+    async fn receive_filing(
+        &self,
+        request: Request<ReceiveFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
         let r = request.into_inner();
-        let action = Action::Receive { registry_number: r.registry_number, office: r.office };
+        let action = Action::Receive {
+            registry_number: r.registry_number,
+            office: r.office,
+        };
         self.act(r.tracking_code, r.action_id, action).await
     }
 
-    async fn observe_filing(&self, request: Request<ObserveFilingRequest>) -> Result<Response<Filing>, Status> {
+    async fn observe_filing(
+        &self,
+        request: Request<ObserveFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
         let r = request.into_inner();
-        self.act(r.tracking_code, r.action_id, Action::Observe { reason: r.reason }).await
+        self.act(
+            r.tracking_code,
+            r.action_id,
+            Action::Observe { reason: r.reason },
+        )
+        .await
     }
 
-    async fn reject_filing(&self, request: Request<RejectFilingRequest>) -> Result<Response<Filing>, Status> {
+    async fn reject_filing(
+        &self,
+        request: Request<RejectFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
         let r = request.into_inner();
-        self.act(r.tracking_code, r.action_id, Action::Reject { reason: r.reason }).await
+        self.act(
+            r.tracking_code,
+            r.action_id,
+            Action::Reject { reason: r.reason },
+        )
+        .await
     }
 
-    async fn forward_filing(&self, request: Request<ForwardFilingRequest>) -> Result<Response<Filing>, Status> {
+    async fn forward_filing(
+        &self,
+        request: Request<ForwardFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
         let r = request.into_inner();
-        let action = Action::Forward { destination: r.destination.trim().to_owned(), note: r.note };
+        let action = Action::Forward {
+            destination: r.destination.trim().to_owned(),
+            note: r.note,
+        };
         self.act(r.tracking_code, r.action_id, action).await
     }
 
@@ -325,28 +403,50 @@ impl FilingService for FilingApi {
     ) -> Result<Response<Filing>, Status> {
         let mut parts = request.into_inner();
         let header = match parts.message().await? {
-            Some(AnswerFilingRequest { part: Some(answer_filing_request::Part::Header(h)) }) => h,
+            Some(AnswerFilingRequest {
+                part: Some(answer_filing_request::Part::Header(h)),
+            }) => h,
             _ => return Err(Error::invalid("header", "an answer starts with its header").into()),
         };
         let documents = crate::submit::receive_documents(
             &self.shared,
-            parts.map(|p| match p.map_err(|s| Error::invalid("stream", s.message().to_owned()))?.part {
-                Some(answer_filing_request::Part::Document(d)) => Ok(DocPart::Document(d)),
-                Some(answer_filing_request::Part::Chunk(c)) => Ok(DocPart::Chunk(c)),
-                _ => Err(Error::invalid("header", "an answer has exactly one header")),
+            parts.map(|p| {
+                match p
+                    .map_err(|s| Error::invalid("stream", s.message().to_owned()))?
+                    .part
+                {
+                    Some(answer_filing_request::Part::Document(d)) => Ok(DocPart::Document(d)),
+                    Some(answer_filing_request::Part::Chunk(c)) => Ok(DocPart::Chunk(c)),
+                    _ => Err(Error::invalid("header", "an answer has exactly one header")),
+                }
             }),
         )
         .await?;
-        let action = Action::Answer { note: header.note, documents };
-        self.act(header.tracking_code, header.action_id, action).await
+        let action = Action::Answer {
+            note: header.note,
+            documents,
+        };
+        self.act(header.tracking_code, header.action_id, action)
+            .await
     }
 
-    async fn archive_filing(&self, request: Request<ArchiveFilingRequest>) -> Result<Response<Filing>, Status> {
+    async fn archive_filing(
+        &self,
+        request: Request<ArchiveFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
         let r = request.into_inner();
-        self.act(r.tracking_code, r.action_id, Action::Archive { note: r.note }).await
+        self.act(
+            r.tracking_code,
+            r.action_id,
+            Action::Archive { note: r.note },
+        )
+        .await
     }
 
-    async fn list_due(&self, request: Request<ListDueRequest>) -> Result<Response<ListDueResponse>, Status> {
+    async fn list_due(
+        &self,
+        request: Request<ListDueRequest>,
+    ) -> Result<Response<ListDueResponse>, Status> {
         let within = request.into_inner().within_days as i64;
         let calendar = Calendar::new(&self.shared.config.deadlines);
         let today = Day::of_ms(ecointegra_broker::now_ms(), calendar.utc_offset_minutes);
@@ -365,8 +465,14 @@ impl FilingService for FilingApi {
 }
 
 impl FilingApi {
-    async fn act(&self, tracking_code: String, action_id: String, action: Action) -> Result<Response<Filing>, Status> {
-        let filing = crate::workflow::act(&self.shared, tracking_code, action_id, action, "clerk").await?;
+    async fn act(
+        &self,
+        tracking_code: String,
+        action_id: String,
+        action: Action,
+    ) -> Result<Response<Filing>, Status> {
+        let filing =
+            crate::workflow::act(&self.shared, tracking_code, action_id, action, "clerk").await?;
         Ok(Response::new(filing))
     }
 

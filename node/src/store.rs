@@ -7,7 +7,9 @@
 
 use crate::error::{Error, Result};
 use ecointegra_broker::envelope::Sealer;
-use ecointegra_proto::v1::{Direction, FilingStatus, MessageType, Party, TrackingEvent, TransferKind};
+use ecointegra_proto::v1::{
+    Direction, FilingStatus, MessageType, Party, TrackingEvent, TransferKind,
+};
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::Path;
@@ -283,6 +285,7 @@ impl Store {
         writer
             .execute_batch(SCHEMA)
             .map_err(Error::store("cannot create the schema"))?;
+        crate::ops::create_schema(&writer)?;
         let reader = open_connection(path).map_err(Error::store("cannot open a reader"))?;
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
@@ -346,7 +349,11 @@ impl Store {
         self.write(|tx| {
             if let Some(key) = idempotency_key {
                 let existing: Option<Vec<u8>> = tx
-                    .query_row("SELECT response FROM idempotency WHERE key = ?1", [key], |r| r.get(0))
+                    .query_row(
+                        "SELECT response FROM idempotency WHERE key = ?1",
+                        [key],
+                        |r| r.get(0),
+                    )
                     .optional()
                     .map_err(Error::store("cannot read idempotency keys"))?;
                 if let Some(existing) = existing {
@@ -361,19 +368,35 @@ impl Store {
                 )
                 .map_err(Error::store("cannot record the idempotency key"))?;
             }
-            Ok(Submitted::New { filing_id, registry_number })
+            Ok(Submitted::New {
+                filing_id,
+                registry_number,
+            })
         })
     }
 
     /// Stores an outbound filing with its outbox entry and its REGISTERED step.
-    pub(crate) fn insert_outbound(&self, tx: &Transaction, filing: &NewFiling, actor_role: &str) -> Result<(i64, String)> {
+    pub(crate) fn insert_outbound(
+        &self,
+        tx: &Transaction,
+        filing: &NewFiling,
+        actor_role: &str,
+    ) -> Result<(i64, String)> {
         let (filing_id, registry_number) = insert_filing(tx, &self.institution, filing)?;
         tx.execute(
             "INSERT INTO outbox (kind, filing_id, recipient, record_key) VALUES (?1, ?2, ?3, ?4)",
-            params![OutboxKind::Transfer as i64, filing_id, filing.destination, filing.transfer_id],
+            params![
+                OutboxKind::Transfer as i64,
+                filing_id,
+                filing.destination,
+                filing.transfer_id
+            ],
         )
         .map_err(Error::store("cannot insert the outbox entry"))?;
-        if matches!(filing.kind, TransferKind::Original | TransferKind::Correction) {
+        if matches!(
+            filing.kind,
+            TransferKind::Original | TransferKind::Correction
+        ) {
             let verifier = if filing.kind == TransferKind::Original {
                 crate::ids::verifier(&filing.tracking_code, &filing.verification_code)
             } else {
@@ -426,7 +449,13 @@ impl Store {
             crate::tracking::BROADCAST,
             event.encode_to_vec(),
         );
-        queue_envelope(tx, &self.tracking_topic, "*", step.tracking_code, &sealed.encode_to_vec())?;
+        queue_envelope(
+            tx,
+            &self.tracking_topic,
+            "*",
+            step.tracking_code,
+            &sealed.encode_to_vec(),
+        )?;
         Ok(seq)
     }
 
@@ -467,7 +496,11 @@ impl Store {
     }
 
     pub fn receipt(&self, transfer_id: &str) -> Result<Option<ReceiptRow>> {
-        self.read(|c| Ok(query_receipts(c, "transfer_id = ?1", transfer_id)?.into_iter().next()))
+        self.read(|c| {
+            Ok(query_receipts(c, "transfer_id = ?1", transfer_id)?
+                .into_iter()
+                .next())
+        })
     }
 
     /// Every receipt held for a filing, in hop order: its chain of custody.
@@ -475,8 +508,16 @@ impl Store {
         self.read(|c| self.receipt_chain_in(c, tracking_code))
     }
 
-    pub(crate) fn receipt_chain_in(&self, c: &Connection, tracking_code: &str) -> Result<Vec<ReceiptRow>> {
-        query_receipts(c, "tracking_code = ?1 ORDER BY hop, received_at_ms", tracking_code)
+    pub(crate) fn receipt_chain_in(
+        &self,
+        c: &Connection,
+        tracking_code: &str,
+    ) -> Result<Vec<ReceiptRow>> {
+        query_receipts(
+            c,
+            "tracking_code = ?1 ORDER BY hop, received_at_ms",
+            tracking_code,
+        )
     }
 
     pub fn institution(&self) -> &str {
@@ -502,7 +543,11 @@ impl Store {
             Ok(query_filings(
                 c,
                 "tracking_code = ?1 AND direction = ?2 AND kind = ?3 ORDER BY id DESC LIMIT 1",
-                params![tracking_code, Direction::Inbound as i64, TransferKind::Answer as i64],
+                params![
+                    tracking_code,
+                    Direction::Inbound as i64,
+                    TransferKind::Answer as i64
+                ],
             )?
             .into_iter()
             .next())
@@ -515,7 +560,11 @@ impl Store {
             query_filings(
                 c,
                 "direction = ?1 AND due_date != '' AND status IN (?2, ?3) ORDER BY due_date, id",
-                params![Direction::Inbound as i64, FilingStatus::Delivered as i64, FilingStatus::Received as i64],
+                params![
+                    Direction::Inbound as i64,
+                    FilingStatus::Delivered as i64,
+                    FilingStatus::Received as i64
+                ],
             )
         })
     }
@@ -544,7 +593,6 @@ impl Store {
     pub fn tracking_seq(&self, tracking_code: &str) -> Result<u64> {
         self.read(|c| clock(c, tracking_code))
     }
-
 
     pub fn count_filings(&self, direction: Direction) -> Result<i64> {
         self.read(|c| {
@@ -610,10 +658,16 @@ impl Store {
                 let changed = tx
                     .execute(
                         "UPDATE filings SET status = ?2 WHERE id = ?1 AND status = ?3",
-                        params![filing_id, FilingStatus::Sent as i64, FilingStatus::Registered as i64],
+                        params![
+                            filing_id,
+                            FilingStatus::Sent as i64,
+                            FilingStatus::Registered as i64
+                        ],
                     )
                     .map_err(Error::store("cannot update the filing"))?;
-                let filing = query_filings(tx, "id = ?1", [filing_id])?.into_iter().next();
+                let filing = query_filings(tx, "id = ?1", [filing_id])?
+                    .into_iter()
+                    .next();
                 if let Some(f) = filing.filter(|f| changed == 1 && f.kind != TransferKind::Answer) {
                     self.emit(
                         tx,
@@ -771,7 +825,12 @@ impl Store {
     /// A verified transfer becomes an inbound filing, with its receipt queued
     /// for the sender and its DELIVERED step for the sector, in one
     /// transaction. Returns the new filing's id.
-    pub fn apply_delivery(&self, position: Position<'_>, message_id: &str, delivery: &Delivery) -> Result<Option<i64>> {
+    pub fn apply_delivery(
+        &self,
+        position: Position<'_>,
+        message_id: &str,
+        delivery: &Delivery,
+    ) -> Result<Option<i64>> {
         let mut inserted = None;
         self.apply(position, Some(message_id), |tx| {
             let filing = &delivery.filing;
@@ -833,7 +892,11 @@ impl Store {
     ) -> Result<()> {
         self.apply(position, Some(message_id), |tx| {
             let envelope: Vec<u8> = tx
-                .query_row("SELECT envelope FROM receipts WHERE transfer_id = ?1", [transfer_id], |r| r.get(0))
+                .query_row(
+                    "SELECT envelope FROM receipts WHERE transfer_id = ?1",
+                    [transfer_id],
+                    |r| r.get(0),
+                )
                 .map_err(Error::store("cannot read the receipt"))?;
             queue_envelope(tx, topic, recipient, transfer_id, &envelope)
         })
@@ -842,7 +905,13 @@ impl Store {
 
     /// A verified receipt for one of our transfers: store it, mark the filing
     /// DELIVERED and end its outbox entry.
-    pub fn apply_receipt(&self, position: Position<'_>, message_id: &str, filing_id: i64, receipt: &ReceiptRow) -> Result<()> {
+    pub fn apply_receipt(
+        &self,
+        position: Position<'_>,
+        message_id: &str,
+        filing_id: i64,
+        receipt: &ReceiptRow,
+    ) -> Result<()> {
         self.apply(position, Some(message_id), |tx| {
             if insert_receipt(tx, receipt)? {
                 tx.execute(
@@ -890,8 +959,16 @@ impl Store {
 
     /// Another institution's tracking event, into this node's copy of the
     /// sector timeline. A replayed event changes nothing.
-    pub fn apply_tracking_event(&self, position: Position<'_>, message_id: &str, event: &TrackingEvent) -> Result<()> {
-        self.apply(position, Some(message_id), |tx| insert_event(tx, event).map(drop)).map(drop)
+    pub fn apply_tracking_event(
+        &self,
+        position: Position<'_>,
+        message_id: &str,
+        event: &TrackingEvent,
+    ) -> Result<()> {
+        self.apply(position, Some(message_id), |tx| {
+            insert_event(tx, event).map(drop)
+        })
+        .map(drop)
     }
 
     /// Signed directory entries learnt from the directory topic.
@@ -906,7 +983,9 @@ impl Store {
                 .map_err(Error::store("cannot read directory entries"))?;
             Ok(rows
                 .iter()
-                .filter_map(|b| ecointegra_proto::v1::SignedDirectoryEntry::decode(b.as_slice()).ok())
+                .filter_map(|b| {
+                    ecointegra_proto::v1::SignedDirectoryEntry::decode(b.as_slice()).ok()
+                })
                 .collect())
         })
     }
@@ -934,10 +1013,18 @@ impl Store {
 
     /// Runs a clerk action once per action id: a repeated id returns the
     /// first answer and changes nothing.
-    pub fn perform_action(&self, action_id: &str, action: impl FnOnce(&Transaction) -> Result<Vec<u8>>) -> Result<Vec<u8>> {
+    pub fn perform_action(
+        &self,
+        action_id: &str,
+        action: impl FnOnce(&Transaction) -> Result<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
         self.write(|tx| {
             let done: Option<Vec<u8>> = tx
-                .query_row("SELECT response FROM actions WHERE action_id = ?1", [action_id], |r| r.get(0))
+                .query_row(
+                    "SELECT response FROM actions WHERE action_id = ?1",
+                    [action_id],
+                    |r| r.get(0),
+                )
                 .optional()
                 .map_err(Error::store("cannot read actions"))?;
             if let Some(response) = done {
@@ -1032,7 +1119,9 @@ fn query_receipts(c: &Connection, condition: &str, value: &str) -> Result<Vec<Re
     let sql = format!(
         "SELECT transfer_id, tracking_code, hop, signer, envelope, received_at_ms FROM receipts WHERE {condition}"
     );
-    let mut stmt = c.prepare_cached(&sql).map_err(Error::store("cannot read receipts"))?;
+    let mut stmt = c
+        .prepare_cached(&sql)
+        .map_err(Error::store("cannot read receipts"))?;
     stmt.query_map([value], |r| {
         Ok(ReceiptRow {
             transfer_id: r.get(0)?,
@@ -1048,7 +1137,13 @@ fn query_receipts(c: &Connection, condition: &str, value: &str) -> Result<Vec<Re
 }
 
 /// Queues one sealed envelope for `topic`, keyed by `key`.
-pub(crate) fn queue_envelope(tx: &Transaction, topic: &str, recipient: &str, key: &str, envelope: &[u8]) -> Result<()> {
+pub(crate) fn queue_envelope(
+    tx: &Transaction,
+    topic: &str,
+    recipient: &str,
+    key: &str,
+    envelope: &[u8],
+) -> Result<()> {
     tx.execute(
         "INSERT INTO outbox (kind, recipient, topic, record_key, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![OutboxKind::Envelope as i64, recipient, topic, key, envelope],
@@ -1057,7 +1152,11 @@ pub(crate) fn queue_envelope(tx: &Transaction, topic: &str, recipient: &str, key
     .map_err(Error::store("cannot queue an envelope"))
 }
 
-pub(crate) fn insert_filing(tx: &Transaction, institution: &str, filing: &NewFiling) -> Result<(i64, String)> {
+pub(crate) fn insert_filing(
+    tx: &Transaction,
+    institution: &str,
+    filing: &NewFiling,
+) -> Result<(i64, String)> {
     let year = crate::ids::year_of(filing.registered_at_ms.max(ecointegra_broker::now_ms()));
     let counter = format!("registry-{year}");
     let sequence: i64 = tx

@@ -102,7 +102,10 @@ pub enum DocPart {
 
 /// Receives documents (each a header and its bytes) into fsynced temporary
 /// files, checking every rule. The files vanish if anything fails.
-pub async fn receive_documents<S>(shared: &Shared, mut parts: S) -> Result<Vec<(DocumentRow, TempFile)>>
+pub async fn receive_documents<S>(
+    shared: &Shared,
+    mut parts: S,
+) -> Result<Vec<(DocumentRow, TempFile)>>
 where
     S: Stream<Item = Result<DocPart>> + Unpin,
 {
@@ -170,7 +173,10 @@ where
             } else if header.destination.trim() != observed.0.destination {
                 return Err(Error::invalid(
                     "header.destination",
-                    format!("a correction goes back to {}, which observed it", observed.0.destination),
+                    format!(
+                        "a correction goes back to {}, which observed it",
+                        observed.0.destination
+                    ),
                 ));
             }
             Some(observed)
@@ -181,7 +187,9 @@ where
         .get(shared.institution())
         .and_then(|me| me.inactive_reason(ecointegra_broker::now_ms()))
     {
-        return Err(Error::FailedPrecondition(format!("{reason}; it cannot send filings")));
+        return Err(Error::FailedPrecondition(format!(
+            "{reason}; it cannot send filings"
+        )));
     }
     let violations = validate::filing_header(&header, &directory, shared.institution());
     if !violations.is_empty() {
@@ -189,7 +197,10 @@ where
     }
     let idempotency_key = Some(header.idempotency_key.trim().to_owned()).filter(|k| !k.is_empty());
     if let Some(key) = idempotency_key.clone()
-        && let Some(answer) = shared.store.run(move |s| s.idempotent_response(&key)).await?
+        && let Some(answer) = shared
+            .store
+            .run(move |s| s.idempotent_response(&key))
+            .await?
     {
         return decode_answer(&answer);
     }
@@ -199,8 +210,14 @@ where
         parts.map(|p| match p?.part {
             Some(Part::Document(doc)) => Ok(DocPart::Document(doc)),
             Some(Part::Chunk(data)) => Ok(DocPart::Chunk(data)),
-            Some(Part::Header(_)) => Err(Error::invalid("header", "a submission has exactly one header")),
-            None => Err(Error::invalid("part", "an empty message is not a submission part")),
+            Some(Part::Header(_)) => Err(Error::invalid(
+                "header",
+                "a submission has exactly one header",
+            )),
+            None => Err(Error::invalid(
+                "part",
+                "an empty message is not a submission part",
+            )),
         }),
     )
     .await?;
@@ -261,6 +278,7 @@ where
         status: FilingStatus::Registered as i32,
     };
 
+    crate::trace::remember_submission(shared, &filing.transfer_id, &filing.tracking_code).await;
     let blobs = shared.blobs.clone();
     let encoded = answer.encode_to_vec();
     let submitted = shared
@@ -276,6 +294,9 @@ where
         .await?;
     match submitted {
         Submitted::New { .. } => {
+            shared
+                .metrics
+                .filing_submitted(answer.documents.iter().map(|d| d.size).sum());
             shared.relay_wake.notify_one();
             Ok(answer)
         }
@@ -289,7 +310,12 @@ async fn correctable(shared: &Shared, code: &str) -> Result<(FilingRow, (u32, Ve
     let lookup = code.to_owned();
     let (filing, chain) = shared
         .store
-        .run(move |s| Ok((s.latest(&lookup, Direction::Outbound)?, s.receipt_chain(&lookup)?)))
+        .run(move |s| {
+            Ok((
+                s.latest(&lookup, Direction::Outbound)?,
+                s.receipt_chain(&lookup)?,
+            ))
+        })
         .await?;
     let Some(filing) = filing.filter(|f| f.kind != TransferKind::Answer) else {
         return Err(Error::invalid(

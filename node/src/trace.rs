@@ -78,9 +78,16 @@ impl TraceContext {
         }
         let (version, trace, span, flags) = (parts[0], parts[1], parts[2], parts[3]);
         let lower_hex = |s: &str, n: usize| {
-            s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
-        if !lower_hex(version, 2) || version == "ff" || !lower_hex(trace, 32) || !lower_hex(span, 16) || !lower_hex(flags, 2) {
+        if !lower_hex(version, 2)
+            || version == "ff"
+            || !lower_hex(trace, 32)
+            || !lower_hex(span, 16)
+            || !lower_hex(flags, 2)
+        {
             return None;
         }
         // Version 00 has exactly four fields; later versions may add more.
@@ -111,7 +118,13 @@ impl TraceContext {
 
 impl std::fmt::Display for TraceContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "00-{}-{}-{:02x}", self.trace_id(), self.span_id(), self.flags)
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            self.trace_id(),
+            self.span_id(),
+            self.flags
+        )
     }
 }
 
@@ -136,7 +149,11 @@ pub fn current() -> Option<TraceContext> {
 }
 
 /// Keeps a context under record keys (first one wins).
-pub fn save(store: &crate::store::Store, keys: &[&str], context: &TraceContext) -> crate::error::Result<()> {
+pub fn save(
+    store: &crate::store::Store,
+    keys: &[&str],
+    context: &TraceContext,
+) -> crate::error::Result<()> {
     let value = context.to_string();
     let now = ecointegra_broker::now_ms();
     store.write(|tx| {
@@ -197,13 +214,19 @@ pub async fn outgoing(shared: &Shared, key: &str) -> String {
         .await
         .ok()
         .flatten();
-    parent.map_or_else(TraceContext::root, |p| p.child()).to_string()
+    parent
+        .map_or_else(TraceContext::root, |p| p.child())
+        .to_string()
 }
 
 /// A record read from Kafka: its trace continues here. Keeps the context
 /// under the record key (so what this node sends back for it continues the
 /// same trace) and returns the span to process it in.
-pub async fn on_record(shared: &Shared, record: &rdkafka::message::OwnedMessage) -> tracing::Span {
+pub async fn on_record(
+    shared: &Shared,
+    record: &rdkafka::message::OwnedMessage,
+    keep: bool,
+) -> tracing::Span {
     let parent = record.headers().and_then(|headers| {
         headers
             .iter()
@@ -216,7 +239,7 @@ pub async fn on_record(shared: &Shared, record: &rdkafka::message::OwnedMessage)
         return tracing::info_span!("record", topic = record.topic(), offset = record.offset());
     };
     let context = parent.child();
-    if let Some(key) = record.key().and_then(|k| std::str::from_utf8(k).ok()) {
+    if keep && let Some(key) = record.key().and_then(|k| std::str::from_utf8(k).ok()) {
         let key = key.to_owned();
         let saved = shared.store.run(move |s| save(s, &[&key], &context)).await;
         if let Err(error) = saved {
@@ -245,7 +268,11 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = if json {
-        builder.json().with_current_span(true).with_span_list(false).try_init()
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.try_init()
     };
@@ -279,7 +306,10 @@ mod tests {
             assert!(TraceContext::parse(bad).is_none(), "{bad}");
         }
         // A later version may carry more fields.
-        assert!(TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some());
+        assert!(
+            TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz")
+                .is_some()
+        );
     }
 
     #[test]

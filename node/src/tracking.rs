@@ -26,26 +26,55 @@ pub const BROADCAST: &str = "*";
 
 /// Applies one record of the tracking topic (already verified as an envelope
 /// for [`BROADCAST`]).
-pub async fn apply(shared: &Arc<Shared>, envelope: Envelope, position: Position<'_>) -> Result<(), crate::inbox::Fault> {
+pub async fn apply(
+    shared: &Arc<Shared>,
+    envelope: Envelope,
+    position: Position<'_>,
+) -> Result<(), crate::inbox::Fault> {
     if MessageType::try_from(envelope.message_type) != Ok(MessageType::TrackingEvent) {
-        return Err(Rejection::new("type", format!("message type {} does not belong on the tracking topic", envelope.message_type))
-            .about(&envelope)
-            .into());
-    }
-    let event: TrackingEvent = envelope::payload(&envelope)?;
-    if event.institution != envelope.sender || !event.event_id.starts_with(&format!("{}/", envelope.sender)) {
         return Err(Rejection::new(
-            "tracking",
-            format!("{} signed an event that claims to come from {}", envelope.sender, event.institution),
+            "type",
+            format!(
+                "message type {} does not belong on the tracking topic",
+                envelope.message_type
+            ),
         )
         .about(&envelope)
         .into());
     }
-    let (topic, partition, offset) = (position.topic.to_owned(), position.partition, position.offset);
+    let event: TrackingEvent = envelope::payload(&envelope)?;
+    if event.institution != envelope.sender
+        || !event.event_id.starts_with(&format!("{}/", envelope.sender))
+    {
+        return Err(Rejection::new(
+            "tracking",
+            format!(
+                "{} signed an event that claims to come from {}",
+                envelope.sender, event.institution
+            ),
+        )
+        .about(&envelope)
+        .into());
+    }
+    let (topic, partition, offset) = (
+        position.topic.to_owned(),
+        position.partition,
+        position.offset,
+    );
     let id = envelope.message_id.clone();
     shared
         .store
-        .run(move |s| s.apply_tracking_event(Position { topic: &topic, partition, offset }, &id, &event))
+        .run(move |s| {
+            s.apply_tracking_event(
+                Position {
+                    topic: &topic,
+                    partition,
+                    offset,
+                },
+                &id,
+                &event,
+            )
+        })
         .await?;
     Ok(())
 }
@@ -79,7 +108,11 @@ impl Limiter {
 }
 
 /// Looks a filing up for a citizen. `client` is who asks, for rate limiting.
-pub async fn track(shared: &Arc<Shared>, client: Option<IpAddr>, request: TrackRequest) -> Result<TrackResponse> {
+pub async fn track(
+    shared: &Arc<Shared>,
+    client: Option<IpAddr>,
+    request: TrackRequest,
+) -> Result<TrackResponse> {
     let client = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let limit = shared.config.tracking.max_failures_per_minute;
     if shared.limiter.blocked(client, limit) {
@@ -95,11 +128,16 @@ pub async fn track(shared: &Arc<Shared>, client: Option<IpAddr>, request: TrackR
         .store
         .run(move |s| Ok((s.timeline(&lookup)?, s.answer_for(&lookup)?)))
         .await?;
-    let expected = timeline.iter().find(|e| !e.verifier.is_empty()).map(|e| e.verifier.clone());
+    let expected = timeline
+        .iter()
+        .find(|e| !e.verifier.is_empty())
+        .map(|e| e.verifier.clone());
     let matches = expected.is_some_and(|v| constant_time_eq(&v, &presented));
     if !matches {
         shared.limiter.fail(client);
-        return Err(Error::NotFound("a filing with that tracking code and verification code".into()));
+        return Err(Error::NotFound(
+            "a filing with that tracking code and verification code".into(),
+        ));
     }
     let last = timeline.last().cloned().unwrap_or_default();
     let due_date = timeline
@@ -115,7 +153,12 @@ pub async fn track(shared: &Arc<Shared>, client: Option<IpAddr>, request: TrackR
         due_date,
         timeline: timeline.iter().map(entry).collect(),
         answer_documents: answer
-            .map(|a| a.documents.iter().map(crate::submit::stored_document).collect())
+            .map(|a| {
+                a.documents
+                    .iter()
+                    .map(crate::submit::stored_document)
+                    .collect()
+            })
             .unwrap_or_default(),
     })
 }
@@ -160,8 +203,13 @@ pub struct TrackingApi {
 
 #[tonic::async_trait]
 impl TrackingService for TrackingApi {
-    async fn track(&self, request: Request<TrackRequest>) -> Result<Response<TrackResponse>, Status> {
+    async fn track(
+        &self,
+        request: Request<TrackRequest>,
+    ) -> Result<Response<TrackResponse>, Status> {
         let client = request.remote_addr().map(|a| a.ip());
-        Ok(Response::new(track(&self.shared, client, request.into_inner()).await?))
+        Ok(Response::new(
+            track(&self.shared, client, request.into_inner()).await?,
+        ))
     }
 }

@@ -9,16 +9,31 @@ use crate::node::Shared;
 use crate::store::{self, DocumentRow, FilingRow, NewFiling, Step};
 use ecointegra_proto::v1::{Direction, Filing, FilingStatus, MessageType, Notice, TransferKind};
 use prost::Message;
-use rusqlite::{params, Transaction};
+use rusqlite::{Transaction, params};
 use std::sync::Arc;
 
 pub enum Action {
-    Receive { registry_number: String, office: String },
-    Observe { reason: String },
-    Reject { reason: String },
-    Forward { destination: String, note: String },
-    Answer { note: String, documents: Vec<(DocumentRow, TempFile)> },
-    Archive { note: String },
+    Receive {
+        registry_number: String,
+        office: String,
+    },
+    Observe {
+        reason: String,
+    },
+    Reject {
+        reason: String,
+    },
+    Forward {
+        destination: String,
+        note: String,
+    },
+    Answer {
+        note: String,
+        documents: Vec<(DocumentRow, TempFile)>,
+    },
+    Archive {
+        note: String,
+    },
 }
 
 impl Action {
@@ -61,13 +76,21 @@ pub fn status_name(status: FilingStatus) -> &'static str {
     status.as_str_name().trim_start_matches("FILING_STATUS_")
 }
 
-fn check_fields(shared: &Shared, tracking_code: &str, action_id: &str, action: &Action) -> Result<()> {
+fn check_fields(
+    shared: &Shared,
+    tracking_code: &str,
+    action_id: &str,
+    action: &Action,
+) -> Result<()> {
     let mut v = Vec::new();
     if tracking_code.trim().is_empty() {
         v.push(Violation::new("tracking_code", "is required"));
     }
     if action_id.trim().is_empty() || action_id.len() > 128 {
-        v.push(Violation::new("action_id", "is required, at most 128 characters"));
+        v.push(Violation::new(
+            "action_id",
+            "is required, at most 128 characters",
+        ));
     }
     let required = |v: &mut Vec<Violation>, field: &str, value: &str| {
         if value.trim().is_empty() {
@@ -77,11 +100,16 @@ fn check_fields(shared: &Shared, tracking_code: &str, action_id: &str, action: &
         }
     };
     match action {
-        Action::Receive { registry_number, office } => {
+        Action::Receive {
+            registry_number,
+            office,
+        } => {
             required(&mut v, "registry_number", registry_number);
             required(&mut v, "office", office);
         }
-        Action::Observe { reason } | Action::Reject { reason } => required(&mut v, "reason", reason),
+        Action::Observe { reason } | Action::Reject { reason } => {
+            required(&mut v, "reason", reason)
+        }
         Action::Forward { destination, .. } => {
             if destination == shared.institution() {
                 v.push(Violation::new("destination", "is this institution"));
@@ -92,12 +120,17 @@ fn check_fields(shared: &Shared, tracking_code: &str, action_id: &str, action: &
                 ));
             }
         }
-        Action::Answer { documents, .. } if documents.is_empty() => {
-            v.push(Violation::new("documents", "an answer carries at least one document"))
-        }
+        Action::Answer { documents, .. } if documents.is_empty() => v.push(Violation::new(
+            "documents",
+            "an answer carries at least one document",
+        )),
         Action::Answer { .. } | Action::Archive { .. } => {}
     }
-    if v.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(v)) }
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(v))
+    }
 }
 
 /// Performs `action` on the filing `tracking_code` holds here.
@@ -123,7 +156,13 @@ pub async fn act(
                         shared2.blobs.adopt(&temp.keep(), &row.sha256)?;
                         rows.push(row);
                     }
-                    (Action::Answer { note, documents: Vec::new() }, rows)
+                    (
+                        Action::Answer {
+                            note,
+                            documents: Vec::new(),
+                        },
+                        rows,
+                    )
                 }
                 other => (other, Vec::new()),
             };
@@ -159,7 +198,11 @@ fn apply(
     .next()
     .ok_or_else(|| Error::NotFound(format!("filing {code} at {me}")))?;
     if !action.allowed_from().contains(&filing.status) {
-        let allowed: Vec<&str> = action.allowed_from().iter().map(|s| status_name(*s)).collect();
+        let allowed: Vec<&str> = action
+            .allowed_from()
+            .iter()
+            .map(|s| status_name(*s))
+            .collect();
         return Err(Error::FailedPrecondition(format!(
             "filing {code} is {}; {} needs it to be {}",
             status_name(filing.status),
@@ -181,7 +224,11 @@ fn apply(
         params![filing.id, result as i64, note],
     )
     .map_err(Error::store("cannot update the filing"))?;
-    if let Action::Receive { registry_number, office } = action {
+    if let Action::Receive {
+        registry_number,
+        office,
+    } = action
+    {
         tx.execute(
             "UPDATE filings SET internal_registry_number = ?2, office = ?3 WHERE id = ?1",
             params![filing.id, registry_number.trim(), office.trim()],
@@ -219,7 +266,9 @@ fn apply(
                 .directory()
                 .get(&filing.origin)
                 .map(|i| i.encryption_key)
-                .ok_or_else(|| Error::FailedPrecondition(format!("{} is not in the directory", filing.origin)))?;
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(format!("{} is not in the directory", filing.origin))
+                })?;
             let sealed = shared
                 .sealer
                 .seal_encrypted(
@@ -229,7 +278,9 @@ fn apply(
                     &key,
                     &notice.encode_to_vec(),
                 )
-                .map_err(|e| Error::FailedPrecondition(format!("cannot encrypt the notice: {e}")))?;
+                .map_err(|e| {
+                    Error::FailedPrecondition(format!("cannot encrypt the notice: {e}"))
+                })?;
             store::queue_envelope(
                 tx,
                 &shared.topics.inbox(&filing.origin),
@@ -239,14 +290,34 @@ fn apply(
             )?;
         }
         Action::Forward { destination, note } => {
-            let next = follow_up(s, tx, &filing, TransferKind::Forward, destination, note, filing.documents.clone())?;
+            let next = follow_up(
+                s,
+                tx,
+                &filing,
+                TransferKind::Forward,
+                destination,
+                note,
+                filing.documents.clone(),
+            )?;
             s.insert_outbound(tx, &next, actor_role)?;
         }
         Action::Answer { note, .. } => {
-            let next = follow_up(s, tx, &filing, TransferKind::Answer, &filing.filed_at, note, answer_documents)?;
+            let next = follow_up(
+                s,
+                tx,
+                &filing,
+                TransferKind::Answer,
+                &filing.filed_at,
+                note,
+                answer_documents,
+            )?;
             if filing.filed_at == me {
                 // Answered where it was filed: nothing travels.
-                let here = NewFiling { direction: Direction::Inbound, status: FilingStatus::Delivered, ..next };
+                let here = NewFiling {
+                    direction: Direction::Inbound,
+                    status: FilingStatus::Delivered,
+                    ..next
+                };
                 store::insert_filing(tx, me, &here)?;
             } else {
                 s.insert_outbound(tx, &next, actor_role)?;

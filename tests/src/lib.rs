@@ -6,9 +6,9 @@
 
 use ecointegra_broker::directory::{Authority, entry_for};
 use ecointegra_broker::keys::SigningIdentity;
-use ecointegra_proto::v1::{DirectoryEntry, SignedDirectoryEntry};
 use ecointegra_node::Config;
 use ecointegra_proto::v1::filing_service_client::FilingServiceClient;
+use ecointegra_proto::v1::{DirectoryEntry, SignedDirectoryEntry};
 use ecointegra_proto::v1::{
     DocumentHeader, DownloadDocumentRequest, Filing, FilingHeader, FilingStatus, GetFilingRequest,
     IdentityDocumentType, Party, SubmitFilingRequest, SubmitFilingResponse,
@@ -80,8 +80,16 @@ impl Federation {
              [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic_prefix = \"{}\"\npartitions = 2\n\
              message_timeout_ms = 5000\n\n[keys]\nsigning_key_file = \"{id}.key\"\n\
              directory_file = \"directory.toml\"\nauthority_public_key = \"{}\"\n\n\
-             [health]\nprobe_interval_ms = 500\n{extra}",
-            self.prefix, self.authority_public_key
+             [health]\nprobe_interval_ms = 500\n{auth}{extra}",
+            self.prefix,
+            self.authority_public_key,
+            // Functional tests call as an institutional system; the security
+            // tests configure roles themselves.
+            auth = if extra.contains("[auth]") {
+                ""
+            } else {
+                "\n[auth]\nanonymous_role = \"system\"\n"
+            },
         );
         std::fs::write(self.config_path(id), text).unwrap();
     }
@@ -109,7 +117,12 @@ impl Federation {
     pub async fn publish_entry(&self, signed: &SignedDirectoryEntry) {
         use prost::Message;
         let entry = DirectoryEntry::decode(signed.entry.as_slice()).unwrap();
-        produce_raw(&format!("{}.directory", self.prefix), &entry.institution_id, &signed.encode_to_vec()).await;
+        produce_raw(
+            &format!("{}.directory", self.prefix),
+            &entry.institution_id,
+            &signed.encode_to_vec(),
+        )
+        .await;
     }
 
     pub fn institutions(&self) -> &[String] {
@@ -132,18 +145,9 @@ impl Federation {
         self.data_dir(id).join("node.sqlite3")
     }
 
+    /// The node's configuration, as `ecointegra node run --config` reads it.
     pub fn config(&self, id: &str) -> Config {
-        let path = self.config_path(id);
-        let text = std::fs::read_to_string(&path).unwrap();
-        let mut config = Config::from_toml(&text).unwrap();
-        for p in [
-            &mut config.data_dir,
-            &mut config.keys.signing_key_file,
-            &mut config.keys.directory_file,
-        ] {
-            *p = self.root.join(&*p);
-        }
-        config
+        Config::load(Some(&self.config_path(id))).unwrap()
     }
 
     pub fn topic_inbox(&self, id: &str) -> String {
@@ -154,8 +158,15 @@ impl Federation {
         format!("{}.dlq.{id}", self.prefix)
     }
 
-    /// Starts a node inside the test process.
+    /// Starts a node inside the test process. With `ECOINTEGRA_TEST_LOG` set
+    /// (a tracing filter), the nodes' logs go to stderr.
     pub async fn start(&self, id: &str) -> ecointegra_node::Node {
+        if let Ok(filter) = std::env::var("ECOINTEGRA_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         ecointegra_node::Node::start(self.config(id)).await.unwrap()
     }
 

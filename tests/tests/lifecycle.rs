@@ -5,9 +5,9 @@
 use ecointegra_broker::directory::Directory;
 use ecointegra_proto::v1::tracking_service_client::TrackingServiceClient;
 use ecointegra_proto::v1::{
-    answer_filing_request, AnswerFilingRequest, AnswerHeader, ArchiveFilingRequest, Direction,
-    DocumentHeader, Filing, FilingStatus, ForwardFilingRequest, GetReceiptRequest,
-    ObserveFilingRequest, ReceiveFilingRequest, TrackRequest, TrackResponse, TransferKind,
+    AnswerFilingRequest, AnswerHeader, ArchiveFilingRequest, Direction, DocumentHeader, Filing,
+    FilingStatus, ForwardFilingRequest, GetReceiptRequest, ObserveFilingRequest,
+    ReceiveFilingRequest, TrackRequest, TrackResponse, TransferKind, answer_filing_request,
 };
 use ecointegra_tests::*;
 use std::net::SocketAddr;
@@ -17,20 +17,34 @@ use tonic::Code;
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn tracker(addr: SocketAddr) -> TrackingServiceClient<tonic::transport::Channel> {
-    TrackingServiceClient::connect(format!("http://{addr}")).await.unwrap()
+    TrackingServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
 }
 
-async fn track(addr: SocketAddr, code: &str, verification: &str) -> Result<TrackResponse, tonic::Status> {
+async fn track(
+    addr: SocketAddr,
+    code: &str,
+    verification: &str,
+) -> Result<TrackResponse, tonic::Status> {
     tracker(addr)
         .await
-        .track(TrackRequest { tracking_code: code.into(), verification_code: verification.into() })
+        .track(TrackRequest {
+            tracking_code: code.into(),
+            verification_code: verification.into(),
+        })
         .await
         .map(|r| r.into_inner())
 }
 
 /// Polls a node's tracking until it knows at least `steps` steps of `code`
 /// (events from other institutions arrive through the tracking topic).
-async fn track_until(addr: SocketAddr, code: &str, verification: &str, steps: usize) -> TrackResponse {
+async fn track_until(
+    addr: SocketAddr,
+    code: &str,
+    verification: &str,
+    steps: usize,
+) -> TrackResponse {
     let deadline = Instant::now() + WAIT;
     loop {
         match track(addr, code, verification).await {
@@ -43,7 +57,12 @@ async fn track_until(addr: SocketAddr, code: &str, verification: &str, steps: us
 }
 
 /// Polls a node until its newest record of `code` matches.
-async fn wait_until(client: &mut Client, code: &str, what: &str, check: impl Fn(&Filing) -> bool) -> Filing {
+async fn wait_until(
+    client: &mut Client,
+    code: &str,
+    what: &str,
+    check: impl Fn(&Filing) -> bool,
+) -> Filing {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Ok(filing) = get(client, code).await {
@@ -78,7 +97,9 @@ fn answer_parts(code: &str, action_id: &str, doc: &Doc) -> Vec<AnswerFilingReque
                 declared_size: doc.len,
             })),
         },
-        AnswerFilingRequest { part: Some(Part::Chunk(doc.bytes())) },
+        AnswerFilingRequest {
+            part: Some(Part::Chunk(doc.bytes())),
+        },
     ]
 }
 
@@ -94,10 +115,22 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
 
     // senamhi files to oefa.
     let first = [Doc::new("solicitud.pdf", 40_000, 1)];
-    let filed = submit(&mut at_senamhi, header("oefa", "Denuncia ambiental"), &first).await.unwrap();
+    let filed = submit(
+        &mut at_senamhi,
+        header("oefa", "Denuncia ambiental"),
+        &first,
+    )
+    .await
+    .unwrap();
     let code = filed.tracking_code.clone();
     wait_for_status(&mut at_senamhi, &code, FilingStatus::Delivered, WAIT).await;
-    wait_until(&mut at_oefa, &code, "delivered at oefa", is(FilingStatus::Delivered, Direction::Inbound)).await;
+    wait_until(
+        &mut at_oefa,
+        &code,
+        "delivered at oefa",
+        is(FilingStatus::Delivered, Direction::Inbound),
+    )
+    .await;
 
     // oefa observes; senamhi sees it and corrects.
     let observed = at_oefa
@@ -110,20 +143,34 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         .unwrap()
         .into_inner();
     assert_eq!(observed.status, FilingStatus::Observed as i32);
-    let back = wait_until(&mut at_senamhi, &code, "observed at senamhi", is(FilingStatus::Observed, Direction::Outbound)).await;
+    let back = wait_until(
+        &mut at_senamhi,
+        &code,
+        "observed at senamhi",
+        is(FilingStatus::Observed, Direction::Outbound),
+    )
+    .await;
     assert_eq!(back.note, "Falta la firma del representante");
 
     let mut correction = header("", "Denuncia ambiental (subsanada)");
     correction.corrects_tracking_code = code.clone();
     let corrected_docs = [Doc::new("solicitud-firmada.pdf", 42_000, 2)];
-    let corrected = submit(&mut at_senamhi, correction, &corrected_docs).await.unwrap();
-    assert_eq!(corrected.tracking_code, code, "a correction keeps the tracking code");
+    let corrected = submit(&mut at_senamhi, correction, &corrected_docs)
+        .await
+        .unwrap();
+    assert_eq!(
+        corrected.tracking_code, code,
+        "a correction keeps the tracking code"
+    );
     assert_eq!(corrected.verification_code, filed.verification_code);
     let delivered = wait_until(&mut at_oefa, &code, "correction at oefa", |f| {
         f.kind == TransferKind::Correction as i32 && f.status == FilingStatus::Delivered as i32
     })
     .await;
-    assert_eq!(delivered.documents[0].sha256, corrected_docs[0].sha256_hex());
+    assert_eq!(
+        delivered.documents[0].sha256,
+        corrected_docs[0].sha256_hex()
+    );
 
     // oefa receives and forwards to minam.
     let received = at_oefa
@@ -146,12 +193,25 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         })
         .await
         .unwrap();
-    let at_min = wait_until(&mut at_minam, &code, "forwarded to minam", is(FilingStatus::Delivered, Direction::Inbound)).await;
+    let at_min = wait_until(
+        &mut at_minam,
+        &code,
+        "forwarded to minam",
+        is(FilingStatus::Delivered, Direction::Inbound),
+    )
+    .await;
     assert_eq!(at_min.kind, TransferKind::Forward as i32);
     assert_eq!(at_min.origin, "oefa");
     assert_eq!(at_min.filed_at, "senamhi");
-    assert_eq!(at_min.documents[0].sha256, corrected_docs[0].sha256_hex(), "the forwarded documents are the corrected ones");
-    assert!(!at_min.due_date.is_empty(), "the destination sets a due date");
+    assert_eq!(
+        at_min.documents[0].sha256,
+        corrected_docs[0].sha256_hex(),
+        "the forwarded documents are the corrected ones"
+    );
+    assert!(
+        !at_min.due_date.is_empty(),
+        "the destination sets a due date"
+    );
 
     // minam receives and answers; the answer reaches senamhi.
     at_minam
@@ -168,10 +228,17 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         .answer_filing(tokio_stream::iter(answer_parts(&code, "ans-1", &response)))
         .await
         .unwrap();
-    let answer = wait_until(&mut at_senamhi, &code, "answer at senamhi", |f| f.kind == TransferKind::Answer as i32).await;
+    let answer = wait_until(&mut at_senamhi, &code, "answer at senamhi", |f| {
+        f.kind == TransferKind::Answer as i32
+    })
+    .await;
     assert_eq!(answer.documents[0].sha256, response.sha256_hex());
     let (sha, _) = download_sha256(&mut at_senamhi, &code, 0).await;
-    assert_eq!(sha, response.sha256_hex(), "the answer's bytes arrived at the desk where it was filed");
+    assert_eq!(
+        sha,
+        response.sha256_hex(),
+        "the answer's bytes arrived at the desk where it was filed"
+    );
 
     // The timeline read from each of the three nodes is identical and complete.
     let expected = [
@@ -193,31 +260,66 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
     let mut timelines = Vec::new();
     for addr in [senamhi.grpc_addr(), oefa.grpc_addr(), minam.grpc_addr()] {
         let answer = track_until(addr, &code, &filed.verification_code, expected.len()).await;
-        let steps: Vec<(String, i32)> = answer.timeline.iter().map(|e| (e.institution.clone(), e.status)).collect();
-        let want: Vec<(String, i32)> = expected.iter().map(|(i, s)| (i.to_string(), *s as i32)).collect();
+        let steps: Vec<(String, i32)> = answer
+            .timeline
+            .iter()
+            .map(|e| (e.institution.clone(), e.status))
+            .collect();
+        let want: Vec<(String, i32)> = expected
+            .iter()
+            .map(|(i, s)| (i.to_string(), *s as i32))
+            .collect();
         assert_eq!(steps, want, "timeline at {addr}");
         assert_eq!(answer.status, FilingStatus::Delivered as i32);
-        assert_eq!(answer.current_holder, "senamhi", "the answer is back where it was filed");
+        assert_eq!(
+            answer.current_holder, "senamhi",
+            "the answer is back where it was filed"
+        );
         timelines.push(answer.timeline);
     }
-    assert_eq!(timelines[0], timelines[1], "senamhi and oefa show the same timeline");
-    assert_eq!(timelines[1], timelines[2], "oefa and minam show the same timeline");
-    let citizen = track(senamhi.grpc_addr(), &code, &filed.verification_code).await.unwrap();
-    assert_eq!(citizen.answer_documents.len(), 1, "the citizen's view at senamhi shows the answer");
+    assert_eq!(
+        timelines[0], timelines[1],
+        "senamhi and oefa show the same timeline"
+    );
+    assert_eq!(
+        timelines[1], timelines[2],
+        "oefa and minam show the same timeline"
+    );
+    let citizen = track(senamhi.grpc_addr(), &code, &filed.verification_code)
+        .await
+        .unwrap();
+    assert_eq!(
+        citizen.answer_documents.len(),
+        1,
+        "the citizen's view at senamhi shows the answer"
+    );
 
     // The receipt chain verifies end to end, hop by hop.
     let chain = at_senamhi
-        .get_receipt_chain(GetReceiptRequest { tracking_code: code.clone() })
+        .get_receipt_chain(GetReceiptRequest {
+            tracking_code: code.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(chain.verified);
-    assert_eq!(chain.receipts.len(), 4, "original, correction, forward and answer");
-    let anchor = ecointegra_broker::keys::parse_public_key(&federation.authority_public_key).unwrap();
+    assert_eq!(
+        chain.receipts.len(),
+        4,
+        "original, correction, forward and answer"
+    );
+    let anchor =
+        ecointegra_broker::keys::parse_public_key(&federation.authority_public_key).unwrap();
     let directory = Directory::load(&federation.root.join("directory.toml"), &anchor).unwrap();
     let receipts = ecointegra_node::custody::verify_chain(&chain.receipts, &directory).unwrap();
-    let hops: Vec<(u32, &str)> = receipts.iter().map(|r| (r.hop, r.receiving_institution.as_str())).collect();
-    assert_eq!(hops, [(1, "oefa"), (2, "oefa"), (3, "minam"), (4, "senamhi")]);
+    let hops: Vec<(u32, &str)> = receipts
+        .iter()
+        .map(|r| (r.hop, r.receiving_institution.as_str()))
+        .collect();
+    assert_eq!(
+        hops,
+        [(1, "oefa"), (2, "oefa"), (3, "minam"), (4, "senamhi")]
+    );
     let mut tampered = chain.receipts.clone();
     tampered.swap(1, 2);
     assert!(ecointegra_node::custody::verify_chain(&tampered, &directory).is_err());
@@ -234,9 +336,21 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
     let oefa = federation.start("oefa").await;
     let mut at_senamhi = client(senamhi.grpc_addr()).await;
     let mut at_oefa = client(oefa.grpc_addr()).await;
-    let filed = submit(&mut at_senamhi, header("oefa", "Consulta"), &[Doc::new("a.pdf", 100, 1)]).await.unwrap();
+    let filed = submit(
+        &mut at_senamhi,
+        header("oefa", "Consulta"),
+        &[Doc::new("a.pdf", 100, 1)],
+    )
+    .await
+    .unwrap();
     let code = filed.tracking_code;
-    wait_until(&mut at_oefa, &code, "delivered", is(FilingStatus::Delivered, Direction::Inbound)).await;
+    wait_until(
+        &mut at_oefa,
+        &code,
+        "delivered",
+        is(FilingStatus::Delivered, Direction::Inbound),
+    )
+    .await;
 
     // Forward needs RECEIVED.
     let err = at_oefa
@@ -257,18 +371,37 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
         registry_number: "R-1".into(),
         office: "Mesa de partes".into(),
     };
-    let first = at_oefa.receive_filing(receive("r-1")).await.unwrap().into_inner();
-    let again = at_oefa.receive_filing(receive("r-1")).await.unwrap().into_inner();
-    assert_eq!(first, again, "a repeated action id returns the first answer");
+    let first = at_oefa
+        .receive_filing(receive("r-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = at_oefa
+        .receive_filing(receive("r-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first, again,
+        "a repeated action id returns the first answer"
+    );
     let err = at_oefa.receive_filing(receive("r-2")).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("is RECEIVED"), "{}", err.message());
 
-    let archive = ArchiveFilingRequest { tracking_code: code.clone(), action_id: "a-1".into(), note: String::new() };
+    let archive = ArchiveFilingRequest {
+        tracking_code: code.clone(),
+        action_id: "a-1".into(),
+        note: String::new(),
+    };
     at_oefa.archive_filing(archive.clone()).await.unwrap();
     at_oefa.archive_filing(archive).await.unwrap();
     let err = at_oefa
-        .observe_filing(ObserveFilingRequest { tracking_code: code.clone(), action_id: "o-1".into(), reason: "tarde".into() })
+        .observe_filing(ObserveFilingRequest {
+            tracking_code: code.clone(),
+            action_id: "o-1".into(),
+            reason: "tarde".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -276,7 +409,11 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
 
     // Missing fields are named.
     let err = at_oefa
-        .observe_filing(ObserveFilingRequest { tracking_code: code.clone(), action_id: "o-2".into(), reason: " ".into() })
+        .observe_filing(ObserveFilingRequest {
+            tracking_code: code.clone(),
+            action_id: "o-2".into(),
+            reason: " ".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -284,10 +421,15 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
 
     // One RECEIVED and one ARCHIVED step, though each was asked twice.
     let store = federation.store_path("oefa");
-    let timeline = track_until(oefa.grpc_addr(), &code, &filed.verification_code, 5).await.timeline;
+    let timeline = track_until(oefa.grpc_addr(), &code, &filed.verification_code, 5)
+        .await
+        .timeline;
     let statuses: Vec<i32> = timeline.iter().map(|e| e.status).collect();
     use FilingStatus::*;
-    assert_eq!(statuses, [Registered, Sent, Delivered, Received, Archived].map(|s| s as i32));
+    assert_eq!(
+        statuses,
+        [Registered, Sent, Delivered, Received, Archived].map(|s| s as i32)
+    );
     assert_eq!(count_rows(&store, "SELECT COUNT(*) FROM actions"), 2);
     senamhi.shutdown().await;
     oefa.shutdown().await;
@@ -299,10 +441,21 @@ async fn replayed_tracking_events_do_not_duplicate_the_timeline() {
     let senamhi = federation.start("senamhi").await;
     let oefa = federation.start("oefa").await;
     let mut at_senamhi = client(senamhi.grpc_addr()).await;
-    let filed = submit(&mut at_senamhi, header("oefa", "Consulta"), &[Doc::new("a.pdf", 100, 1)]).await.unwrap();
+    let filed = submit(
+        &mut at_senamhi,
+        header("oefa", "Consulta"),
+        &[Doc::new("a.pdf", 100, 1)],
+    )
+    .await
+    .unwrap();
     let code = filed.tracking_code;
     let deadline = Instant::now() + WAIT;
-    while track(oefa.grpc_addr(), &code, &filed.verification_code).await.map(|t| t.timeline.len()).unwrap_or(0) < 3 {
+    while track(oefa.grpc_addr(), &code, &filed.verification_code)
+        .await
+        .map(|t| t.timeline.len())
+        .unwrap_or(0)
+        < 3
+    {
         assert!(Instant::now() < deadline, "the timeline never reached oefa");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -317,14 +470,18 @@ async fn replayed_tracking_events_do_not_duplicate_the_timeline() {
     }
     oefa.shutdown().await;
     let store = rusqlite::Connection::open(federation.store_path("oefa")).unwrap();
-    store.execute("DELETE FROM inbox_offsets WHERE topic = ?1", [&topic]).unwrap();
+    store
+        .execute("DELETE FROM inbox_offsets WHERE topic = ?1", [&topic])
+        .unwrap();
     drop(store);
     let oefa = federation.start("oefa").await;
     let deadline = Instant::now() + WAIT;
     loop {
         let read: i64 = count_rows(
             &federation.store_path("oefa"),
-            &format!("SELECT COALESCE(SUM(next_offset), 0) FROM inbox_offsets WHERE topic = '{topic}'"),
+            &format!(
+                "SELECT COALESCE(SUM(next_offset), 0) FROM inbox_offsets WHERE topic = '{topic}'"
+            ),
         );
         if read >= 6 {
             break;
@@ -332,8 +489,15 @@ async fn replayed_tracking_events_do_not_duplicate_the_timeline() {
         assert!(Instant::now() < deadline, "the replay was not read");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let timeline = track(oefa.grpc_addr(), &code, &filed.verification_code).await.unwrap().timeline;
-    assert_eq!(timeline.len(), 3, "REGISTERED, SENT, DELIVERED once each: {timeline:?}");
+    let timeline = track(oefa.grpc_addr(), &code, &filed.verification_code)
+        .await
+        .unwrap()
+        .timeline;
+    assert_eq!(
+        timeline.len(),
+        3,
+        "REGISTERED, SENT, DELIVERED once each: {timeline:?}"
+    );
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }
@@ -347,19 +511,45 @@ async fn a_wrong_verification_code_is_indistinguishable_from_an_unknown_code() {
     );
     let senamhi = federation.start("senamhi").await;
     let mut at_senamhi = client(senamhi.grpc_addr()).await;
-    let filed = submit(&mut at_senamhi, header("oefa", "Consulta"), &[Doc::new("a.pdf", 100, 1)]).await.unwrap();
+    let filed = submit(
+        &mut at_senamhi,
+        header("oefa", "Consulta"),
+        &[Doc::new("a.pdf", 100, 1)],
+    )
+    .await
+    .unwrap();
     let addr = senamhi.grpc_addr();
-    let right = track(addr, &filed.tracking_code, &filed.verification_code.to_lowercase()).await.unwrap();
-    assert_eq!(right.tracking_code, filed.tracking_code, "codes are not case-sensitive");
+    let right = track(
+        addr,
+        &filed.tracking_code,
+        &filed.verification_code.to_lowercase(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        right.tracking_code, filed.tracking_code,
+        "codes are not case-sensitive"
+    );
 
-    let wrong = track(addr, &filed.tracking_code, "ZZZZZZZZ").await.unwrap_err();
-    let unknown = track(addr, "SENAMHI-2026-00000000", &filed.verification_code).await.unwrap_err();
+    let wrong = track(addr, &filed.tracking_code, "ZZZZZZZZ")
+        .await
+        .unwrap_err();
+    let unknown = track(addr, "SENAMHI-2026-00000000", &filed.verification_code)
+        .await
+        .unwrap_err();
     assert_eq!(wrong.code(), Code::NotFound);
-    assert_eq!((wrong.code(), wrong.message()), (unknown.code(), unknown.message()));
+    assert_eq!(
+        (wrong.code(), wrong.message()),
+        (unknown.code(), unknown.message())
+    );
 
     // The third failure in a minute is the last one answered.
-    let _ = track(addr, &filed.tracking_code, "YYYYYYYY").await.unwrap_err();
-    let limited = track(addr, &filed.tracking_code, &filed.verification_code).await.unwrap_err();
+    let _ = track(addr, &filed.tracking_code, "YYYYYYYY")
+        .await
+        .unwrap_err();
+    let limited = track(addr, &filed.tracking_code, &filed.verification_code)
+        .await
+        .unwrap_err();
     assert_eq!(limited.code(), Code::ResourceExhausted);
     senamhi.shutdown().await;
 }
@@ -392,8 +582,16 @@ async fn due_dates_skip_weekends_and_configured_holidays() {
     let mut at_oefa = client(oefa.grpc_addr()).await;
     let mut typed = header("oefa", "Acceso a la información");
     typed.filing_type = "acceso-a-la-informacion".into();
-    let general = submit(&mut at_senamhi, header("oefa", "General"), &[Doc::new("a.pdf", 10, 1)]).await.unwrap();
-    let access = submit(&mut at_senamhi, typed, &[Doc::new("b.pdf", 10, 2)]).await.unwrap();
+    let general = submit(
+        &mut at_senamhi,
+        header("oefa", "General"),
+        &[Doc::new("a.pdf", 10, 1)],
+    )
+    .await
+    .unwrap();
+    let access = submit(&mut at_senamhi, typed, &[Doc::new("b.pdf", 10, 2)])
+        .await
+        .unwrap();
 
     // Expected dates, counted here by hand: skip Saturdays, Sundays and the holidays.
     let expect = |n: u32| {
@@ -407,8 +605,20 @@ async fn due_dates_skip_weekends_and_configured_holidays() {
         }
         day.to_string()
     };
-    let g = wait_until(&mut at_oefa, &general.tracking_code, "general", is(FilingStatus::Delivered, Direction::Inbound)).await;
-    let a = wait_until(&mut at_oefa, &access.tracking_code, "access", is(FilingStatus::Delivered, Direction::Inbound)).await;
+    let g = wait_until(
+        &mut at_oefa,
+        &general.tracking_code,
+        "general",
+        is(FilingStatus::Delivered, Direction::Inbound),
+    )
+    .await;
+    let a = wait_until(
+        &mut at_oefa,
+        &access.tracking_code,
+        "access",
+        is(FilingStatus::Delivered, Direction::Inbound),
+    )
+    .await;
     assert_eq!(g.due_date, expect(3));
     assert_eq!(a.due_date, expect(7), "the type's own period applies");
     let calendar = Calendar::new(&federation.config("oefa").deadlines);
@@ -423,11 +633,28 @@ async fn due_dates_skip_weekends_and_configured_holidays() {
     let listed: Vec<(String, i32)> = due
         .filings
         .iter()
-        .map(|d| (d.filing.as_ref().unwrap().tracking_code.clone(), d.business_days_left))
+        .map(|d| {
+            (
+                d.filing.as_ref().unwrap().tracking_code.clone(),
+                d.business_days_left,
+            )
+        })
         .collect();
-    assert!(listed.contains(&(general.tracking_code.clone(), 3)), "{listed:?}");
-    assert!(listed.contains(&(access.tracking_code.clone(), 7)), "{listed:?}");
-    let timeline = track_until(oefa.grpc_addr(), &general.tracking_code, &general.verification_code, 3).await;
+    assert!(
+        listed.contains(&(general.tracking_code.clone(), 3)),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&(access.tracking_code.clone(), 7)),
+        "{listed:?}"
+    );
+    let timeline = track_until(
+        oefa.grpc_addr(),
+        &general.tracking_code,
+        &general.verification_code,
+        3,
+    )
+    .await;
     assert_eq!(timeline.due_date, expect(3));
     senamhi.shutdown().await;
     oefa.shutdown().await;

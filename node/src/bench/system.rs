@@ -16,6 +16,7 @@
 
 use super::load::Outcome;
 use super::payload::Payload;
+use ecointegra_broker::directory::{Authority, entry_for};
 use ecointegra_broker::keys::SigningIdentity;
 use ecointegra_proto::v1::filing_service_client::FilingServiceClient;
 use ecointegra_proto::v1::{
@@ -243,17 +244,16 @@ impl System {
         prefix: &str,
         payload: Arc<Payload>,
     ) -> anyhow::Result<Arc<System>> {
-        let mut directory = String::new();
+        // The sector authority signs every institution's directory entry.
+        let authority = SigningIdentity::generate();
+        let signer = Authority::new(authority.clone());
+        let mut entries = Vec::new();
         for id in [ORIGIN, DESTINATION] {
             let identity = SigningIdentity::generate();
             identity.save(&root.join(format!("{id}.key")))?;
-            directory.push_str(&format!(
-                "[[institution]]\nid = \"{id}\"\nname = \"{}\"\nsigning_key = \"{}\"\n\n",
-                id.to_uppercase(),
-                identity.public_key_hex()
-            ));
+            entries.push(signer.sign(&entry_for(id, &id.to_uppercase(), &identity, 1)));
         }
-        std::fs::write(root.join("directory.toml"), directory)?;
+        ecointegra_broker::directory::write_file(&root.join("directory.toml"), &entries)?;
         let quote = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
         let mut nodes = Vec::new();
         for (name, id) in [("origin", ORIGIN), ("destination", DESTINATION)] {
@@ -262,11 +262,13 @@ impl System {
             let text = format!(
                 "institution = \"{id}\"\ndata_dir = {}\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
                  [kafka]\nbootstrap_servers = {}\ntopic_prefix = \"{prefix}\"\n\n\
-                 [keys]\nsigning_key_file = {}\ndirectory_file = {}\n",
+                 [keys]\nsigning_key_file = {}\ndirectory_file = {}\n\
+                 authority_public_key = \"{}\"\n",
                 quote(&data_dir),
                 toml::Value::String(bootstrap.to_owned()),
                 quote(&root.join(format!("{id}.key"))),
                 quote(&root.join("directory.toml")),
+                authority.public_key_hex(),
             );
             std::fs::write(&config, text)?;
             let log = root.join(format!("{id}.log"));

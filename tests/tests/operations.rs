@@ -1,0 +1,942 @@
+//! Operations against the real broker: dead letters replayed once the cause is
+//! fixed, queues showing a stopped destination, committed consumer-group
+//! offsets, Prometheus metrics that count what happened, and one trace across
+//! a filing's whole path.
+
+use ecointegra_proto::v1::operations_service_client::OperationsServiceClient;
+use ecointegra_proto::v1::{
+    DeadLetterEntry, DeadLetterState, DiscardDeadLetterRequest, FilingStatus, GetDeadLetterRequest,
+    GetQueuesRequest, GetQueuesResponse, InstitutionQueues, ListDeadLettersRequest,
+    ReplayDeadLettersRequest,
+};
+use ecointegra_tests::*;
+use rdkafka::message::{Headers, Message as _};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+const DELIVERY: Duration = Duration::from_secs(60);
+const HTTP: &str = "\n[http]\nlisten = \"127.0.0.1:0\"\n";
+
+/// The operations service is for the `operator` role: a token of it.
+const OPERATOR_TOKEN: &str = "token-de-operador-de-prueba";
+
+/// Node settings: clients without a token act as the institution's system
+/// (as in every test), the operator has a token; then `extra`.
+fn settings(extra: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "\n[auth]\nanonymous_role = \"system\"\n\n[[auth.tokens]]\nname = \"operador\"\nrole = \"operator\"\n\
+         token_sha256 = \"{}\"\n{extra}",
+        hex::encode(sha2::Sha256::digest(OPERATOR_TOKEN))
+    )
+}
+
+type Bearer = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+type Ops =
+    OperationsServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+fn bearer(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    let value = format!("Bearer {OPERATOR_TOKEN}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+async fn ops(addr: SocketAddr) -> Ops {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    OperationsServiceClient::with_interceptor(channel, bearer as Bearer)
+}
+
+async fn dead_letters(ops: &mut Ops, include_closed: bool) -> Vec<DeadLetterEntry> {
+    ops.list_dead_letters(ListDeadLettersRequest {
+        include_closed,
+        limit: 0,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .dead_letters
+}
+
+async fn queues(ops: &mut Ops) -> GetQueuesResponse {
+    ops.get_queues(GetQueuesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn row<'a>(report: &'a GetQueuesResponse, id: &str) -> &'a InstitutionQueues {
+    report
+        .institutions
+        .iter()
+        .find(|q| q.institution == id)
+        .unwrap_or_else(|| panic!("no row for {id}: {report:#?}"))
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+async fn until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn inbound_count(federation: &Federation, id: &str) -> i64 {
+    count_rows(
+        &federation.store_path(id),
+        "SELECT COUNT(*) FROM filings WHERE direction = 2",
+    )
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_delivered_once() {
+    let mut federation = Federation::with_settings("poison", &["senamhi", "oefa"], &settings(""));
+    // iiap has a key and a node, but the directory does not list it yet.
+    let iiap_identity = federation.add_unlisted("iiap");
+    let oefa = federation.start("oefa").await;
+    let iiap = federation.start("iiap").await;
+    let mut origin = client(iiap.grpc_addr()).await;
+    let mut ops = ops(oefa.grpc_addr()).await;
+    let inbox = federation.topic_inbox("oefa");
+
+    // 1.2 MB: three chunks and a manifest, each refused as from an unknown sender.
+    let docs = [Doc::new("informe.pdf", 1_200_000, 9)];
+    let answer = submit(&mut origin, header("oefa", "Sin directorio"), &docs)
+        .await
+        .unwrap();
+    let letters = until("4 dead letters from the inbox", DELIVERY, || {
+        let mut ops = ops.clone();
+        let inbox = inbox.clone();
+        async move {
+            let open: Vec<DeadLetterEntry> = dead_letters(&mut ops, false)
+                .await
+                .into_iter()
+                .filter(|d| d.source_topic == inbox)
+                .collect();
+            (open.len() >= 4).then_some(open)
+        }
+    })
+    .await;
+    assert_eq!(letters.len(), 4, "{letters:#?}");
+    for letter in &letters {
+        assert_eq!(letter.reason_code, "unknown-sender", "{letter:#?}");
+        assert_eq!(letter.claimed_sender, "iiap");
+        assert_eq!(letter.record_key, answer.transfer_id);
+        assert_eq!(letter.state, DeadLetterState::Open as i32);
+        assert!(letter.dead_at_ms > 0 && !letter.reason.is_empty());
+        assert_eq!(letter.dlq_topic, federation.topic_dlq("oefa"));
+    }
+    // Inspect: the original bytes, exactly as on the DLQ topic.
+    let detail = ops
+        .get_dead_letter(GetDeadLetterRequest { id: letters[0].id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detail.original_key, answer.transfer_id.as_bytes());
+    assert_eq!(detail.original_value.len() as u64, letters[0].size);
+    assert!(
+        detail.envelope_summary.contains("from iiap"),
+        "{}",
+        detail.envelope_summary
+    );
+    let on_topic = read_topic(&federation.topic_dlq("oefa"), 6, Duration::from_secs(10));
+    assert!(on_topic.iter().any(|m| {
+        use prost::Message as _;
+        ecointegra_proto::v1::DeadLetter::decode(m.payload().unwrap())
+            .map(|d| d.original_value == detail.original_value)
+            .unwrap_or(false)
+    }));
+    // The queue report names the transfer and the reason.
+    let report = queues(&mut ops).await;
+    assert!(row(&report, "oefa").dead_letters_open >= 4);
+    let trouble: Vec<_> = report
+        .troubled
+        .iter()
+        .filter(|t| t.transfer_id == answer.transfer_id)
+        .collect();
+    assert_eq!(trouble.len(), 1, "{report:#?}");
+    assert!(
+        trouble[0].reason.contains("unknown-sender"),
+        "{}",
+        trouble[0].reason
+    );
+    assert_eq!(trouble[0].counterpart, "iiap");
+
+    // The fix: the sector authority lists iiap; oefa learns it from the topic.
+    let entry = ecointegra_broker::directory::entry_for("iiap", "IIAP", &iiap_identity, 1);
+    federation
+        .publish_entry(&federation.authority().sign(&entry))
+        .await;
+    let store = federation.store_path("oefa");
+    until("oefa to learn iiap's entry", DELIVERY, || async {
+        (count_rows(
+            &store,
+            "SELECT COUNT(*) FROM directory_entries WHERE institution_id = 'iiap'",
+        ) == 1)
+            .then_some(())
+    })
+    .await;
+
+    // Replay, in order: chunks, then the manifest.
+    let ids: Vec<i64> = letters.iter().rev().map(|d| d.id).collect();
+    let replayed = ops
+        .replay_dead_letters(ReplayDeadLettersRequest {
+            ids: ids.clone(),
+            all_open: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.outcomes.len(), 4);
+    assert!(
+        replayed
+            .outcomes
+            .iter()
+            .all(|o| o.replayed && o.topic == inbox)
+    );
+    wait_for_status(
+        &mut origin,
+        &answer.tracking_code,
+        FilingStatus::Delivered,
+        DELIVERY,
+    )
+    .await;
+
+    // Replaying again publishes nothing.
+    let again = ops
+        .replay_dead_letters(ReplayDeadLettersRequest {
+            ids,
+            all_open: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        again
+            .outcomes
+            .iter()
+            .all(|o| !o.replayed && o.replayed_at_ms > 0),
+        "{again:#?}"
+    );
+
+    // Delivered once: one filing at oefa, one receipt at iiap, no new dead letter.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(inbound_count(&federation, "oefa"), 1);
+    assert_eq!(
+        count_rows(
+            &federation.store_path("iiap"),
+            "SELECT COUNT(*) FROM receipts"
+        ),
+        1
+    );
+    let open_inbox: Vec<DeadLetterEntry> = dead_letters(&mut ops, false)
+        .await
+        .into_iter()
+        .filter(|d| d.source_topic == inbox)
+        .collect();
+    assert!(open_inbox.is_empty(), "{open_inbox:#?}");
+    let (sha, len) = download_sha256(
+        &mut client(oefa.grpc_addr()).await,
+        &answer.tracking_code,
+        0,
+    )
+    .await;
+    assert_eq!((sha, len), (docs[0].sha256_hex(), docs[0].len));
+
+    // Discard: recorded with who and why; a replay of it is refused.
+    let other = dead_letters(&mut ops, false).await;
+    if let Some(leftover) = other.first() {
+        let discarded = ops
+            .discard_dead_letter(DiscardDeadLetterRequest {
+                id: leftover.id,
+                reason: "tracking event already known from another node".into(),
+                by: "operador".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(discarded.state, DeadLetterState::Discarded as i32);
+        assert_eq!(discarded.discarded_by, "operador");
+        let refused = ops
+            .replay_dead_letters(ReplayDeadLettersRequest {
+                ids: vec![leftover.id],
+                all_open: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    }
+    let missing_reason = ops
+        .discard_dead_letter(DiscardDeadLetterRequest {
+            id: letters[0].id,
+            reason: " ".into(),
+            by: "operador".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing_reason.code(), tonic::Code::InvalidArgument);
+    iiap.shutdown().await;
+    oefa.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stopped_destination_shows_growing_lag_and_an_ageing_receipt_until_it_returns() {
+    let federation = Federation::with_settings(
+        "lag",
+        &["senamhi", "oefa"],
+        &settings("\n[transfer]\nreceipt_timeout_secs = 3\n"),
+    );
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut ops = ops(senamhi.grpc_addr()).await;
+    let docs = [Doc::new("a.pdf", 5_000, 1)];
+    let first = submit(&mut origin, header("oefa", "Primero"), &docs)
+        .await
+        .unwrap();
+    wait_for_status(
+        &mut origin,
+        &first.tracking_code,
+        FilingStatus::Delivered,
+        DELIVERY,
+    )
+    .await;
+    oefa.shutdown().await;
+    let inbox = federation.topic_inbox("oefa");
+    let group = format!("{}.node.oefa", federation.prefix);
+    let committed_before: i64 = committed_offsets(&group, &inbox, 2)
+        .iter()
+        .map(|o| o.max(&0))
+        .sum();
+    assert!(
+        committed_before >= 2,
+        "the first transfer's offsets are committed"
+    );
+    let report = queues(&mut ops).await;
+    assert_eq!(row(&report, "oefa").inbox_lag_records, 0, "{report:#?}");
+    assert_eq!(row(&report, "senamhi").pending_receipts, 0);
+    assert!(row(&report, "oefa").last_delivery_at_ms > 0);
+
+    // oefa is down: a filing for it waits in its inbox.
+    let second = submit(&mut origin, header("oefa", "Segundo"), &docs)
+        .await
+        .unwrap();
+    let early = until("lag at oefa's inbox", DELIVERY, || {
+        let mut ops = ops.clone();
+        async move {
+            let report = queues(&mut ops).await;
+            let q = row(&report, "oefa").clone();
+            (q.lag_known && q.inbox_lag_records > 0 && q.pending_receipts == 1).then_some(q)
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let report = queues(&mut ops).await;
+    let later = row(&report, "oefa").clone();
+    assert!(
+        later.inbox_lag_records >= early.inbox_lag_records,
+        "{early:?} {later:?}"
+    );
+    assert!(
+        later.inbox_lag_seconds > early.inbox_lag_seconds + 2.0,
+        "{early:?} {later:?}"
+    );
+    assert!(
+        later.oldest_pending_receipt_seconds > early.oldest_pending_receipt_seconds + 2.0,
+        "{early:?} {later:?}"
+    );
+    let local = row(&report, "senamhi");
+    assert_eq!(local.pending_receipts, 1);
+    assert!(local.local && local.lag_known);
+    // Past the receipt timeout, the filing is in trouble, and the report says why.
+    let trouble = report
+        .troubled
+        .iter()
+        .find(|t| t.tracking_code == second.tracking_code)
+        .unwrap_or_else(|| panic!("{report:#?}"));
+    assert_eq!(trouble.counterpart, "oefa");
+    assert!(
+        trouble.reason.contains("no receipt from oefa"),
+        "{}",
+        trouble.reason
+    );
+    assert!(
+        trouble.reason.contains("has not read"),
+        "{}",
+        trouble.reason
+    );
+
+    // oefa returns: the lag and the pending receipt clear.
+    let oefa = federation.start("oefa").await;
+    wait_for_status(
+        &mut origin,
+        &second.tracking_code,
+        FilingStatus::Delivered,
+        DELIVERY,
+    )
+    .await;
+    let cleared = until("the queues to clear", DELIVERY, || {
+        let mut ops = ops.clone();
+        async move {
+            let report = queues(&mut ops).await;
+            let q = row(&report, "oefa");
+            (q.lag_known
+                && q.inbox_lag_records == 0
+                && q.pending_receipts == 0
+                && report.troubled.is_empty())
+            .then_some(report)
+        }
+    })
+    .await;
+    assert_eq!(row(&cleared, "oefa").inbox_lag_seconds, 0.0);
+    assert!(row(&cleared, "oefa").deliveries_last_minute >= 1);
+    // The consumer group's committed offset advanced, as any Kafka tool reads it.
+    let committed_after: i64 = committed_offsets(&group, &inbox, 2)
+        .iter()
+        .map(|o| o.max(&0))
+        .sum();
+    assert!(
+        committed_after >= committed_before + 2,
+        "{committed_before} -> {committed_after}"
+    );
+    let high = read_topic(&inbox, 1000, Duration::from_secs(5)).len() as i64;
+    assert_eq!(
+        committed_after, high,
+        "committed up to the end of the inbox"
+    );
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+// ---- Prometheus text format ---------------------------------------------
+
+/// One sample: metric name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// A strict parser of the Prometheus text exposition format 0.0.4: every
+/// sample belongs to a family declared by `# TYPE` before it, names and label
+/// names are valid, label values are properly escaped, values are numbers,
+/// histogram buckets are cumulative and end with `+Inf` equal to `_count`.
+fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
+    fn valid_name(name: &str, colon: bool) -> bool {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
+    }
+    fn value(text: &str) -> Result<f64, String> {
+        match text {
+            "+Inf" => Ok(f64::INFINITY),
+            "-Inf" => Ok(f64::NEG_INFINITY),
+            "NaN" => Ok(f64::NAN),
+            t => t.parse::<f64>().map_err(|_| format!("bad value {t:?}")),
+        }
+    }
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut helps = BTreeSet::new();
+    let mut samples = Vec::new();
+    let mut done_families = BTreeSet::new();
+    let mut current_family = String::new();
+    if !text.ends_with('\n') {
+        return Err("the exposition must end with a newline".into());
+    }
+    for (n, line) in text.lines().enumerate() {
+        let at = |e: String| format!("line {}: {e}: {line:?}", n + 1);
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name, tail) = (
+                parts.next().unwrap(),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            match kind {
+                "HELP" if !valid_name(name, true) || !helps.insert(name.to_owned()) => {
+                    return Err(at("bad or repeated HELP".into()));
+                }
+                "TYPE" => {
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&tail) {
+                        return Err(at(format!("unknown type {tail:?}")));
+                    }
+                    if types.insert(name.to_owned(), tail.to_owned()).is_some() {
+                        return Err(at("repeated TYPE".into()));
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        // name{labels} value
+        let (name, rest) = match line.find(['{', ' ']) {
+            Some(i) => line.split_at(i),
+            None => return Err(at("no value".into())),
+        };
+        if !valid_name(name, true) {
+            return Err(at(format!("bad metric name {name:?}")));
+        }
+        let mut labels = BTreeMap::new();
+        let rest = if let Some(body) = rest.strip_prefix('{') {
+            let mut chars = body.char_indices().peekable();
+            let end;
+            loop {
+                let start = chars
+                    .peek()
+                    .map(|(i, _)| *i)
+                    .ok_or_else(|| at("unterminated labels".into()))?;
+                if body[start..].starts_with('}') {
+                    end = start + 1;
+                    break;
+                }
+                let eq = body[start..]
+                    .find('=')
+                    .ok_or_else(|| at("label without =".into()))?
+                    + start;
+                let label = &body[start..eq];
+                if !valid_name(label, false) {
+                    return Err(at(format!("bad label name {label:?}")));
+                }
+                while chars.peek().is_some_and(|(i, _)| *i <= eq) {
+                    chars.next();
+                }
+                if chars.next().map(|(_, c)| c) != Some('"') {
+                    return Err(at("label value not quoted".into()));
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next().map(|(_, c)| c) {
+                        Some('\\') => match chars.next().map(|(_, c)| c) {
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            Some('n') => value.push('\n'),
+                            other => return Err(at(format!("bad escape {other:?}"))),
+                        },
+                        Some('"') => break,
+                        Some('\n') | None => return Err(at("unterminated label value".into())),
+                        Some(c) => value.push(c),
+                    }
+                }
+                if labels.insert(label.to_owned(), value).is_some() {
+                    return Err(at("repeated label".into()));
+                }
+                match chars.peek().map(|(_, c)| *c) {
+                    Some(',') => {
+                        chars.next();
+                    }
+                    Some('}') => {}
+                    other => return Err(at(format!("unexpected {other:?} after a label"))),
+                }
+            }
+            &body[end..]
+        } else {
+            rest
+        };
+        let fields: Vec<&str> = rest.trim_start_matches(' ').split(' ').collect();
+        if rest.is_empty() || !rest.starts_with(' ') || fields.is_empty() || fields.len() > 2 {
+            return Err(at("expected ' value [timestamp]'".into()));
+        }
+        let v = value(fields[0]).map_err(at)?;
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|s| name.strip_suffix(s))
+            .find(|base| {
+                types
+                    .get(*base)
+                    .is_some_and(|t| t == "histogram" || t == "summary")
+            })
+            .unwrap_or(name)
+            .to_owned();
+        if !types.contains_key(&family) {
+            return Err(at(format!(
+                "sample of {family}, whose TYPE was not declared before it"
+            )));
+        }
+        if family != current_family {
+            if !done_families.insert(family.clone()) {
+                return Err(at(format!("samples of {family} are not together")));
+            }
+            current_family = family.clone();
+        }
+        if types[&family] == "counter" && v < 0.0 {
+            return Err(at("negative counter".into()));
+        }
+        samples.push((name.to_owned(), labels, v));
+    }
+    // Histograms: cumulative buckets, +Inf equal to _count.
+    for (family, kind) in &types {
+        if kind != "histogram" {
+            continue;
+        }
+        // Per series (labels but `le`): (le, cumulative count) of each bucket.
+        type Buckets = Vec<(f64, f64)>;
+        let mut series: BTreeMap<Vec<(String, String)>, Buckets> = BTreeMap::new();
+        for (name, labels, v) in &samples {
+            if *name == format!("{family}_bucket") {
+                let le = value(labels.get("le").ok_or("bucket without le")?)?;
+                let key: Vec<_> = labels
+                    .iter()
+                    .filter(|(k, _)| *k != "le")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                series.entry(key).or_default().push((le, *v));
+            }
+        }
+        for (key, buckets) in series {
+            if buckets
+                .windows(2)
+                .any(|w| w[1].0 <= w[0].0 || w[1].1 < w[0].1)
+            {
+                return Err(format!("{family}: buckets not ordered and cumulative"));
+            }
+            let last = buckets.last().ok_or("no buckets")?;
+            let count = samples
+                .iter()
+                .find(|(n, l, _)| {
+                    *n == format!("{family}_count")
+                        && l.iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect::<Vec<_>>()
+                            == key
+                })
+                .ok_or(format!("{family}: no _count"))?;
+            if !last.0.is_infinite() || last.1 != count.2 {
+                return Err(format!(
+                    "{family}: +Inf bucket {} differs from _count {}",
+                    last.1, count.2
+                ));
+            }
+        }
+    }
+    Ok(samples)
+}
+
+fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.2)
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+}
+
+/// A bare HTTP/1.1 GET: (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "a plain body is expected"
+    );
+    (status, body.to_owned())
+}
+
+fn http_addr(federation: &Federation, id: &str) -> SocketAddr {
+    std::fs::read_to_string(federation.data_dir(id).join("http.addr"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_parser_refuses_what_prometheus_would() {
+    let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\\\"\"} 3\n";
+    assert_eq!(parse_prometheus(good).unwrap()[0].1["x"], "1\"");
+    for bad in [
+        "a_total 1\n",
+        "# TYPE a counter\na{x=1} 1\n",
+        "# TYPE a counter\na{x=\"1} 1\n",
+        "# TYPE a counter\na 1x\n",
+        "# TYPE a counter\n# TYPE b counter\na 1\nb 1\na{x=\"2\"} 1\n",
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n",
+        "# TYPE a counter\na 1",
+    ] {
+        assert!(parse_prometheus(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_what_the_test_caused() {
+    let federation = Federation::with_settings("metrics", &["senamhi", "oefa"], &settings(HTTP));
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let oefa_ops = ops(oefa.grpc_addr()).await;
+    let (s_http, o_http) = (
+        http_addr(&federation, "senamhi"),
+        http_addr(&federation, "oefa"),
+    );
+
+    let sizes = [1_000u64, 2_000];
+    for (i, size) in sizes.iter().enumerate() {
+        let answer = submit(
+            &mut origin,
+            header("oefa", &format!("Métrica {i}")),
+            &[Doc::new("m.pdf", *size, i as u64)],
+        )
+        .await
+        .unwrap();
+        wait_for_status(
+            &mut origin,
+            &answer.tracking_code,
+            FilingStatus::Delivered,
+            DELIVERY,
+        )
+        .await;
+    }
+    produce_raw(
+        &federation.topic_inbox("oefa"),
+        "basura",
+        b"not an envelope",
+    )
+    .await;
+    until("the garbage's dead letter", DELIVERY, || {
+        let mut ops = oefa_ops.clone();
+        async move { (!dead_letters(&mut ops, false).await.is_empty()).then_some(()) }
+    })
+    .await;
+
+    let (status, text) = tokio::task::spawn_blocking(move || http_get(s_http, "/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let s = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let me = [("institution", "senamhi")];
+    assert_eq!(sample(&s, "ecointegra_filings_submitted_total", &me), 2.0);
+    assert_eq!(sample(&s, "ecointegra_filings_delivered_total", &me), 2.0);
+    assert_eq!(
+        sample(&s, "ecointegra_delivery_latency_seconds_count", &me),
+        2.0
+    );
+    assert!(sample(&s, "ecointegra_delivery_latency_seconds_sum", &me) > 0.0);
+    assert_eq!(
+        sample(
+            &s,
+            "ecointegra_document_bytes_total",
+            &[("institution", "senamhi"), ("direction", "submitted")]
+        ),
+        3_000.0
+    );
+    let oefa_inbox = federation.topic_inbox("oefa");
+    // One chunk and one manifest per filing.
+    assert_eq!(
+        sample(
+            &s,
+            "ecointegra_kafka_records_total",
+            &[("topic", &oefa_inbox), ("direction", "produced")]
+        ),
+        4.0
+    );
+    assert_eq!(sample(&s, "ecointegra_outbox_backlog", &me), 0.0);
+    assert_eq!(sample(&s, "ecointegra_pending_receipts", &me), 0.0);
+    assert_eq!(sample(&s, "ecointegra_kafka_up", &me), 1.0);
+    assert!(
+        !text.contains(&federation.prefix.to_uppercase()),
+        "no tracking code in a label"
+    );
+
+    let (status, text) = tokio::task::spawn_blocking(move || http_get(o_http, "/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let o = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let me = [("institution", "oefa")];
+    assert_eq!(sample(&o, "ecointegra_filings_received_total", &me), 2.0);
+    assert_eq!(sample(&o, "ecointegra_filings_submitted_total", &me), 0.0);
+    assert_eq!(
+        sample(
+            &o,
+            "ecointegra_document_bytes_total",
+            &[("institution", "oefa"), ("direction", "received")]
+        ),
+        3_000.0
+    );
+    assert_eq!(
+        sample(
+            &o,
+            "ecointegra_dead_letters_total",
+            &[("institution", "oefa"), ("reason", "decode")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &o,
+            "ecointegra_filings_failed_total",
+            &[("institution", "oefa"), ("outcome", "dead_letter")]
+        ),
+        1.0
+    );
+    assert_eq!(sample(&o, "ecointegra_dead_letters_open", &me), 1.0);
+    // Four records of the transfers and the garbage.
+    assert_eq!(
+        sample(
+            &o,
+            "ecointegra_kafka_records_total",
+            &[("topic", &oefa_inbox), ("direction", "consumed")]
+        ),
+        5.0
+    );
+    assert_eq!(sample(&o, "ecointegra_inbox_lag_records", &me), 0.0);
+    let receipts_topic = federation.topic_inbox("senamhi");
+    assert_eq!(
+        sample(
+            &o,
+            "ecointegra_kafka_records_total",
+            &[("topic", &receipts_topic), ("direction", "produced")]
+        ),
+        2.0
+    );
+    for path in ["/livez", "/readyz"] {
+        let (status, _) = tokio::task::spawn_blocking(move || http_get(o_http, path))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{path}");
+    }
+    assert_eq!(
+        tokio::task::spawn_blocking(move || http_get(o_http, "/nothing"))
+            .await
+            .unwrap()
+            .0,
+        404
+    );
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+// ---- traces -------------------------------------------------------------
+
+fn traceparent(message: &rdkafka::message::OwnedMessage) -> Option<String> {
+    message.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == "traceparent")
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+    })
+}
+
+/// (trace id, span id) of a valid version-00 traceparent.
+fn ids(value: &str) -> (String, String) {
+    let parts: Vec<&str> = value.split('-').collect();
+    assert_eq!(parts.len(), 4, "{value}");
+    assert_eq!(parts[0], "00");
+    assert_eq!(parts[1].len(), 32);
+    assert_eq!(parts[2].len(), 16);
+    assert!(value.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+    (parts[1].to_owned(), parts[2].to_owned())
+}
+
+#[tokio::test]
+async fn traceparent_travels_with_the_records_and_the_receipt_continues_the_trace() {
+    let federation = Federation::new("trace", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let docs = [Doc::new("t.pdf", 600_000, 4)];
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let mut request = tonic::Request::new(parts(header("oefa", "Con traza"), &docs));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
+    );
+    let traced = origin.submit_filing(request).await.unwrap().into_inner();
+    // And one without: it starts a trace of its own.
+    let untraced = submit(&mut origin, header("oefa", "Sin traza"), &docs)
+        .await
+        .unwrap();
+    for answer in [&traced, &untraced] {
+        wait_for_status(
+            &mut origin,
+            &answer.tracking_code,
+            FilingStatus::Delivered,
+            DELIVERY,
+        )
+        .await;
+    }
+
+    // Two chunks and a manifest per transfer in oefa's inbox.
+    let records = read_topic(&federation.topic_inbox("oefa"), 6, Duration::from_secs(30));
+    assert_eq!(records.len(), 6);
+    let key_of =
+        |m: &rdkafka::message::OwnedMessage| String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+    let mut other_trace = BTreeSet::new();
+    for record in &records {
+        let value = traceparent(record).expect("every record carries traceparent");
+        let (trace, span) = ids(&value);
+        assert_ne!(
+            span, caller_span,
+            "the relay's span is a child, not the caller's span"
+        );
+        if key_of(record) == traced.transfer_id {
+            assert_eq!(trace, trace_id);
+        } else {
+            assert_eq!(key_of(record), untraced.transfer_id);
+            assert_ne!(trace, trace_id);
+            other_trace.insert(trace);
+        }
+    }
+    assert_eq!(
+        other_trace.len(),
+        1,
+        "one trace for the whole untraced transfer"
+    );
+
+    // The receipts in senamhi's inbox continue each transfer's trace.
+    let receipts = read_topic(
+        &federation.topic_inbox("senamhi"),
+        2,
+        Duration::from_secs(30),
+    );
+    assert_eq!(receipts.len(), 2);
+    for receipt in &receipts {
+        let (trace, _) = ids(&traceparent(receipt).expect("the receipt carries traceparent"));
+        if key_of(receipt) == traced.transfer_id {
+            assert_eq!(
+                trace, trace_id,
+                "the receipt continues the submitter's trace"
+            );
+        } else {
+            assert!(other_trace.contains(&trace));
+        }
+    }
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}

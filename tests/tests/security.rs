@@ -1,0 +1,613 @@
+//! Trust and confidentiality against the real broker: the signed directory,
+//! refused senders, key rotation in flight, impersonation and ciphertext-only
+//! topics.
+
+use ecointegra_broker::directory::{Authority, entry_for};
+use ecointegra_broker::envelope::Sealer;
+use ecointegra_broker::keys::SigningIdentity;
+use ecointegra_proto::v1::{
+    DeadLetter, EntryStatus, FilingStatus, MessageType, Notice, RetiredKey,
+};
+use ecointegra_tests::*;
+use prost::Message;
+use rdkafka::Message as _;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn dead_letters(federation: &Federation, id: &str, count: usize) -> Vec<DeadLetter> {
+    read_topic(&federation.topic_dlq(id), count, Duration::from_secs(30))
+        .iter()
+        .map(|m| DeadLetter::decode(m.payload().unwrap()).unwrap())
+        .collect()
+}
+
+/// Polls until `check` holds or panics naming `what`.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn raw_topics_carry_no_document_text_and_no_personal_data() {
+    let federation = Federation::new("ciphertext", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut destination = client(oefa.grpc_addr()).await;
+
+    let secret = b"INFORME CONFIDENCIAL: derrame en la quebrada Huaycoloro. ".repeat(20_000);
+    let path = federation.root.join("informe.txt");
+    std::fs::write(&path, &secret).unwrap();
+    let header = header("oefa", "Denuncia");
+    let party = header.sender_party.clone().unwrap();
+    let answer = origin
+        .submit_filing(ecointegra_node::cli::submission_stream(header, vec![path]))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for_status(
+        &mut origin,
+        &answer.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+    let (sha, len) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
+    assert_eq!(len, secret.len() as u64);
+    assert_eq!(
+        sha, answer.documents[0].sha256,
+        "the destination holds the plaintext"
+    );
+
+    let mut records = read_topic(&federation.topic_inbox("oefa"), 4, Duration::from_secs(20));
+    records.extend(read_topic(
+        &format!("{}.tracking", federation.prefix),
+        3,
+        Duration::from_secs(20),
+    ));
+    assert!(
+        records.len() >= 5,
+        "chunks, manifest and tracking events were read"
+    );
+    let needles: [&[u8]; 4] = [
+        b"CONFIDENCIAL",
+        b"Huaycoloro",
+        party.name.as_bytes(),
+        party.document_number.as_bytes(),
+    ];
+    for record in &records {
+        let bytes = record.payload().unwrap();
+        for needle in needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{:?} appears in plaintext on {}",
+                String::from_utf8_lossy(needle),
+                record.topic()
+            );
+        }
+    }
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_senders_and_impostors_go_to_the_dlq_and_a_new_institution_is_picked_up_without_restart()
+ {
+    let mut federation = Federation::new("trust", &["senamhi", "oefa", "minam"]);
+    let iiap = federation.add_unlisted("iiap");
+    let oefa = federation.start("oefa").await;
+    let mut destination = client(oefa.grpc_addr()).await;
+    let inbox = federation.topic_inbox("oefa");
+    let oefa_key = federation.identity("oefa").encryption_public_key();
+
+    // An institution the directory does not list.
+    let stranger = Sealer::new("iiap", iiap.clone());
+    let notice = Notice {
+        transfer_id: "t-x".into(),
+        tracking_code: "IIAP-2026-X".into(),
+        ..Default::default()
+    };
+    let sealed = stranger
+        .seal_encrypted(
+            "iiap-1".into(),
+            MessageType::Notice,
+            "oefa",
+            &oefa_key,
+            &notice.encode_to_vec(),
+        )
+        .unwrap();
+    produce_raw(&inbox, "t-x", &sealed.encode_to_vec()).await;
+    // minam's key, claiming to be senamhi.
+    let impostor = Sealer::new("senamhi", federation.identity("minam"));
+    let forged = impostor
+        .seal_encrypted(
+            "fake-1".into(),
+            MessageType::Notice,
+            "oefa",
+            &oefa_key,
+            &notice.encode_to_vec(),
+        )
+        .unwrap();
+    produce_raw(&inbox, "t-y", &forged.encode_to_vec()).await;
+    assert_eq!(dead_letters(&federation, "oefa", 2).len(), 2);
+    // A directory entry the authority did not sign.
+    let rogue = Authority::new(SigningIdentity::generate());
+    federation
+        .publish_entry(&rogue.sign(&entry_for("iiap", "IIAP", &iiap, 9)))
+        .await;
+
+    let letters = dead_letters(&federation, "oefa", 3);
+    let mut seen: Vec<(String, String)> = letters
+        .iter()
+        .map(|l| (l.reason_code.clone(), l.claimed_sender.clone()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("directory".to_owned(), String::new()),
+            ("signature".to_owned(), "senamhi".to_owned()),
+            ("unknown-sender".to_owned(), "iiap".to_owned()),
+        ],
+        "{:?}",
+        letters.iter().map(|l| &l.reason).collect::<Vec<_>>()
+    );
+
+    // The authority signs iiap in: oefa accepts iiap's filings without a restart.
+    federation
+        .publish_entry(
+            &federation
+                .authority()
+                .sign(&entry_for("iiap", "IIAP", &iiap, 1)),
+        )
+        .await;
+    let iiap_node = federation.start("iiap").await;
+    let mut at_iiap = client(iiap_node.grpc_addr()).await;
+    let answer = submit(
+        &mut at_iiap,
+        header("oefa", "Desde la Amazonía"),
+        &[Doc::new("a.pdf", 5000, 4)],
+    )
+    .await
+    .unwrap();
+    wait_for_status(
+        &mut at_iiap,
+        &answer.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+    let (sha, _) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
+    assert_eq!(sha, answer.documents[0].sha256);
+    oefa.shutdown().await;
+    iiap_node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_suspended_institution_is_refused_by_its_peers_and_by_its_own_node() {
+    let federation = Federation::new("suspend", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let before = submit(
+        &mut origin,
+        header("oefa", "Antes"),
+        &[Doc::new("a.pdf", 10, 1)],
+    )
+    .await
+    .unwrap();
+    wait_for_status(
+        &mut origin,
+        &before.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+
+    let mut entry = entry_for("senamhi", "SENAMHI", &federation.identity("senamhi"), 2);
+    entry.status = EntryStatus::Suspended as i32;
+    federation
+        .publish_entry(&federation.authority().sign(&entry))
+        .await;
+
+    // Its own node refuses new submissions once the entry is in force.
+    eventually("senamhi's node never refused a submission", || {
+        let mut origin = origin.clone();
+        async move {
+            match submit(
+                &mut origin,
+                header("oefa", "Después"),
+                &[Doc::new("b.pdf", 10, 2)],
+            )
+            .await
+            {
+                Err(status) => {
+                    status.code() == Code::FailedPrecondition
+                        && status.message().contains("suspended")
+                }
+                Ok(_) => false,
+            }
+        }
+    })
+    .await;
+    // Its messages go to oefa's DLQ.
+    let sealer = Sealer::new("senamhi", federation.identity("senamhi"));
+    let notice = Notice {
+        transfer_id: before.transfer_id.clone(),
+        ..Default::default()
+    };
+    let sealed = sealer
+        .seal_encrypted(
+            "late-1".into(),
+            MessageType::Notice,
+            "oefa",
+            &federation.identity("oefa").encryption_public_key(),
+            &notice.encode_to_vec(),
+        )
+        .unwrap();
+    // Give oefa's directory a moment to apply the suspension too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    produce_raw(
+        &federation.topic_inbox("oefa"),
+        "late",
+        &sealed.encode_to_vec(),
+    )
+    .await;
+    let letters = dead_letters(&federation, "oefa", 1);
+    assert_eq!(letters[0].reason_code, "sender-inactive", "{letters:#?}");
+    assert!(letters[0].reason.contains("suspended"));
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_key_rotation_mid_flight_still_delivers() {
+    let federation = Federation::new("rotation", &["senamhi", "oefa"]);
+    // oefa's node is down: senamhi's transfer waits in oefa's inbox, signed
+    // with senamhi's first key.
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let docs = [Doc::new("antes-de-rotar.pdf", 700_000, 8)];
+    let in_flight = submit(&mut origin, header("oefa", "En vuelo"), &docs)
+        .await
+        .unwrap();
+    wait_for_status(
+        &mut origin,
+        &in_flight.tracking_code,
+        FilingStatus::Sent,
+        WAIT,
+    )
+    .await;
+    senamhi.shutdown().await;
+
+    // senamhi rotates: a new key, the old one retired with an hour's grace.
+    let old = federation.identity("senamhi");
+    let new = SigningIdentity::generate();
+    std::fs::rename(
+        federation.key_path("senamhi"),
+        federation.root.join("senamhi-old.key"),
+    )
+    .unwrap();
+    new.save(&federation.key_path("senamhi")).unwrap();
+    let mut entry = entry_for("senamhi", "SENAMHI", &new, 2);
+    entry.retired_signing_keys.push(RetiredKey {
+        signing_key: old.public_key().as_bytes().to_vec(),
+        accept_until_ms: ecointegra_broker::now_ms() + 3_600_000,
+    });
+    federation
+        .publish_entry(&federation.authority().sign(&entry))
+        .await;
+    federation.write_config("senamhi", &bootstrap(), "");
+    let config = std::fs::read_to_string(federation.config_path("senamhi")).unwrap();
+    std::fs::write(
+        federation.config_path("senamhi"),
+        config.replace(
+            "[keys]\n",
+            "[keys]\nprevious_signing_key_files = [\"senamhi-old.key\"]\n",
+        ),
+    )
+    .unwrap();
+
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut destination = client(oefa.grpc_addr()).await;
+    wait_for_status(
+        &mut origin,
+        &in_flight.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+    let (sha, _) = download_sha256(&mut destination, &in_flight.tracking_code, 0).await;
+    assert_eq!(
+        sha,
+        docs[0].sha256_hex(),
+        "signed with the old key, delivered after the rotation"
+    );
+
+    let after = submit(
+        &mut origin,
+        header("oefa", "Con la nueva clave"),
+        &[Doc::new("n.pdf", 10, 9)],
+    )
+    .await
+    .unwrap();
+    wait_for_status(
+        &mut origin,
+        &after.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+/// A test CA and certificates it issues (rcgen).
+mod pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+    pub struct Ca {
+        issuer: CertifiedIssuer<'static, KeyPair>,
+    }
+
+    pub struct Issued {
+        pub cert_pem: String,
+        pub key_pem: String,
+    }
+
+    impl Ca {
+        pub fn new(name: &str) -> Self {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            Self {
+                issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+            }
+        }
+
+        pub fn pem(&self) -> String {
+            self.issuer.pem()
+        }
+
+        pub fn issue(&self, common_name: &str, names: &[&str]) -> Issued {
+            let mut params =
+                CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    .unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, common_name);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            Issued {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            }
+        }
+    }
+}
+
+fn token_entry(name: &str, role: &str, token: &str) -> String {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    format!("[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_sha256 = \"{digest}\"\n")
+}
+
+#[derive(Clone)]
+struct Bearer(Option<String>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        Ok(request)
+    }
+}
+
+type AuthClient = ecointegra_proto::v1::filing_service_client::FilingServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+async fn client_as(addr: std::net::SocketAddr, token: Option<&str>) -> AuthClient {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ecointegra_proto::v1::filing_service_client::FilingServiceClient::with_interceptor(
+        channel,
+        Bearer(token.map(str::to_owned)),
+    )
+}
+
+#[tokio::test]
+async fn each_role_is_allowed_what_it_may_do_and_refused_the_rest() {
+    use ecointegra_proto::v1::{GetFilingRequest, StreamInboxRequest, TrackRequest};
+    let auth = format!(
+        "\n[auth]\nanonymous_role = \"public\"\n{}{}{}",
+        token_entry("sgd", "system", "tok-system"),
+        token_entry("mesa", "clerk", "tok-clerk"),
+        token_entry("noc", "operator", "tok-operator")
+    );
+    let federation = Federation::with_settings("roles", &["senamhi", "oefa"], &auth);
+    let senamhi = federation.start("senamhi").await;
+    let addr = senamhi.grpc_addr();
+    let get = |code: &str| GetFilingRequest {
+        tracking_code: code.into(),
+    };
+
+    // system: submit, stream the inbox, read.
+    let mut system = client_as(addr, Some("tok-system")).await;
+    let filed = system
+        .submit_filing(parts(
+            header("oefa", "Por rol"),
+            &[Doc::new("a.pdf", 10, 1)],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    system.get_filing(get(&filed.tracking_code)).await.unwrap();
+    system
+        .stream_inbox(StreamInboxRequest::default())
+        .await
+        .unwrap();
+
+    // clerk: read and submit, but not the system's inbox stream.
+    let mut clerk = client_as(addr, Some("tok-clerk")).await;
+    clerk.get_filing(get(&filed.tracking_code)).await.unwrap();
+    let err = clerk
+        .stream_inbox(StreamInboxRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // operator and public: no filings.
+    for token in [Some("tok-operator"), None] {
+        let mut other = client_as(addr, token).await;
+        let err = other
+            .get_filing(get(&filed.tracking_code))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{token:?}: {err:?}");
+        let err = other
+            .submit_filing(parts(header("oefa", "x"), &[Doc::new("a.pdf", 10, 1)]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{token:?}: {err:?}");
+    }
+    // public may track.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut tracking =
+        ecointegra_proto::v1::tracking_service_client::TrackingServiceClient::new(channel);
+    tracking
+        .track(TrackRequest {
+            tracking_code: filed.tracking_code.clone(),
+            verification_code: filed.verification_code.clone(),
+        })
+        .await
+        .unwrap();
+    // An unknown token is refused outright.
+    let mut wrong = client_as(addr, Some("tok-guessed")).await;
+    assert_eq!(
+        wrong
+            .get_filing(get(&filed.tracking_code))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    senamhi.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpc_over_mtls_refuses_a_missing_or_foreign_client_certificate() {
+    use ecointegra_proto::v1::GetFilingRequest;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let ca = pki::Ca::new("Sector CA");
+    let rogue = pki::Ca::new("Rogue CA");
+    let server = ca.issue("oefa-node", &["localhost", "127.0.0.1"]);
+    let good = ca.issue("sgd.oefa.gob.pe", &[]);
+    let foreign = rogue.issue("sgd.oefa.gob.pe", &[]);
+
+    let federation = Federation::with_settings(
+        "mtls",
+        &["oefa"],
+        "\n[grpc.tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key.pem\"\nclient_ca_file = \"ca.pem\"\n\
+         [auth]\nanonymous_role = \"public\"\n[[auth.certificates]]\nsubject = \"CN=sgd.oefa.gob.pe\"\nrole = \"clerk\"\n",
+    );
+    // The config's [grpc.tls] table must follow [grpc]: rewrite it in place.
+    let path = federation.config_path("oefa");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let tls = "[grpc.tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key.pem\"\nclient_ca_file = \"ca.pem\"\n";
+    std::fs::write(
+        &path,
+        text.replace(tls, "")
+            .replace("[kafka]", &format!("{tls}\n[kafka]")),
+    )
+    .unwrap();
+    std::fs::write(federation.root.join("server.pem"), &server.cert_pem).unwrap();
+    std::fs::write(federation.root.join("server.key.pem"), &server.key_pem).unwrap();
+    std::fs::write(federation.root.join("ca.pem"), ca.pem()).unwrap();
+    let node = federation.start("oefa").await;
+    let port = node.grpc_addr().port();
+
+    let connect = |identity: Option<&pki::Issued>| {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca.pem()))
+            .domain_name("localhost");
+        if let Some(id) = identity {
+            tls = tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
+        }
+        async move {
+            let channel = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await
+                .map_err(|e| format!("connect: {e:?}"))?;
+            let mut client =
+                ecointegra_proto::v1::filing_service_client::FilingServiceClient::new(channel);
+            match client
+                .get_filing(GetFilingRequest {
+                    tracking_code: "OEFA-2026-NOPE".into(),
+                })
+                .await
+            {
+                // Authorized: the filing simply does not exist.
+                Err(status) if status.code() == Code::NotFound => Ok(()),
+                Ok(_) => Ok(()),
+                Err(status) => Err(format!("call: {status:?}")),
+            }
+        }
+    };
+    connect(Some(&good))
+        .await
+        .expect("a certificate of the sector CA is accepted, with the clerk role");
+    assert!(
+        connect(None).await.is_err(),
+        "no client certificate is refused"
+    );
+    assert!(
+        connect(Some(&foreign)).await.is_err(),
+        "a certificate of another CA is refused"
+    );
+    let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let mut client =
+            ecointegra_proto::v1::filing_service_client::FilingServiceClient::new(channel);
+        assert!(
+            client
+                .get_filing(GetFilingRequest {
+                    tracking_code: "X".into()
+                })
+                .await
+                .is_err(),
+            "plaintext is refused"
+        );
+    }
+    node.shutdown().await;
+}
