@@ -55,6 +55,17 @@ write_federation() {
     done
     mv "$demo/directory.toml.new" "$demo/directory.toml"
   fi
+  # API tokens for the demo's clients, one per role, the same at every node.
+  local role
+  for role in system clerk operator; do
+    if [[ ! -f "$demo/$role.token" ]]; then
+      "$exe" keys token --role "$role" --name "demo-$role" > "$demo/$role.token.out"
+      awk '/^token:/ {print $2}' "$demo/$role.token.out" > "$demo/$role.token"
+      sed -n '/^\[\[auth.tokens\]\]/,$p' "$demo/$role.token.out" > "$demo/$role.auth.toml"
+      rm -f "$demo/$role.token.out"
+      chmod 600 "$demo/$role.token"
+    fi
+  done
   for id in "${institutions[@]}"; do
     cat > "$demo/$id.toml" <<TOML
 # Written by deploy/demo.sh; see deploy/config/node.example.toml for every key.
@@ -64,6 +75,10 @@ data_dir = "$id-data"
 [grpc]
 listen = "127.0.0.1:$(port_of "$id")"
 
+[http]
+# Prometheus /metrics, /livez and /readyz.
+listen = "127.0.0.1:$(( $(port_of "$id") + 100 ))"
+
 [kafka]
 bootstrap_servers = "$KAFKA_BOOTSTRAP"
 topic_prefix = "$prefix"
@@ -72,6 +87,16 @@ topic_prefix = "$prefix"
 signing_key_file = "$id.key"
 directory_file = "directory.toml"
 authority_public_key = "$(cat "$demo/authority.pub")"
+
+[auth]
+# Callers without a token may only track filings.
+anonymous_role = "public"
+
+$(cat "$demo/system.auth.toml")
+
+$(cat "$demo/clerk.auth.toml")
+
+$(cat "$demo/operator.auth.toml")
 TOML
   done
 }
@@ -120,6 +145,8 @@ cmd_up() {
     done
   done
   say "federation up; filing a sample from senamhi to oefa ..."
+  export ECOINTEGRA_TOKEN
+  ECOINTEGRA_TOKEN="$(cat "$demo/system.token")"
   sample_pdf "$demo/solicitud.pdf"
   printf 'Anexo 1: coordenadas de la estación de monitoreo.\n' > "$demo/anexo.txt"
   local senamhi="127.0.0.1:$(port_of senamhi)" oefa="127.0.0.1:$(port_of oefa)" out code
@@ -140,23 +167,28 @@ cmd_up() {
   echo "At oefa's node:"
   "$exe" filing inbox --node "$oefa"
   echo
-  echo "The citizen tracks it at minam's portal (any node answers):"
+  echo "The citizen tracks it at minam's portal (any node answers, no token needed):"
   local verification minam="127.0.0.1:$(port_of minam)"
   verification="$(echo "$out" | awk '/^verification code:/ {print $3}')"
   n=0
-  until "$exe" track --node "$minam" --verification "$verification" "$code" 2>/dev/null | grep -q entregado; do
+  until ECOINTEGRA_TOKEN="" "$exe" track --node "$minam" --verification "$verification" "$code" 2>/dev/null | grep -q entregado; do
     n=$((n + 1)); [[ $n -lt 100 ]] || break
     sleep 0.1
   done
-  "$exe" track --node "$minam" --verification "$verification" "$code"
+  ECOINTEGRA_TOKEN="" "$exe" track --node "$minam" --verification "$verification" "$code"
   echo
   cmd_status
   cat <<EOF_HELP
 
+Clients authenticate with an API token (roles: system, clerk, operator):
+  export ECOINTEGRA_TOKEN=\$(cat $demo/system.token)     # or clerk.token, operator.token
 Try:
   $exe filing submit --node $senamhi --to minam --subject "Consulta" FILE...
   $exe filing get --node $oefa $code
   $exe filing download --node $oefa $code /tmp/descarga
+  $exe filing receive --node $oefa $code --registry-number OEFA-INT-1 --office "Mesa de partes"
+  ECOINTEGRA_TOKEN=\$(cat $demo/operator.token) $exe queues --node $oefa
+  $exe track --node $minam --verification $verification $code
 Stop everything with: deploy/demo.sh down
 EOF_HELP
 }
@@ -184,8 +216,8 @@ cmd_status() {
   echo "Kafka:    $("$kafka" status 2>/dev/null || echo 'not running')"
   for id in "${institutions[@]}"; do
     if running "$demo/$id.pid"; then
-      printf '%-8s  gRPC 127.0.0.1:%s  pid %s  config %s  log %s\n' "$id" "$(port_of "$id")" \
-        "$(cat "$demo/$id.pid")" "$demo/$id.toml" "$demo/$id.log"
+      printf '%-8s  gRPC 127.0.0.1:%s  metrics http://127.0.0.1:%s/metrics  pid %s  log %s\n' "$id" \
+        "$(port_of "$id")" "$(( $(port_of "$id") + 100 ))" "$(cat "$demo/$id.pid")" "$demo/$id.log"
     else
       printf '%-8s  not running\n' "$id"
     fi

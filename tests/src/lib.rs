@@ -478,7 +478,9 @@ pub fn kafka_script(args: &[&str]) {
     assert!(status.success(), "kafka.sh {args:?} failed");
 }
 
-/// Reads every record of a topic from the beginning until `count` arrived or `timeout`.
+/// Reads every record of a topic from the beginning until `count` arrived or
+/// `timeout`. It blocks its thread: tests with in-process nodes use the
+/// multi-thread runtime so the nodes keep running meanwhile.
 pub fn read_topic(
     topic: &str,
     count: usize,

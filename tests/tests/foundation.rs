@@ -55,7 +55,7 @@ fn topics() -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_in_process_serves_and_creates_its_topics() {
     let federation = Federation::new("serving", &["oefa"]);
     let node = federation.start("oefa").await;
@@ -143,7 +143,7 @@ fn bad_config_exits_64_naming_the_field() {
 }
 
 /// Stops and restarts the broker through deploy/kafka/kafka.sh: runs alone.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_health_follows_the_broker() {
     let federation = Federation::new("health", &["oefa"]);
     let node = federation.start("oefa").await;

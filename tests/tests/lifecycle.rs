@@ -103,7 +103,7 @@ fn answer_parts(code: &str, action_id: &str, doc: &Doc) -> Vec<AnswerFilingReque
     ]
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_timeline_everywhere() {
     let federation = Federation::new("lifecycle", &["senamhi", "oefa", "minam"]);
     let senamhi = federation.start("senamhi").await;
@@ -329,7 +329,7 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
     minam.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
     let federation = Federation::new("transitions", &["senamhi", "oefa"]);
     let senamhi = federation.start("senamhi").await;
@@ -435,7 +435,7 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
     oefa.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_tracking_events_do_not_duplicate_the_timeline() {
     let federation = Federation::new("replay", &["senamhi", "oefa"]);
     let senamhi = federation.start("senamhi").await;
@@ -502,7 +502,7 @@ async fn replayed_tracking_events_do_not_duplicate_the_timeline() {
     oefa.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_verification_code_is_indistinguishable_from_an_unknown_code() {
     let federation = Federation::with_settings(
         "verification",
@@ -554,7 +554,7 @@ async fn a_wrong_verification_code_is_indistinguishable_from_an_unknown_code() {
     senamhi.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn due_dates_skip_weekends_and_configured_holidays() {
     use ecointegra_node::deadlines::{Calendar, Day};
     // Make the next two weekdays holidays, so they must be skipped.

@@ -101,7 +101,7 @@ fn inbound_count(federation: &Federation, id: &str) -> i64 {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_delivered_once() {
     let mut federation = Federation::with_settings("poison", &["senamhi", "oefa"], &settings(""));
     // iiap has a key and a node, but the directory does not list it yet.
@@ -292,7 +292,7 @@ async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_deli
     oefa.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_destination_shows_growing_lag_and_an_ageing_receipt_until_it_returns() {
     let federation = Federation::with_settings(
         "lag",
@@ -691,7 +691,7 @@ fn the_parser_refuses_what_prometheus_would() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_count_what_the_test_caused() {
     let federation = Federation::with_settings("metrics", &["senamhi", "oefa"], &settings(HTTP));
     let senamhi = federation.start("senamhi").await;
@@ -862,7 +862,7 @@ fn ids(value: &str) -> (String, String) {
     (parts[1].to_owned(), parts[2].to_owned())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traceparent_travels_with_the_records_and_the_receipt_continues_the_trace() {
     let federation = Federation::new("trace", &["senamhi", "oefa"]);
     let senamhi = federation.start("senamhi").await;

@@ -36,7 +36,7 @@ where
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_topics_carry_no_document_text_and_no_personal_data() {
     let federation = Federation::new("ciphertext", &["senamhi", "oefa"]);
     let senamhi = federation.start("senamhi").await;
@@ -99,7 +99,7 @@ async fn raw_topics_carry_no_document_text_and_no_personal_data() {
     oefa.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_senders_and_impostors_go_to_the_dlq_and_a_new_institution_is_picked_up_without_restart()
  {
     let mut federation = Federation::new("trust", &["senamhi", "oefa", "minam"]);
@@ -192,7 +192,7 @@ async fn unknown_senders_and_impostors_go_to_the_dlq_and_a_new_institution_is_pi
     iiap_node.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_institution_is_refused_by_its_peers_and_by_its_own_node() {
     let federation = Federation::new("suspend", &["senamhi", "oefa"]);
     let senamhi = federation.start("senamhi").await;
@@ -269,7 +269,7 @@ async fn a_suspended_institution_is_refused_by_its_peers_and_by_its_own_node() {
     oefa.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotation_mid_flight_still_delivers() {
     let federation = Federation::new("rotation", &["senamhi", "oefa"]);
     // oefa's node is down: senamhi's transfer waits in oefa's inbox, signed
@@ -436,7 +436,7 @@ async fn client_as(addr: std::net::SocketAddr, token: Option<&str>) -> AuthClien
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_is_allowed_what_it_may_do_and_refused_the_rest() {
     use ecointegra_proto::v1::{GetFilingRequest, StreamInboxRequest, TrackRequest};
     let auth = format!(
@@ -519,7 +519,7 @@ async fn each_role_is_allowed_what_it_may_do_and_refused_the_rest() {
     senamhi.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_over_mtls_refuses_a_missing_or_foreign_client_certificate() {
     use ecointegra_proto::v1::GetFilingRequest;
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};

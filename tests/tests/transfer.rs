@@ -78,7 +78,7 @@ fn receipt_count(federation: &Federation, id: &str) -> i64 {
     count_rows(&federation.store_path(id), "SELECT COUNT(*) FROM receipts")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_of_0_b_1_kib_and_5_mib_arrive_intact() {
     let federation = Federation::new("sizes", &["senamhi", "oefa"]);
     let senamhi = federation.start("senamhi").await;
@@ -120,7 +120,7 @@ async fn documents_of_0_b_1_kib_and_5_mib_arrive_intact() {
     oefa.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_same_idempotency_key_creates_nothing_new() {
     let federation = Federation::new("idempotency", &["senamhi", "oefa"]);
     let senamhi = federation.start("senamhi").await;
@@ -143,7 +143,7 @@ async fn a_retry_with_the_same_idempotency_key_creates_nothing_new() {
 
 /// Every bad submission gets INVALID_ARGUMENT naming the field, and leaves
 /// nothing stored.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_naming_the_field() {
     use tonic_types::StatusExt;
     let federation = Federation::with_settings(
@@ -238,7 +238,7 @@ async fn bad_input_is_refused_naming_the_field() {
     senamhi.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_and_a_consumer_reset_to_offset_zero_change_nothing() {
     let federation = Federation::new("duplicates", &["senamhi", "oefa"]);
     let senamhi = federation.start("senamhi").await;
@@ -337,7 +337,7 @@ fn reset_group(group: &str, topic: &str) {
     consumer.commit(&list, CommitMode::Sync).unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
     let federation = Federation::new("dlq", &["senamhi", "oefa"]);
     let senamhi = federation.start("senamhi").await;
@@ -441,7 +441,7 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
     oefa.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_inbox_resumes_from_its_cursor_missing_nothing() {
     let federation = Federation::new("stream", &["senamhi", "oefa"]);
     let senamhi = federation.start("senamhi").await;
@@ -506,7 +506,7 @@ async fn stream_inbox_resumes_from_its_cursor_missing_nothing() {
     oefa.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_receipt_in_time_the_transfer_is_sent_again_and_stored_once() {
     let federation = Federation::with_settings(
         "resend",

@@ -263,7 +263,10 @@ impl System {
                 "institution = \"{id}\"\ndata_dir = {}\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
                  [kafka]\nbootstrap_servers = {}\ntopic_prefix = \"{prefix}\"\n\n\
                  [keys]\nsigning_key_file = {}\ndirectory_file = {}\n\
-                 authority_public_key = \"{}\"\n",
+                 authority_public_key = \"{}\"\n\n\
+                 # The benchmark's own nodes, on loopback: its client acts as the\n\
+                 # institution's system without a token.\n\
+                 [auth]\nanonymous_role = \"system\"\n",
                 quote(&data_dir),
                 toml::Value::String(bootstrap.to_owned()),
                 quote(&root.join(format!("{id}.key"))),
