@@ -75,18 +75,17 @@ impl Authenticator {
 
     /// The caller of a request: certificate first, then token, then anonymous.
     pub fn identify<B>(&self, request: &http::Request<B>) -> Result<Caller, Status> {
-        if let Some(subject) = peer_subject(request) {
-            if let Some(c) = self
+        if let Some(subject) = peer_subject(request)
+            && let Some(c) = self
                 .config
                 .certificates
                 .iter()
                 .find(|c| c.subject == subject)
-            {
-                return Ok(Caller {
-                    role: c.role,
-                    name: c.subject.clone(),
-                });
-            }
+        {
+            return Ok(Caller {
+                role: c.role,
+                name: c.subject.clone(),
+            });
         }
         if let Some(value) = request.headers().get("authorization") {
             let token = value

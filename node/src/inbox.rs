@@ -259,21 +259,7 @@ async fn dead_letter(
             }
         }
     }
-    let topic = position.topic.to_owned();
-    let (partition, offset) = (position.partition, position.offset);
-    let recorded = shared
-        .store
-        .run(move |s| {
-            s.apply_nothing(
-                Position {
-                    topic: &topic,
-                    partition,
-                    offset,
-                },
-                None,
-            )
-        })
-        .await;
+    let recorded = skip(shared, position, None).await;
     if let Err(error) = recorded {
         tracing::error!(%error, "Cannot record a dead-lettered offset.");
     }
@@ -352,6 +338,26 @@ async fn directory_entry(
     Ok(())
 }
 
+/// Records a consumed record that has no effect of its own (a duplicate, or
+/// one dead-lettered), with its message id when it was applied before.
+async fn skip(shared: &Shared, position: Position<'_>, message_id: Option<&str>) -> Result<()> {
+    let (topic, partition, offset) = owned(position);
+    let id = message_id.map(str::to_owned);
+    shared
+        .store
+        .run(move |s| {
+            s.apply_nothing(
+                Position {
+                    topic: &topic,
+                    partition,
+                    offset,
+                },
+                id.as_deref(),
+            )
+        })
+        .await
+}
+
 /// Owned copy of a position, for store work on another thread.
 fn owned(position: Position<'_>) -> (String, i32, i64) {
     (
@@ -386,20 +392,7 @@ async fn chunk(
     let (seen, delivered, partial) = state;
     if seen || delivered {
         // Already applied, or the whole transfer is stored: nothing to do.
-        let id = envelope.message_id.clone();
-        shared
-            .store
-            .run(move |s| {
-                s.apply_nothing(
-                    Position {
-                        topic: &topic,
-                        partition,
-                        offset,
-                    },
-                    Some(&id),
-                )
-            })
-            .await?;
+        skip(shared, position, Some(&envelope.message_id)).await?;
         return Ok(());
     }
     if Sha256::digest(&chunk.data).as_slice() != chunk.sha256.as_slice() {
@@ -426,20 +419,7 @@ async fn chunk(
         ));
     }
     if chunk.seq < partial.next_seq {
-        let id = envelope.message_id.clone();
-        shared
-            .store
-            .run(move |s| {
-                s.apply_nothing(
-                    Position {
-                        topic: &topic,
-                        partition,
-                        offset,
-                    },
-                    Some(&id),
-                )
-            })
-            .await?;
+        skip(shared, position, Some(&envelope.message_id)).await?;
         return Ok(());
     }
     if chunk.seq != partial.next_seq || chunk.offset != partial.bytes {
@@ -533,19 +513,7 @@ async fn manifest(
         })
         .await?;
     if seen {
-        shared
-            .store
-            .run(move |s| {
-                s.apply_nothing(
-                    Position {
-                        topic: &topic,
-                        partition,
-                        offset,
-                    },
-                    None,
-                )
-            })
-            .await?;
+        skip(shared, position, None).await?;
         return Ok(());
     }
     if existing.is_some() {
@@ -870,19 +838,7 @@ async fn receipt(
         })
         .await?;
     if seen {
-        shared
-            .store
-            .run(move |s| {
-                s.apply_nothing(
-                    Position {
-                        topic: &topic,
-                        partition,
-                        offset,
-                    },
-                    None,
-                )
-            })
-            .await?;
+        skip(shared, position, None).await?;
         return Ok(());
     }
     let Some(filing) = filing.filter(|f| f.direction == Direction::Outbound) else {
