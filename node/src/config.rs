@@ -42,6 +42,9 @@ pub struct Config {
     /// The HTTP server of `/metrics`, `/livez` and `/readyz`.
     #[serde(default)]
     pub http: crate::http::HttpConfig,
+    /// Trace export (OTLP/gRPC).
+    #[serde(default)]
+    pub telemetry: crate::otlp::TelemetryConfig,
     pub auth: AuthConfig,
 }
 
@@ -256,6 +259,7 @@ impl Default for Config {
             deadlines: DeadlineConfig::default(),
             tracking: TrackingConfig::default(),
             http: crate::http::HttpConfig::default(),
+            telemetry: crate::otlp::TelemetryConfig::default(),
             auth: AuthConfig::default(),
         }
     }
@@ -421,7 +425,7 @@ impl Config {
 /// The top-level tables and keys of [`Config`]. Other `ECOINTEGRA_*` variables
 /// (`ECOINTEGRA_CONFIG`, `ECOINTEGRA_LOG`, tools' own) are not configuration;
 /// an unknown key inside a known table is still rejected.
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 12] = [
     "institution",
     "data_dir",
     "grpc",
@@ -433,6 +437,7 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "tracking",
     "http",
     "auth",
+    "telemetry",
 ];
 
 fn is_config_key(key: &str) -> bool {

@@ -21,7 +21,7 @@ use ecointegra_proto::v1::{
     Receipt, Transfer, TransferKind,
 };
 use prost::Message as _;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use sha2::{Digest, Sha256};
 use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -178,7 +178,8 @@ async fn handle(
         record.payload().map_or(0, <[u8]>::len),
         feed == Feed::Inbox,
     );
-    let span = crate::trace::on_record(shared, record, feed == Feed::Inbox).await;
+    let started = std::time::SystemTime::now();
+    let (span, trace) = crate::trace::on_record(shared, record, feed == Feed::Inbox).await;
     let mut failures = 0;
     loop {
         let fault = match tracing::Instrument::instrument(
@@ -204,6 +205,32 @@ async fn handle(
         };
         dead_letter(shared, record, position, &rejection, cancel).await;
         break;
+    }
+    if let Some(trace) = trace {
+        let attributes = vec![
+            ("messaging.destination.name", position.topic.to_owned()),
+            ("messaging.kafka.offset", position.offset.to_string()),
+            (
+                "ecointegra.message_type",
+                record
+                    .headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == ecointegra_broker::kafka::headers::MESSAGE_TYPE)
+                    })
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default(),
+            ),
+        ];
+        crate::trace::export(
+            shared,
+            trace,
+            "process record",
+            crate::otlp::Kind::Consumer,
+            started,
+            attributes,
+        );
     }
     if let Err(error) = consumer.store_offset(position.partition, position.offset) {
         tracing::warn!(%error, "Offset not stored for commit; the store has it.");

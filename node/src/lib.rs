@@ -37,6 +37,7 @@ pub mod lag;
 pub mod metrics;
 pub mod node;
 pub mod ops;
+pub mod otlp;
 pub mod relay;
 pub mod service;
 pub mod store;

@@ -20,6 +20,8 @@ use tokio_util::task::TaskTracker;
 /// State every part of a running node shares.
 pub struct Shared {
     pub config: Config,
+    /// Trace export, when configured.
+    pub otlp: Option<crate::otlp::Exporter>,
     pub store: Store,
     pub blobs: Blobs,
     pub sealer: Sealer,
@@ -147,7 +149,10 @@ impl Node {
             .map_err(Error::io("no local address"))?;
         let http_listener = crate::http::bind(&config.http).await?;
         let latest_inbound = store.inbox_page(None, 1)?.first().map_or(0, |f| f.id);
+        let cancel = CancellationToken::new();
+        let otlp = crate::otlp::start(&config.telemetry, &config.institution, cancel.clone());
         let shared = Arc::new(Shared {
+            otlp,
             sealer,
             topics,
             limiter: crate::tracking::Limiter::default(),
@@ -168,7 +173,6 @@ impl Node {
         std::fs::write(&addr_file, grpc_addr.to_string())
             .map_err(Error::io(format!("cannot write {}", addr_file.display())))?;
 
-        let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         crate::http::spawn(shared.clone(), http_listener, &tracker, cancel.clone())?;
         let (reporter, health_service) = tonic_health::server::health_reporter();

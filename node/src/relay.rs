@@ -141,7 +141,9 @@ async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
         .await?
         .ok_or_else(|| Error::NotFound(format!("the filing of transfer {transfer_id}")))?;
     let topic = shared.topics.inbox(&filing.destination);
-    let traceparent = crate::trace::outgoing(shared, &transfer_id).await;
+    let started = std::time::SystemTime::now();
+    let trace = crate::trace::outgoing_context(shared, &transfer_id).await;
+    let traceparent = trace.0.to_string();
     // Content is encrypted for the destination: Kafka sees only ciphertext.
     let recipient_key = shared
         .directory()
@@ -271,6 +273,17 @@ async fn publish_transfer(shared: &Shared, row: &OutboxRow) -> Result<()> {
     while let Some(p) = pending.pop_front() {
         p.delivered().await?;
     }
+    crate::trace::export(
+        shared,
+        trace,
+        "publish transfer",
+        crate::otlp::Kind::Producer,
+        started,
+        vec![
+            ("ecointegra.tracking_code", filing.tracking_code.clone()),
+            ("ecointegra.destination", filing.destination.clone()),
+        ],
+    );
     tracing::info!(
         tracking_code = %filing.tracking_code,
         destination = %filing.destination,

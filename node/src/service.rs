@@ -118,6 +118,13 @@ impl FilingService for FilingApi {
         request: Request<Streaming<SubmitFilingRequest>>,
     ) -> Result<Response<SubmitFilingResponse>, Status> {
         let trace = crate::trace::from_metadata(request.metadata());
+        let caller_span = request
+            .metadata()
+            .get(crate::trace::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::trace::TraceContext::parse)
+            .map(|p| p.span_id);
+        let started = std::time::SystemTime::now();
         let parts = request.into_inner().map(|part| {
             part.map_err(|status| Error::invalid("stream", status.message().to_owned()))
         });
@@ -128,6 +135,14 @@ impl FilingService for FilingApi {
             tracking_code = %answer.tracking_code,
             documents = answer.documents.len(),
             "Filing accepted."
+        );
+        crate::trace::export(
+            &self.shared,
+            (trace, caller_span),
+            "SubmitFiling",
+            crate::otlp::Kind::Server,
+            started,
+            vec![("ecointegra.tracking_code", answer.tracking_code.clone())],
         );
         Ok(Response::new(answer))
     }

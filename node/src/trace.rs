@@ -207,6 +207,11 @@ pub async fn remember_submission(shared: &Shared, transfer_id: &str, tracking_co
 /// The `traceparent` for a record keyed by `key`: a new span of the trace kept
 /// for it, or of a new trace.
 pub async fn outgoing(shared: &Shared, key: &str) -> String {
+    outgoing_context(shared, key).await.0.to_string()
+}
+
+/// The context for a record keyed by `key`, and the span it continues.
+pub async fn outgoing_context(shared: &Shared, key: &str) -> (TraceContext, Option<[u8; 8]>) {
     let key = key.to_owned();
     let parent = shared
         .store
@@ -214,9 +219,32 @@ pub async fn outgoing(shared: &Shared, key: &str) -> String {
         .await
         .ok()
         .flatten();
-    parent
-        .map_or_else(TraceContext::root, |p| p.child())
-        .to_string()
+    match parent {
+        Some(p) => (p.child(), Some(p.span_id)),
+        None => (TraceContext::root(), None),
+    }
+}
+
+/// Exports a finished span, when trace export is configured.
+pub fn export(
+    shared: &Shared,
+    (context, parent): (TraceContext, Option<[u8; 8]>),
+    name: &'static str,
+    kind: crate::otlp::Kind,
+    start: std::time::SystemTime,
+    attributes: Vec<(&'static str, String)>,
+) {
+    if let Some(exporter) = &shared.otlp {
+        exporter.record(crate::otlp::SpanRecord {
+            context,
+            parent_span_id: parent,
+            name,
+            kind,
+            start,
+            end: std::time::SystemTime::now(),
+            attributes,
+        });
+    }
 }
 
 /// A record read from Kafka: its trace continues here. Keeps the context
@@ -226,7 +254,7 @@ pub async fn on_record(
     shared: &Shared,
     record: &rdkafka::message::OwnedMessage,
     keep: bool,
-) -> tracing::Span {
+) -> (tracing::Span, Option<(TraceContext, Option<[u8; 8]>)>) {
     let parent = record.headers().and_then(|headers| {
         headers
             .iter()
@@ -236,7 +264,10 @@ pub async fn on_record(
             .and_then(TraceContext::parse)
     });
     let Some(parent) = parent else {
-        return tracing::info_span!("record", topic = record.topic(), offset = record.offset());
+        return (
+            tracing::info_span!("record", topic = record.topic(), offset = record.offset()),
+            None,
+        );
     };
     let context = parent.child();
     if keep && let Some(key) = record.key().and_then(|k| std::str::from_utf8(k).ok()) {
@@ -246,14 +277,15 @@ pub async fn on_record(
             tracing::warn!(%error, "Cannot keep a trace context.");
         }
     }
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "record",
         topic = record.topic(),
         offset = record.offset(),
         trace_id = %context.trace_id(),
         span_id = %context.span_id(),
         parent_span_id = %parent.span_id()
-    )
+    );
+    (span, Some((context, Some(parent.span_id))))
 }
 
 /// Installs the log subscriber: `ECOINTEGRA_LOG` filters (default `info`),
