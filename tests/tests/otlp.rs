@@ -9,10 +9,13 @@ use ecointegra_tests::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A collector that keeps (service name, span name, trace id) of every span.
+/// (service name, span name, trace id) of one exported span.
+type Seen = (String, String, Vec<u8>);
+
+/// A collector that keeps every span it receives.
 #[derive(Clone, Default)]
 struct Collector {
-    spans: Arc<Mutex<Vec<(String, String, Vec<u8>)>>>,
+    spans: Arc<Mutex<Vec<Seen>>>,
 }
 
 #[tonic::async_trait]
