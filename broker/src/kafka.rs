@@ -286,6 +286,10 @@ impl InboxConsumer {
             // Bounds the records librdkafka prefetches: memory stays small
             // however large the documents in flight.
             .set("queued.max.messages.kbytes", "8192")
+            // When that bound is reached librdkafka waits this long before
+            // fetching again (default 1000 ms): a large transfer would stall
+            // the partition for a second each time the node catches up.
+            .set("fetch.queue.backoff.ms", "10")
             .set("fetch.max.bytes", "8388608");
         for (key, value) in &settings.options {
             config.set(key, value);
