@@ -8,13 +8,14 @@
 #   deploy/demo.sh down    stop the nodes, and Kafka if `up` started it
 #   deploy/demo.sh status  what runs, and where
 #
-# Environment: DEMO_DIR (default <repo>/.demo), DEMO_PREFIX (topic prefix,
-# default ecointegra), DEMO_BASE_PORT (gRPC of minam, senamhi, oefa: base, +1,
+# Environment: DEMO_DIR (default <repo>/.demo), DEMO_PREFIX (topic prefix;
+# default: one made when .demo/ is first created, kept in .demo/prefix, so a new
+# federation with new keys never reads an old one's records), DEMO_BASE_PORT (gRPC of minam, senamhi, oefa: base, +1,
 # +2; default 50051). KAFKA_* variables reach deploy/kafka/kafka.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 demo="${DEMO_DIR:-$root/.demo}"
-prefix="${DEMO_PREFIX:-ecointegra}"
+prefix="${DEMO_PREFIX:-}"
 base_port="${DEMO_BASE_PORT:-50051}"
 kafka="$root/deploy/kafka/kafka.sh"
 institutions=(minam senamhi oefa)
@@ -45,6 +46,10 @@ running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 write_federation() {
   local id exe="$1"
   mkdir -p "$demo"
+  if [[ -z "$prefix" ]]; then
+    [[ -f "$demo/prefix" ]] || echo "demo-$(date +%s)" > "$demo/prefix"
+    prefix="$(cat "$demo/prefix")"
+  fi
   # The sector authority signs every institution's directory entry.
   if [[ ! -f "$demo/directory.toml" ]]; then
     [[ -f "$demo/authority.key" ]] || "$exe" directory authority --out "$demo/authority.key" > "$demo/authority.pub"
