@@ -131,6 +131,10 @@ cmd_up() {
   fi
   eval "$("$kafka" start)"
   write_federation "$exe"
+  # The signed entries also go to the compacted directory topic, where nodes
+  # pick up later changes (new institutions, rotations, suspensions).
+  "$exe" directory publish --bootstrap-servers "$KAFKA_BOOTSTRAP" --topic-prefix "$prefix" \
+    --file "$demo/directory.toml" >/dev/null
   local id
   for id in "${institutions[@]}"; do
     if running "$demo/$id.pid"; then

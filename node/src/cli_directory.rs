@@ -60,13 +60,20 @@ pub(crate) enum DirectoryCommand {
         #[arg(long)]
         file: PathBuf,
     },
-    /// Verify a bootstrap file against the trust anchor and list it.
+    /// Verify a bootstrap file, then what the directory topic adds, against
+    /// the trust anchor, and list the directory in force.
     List {
         /// The authority's public key (64 hex).
         #[arg(long)]
         authority_public_key: String,
+        /// A bootstrap file of signed entries.
         #[arg(long)]
-        file: PathBuf,
+        file: Option<PathBuf>,
+        /// Also read `<prefix>.directory` from these brokers.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        #[arg(long, default_value = "ecointegra")]
+        topic_prefix: String,
     },
 }
 
@@ -170,10 +177,28 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
         DirectoryCommand::List {
             authority_public_key,
             file,
+            bootstrap_servers,
+            topic_prefix,
         } => {
             let anchor = ecointegra_broker::keys::parse_public_key(&authority_public_key)
                 .map_err(anyhow::Error::msg)?;
-            let directory = ecointegra_broker::directory::Directory::load(&file, &anchor)?;
+            let mut directory = match &file {
+                Some(file) => ecointegra_broker::directory::Directory::load(file, &anchor)?,
+                None => ecointegra_broker::directory::Directory::default(),
+            };
+            if let Some(servers) = bootstrap_servers {
+                let topic = ecointegra_broker::topics::Topics::new(topic_prefix).directory();
+                let entries =
+                    tokio::task::spawn_blocking(move || read_directory_topic(&servers, &topic))
+                        .await??;
+                for (offset, signed) in entries {
+                    let applied = ecointegra_broker::directory::verify_entry(&signed, &anchor)
+                        .and_then(|entry| directory.insert(&entry).map(drop));
+                    if let Err(reason) = applied {
+                        eprintln!("refused the entry at offset {offset}: {reason}");
+                    }
+                }
+            }
             let now = ecointegra_broker::now_ms();
             for i in directory.institutions() {
                 println!(
@@ -189,4 +214,38 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every record of the directory topic, from the beginning to its end.
+fn read_directory_topic(
+    servers: &str,
+    topic: &str,
+) -> anyhow::Result<Vec<(i64, SignedDirectoryEntry)>> {
+    use prost::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    use std::time::{Duration, Instant};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "ecointegra-directory-list")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning)?;
+    consumer.assign(&list)?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut next = 0;
+    while next < high && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message?;
+            next = message.offset() + 1;
+            match SignedDirectoryEntry::decode(message.payload().unwrap_or_default()) {
+                Ok(signed) => out.push((message.offset(), signed)),
+                Err(e) => eprintln!("offset {} is not a signed entry: {e}", message.offset()),
+            }
+        }
+    }
+    Ok(out)
 }
