@@ -131,10 +131,6 @@ cmd_up() {
   fi
   eval "$("$kafka" start)"
   write_federation "$exe"
-  # The signed entries also go to the compacted directory topic, where nodes
-  # pick up later changes (new institutions, rotations, suspensions).
-  "$exe" directory publish --bootstrap-servers "$KAFKA_BOOTSTRAP" --topic-prefix "$prefix" \
-    --file "$demo/directory.toml" >/dev/null
   local id
   for id in "${institutions[@]}"; do
     if running "$demo/$id.pid"; then
@@ -153,6 +149,11 @@ cmd_up() {
       sleep 0.1
     done
   done
+  # The nodes created the topics; the signed entries also go to the compacted
+  # directory topic, where nodes pick up later changes (new institutions,
+  # rotations, suspensions).
+  "$exe" directory publish --bootstrap-servers "$KAFKA_BOOTSTRAP" --topic-prefix "$prefix" \
+    --file "$demo/directory.toml" >/dev/null
   say "federation up; filing a sample from senamhi to oefa ..."
   export ECOINTEGRA_TOKEN
   ECOINTEGRA_TOKEN="$(cat "$demo/system.token")"
