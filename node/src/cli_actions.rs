@@ -172,7 +172,7 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(describe_status)?
                 .into_inner();
-            for (i, bytes) in chain.receipts.iter().enumerate() {
+            for bytes in &chain.receipts {
                 use prost::Message;
                 let envelope = ecointegra_proto::v1::Envelope::decode(bytes.as_slice())?;
                 let receipt = ecointegra_proto::v1::Receipt::decode(envelope.payload.as_slice())?;
@@ -189,7 +189,6 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
                         hex::encode(&receipt.previous_receipt_sha256)[..16].to_owned()
                     }
                 );
-                let _ = i;
             }
             println!(
                 "chain verified: {}",

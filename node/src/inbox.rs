@@ -90,7 +90,12 @@ async fn consume(shared: Arc<Shared>, feed: Feed, cancel: CancellationToken) {
             }
         }
     };
-    tracing::info!(topic = %consumer.topic(), "Consuming the {}.", if feed == Feed::Inbox { "inbox" } else { "tracking topic" });
+    let what = match feed {
+        Feed::Inbox => "inbox",
+        Feed::Tracking => "tracking topic",
+        Feed::Directory => "directory topic",
+    };
+    tracing::info!(topic = %consumer.topic(), "Consuming the {what}.");
     loop {
         let record = tokio::select! {
             _ = cancel.cancelled() => break,
