@@ -254,11 +254,6 @@ impl Publisher {
             .map_err(|e| Error::kafka("could not flush the producer", e))
     }
 
-    /// Records still queued in the producer.
-    pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
-    }
-
     /// The producer's last librdkafka statistics, if it has reported yet.
     pub fn statistics(&self) -> Option<ClientStats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -665,7 +665,7 @@ async fn manifest(
     }
 
     let prior_receipts =
-        verify_prior_receipts(&transfer, &directory_for(shared)).map_err(|reason| {
+        verify_prior_receipts(&transfer, &shared.directory()).map_err(|reason| {
             reject(
                 "chain",
                 format!("transfer {}: {reason}", transfer.transfer_id),
@@ -798,10 +798,6 @@ async fn manifest(
         shared.relay_wake.notify_one();
     }
     Ok(())
-}
-
-fn directory_for(shared: &Shared) -> Arc<ecointegra_broker::directory::Directory> {
-    shared.directory()
 }
 
 /// Checks the receipts a transfer carries: each signed by its receiver, each

@@ -594,17 +594,6 @@ impl Store {
         self.read(|c| clock(c, tracking_code))
     }
 
-    pub fn count_filings(&self, direction: Direction) -> Result<i64> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM filings WHERE direction = ?1",
-                [direction as i64],
-                |r| r.get(0),
-            )
-            .map_err(Error::store("cannot count filings"))
-        })
-    }
-
     // ---- outbox ------------------------------------------------------------
 
     /// Outbox entries whose time has come.
@@ -636,13 +625,6 @@ impl Store {
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(Error::store("cannot read the outbox"))?;
             Ok(rows)
-        })
-    }
-
-    pub fn outbox_len(&self) -> Result<i64> {
-        self.read(|c| {
-            c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
-                .map_err(Error::store("cannot count the outbox"))
         })
     }
 
