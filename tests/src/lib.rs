@@ -466,6 +466,14 @@ pub fn count_rows(store: &Path, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// Filings delivered to `id` (inbound), as its store holds them.
+pub fn inbound_count(federation: &Federation, id: &str) -> i64 {
+    count_rows(
+        &federation.store_path(id),
+        "SELECT COUNT(*) FROM filings WHERE direction = 2",
+    )
+}
+
 /// Runs `deploy/kafka/kafka.sh` with the given arguments (fault tests only).
 pub fn kafka_script(args: &[&str]) {
     let script = std::env::var("ECOINTEGRA_KAFKA_SCRIPT")

@@ -7,13 +7,6 @@ use std::time::{Duration, Instant};
 
 const DELIVERY: Duration = Duration::from_secs(120);
 
-fn inbound_count(federation: &Federation, id: &str) -> i64 {
-    count_rows(
-        &federation.store_path(id),
-        "SELECT COUNT(*) FROM filings WHERE direction = 2",
-    )
-}
-
 async fn assert_one_intact_copy(
     federation: &Federation,
     destination: &mut Client,

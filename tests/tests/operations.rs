@@ -94,13 +94,6 @@ where
     }
 }
 
-fn inbound_count(federation: &Federation, id: &str) -> i64 {
-    count_rows(
-        &federation.store_path(id),
-        "SELECT COUNT(*) FROM filings WHERE direction = 2",
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_delivered_once() {
     let mut federation = Federation::with_settings("poison", &["senamhi", "oefa"], &settings(""));

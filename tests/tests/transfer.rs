@@ -67,13 +67,6 @@ fn ed25519_dalek_key(bytes: &[u8]) -> ed25519_dalek::VerifyingKey {
     ed25519_dalek::VerifyingKey::from_bytes(bytes.try_into().unwrap()).unwrap()
 }
 
-fn inbound_count(federation: &Federation, id: &str) -> i64 {
-    count_rows(
-        &federation.store_path(id),
-        "SELECT COUNT(*) FROM filings WHERE direction = 2",
-    )
-}
-
 fn receipt_count(federation: &Federation, id: &str) -> i64 {
     count_rows(&federation.store_path(id), "SELECT COUNT(*) FROM receipts")
 }
