@@ -41,6 +41,8 @@ bin() {
   echo "$dir/debug/ecointegra"
 }
 
+web_port_of() { echo $(( $(port_of "$1") - 50051 + 8081 )); }
+
 running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 write_federation() {
@@ -83,6 +85,10 @@ listen = "127.0.0.1:$(port_of "$id")"
 [http]
 # Prometheus /metrics, /livez and /readyz.
 listen = "127.0.0.1:$(( $(port_of "$id") + 100 ))"
+
+[web]
+# The web console: citizen tracking, the clerk's desk, the operator's dashboard.
+listen = "127.0.0.1:$(web_port_of "$id")"
 
 [kafka]
 bootstrap_servers = "$KAFKA_BOOTSTRAP"
@@ -199,6 +205,9 @@ Try:
   $exe filing receive --node $oefa $code --registry-number OEFA-INT-1 --office "Mesa de partes"
   ECOINTEGRA_TOKEN=\$(cat $demo/operator.token) $exe queues --node $oefa
   $exe track --node $minam --verification $verification $code
+The web console (Spanish; English from the header): http://127.0.0.1:$(web_port_of minam)/ (minam),
+  :$(web_port_of senamhi) (senamhi), :$(web_port_of oefa) (oefa). Clerks sign in with $demo/clerk.token,
+  operators with $demo/operator.token; citizens track without signing in.
 Stop everything with: deploy/demo.sh down
 EOF_HELP
 }
@@ -226,8 +235,8 @@ cmd_status() {
   echo "Kafka:    $("$kafka" status 2>/dev/null || echo 'not running')"
   for id in "${institutions[@]}"; do
     if running "$demo/$id.pid"; then
-      printf '%-8s  gRPC 127.0.0.1:%s  metrics http://127.0.0.1:%s/metrics  pid %s  log %s\n' "$id" \
-        "$(port_of "$id")" "$(( $(port_of "$id") + 100 ))" "$(cat "$demo/$id.pid")" "$demo/$id.log"
+      printf '%-8s  gRPC 127.0.0.1:%s  console http://127.0.0.1:%s/  metrics http://127.0.0.1:%s/metrics  pid %s  log %s\n' "$id" \
+        "$(port_of "$id")" "$(web_port_of "$id")" "$(( $(port_of "$id") + 100 ))" "$(cat "$demo/$id.pid")" "$demo/$id.log"
     else
       printf '%-8s  not running\n' "$id"
     fi

@@ -45,6 +45,9 @@ pub struct Config {
     /// Trace export (OTLP/gRPC).
     #[serde(default)]
     pub telemetry: crate::otlp::TelemetryConfig,
+    /// The web console for citizens, clerks and operators.
+    #[serde(default)]
+    pub web: crate::web::WebConfig,
     pub auth: AuthConfig,
 }
 
@@ -260,6 +263,7 @@ impl Default for Config {
             tracking: TrackingConfig::default(),
             http: crate::http::HttpConfig::default(),
             telemetry: crate::otlp::TelemetryConfig::default(),
+            web: crate::web::WebConfig::default(),
             auth: AuthConfig::default(),
         }
     }
@@ -425,7 +429,7 @@ impl Config {
 /// The top-level tables and keys of [`Config`]. Other `ECOINTEGRA_*` variables
 /// (`ECOINTEGRA_CONFIG`, `ECOINTEGRA_LOG`, tools' own) are not configuration;
 /// an unknown key inside a known table is still rejected.
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "institution",
     "data_dir",
     "grpc",
@@ -436,6 +440,7 @@ const TOP_LEVEL_KEYS: [&str; 12] = [
     "deadlines",
     "tracking",
     "http",
+    "web",
     "auth",
     "telemetry",
 ];

@@ -15,9 +15,14 @@ pub fn random_code(len: usize) -> String {
 
 /// 128 random bits, hex.
 pub fn transfer_id() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    hex::encode(bytes)
+    random_hex(16)
+}
+
+/// `bytes` random bytes, hex: session ids, form tokens.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).expect("the OS random source is available");
+    hex::encode(buffer)
 }
 
 /// A tracking code, e.g. `SENAMHI-2026-7K3M9Q2P`: the institution where it was

@@ -15,6 +15,8 @@
 //! - [`ops`]: `OperationsService`, queues and [`dead_letters`]; [`lag`]: consumer
 //!   lag from Kafka; [`metrics`] and [`http`]: Prometheus `/metrics`, `/livez`,
 //!   `/readyz`; [`trace`]: `traceparent` across institutions, and the logs.
+//! - [`web`]: the web console: citizen tracking, the clerk's desk and the
+//!   operator's dashboard, in Spanish and English.
 //! - [`cli`]: the command-line tool; [`error`]: errors and their gRPC codes.
 
 pub mod auth;
@@ -45,6 +47,7 @@ pub mod submit;
 pub mod trace;
 pub mod tracking;
 pub mod validate;
+pub mod web;
 pub mod workflow;
 
 pub use config::Config;

@@ -148,6 +148,7 @@ impl Node {
             .local_addr()
             .map_err(Error::io("no local address"))?;
         let http_listener = crate::http::bind(&config.http).await?;
+        let web_listener = crate::web::bind(&config.web).await?;
         let latest_inbound = store.inbox_page(None, 1)?.first().map_or(0, |f| f.id);
         let cancel = CancellationToken::new();
         let otlp = crate::otlp::start(&config.telemetry, &config.institution, cancel.clone());
@@ -175,6 +176,7 @@ impl Node {
 
         let tracker = TaskTracker::new();
         crate::http::spawn(shared.clone(), http_listener, &tracker, cancel.clone())?;
+        crate::web::spawn(shared.clone(), web_listener, &tracker, cancel.clone())?;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         tracker.spawn(crate::health::run(shared.clone(), reporter, cancel.clone()));
         tracker.spawn(crate::relay::run(shared.clone(), cancel.clone()));

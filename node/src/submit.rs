@@ -9,7 +9,7 @@ use crate::node::Shared;
 use crate::store::{DocumentRow, FilingRow, NewFiling, Submitted};
 use crate::validate;
 use ecointegra_proto::v1::{
-    Direction, DocumentHeader, FilingStatus, StoredDocument, SubmitFilingRequest,
+    Direction, DocumentHeader, FilingHeader, FilingStatus, StoredDocument, SubmitFilingRequest,
     SubmitFilingResponse, TransferKind, submit_filing_request::Part,
 };
 use prost::Message;
@@ -25,10 +25,18 @@ struct Upload {
     file: tokio::fs::File,
     hasher: Sha256,
     written: u64,
+    /// For an unsized document: the maximum size standing in for the
+    /// declared one.
+    limit: Option<u64>,
 }
 
 impl Upload {
-    async fn start(shared: &Shared, index: usize, header: DocumentHeader) -> Result<Self> {
+    async fn start(
+        shared: &Shared,
+        index: usize,
+        header: DocumentHeader,
+        limit: Option<u64>,
+    ) -> Result<Self> {
         let temp = TempFile::new(shared.blobs.temp_path());
         let file = tokio::fs::File::create(temp.path())
             .await
@@ -40,19 +48,27 @@ impl Upload {
             file,
             hasher: Sha256::new(),
             written: 0,
+            limit,
         })
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<()> {
         let total = self.written + data.len() as u64;
         if total > self.header.declared_size {
-            return Err(Error::invalid(
-                format!("documents[{}].declared_size", self.index),
-                format!(
-                    "{} bytes were declared, but more were streamed",
-                    self.header.declared_size
+            let field = format!("documents[{}].declared_size", self.index);
+            return Err(match self.limit {
+                Some(max) => Error::invalid(
+                    field,
+                    format!("is over the maximum document size of {max} bytes"),
                 ),
-            ));
+                None => Error::invalid(
+                    field,
+                    format!(
+                        "{} bytes were declared, but more were streamed",
+                        self.header.declared_size
+                    ),
+                ),
+            });
         }
         self.hasher.update(data);
         self.file
@@ -65,7 +81,7 @@ impl Upload {
 
     /// Checks the size, makes the bytes durable and returns the document.
     async fn finish(self) -> Result<(DocumentRow, TempFile)> {
-        if self.written != self.header.declared_size {
+        if self.limit.is_none() && self.written != self.header.declared_size {
             return Err(Error::invalid(
                 format!("documents[{}].declared_size", self.index),
                 format!(
@@ -96,7 +112,12 @@ impl Upload {
 
 /// One part of a document upload, whatever the request that carries it.
 pub enum DocPart {
+    /// A document whose size is declared up front (gRPC).
     Document(DocumentHeader),
+    /// A document whose size is known only at its end (a browser's form
+    /// upload): its `declared_size` is ignored and the maximum document size
+    /// caps it instead.
+    Unsized(DocumentHeader),
     Chunk(Vec<u8>),
 }
 
@@ -113,28 +134,37 @@ where
     let mut documents: Vec<(DocumentRow, TempFile)> = Vec::new();
     let mut current: Option<Upload> = None;
     while let Some(part) = parts.next().await.transpose()? {
-        match part {
-            DocPart::Document(doc) => {
-                if let Some(upload) = current.take() {
-                    documents.push(upload.finish().await?);
+        let (doc, limit) = match part {
+            DocPart::Document(doc) => (doc, None),
+            DocPart::Unsized(doc) => (
+                DocumentHeader {
+                    declared_size: max_size,
+                    ..doc
+                },
+                Some(max_size),
+            ),
+            DocPart::Chunk(data) => {
+                match current.as_mut() {
+                    Some(upload) => upload.write(&data).await?,
+                    None => {
+                        return Err(Error::invalid(
+                            format!("documents[{}]", documents.len()),
+                            "document bytes came before the document's header",
+                        ));
+                    }
                 }
-                let index = documents.len();
-                let violations = validate::document_header(&doc, index, max_size);
-                if !violations.is_empty() {
-                    return Err(Error::InvalidArgument(violations));
-                }
-                current = Some(Upload::start(shared, index, doc).await?);
+                continue;
             }
-            DocPart::Chunk(data) => match current.as_mut() {
-                Some(upload) => upload.write(&data).await?,
-                None => {
-                    return Err(Error::invalid(
-                        format!("documents[{}]", documents.len()),
-                        "document bytes came before the document's header",
-                    ));
-                }
-            },
+        };
+        if let Some(upload) = current.take() {
+            documents.push(upload.finish().await?);
         }
+        let index = documents.len();
+        let violations = validate::document_header(&doc, index, max_size);
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        current = Some(Upload::start(shared, index, doc, limit).await?);
     }
     if let Some(upload) = current.take() {
         documents.push(upload.finish().await?);
@@ -153,7 +183,7 @@ pub async fn submit<S>(shared: &Shared, mut parts: S) -> Result<SubmitFilingResp
 where
     S: Stream<Item = Result<SubmitFilingRequest>> + Unpin,
 {
-    let mut header = match parts.next().await.transpose()?.and_then(|p| p.part) {
+    let header = match parts.next().await.transpose()?.and_then(|p| p.part) {
         Some(Part::Header(header)) => header,
         _ => {
             return Err(Error::invalid(
@@ -162,6 +192,31 @@ where
             ));
         }
     };
+    let documents = parts.map(|p| match p?.part {
+        Some(Part::Document(doc)) => Ok(DocPart::Document(doc)),
+        Some(Part::Chunk(data)) => Ok(DocPart::Chunk(data)),
+        Some(Part::Header(_)) => Err(Error::invalid(
+            "header",
+            "a submission has exactly one header",
+        )),
+        None => Err(Error::invalid(
+            "part",
+            "an empty message is not a submission part",
+        )),
+    });
+    accept(shared, header, documents).await
+}
+
+/// Accepts a filing: its header, then its documents, whatever way they came
+/// in (gRPC or the web console). The same rules apply to both.
+pub async fn accept<S>(
+    shared: &Shared,
+    mut header: FilingHeader,
+    documents: S,
+) -> Result<SubmitFilingResponse>
+where
+    S: Stream<Item = Result<DocPart>> + Unpin,
+{
     // A correction (subsanación) continues this institution's observed filing.
     let corrected = match header.corrects_tracking_code.trim() {
         "" => None,
@@ -205,22 +260,7 @@ where
         return decode_answer(&answer);
     }
 
-    let documents = receive_documents(
-        shared,
-        parts.map(|p| match p?.part {
-            Some(Part::Document(doc)) => Ok(DocPart::Document(doc)),
-            Some(Part::Chunk(data)) => Ok(DocPart::Chunk(data)),
-            Some(Part::Header(_)) => Err(Error::invalid(
-                "header",
-                "a submission has exactly one header",
-            )),
-            None => Err(Error::invalid(
-                "part",
-                "an empty message is not a submission part",
-            )),
-        }),
-    )
-    .await?;
+    let documents = receive_documents(shared, documents).await?;
 
     let now = ecointegra_broker::now_ms();
     let me = shared.institution().to_owned();

@@ -86,7 +86,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    fn blocked(&self, client: IpAddr, limit: u32) -> bool {
+    pub(crate) fn blocked(&self, client: IpAddr, limit: u32) -> bool {
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(&client) {
             Some((since, count)) if since.elapsed() < Duration::from_secs(60) => *count >= limit,
@@ -94,7 +94,7 @@ impl Limiter {
         }
     }
 
-    fn fail(&self, client: IpAddr) {
+    pub(crate) fn fail(&self, client: IpAddr) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > 100_000 {
             map.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
@@ -177,7 +177,7 @@ fn entry(event: &TrackingEvent) -> TimelineEntry {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

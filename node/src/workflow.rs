@@ -49,7 +49,7 @@ impl Action {
     }
 
     /// The states this action may start from.
-    fn allowed_from(&self) -> &'static [FilingStatus] {
+    pub fn allowed_from(&self) -> &'static [FilingStatus] {
         use FilingStatus::*;
         match self {
             Action::Receive { .. } => &[Delivered],

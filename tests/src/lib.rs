@@ -466,6 +466,13 @@ pub fn count_rows(store: &Path, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// A config entry for an API token of `role`, as `ecointegra keys token`
+/// writes it: the token's SHA-256, never the token.
+pub fn token_entry(name: &str, role: &str, token: &str) -> String {
+    let digest = hex::encode(Sha256::digest(token.as_bytes()));
+    format!("[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_sha256 = \"{digest}\"\n")
+}
+
 /// Filings delivered to `id` (inbound), as its store holds them.
 pub fn inbound_count(federation: &Federation, id: &str) -> i64 {
     count_rows(

@@ -397,12 +397,6 @@ mod pki {
     }
 }
 
-fn token_entry(name: &str, role: &str, token: &str) -> String {
-    use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
-    format!("[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_sha256 = \"{digest}\"\n")
-}
-
 #[derive(Clone)]
 struct Bearer(Option<String>);
 

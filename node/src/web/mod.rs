@@ -1,0 +1,524 @@
+//! The web console, served by the node itself on its own port: server-rendered
+//! HTML in Spanish (English available), a little JavaScript for upload progress
+//! and live refresh, and nothing to build.
+//!
+//! - [`citizen`]: tracking and the printable cargo, for anyone (public);
+//! - [`desk`]: the clerk's desk: new filings, the inbox, a filing and its
+//!   actions (clerk role);
+//! - [`operator`]: queues, throughput and latency, dead letters (operator role).
+//!
+//! Clerks and operators sign in with their API token (the same tokens and roles
+//! as gRPC); the console keeps a server-side session behind an HttpOnly,
+//! SameSite=Strict cookie, and every form carries the session's CSRF token.
+//! Input goes through the same functions, and so the same rules, as gRPC.
+
+mod citizen;
+mod desk;
+mod forms;
+mod operator;
+mod page;
+mod text;
+
+use crate::auth::{Authenticator, Role};
+use crate::error::{Error, Result};
+use crate::node::Shared;
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use page::esc;
+use text::Lang;
+
+/// The web console.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Address the console listens on; port 0 picks a free port. Unset: no
+    /// console. The bound address is written to `<data_dir>/web.addr`.
+    pub listen: Option<SocketAddr>,
+    /// How long a clerk's or operator's sign-in lasts, in minutes.
+    pub session_minutes: u32,
+    /// The console's address as citizens reach it (e.g.
+    /// `https://tramites.minam.gob.pe`), printed in the verification link of
+    /// a cargo. Unset: the address the request came to.
+    pub public_url: Option<String>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            session_minutes: 480,
+            public_url: None,
+        }
+    }
+}
+
+/// Binds the configured address before the node starts its tasks, so a taken
+/// port fails the start.
+pub async fn bind(config: &WebConfig) -> Result<Option<TcpListener>> {
+    let Some(listen) = config.listen else {
+        return Ok(None);
+    };
+    TcpListener::bind(listen)
+        .await
+        .map(Some)
+        .map_err(Error::io(format!("cannot listen on {listen} (web.listen)")))
+}
+
+/// Serves the console on `listener` until `cancel` fires.
+pub fn spawn(
+    shared: Arc<Shared>,
+    listener: Option<TcpListener>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<Option<SocketAddr>> {
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
+    let addr = listener
+        .local_addr()
+        .map_err(Error::io("no local address"))?;
+    let addr_file = shared.config.data_dir.join("web.addr");
+    std::fs::write(&addr_file, addr.to_string())
+        .map_err(Error::io(format!("cannot write {}", addr_file.display())))?;
+    let web = Arc::new(Web {
+        auth: Authenticator::new(shared.config.auth.clone()),
+        shared,
+        sessions: Mutex::new(HashMap::new()),
+    });
+    let app = router(web);
+    tracker.spawn(async move {
+        tracing::info!(web = %addr, "Serving the web console.");
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "Web console failed.");
+        }
+    });
+    Ok(Some(addr))
+}
+
+fn router(web: Arc<Web>) -> Router {
+    Router::new()
+        .route("/", get(citizen::home))
+        .route("/seguimiento", get(citizen::track))
+        .route("/cargo", get(citizen::cargo))
+        .route("/verificar", get(citizen::verify))
+        .route("/entrar", get(sign_in_form).post(sign_in))
+        .route("/salir", post(sign_out))
+        .route("/idioma", get(language))
+        .route("/static/console.css", get(css))
+        .route("/static/console.js", get(js))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/mesa", get(desk::inbox))
+        .route(
+            "/mesa/nuevo",
+            get(desk::new_form)
+                .post(desk::new_filing)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/mesa/tramite/{code}", get(desk::filing))
+        .route("/mesa/tramite/{code}/cargo", get(desk::cargo))
+        .route(
+            "/mesa/tramite/{code}/documento/{index}",
+            get(desk::document),
+        )
+        .route(
+            "/mesa/tramite/{code}/atender",
+            post(desk::answer).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/mesa/tramite/{code}/{action}", post(desk::act))
+        .route("/operacion", get(operator::dashboard))
+        .route("/operacion/colas", get(operator::queues))
+        .route("/operacion/grafico", get(operator::chart))
+        .route("/operacion/dlq/{id}", get(operator::dead_letter))
+        .route("/operacion/dlq/{id}/reenviar", post(operator::replay))
+        .route("/operacion/dlq/{id}/descartar", post(operator::discard))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(web)
+}
+
+/// The console's state: the node's, and the signed-in sessions.
+pub struct Web {
+    shared: Arc<Shared>,
+    auth: Authenticator,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+/// A signed-in clerk or operator.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub role: Role,
+    /// The token's configured name, e.g. `mesa-senamhi-1`; never the token.
+    pub name: String,
+    /// Every form of the session carries it back.
+    pub csrf: String,
+    expires: Instant,
+}
+
+const SESSION_COOKIE: &str = "eco_sesion";
+const LANG_COOKIE: &str = "eco_idioma";
+
+/// What every page needs about its request: language, who is signed in,
+/// where the request came from.
+pub struct Ctx {
+    pub lang: Lang,
+    pub session: Option<Session>,
+    /// The request's path and query, to come back to after switching language
+    /// or signing in.
+    pub here: String,
+    pub client: IpAddr,
+    /// `scheme://host` the request came to, or `web.public_url`.
+    pub base_url: String,
+    /// This institution's name, for the page header.
+    pub institution: String,
+}
+
+impl Ctx {
+    pub fn t(&self) -> &'static text::Texts {
+        self.lang.texts()
+    }
+
+    /// The session if its role is `role`; otherwise the answer to send: the
+    /// sign-in page, or 403 for someone signed in with another role.
+    pub fn require(&self, role: Role) -> std::result::Result<&Session, Response> {
+        match &self.session {
+            Some(s) if s.role == role => Ok(s),
+            Some(_) => Err(page::message(
+                self,
+                StatusCode::FORBIDDEN,
+                self.t().forbidden_title,
+                self.t().forbidden_body,
+            )),
+            None => Err(
+                Redirect::to(&format!("/entrar?volver={}", forms::url_encode(&self.here)))
+                    .into_response(),
+            ),
+        }
+    }
+
+    /// Checks a form's CSRF token against the session's.
+    pub fn check_csrf(&self, session: &Session, presented: Option<&str>) -> Option<Response> {
+        let ok = presented.is_some_and(|p| {
+            crate::tracking::constant_time_eq(p.as_bytes(), session.csrf.as_bytes())
+        });
+        (!ok).then(|| {
+            page::message(
+                self,
+                StatusCode::FORBIDDEN,
+                self.t().csrf_title,
+                self.t().csrf_body,
+            )
+        })
+    }
+}
+
+impl FromRequestParts<Arc<Web>> for Ctx {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        web: &Arc<Web>,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        let cookies = cookies(&parts.headers);
+        let lang = cookies
+            .get(LANG_COOKIE)
+            .and_then(|l| Lang::parse(l))
+            .unwrap_or_default();
+        let session = cookies.get(SESSION_COOKIE).and_then(|id| web.session(id));
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+            })
+            .unwrap_or("localhost");
+        let base_url = match &web.shared.config.web.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{host}"),
+        };
+        Ok(Ctx {
+            lang,
+            session,
+            here: parts
+                .uri
+                .path_and_query()
+                .map_or("/".into(), |p| p.as_str().to_owned()),
+            client,
+            base_url,
+            institution: page::institution(&web.shared.directory(), web.shared.institution()),
+        })
+    }
+}
+
+impl Web {
+    fn session(&self, id: &str) -> Option<Session> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        match sessions.get(id) {
+            Some(s) if s.expires > Instant::now() => Some(s.clone()),
+            Some(_) => {
+                sessions.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn open_session(&self, role: Role, name: String) -> String {
+        let id = crate::ids::random_hex(32);
+        let minutes = u64::from(self.shared.config.web.session_minutes.max(1));
+        let session = Session {
+            role,
+            name,
+            csrf: crate::ids::random_hex(32),
+            expires: Instant::now() + Duration::from_secs(minutes * 60),
+        };
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        sessions.insert(id.clone(), session);
+        id
+    }
+
+    fn close_session(&self, id: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+}
+
+fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// A path on this site to go back to: never another site.
+fn local_path(path: Option<&str>) -> Option<&str> {
+    path.filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.contains('\\'))
+}
+
+#[derive(Deserialize)]
+struct SignInQuery {
+    volver: Option<String>,
+}
+
+async fn sign_in_form(ctx: Ctx, Query(q): Query<SignInQuery>) -> Response {
+    page::sign_in(&ctx, q.volver.as_deref(), None, StatusCode::OK)
+}
+
+async fn sign_in(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Form(form): Form<forms::Fields>,
+) -> Response {
+    let t = ctx.t();
+    let back = form.get("volver");
+    let limit = web.shared.config.tracking.max_failures_per_minute;
+    if web.shared.limiter.blocked(ctx.client, limit) {
+        return page::sign_in(
+            &ctx,
+            back,
+            Some(t.too_many_attempts),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    let caller = form.get("token").and_then(|token| web.auth.by_token(token));
+    let Some(caller) = caller.filter(|c| matches!(c.role, Role::Clerk | Role::Operator)) else {
+        web.shared.limiter.fail(ctx.client);
+        return page::sign_in(&ctx, back, Some(t.sign_in_failed), StatusCode::UNAUTHORIZED);
+    };
+    tracing::info!(user = %caller.name, role = caller.role.name(), "Web console sign-in.");
+    let home = match caller.role {
+        Role::Operator => "/operacion",
+        _ => "/mesa",
+    };
+    let id = web.open_session(caller.role, caller.name);
+    let secure = if ctx.base_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}");
+    let target = local_path(back).unwrap_or(home);
+    let mut response = Redirect::to(target).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn sign_out(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    Form(form): Form<forms::Fields>,
+) -> Response {
+    if let Some(session) = &ctx.session
+        && let Some(denied) = ctx.check_csrf(session, form.get("csrf"))
+    {
+        return denied;
+    }
+    if let Some(id) = cookies(&headers).get(SESSION_COOKIE) {
+        web.close_session(id);
+    }
+    let mut response = Redirect::to("/").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("eco_sesion=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+struct LanguageQuery {
+    lang: String,
+    volver: Option<String>,
+}
+
+async fn language(Query(q): Query<LanguageQuery>) -> Response {
+    let lang = Lang::parse(&q.lang).unwrap_or_default();
+    let mut response = Redirect::to(local_path(q.volver.as_deref()).unwrap_or("/")).into_response();
+    let cookie = format!(
+        "{LANG_COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Lax",
+        lang.code()
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn css() -> Response {
+    static_file("text/css; charset=utf-8", include_str!("console.css"))
+}
+
+async fn js() -> Response {
+    static_file("text/javascript; charset=utf-8", include_str!("console.js"))
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found(ctx: Ctx) -> Response {
+    page::message(
+        &ctx,
+        StatusCode::NOT_FOUND,
+        ctx.t().not_found_title,
+        ctx.t().not_found_body,
+    )
+}
+
+/// Headers every answer carries: no inline script, no framing by other
+/// sites, no referrer (tracking codes travel in URLs), no caching of pages
+/// that show filings.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; object-src 'self'; frame-ancestors 'self'; form-action 'self'; base-uri 'none'",
+        ));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The answer to a failed call: a page saying what went wrong, in the
+/// reader's language; internal details stay in the log.
+fn failure(ctx: &Ctx, error: Error) -> Response {
+    let t = ctx.t();
+    match error {
+        Error::NotFound(_) => page::message(
+            ctx,
+            StatusCode::NOT_FOUND,
+            t.not_found_title,
+            t.not_found_body,
+        ),
+        Error::FailedPrecondition(why) => page::message(
+            ctx,
+            StatusCode::CONFLICT,
+            t.not_possible_title,
+            &text::localize(ctx.lang, &why),
+        ),
+        Error::InvalidArgument(violations) => {
+            let why: Vec<String> = violations
+                .iter()
+                .map(|v| format!("{}: {}", v.field, text::localize(ctx.lang, &v.description)))
+                .collect();
+            page::message(
+                ctx,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                t.invalid_title,
+                &why.join("; "),
+            )
+        }
+        Error::ResourceExhausted(_) => page::message(
+            ctx,
+            StatusCode::TOO_MANY_REQUESTS,
+            t.too_many_title,
+            t.too_many_attempts,
+        ),
+        Error::ShuttingDown => page::message(
+            ctx,
+            StatusCode::SERVICE_UNAVAILABLE,
+            t.unavailable_title,
+            t.unavailable_body,
+        ),
+        other => {
+            tracing::error!(error = %other, "Web console request failed.");
+            page::message(
+                ctx,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                t.unavailable_title,
+                t.internal_body,
+            )
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The web console in a real browser (Debian's headless Chromium, driven by
+//! playwright-core from tests/browser): a clerk files two PDFs at senamhi for
+//! oefa, an oefa clerk receives and forwards them to minam, a citizen tracks
+//! them at minam's portal; an operator replays a dead letter. The browser
+//! script checks what the pages show; this test checks what the nodes stored.
+//! Screenshots of every page go to tests/artifacts/web-console/.
+
+use ecointegra_proto::v1::{Direction, FilingStatus};
+use ecointegra_tests::*;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CLERK: &str = "tok-web-clerk";
+const OPERATOR: &str = "tok-web-operator";
+/// Small enough that a test document can be over it.
+const MAX_DOCUMENT: usize = 1 << 20;
+
+fn settings() -> String {
+    format!(
+        "\n[web]\nlisten = \"127.0.0.1:0\"\n\n[transfer]\nmax_document_size = {MAX_DOCUMENT}\n\n\
+         [auth]\nanonymous_role = \"system\"\n{}{}",
+        token_entry("mesa", "clerk", CLERK),
+        token_entry("noc", "operator", OPERATOR)
+    )
+}
+
+/// A valid one-page PDF carrying `text`, padded with `padding` bytes of
+/// pseudo-random binary data in a stream (as scanned pages are).
+fn pdf(text: &str, padding: usize, seed: u64) -> Vec<u8> {
+    let content = format!("BT /F1 16 Tf 72 760 Td ({text}) Tj ET");
+    let mut state = seed | 1;
+    let noise: Vec<u8> = (0..padding)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let mut out = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n".to_vec();
+    out.extend_from_slice(b"1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n");
+    out.extend_from_slice(b"2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n");
+    out.extend_from_slice(b"3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >> endobj\n");
+    out.extend_from_slice(
+        format!(
+            "4 0 obj << /Length {} >> stream\n{content}\nendstream endobj\n",
+            content.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(
+        b"5 0 obj << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> endobj\n",
+    );
+    out.extend_from_slice(format!("6 0 obj << /Length {} >> stream\n", noise.len()).as_bytes());
+    out.extend_from_slice(&noise);
+    out.extend_from_slice(b"\nendstream endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n");
+    out
+}
+
+fn web_addr(federation: &Federation, id: &str) -> String {
+    let text = std::fs::read_to_string(federation.data_dir(id).join("web.addr"))
+        .expect("the node wrote web.addr");
+    format!("http://{}", text.trim())
+}
+
+fn artifacts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/web-console")
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+/// Runs one phase of tests/browser/console.test.mjs; returns its JSON line.
+fn run_browser(phase: &str, vars: &[(&str, String)]) -> serde_json::Value {
+    assert!(
+        browser_dir().join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `npm ci` in tests/browser (tests/run.sh does)"
+    );
+    let artifacts = artifacts();
+    let output = Command::new("node")
+        .arg(browser_dir().join("console.test.mjs"))
+        .arg(phase)
+        .env("ECO_ARTIFACTS", &artifacts)
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser phase {phase} failed ({}); screenshots in {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status,
+        artifacts.display()
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{phase} printed {line:?}: {e}"))
+}
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clerks_forward_a_filing_citizen_tracks_it_and_operator_replays_a_dead_letter_in_a_browser()
+{
+    let federation = Federation::with_settings("web", &["senamhi", "oefa", "minam"], &settings());
+    let _senamhi = federation.start("senamhi").await;
+    let _oefa = federation.start("oefa").await;
+    let minam = federation.start("minam").await;
+
+    let pdfs = [
+        (
+            "solicitud.pdf",
+            pdf("Solicitud de informacion ambiental", 300_000, 7),
+        ),
+        ("anexo-1.pdf", pdf("Anexo 1: coordenadas", 40_000, 11)),
+    ];
+    let too_big = pdf("Anexo escaneado", MAX_DOCUMENT + 100_000, 13);
+    let _ = std::fs::remove_dir_all(artifacts());
+    let dir = federation.root.join("uploads");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in &pdfs {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    std::fs::write(dir.join("anexo-escaneado.pdf"), &too_big).unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+
+    let desk = run_browser(
+        "desk",
+        &[
+            ("ECO_WEB_SENAMHI", web_addr(&federation, "senamhi")),
+            ("ECO_WEB_OEFA", web_addr(&federation, "oefa")),
+            ("ECO_WEB_MINAM", web_addr(&federation, "minam")),
+            ("ECO_CLERK_TOKEN", CLERK.into()),
+            ("ECO_PDF_1", path("solicitud.pdf")),
+            ("ECO_PDF_2", path("anexo-1.pdf")),
+            ("ECO_PDF_TOO_BIG", path("anexo-escaneado.pdf")),
+        ],
+    );
+    let code = desk["tracking_code"].as_str().unwrap().to_owned();
+
+    // The two refused submissions left nothing: one filing, no upload files.
+    let senamhi_store = federation.store_path("senamhi");
+    assert_eq!(
+        count_rows(&senamhi_store, "SELECT COUNT(*) FROM filings"),
+        1
+    );
+    assert_eq!(
+        files_in(&federation.data_dir("senamhi").join("tmp")),
+        0,
+        "no half-stored upload"
+    );
+    // minam holds exactly one copy, byte for byte what the clerk uploaded.
+    let mut at_minam = client(minam.grpc_addr()).await;
+    let filing = get(&mut at_minam, &code).await.unwrap();
+    assert_eq!(inbound_count(&federation, "minam"), 1);
+    assert_eq!(filing.documents.len(), 2);
+    for (i, (name, bytes)) in pdfs.iter().enumerate() {
+        let (digest, size) = download_sha256(&mut at_minam, &code, i as u32).await;
+        assert_eq!(filing.documents[i].name, *name);
+        assert_eq!(
+            digest,
+            hex::encode(Sha256::digest(bytes)),
+            "{name} at minam"
+        );
+        assert_eq!(size, bytes.len() as u64);
+    }
+    // oefa's copy was received under the clerk's registry number, then forwarded.
+    assert_eq!(
+        count_rows(
+            &federation.store_path("oefa"),
+            &format!(
+                "SELECT COUNT(*) FROM filings WHERE direction = {} AND tracking_code = '{code}' \
+                 AND status = {} AND internal_registry_number = 'OEFA-INT-2026-0042'",
+                Direction::Inbound as i32,
+                FilingStatus::Forwarded as i32
+            )
+        ),
+        1
+    );
+
+    // An operator at oefa replays the dead letter of a bad record.
+    let key = format!("web-bad-record-{}", std::process::id());
+    produce_raw(&federation.topic_inbox("oefa"), &key, b"not an envelope").await;
+    let oefa_store = federation.store_path("oefa");
+    let letters = |store: &Path| {
+        count_rows(
+            store,
+            &format!("SELECT COUNT(*) FROM dead_letters WHERE record_key = '{key}'"),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while letters(&oefa_store) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the bad record was not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let operator = run_browser(
+        "operator",
+        &[
+            ("ECO_WEB_OEFA", web_addr(&federation, "oefa")),
+            ("ECO_CLERK_TOKEN", CLERK.into()),
+            ("ECO_OPERATOR_TOKEN", OPERATOR.into()),
+            ("ECO_DEAD_LETTER_KEY", key.clone()),
+        ],
+    );
+    let id = operator["dead_letter_id"].as_i64().unwrap();
+    assert_eq!(
+        count_rows(
+            &oefa_store,
+            &format!(
+                "SELECT COUNT(*) FROM dead_letters WHERE id = {id} AND replayed_at_ms > 0 AND discarded_at_ms = 0"
+            )
+        ),
+        1,
+        "the console's replay is recorded"
+    );
+    // The replay really went back to the inbox: still not an envelope, the
+    // record is dead-lettered once more, as a new letter.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while letters(&oefa_store) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the replayed record did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
