@@ -26,6 +26,9 @@ fi
 export KAFKA_BOOTSTRAP
 echo "tests/run.sh: Kafka at $KAFKA_BOOTSTRAP" >&2
 
+# The web console's tests drive a real headless Chromium.
+tests/browser/setup.sh
+
 # The integration tests run the real `ecointegra` binary as separate processes.
 cargo build --workspace --all-targets --locked
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"

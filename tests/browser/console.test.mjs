@@ -47,8 +47,54 @@ async function newPage(viewport = { width: 1280, height: 900 }) {
   return page;
 }
 
+/// What every page must meet: one h1, a language, a label for every field,
+/// and text contrast of at least 4.5:1 (WCAG AA) against its background.
+async function checkAccessibility(page) {
+  const issues = await page.evaluate(() => {
+    const out = [];
+    for (const el of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+      if (!el.labels || el.labels.length === 0) out.push(`no label for ${el.name}`);
+    }
+    if (document.querySelectorAll("h1").length !== 1) out.push("not exactly one h1");
+    if (!document.documentElement.lang) out.push("no lang attribute");
+    const parse = (c) => {
+      const m = c.match(/rgba?\(([^)]+)\)/);
+      if (!m) return null;
+      const p = m[1].split(",").map(Number);
+      return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+    };
+    const luminance = ({ r, g, b }) => {
+      const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (el) => {
+      for (let e = el; e; e = e.parentElement) {
+        const c = parse(getComputedStyle(e).backgroundColor);
+        if (c && c.a > 0.5) return c;
+      }
+      return { r: 255, g: 255, b: 255, a: 1 };
+    };
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    const seen = new Set();
+    while (walker.nextNode()) {
+      const el = walker.currentNode.parentElement;
+      const text = walker.currentNode.textContent.trim();
+      if (!text || seen.has(el) || el.closest("svg, .skip, .sr-only")) continue;
+      seen.add(el);
+      const style = getComputedStyle(el);
+      if (style.visibility === "hidden" || el.getClientRects().length === 0) continue;
+      const [a, b] = [luminance(parse(style.color)), luminance(background(el))].sort((x, y) => y - x);
+      const ratio = (a + 0.05) / (b + 0.05);
+      if (ratio < 4.5) out.push(`contrast ${ratio.toFixed(2)}:1 for "${text.slice(0, 40)}"`);
+    }
+    return out;
+  });
+  assert.deepEqual(issues, [], `accessibility of ${page.url()}`);
+}
+
 let shot = 0;
 async function screenshot(page, name) {
+  if (name !== "timeout") await checkAccessibility(page);
   shot += 1;
   const file = path.join(artifacts, `${process.argv[2]}-${String(shot).padStart(2, "0")}-${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
@@ -178,7 +224,7 @@ async function desk() {
   // Forward is not offered before Receive; Receive needs its fields.
   assert.equal(await oefaDesk.getByRole("button", { name: "Derivar" }).count(), 0);
   await oefaDesk.getByRole("button", { name: "Recibir" }).click();
-  await oefaDesk.locator("#f-registry-number-error").waitFor();
+  await oefaDesk.locator("#f-recibir-registry-number-error").waitFor();
   await screenshot(oefaDesk, "recibir-errores");
   await oefaDesk.getByLabel("N.° de registro interno").fill("OEFA-INT-2026-0042");
   await oefaDesk.getByLabel("Oficina o unidad").fill("Mesa de partes");
@@ -288,7 +334,7 @@ async function operator() {
   await screenshot(page, "mensaje-fallido");
   // Discarding needs a reason; the form says so and changes nothing.
   await page.getByRole("button", { name: "Descartar" }).click();
-  await page.locator("#f-reason-error").waitFor();
+  await page.locator("#f-descartar-reason-error").waitFor();
   assert.match(await page.locator("dl.summary").innerText(), /Abierto/);
   await page.getByRole("button", { name: "Reenviar" }).click();
   await page.waitForURL(new RegExp(`/operacion/dlq/${id}$`));

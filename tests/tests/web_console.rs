@@ -233,3 +233,173 @@ async fn clerks_forward_a_filing_citizen_tracks_it_and_operator_replays_a_dead_l
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// One HTTP/1.1 exchange over a fresh connection: (status, head, body).
+async fn http(addr: &str, request: &[u8]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn form_post(path: &str, cookie: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nCookie: {cookie}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Signs in with `token`; returns the session cookie (`eco_sesion=...`).
+async fn sign_in(addr: &str, token: &str) -> String {
+    let (status, head, _) = http(addr, &form_post("/entrar", "", &format!("token={token}"))).await;
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("no session cookie: {head}"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_checks_roles_and_csrf_and_an_aborted_upload_leaves_nothing() {
+    let system = "tok-web-system";
+    let federation = Federation::with_settings(
+        "web-guard",
+        &["senamhi", "oefa"],
+        &format!("{}{}", settings(), token_entry("sgd", "system", system)),
+    );
+    let _senamhi = federation.start("senamhi").await;
+    let _oefa = federation.start("oefa").await;
+    let addr = web_addr(&federation, "senamhi");
+    let get = |path: &str, cookie: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n")
+            .into_bytes()
+    };
+
+    // Every answer carries the security headers.
+    let (status, head, body) = http(&addr, &get("/", "")).await;
+    assert_eq!(status, 200);
+    let head_lower = head.to_lowercase();
+    for header in [
+        "content-security-policy: default-src 'self'",
+        "x-content-type-options: nosniff",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(head_lower.contains(header), "{header} missing: {head}");
+    }
+    assert!(body.contains("<html lang=\"es\">"), "Spanish by default");
+
+    // The desk and the dashboard ask for a sign-in; a system token is refused.
+    let (status, head, _) = http(&addr, &get("/mesa", "")).await;
+    assert_eq!(status, 303);
+    assert!(head.contains("location: /entrar?volver=%2Fmesa"), "{head}");
+    let (status, _, body) =
+        http(&addr, &form_post("/entrar", "", &format!("token={system}"))).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("La clave no es válida"), "{body}");
+
+    // A clerk's form without the session's CSRF token is refused.
+    let clerk = sign_in(&addr, CLERK).await;
+    let (status, _, _) = http(&addr, &get("/mesa", &clerk)).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = http(&addr, &get("/operacion", &clerk)).await;
+    assert_eq!(status, 403, "a clerk is not an operator");
+    let (status, _, body) = http(
+        &addr,
+        &form_post(
+            "/mesa/tramite/SENAMHI-2026-AAAAAAAA/archivar",
+            &clerk,
+            "action_id=x&note=y",
+        ),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Formulario vencido"), "{body}");
+
+    // An upload cut off half-way: no filing, no file left behind.
+    let csrf = {
+        let (_, _, page) = http(&addr, &get("/mesa/nuevo", &clerk)).await;
+        let at = page
+            .find("name=\"csrf\" value=\"")
+            .expect("the form has a CSRF token")
+            + 19;
+        page[at..at + 64].to_owned()
+    };
+    let boundary = "ecointegra-test-boundary";
+    let mut fields = String::new();
+    for (name, value) in [
+        ("csrf", csrf.as_str()),
+        ("header.sender_party.document_type", "DNI"),
+        ("header.sender_party.document_number", "45781236"),
+        ("header.sender_party.name", "María Quispe Mamani"),
+        ("header.destination", "oefa"),
+        ("header.subject", "Solicitud"),
+        ("header.folio_count", "1"),
+    ] {
+        fields.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    fields.push_str(&format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"documents\"; filename=\"informe.pdf\"\r\n\
+         Content-Type: application/pdf\r\n\r\n"
+    ));
+    let promised = fields.len() + 500_000;
+    let mut request = format!(
+        "POST /mesa/nuevo HTTP/1.1\r\nHost: localhost\r\nCookie: {clerk}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {promised}\r\n\r\n{fields}"
+    )
+    .into_bytes();
+    request.extend(pdf("Informe", 200_000, 3));
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(addr.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        stream.write_all(&request).await.unwrap();
+        // The upload is under way: its temporary file exists.
+        let tmp = federation.data_dir("senamhi").join("tmp");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while files_in(&tmp) == 0 {
+            assert!(Instant::now() < deadline, "the upload never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The browser goes away mid-document.
+    }
+    let tmp = federation.data_dir("senamhi").join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while files_in(&tmp) > 0 {
+        assert!(Instant::now() < deadline, "the cut-off upload left a file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        count_rows(
+            &federation.store_path("senamhi"),
+            "SELECT COUNT(*) FROM filings"
+        ),
+        0
+    );
+
+    // Signing out ends the session.
+    let (status, _, _) = http(&addr, &form_post("/salir", &clerk, &format!("csrf={csrf}"))).await;
+    assert_eq!(status, 303);
+    let (status, _, _) = http(&addr, &get("/mesa", &clerk)).await;
+    assert_eq!(status, 303, "the old cookie no longer opens the desk");
+}

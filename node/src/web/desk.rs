@@ -57,7 +57,8 @@ impl Problems {
     }
 
     /// A summary at the top of a form, linking to each field at fault.
-    fn summary(&self, ctx: &Ctx) -> String {
+    /// `scope` is the form's part of its fields' ids (see `page::field_id`).
+    fn summary(&self, ctx: &Ctx, scope: &str) -> String {
         if self.0.is_empty() {
             return String::new();
         }
@@ -71,11 +72,8 @@ impl Problems {
             if field.is_empty() {
                 let _ = write!(out, "<li>{}</li>", esc(text));
             } else {
-                let id: String = field
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                    .collect();
-                let _ = write!(out, r##"<li><a href="#f-{id}">{}</a></li>"##, esc(text));
+                let id = page::field_id(&format!("{scope}{field}"));
+                let _ = write!(out, r##"<li><a href="#{id}">{}</a></li>"##, esc(text));
             }
         }
         out.push_str("</ul></div>");
@@ -161,7 +159,7 @@ fn filing_form(
 </fieldset>
 <button type="submit">{l_submit}</button>
 </form>"#,
-        summary = problems.summary(ctx),
+        summary = problems.summary(ctx, ""),
         csrf = page::csrf(ctx),
         key = esc(&key),
         l_sender = t.sender,
@@ -784,7 +782,7 @@ fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> 
             "recibir" => format!(
                 "{}{}",
                 page::input(
-                    "registry_number",
+                    &format!("{slug}/registry_number"),
                     t.internal_registry,
                     values.value("registry_number"),
                     problems.of("registry_number"),
@@ -792,7 +790,7 @@ fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> 
                     None
                 ),
                 page::input(
-                    "office",
+                    &format!("{slug}/office"),
                     t.office,
                     values.value("office"),
                     problems.of("office"),
@@ -801,7 +799,7 @@ fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> 
                 )
             ),
             "observar" | "rechazar" => page::textarea(
-                "reason",
+                &format!("{slug}/reason"),
                 t.reason,
                 values.value("reason"),
                 problems.of("reason"),
@@ -820,14 +818,14 @@ fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> 
                 format!(
                     "{}{}",
                     page::select(
-                        "destination",
+                        &format!("{slug}/destination"),
                         t.destination,
                         &options,
                         values.value("destination"),
                         problems.of("destination")
                     ),
                     page::textarea(
-                        "note",
+                        &format!("{slug}/note"),
                         t.note,
                         values.value("note"),
                         problems.of("note"),
@@ -838,14 +836,14 @@ fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> 
             "atender" => format!(
                 "{}{}",
                 page::textarea(
-                    "note",
+                    &format!("{slug}/note"),
                     t.note,
                     values.value("note"),
                     problems.of("note"),
                     ""
                 ),
                 page::input(
-                    "documents",
+                    &format!("{slug}/documents"),
                     t.answer_files,
                     "",
                     problems.of("documents"),
@@ -854,7 +852,7 @@ fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> 
                 )
             ),
             _ => page::textarea(
-                "note",
+                &format!("{slug}/note"),
                 t.note,
                 values.value("note"),
                 problems.of("note"),
@@ -873,7 +871,7 @@ fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> 
         let _ = write!(
             out,
             r#"<form method="post" action="/mesa/tramite/{link}/{slug}" class="card action" novalidate{enctype}><h3>{title}</h3>{summary}{csrf}<input type="hidden" name="action_id" value="{action_id}">{fields}{progress}<button type="submit">{title}</button></form>"#,
-            summary = problems.summary(ctx),
+            summary = problems.summary(ctx, &format!("{slug}/")),
             csrf = page::csrf(ctx),
             action_id = esc(&action_id),
             progress = if slug == "atender" {

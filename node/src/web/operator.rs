@@ -483,7 +483,13 @@ async fn dead_letter_page(
             l_replay_help = t.replay_help,
             csrf = page::csrf(ctx),
             l_discard = t.discard,
-            reason = page::textarea("reason", t.discard_reason, "", reason_error, "required"),
+            reason = page::textarea(
+                "descartar/reason",
+                t.discard_reason,
+                "",
+                reason_error,
+                "required"
+            ),
         );
     }
     let _ = write!(

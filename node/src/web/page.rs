@@ -155,7 +155,7 @@ pub fn input(
     format!(
         r#"<div class="field{invalid}"><label for="{id}">{label}</label>{notes}<input id="{id}" name="{name}" value="{value}" {attributes}{described}{aria_invalid}></div>"#,
         invalid = if error.is_some() { " invalid" } else { "" },
-        name = esc(name),
+        name = esc(field_name(name)),
         value = esc(value),
         aria_invalid = if error.is_some() {
             r#" aria-invalid="true""#
@@ -178,7 +178,7 @@ pub fn textarea(
     format!(
         r#"<div class="field{invalid}"><label for="{id}">{label}</label>{notes}<textarea id="{id}" name="{name}" rows="3" {attributes}{described}{aria_invalid}>{value}</textarea></div>"#,
         invalid = if error.is_some() { " invalid" } else { "" },
-        name = esc(name),
+        name = esc(field_name(name)),
         value = esc(value),
         aria_invalid = if error.is_some() {
             r#" aria-invalid="true""#
@@ -211,17 +211,25 @@ pub fn select(
     format!(
         r#"<div class="field{invalid}"><label for="{id}">{label}</label>{notes}<select id="{id}" name="{name}"{described}>{choices}</select></div>"#,
         invalid = if error.is_some() { " invalid" } else { "" },
-        name = esc(name),
+        name = esc(field_name(name)),
     )
 }
 
-fn field_id(name: &str) -> String {
+/// A field's element id. `name` may be `form/field` when one page has several
+/// forms with a field of the same name: the id is then unique to the form,
+/// and the submitted name is `field`.
+pub fn field_id(name: &str) -> String {
     format!(
         "f-{}",
         name.chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect::<String>()
     )
+}
+
+/// The name a field is submitted under (see [`field_id`]).
+fn field_name(name: &str) -> &str {
+    name.rsplit_once('/').map_or(name, |(_, field)| field)
 }
 
 fn notes(id: &str, error: Option<&str>, help: Option<&str>) -> (String, String) {
