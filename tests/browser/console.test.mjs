@@ -129,6 +129,8 @@ async function desk() {
   const pdfs = [env("ECO_PDF_1"), env("ECO_PDF_2")];
   const digests = pdfs.map((p) => sha256(fs.readFileSync(p)));
   const tooBig = env("ECO_PDF_TOO_BIG");
+  const answerPdf = env("ECO_PDF_ANSWER");
+  const answerDigest = sha256(fs.readFileSync(answerPdf));
 
   // --- A clerk at senamhi files two PDFs addressed to oefa. ---
   const desk = await newPage();
@@ -275,6 +277,45 @@ async function desk() {
   const refused = await citizen.request.get(forged);
   assert.equal(refused.status(), 404, "an altered digest does not verify");
 
+  // --- A minam clerk receives it, answers with a PDF, and archives it. ---
+  const minamDesk = await newPage();
+  await signIn(minamDesk, minam, clerk);
+  const atMinam = `${minam}/mesa/tramite/${trackingCode}`;
+  await minamDesk.goto(atMinam);
+  const action = (name) => minamDesk.locator("form.action", { has: minamDesk.getByRole("heading", { name }) });
+  await action("Recibir").getByLabel("N.° de registro interno").fill("MINAM-INT-2026-0007");
+  await action("Recibir").getByLabel("Oficina o unidad").fill("Dirección General de Calidad Ambiental");
+  await action("Recibir").getByRole("button", { name: "Recibir" }).click();
+  await minamDesk.getByText("Acción registrada").waitFor();
+  // An answer without its document is refused next to the field.
+  await action("Atender").getByLabel("Nota").fill("Se adjunta el informe solicitado.");
+  await action("Atender").getByRole("button", { name: "Atender" }).click();
+  await minamDesk.locator("#f-atender-documents-error").waitFor();
+  assert.match(await minamDesk.locator("#f-atender-documents-error").innerText(), /al menos un documento/);
+  await action("Atender").getByLabel("Documentos de respuesta").setInputFiles([answerPdf]);
+  await action("Atender").getByRole("button", { name: "Atender" }).click();
+  await minamDesk.getByText("Acción registrada").waitFor();
+  assert.equal(await minamDesk.locator("dl .badge").first().innerText(), "Atendido");
+  await screenshot(minamDesk, "tramite-atendido");
+  await action("Archivar").getByLabel("Nota").fill("Atendido con informe.");
+  await action("Archivar").getByRole("button", { name: "Archivar" }).click();
+  await minamDesk.getByText("Acción registrada").waitFor();
+  assert.equal(await minamDesk.locator("dl .badge").first().innerText(), "Archivado");
+  assert.equal(await minamDesk.locator("form.action").count(), 0, "nothing more to do on an archived filing");
+  await screenshot(minamDesk, "tramite-archivado");
+
+  await until(citizen, trackUrl, "the answer and the archiving in the timeline", async (p) =>
+    (await p.locator("ol.timeline li", { hasText: "Archivado" }).count()) > 0);
+  const later = await citizen.locator("ol.timeline li").allInnerTexts();
+  for (const what of ["Recibido", "Atendido", "Archivado"]) {
+    assert.ok(later.some((s) => s.includes("MINAM") && s.includes(what)), `timeline has MINAM ${what}: ${later.join(" | ")}`);
+  }
+  await screenshot(citizen, "seguimiento-archivado");
+  // The answer went back to senamhi, where it was filed: its portal lists it.
+  await until(citizen, trackUrl.replace(minam, senamhi), "the answer at senamhi", async (p) =>
+    (await p.locator("main").innerText()).includes(answerDigest));
+  await screenshot(citizen, "seguimiento-con-respuesta");
+
   // The same answer for an unknown code and for a wrong verification code.
   const wrong = await citizen.request.get(`${minam}/seguimiento?codigo=${trackingCode}&verificacion=ZZZZZZZZ`);
   const unknown = await citizen.request.get(`${minam}/seguimiento?codigo=SENAMHI-2026-ZZZZZZZZ&verificacion=ZZZZZZZZ`);
@@ -341,7 +382,20 @@ async function operator() {
   assert.match(await page.locator("dl.summary").innerText(), /Reenviado/);
   assert.equal(await page.getByRole("button", { name: "Reenviar" }).count(), 0, "a replayed letter is not offered again");
   await screenshot(page, "mensaje-reenviado");
-  return { dead_letter_id: Number(id) };
+
+  // Still not an envelope, the replayed record is dead-lettered again; this
+  // time the operator discards it, saying why.
+  await until(page, `${oefa}/operacion`, "the replayed record's new dead letter",
+    async (p) => (await p.locator("tr", { hasText: key }).filter({ hasText: "Abierto" }).count()) === 1);
+  await page.locator("tr", { hasText: key }).filter({ hasText: "Abierto" }).locator("a").first().click();
+  await page.waitForURL(/\/operacion\/dlq\/\d+$/);
+  const again = Number(page.url().split("/").pop());
+  await page.getByLabel("Motivo del descarte").fill("Registro de prueba inyectado; no es un sobre.");
+  await page.getByRole("button", { name: "Descartar" }).click();
+  await page.waitForURL(new RegExp(`/operacion/dlq/${again}$`));
+  assert.match(await page.locator("dl.summary").innerText(), /Descartado[\s\S]*Registro de prueba inyectado/);
+  await screenshot(page, "mensaje-descartado");
+  return { dead_letter_id: Number(id), discarded_id: again };
 }
 
 const phases = { desk, operator };

@@ -5,7 +5,7 @@
 //! script checks what the pages show; this test checks what the nodes stored.
 //! Screenshots of every page go to tests/artifacts/web-console/.
 
-use ecointegra_proto::v1::{Direction, FilingStatus};
+use ecointegra_proto::v1::{Direction, FilingStatus, TransferKind};
 use ecointegra_tests::*;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -111,7 +111,7 @@ async fn clerks_forward_a_filing_citizen_tracks_it_and_operator_replays_a_dead_l
     let federation = Federation::with_settings("web", &["senamhi", "oefa", "minam"], &settings());
     let _senamhi = federation.start("senamhi").await;
     let _oefa = federation.start("oefa").await;
-    let minam = federation.start("minam").await;
+    let _minam = federation.start("minam").await;
 
     let pdfs = [
         (
@@ -128,6 +128,8 @@ async fn clerks_forward_a_filing_citizen_tracks_it_and_operator_replays_a_dead_l
         std::fs::write(dir.join(name), bytes).unwrap();
     }
     std::fs::write(dir.join("anexo-escaneado.pdf"), &too_big).unwrap();
+    let answer = pdf("Informe de respuesta", 120_000, 17);
+    std::fs::write(dir.join("informe-respuesta.pdf"), &answer).unwrap();
     let path = |name: &str| dir.join(name).display().to_string();
 
     let desk = run_browser(
@@ -140,35 +142,74 @@ async fn clerks_forward_a_filing_citizen_tracks_it_and_operator_replays_a_dead_l
             ("ECO_PDF_1", path("solicitud.pdf")),
             ("ECO_PDF_2", path("anexo-1.pdf")),
             ("ECO_PDF_TOO_BIG", path("anexo-escaneado.pdf")),
+            ("ECO_PDF_ANSWER", path("informe-respuesta.pdf")),
         ],
     );
     let code = desk["tracking_code"].as_str().unwrap().to_owned();
 
-    // The two refused submissions left nothing: one filing, no upload files.
+    // The two refused submissions left nothing: one filing sent, one set of
+    // documents, no upload files.
     let senamhi_store = federation.store_path("senamhi");
+    let sent = format!(
+        "SELECT COUNT(*) FROM filings WHERE direction = {}",
+        Direction::Outbound as i32
+    );
+    assert_eq!(count_rows(&senamhi_store, &sent), 1);
     assert_eq!(
-        count_rows(&senamhi_store, "SELECT COUNT(*) FROM filings"),
-        1
+        count_rows(
+            &senamhi_store,
+            &format!(
+                "SELECT COUNT(*) FROM documents d JOIN filings f ON f.id = d.filing_id WHERE f.direction = {}",
+                Direction::Outbound as i32
+            )
+        ),
+        2
     );
     assert_eq!(
         files_in(&federation.data_dir("senamhi").join("tmp")),
         0,
         "no half-stored upload"
     );
-    // minam holds exactly one copy, byte for byte what the clerk uploaded.
-    let mut at_minam = client(minam.grpc_addr()).await;
-    let filing = get(&mut at_minam, &code).await.unwrap();
+    // minam holds exactly one copy, byte for byte what the clerk uploaded: the
+    // stored digests, and the files themselves.
     assert_eq!(inbound_count(&federation, "minam"), 1);
-    assert_eq!(filing.documents.len(), 2);
-    for (i, (name, bytes)) in pdfs.iter().enumerate() {
-        let (digest, size) = download_sha256(&mut at_minam, &code, i as u32).await;
-        assert_eq!(filing.documents[i].name, *name);
+    let stored: Vec<(String, Vec<u8>, i64)> = {
+        let conn = rusqlite::Connection::open(federation.store_path("minam")).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT d.name, d.sha256, d.size FROM documents d JOIN filings f ON f.id = d.filing_id \
+                 WHERE f.direction = ?1 AND f.tracking_code = ?2 ORDER BY d.idx",
+            )
+            .unwrap();
+        stmt.query_map(rusqlite::params![Direction::Inbound as i32, code], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    };
+    assert_eq!(stored.len(), 2);
+    for ((name, bytes), (stored_name, digest, size)) in pdfs.iter().zip(&stored) {
+        let hex_digest = hex::encode(digest);
+        assert_eq!(stored_name, name);
         assert_eq!(
-            digest,
+            hex_digest,
             hex::encode(Sha256::digest(bytes)),
             "{name} at minam"
         );
-        assert_eq!(size, bytes.len() as u64);
+        assert_eq!(*size, bytes.len() as i64);
+        let file = federation
+            .data_dir("minam")
+            .join("blobs")
+            .join(&hex_digest[..2])
+            .join(&hex_digest);
+        let on_disk = std::fs::read(&file).unwrap();
+        assert_eq!(
+            hex::encode(Sha256::digest(&on_disk)),
+            hex_digest,
+            "{}",
+            file.display()
+        );
     }
     // oefa's copy was received under the clerk's registry number, then forwarded.
     assert_eq!(
@@ -183,6 +224,24 @@ async fn clerks_forward_a_filing_citizen_tracks_it_and_operator_replays_a_dead_l
         ),
         1
     );
+
+    // The answer travelled back to senamhi, where the citizen filed, intact.
+    let answered = format!(
+        "SELECT COUNT(*) FROM filings f JOIN documents d ON d.filing_id = f.id \
+         WHERE f.direction = {} AND f.kind = {} AND f.tracking_code = '{code}' AND hex(d.sha256) = '{}'",
+        Direction::Inbound as i32,
+        TransferKind::Answer as i32,
+        hex::encode_upper(Sha256::digest(&answer))
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count_rows(&senamhi_store, &answered) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the answer did not reach senamhi"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count_rows(&senamhi_store, &answered), 1, "exactly one copy");
 
     // An operator at oefa replays the dead letter of a bad record.
     let key = format!("web-bad-record-{}", std::process::id());
@@ -223,15 +282,19 @@ async fn clerks_forward_a_filing_citizen_tracks_it_and_operator_replays_a_dead_l
         "the console's replay is recorded"
     );
     // The replay really went back to the inbox: still not an envelope, the
-    // record is dead-lettered once more, as a new letter.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while letters(&oefa_store) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the replayed record did not come back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // record was dead-lettered once more, and the operator discarded that one.
+    assert_eq!(letters(&oefa_store), 2);
+    let discarded = operator["discarded_id"].as_i64().unwrap();
+    assert_eq!(
+        count_rows(
+            &oefa_store,
+            &format!(
+                "SELECT COUNT(*) FROM dead_letters WHERE id = {discarded} AND discarded_at_ms > 0 \
+                      AND discarded_by = 'noc' AND discard_reason LIKE 'Registro de prueba%'"
+            )
+        ),
+        1
+    );
 }
 
 /// One HTTP/1.1 exchange over a fresh connection: (status, head, body).

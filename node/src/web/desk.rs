@@ -870,7 +870,12 @@ fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> 
         };
         let _ = write!(
             out,
-            r#"<form method="post" action="/mesa/tramite/{link}/{slug}" class="card action" novalidate{enctype}><h3>{title}</h3>{summary}{csrf}<input type="hidden" name="action_id" value="{action_id}">{fields}{progress}<button type="submit">{title}</button></form>"#,
+            r#"<form method="post" action="/mesa/tramite/{link}/{slug}" class="card action" novalidate{enctype}><h3>{title}</h3>{summary}{csrf}<input type="hidden" name="action_id" value="{action_id}">{fields}{progress}<button type="submit"{danger}>{title}</button></form>"#,
+            danger = if slug == "rechazar" {
+                r#" class="danger""#
+            } else {
+                ""
+            },
             summary = problems.summary(ctx, &format!("{slug}/")),
             csrf = page::csrf(ctx),
             action_id = esc(&action_id),

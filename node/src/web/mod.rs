@@ -198,6 +198,7 @@ impl Ctx {
 
     /// The session if its role is `role`; otherwise the answer to send: the
     /// sign-in page, or 403 for someone signed in with another role.
+    #[allow(clippy::result_large_err)] // the Err is the page to send, used at once
     pub fn require(&self, role: Role) -> std::result::Result<&Session, Response> {
         match &self.session {
             Some(s) if s.role == role => Ok(s),
