@@ -182,6 +182,13 @@ async function desk() {
   await desk.getByRole("button", { name: "Registrar y enviar" }).click();
   await desk.waitForURL(/\/mesa\/tramite\/[^/]+\/cargo$/);
   await screenshot(desk, "cargo-de-presentacion");
+  // Printed, the cargo is the page alone: no header, menus or buttons.
+  await desk.emulateMedia({ media: "print" });
+  assert.equal(await desk.locator("header.top").isVisible(), false);
+  assert.equal(await desk.getByRole("button", { name: "Imprimir" }).isVisible(), false);
+  assert.equal(await desk.locator("section.receipt").isVisible(), true);
+  await screenshot(desk, "cargo-de-presentacion-impreso");
+  await desk.emulateMedia({ media: "screen" });
   const codes = await desk.locator("dd.code.big").allInnerTexts();
   assert.equal(codes.length, 2, "the cargo shows the tracking and verification codes");
   const [trackingCode, verificationCode] = codes.map((c) => c.trim());

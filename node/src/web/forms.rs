@@ -28,6 +28,8 @@ impl Fields {
 
 /// The most a text field of a multipart form may hold.
 const MAX_TEXT_FIELD: usize = 64 * 1024;
+/// The most text fields a multipart form may have.
+const MAX_TEXT_FIELDS: usize = 64;
 
 /// Reads a multipart form whose text fields come before its files (as a
 /// browser sends a form whose file input is last). Returns the text fields,
@@ -69,6 +71,14 @@ pub async fn upload(mut multipart: Multipart) -> Result<(Fields, ReceiverStream<
                 if fields_tx.is_none() {
                     let error = Error::invalid(name, "form fields must come before the documents");
                     fail(&mut fields_tx, error).await;
+                    return;
+                }
+                if fields.len() >= MAX_TEXT_FIELDS {
+                    fail(
+                        &mut fields_tx,
+                        Error::invalid("form", "has too many fields"),
+                    )
+                    .await;
                     return;
                 }
                 let mut value = Vec::new();

@@ -284,6 +284,7 @@ pub fn localize(lang: Lang, message: &str) -> String {
         ),
         ("is this institution", "Es esta misma institución."),
         ("is too long", "Es demasiado largo."),
+        ("has too many fields", "Tiene demasiados campos."),
         (
             "is required, at most 128 characters",
             "Es obligatorio, de hasta 128 caracteres.",
