@@ -29,15 +29,18 @@ pub struct HttpConfig {
 /// Binds the configured address, before the node starts its tasks, so a
 /// taken port fails the start.
 pub async fn bind(config: &HttpConfig) -> Result<Option<TcpListener>> {
-    let Some(listen) = config.listen else {
+    bind_listen(config.listen, "http.listen").await
+}
+
+/// Binds `listen` if it is set; `key` names the setting in errors.
+pub async fn bind_listen(listen: Option<SocketAddr>, key: &str) -> Result<Option<TcpListener>> {
+    let Some(listen) = listen else {
         return Ok(None);
     };
     TcpListener::bind(listen)
         .await
         .map(Some)
-        .map_err(Error::io(format!(
-            "cannot listen on {listen} (http.listen)"
-        )))
+        .map_err(Error::io(format!("cannot listen on {listen} ({key})")))
 }
 
 /// Serves on `listener` until `cancel` fires; writes `<data_dir>/http.addr`.
@@ -50,27 +53,43 @@ pub fn spawn(
     let Some(listener) = listener else {
         return Ok(None);
     };
-    let addr = listener
-        .local_addr()
-        .map_err(Error::io("no local address"))?;
-    let addr_file = shared.config.data_dir.join("http.addr");
-    std::fs::write(&addr_file, addr.to_string())
-        .map_err(Error::io(format!("cannot write {}", addr_file.display())))?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(shared);
+        .with_state(shared.clone());
+    serve(&shared, listener, app, "http", tracker, cancel).map(Some)
+}
+
+/// Serves `app` on `listener` until `cancel` fires, writing the bound address
+/// to `<data_dir>/<name>.addr` so tools find a port-0 listener.
+pub fn serve(
+    shared: &Shared,
+    listener: TcpListener,
+    app: Router,
+    name: &'static str,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<SocketAddr> {
+    let addr = listener
+        .local_addr()
+        .map_err(Error::io("no local address"))?;
+    let addr_file = shared.config.data_dir.join(format!("{name}.addr"));
+    std::fs::write(&addr_file, addr.to_string())
+        .map_err(Error::io(format!("cannot write {}", addr_file.display())))?;
     tracker.spawn(async move {
-        tracing::info!(http = %addr, "Serving /metrics, /livez and /readyz.");
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
+        tracing::info!(%addr, "Serving {name}.");
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await;
         if let Err(error) = served {
-            tracing::error!(%error, "HTTP server failed.");
+            tracing::error!(%error, "The {name} server failed.");
         }
     });
-    Ok(Some(addr))
+    Ok(addr)
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -229,16 +229,12 @@ fn receipt_card(ctx: &Ctx, web: &Web, receipt: &Receipt, digest: &str, verified:
         url_encode(&receipt.tracking_code),
         digest
     );
-    let mut docs = String::new();
-    for d in &receipt.documents {
-        let _ = write!(
-            docs,
-            r#"<tr><td>{}</td><td>{}</td><td><code class="digest">{}</code></td></tr>"#,
-            esc(&d.name),
-            page::size(d.size),
-            hex::encode(&d.sha256)
-        );
-    }
+    let docs = page::document_rows(
+        receipt
+            .documents
+            .iter()
+            .map(|d| (d.name.as_str(), d.size, d.sha256.as_slice())),
+    );
     format!(
         r#"<section class="card receipt">
 <h2>{l_receipt} {hop}: {to}</h2>

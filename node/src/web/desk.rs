@@ -10,6 +10,7 @@ use crate::auth::Role;
 use crate::deadlines::{Calendar, Day};
 use crate::error::{Error, Violation};
 use crate::store::FilingRow;
+use crate::submit::DocPart;
 use crate::workflow::Action;
 use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
@@ -23,6 +24,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 
 /// Broken rules by form field; those of no field of the form under "".
 struct Problems(HashMap<String, String>);
@@ -296,17 +298,10 @@ fn filing_header(fields: &Fields) -> Result<FilingHeader, Vec<Violation>> {
 }
 
 pub async fn new_filing(State(web): State<Arc<Web>>, ctx: Ctx, multipart: Multipart) -> Response {
-    let session = match ctx.require(Role::Clerk) {
-        Ok(s) => s.clone(),
+    let (session, fields, mut documents) = match upload_form(&ctx, multipart).await {
+        Ok(form) => form,
         Err(denied) => return denied,
     };
-    let (fields, mut documents) = match forms::upload(multipart).await {
-        Ok(form) => form,
-        Err(e) => return failure(&ctx, e),
-    };
-    if let Some(denied) = ctx.check_csrf(&session, fields.get("csrf")) {
-        return denied;
-    }
     let header = match filing_header(&fields) {
         Ok(h) => h,
         Err(violations) => {
@@ -351,6 +346,28 @@ pub async fn new_filing(State(web): State<Arc<Web>>, ctx: Ctx, multipart: Multip
         }
         Err(other) => failure(&ctx, other),
     }
+}
+
+/// A clerk's multipart form: the session (the form must carry its CSRF
+/// token), the text fields, and the documents still to be read.
+#[allow(clippy::result_large_err)]
+async fn upload_form(
+    ctx: &Ctx,
+    multipart: Multipart,
+) -> Result<
+    (
+        super::Session,
+        Fields,
+        ReceiverStream<crate::error::Result<DocPart>>,
+    ),
+    Response,
+> {
+    ctx.require(Role::Clerk)?;
+    let (fields, documents) = forms::upload(multipart)
+        .await
+        .map_err(|e| failure(ctx, e))?;
+    let session = ctx.posting(Role::Clerk, &fields)?;
+    Ok((session, fields, documents))
 }
 
 async fn drain<S: tokio_stream::Stream + Unpin>(stream: &mut S) {
@@ -908,13 +925,10 @@ pub async fn act(
     Path((code, slug)): Path<(String, String)>,
     axum::extract::Form(fields): axum::extract::Form<Fields>,
 ) -> Response {
-    let session = match ctx.require(Role::Clerk) {
-        Ok(s) => s.clone(),
+    let session = match ctx.posting(Role::Clerk, &fields) {
+        Ok(s) => s,
         Err(denied) => return denied,
     };
-    if let Some(denied) = ctx.check_csrf(&session, fields.get("csrf")) {
-        return denied;
-    }
     let value = |name: &str| fields.value(name).to_owned();
     let action = match slug.as_str() {
         "recibir" => Action::Receive {
@@ -945,17 +959,10 @@ pub async fn answer(
     Path(code): Path<String>,
     multipart: Multipart,
 ) -> Response {
-    let session = match ctx.require(Role::Clerk) {
-        Ok(s) => s.clone(),
+    let (session, fields, mut documents) = match upload_form(&ctx, multipart).await {
+        Ok(form) => form,
         Err(denied) => return denied,
     };
-    let (fields, mut documents) = match forms::upload(multipart).await {
-        Ok(form) => form,
-        Err(e) => return failure(&ctx, e),
-    };
-    if let Some(denied) = ctx.check_csrf(&session, fields.get("csrf")) {
-        return denied;
-    }
     let received = crate::submit::receive_documents(&web.shared, &mut documents).await;
     drain(&mut documents).await;
     let action = match received {
@@ -1137,16 +1144,12 @@ pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Path(code): Path<Strin
         ctx.base_url,
         url_encode(&filing.tracking_code)
     );
-    let mut docs = String::new();
-    for d in &filing.documents {
-        let _ = write!(
-            docs,
-            r#"<tr><td>{}</td><td>{}</td><td><code class="digest">{}</code></td></tr>"#,
-            esc(&d.name),
-            page::size(d.size),
-            hex::encode(&d.sha256)
-        );
-    }
+    let docs = page::document_rows(
+        filing
+            .documents
+            .iter()
+            .map(|d| (d.name.as_str(), d.size, d.sha256.as_slice())),
+    );
     let body = format!(
         r#"<p class="no-print"><button type="button" data-print>{l_print}</button> <a href="/mesa/tramite/{link}">{l_back}</a> <a href="/cargo?codigo={link}&amp;verificacion={verification_link}">{l_receipt}</a></p>
 <section class="card receipt">

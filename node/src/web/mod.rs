@@ -68,16 +68,11 @@ impl Default for WebConfig {
 /// Binds the configured address before the node starts its tasks, so a taken
 /// port fails the start.
 pub async fn bind(config: &WebConfig) -> Result<Option<TcpListener>> {
-    let Some(listen) = config.listen else {
-        return Ok(None);
-    };
-    TcpListener::bind(listen)
-        .await
-        .map(Some)
-        .map_err(Error::io(format!("cannot listen on {listen} (web.listen)")))
+    crate::http::bind_listen(config.listen, "web.listen").await
 }
 
-/// Serves the console on `listener` until `cancel` fires.
+/// Serves the console on `listener` until `cancel` fires; writes
+/// `<data_dir>/web.addr`.
 pub fn spawn(
     shared: Arc<Shared>,
     listener: Option<TcpListener>,
@@ -87,31 +82,12 @@ pub fn spawn(
     let Some(listener) = listener else {
         return Ok(None);
     };
-    let addr = listener
-        .local_addr()
-        .map_err(Error::io("no local address"))?;
-    let addr_file = shared.config.data_dir.join("web.addr");
-    std::fs::write(&addr_file, addr.to_string())
-        .map_err(Error::io(format!("cannot write {}", addr_file.display())))?;
     let web = Arc::new(Web {
         auth: Authenticator::new(shared.config.auth.clone()),
-        shared,
+        shared: shared.clone(),
         sessions: Mutex::new(HashMap::new()),
     });
-    let app = router(web);
-    tracker.spawn(async move {
-        tracing::info!(web = %addr, "Serving the web console.");
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "Web console failed.");
-        }
-    });
-    Ok(Some(addr))
+    crate::http::serve(&shared, listener, router(web), "web", tracker, cancel).map(Some)
 }
 
 fn router(web: Arc<Web>) -> Router {
@@ -215,19 +191,38 @@ impl Ctx {
         }
     }
 
+    /// The session of someone with `role` sending `form`: the form must carry
+    /// the session's CSRF token. Otherwise the answer to send instead.
+    #[allow(clippy::result_large_err)] // the Err is the page to send, used at once
+    pub fn posting(
+        &self,
+        role: Role,
+        form: &forms::Fields,
+    ) -> std::result::Result<Session, Response> {
+        let session = self.require(role)?;
+        self.check_csrf(session, form.get("csrf"))?;
+        Ok(session.clone())
+    }
+
     /// Checks a form's CSRF token against the session's.
-    pub fn check_csrf(&self, session: &Session, presented: Option<&str>) -> Option<Response> {
+    #[allow(clippy::result_large_err)]
+    fn check_csrf(
+        &self,
+        session: &Session,
+        presented: Option<&str>,
+    ) -> std::result::Result<(), Response> {
         let ok = presented.is_some_and(|p| {
             crate::tracking::constant_time_eq(p.as_bytes(), session.csrf.as_bytes())
         });
-        (!ok).then(|| {
-            page::message(
-                self,
-                StatusCode::FORBIDDEN,
-                self.t().csrf_title,
-                self.t().csrf_body,
-            )
-        })
+        if ok {
+            return Ok(());
+        }
+        Err(page::message(
+            self,
+            StatusCode::FORBIDDEN,
+            self.t().csrf_title,
+            self.t().csrf_body,
+        ))
     }
 }
 
@@ -385,7 +380,7 @@ async fn sign_out(
     Form(form): Form<forms::Fields>,
 ) -> Response {
     if let Some(session) = &ctx.session
-        && let Some(denied) = ctx.check_csrf(session, form.get("csrf"))
+        && let Err(denied) = ctx.check_csrf(session, form.get("csrf"))
     {
         return denied;
     }

@@ -506,13 +506,10 @@ pub async fn replay(
     Path(id): Path<i64>,
     Form(form): Form<Fields>,
 ) -> Response {
-    let session = match ctx.require(Role::Operator) {
-        Ok(s) => s.clone(),
+    let session = match ctx.posting(Role::Operator, &form) {
+        Ok(s) => s,
         Err(denied) => return denied,
     };
-    if let Some(denied) = ctx.check_csrf(&session, form.get("csrf")) {
-        return denied;
-    }
     match crate::dead_letters::replay(&web.shared, id).await {
         Ok(outcome) => {
             tracing::info!(dead_letter = id, operator = %session.name, replayed = outcome.replayed, "Dead letter replayed from the console.");
@@ -532,13 +529,10 @@ pub async fn discard(
     Path(id): Path<i64>,
     Form(form): Form<Fields>,
 ) -> Response {
-    let session = match ctx.require(Role::Operator) {
-        Ok(s) => s.clone(),
+    let session = match ctx.posting(Role::Operator, &form) {
+        Ok(s) => s,
         Err(denied) => return denied,
     };
-    if let Some(denied) = ctx.check_csrf(&session, form.get("csrf")) {
-        return denied;
-    }
     let reason = form.value("reason").to_owned();
     let by = session.name.clone();
     match web

@@ -152,17 +152,36 @@ pub fn input(
 ) -> String {
     let id = field_id(name);
     let (described, notes) = notes(&id, error, help);
+    let (invalid, aria_invalid) = validity(error);
     format!(
         r#"<div class="field{invalid}"><label for="{id}">{label}</label>{notes}<input id="{id}" name="{name}" value="{value}" {attributes}{described}{aria_invalid}></div>"#,
-        invalid = if error.is_some() { " invalid" } else { "" },
         name = esc(field_name(name)),
         value = esc(value),
-        aria_invalid = if error.is_some() {
-            r#" aria-invalid="true""#
-        } else {
-            ""
-        },
     )
+}
+
+/// The class suffix and attribute of a field with or without an error.
+fn validity(error: Option<&str>) -> (&'static str, &'static str) {
+    if error.is_some() {
+        (" invalid", r#" aria-invalid="true""#)
+    } else {
+        ("", "")
+    }
+}
+
+/// Table rows of documents: name, size, SHA-256.
+pub fn document_rows<'a>(documents: impl Iterator<Item = (&'a str, u64, &'a [u8])>) -> String {
+    let mut rows = String::new();
+    for (name, bytes, sha256) in documents {
+        let _ = write!(
+            rows,
+            r#"<tr><td>{}</td><td>{}</td><td><code class="digest">{}</code></td></tr>"#,
+            esc(name),
+            size(bytes),
+            hex::encode(sha256)
+        );
+    }
+    rows
 }
 
 /// A labelled multi-line text field.
@@ -175,16 +194,11 @@ pub fn textarea(
 ) -> String {
     let id = field_id(name);
     let (described, notes) = notes(&id, error, None);
+    let (invalid, aria_invalid) = validity(error);
     format!(
         r#"<div class="field{invalid}"><label for="{id}">{label}</label>{notes}<textarea id="{id}" name="{name}" rows="3" {attributes}{described}{aria_invalid}>{value}</textarea></div>"#,
-        invalid = if error.is_some() { " invalid" } else { "" },
         name = esc(field_name(name)),
         value = esc(value),
-        aria_invalid = if error.is_some() {
-            r#" aria-invalid="true""#
-        } else {
-            ""
-        },
     )
 }
 
