@@ -132,11 +132,7 @@ pub async fn track(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Co
         l_holder = t.current_holder,
         holder = esc(&page::institution(&directory, &found.current_holder)),
         l_due = t.due_date,
-        due = if found.due_date.is_empty() {
-            "—".to_owned()
-        } else {
-            esc(&found.due_date)
-        },
+        due = page::or_dash(&found.due_date),
         l_timeline = t.timeline,
     );
     for entry in &found.timeline {

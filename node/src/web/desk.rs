@@ -667,17 +667,9 @@ async fn filing_page(
         .collect::<Vec<_>>()
         .join(" · ")),
         l_due = t.due_date,
-        due = if filing.due_date.is_empty() {
-            "—".into()
-        } else {
-            esc(&filing.due_date)
-        },
+        due = page::or_dash(&filing.due_date),
         l_note = t.note,
-        note = if filing.note.is_empty() {
-            "—".into()
-        } else {
-            esc(&filing.note)
-        },
+        note = page::or_dash(&filing.note),
     );
     if filing.direction == Direction::Outbound {
         let _ = write!(

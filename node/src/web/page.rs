@@ -325,6 +325,15 @@ pub fn institution(directory: &Directory, id: &str) -> String {
     }
 }
 
+/// Escaped text, or a dash when there is none.
+pub fn or_dash(text: &str) -> String {
+    if text.trim().is_empty() {
+        "—".into()
+    } else {
+        esc(text)
+    }
+}
+
 /// A byte count for people: `1,2 MB`.
 pub fn size(bytes: u64) -> String {
     match bytes {
