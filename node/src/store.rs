@@ -828,7 +828,7 @@ impl Store {
                 .map_err(Error::store("cannot discard partial documents"))?;
             if filing.kind == TransferKind::Answer {
                 // The answer reached the institution where the citizen filed.
-                exec(tx, 
+                exec(tx,
                     "UPDATE filings SET status = ?3, note = ?4 WHERE id = (SELECT id FROM filings
                      WHERE tracking_code = ?1 AND direction = ?2 AND kind != ?5 ORDER BY id DESC LIMIT 1)",
                     params![
@@ -899,7 +899,7 @@ impl Store {
     ) -> Result<()> {
         self.apply(c, position, Some(message_id), |tx| {
             if insert_receipt(tx, receipt)? {
-                exec(tx, 
+                exec(tx,
                     "UPDATE filings SET status = ?2, delivered_at_ms = ?3 WHERE id = ?1 AND status IN (?4, ?5)",
                     params![
                         filing_id,
@@ -911,7 +911,7 @@ impl Store {
                 )
                 .map_err(Error::store("cannot update the filing"))?;
             }
-            exec(tx, 
+            exec(tx,
                 "DELETE FROM outbox WHERE kind = ?1 AND filing_id = ?2",
                 params![OutboxKind::Transfer as i64, filing_id],
             )
@@ -988,7 +988,7 @@ impl Store {
         signed: &ecointegra_proto::v1::SignedDirectoryEntry,
     ) -> Result<()> {
         self.apply(c, position, None, |tx| {
-            exec(tx, 
+            exec(tx,
                 "INSERT INTO directory_entries (institution_id, version, signed) VALUES (?1, ?2, ?3)
                  ON CONFLICT (institution_id) DO UPDATE SET version = excluded.version, signed = excluded.signed
                  WHERE excluded.version > directory_entries.version",
@@ -1083,7 +1083,7 @@ pub(crate) fn filing_by_transfer(c: &Connection, transfer_id: &str) -> Result<Op
 fn insert_receipt(tx: &Connection, receipt: &ReceiptRow) -> Result<bool> {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(&receipt.envelope).to_vec();
-    exec(tx, 
+    exec(tx,
         "INSERT OR IGNORE INTO receipts (transfer_id, tracking_code, hop, signer, envelope, sha256, received_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -1126,7 +1126,7 @@ fn advance_clock(tx: &Connection, tracking_code: &str, seq: u64) -> Result<()> {
 }
 
 fn insert_event(tx: &Connection, event: &TrackingEvent) -> Result<bool> {
-    exec(tx, 
+    exec(tx,
         "INSERT OR IGNORE INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, event)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -1171,7 +1171,7 @@ pub(crate) fn queue_envelope(
     key: &str,
     envelope: &[u8],
 ) -> Result<()> {
-    exec(tx, 
+    exec(tx,
         "INSERT INTO outbox (kind, recipient, topic, record_key, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![OutboxKind::Envelope as i64, recipient, topic, key, envelope],
     )
@@ -1195,7 +1195,7 @@ pub(crate) fn insert_filing(
         )
         .map_err(Error::store("cannot number the filing"))?;
     let registry_number = crate::ids::registry_number(institution, year, sequence);
-    exec(tx, 
+    exec(tx,
         "INSERT INTO filings (tracking_code, verification_code, transfer_id, direction, status, origin,
             destination, subject, sender_party, folio_count, registered_at_ms, delivered_at_ms,
             registry_number, origin_registry_number, kind, related_transfer_id, note, hop, filing_type,
@@ -1229,7 +1229,7 @@ pub(crate) fn insert_filing(
     .map_err(Error::store("cannot insert the filing"))?;
     let filing_id = tx.last_insert_rowid();
     for doc in &filing.documents {
-        exec(tx, 
+        exec(tx,
             "INSERT INTO documents (filing_id, idx, name, media_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![filing_id, doc.index, doc.name, doc.media_type, doc.size as i64, doc.sha256],
         )
