@@ -681,23 +681,46 @@ impl Store {
         })
     }
 
-    pub fn outbox_retry_at(&self, id: i64, next_attempt_at_ms: i64) -> Result<()> {
+    /// Publications that failed: retry them at `next_attempt_at_ms`.
+    pub fn outbox_retry_at(&self, ids: &[i64], next_attempt_at_ms: i64) -> Result<()> {
         self.write(|tx| {
-            exec(
-                tx,
-                "UPDATE outbox SET next_attempt_at_ms = ?2 WHERE id = ?1",
-                params![id, next_attempt_at_ms],
-            )
-            .map(drop)
-            .map_err(Error::store("cannot update the outbox"))
+            for id in ids {
+                exec(
+                    tx,
+                    "UPDATE outbox SET next_attempt_at_ms = ?2 WHERE id = ?1",
+                    params![id, next_attempt_at_ms],
+                )
+                .map_err(Error::store("cannot update the outbox"))?;
+            }
+            Ok(())
         })
     }
 
-    pub fn outbox_remove(&self, id: i64) -> Result<()> {
+    /// Envelopes Kafka acknowledged leave the outbox; those it did not are
+    /// retried at `retry_at_ms`. One write for a whole batch.
+    pub fn envelopes_published(
+        &self,
+        published: &[i64],
+        failed: &[i64],
+        retry_at_ms: i64,
+    ) -> Result<()> {
+        if published.is_empty() && failed.is_empty() {
+            return Ok(());
+        }
         self.write(|tx| {
-            exec(tx, "DELETE FROM outbox WHERE id = ?1", [id])
-                .map(drop)
-                .map_err(Error::store("cannot update the outbox"))
+            for id in published {
+                exec(tx, "DELETE FROM outbox WHERE id = ?1", [id])
+                    .map_err(Error::store("cannot update the outbox"))?;
+            }
+            for id in failed {
+                exec(
+                    tx,
+                    "UPDATE outbox SET next_attempt_at_ms = ?2 WHERE id = ?1",
+                    params![id, retry_at_ms],
+                )
+                .map_err(Error::store("cannot update the outbox"))?;
+            }
+            Ok(())
         })
     }
 

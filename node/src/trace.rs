@@ -198,12 +198,6 @@ pub async fn remember_submission(shared: &Shared, transfer_id: &str, tracking_co
     }
 }
 
-/// The `traceparent` for a record keyed by `key`: a new span of the trace kept
-/// for it, or of a new trace.
-pub async fn outgoing(shared: &Shared, key: &str) -> String {
-    outgoing_context(shared, key).await.0.to_string()
-}
-
 /// The context for a record keyed by `key`, and the span it continues.
 pub async fn outgoing_context(shared: &Shared, key: &str) -> (TraceContext, Option<[u8; 8]>) {
     let key = key.to_owned();
@@ -217,6 +211,20 @@ pub async fn outgoing_context(shared: &Shared, key: &str) -> (TraceContext, Opti
         Some(p) => (p.child(), Some(p.span_id)),
         None => (TraceContext::root(), None),
     }
+}
+
+/// The `traceparent` for records keyed by each of `keys`, looked up at once.
+pub async fn outgoing_many(shared: &Shared, keys: Vec<String>) -> Vec<String> {
+    let count = keys.len();
+    let parents = shared
+        .store
+        .run(move |s| Ok(keys.iter().map(|k| lookup(s, k)).collect::<Vec<_>>()))
+        .await
+        .unwrap_or_else(|_| vec![None; count]);
+    parents
+        .into_iter()
+        .map(|p| p.map_or_else(TraceContext::root, |p| p.child()).to_string())
+        .collect()
 }
 
 /// Exports a finished span, when trace export is configured.
