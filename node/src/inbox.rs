@@ -516,7 +516,7 @@ async fn apply_batch(
                 }
                 batch.sync()
             })?;
-        if let Some(directory) = batch.directory {
+            if let Some(directory) = batch.directory {
                 shared.set_directory(directory);
             }
             Ok((applied, stop))

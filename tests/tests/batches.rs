@@ -85,7 +85,11 @@ async fn destination_killed_while_applying_a_backlog_in_batches_loses_and_repeat
     // (dozens to a batch) and a few of several chunks each.
     oefa.kill();
     for i in 0..120u64 {
-        let len = if i % 30 == 29 { 1_500_000 } else { 2_000 + i * 7 };
+        let len = if i % 30 == 29 {
+            1_500_000
+        } else {
+            2_000 + i * 7
+        };
         let doc = Doc::new(&format!("oficio-{i}.pdf"), len, 100 + i);
         let code = submit_one(&mut origin, &format!("Lote {i}"), &doc).await;
         filings.push((code, doc));
