@@ -50,11 +50,7 @@ pub enum Fault {
     Reject(Rejection),
     /// The transfer's data is corrupt: forget its partial documents (so a
     /// re-send starts afresh), then dead-letter the record.
-    Corrupt {
-        rejection: Rejection,
-        transfer_id: String,
-        documents: Vec<DocumentDigest>,
-    },
+    Corrupt(Box<Corrupt>),
     /// Something local failed (disk, store): retry the same record.
     Local(Error),
 }
@@ -71,9 +67,16 @@ impl From<Error> for Fault {
     }
 }
 
+/// A transfer whose data is corrupt, and the record that found it out.
+pub struct Corrupt {
+    pub rejection: Rejection,
+    pub transfer_id: String,
+    pub documents: Vec<DocumentDigest>,
+}
+
 /// Why a batch stopped before its end.
 enum Stop {
-    Fault(Fault),
+    Fault(Box<Fault>),
     /// The record is a large transfer's manifest: commit what precedes it, so
     /// its documents can be hashed outside the writer's lock.
     Later,
@@ -81,7 +84,7 @@ enum Stop {
 
 impl<T: Into<Fault>> From<T> for Stop {
     fn from(f: T) -> Self {
-        Stop::Fault(f.into())
+        Stop::Fault(Box::new(f.into()))
     }
 }
 
@@ -273,7 +276,7 @@ async fn handle_batch(
     while next < records.len() {
         let (applied, stop) = match apply_batch(shared, feed, records.clone(), next, None).await {
             Ok(outcome) => outcome,
-            Err(error) => (Vec::new(), Some(Stop::Fault(Fault::Local(error)))),
+            Err(error) => (Vec::new(), Some(Stop::from(error))),
         };
         for effect in applied {
             finish(shared, consumer, &records[next], effect, started);
@@ -281,7 +284,7 @@ async fn handle_batch(
         }
         if let Some(Stop::Fault(fault)) = stop {
             handle_fault(
-                shared, feed, consumer, &records, next, fault, cancel, started,
+                shared, feed, consumer, &records, next, *fault, cancel, started,
             )
             .await;
             next += 1;
@@ -308,11 +311,12 @@ async fn handle_fault(
     let rejection = loop {
         match fault {
             Fault::Reject(rejection) => break rejection,
-            Fault::Corrupt {
-                rejection,
-                transfer_id,
-                documents,
-            } => {
+            Fault::Corrupt(corrupt) => {
+                let Corrupt {
+                    rejection,
+                    transfer_id,
+                    documents,
+                } = *corrupt;
                 if let Err(error) = discard_partials(shared, &transfer_id, &documents).await {
                     tracing::error!(%error, %transfer_id, "Cannot discard corrupt partial documents.");
                 }
@@ -328,7 +332,7 @@ async fn handle_fault(
                         finish(shared, consumer, &records[index], effect, started);
                         return;
                     }
-                    Ok((_, Some(Stop::Fault(fault)))) => fault,
+                    Ok((_, Some(Stop::Fault(fault)))) => *fault,
                     Ok(_) => Fault::Local(Error::FailedPrecondition(
                         "a record alone in its batch was not applied".into(),
                     )),
@@ -494,7 +498,7 @@ async fn apply_batch(
                     let opened = match opened {
                         Ok(opened) => opened,
                         Err(fault) => {
-                            stop = Some(Stop::Fault(fault));
+                            stop = Some(Stop::from(fault));
                             break;
                         }
                     };
@@ -524,7 +528,10 @@ async fn apply_batch(
         .await
 }
 
-/// A record verified and decrypted, before the store is touched.
+/// A record verified and decrypted, before the store is touched. A batch
+/// holds a few hundred at most, briefly: boxing the large variants would buy
+/// nothing.
+#[allow(clippy::large_enum_variant)]
 enum Opened {
     Chunk {
         envelope: Envelope,
@@ -547,10 +554,7 @@ enum Opened {
         envelope: Envelope,
         notice: Notice,
     },
-    Tracking {
-        message_id: String,
-        event: TrackingEvent,
-    },
+    Tracking(TrackingEvent),
     Directory {
         signed: SignedDirectoryEntry,
         entry: DirectoryEntry,
@@ -564,11 +568,7 @@ fn open(shared: &Arc<Shared>, feed: Feed, record: &OwnedMessage) -> Result<Opene
     match feed {
         Feed::Tracking => {
             let envelope = envelope::open(value, &directory, crate::tracking::BROADCAST)?;
-            let event = crate::tracking::event_of(&envelope)?;
-            return Ok(Opened::Tracking {
-                message_id: envelope.message_id,
-                event,
-            });
+            return Ok(Opened::Tracking(crate::tracking::event_of(&envelope)?));
         }
         Feed::Directory => {
             let signed = SignedDirectoryEntry::decode(value).map_err(|e| {
@@ -703,10 +703,10 @@ impl Batch<'_> {
                 raw,
             } => self.receipt(c, envelope, receipt, raw, position),
             Opened::Notice { envelope, notice } => self.notice(c, envelope, notice, position),
-            Opened::Tracking { message_id, event } => {
+            Opened::Tracking(event) => {
                 self.shared
                     .store
-                    .apply_tracking_event(c, position, &message_id, &event)?;
+                    .apply_tracking_event(c, position, &event)?;
                 Ok(Applied::Nothing)
             }
             Opened::Directory { signed, entry } => self.directory_entry(c, signed, entry, position),
@@ -754,9 +754,8 @@ impl Batch<'_> {
         hash_ok: bool,
         position: Position<'_>,
     ) -> Result<Applied, Stop> {
-        let reject = |code, reason: String| {
-            Stop::Fault(Fault::Reject(Rejection::new(code, reason).about(&envelope)))
-        };
+        let reject =
+            |code, reason: String| Stop::from(Rejection::new(code, reason).about(&envelope));
         let store = &self.shared.store;
         let seen = store::is_processed(c, &envelope.message_id)?;
         let delivered = store::transfer_known(c, &chunk.transfer_id)?;
@@ -840,9 +839,8 @@ impl Batch<'_> {
         first: bool,
     ) -> Result<Applied, Stop> {
         let shared = self.shared;
-        let reject = |code, reason: String| {
-            Stop::Fault(Fault::Reject(Rejection::new(code, reason).about(&envelope)))
-        };
+        let reject =
+            |code, reason: String| Stop::from(Rejection::new(code, reason).about(&envelope));
         let Some(transfer) = manifest.transfer.clone() else {
             return Err(reject("manifest", "the manifest names no transfer".into()));
         };
@@ -955,15 +953,15 @@ impl Batch<'_> {
                 format!("transfer {}: {}", transfer.transfer_id, problems.join("; ")),
             )
             .about(&envelope);
-            return Err(Stop::Fault(if incomplete {
+            return Err(Stop::from(if incomplete {
                 Fault::Reject(rejection)
             } else {
                 // Corrupt data: forget it, so a re-send starts afresh.
-                Fault::Corrupt {
+                Fault::Corrupt(Box::new(Corrupt {
                     rejection,
                     transfer_id: transfer.transfer_id.clone(),
                     documents: manifest.documents.clone(),
-                }
+                }))
             }));
         }
 
@@ -1103,9 +1101,8 @@ impl Batch<'_> {
         raw: Vec<u8>,
         position: Position<'_>,
     ) -> Result<Applied, Stop> {
-        let reject = |code, reason: String| {
-            Stop::Fault(Fault::Reject(Rejection::new(code, reason).about(&envelope)))
-        };
+        let reject =
+            |code, reason: String| Stop::from(Rejection::new(code, reason).about(&envelope));
         let store = &self.shared.store;
         if store::is_processed(c, &envelope.message_id)? {
             store.apply_nothing(c, position, None)?;
@@ -1161,9 +1158,8 @@ impl Batch<'_> {
         notice: Notice,
         position: Position<'_>,
     ) -> Result<Applied, Stop> {
-        let reject = |code, reason: String| {
-            Stop::Fault(Fault::Reject(Rejection::new(code, reason).about(&envelope)))
-        };
+        let reject =
+            |code, reason: String| Stop::from(Rejection::new(code, reason).about(&envelope));
         let status = FilingStatus::try_from(notice.status).unwrap_or_default();
         if !matches!(status, FilingStatus::Observed | FilingStatus::Rejected) {
             return Err(reject(
@@ -1189,8 +1185,7 @@ impl Batch<'_> {
             position,
             &envelope.message_id,
             filing.id,
-            status,
-            &notice.reason,
+            (status, &notice.reason),
             clock,
         )?;
         Ok(Applied::Notice {

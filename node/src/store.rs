@@ -944,15 +944,15 @@ impl Store {
         .map(drop)
     }
 
-    /// What the destination did with one of our transfers (observed, rejected).
+    /// What the destination did with one of our transfers (observed,
+    /// rejected): `(status, reason)`, and the clock `(tracking code, seq)`.
     pub fn apply_notice(
         &self,
         c: &Connection,
         position: Position<'_>,
         message_id: &str,
         filing_id: i64,
-        status: FilingStatus,
-        reason: &str,
+        (status, reason): (FilingStatus, &str),
         tracking: (&str, u64),
     ) -> Result<()> {
         self.apply(c, position, Some(message_id), |tx| {
@@ -967,19 +967,18 @@ impl Store {
         .map(drop)
     }
 
-    /// Another institution's tracking event, into this node's copy of the
-    /// sector timeline. A replayed event changes nothing.
+    /// A tracking event (another institution's, or this node's own coming
+    /// back), into this node's copy of the sector timeline. The event id is
+    /// unique, so a replayed event changes nothing by itself: no message id
+    /// is recorded for it (six rows a filing less across two nodes).
     pub fn apply_tracking_event(
         &self,
         c: &Connection,
         position: Position<'_>,
-        message_id: &str,
         event: &TrackingEvent,
     ) -> Result<()> {
-        self.apply(c, position, Some(message_id), |tx| {
-            insert_event(tx, event).map(drop)
-        })
-        .map(drop)
+        self.apply(c, position, None, |tx| insert_event(tx, event).map(drop))
+            .map(drop)
     }
 
     /// Signed directory entries learnt from the directory topic.
