@@ -103,7 +103,7 @@ async fn destination_killed_while_applying_a_backlog_in_batches_loses_and_repeat
     let oefa = federation.spawn("oefa");
     let total = filings.len() as i64;
     let deadline = Instant::now() + DELIVERY;
-    while inbound_count(&federation, "oefa") < 21 {
+    while inbound_count(&federation, "oefa") == 0 {
         assert!(Instant::now() < deadline, "the backlog was never applied");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
