@@ -683,17 +683,7 @@ impl Store {
 
     /// Publications that failed: retry them at `next_attempt_at_ms`.
     pub fn outbox_retry_at(&self, ids: &[i64], next_attempt_at_ms: i64) -> Result<()> {
-        self.write(|tx| {
-            for id in ids {
-                exec(
-                    tx,
-                    "UPDATE outbox SET next_attempt_at_ms = ?2 WHERE id = ?1",
-                    params![id, next_attempt_at_ms],
-                )
-                .map_err(Error::store("cannot update the outbox"))?;
-            }
-            Ok(())
-        })
+        self.envelopes_published(&[], ids, next_attempt_at_ms)
     }
 
     /// Envelopes Kafka acknowledged leave the outbox; those it did not are
