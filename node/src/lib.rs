@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`config`]: layered configuration, validated at start-up.
 //! - [`node`]: starting and stopping a node and the state its tasks share.
-//! - [`store`]: the embedded SQLite store; [`blobs`]: content-addressed files.
+//! - [`store`]: the embedded SQLite store, its writes grouped into shared
+//!   commits by [`group_commit`]; [`blobs`]: content-addressed files.
 //! - [`submit`] and [`validate`]: accepting a filing at the desk.
 //! - [`relay`]: the outbox relay, publishing transfers and receipts.
 //! - [`inbox`]: the inbox consumer, assembling, verifying and storing transfers.
@@ -31,6 +32,7 @@ pub mod custody;
 pub mod dead_letters;
 pub mod deadlines;
 pub mod error;
+pub mod group_commit;
 pub mod health;
 pub mod http;
 pub mod ids;

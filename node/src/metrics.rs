@@ -225,6 +225,9 @@ pub struct Gauges {
     /// (topic, records, seconds) when Kafka could be asked.
     pub inbox_lag: Option<(String, i64, f64)>,
     pub kafka: Option<ecointegra_broker::kafka::ClientStats>,
+    /// Store transactions committed, and the effects (writes of submissions,
+    /// consumed records, relay bookkeeping...) they held.
+    pub store_commits: (u64, u64),
 }
 
 /// The text exposition of every metric.
@@ -349,6 +352,18 @@ pub fn render(institution: &str, m: &Metrics, g: &Gauges) -> String {
         "gauge",
         "1 if Kafka answered the node's last probe.",
         one(u8::from(g.kafka_up).to_string()),
+    );
+    family(
+        "ecointegra_store_commits_total",
+        "counter",
+        "Store transactions committed (one fsync each).",
+        one(g.store_commits.0.to_string()),
+    );
+    family(
+        "ecointegra_store_effects_total",
+        "counter",
+        "Atomic effects written to the store; several share a commit.",
+        one(g.store_commits.1.to_string()),
     );
     family(
         "ecointegra_outbox_backlog",

@@ -333,6 +333,7 @@ pub fn gauges(shared: &Shared) -> Gauges {
         dead_letters_open: crate::dead_letters::counts(&shared.store).map_or(0, |c| c.0),
         inbox_lag,
         kafka: shared.publisher.statistics(),
+        store_commits: shared.store.commits(),
     }
 }
 

@@ -26,23 +26,50 @@ use tokio_util::sync::CancellationToken;
 const WINDOW: usize = 16;
 /// Wait before retrying a publication that failed.
 const RETRY_DELAY_MS: i64 = 2_000;
+/// Envelopes published together, their bookkeeping in one store write.
+const ENVELOPE_BATCH: usize = 256;
+/// Envelope batches in flight at once.
+const ENVELOPE_BATCHES: usize = 2;
+
+/// What a publishing task held, handed back when it ends.
+enum Done {
+    Transfer(i64),
+    Envelopes(Vec<i64>),
+}
 
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let concurrency = shared.config.transfer.relay_concurrency;
-    let mut in_flight: JoinSet<i64> = JoinSet::new();
-    let mut busy: HashSet<i64> = HashSet::new();
+    let mut in_flight: JoinSet<Done> = JoinSet::new();
+    // Transfers being published, and envelopes (in batches).
+    let mut transfers: HashSet<i64> = HashSet::new();
+    let mut envelopes: HashSet<i64> = HashSet::new();
+    let mut envelope_batches = 0;
     loop {
-        if busy.len() < concurrency {
+        if transfers.len() < concurrency || envelope_batches < ENVELOPE_BATCHES {
             let now = ecointegra_broker::now_ms();
             match shared.store.run(move |s| s.due_outbox(now, 512)).await {
                 Ok(rows) => {
+                    let mut batch = Vec::new();
                     for row in rows {
-                        if busy.len() >= concurrency {
-                            break;
+                        match row.kind {
+                            OutboxKind::Transfer => {
+                                if transfers.len() < concurrency && transfers.insert(row.id) {
+                                    in_flight.spawn(publish_row(shared.clone(), row));
+                                }
+                            }
+                            OutboxKind::Envelope => {
+                                if envelope_batches < ENVELOPE_BATCHES
+                                    && batch.len() < ENVELOPE_BATCH
+                                    && envelopes.insert(row.id)
+                                {
+                                    batch.push(row);
+                                }
+                            }
                         }
-                        if busy.insert(row.id) {
-                            in_flight.spawn(publish_row(shared.clone(), row));
-                        }
+                    }
+                    if !batch.is_empty() {
+                        envelope_batches += 1;
+                        in_flight.spawn(publish_envelopes(shared.clone(), batch));
                     }
                 }
                 Err(error) => tracing::error!(%error, "Cannot read the outbox."),
@@ -52,8 +79,19 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = cancel.cancelled() => break,
             _ = shared.relay_wake.notified() => {}
             Some(done) = in_flight.join_next() => {
-                if let Ok(id) = done {
-                    busy.remove(&id);
+                match done {
+                    Ok(Done::Transfer(id)) => {
+                        transfers.remove(&id);
+                    }
+                    Ok(Done::Envelopes(ids)) => {
+                        envelope_batches -= 1;
+                        for id in ids {
+                            envelopes.remove(&id);
+                        }
+                    }
+                    // Only on abort or panic; what it held is republished
+                    // on the next start at the latest.
+                    Err(_) => {}
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -64,22 +102,16 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     while in_flight.join_next().await.is_some() {}
 }
 
-async fn publish_row(shared: Arc<Shared>, row: OutboxRow) -> i64 {
+async fn publish_row(shared: Arc<Shared>, row: OutboxRow) -> Done {
     let id = row.id;
-    let result = match row.kind {
-        OutboxKind::Transfer => publish_transfer(&shared, &row).await,
-        OutboxKind::Envelope => publish_envelope(&shared, &row).await,
-    };
+    let result = publish_transfer(&shared, &row).await;
     let now = ecointegra_broker::now_ms();
     let recorded = match result {
         Ok(()) => {
             let receipt_timeout = shared.config.transfer.receipt_timeout_secs as i64 * 1000;
             shared
                 .store
-                .run(move |s| match row.kind {
-                    OutboxKind::Transfer => s.transfer_published(&row, now + receipt_timeout),
-                    OutboxKind::Envelope => s.outbox_remove(row.id),
-                })
+                .run(move |s| s.transfer_published(&row, now + receipt_timeout))
                 .await
         }
         Err(error) => {
@@ -87,37 +119,71 @@ async fn publish_row(shared: Arc<Shared>, row: OutboxRow) -> i64 {
             shared.metrics.failed.inc(&["publish_error"]);
             shared
                 .store
-                .run(move |s| s.outbox_retry_at(id, now + RETRY_DELAY_MS))
+                .run(move |s| s.outbox_retry_at(&[id], now + RETRY_DELAY_MS))
                 .await
         }
     };
     if let Err(error) = recorded {
         tracing::error!(%error, outbox_id = id, "Cannot record a publication.");
     }
-    id
+    Done::Transfer(id)
 }
 
-async fn publish_envelope(shared: &Shared, row: &OutboxRow) -> Result<()> {
+/// Publishes a batch of sealed envelopes (receipts, tracking events) at once,
+/// then records what Kafka acknowledged in one store write.
+async fn publish_envelopes(shared: Arc<Shared>, rows: Vec<OutboxRow>) -> Done {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let keys: Vec<String> = rows.iter().map(|r| r.record_key.clone()).collect();
+    let traceparents = crate::trace::outgoing_many(&shared, keys).await;
+    let mut queued = Vec::with_capacity(rows.len());
+    for (row, traceparent) in rows.iter().zip(&traceparents) {
+        queued.push((row, enqueue_envelope(&shared, row, traceparent).await));
+    }
+    let (mut published, mut failed) = (Vec::new(), Vec::new());
+    for (row, pending) in queued {
+        let delivered = match pending {
+            Ok(pending) => pending.delivered().await.map_err(Error::from),
+            Err(error) => Err(error),
+        };
+        match delivered {
+            Ok(_) => published.push(row.id),
+            Err(error) => {
+                tracing::warn!(%error, outbox_id = row.id, "Publication failed; will retry.");
+                shared.metrics.failed.inc(&["publish_error"]);
+                failed.push(row.id);
+            }
+        }
+    }
+    let retry_at = ecointegra_broker::now_ms() + RETRY_DELAY_MS;
+    let recorded = shared
+        .store
+        .run(move |s| s.envelopes_published(&published, &failed, retry_at))
+        .await;
+    if let Err(error) = recorded {
+        tracing::error!(%error, "Cannot record a publication.");
+    }
+    Done::Envelopes(ids)
+}
+
+async fn enqueue_envelope(shared: &Shared, row: &OutboxRow, traceparent: &str) -> Result<Pending> {
     let bytes = row.envelope.as_deref().unwrap_or_default();
     let envelope = Envelope::decode(bytes).map_err(|e| Error::Io {
         context: "an outbox envelope is unreadable".into(),
         source: std::io::Error::other(e),
     })?;
-    let meta = meta_of(&envelope);
-    let traceparent = crate::trace::outgoing(shared, &row.record_key).await;
-    shared
+    let pending = shared
         .publisher
-        .publish(
+        .enqueue(
             &row.topic,
             &row.record_key,
             bytes,
-            &meta,
-            &[(crate::trace::HEADER, &traceparent)],
+            &meta_of(&envelope),
+            &[(crate::trace::HEADER, traceparent)],
         )
         .await?;
     shared.metrics.produced(&row.topic, bytes.len());
     tracing::debug!(message_id = %envelope.message_id, topic = %row.topic, "Envelope published.");
-    Ok(())
+    Ok(pending)
 }
 
 fn meta_of(envelope: &Envelope) -> RecordMeta<'_> {

@@ -6,12 +6,13 @@
 //! restart resumes exactly where the effects end).
 
 use crate::error::{Error, Result};
+use crate::group_commit::Writer;
 use ecointegra_broker::envelope::Sealer;
 use ecointegra_proto::v1::{
     Direction, FilingStatus, MessageType, Party, TrackingEvent, TransferKind,
 };
 use prost::Message;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -260,7 +261,7 @@ pub enum Submitted {
 /// Handle to the store; cheap to clone. Calls block: use [`Store::run`] from async code.
 #[derive(Clone)]
 pub struct Store {
-    writer: Arc<Mutex<Connection>>,
+    writer: Arc<Writer>,
     reader: Arc<Mutex<Connection>>,
     institution: String,
     /// Signs the tracking events queued with each status change.
@@ -274,6 +275,7 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
@@ -288,7 +290,7 @@ impl Store {
         crate::ops::create_schema(&writer)?;
         let reader = open_connection(path).map_err(Error::store("cannot open a reader"))?;
         Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Arc::new(Writer::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             institution,
             sealer,
@@ -311,12 +313,15 @@ impl Store {
             })?
     }
 
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
-        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn.transaction().map_err(Error::store("cannot begin"))?;
-        let out = f(&tx)?;
-        tx.commit().map_err(Error::store("cannot commit"))?;
-        Ok(out)
+    /// Runs `f` as one atomic effect and returns once it is durable. Effects
+    /// of concurrent writers share one commit (see [`crate::group_commit`]).
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.writer.write(f)
+    }
+
+    /// Transactions committed and the effects they held, since the start.
+    pub fn commits(&self) -> (u64, u64) {
+        self.writer.commits()
     }
 
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -362,7 +367,8 @@ impl Store {
             }
             let (filing_id, registry_number) = self.insert_outbound(tx, filing, "system")?;
             if let Some(key) = idempotency_key {
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT INTO idempotency (key, filing_id, response) VALUES (?1, ?2, ?3)",
                     params![key, filing_id, response(&registry_number)],
                 )
@@ -378,12 +384,13 @@ impl Store {
     /// Stores an outbound filing with its outbox entry and its REGISTERED step.
     pub(crate) fn insert_outbound(
         &self,
-        tx: &Transaction,
+        tx: &Connection,
         filing: &NewFiling,
         actor_role: &str,
     ) -> Result<(i64, String)> {
         let (filing_id, registry_number) = insert_filing(tx, &self.institution, filing)?;
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO outbox (kind, filing_id, recipient, record_key) VALUES (?1, ?2, ?3, ?4)",
             params![
                 OutboxKind::Transfer as i64,
@@ -424,7 +431,7 @@ impl Store {
 
     /// Records a step in this node's own timeline and queues its signed
     /// tracking event for the sector. Returns the step's logical clock.
-    pub(crate) fn emit(&self, tx: &Transaction, step: Step<'_>) -> Result<u64> {
+    pub(crate) fn emit(&self, tx: &Connection, step: Step<'_>) -> Result<u64> {
         let known = clock(tx, step.tracking_code)?;
         let seq = known.max(step.after_seq) + 1;
         let event = TrackingEvent {
@@ -631,7 +638,8 @@ impl Store {
     /// A transfer went out whole: wait for its receipt until `next_attempt_at_ms`.
     pub fn transfer_published(&self, row: &OutboxRow, next_attempt_at_ms: i64) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = ?2 WHERE id = ?1",
                 params![row.id, next_attempt_at_ms],
             )
@@ -673,22 +681,36 @@ impl Store {
         })
     }
 
-    pub fn outbox_retry_at(&self, id: i64, next_attempt_at_ms: i64) -> Result<()> {
-        self.write(|tx| {
-            tx.execute(
-                "UPDATE outbox SET next_attempt_at_ms = ?2 WHERE id = ?1",
-                params![id, next_attempt_at_ms],
-            )
-            .map(drop)
-            .map_err(Error::store("cannot update the outbox"))
-        })
+    /// Publications that failed: retry them at `next_attempt_at_ms`.
+    pub fn outbox_retry_at(&self, ids: &[i64], next_attempt_at_ms: i64) -> Result<()> {
+        self.envelopes_published(&[], ids, next_attempt_at_ms)
     }
 
-    pub fn outbox_remove(&self, id: i64) -> Result<()> {
+    /// Envelopes Kafka acknowledged leave the outbox; those it did not are
+    /// retried at `retry_at_ms`. One write for a whole batch.
+    pub fn envelopes_published(
+        &self,
+        published: &[i64],
+        failed: &[i64],
+        retry_at_ms: i64,
+    ) -> Result<()> {
+        if published.is_empty() && failed.is_empty() {
+            return Ok(());
+        }
         self.write(|tx| {
-            tx.execute("DELETE FROM outbox WHERE id = ?1", [id])
-                .map(drop)
-                .map_err(Error::store("cannot update the outbox"))
+            for id in published {
+                exec(tx, "DELETE FROM outbox WHERE id = ?1", [id])
+                    .map_err(Error::store("cannot update the outbox"))?;
+            }
+            for id in failed {
+                exec(
+                    tx,
+                    "UPDATE outbox SET next_attempt_at_ms = ?2 WHERE id = ?1",
+                    params![id, retry_at_ms],
+                )
+                .map_err(Error::store("cannot update the outbox"))?;
+            }
+            Ok(())
         })
     }
 
@@ -709,80 +731,70 @@ impl Store {
     }
 
     pub fn is_processed(&self, message_id: &str) -> Result<bool> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT 1 FROM processed_messages WHERE message_id = ?1",
-                [message_id],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(Error::store("cannot read processed messages"))
-        })
+        self.read(|c| is_processed(c, message_id))
     }
 
     pub fn partial(&self, transfer_id: &str, index: u32) -> Result<Option<Partial>> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT sender, next_seq, bytes FROM partial_documents WHERE transfer_id = ?1 AND idx = ?2",
-                params![transfer_id, index],
-                |r| Ok(Partial { sender: r.get(0)?, next_seq: r.get(1)?, bytes: r.get(2)? }),
-            )
-            .optional()
-            .map_err(Error::store("cannot read partial documents"))
-        })
+        self.read(|c| partial(c, transfer_id, index))
     }
 
     /// Records a consumed record's position (and message id) with an effect,
-    /// in one transaction. The effect runs only if the message id is new.
+    /// as one atomic step of the caller's transaction `c`. The effect runs
+    /// only if the message id is new.
     fn apply(
         &self,
+        c: &Connection,
         position: Position<'_>,
         message_id: Option<&str>,
-        effect: impl FnOnce(&Transaction) -> Result<()>,
+        effect: impl FnOnce(&Connection) -> Result<()>,
     ) -> Result<bool> {
-        self.write(|tx| {
-            let fresh = match message_id {
-                Some(id) => {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO processed_messages (message_id) VALUES (?1)",
-                        [id],
-                    )
-                    .map_err(Error::store("cannot record the message id"))?
-                        == 1
-                }
-                None => true,
-            };
-            if fresh {
-                effect(tx)?;
+        let fresh = match message_id {
+            Some(id) => {
+                exec(
+                    c,
+                    "INSERT OR IGNORE INTO processed_messages (message_id) VALUES (?1)",
+                    [id],
+                )
+                .map_err(Error::store("cannot record the message id"))?
+                    == 1
             }
-            tx.execute(
-                "INSERT INTO inbox_offsets (topic, partition, next_offset) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-                params![position.topic, position.partition, position.offset + 1],
-            )
-            .map_err(Error::store("cannot record the offset"))?;
-            Ok(fresh)
-        })
+            None => true,
+        };
+        if fresh {
+            effect(c)?;
+        }
+        exec(
+            c,
+            "INSERT INTO inbox_offsets (topic, partition, next_offset) VALUES (?1, ?2, ?3)
+             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+            params![position.topic, position.partition, position.offset + 1],
+        )
+        .map_err(Error::store("cannot record the offset"))?;
+        Ok(fresh)
     }
 
     /// A record with no effect of its own (duplicate, or dead-lettered).
-    pub fn apply_nothing(&self, position: Position<'_>, message_id: Option<&str>) -> Result<()> {
-        self.apply(position, message_id, |_| Ok(())).map(drop)
+    pub fn apply_nothing(
+        &self,
+        c: &Connection,
+        position: Position<'_>,
+        message_id: Option<&str>,
+    ) -> Result<()> {
+        self.apply(c, position, message_id, |_| Ok(())).map(drop)
     }
 
-    /// A chunk was written durably to its partial file.
+    /// A chunk was written to its partial file (made durable before `c` commits).
     pub fn apply_chunk(
         &self,
+        c: &Connection,
         position: Position<'_>,
         message_id: &str,
         transfer_id: &str,
         index: u32,
         partial: &Partial,
     ) -> Result<()> {
-        self.apply(position, Some(message_id), |tx| {
-            tx.execute(
-                "INSERT INTO partial_documents (transfer_id, idx, sender, next_seq, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
+        self.apply(c, position, Some(message_id), |tx| {
+            exec(tx, "INSERT INTO partial_documents (transfer_id, idx, sender, next_seq, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (transfer_id, idx) DO UPDATE SET next_seq = excluded.next_seq, bytes = excluded.bytes",
                 params![transfer_id, index, partial.sender, partial.next_seq, partial.bytes],
             )
@@ -795,7 +807,8 @@ impl Store {
     /// Forgets a transfer's partial documents, so a re-send starts afresh.
     pub fn discard_partials(&self, transfer_id: &str) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            exec(
+                tx,
                 "DELETE FROM partial_documents WHERE transfer_id = ?1",
                 [transfer_id],
             )
@@ -809,12 +822,13 @@ impl Store {
     /// transaction. Returns the new filing's id.
     pub fn apply_delivery(
         &self,
+        c: &Connection,
         position: Position<'_>,
         message_id: &str,
         delivery: &Delivery,
     ) -> Result<Option<i64>> {
         let mut inserted = None;
-        self.apply(position, Some(message_id), |tx| {
+        self.apply(c, position, Some(message_id), |tx| {
             let filing = &delivery.filing;
             let (filing_id, registry_number) = insert_filing(tx, &self.institution, filing)?;
             for prior in &delivery.prior_receipts {
@@ -823,11 +837,11 @@ impl Store {
             let receipt = (delivery.receipt)(&registry_number);
             insert_receipt(tx, &receipt)?;
             queue_envelope(tx, &delivery.reply_topic, &filing.origin, &filing.transfer_id, &receipt.envelope)?;
-            tx.execute("DELETE FROM partial_documents WHERE transfer_id = ?1", [&filing.transfer_id])
+            exec(tx, "DELETE FROM partial_documents WHERE transfer_id = ?1", [&filing.transfer_id])
                 .map_err(Error::store("cannot discard partial documents"))?;
             if filing.kind == TransferKind::Answer {
                 // The answer reached the institution where the citizen filed.
-                tx.execute(
+                exec(tx,
                     "UPDATE filings SET status = ?3, note = ?4 WHERE id = (SELECT id FROM filings
                      WHERE tracking_code = ?1 AND direction = ?2 AND kind != ?5 ORDER BY id DESC LIMIT 1)",
                     params![
@@ -866,13 +880,14 @@ impl Store {
     /// seen the receipt, so queue the stored one once more.
     pub fn apply_receipt_resend(
         &self,
+        c: &Connection,
         position: Position<'_>,
         message_id: &str,
         transfer_id: &str,
         recipient: &str,
         topic: &str,
     ) -> Result<()> {
-        self.apply(position, Some(message_id), |tx| {
+        self.apply(c, position, Some(message_id), |tx| {
             let envelope: Vec<u8> = tx
                 .query_row(
                     "SELECT envelope FROM receipts WHERE transfer_id = ?1",
@@ -889,14 +904,15 @@ impl Store {
     /// DELIVERED and end its outbox entry.
     pub fn apply_receipt(
         &self,
+        c: &Connection,
         position: Position<'_>,
         message_id: &str,
         filing_id: i64,
         receipt: &ReceiptRow,
     ) -> Result<()> {
-        self.apply(position, Some(message_id), |tx| {
+        self.apply(c, position, Some(message_id), |tx| {
             if insert_receipt(tx, receipt)? {
-                tx.execute(
+                exec(tx,
                     "UPDATE filings SET status = ?2, delivered_at_ms = ?3 WHERE id = ?1 AND status IN (?4, ?5)",
                     params![
                         filing_id,
@@ -908,7 +924,7 @@ impl Store {
                 )
                 .map_err(Error::store("cannot update the filing"))?;
             }
-            tx.execute(
+            exec(tx,
                 "DELETE FROM outbox WHERE kind = ?1 AND filing_id = ?2",
                 params![OutboxKind::Transfer as i64, filing_id],
             )
@@ -918,18 +934,20 @@ impl Store {
         .map(drop)
     }
 
-    /// What the destination did with one of our transfers (observed, rejected).
+    /// What the destination did with one of our transfers (observed,
+    /// rejected): `(status, reason)`, and the clock `(tracking code, seq)`.
     pub fn apply_notice(
         &self,
+        c: &Connection,
         position: Position<'_>,
         message_id: &str,
         filing_id: i64,
-        status: FilingStatus,
-        reason: &str,
+        (status, reason): (FilingStatus, &str),
         tracking: (&str, u64),
     ) -> Result<()> {
-        self.apply(position, Some(message_id), |tx| {
-            tx.execute(
+        self.apply(c, position, Some(message_id), |tx| {
+            exec(
+                tx,
                 "UPDATE filings SET status = ?2, note = ?3 WHERE id = ?1",
                 params![filing_id, status as i64, reason],
             )
@@ -939,18 +957,18 @@ impl Store {
         .map(drop)
     }
 
-    /// Another institution's tracking event, into this node's copy of the
-    /// sector timeline. A replayed event changes nothing.
+    /// A tracking event (another institution's, or this node's own coming
+    /// back), into this node's copy of the sector timeline. The event id is
+    /// unique, so a replayed event changes nothing by itself: no message id
+    /// is recorded for it (six rows a filing less across two nodes).
     pub fn apply_tracking_event(
         &self,
+        c: &Connection,
         position: Position<'_>,
-        message_id: &str,
         event: &TrackingEvent,
     ) -> Result<()> {
-        self.apply(position, Some(message_id), |tx| {
-            insert_event(tx, event).map(drop)
-        })
-        .map(drop)
+        self.apply(c, position, None, |tx| insert_event(tx, event).map(drop))
+            .map(drop)
     }
 
     /// Signed directory entries learnt from the directory topic.
@@ -975,13 +993,14 @@ impl Store {
     /// Keeps a verified, newer directory entry.
     pub fn apply_directory_entry(
         &self,
+        c: &Connection,
         position: Position<'_>,
         institution_id: &str,
         version: u64,
         signed: &ecointegra_proto::v1::SignedDirectoryEntry,
     ) -> Result<()> {
-        self.apply(position, None, |tx| {
-            tx.execute(
+        self.apply(c, position, None, |tx| {
+            exec(tx,
                 "INSERT INTO directory_entries (institution_id, version, signed) VALUES (?1, ?2, ?3)
                  ON CONFLICT (institution_id) DO UPDATE SET version = excluded.version, signed = excluded.signed
                  WHERE excluded.version > directory_entries.version",
@@ -998,7 +1017,7 @@ impl Store {
     pub fn perform_action(
         &self,
         action_id: &str,
-        action: impl FnOnce(&Transaction) -> Result<Vec<u8>>,
+        action: impl FnOnce(&Connection) -> Result<Vec<u8>>,
     ) -> Result<Vec<u8>> {
         self.write(|tx| {
             let done: Option<Vec<u8>> = tx
@@ -1013,7 +1032,8 @@ impl Store {
                 return Ok(response);
             }
             let response = action(tx)?;
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO actions (action_id, response) VALUES (?1, ?2)",
                 params![action_id, response],
             )
@@ -1035,11 +1055,47 @@ pub struct Delivery {
     pub after_seq: u64,
 }
 
+pub(crate) fn is_processed(c: &Connection, message_id: &str) -> Result<bool> {
+    c.prepare_cached("SELECT 1 FROM processed_messages WHERE message_id = ?1")
+        .and_then(|mut s| s.query_row([message_id], |_| Ok(())).optional())
+        .map(|r| r.is_some())
+        .map_err(Error::store("cannot read processed messages"))
+}
+
+pub(crate) fn partial(c: &Connection, transfer_id: &str, index: u32) -> Result<Option<Partial>> {
+    c.prepare_cached(
+        "SELECT sender, next_seq, bytes FROM partial_documents WHERE transfer_id = ?1 AND idx = ?2",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![transfer_id, index], |r| {
+            Ok(Partial {
+                sender: r.get(0)?,
+                next_seq: r.get(1)?,
+                bytes: r.get(2)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(Error::store("cannot read partial documents"))
+}
+
+/// Is there a filing (either direction) for this transfer?
+pub(crate) fn transfer_known(c: &Connection, transfer_id: &str) -> Result<bool> {
+    c.prepare_cached("SELECT 1 FROM filings WHERE transfer_id = ?1")
+        .and_then(|mut s| s.query_row([transfer_id], |_| Ok(())).optional())
+        .map(|r| r.is_some())
+        .map_err(Error::store("cannot read filings"))
+}
+
+pub(crate) fn filing_by_transfer(c: &Connection, transfer_id: &str) -> Result<Option<FilingRow>> {
+    query_filing(c, "transfer_id = ?1", transfer_id)
+}
+
 /// Stores a receipt unless one for the same transfer is there. True if new.
-fn insert_receipt(tx: &Transaction, receipt: &ReceiptRow) -> Result<bool> {
+fn insert_receipt(tx: &Connection, receipt: &ReceiptRow) -> Result<bool> {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(&receipt.envelope).to_vec();
-    tx.execute(
+    exec(tx,
         "INSERT OR IGNORE INTO receipts (transfer_id, tracking_code, hop, signer, envelope, sha256, received_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -1070,8 +1126,9 @@ fn clock(c: &Connection, tracking_code: &str) -> Result<u64> {
 }
 
 /// Learns that another node has reached step `seq` of a filing.
-fn advance_clock(tx: &Transaction, tracking_code: &str, seq: u64) -> Result<()> {
-    tx.execute(
+fn advance_clock(tx: &Connection, tracking_code: &str, seq: u64) -> Result<()> {
+    exec(
+        tx,
         "INSERT INTO tracking_clocks (tracking_code, seq) VALUES (?1, ?2)
          ON CONFLICT (tracking_code) DO UPDATE SET seq = MAX(seq, excluded.seq)",
         params![tracking_code, seq as i64],
@@ -1080,8 +1137,8 @@ fn advance_clock(tx: &Transaction, tracking_code: &str, seq: u64) -> Result<()> 
     .map_err(Error::store("cannot advance the timeline clock"))
 }
 
-fn insert_event(tx: &Transaction, event: &TrackingEvent) -> Result<bool> {
-    tx.execute(
+fn insert_event(tx: &Connection, event: &TrackingEvent) -> Result<bool> {
+    exec(tx,
         "INSERT OR IGNORE INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, event)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -1120,13 +1177,13 @@ fn query_receipts(c: &Connection, condition: &str, value: &str) -> Result<Vec<Re
 
 /// Queues one sealed envelope for `topic`, keyed by `key`.
 pub(crate) fn queue_envelope(
-    tx: &Transaction,
+    tx: &Connection,
     topic: &str,
     recipient: &str,
     key: &str,
     envelope: &[u8],
 ) -> Result<()> {
-    tx.execute(
+    exec(tx,
         "INSERT INTO outbox (kind, recipient, topic, record_key, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![OutboxKind::Envelope as i64, recipient, topic, key, envelope],
     )
@@ -1135,7 +1192,7 @@ pub(crate) fn queue_envelope(
 }
 
 pub(crate) fn insert_filing(
-    tx: &Transaction,
+    tx: &Connection,
     institution: &str,
     filing: &NewFiling,
 ) -> Result<(i64, String)> {
@@ -1150,7 +1207,7 @@ pub(crate) fn insert_filing(
         )
         .map_err(Error::store("cannot number the filing"))?;
     let registry_number = crate::ids::registry_number(institution, year, sequence);
-    tx.execute(
+    exec(tx,
         "INSERT INTO filings (tracking_code, verification_code, transfer_id, direction, status, origin,
             destination, subject, sender_party, folio_count, registered_at_ms, delivered_at_ms,
             registry_number, origin_registry_number, kind, related_transfer_id, note, hop, filing_type,
@@ -1184,7 +1241,7 @@ pub(crate) fn insert_filing(
     .map_err(Error::store("cannot insert the filing"))?;
     let filing_id = tx.last_insert_rowid();
     for doc in &filing.documents {
-        tx.execute(
+        exec(tx,
             "INSERT INTO documents (filing_id, idx, name, media_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![filing_id, doc.index, doc.name, doc.media_type, doc.size as i64, doc.sha256],
         )
@@ -1265,4 +1322,14 @@ pub(crate) fn query_filings(
             .map_err(Error::store("cannot read documents"))?;
     }
     Ok(filings)
+}
+
+/// Executes a statement through the connection's statement cache: the hot
+/// paths run the same few statements thousands of times a second.
+pub(crate) fn exec(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(params)
 }

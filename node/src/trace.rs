@@ -154,15 +154,9 @@ pub fn save(
     keys: &[&str],
     context: &TraceContext,
 ) -> crate::error::Result<()> {
-    let value = context.to_string();
-    let now = ecointegra_broker::now_ms();
     store.write(|tx| {
         for key in keys {
-            tx.execute(
-                "INSERT OR IGNORE INTO trace_contexts (record_key, traceparent, created_at_ms) VALUES (?1, ?2, ?3)",
-                params![key, value, now],
-            )
-            .map_err(crate::error::Error::store("cannot keep a trace context"))?;
+            keep(tx, key, context)?;
         }
         Ok(())
     })
@@ -204,12 +198,6 @@ pub async fn remember_submission(shared: &Shared, transfer_id: &str, tracking_co
     }
 }
 
-/// The `traceparent` for a record keyed by `key`: a new span of the trace kept
-/// for it, or of a new trace.
-pub async fn outgoing(shared: &Shared, key: &str) -> String {
-    outgoing_context(shared, key).await.0.to_string()
-}
-
 /// The context for a record keyed by `key`, and the span it continues.
 pub async fn outgoing_context(shared: &Shared, key: &str) -> (TraceContext, Option<[u8; 8]>) {
     let key = key.to_owned();
@@ -223,6 +211,20 @@ pub async fn outgoing_context(shared: &Shared, key: &str) -> (TraceContext, Opti
         Some(p) => (p.child(), Some(p.span_id)),
         None => (TraceContext::root(), None),
     }
+}
+
+/// The `traceparent` for records keyed by each of `keys`, looked up at once.
+pub async fn outgoing_many(shared: &Shared, keys: Vec<String>) -> Vec<String> {
+    let count = keys.len();
+    let parents = shared
+        .store
+        .run(move |s| Ok(keys.iter().map(|k| lookup(s, k)).collect::<Vec<_>>()))
+        .await
+        .unwrap_or_else(|_| vec![None; count]);
+    parents
+        .into_iter()
+        .map(|p| p.map_or_else(TraceContext::root, |p| p.child()).to_string())
+        .collect()
 }
 
 /// Exports a finished span, when trace export is configured.
@@ -247,14 +249,21 @@ pub fn export(
     }
 }
 
-/// A record read from Kafka: its trace continues here. Keeps the context
-/// under the record key (so what this node sends back for it continues the
-/// same trace) and returns the span to process it in.
-pub async fn on_record(
-    shared: &Shared,
-    record: &rdkafka::message::OwnedMessage,
-    keep: bool,
-) -> (tracing::Span, Option<(TraceContext, Option<[u8; 8]>)>) {
+/// A record read from Kafka, as its trace continues here.
+pub struct Incoming {
+    /// The span to process it in.
+    pub span: tracing::Span,
+    /// Its span for export, and the span it continues.
+    pub trace: Option<(TraceContext, Option<[u8; 8]>)>,
+    /// The context to keep under the record key (in the transaction that
+    /// applies the record), so what this node sends back for it continues
+    /// the same trace.
+    pub keep: Option<(String, TraceContext)>,
+}
+
+/// A record read from Kafka: its trace continues here. `keep` asks for its
+/// context to be kept under its key.
+pub fn on_record(record: &rdkafka::message::OwnedMessage, keep: bool) -> Incoming {
     let parent = record.headers().and_then(|headers| {
         headers
             .iter()
@@ -264,19 +273,18 @@ pub async fn on_record(
             .and_then(TraceContext::parse)
     });
     let Some(parent) = parent else {
-        return (
-            tracing::info_span!("record", topic = record.topic(), offset = record.offset()),
-            None,
-        );
+        return Incoming {
+            span: tracing::info_span!("record", topic = record.topic(), offset = record.offset()),
+            trace: None,
+            keep: None,
+        };
     };
     let context = parent.child();
-    if keep && let Some(key) = record.key().and_then(|k| std::str::from_utf8(k).ok()) {
-        let key = key.to_owned();
-        let saved = shared.store.run(move |s| save(s, &[&key], &context)).await;
-        if let Err(error) = saved {
-            tracing::warn!(%error, "Cannot keep a trace context.");
-        }
-    }
+    let keep = record
+        .key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .filter(|_| keep)
+        .map(|key| (key.to_owned(), context));
     let span = tracing::info_span!(
         "record",
         topic = record.topic(),
@@ -285,7 +293,27 @@ pub async fn on_record(
         span_id = %context.span_id(),
         parent_span_id = %parent.span_id()
     );
-    (span, Some((context, Some(parent.span_id))))
+    Incoming {
+        span,
+        trace: Some((context, Some(parent.span_id))),
+        keep,
+    }
+}
+
+/// Keeps a context under a record key (first one wins), in the caller's
+/// transaction.
+pub fn keep(
+    c: &rusqlite::Connection,
+    key: &str,
+    context: &TraceContext,
+) -> crate::error::Result<()> {
+    crate::store::exec(
+        c,
+        "INSERT OR IGNORE INTO trace_contexts (record_key, traceparent, created_at_ms) VALUES (?1, ?2, ?3)",
+        params![key, context.to_string(), ecointegra_broker::now_ms()],
+    )
+    .map(drop)
+    .map_err(crate::error::Error::store("cannot keep a trace context"))
 }
 
 /// Installs the log subscriber: `ECOINTEGRA_LOG` filters (default `info`),

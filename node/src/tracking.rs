@@ -9,7 +9,6 @@
 
 use crate::error::{Error, Result};
 use crate::node::Shared;
-use crate::store::Position;
 use ecointegra_broker::envelope::{self, Rejection};
 use ecointegra_proto::v1::tracking_service_server::TrackingService;
 use ecointegra_proto::v1::{
@@ -24,13 +23,9 @@ use tonic::{Request, Response, Status};
 /// The recipient of sector-wide envelopes.
 pub const BROADCAST: &str = "*";
 
-/// Applies one record of the tracking topic (already verified as an envelope
-/// for [`BROADCAST`]).
-pub async fn apply(
-    shared: &Arc<Shared>,
-    envelope: Envelope,
-    position: Position<'_>,
-) -> Result<(), crate::inbox::Fault> {
+/// The event an envelope of the tracking topic carries (the envelope already
+/// verified as one for [`BROADCAST`]), if its sender may have sent it.
+pub fn event_of(envelope: &Envelope) -> Result<TrackingEvent, Rejection> {
     if MessageType::try_from(envelope.message_type) != Ok(MessageType::TrackingEvent) {
         return Err(Rejection::new(
             "type",
@@ -39,10 +34,9 @@ pub async fn apply(
                 envelope.message_type
             ),
         )
-        .about(&envelope)
-        .into());
+        .about(envelope));
     }
-    let event: TrackingEvent = envelope::payload(&envelope)?;
+    let event: TrackingEvent = envelope::payload(envelope)?;
     if event.institution != envelope.sender
         || !event.event_id.starts_with(&format!("{}/", envelope.sender))
     {
@@ -53,30 +47,9 @@ pub async fn apply(
                 envelope.sender, event.institution
             ),
         )
-        .about(&envelope)
-        .into());
+        .about(envelope));
     }
-    let (topic, partition, offset) = (
-        position.topic.to_owned(),
-        position.partition,
-        position.offset,
-    );
-    let id = envelope.message_id.clone();
-    shared
-        .store
-        .run(move |s| {
-            s.apply_tracking_event(
-                Position {
-                    topic: &topic,
-                    partition,
-                    offset,
-                },
-                &id,
-                &event,
-            )
-        })
-        .await?;
-    Ok(())
+    Ok(event)
 }
 
 /// Failed look-ups per client address within the current minute.

@@ -9,7 +9,7 @@ use crate::node::Shared;
 use crate::store::{self, DocumentRow, FilingRow, NewFiling, Step};
 use ecointegra_proto::v1::{Direction, Filing, FilingStatus, MessageType, Notice, TransferKind};
 use prost::Message;
-use rusqlite::{Transaction, params};
+use rusqlite::{Connection, params};
 use std::sync::Arc;
 
 pub enum Action {
@@ -182,7 +182,7 @@ pub async fn act(
 fn apply(
     shared: &Shared,
     s: &store::Store,
-    tx: &Transaction,
+    tx: &Connection,
     code: &str,
     action: &Action,
     answer_documents: Vec<DocumentRow>,
@@ -334,7 +334,7 @@ fn apply(
 /// A new transfer of a filing this node holds: a forward or an answer.
 fn follow_up(
     s: &store::Store,
-    tx: &Transaction,
+    tx: &Connection,
     filing: &FilingRow,
     kind: TransferKind,
     destination: &str,

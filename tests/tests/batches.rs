@@ -1,0 +1,239 @@
+//! Group commit at the destination: the inbox applies the records it has
+//! fetched in batches, one transaction each. A batch must keep every guarantee
+//! of one transaction per record: a crash part-way through a backlog loses
+//! nothing and repeats nothing, and a bad record among good ones is
+//! dead-lettered while the good ones are delivered.
+
+use ecointegra_broker::envelope::Sealer;
+use ecointegra_broker::keys::SigningIdentity;
+use ecointegra_proto::v1::{Chunk, DeadLetter, FilingStatus, MessageType};
+use ecointegra_tests::*;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const DELIVERY: Duration = Duration::from_secs(120);
+
+/// What the sender and the destination would check for every filing: it is
+/// DELIVERED at the origin, the destination holds exactly one copy with the
+/// bytes sent, each side holds exactly one receipt for it, and nothing is left
+/// half-assembled.
+async fn assert_each_delivered_once(
+    federation: &Federation,
+    origin: &mut Client,
+    destination: &mut Client,
+    filings: &[(String, Doc)],
+) {
+    for (code, _) in filings {
+        wait_for_status(origin, code, FilingStatus::Delivered, DELIVERY).await;
+    }
+    for (code, doc) in filings {
+        let (sha, len) = download_sha256(destination, code, 0).await;
+        assert_eq!((sha, len), (doc.sha256_hex(), doc.len), "{code}");
+    }
+    let n = filings.len() as i64;
+    let destination_store = federation.store_path("oefa");
+    assert_eq!(inbound_count(federation, "oefa"), n, "one filing each");
+    assert_eq!(
+        count_rows(
+            &destination_store,
+            "SELECT COUNT(DISTINCT tracking_code) FROM filings WHERE direction = 2"
+        ),
+        n,
+        "no filing twice"
+    );
+    assert_eq!(
+        count_rows(&destination_store, "SELECT COUNT(*) FROM receipts"),
+        n
+    );
+    assert_eq!(
+        count_rows(
+            &federation.store_path("senamhi"),
+            "SELECT COUNT(*) FROM receipts"
+        ),
+        n,
+        "one receipt each at the origin"
+    );
+    assert_eq!(
+        count_rows(&destination_store, "SELECT COUNT(*) FROM partial_documents"),
+        0,
+        "no transfer left half-assembled"
+    );
+}
+
+/// Submits one filing of one document; returns its tracking code.
+async fn submit_one(origin: &mut Client, subject: &str, doc: &Doc) -> String {
+    submit(origin, header("oefa", subject), std::slice::from_ref(doc))
+        .await
+        .unwrap()
+        .tracking_code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_killed_while_applying_a_backlog_in_batches_loses_and_repeats_nothing() {
+    let federation = Federation::new("batchkill", &["senamhi", "oefa"]);
+    let senamhi = federation.spawn("senamhi");
+    let oefa = federation.spawn("oefa");
+    let mut origin = senamhi.client().await;
+    let warm = Doc::new("w.pdf", 100, 1);
+    let code = submit_one(&mut origin, "Antes", &warm).await;
+    wait_for_status(&mut origin, &code, FilingStatus::Delivered, DELIVERY).await;
+    let mut filings = vec![(code, warm)];
+
+    // A backlog piles up while the destination is down: many small filings
+    // (dozens to a batch) and a few of several chunks each.
+    oefa.kill();
+    for i in 0..120u64 {
+        let len = if i % 30 == 29 {
+            1_500_000
+        } else {
+            2_000 + i * 7
+        };
+        let doc = Doc::new(&format!("oficio-{i}.pdf"), len, 100 + i);
+        let code = submit_one(&mut origin, &format!("Lote {i}"), &doc).await;
+        filings.push((code, doc));
+    }
+    for (code, _) in &filings[1..] {
+        wait_for_status(&mut origin, code, FilingStatus::Sent, DELIVERY).await;
+    }
+
+    // The destination comes back and is killed (SIGKILL) while it works
+    // through the backlog, batch after batch.
+    let oefa = federation.spawn("oefa");
+    let total = filings.len() as i64;
+    let deadline = Instant::now() + DELIVERY;
+    while inbound_count(&federation, "oefa") == 0 {
+        assert!(Instant::now() < deadline, "the backlog was never applied");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    oefa.kill();
+    let stored = inbound_count(&federation, "oefa");
+    assert!(
+        stored < total,
+        "killed part-way through the backlog ({stored} of {total} stored)"
+    );
+
+    let oefa = federation.spawn("oefa");
+    let mut destination = oefa.client().await;
+    assert_each_delivered_once(&federation, &mut origin, &mut destination, &filings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_inside_a_batch_are_dead_lettered_and_the_rest_of_the_batch_applies() {
+    let federation = Federation::new("batchdlq", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let inbox = federation.topic_inbox("oefa");
+    let warm = Doc::new("w.pdf", 10, 1);
+    let code = {
+        // The destination creates its topics, then stops: everything below
+        // waits in Kafka and reaches it at once, in a few batches.
+        let oefa = federation.start("oefa").await;
+        let code = submit_one(&mut origin, "Primero", &warm).await;
+        wait_for_status(&mut origin, &code, FilingStatus::Delivered, DELIVERY).await;
+        oefa.shutdown().await;
+        code
+    };
+    let mut filings = vec![(code, warm)];
+
+    let sealer = Sealer::new(
+        "senamhi",
+        SigningIdentity::load(&federation.key_path("senamhi")).unwrap(),
+    );
+    let oefa_key = federation.identity("oefa").encryption_public_key();
+    let sealed_chunk = |transfer_id: &str, chunk: Chunk| {
+        sealer
+            .seal_encrypted(
+                format!("{transfer_id}/chunk/0/{}", chunk.seq),
+                MessageType::Chunk,
+                "oefa",
+                &oefa_key,
+                &chunk.encode_to_vec(),
+            )
+            .unwrap()
+            .encode_to_vec()
+    };
+    let data = b"contenido".to_vec();
+    for i in 0..12u64 {
+        let doc = Doc::new(&format!("oficio-{i}.pdf"), 1_000 + i, 10 + i);
+        let code = submit_one(&mut origin, &format!("Entre basura {i}"), &doc).await;
+        wait_for_status(&mut origin, &code, FilingStatus::Sent, DELIVERY).await;
+        filings.push((code, doc));
+        match i {
+            // Not an envelope at all.
+            3 => produce_raw(&inbox, "garbage", b"\xff\xfe not an envelope").await,
+            // Signed by a listed sender, but the data does not match its hash.
+            6 => {
+                let chunk = Chunk {
+                    transfer_id: "t-wrong-hash".into(),
+                    document_index: 0,
+                    seq: 0,
+                    offset: 0,
+                    sha256: vec![0u8; 32],
+                    data: data.clone(),
+                };
+                produce_raw(&inbox, "t-wrong-hash", &sealed_chunk("t-wrong-hash", chunk)).await
+            }
+            // A second chunk whose first never came.
+            9 => {
+                let chunk = Chunk {
+                    transfer_id: "t-out-of-order".into(),
+                    document_index: 0,
+                    seq: 1,
+                    offset: 100,
+                    sha256: Sha256::digest(&data).to_vec(),
+                    data: data.clone(),
+                };
+                produce_raw(
+                    &inbox,
+                    "t-out-of-order",
+                    &sealed_chunk("t-out-of-order", chunk),
+                )
+                .await
+            }
+            _ => {}
+        }
+    }
+
+    let oefa = federation.start("oefa").await;
+    let mut destination = client(oefa.grpc_addr()).await;
+    assert_each_delivered_once(&federation, &mut origin, &mut destination, &filings).await;
+
+    let letters: Vec<DeadLetter> =
+        read_topic(&federation.topic_dlq("oefa"), 3, Duration::from_secs(30))
+            .iter()
+            .map(|m| {
+                use rdkafka::Message as _;
+                DeadLetter::decode(m.payload().unwrap()).unwrap()
+            })
+            .collect();
+    let codes: BTreeSet<&str> = letters.iter().map(|l| l.reason_code.as_str()).collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from(["decode", "chunk-hash", "chunk-order"]),
+        "{letters:#?}"
+    );
+    // Nothing stalled: the destination's stored offsets move past every
+    // record of its inbox, bad ones included (2 records a filing, 3 bad).
+    let records = 2 * filings.len() as i64 + 3;
+    let deadline = Instant::now() + DELIVERY;
+    loop {
+        let next = count_rows(
+            &federation.store_path("oefa"),
+            &format!(
+                "SELECT COALESCE(SUM(next_offset), 0) FROM inbox_offsets WHERE topic = '{inbox}'"
+            ),
+        );
+        if next == records {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offsets stopped at {next} of {records} records"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
