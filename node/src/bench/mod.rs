@@ -220,6 +220,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     baseline.shutdown().await;
     system.shutdown().await;
+    if !args.keep {
+        // A run moves gigabytes the broker would otherwise keep for its
+        // retention time, run after run.
+        match delete_topics(&args.bootstrap, &prefix).await {
+            Ok(n) => println!("deleted this run's {n} topics ({prefix}.*)"),
+            Err(e) => println!("could not delete this run's topics ({prefix}.*): {e:#}"),
+        }
+    }
     let sizes = measured?;
 
     for size in &sizes {
@@ -295,6 +303,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Deletes every topic named `<prefix>.*`; returns how many there were.
+async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<usize> {
+    use rdkafka::admin::AdminOptions;
+    let settings = KafkaSettings {
+        bootstrap_servers: bootstrap.to_owned(),
+        options: BTreeMap::new(),
+    };
+    let admin = settings.admin()?;
+    let mine = format!("{prefix}.");
+    let (admin, names) = tokio::task::spawn_blocking(move || {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .context("cannot list the topics")?;
+        let names: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|name| name.starts_with(&mine))
+            .collect();
+        anyhow::Ok((admin, names))
+    })
+    .await??;
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.delete_topics(&refs, &options).await? {
+        if let Err((topic, code)) = result {
+            anyhow::bail!("cannot delete {topic}: {code}");
+        }
+    }
+    Ok(names.len())
 }
 
 fn notes() -> Vec<String> {

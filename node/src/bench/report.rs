@@ -214,10 +214,17 @@ pub fn print_size(size: &SizeReport) {
             .as_ref()
             .and_then(|o| o.latency_ms.get("receipted").copied())
             .unwrap_or_default();
-        let rss = report
-            .peak_rss_kib
-            .values()
-            .map(|k| format!("{:.0}", *k as f64 / 1024.0))
+        // origin/destination for the system, the one process for the baseline.
+        let mut processes: Vec<(&str, u64)> =
+            report.peak_rss_kib.iter().map(|(k, v)| (*k, *v)).collect();
+        processes.sort_by_key(|(name, _)| match *name {
+            "origin" => 0,
+            "destination" => 1,
+            _ => 2,
+        });
+        let rss = processes
+            .iter()
+            .map(|(_, k)| format!("{:.0}", *k as f64 / 1024.0))
             .collect::<Vec<_>>()
             .join("/");
         let opt = |v: f64, n: u64| {
