@@ -520,6 +520,16 @@ pub fn read_topic(
     out
 }
 
+/// The dead letters on a DLQ topic, reading until `count` arrived or 30 s.
+pub fn read_dead_letters(topic: &str, count: usize) -> Vec<ecointegra_proto::v1::DeadLetter> {
+    use prost::Message as _;
+    use rdkafka::Message as _;
+    read_topic(topic, count, Duration::from_secs(30))
+        .iter()
+        .map(|m| ecointegra_proto::v1::DeadLetter::decode(m.payload().unwrap()).unwrap())
+        .collect()
+}
+
 /// Produces raw bytes to a topic, as an attacker or a broken client would.
 pub async fn produce_raw(topic: &str, key: &str, value: &[u8]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};

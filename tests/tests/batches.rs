@@ -6,7 +6,7 @@
 
 use ecointegra_broker::envelope::Sealer;
 use ecointegra_broker::keys::SigningIdentity;
-use ecointegra_proto::v1::{Chunk, DeadLetter, FilingStatus, MessageType};
+use ecointegra_proto::v1::{Chunk, FilingStatus, MessageType};
 use ecointegra_tests::*;
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -200,14 +200,7 @@ async fn bad_records_inside_a_batch_are_dead_lettered_and_the_rest_of_the_batch_
     let mut destination = client(oefa.grpc_addr()).await;
     assert_each_delivered_once(&federation, &mut origin, &mut destination, &filings).await;
 
-    let letters: Vec<DeadLetter> =
-        read_topic(&federation.topic_dlq("oefa"), 3, Duration::from_secs(30))
-            .iter()
-            .map(|m| {
-                use rdkafka::Message as _;
-                DeadLetter::decode(m.payload().unwrap()).unwrap()
-            })
-            .collect();
+    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 3);
     let codes: BTreeSet<&str> = letters.iter().map(|l| l.reason_code.as_str()).collect();
     assert_eq!(
         codes,

@@ -5,8 +5,8 @@
 use ecointegra_broker::envelope::Sealer;
 use ecointegra_broker::keys::SigningIdentity;
 use ecointegra_proto::v1::{
-    Chunk, DeadLetter, Direction, Envelope, FilingStatus, GetReceiptRequest, ListInboxRequest,
-    MessageType, Receipt, StreamInboxRequest,
+    Chunk, Direction, Envelope, FilingStatus, GetReceiptRequest, ListInboxRequest, MessageType,
+    Receipt, StreamInboxRequest,
 };
 use ecointegra_tests::*;
 use prost::Message;
@@ -400,14 +400,7 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
         .unwrap();
     assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
 
-    let letters: Vec<DeadLetter> =
-        read_topic(&federation.topic_dlq("oefa"), 3, Duration::from_secs(30))
-            .iter()
-            .map(|m| {
-                use rdkafka::Message as _;
-                DeadLetter::decode(m.payload().unwrap()).unwrap()
-            })
-            .collect();
+    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 3);
     let codes: BTreeSet<&str> = letters.iter().map(|l| l.reason_code.as_str()).collect();
     assert_eq!(
         codes,
