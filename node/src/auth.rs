@@ -104,9 +104,7 @@ impl Authenticator {
             name: "anonymous".into(),
         })
     }
-}
 
-impl Authenticator {
     /// The caller an API token names, matched by its SHA-256.
     pub fn by_token(&self, token: &str) -> Option<Caller> {
         let digest = hex::encode(Sha256::digest(token.trim().as_bytes()));

@@ -25,9 +25,9 @@ struct Upload {
     file: tokio::fs::File,
     hasher: Sha256,
     written: u64,
-    /// For an unsized document: the maximum size standing in for the
-    /// declared one.
-    limit: Option<u64>,
+    /// False for an unsized document, whose `declared_size` is the maximum
+    /// document size standing in for the size it does not know.
+    sized: bool,
 }
 
 impl Upload {
@@ -35,7 +35,7 @@ impl Upload {
         shared: &Shared,
         index: usize,
         header: DocumentHeader,
-        limit: Option<u64>,
+        sized: bool,
     ) -> Result<Self> {
         let temp = TempFile::new(shared.blobs.temp_path());
         let file = tokio::fs::File::create(temp.path())
@@ -48,27 +48,22 @@ impl Upload {
             file,
             hasher: Sha256::new(),
             written: 0,
-            limit,
+            sized,
         })
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<()> {
         let total = self.written + data.len() as u64;
         if total > self.header.declared_size {
-            let field = format!("documents[{}].declared_size", self.index);
-            return Err(match self.limit {
-                Some(max) => Error::invalid(
-                    field,
-                    format!("is over the maximum document size of {max} bytes"),
-                ),
-                None => Error::invalid(
-                    field,
-                    format!(
-                        "{} bytes were declared, but more were streamed",
-                        self.header.declared_size
-                    ),
-                ),
-            });
+            let declared = self.header.declared_size;
+            return Err(Error::invalid(
+                format!("documents[{}].declared_size", self.index),
+                if self.sized {
+                    format!("{declared} bytes were declared, but more were streamed")
+                } else {
+                    format!("is over the maximum document size of {declared} bytes")
+                },
+            ));
         }
         self.hasher.update(data);
         self.file
@@ -81,7 +76,7 @@ impl Upload {
 
     /// Checks the size, makes the bytes durable and returns the document.
     async fn finish(self) -> Result<(DocumentRow, TempFile)> {
-        if self.limit.is_none() && self.written != self.header.declared_size {
+        if self.sized && self.written != self.header.declared_size {
             return Err(Error::invalid(
                 format!("documents[{}].declared_size", self.index),
                 format!(
@@ -134,14 +129,14 @@ where
     let mut documents: Vec<(DocumentRow, TempFile)> = Vec::new();
     let mut current: Option<Upload> = None;
     while let Some(part) = parts.next().await.transpose()? {
-        let (doc, limit) = match part {
-            DocPart::Document(doc) => (doc, None),
+        let (doc, sized) = match part {
+            DocPart::Document(doc) => (doc, true),
             DocPart::Unsized(doc) => (
                 DocumentHeader {
                     declared_size: max_size,
                     ..doc
                 },
-                Some(max_size),
+                false,
             ),
             DocPart::Chunk(data) => {
                 match current.as_mut() {
@@ -164,7 +159,7 @@ where
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
         }
-        current = Some(Upload::start(shared, index, doc, limit).await?);
+        current = Some(Upload::start(shared, index, doc, sized).await?);
     }
     if let Some(upload) = current.take() {
         documents.push(upload.finish().await?);
