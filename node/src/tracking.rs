@@ -136,7 +136,7 @@ pub async fn track(
     })
 }
 
-fn entry(event: &TrackingEvent) -> TimelineEntry {
+pub(crate) fn entry(event: &TrackingEvent) -> TimelineEntry {
     TimelineEntry {
         institution: event.institution.clone(),
         status: event.status,

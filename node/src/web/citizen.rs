@@ -9,7 +9,7 @@ use crate::error::Error;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use ecointegra_proto::v1::{FilingStatus, Receipt, TrackRequest, TrackResponse, TransferKind};
+use ecointegra_proto::v1::{FilingStatus, Receipt, TrackRequest, TrackResponse};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -124,7 +124,7 @@ pub async fn track(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Co
 <dt>{l_due}</dt><dd>{due}</dd>
 </dl>
 <h2>{l_timeline}</h2>
-<ol class="timeline">"#,
+{timeline}"#,
         l_code = t.tracking_code,
         code = esc(&found.tracking_code),
         l_status = t.status,
@@ -134,27 +134,8 @@ pub async fn track(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Co
         l_due = t.due_date,
         due = page::or_dash(&found.due_date),
         l_timeline = t.timeline,
+        timeline = page::timeline(&ctx, &directory, offset, &found.timeline),
     );
-    for entry in &found.timeline {
-        let step = FilingStatus::try_from(entry.status).unwrap_or_default();
-        let mut detail = String::new();
-        if !entry.counterpart.is_empty() {
-            let other = page::institution(&directory, &entry.counterpart);
-            let _ = write!(detail, " {} {}", page::direction_word(t, step), esc(&other));
-        }
-        if entry.transfer_kind == TransferKind::Correction as i32 {
-            let _ = write!(detail, " ({})", t.correction);
-        }
-        let _ = write!(
-            body,
-            r#"<li><time>{}</time> <strong>{}</strong> {}{}</li>"#,
-            when(entry.timestamp_ms, offset),
-            esc(&page::institution(&directory, &entry.institution)),
-            page::status(&ctx, step),
-            detail
-        );
-    }
-    body.push_str("</ol>");
     if !found.answer_documents.is_empty() {
         let _ = write!(body, "<h2>{}</h2><ul>", t.answer_documents);
         for d in &found.answer_documents {

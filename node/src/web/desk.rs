@@ -119,16 +119,7 @@ fn filing_form(
     status: StatusCode,
 ) -> Response {
     let t = ctx.t();
-    let me = web.shared.institution();
-    let directory = web.shared.directory();
-    let now = ecointegra_broker::now_ms();
-    let mut destinations = vec![(String::new(), t.choose.to_owned())];
-    destinations.extend(
-        directory
-            .institutions()
-            .filter(|i| i.id != me && i.inactive_reason(now).is_none())
-            .map(|i| (i.id.clone(), page::institution(&directory, &i.id))),
-    );
+    let destinations = destinations(web, ctx);
     let id_types = [("DNI", "DNI"), ("RUC", "RUC"), ("CE", t.foreign_id)]
         .map(|(v, l)| (v.to_owned(), l.to_owned()));
     let mut types = vec![("general".to_owned(), t.general.to_owned())];
@@ -247,6 +238,21 @@ fn filing_form(
         l_submit = t.submit_filing,
     );
     page::render(ctx, status, t.new_filing_title, &body)
+}
+
+/// The institutions a filing may go to from here, as choices: every other
+/// active one of the directory, after a "choose" prompt.
+fn destinations(web: &Web, ctx: &Ctx) -> Vec<(String, String)> {
+    let directory = web.shared.directory();
+    let now = ecointegra_broker::now_ms();
+    let mut options = vec![(String::new(), ctx.t().choose.to_owned())];
+    options.extend(
+        directory
+            .institutions()
+            .filter(|i| i.id != web.shared.institution() && i.inactive_reason(now).is_none())
+            .map(|i| (i.id.clone(), page::institution(&directory, &i.id))),
+    );
+    options
 }
 
 fn filing_header(fields: &Fields) -> Result<FilingHeader, Vec<Violation>> {
@@ -696,25 +702,13 @@ async fn filing_page(
         );
     }
     body.push_str("</tbody></table></div>");
-    let _ = write!(body, r#"<h2>{}</h2><ol class="timeline">"#, t.timeline);
-    for e in &timeline {
-        let counterpart = if e.counterpart.is_empty() {
-            String::new()
-        } else {
-            let step = FilingStatus::try_from(e.status).unwrap_or_default();
-            let other = page::institution(&directory, &e.counterpart);
-            format!(" {} {}", page::direction_word(t, step), esc(&other))
-        };
-        let _ = write!(
-            body,
-            r#"<li><time>{}</time> <strong>{}</strong> {}{}</li>"#,
-            when(e.timestamp_ms, offset),
-            esc(&page::institution(&directory, &e.institution)),
-            page::status(ctx, FilingStatus::try_from(e.status).unwrap_or_default()),
-            counterpart
-        );
-    }
-    body.push_str("</ol>");
+    let entries: Vec<_> = timeline.iter().map(crate::tracking::entry).collect();
+    let _ = write!(
+        body,
+        "<h2>{}</h2>{}",
+        t.timeline,
+        page::timeline(ctx, &directory, offset, &entries)
+    );
     if filing.direction == Direction::Inbound {
         body.push_str(&action_forms(web, ctx, &filing, &shown));
     }
@@ -730,8 +724,6 @@ async fn filing_page(
 fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> String {
     let t = ctx.t();
     let link = url_encode(&filing.tracking_code);
-    let directory = web.shared.directory();
-    let now = ecointegra_broker::now_ms();
     let blank = Fields::default();
     let mut out = format!(r#"<h2>{}</h2><div class="actions-grid">"#, t.actions);
     let nothing = || String::new();
@@ -815,15 +807,7 @@ fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> 
                 "required",
             ),
             "derivar" => {
-                let mut options = vec![(String::new(), t.choose.to_owned())];
-                options.extend(
-                    directory
-                        .institutions()
-                        .filter(|i| {
-                            i.id != web.shared.institution() && i.inactive_reason(now).is_none()
-                        })
-                        .map(|i| (i.id.clone(), page::institution(&directory, &i.id))),
-                );
+                let options = destinations(web, ctx);
                 format!(
                     "{}{}",
                     page::select(

@@ -396,10 +396,8 @@ async fn dead_letter_page(
             dump,
             "{:06x}  {:<48} {}",
             i * 16,
-            hex::encode(line)
-                .as_bytes()
-                .chunks(2)
-                .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            line.iter()
+                .map(|b| format!("{b:02x}"))
                 .collect::<Vec<_>>()
                 .join(" "),
             esc(&ascii)

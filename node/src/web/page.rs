@@ -8,7 +8,7 @@ use crate::auth::Role;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use ecointegra_broker::directory::Directory;
-use ecointegra_proto::v1::FilingStatus;
+use ecointegra_proto::v1::{FilingStatus, TimelineEntry, TransferKind};
 use std::fmt::Write as _;
 
 /// Escapes text for HTML content and quoted attribute values.
@@ -307,14 +307,41 @@ pub fn status(ctx: &Ctx, status: FilingStatus) -> String {
     )
 }
 
-/// How a timeline step names the other institution: where it went, or, for
-/// a delivery, where it came from.
-pub fn direction_word(t: &super::text::Texts, step: FilingStatus) -> &'static str {
-    if step == FilingStatus::Delivered {
-        t.coming_from
-    } else {
-        t.towards
+/// A filing's timeline: when, where, what, and the other institution of each
+/// step (where it went, or, for a delivery, where it came from).
+pub fn timeline(
+    ctx: &Ctx,
+    directory: &Directory,
+    utc_offset_minutes: i32,
+    entries: &[TimelineEntry],
+) -> String {
+    let t = ctx.t();
+    let mut out = String::from(r#"<ol class="timeline">"#);
+    for entry in entries {
+        let step = FilingStatus::try_from(entry.status).unwrap_or_default();
+        let mut detail = String::new();
+        if !entry.counterpart.is_empty() {
+            let word = if step == FilingStatus::Delivered {
+                t.coming_from
+            } else {
+                t.towards
+            };
+            let other = institution(directory, &entry.counterpart);
+            let _ = write!(detail, " {word} {}", esc(&other));
+        }
+        if entry.transfer_kind == TransferKind::Correction as i32 {
+            let _ = write!(detail, " ({})", t.correction);
+        }
+        let _ = write!(
+            out,
+            r#"<li><time>{}</time> <strong>{}</strong> {}{detail}</li>"#,
+            when(entry.timestamp_ms, utc_offset_minutes),
+            esc(&institution(directory, &entry.institution)),
+            status(ctx, step),
+        );
     }
+    out.push_str("</ol>");
+    out
 }
 
 /// An institution's name as the directory gives it, its id otherwise.
