@@ -1,5 +1,10 @@
 //! Identifiers: transfer ids, tracking and verification codes, registry numbers.
 
+pub use crate::config::day::civil_from_days;
+
+/// The recipient of sector-wide envelopes (the tracking topic).
+pub const BROADCAST: &str = "*";
+
 /// Crockford's base32 alphabet: no I, L, O or U, so codes read aloud well.
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
@@ -68,20 +73,6 @@ pub fn format_utc(ms: i64) -> String {
         secs / 60 % 60,
         secs % 60
     )
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (H. Hinnant's algorithm).
-pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
 }
 
 #[cfg(test)]

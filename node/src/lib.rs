@@ -1,57 +1,50 @@
-//! The ecointegra institution node and the `ecointegra` command-line tool.
+//! The ecointegra institution node.
 //!
 //! # Layout
-//! - [`config`]: layered configuration, validated at start-up.
-//! - [`node`]: starting and stopping a node and the state its tasks share.
-//! - [`store`]: the embedded SQLite store, its writes grouped into shared
-//!   commits by [`group_commit`]; [`blobs`]: content-addressed files.
-//! - [`submit`] and [`validate`]: accepting a filing at the desk.
-//! - [`relay`]: the outbox relay, publishing transfers and receipts.
-//! - [`inbox`]: the inbox consumer, assembling, verifying and storing transfers.
-//! - [`workflow`]: clerk actions; [`custody`]: the receipt chain;
-//!   [`deadlines`]: business-day response periods.
-//! - [`tracking`]: the sector timeline and citizen look-ups.
-//! - [`service`]: the gRPC server; [`health`]: health checking against Kafka.
-//! - [`bench`]: `ecointegra bench`, the transfer measured against raw Kafka.
-//! - [`ops`]: `OperationsService`, queues and [`dead_letters`]; [`lag`]: consumer
-//!   lag from Kafka; [`metrics`] and [`http`]: Prometheus `/metrics`, `/livez`,
-//!   `/readyz`; [`trace`]: `traceparent` across institutions, and the logs.
-//! - [`web`]: the web console: citizen tracking, the clerk's desk and the
-//!   operator's dashboard, in Spanish and English.
-//! - [`cli`]: the command-line tool; [`error`]: errors and their gRPC codes.
+//! The code follows the data: a filing accepted at the desk ([`submit`]) is
+//! written with its outbox row to the store; the [`relay`] publishes it to
+//! Kafka; the destination's consumers ([`consume`]) open, verify, assemble and
+//! apply what arrives, writing it to its [`store`], which queues the signed
+//! receipt that the destination's relay sends back:
+//!
+//! ```text
+//! submit → store (outbox) → relay → Kafka → consume → store → relay → receipt
+//! ```
+//!
+//! Around the path: [`lifecycle`] (clerk actions, deadlines, custody, the
+//! sector timeline), the interfaces [`grpc`] and [`web`], [`telemetry`]
+//! (metrics, traces, lag, health, the HTTP endpoints), and [`app`], which
+//! starts and stops a node and hands each part the narrow handles it needs.
+//! At the bottom are the leaves: [`config`] (the config tree and its
+//! validation), [`trust`] (the signed directory in force and this
+//! institution's keys), [`kafka`] (the producer and topic names),
+//! [`error`] and [`ids`].
+//!
+//! No module imports one above it in this order (the test `layers` below
+//! checks it): app; web; grpc; submit; relay; consume; lifecycle; telemetry;
+//! store; trust, kafka; error; ids, config.
+//!
+//! The command-line tool lives behind the binary (`src/cli`), and the
+//! benchmark in its own crate (`tests/bench`).
 
-pub mod auth;
-pub mod bench;
-pub mod blobs;
-pub mod cli;
-mod cli_actions;
-mod cli_directory;
-mod cli_ops;
+pub mod app;
 pub mod config;
-pub mod custody;
-pub mod dead_letters;
-pub mod deadlines;
+pub mod consume;
 pub mod error;
-pub mod group_commit;
-pub mod health;
-pub mod http;
+pub mod grpc;
 pub mod ids;
-pub mod inbox;
-pub mod lag;
-pub mod metrics;
-pub mod node;
-pub mod ops;
-pub mod otlp;
+pub mod kafka;
+pub mod lifecycle;
 pub mod relay;
-pub mod service;
 pub mod store;
 pub mod submit;
-pub mod trace;
-pub mod tracking;
-pub mod validate;
+pub mod telemetry;
+pub mod trust;
 pub mod web;
-pub mod workflow;
 
+pub use app::Node;
 pub use config::Config;
 pub use error::Error;
-pub use node::Node;
+
+#[cfg(test)]
+mod layers;

@@ -1,3 +1,7 @@
+//! The `ecointegra` binary: the command line over the node library.
+
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    ecointegra_node::cli::main()
+    cli::main()
 }

@@ -1,4 +1,4 @@
-//! `ecointegra bench --smoke` runs end to end against the real broker and
+//! `ecointegra-bench --smoke` runs end to end against the real broker and
 //! reports both arms with matching counts. It measures; nothing here asserts
 //! a time.
 
@@ -10,8 +10,12 @@ fn bench_smoke_runs_both_arms_and_counts_match() {
     let dir = std::env::temp_dir().join(format!("ecointegra-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("bench.json");
-    let output = Command::new(binary())
-        .args(["bench", "--smoke", "--bootstrap", &bootstrap(), "--out"])
+    // The benchmark is its own binary (tests/bench), built beside the node's.
+    let bench = binary().with_file_name("ecointegra-bench");
+    let output = Command::new(&bench)
+        .arg("--node-binary")
+        .arg(binary())
+        .args(["--smoke", "--bootstrap", &bootstrap(), "--out"])
         .arg(&out)
         .arg("--work-dir")
         .arg(&dir)

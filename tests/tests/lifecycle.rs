@@ -311,7 +311,8 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
     let anchor =
         ecointegra_broker::keys::parse_public_key(&federation.authority_public_key).unwrap();
     let directory = Directory::load(&federation.root.join("directory.toml"), &anchor).unwrap();
-    let receipts = ecointegra_node::custody::verify_chain(&chain.receipts, &directory).unwrap();
+    let receipts =
+        ecointegra_node::lifecycle::custody::verify_chain(&chain.receipts, &directory).unwrap();
     let hops: Vec<(u32, &str)> = receipts
         .iter()
         .map(|r| (r.hop, r.receiving_institution.as_str()))
@@ -322,7 +323,7 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
     );
     let mut tampered = chain.receipts.clone();
     tampered.swap(1, 2);
-    assert!(ecointegra_node::custody::verify_chain(&tampered, &directory).is_err());
+    assert!(ecointegra_node::lifecycle::custody::verify_chain(&tampered, &directory).is_err());
 
     senamhi.shutdown().await;
     oefa.shutdown().await;
@@ -556,7 +557,7 @@ async fn a_wrong_verification_code_is_indistinguishable_from_an_unknown_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn due_dates_skip_weekends_and_configured_holidays() {
-    use ecointegra_node::deadlines::{Calendar, Day};
+    use ecointegra_node::lifecycle::deadlines::{Calendar, Day};
     // Make the next two weekdays holidays, so they must be skipped.
     let today = Day::of_ms(ecointegra_broker::now_ms(), -300);
     let mut holidays = Vec::new();

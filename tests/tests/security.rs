@@ -50,7 +50,10 @@ async fn raw_topics_carry_no_document_text_and_no_personal_data() {
     let header = header("oefa", "Denuncia");
     let party = header.sender_party.clone().unwrap();
     let answer = origin
-        .submit_filing(ecointegra_node::cli::submission_stream(header, vec![path]))
+        .submit_filing(ecointegra_node::grpc::client::submission_stream(
+            header,
+            vec![path],
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -85,7 +85,7 @@ async fn tracked(web: &Web, ctx: &Ctx, codes: &Codes) -> Result<TrackResponse, R
         tracking_code: code.to_owned(),
         verification_code: verification.to_uppercase(),
     };
-    match crate::tracking::track(&web.shared, Some(ctx.client), request).await {
+    match crate::lifecycle::tracking::track(&web.desk, Some(ctx.client), request).await {
         Ok(found) => Ok(found),
         Err(Error::NotFound(_)) => {
             let body = format!(
@@ -113,8 +113,8 @@ pub async fn track(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Co
         Err(page) => return page,
     };
     let t = ctx.t();
-    let directory = web.shared.directory();
-    let offset = web.shared.config.deadlines.utc_offset_minutes;
+    let directory = web.desk.trust.directory();
+    let offset = web.desk.config.deadlines.utc_offset_minutes;
     let status = FilingStatus::try_from(found.status).unwrap_or_default();
     let mut body = format!(
         r#"<dl class="summary card">
@@ -167,7 +167,7 @@ async fn receipts(
 ) -> Result<(Vec<(Receipt, String)>, Result<(), String>), Error> {
     let lookup = code.to_owned();
     let chain = web
-        .shared
+        .desk
         .store
         .run(move |s| s.receipt_chain(&lookup))
         .await?;
@@ -176,8 +176,8 @@ async fn receipts(
         .iter()
         .map(|e| hex::encode(Sha256::digest(e)))
         .collect();
-    let directory = web.shared.directory();
-    match crate::custody::verify_chain(&envelopes, &directory) {
+    let directory = web.desk.trust.directory();
+    match crate::lifecycle::custody::verify_chain(&envelopes, &directory) {
         Ok(receipts) => Ok((receipts.into_iter().zip(digests).collect(), Ok(()))),
         Err(why) => {
             // Show what can be read, and say the chain does not verify.
@@ -198,8 +198,8 @@ async fn receipts(
 /// One receipt as the cargo prints it.
 fn receipt_card(ctx: &Ctx, web: &Web, receipt: &Receipt, digest: &str, verified: bool) -> String {
     let t = ctx.t();
-    let directory = web.shared.directory();
-    let offset = web.shared.config.deadlines.utc_offset_minutes;
+    let directory = web.desk.trust.directory();
+    let offset = web.desk.config.deadlines.utc_offset_minutes;
     let link = format!(
         "{}/verificar?codigo={}&recibo={}",
         ctx.base_url,
@@ -267,7 +267,7 @@ pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Co
     };
     let mut body = String::new();
     if receipts.is_empty() {
-        let directory = web.shared.directory();
+        let directory = web.desk.trust.directory();
         let mut holders: Vec<String> = found
             .timeline
             .iter()

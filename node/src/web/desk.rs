@@ -6,12 +6,12 @@
 use super::forms::{self, Fields, url_encode};
 use super::page::{self, esc, when};
 use super::{Ctx, Web, failure};
-use crate::auth::Role;
-use crate::deadlines::{Calendar, Day};
 use crate::error::{Error, Violation};
+use crate::grpc::auth::Role;
+use crate::lifecycle::deadlines::{Calendar, Day};
+use crate::lifecycle::workflow::Action;
 use crate::store::FilingRow;
 use crate::submit::DocPart;
-use crate::workflow::Action;
 use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -124,7 +124,7 @@ fn filing_form(
         .map(|(v, l)| (v.to_owned(), l.to_owned()));
     let mut types = vec![("general".to_owned(), t.general.to_owned())];
     types.extend(
-        web.shared
+        web.desk
             .config
             .deadlines
             .business_days_by_type
@@ -243,13 +243,13 @@ fn filing_form(
 /// The institutions a filing may go to from here, as choices: every other
 /// active one of the directory, after a "choose" prompt.
 fn destinations(web: &Web, ctx: &Ctx) -> Vec<(String, String)> {
-    let directory = web.shared.directory();
+    let directory = web.desk.trust.directory();
     let now = ecointegra_broker::now_ms();
     let mut options = vec![(String::new(), ctx.t().choose.to_owned())];
     options.extend(
         directory
             .institutions()
-            .filter(|i| i.id != web.shared.institution() && i.inactive_reason(now).is_none())
+            .filter(|i| i.id != web.desk.institution() && i.inactive_reason(now).is_none())
             .map(|i| (i.id.clone(), page::institution(&directory, &i.id))),
     );
     options
@@ -322,7 +322,7 @@ pub async fn new_filing(State(web): State<Arc<Web>>, ctx: Ctx, multipart: Multip
             );
         }
     };
-    let submitted = crate::submit::accept(&web.shared, header, &mut documents).await;
+    let submitted = crate::submit::accept(&web.desk, header, &mut documents).await;
     // Whatever was not read (the rules failed first) is read and dropped, so
     // the browser gets its answer rather than a reset connection.
     drain(&mut documents).await;
@@ -403,42 +403,26 @@ pub async fn inbox(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<InboxQ
         .filter(|_| !q.estado.is_empty());
     let from = q.desde.trim().to_owned();
     let rows = web
-        .shared
+        .desk
         .store
-        .run(move |s| {
-            s.read(|c| {
-                let mut condition = String::from("direction = ?1");
-                let mut values: Vec<rusqlite::types::Value> =
-                    vec![(Direction::Inbound as i64).into()];
-                if let Some(status) = status {
-                    values.push((status as i64).into());
-                    let _ = write!(condition, " AND status = ?{}", values.len());
-                }
-                if !from.is_empty() {
-                    values.push(from.clone().into());
-                    let _ = write!(condition, " AND origin = ?{}", values.len());
-                }
-                let _ = write!(condition, " ORDER BY id DESC LIMIT {INBOX_LIMIT}");
-                crate::store::query_filings(c, &condition, rusqlite::params_from_iter(values))
-            })
-        })
+        .run(move |s| s.inbox_filtered(status, &from, INBOX_LIMIT))
         .await;
     let mut rows = match rows {
         Ok(rows) => rows,
         Err(e) => return failure(&ctx, e),
     };
-    let calendar = Calendar::new(&web.shared.config.deadlines);
-    let offset = web.shared.config.deadlines.utc_offset_minutes;
+    let calendar = Calendar::new(&web.desk.config.deadlines);
+    let offset = web.desk.config.deadlines.utc_offset_minutes;
     let today = Day::of_ms(ecointegra_broker::now_ms(), offset);
     let days_left = |f: &FilingRow| {
         Day::parse(&f.due_date).map(|due| calendar.business_days_between(today, due))
     };
     let open = |f: &FilingRow| matches!(f.status, FilingStatus::Delivered | FilingStatus::Received);
-    let warn = web.shared.config.deadlines.warn_business_days as i32;
+    let warn = web.desk.config.deadlines.warn_business_days as i32;
     if !q.vence.is_empty() {
         rows.retain(|f| open(f) && days_left(f).is_some_and(|d| d <= warn));
     }
-    let directory = web.shared.directory();
+    let directory = web.desk.trust.directory();
     let mut statuses = vec![(String::new(), t.any.to_owned())];
     statuses.extend(
         [
@@ -452,7 +436,7 @@ pub async fn inbox(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<InboxQ
         ]
         .map(|s| {
             (
-                crate::workflow::status_name(s).to_lowercase(),
+                crate::lifecycle::workflow::status_name(s).to_lowercase(),
                 ctx.lang.status(s).to_owned(),
             )
         }),
@@ -461,7 +445,7 @@ pub async fn inbox(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<InboxQ
     senders.extend(
         directory
             .institutions()
-            .filter(|i| i.id != web.shared.institution())
+            .filter(|i| i.id != web.desk.institution())
             .map(|i| (i.id.clone(), page::institution(&directory, &i.id))),
     );
     let mut body = format!(
@@ -534,7 +518,7 @@ async fn held(web: &Web, code: &str) -> Result<FilingRow, Error> {
     let code = code.trim().to_uppercase();
     let lookup = code.clone();
     let found = web
-        .shared
+        .desk
         .store
         .run(move |s| {
             Ok(match s.latest(&lookup, Direction::Inbound)? {
@@ -588,12 +572,12 @@ async fn filing_page(
         Err(e) => return failure(ctx, e),
     };
     let lookup = filing.tracking_code.clone();
-    let timeline = match web.shared.store.run(move |s| s.timeline(&lookup)).await {
+    let timeline = match web.desk.store.run(move |s| s.timeline(&lookup)).await {
         Ok(events) => events,
         Err(e) => return failure(ctx, e),
     };
-    let directory = web.shared.directory();
-    let offset = web.shared.config.deadlines.utc_offset_minutes;
+    let directory = web.desk.trust.directory();
+    let offset = web.desk.config.deadlines.utc_offset_minutes;
     let party = &filing.sender_party;
     let id_type = IdentityDocumentType::try_from(party.document_type)
         .map(|d| {
@@ -702,7 +686,10 @@ async fn filing_page(
         );
     }
     body.push_str("</tbody></table></div>");
-    let entries: Vec<_> = timeline.iter().map(crate::tracking::entry).collect();
+    let entries: Vec<_> = timeline
+        .iter()
+        .map(crate::lifecycle::tracking::entry)
+        .collect();
     let _ = write!(
         body,
         "<h2>{}</h2>{}",
@@ -939,7 +926,7 @@ pub async fn answer(
         Ok(form) => form,
         Err(denied) => return denied,
     };
-    let received = crate::submit::receive_documents(&web.shared, &mut documents).await;
+    let received = crate::submit::receive_documents(&web.desk, &mut documents).await;
     drain(&mut documents).await;
     let action = match received {
         Ok(documents) => Action::Answer {
@@ -970,8 +957,8 @@ async fn perform(
     fields: &Fields,
     action: Action,
 ) -> Response {
-    let result = crate::workflow::act(
-        &web.shared,
+    let result = crate::lifecycle::workflow::act(
+        &web.desk,
         code.to_owned(),
         fields.value("action_id").to_owned(),
         action,
@@ -1042,7 +1029,7 @@ pub async fn document(
     let Some(doc) = filing.documents.iter().find(|d| d.index == index) else {
         return failure(&ctx, Error::NotFound(format!("document {index}")));
     };
-    let path = web.shared.blobs.path(&doc.sha256);
+    let path = web.desk.blobs.path(&doc.sha256);
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) => {
@@ -1104,7 +1091,7 @@ pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Path(code): Path<Strin
     let t = ctx.t();
     let lookup = code.trim().to_uppercase();
     let filing = match web
-        .shared
+        .desk
         .store
         .run(move |s| s.latest(&lookup, Direction::Outbound))
         .await
@@ -1113,8 +1100,8 @@ pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Path(code): Path<Strin
         Ok(_) => return failure(&ctx, Error::NotFound(format!("filing {code}"))),
         Err(e) => return failure(&ctx, e),
     };
-    let directory = web.shared.directory();
-    let offset = web.shared.config.deadlines.utc_offset_minutes;
+    let directory = web.desk.trust.directory();
+    let offset = web.desk.config.deadlines.utc_offset_minutes;
     let track_link = format!(
         "{}/seguimiento?codigo={}",
         ctx.base_url,

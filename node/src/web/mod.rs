@@ -19,16 +19,18 @@ mod operator;
 mod page;
 mod text;
 
-use crate::auth::{Authenticator, Role};
+use crate::config::WebConfig;
 use crate::error::{Error, Result};
-use crate::node::Shared;
+use crate::grpc::Services;
+use crate::grpc::auth::{Authenticator, Role};
+use crate::lifecycle::Desk;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -40,41 +42,16 @@ use tokio_util::task::TaskTracker;
 pub use page::esc;
 use text::Lang;
 
-/// The web console.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebConfig {
-    /// Address the console listens on; port 0 picks a free port. Unset: no
-    /// console. The bound address is written to `<data_dir>/web.addr`.
-    pub listen: Option<SocketAddr>,
-    /// How long a clerk's or operator's sign-in lasts, in minutes.
-    pub session_minutes: u32,
-    /// The console's address as citizens reach it (e.g.
-    /// `https://tramites.minam.gob.pe`), printed in the verification link of
-    /// a cargo. Unset: the address the request came to.
-    pub public_url: Option<String>,
-}
-
-impl Default for WebConfig {
-    fn default() -> Self {
-        Self {
-            listen: None,
-            session_minutes: 480,
-            public_url: None,
-        }
-    }
-}
-
 /// Binds the configured address before the node starts its tasks, so a taken
 /// port fails the start.
 pub async fn bind(config: &WebConfig) -> Result<Option<TcpListener>> {
-    crate::http::bind_listen(config.listen, "web.listen").await
+    crate::telemetry::http::bind_listen(config.listen, "web.listen").await
 }
 
 /// Serves the console on `listener` until `cancel` fires; writes
 /// `<data_dir>/web.addr`.
 pub fn spawn(
-    shared: Arc<Shared>,
+    services: Arc<Services>,
     listener: Option<TcpListener>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
@@ -82,12 +59,22 @@ pub fn spawn(
     let Some(listener) = listener else {
         return Ok(None);
     };
+    let config = services.desk.config.clone();
     let web = Arc::new(Web {
-        auth: Authenticator::new(shared.config.auth.clone()),
-        shared: shared.clone(),
+        auth: Authenticator::new(config.auth.clone()),
+        desk: services.desk.clone(),
+        services,
         sessions: Mutex::new(HashMap::new()),
     });
-    crate::http::serve(&shared, listener, router(web), "web", tracker, cancel).map(Some)
+    crate::telemetry::http::serve(
+        &config.data_dir,
+        listener,
+        router(web),
+        "web",
+        tracker,
+        cancel,
+    )
+    .map(Some)
 }
 
 fn router(web: Arc<Web>) -> Router {
@@ -133,7 +120,10 @@ fn router(web: Arc<Web>) -> Router {
 
 /// The console's state: the node's, and the signed-in sessions.
 pub struct Web {
-    shared: Arc<Shared>,
+    /// Intake, clerk actions and citizen look-ups.
+    desk: Desk,
+    /// Queues and dead letters, for operators.
+    services: Arc<Services>,
     auth: Authenticator,
     sessions: Mutex<HashMap<String, Session>>,
 }
@@ -212,7 +202,7 @@ impl Ctx {
         presented: Option<&str>,
     ) -> std::result::Result<(), Response> {
         let ok = presented.is_some_and(|p| {
-            crate::tracking::constant_time_eq(p.as_bytes(), session.csrf.as_bytes())
+            crate::lifecycle::tracking::constant_time_eq(p.as_bytes(), session.csrf.as_bytes())
         });
         if ok {
             return Ok(());
@@ -252,7 +242,7 @@ impl FromRequestParts<Arc<Web>> for Ctx {
                     .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
             })
             .unwrap_or("localhost");
-        let base_url = match &web.shared.config.web.public_url {
+        let base_url = match &web.desk.config.web.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("http://{host}"),
         };
@@ -265,7 +255,7 @@ impl FromRequestParts<Arc<Web>> for Ctx {
                 .map_or("/".into(), |p| p.as_str().to_owned()),
             client,
             base_url,
-            institution: page::institution(&web.shared.directory(), web.shared.institution()),
+            institution: page::institution(&web.desk.trust.directory(), web.desk.institution()),
         })
     }
 }
@@ -285,7 +275,7 @@ impl Web {
 
     fn open_session(&self, role: Role, name: String) -> String {
         let id = crate::ids::random_hex(32);
-        let minutes = u64::from(self.shared.config.web.session_minutes.max(1));
+        let minutes = u64::from(self.desk.config.web.session_minutes.max(1));
         let session = Session {
             role,
             name,
@@ -339,8 +329,8 @@ async fn sign_in(
 ) -> Response {
     let t = ctx.t();
     let back = form.get("volver");
-    let limit = web.shared.config.tracking.max_failures_per_minute;
-    if web.shared.limiter.blocked(ctx.client, limit) {
+    let limit = web.desk.config.tracking.max_failures_per_minute;
+    if web.desk.limiter.blocked(ctx.client, limit) {
         return page::sign_in(
             &ctx,
             back,
@@ -350,7 +340,7 @@ async fn sign_in(
     }
     let caller = form.get("token").and_then(|token| web.auth.by_token(token));
     let Some(caller) = caller.filter(|c| matches!(c.role, Role::Clerk | Role::Operator)) else {
-        web.shared.limiter.fail(ctx.client);
+        web.desk.limiter.fail(ctx.client);
         return page::sign_in(&ctx, back, Some(t.sign_in_failed), StatusCode::UNAUTHORIZED);
     };
     tracing::info!(user = %caller.name, role = caller.role.name(), "Web console sign-in.");

@@ -5,8 +5,8 @@
 use super::forms::Fields;
 use super::page::{self, esc, when};
 use super::{Ctx, Web, failure};
-use crate::auth::Role;
 use crate::error::Error;
+use crate::grpc::auth::Role;
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -21,16 +21,11 @@ pub async fn dashboard(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
     let t = ctx.t();
     let queues = queue_table(&web, &ctx).await;
     let chart = chart_html(&web, &ctx).await;
-    let letters = match web
-        .shared
-        .store
-        .run(|s| crate::dead_letters::list(s, true, 100))
-        .await
-    {
+    let letters = match web.desk.store.run(|s| s.dead_letters(true, 100)).await {
         Ok(l) => l,
         Err(e) => return failure(&ctx, e),
     };
-    let offset = web.shared.config.deadlines.utc_offset_minutes;
+    let offset = web.desk.config.deadlines.utc_offset_minutes;
     let mut dlq = String::new();
     if letters.is_empty() {
         let _ = write!(dlq, r#"<p class="notice">{}</p>"#, t.dlq_empty);
@@ -91,17 +86,18 @@ pub async fn queues(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
 
 async fn queue_table(web: &Web, ctx: &Ctx) -> String {
     let t = ctx.t();
-    let shared = web.shared.clone();
-    let report = match tokio::task::spawn_blocking(move || crate::ops::queues(&shared)).await {
-        Ok(Ok(report)) => report,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "Queues not readable for the console.");
-            return format!(r#"<p class="notice bad">{}</p>"#, t.unavailable_body);
-        }
-        Err(_) => return format!(r#"<p class="notice bad">{}</p>"#, t.unavailable_body),
-    };
-    let directory = web.shared.directory();
-    let offset = web.shared.config.deadlines.utc_offset_minutes;
+    let watch = web.services.watch.clone();
+    let report =
+        match tokio::task::spawn_blocking(move || crate::telemetry::queues::queues(&watch)).await {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Queues not readable for the console.");
+                return format!(r#"<p class="notice bad">{}</p>"#, t.unavailable_body);
+            }
+            Err(_) => return format!(r#"<p class="notice bad">{}</p>"#, t.unavailable_body),
+        };
+    let directory = web.desk.trust.directory();
+    let offset = web.desk.config.deadlines.utc_offset_minutes;
     let mut out = format!(
         r#"<p class="{}">Kafka: {} · {} {}</p><div class="table-wrap"><table class="queues"><thead><tr><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th></tr></thead><tbody>"#,
         if report.kafka_reachable { "ok" } else { "bad" },
@@ -199,21 +195,9 @@ async fn last_hour(web: &Web) -> Result<(i64, Vec<Minute>), Error> {
     let now = ecointegra_broker::now_ms();
     let start = (now / 60_000 - 59) * 60_000;
     let rows: Vec<(i64, i64, i64)> = web
-        .shared
+        .desk
         .store
-        .run(move |s| {
-            s.read(|c| {
-                let mut stmt = c
-                    .prepare(
-                        "SELECT direction, registered_at_ms, delivered_at_ms FROM filings
-                         WHERE delivered_at_ms >= ?1",
-                    )
-                    .map_err(Error::store("cannot read deliveries"))?;
-                stmt.query_map([start], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                    .map_err(Error::store("cannot read deliveries"))
-            })
-        })
+        .run(move |s| s.deliveries_since(start))
         .await?;
     let mut minutes = vec![Minute::default(); 60];
     let mut latencies: Vec<Vec<i64>> = vec![Vec::new(); 60];
@@ -256,7 +240,7 @@ async fn chart_html(web: &Web, ctx: &Ctx) -> String {
             return format!(r#"<p class="notice bad">{}</p>"#, t.unavailable_body);
         }
     };
-    let offset = web.shared.config.deadlines.utc_offset_minutes;
+    let offset = web.desk.config.deadlines.utc_offset_minutes;
     let (w, h, pad) = (600.0_f64, 160.0_f64, 30.0_f64);
     let step = (w - pad) / 60.0;
     let max_count = minutes
@@ -365,17 +349,12 @@ async fn dead_letter_page(
     status: StatusCode,
 ) -> Response {
     let t = ctx.t();
-    let detail = match web
-        .shared
-        .store
-        .run(move |s| crate::dead_letters::detail(s, id))
-        .await
-    {
+    let detail = match web.desk.store.run(move |s| s.dead_letter_detail(id)).await {
         Ok(d) => d,
         Err(e) => return failure(ctx, e),
     };
     let entry = detail.entry.unwrap_or_default();
-    let offset = web.shared.config.deadlines.utc_offset_minutes;
+    let offset = web.desk.config.deadlines.utc_offset_minutes;
     const SHOWN: usize = 1024;
     let mut dump = String::new();
     for (i, line) in detail.original_value[..detail.original_value.len().min(SHOWN)]
@@ -508,7 +487,7 @@ pub async fn replay(
         Ok(s) => s,
         Err(denied) => return denied,
     };
-    match crate::dead_letters::replay(&web.shared, id).await {
+    match crate::consume::dead_letters::replay(&web.services.consumers, id).await {
         Ok(outcome) => {
             tracing::info!(dead_letter = id, operator = %session.name, replayed = outcome.replayed, "Dead letter replayed from the console.");
             Redirect::to(&format!("/operacion/dlq/{id}")).into_response()
@@ -534,9 +513,9 @@ pub async fn discard(
     let reason = form.value("reason").to_owned();
     let by = session.name.clone();
     match web
-        .shared
+        .desk
         .store
-        .run(move |s| crate::dead_letters::discard(s, id, &by, &reason))
+        .run(move |s| s.discard_dead_letter(id, &by, &reason))
         .await
     {
         Ok(_) => {

@@ -4,7 +4,7 @@
 use super::Ctx;
 use super::forms::url_encode;
 use super::text::Lang;
-use crate::auth::Role;
+use crate::grpc::auth::Role;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use ecointegra_broker::directory::Directory;
@@ -302,7 +302,7 @@ pub fn when(ms: i64, utc_offset_minutes: i32) -> String {
 pub fn status(ctx: &Ctx, status: FilingStatus) -> String {
     format!(
         r#"<span class="badge s-{}">{}</span>"#,
-        crate::workflow::status_name(status).to_lowercase(),
+        crate::lifecycle::workflow::status_name(status).to_lowercase(),
         ctx.lang.status(status)
     )
 }

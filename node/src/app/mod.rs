@@ -1,0 +1,265 @@
+//! Starting and stopping a node: opens the store, loads the keys and the
+//! directory, connects the producer, and starts every task (relay, the three
+//! consumers, health checking, the gRPC server, the web console and the HTTP
+//! endpoints), handing each the narrow handles it needs. Stopping drains
+//! them, flushes the producer and commits consumed offsets.
+//!
+//! The top of the crate: it may use every other module; none uses it.
+
+use crate::config::Config;
+use crate::consume::Consumers;
+use crate::error::{Error, Result};
+use crate::kafka::Kafka;
+use crate::lifecycle::Desk;
+use crate::relay::Relay;
+use crate::store::Store;
+use crate::store::blobs::Blobs;
+use crate::telemetry::Watch;
+use crate::telemetry::metrics::Metrics;
+use crate::trust::Trust;
+use ecointegra_broker::directory::Directory;
+use ecointegra_broker::envelope::Sealer;
+use ecointegra_broker::kafka::Publisher;
+use ecointegra_broker::keys::SigningIdentity;
+use ecointegra_broker::topics::{TopicSpec, Topics};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A running node.
+pub struct Node {
+    services: Arc<crate::grpc::Services>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    grpc_addr: SocketAddr,
+}
+
+impl Node {
+    /// Opens the store, connects the Kafka clients and starts every task. Kafka
+    /// need not be reachable: the node serves (NOT_SERVING) and catches up.
+    pub async fn start(config: Config) -> Result<Node> {
+        std::fs::create_dir_all(&config.data_dir).map_err(Error::io(format!(
+            "cannot create {}",
+            config.data_dir.display()
+        )))?;
+        let identity = SigningIdentity::load(&config.keys.signing_key_file)?;
+        let sealer = Sealer::new(config.institution.clone(), identity.clone());
+        let topics = Topics::new(config.kafka.topic_prefix.clone());
+        let store = Store::open(
+            &config.data_dir.join("node.sqlite3"),
+            sealer.clone(),
+            topics.tracking(),
+        )?;
+        let blobs = Blobs::open(&config.data_dir)?;
+        let anchor = ecointegra_broker::keys::parse_public_key(&config.keys.authority_public_key)
+            .map_err(|e| {
+            Error::FailedPrecondition(format!("keys.authority_public_key: {e}"))
+        })?;
+        let mut directory = Directory::load(&config.keys.directory_file, &anchor)?;
+        // Entries learnt from the directory topic before a restart.
+        for entry in store.directory_entries()? {
+            if let Ok(entry) = ecointegra_broker::directory::verify_entry(&entry, &anchor) {
+                let _ = directory.insert(&entry);
+            }
+        }
+        match directory.get(&config.institution) {
+            Some(me) if me.signing_key == identity.public_key() => {}
+            Some(_) => tracing::warn!(
+                institution = %config.institution,
+                "The directory lists another signing key for this institution; until an entry with this key arrives, other institutions refuse its messages."
+            ),
+            None => tracing::warn!(
+                institution = %config.institution,
+                "The directory does not list this institution yet; other institutions refuse its messages until it does."
+            ),
+        }
+        let mut keyring = vec![identity.clone()];
+        for path in &config.keys.previous_signing_key_files {
+            keyring.push(SigningIdentity::load(path)?);
+        }
+        let publisher = Publisher::new(
+            &config.kafka_settings(),
+            Duration::from_millis(config.kafka.message_timeout_ms),
+        )?;
+        let listener = tokio::net::TcpListener::bind(config.grpc.listen)
+            .await
+            .map_err(Error::io(format!(
+                "cannot listen on {}",
+                config.grpc.listen
+            )))?;
+        let grpc_addr = listener
+            .local_addr()
+            .map_err(Error::io("no local address"))?;
+        let http_listener = crate::telemetry::http::bind(&config.http).await?;
+        let web_listener = crate::web::bind(&config.web).await?;
+        let latest_inbound = store.inbox_page(None, 1)?.first().map_or(0, |f| f.id);
+        let cancel = CancellationToken::new();
+        let otlp =
+            crate::telemetry::otlp::start(&config.telemetry, &config.institution, cancel.clone())
+                .map(Arc::new);
+        let config = Arc::new(config);
+        let trust = Arc::new(Trust::new(sealer, anchor, keyring, directory));
+        let kafka = Arc::new(Kafka::new(
+            config.institution.clone(),
+            publisher,
+            config.kafka_settings(),
+            topics,
+            TopicSpec {
+                partitions: config.kafka.partitions,
+                replication_factor: config.kafka.replication_factor,
+            },
+        ));
+        let metrics = Arc::new(Metrics::default());
+        let relay_wake = Arc::new(Notify::new());
+        let inbox_head = Arc::new(watch::Sender::new(latest_inbound));
+        let desk = Desk {
+            config: config.clone(),
+            store: store.clone(),
+            blobs: blobs.clone(),
+            trust: trust.clone(),
+            topics: kafka.topics.clone(),
+            relay_wake: relay_wake.clone(),
+            metrics: metrics.clone(),
+            limiter: Default::default(),
+        };
+        let relay = Arc::new(Relay {
+            config: config.clone(),
+            store: store.clone(),
+            blobs: blobs.clone(),
+            trust: trust.clone(),
+            kafka: kafka.clone(),
+            metrics: metrics.clone(),
+            otlp: otlp.clone(),
+            relay_wake: relay_wake.clone(),
+        });
+        let consumers = Arc::new(Consumers {
+            config: config.clone(),
+            store: store.clone(),
+            blobs,
+            trust: trust.clone(),
+            kafka: kafka.clone(),
+            metrics: metrics.clone(),
+            otlp: otlp.clone(),
+            relay_wake,
+            inbox_head: inbox_head.clone(),
+        });
+        let watch = Arc::new(Watch {
+            config: config.clone(),
+            store,
+            trust,
+            kafka: kafka.clone(),
+            metrics,
+        });
+        let services = Arc::new(crate::grpc::Services {
+            desk,
+            consumers: consumers.clone(),
+            watch: watch.clone(),
+            inbox_head,
+            otlp,
+        });
+        // Tools and scripts find the node by this file when it listens on port 0.
+        let addr_file = config.data_dir.join("grpc.addr");
+        std::fs::write(&addr_file, grpc_addr.to_string())
+            .map_err(Error::io(format!("cannot write {}", addr_file.display())))?;
+
+        let tracker = TaskTracker::new();
+        crate::telemetry::http::spawn(watch.clone(), http_listener, &tracker, cancel.clone())?;
+        crate::web::spawn(services.clone(), web_listener, &tracker, cancel.clone())?;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        tracker.spawn(crate::telemetry::health::run(
+            config.clone(),
+            kafka.clone(),
+            reporter,
+            cancel.clone(),
+        ));
+        tracker.spawn(crate::relay::run(relay, cancel.clone()));
+        tracker.spawn(crate::consume::inbox::run(
+            consumers.clone(),
+            cancel.clone(),
+        ));
+        tracker.spawn(crate::consume::tracking::run(
+            consumers.clone(),
+            cancel.clone(),
+        ));
+        tracker.spawn(crate::consume::directory::run(consumers, cancel.clone()));
+        tracker.spawn(crate::grpc::serve(
+            services.clone(),
+            listener,
+            health_service,
+            cancel.clone(),
+        ));
+        tracker.close();
+        tracing::info!(
+            institution = %config.institution,
+            grpc = %grpc_addr,
+            kafka = %config.kafka.bootstrap_servers,
+            "Node started."
+        );
+        Ok(Node {
+            services,
+            cancel,
+            tracker,
+            grpc_addr,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The handles the node's interfaces use (for tests that drive a node
+    /// in-process).
+    pub fn services(&self) -> &Arc<crate::grpc::Services> {
+        &self.services
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stops the node: health NOT_SERVING, gRPC drains, the tasks end, the
+    /// producer flushes and consumed offsets are committed.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the node has been stopped through its cancel token.
+    pub async fn wait(self) {
+        self.cancel.cancelled().await;
+        if tokio::time::timeout(Duration::from_secs(30), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Node tasks did not stop within 30 s.");
+        }
+        let kafka = self.services.watch.kafka.clone();
+        let flushed =
+            tokio::task::spawn_blocking(move || kafka.publisher.flush(Duration::from_secs(10)))
+                .await;
+        if let Ok(Err(error)) = flushed {
+            tracing::warn!(%error, "Producer did not flush; the outbox re-sends what was not acknowledged.");
+        }
+        tracing::info!(institution = %self.services.desk.config.institution, "Node stopped.");
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

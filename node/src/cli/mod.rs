@@ -1,0 +1,601 @@
+//! The `ecointegra` command-line tool.
+
+mod actions;
+mod directory;
+mod ops;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use ecointegra_broker::keys::SigningIdentity;
+use ecointegra_node::config::Config;
+use ecointegra_proto::v1::filing_service_client::FilingServiceClient;
+use ecointegra_proto::v1::{
+    DownloadDocumentRequest, Filing, FilingHeader, FilingStatus, GetFilingRequest,
+    GetReceiptRequest, IdentityDocumentType, ListInboxRequest, Party, download_document_response,
+};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio::io::AsyncWriteExt;
+
+/// Exit code for a configuration that cannot be used (EX_CONFIG is 78, but
+/// EX_USAGE, 64, is what operators' scripts here check).
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "ecointegra",
+    version,
+    about = "Moves official documents between the institutions of a sector over Apache Kafka."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an institution's node.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The sector directory: authority key, signed entries, publication.
+    #[command(subcommand)]
+    Directory(crate::cli::directory::DirectoryCommand),
+    /// Submit, read and download filings through a node's gRPC service.
+    #[command(subcommand)]
+    Filing(FilingCommand),
+    /// Queues per institution (inbox lag, outbox, pending receipts, dead
+    /// letters, last delivery, throughput) and the filings in trouble.
+    Queues(crate::cli::ops::QueuesArgs),
+    /// Dead letters: list, show, replay once the cause is fixed, discard.
+    #[command(subcommand)]
+    Dlq(crate::cli::ops::DlqCommand),
+    /// Follow a filing across institutions with its tracking and verification codes.
+    Track {
+        /// Any institution's node, e.g. 127.0.0.1:50051.
+        #[arg(long)]
+        node: String,
+        /// The verification code printed on the citizen's cargo.
+        #[arg(long)]
+        verification: String,
+        tracking_code: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Run the node until SIGINT or SIGTERM.
+    #[command(long_about = "Run the node until SIGINT or SIGTERM.\n\n\
+        Configuration is layered: defaults, then the TOML file, then environment variables \
+        ECOINTEGRA_<KEY>, with nested keys joined by '__', e.g. ECOINTEGRA_INSTITUTION, \
+        ECOINTEGRA_DATA_DIR, ECOINTEGRA_GRPC__LISTEN, ECOINTEGRA_KAFKA__BOOTSTRAP_SERVERS, \
+        ECOINTEGRA_KAFKA__TOPIC_PREFIX, ECOINTEGRA_TRANSFER__CHUNK_SIZE. \
+        See deploy/config/node.example.toml. A bad configuration exits with code 64.")]
+    Run {
+        /// The node's TOML configuration file.
+        #[arg(long, env = "ECOINTEGRA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate an Ed25519 signing key into a new file; print its public key.
+    Generate {
+        /// Where to write the secret key (created with mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of a key file.
+    Public {
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Make a random API token for a client, and the `[[auth.tokens]]` entry
+    /// (its SHA-256) for the node's config. Only the client keeps the token.
+    Token {
+        /// system, clerk, operator or public.
+        #[arg(long)]
+        role: String,
+        /// Who holds it, for the node's logs.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum FilingCommand {
+    /// Submit a filing with its documents.
+    Submit {
+        /// The node's gRPC address, e.g. 127.0.0.1:50051.
+        #[arg(long)]
+        node: String,
+        /// Destination institution id, e.g. oefa (a correction may omit it).
+        #[arg(long, default_value = "")]
+        to: String,
+        /// Filing type, which sets the destination's response period.
+        #[arg(long, default_value = "")]
+        filing_type: String,
+        /// Submit a correction (subsanación) of this observed filing.
+        #[arg(long, default_value = "")]
+        corrects: String,
+        #[arg(long)]
+        subject: String,
+        /// The sender party's name.
+        #[arg(long, default_value = "Ciudadano de prueba")]
+        name: String,
+        /// DNI, RUC or CE.
+        #[arg(long, default_value = "dni")]
+        doc_type: String,
+        #[arg(long, default_value = "12345678")]
+        doc_number: String,
+        #[arg(long, default_value = "")]
+        email: String,
+        /// Number of folios (pages).
+        #[arg(long, default_value_t = 1)]
+        folios: u32,
+        /// A retry with the same key returns the first answer.
+        #[arg(long, default_value = "")]
+        idempotency_key: String,
+        /// The documents.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show a filing.
+    Get {
+        #[arg(long)]
+        node: String,
+        tracking_code: String,
+    },
+    /// Download a filing's documents into a directory.
+    Download {
+        #[arg(long)]
+        node: String,
+        tracking_code: String,
+        dir: PathBuf,
+    },
+    /// List the filings delivered to the node's institution.
+    Inbox {
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+    },
+    /// Show a filing's signed delivery receipt (cargo de recepción).
+    Receipt {
+        #[arg(long)]
+        node: String,
+        tracking_code: String,
+    },
+    /// Verify and show every receipt of a filing: its chain of custody.
+    Chain {
+        #[arg(long)]
+        node: String,
+        tracking_code: String,
+    },
+    /// Take a delivered filing in, with this institution's registry number and office.
+    Receive {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long)]
+        registry_number: String,
+        #[arg(long)]
+        office: String,
+    },
+    /// Return a filing to its sender with a reason; the sender may correct it.
+    Observe {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reject a filing with a reason.
+    Reject {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Forward a received filing to another institution.
+    Forward {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Answer a received filing with response documents; they travel to the
+    /// institution where it was filed.
+    Answer {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Archive a filing.
+    Archive {
+        #[command(flatten)]
+        target: ActionTarget,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List filings held here that are overdue or due within some days.
+    Due {
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value_t = 3)]
+        within: u32,
+    },
+}
+
+/// The filing a clerk action applies to.
+#[derive(clap::Args)]
+pub(crate) struct ActionTarget {
+    #[arg(long)]
+    pub node: String,
+    pub tracking_code: String,
+    /// Makes the action idempotent: repeating it with the same id changes
+    /// nothing. A fresh one is made (and printed) when omitted.
+    #[arg(long)]
+    pub action_id: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ecointegra_node::telemetry::trace::init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    runtime.block_on(async {
+        match run(cli.command).await {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                if error
+                    .downcast_ref::<ecointegra_node::config::ConfigError>()
+                    .is_some()
+                {
+                    ExitCode::from(EXIT_CONFIG)
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    })
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Node(NodeCommand::Run { config }) => {
+            let config = Config::load(config.as_deref())?;
+            let node = ecointegra_node::Node::start(config)
+                .await
+                .context("the node could not start")?;
+            let cancel = node.cancel_token();
+            tokio::spawn(async move {
+                ecointegra_node::app::shutdown_signal().await;
+                tracing::info!("Shutdown requested.");
+                cancel.cancel();
+            });
+            node.wait().await;
+        }
+        Command::Keys(KeysCommand::Generate { out }) => {
+            let identity = SigningIdentity::generate();
+            identity.save(&out)?;
+            println!("{}", identity.public_key_hex());
+        }
+        Command::Keys(KeysCommand::Token { role, name }) => {
+            if !["system", "clerk", "operator", "public"].contains(&role.as_str()) {
+                anyhow::bail!("--role {role:?}: use system, clerk, operator or public");
+            }
+            let token = ecointegra_node::ids::random_code(32);
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+            println!("token: {token}");
+            println!();
+            println!(
+                "[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_sha256 = \"{digest}\""
+            );
+        }
+        Command::Keys(KeysCommand::Public { key }) => {
+            println!("{}", SigningIdentity::load(&key)?.public_key_hex());
+        }
+        Command::Filing(command) => filing(command).await?,
+        Command::Directory(command) => crate::cli::directory::run(command).await?,
+        Command::Track {
+            node,
+            verification,
+            tracking_code,
+        } => crate::cli::actions::track(&node, &tracking_code, &verification).await?,
+        Command::Queues(args) => crate::cli::ops::queues(args).await?,
+        Command::Dlq(command) => crate::cli::ops::dlq(command).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Adds the caller's API token (`ECOINTEGRA_TOKEN`) to every call.
+#[derive(Clone)]
+pub struct TokenInterceptor {
+    header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl TokenInterceptor {
+    /// From `ECOINTEGRA_TOKEN`, if set.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let header = match std::env::var("ECOINTEGRA_TOKEN") {
+            Ok(token) if !token.trim().is_empty() => Some(
+                format!("Bearer {}", token.trim())
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("ECOINTEGRA_TOKEN is not a valid header value"))?,
+            ),
+            _ => None,
+        };
+        Ok(Self { header })
+    }
+}
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(header) = &self.header {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type AuthChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenInterceptor>;
+
+/// A channel to a node, authenticated with `ECOINTEGRA_TOKEN` if set.
+pub(crate) async fn channel(node: &str) -> anyhow::Result<AuthChannel> {
+    let uri = if node.contains("://") {
+        node.to_owned()
+    } else {
+        format!("http://{node}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(uri.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the node at {uri}"))?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        TokenInterceptor::from_env()?,
+    ))
+}
+
+pub(crate) async fn connect(node: &str) -> anyhow::Result<FilingServiceClient<AuthChannel>> {
+    Ok(FilingServiceClient::new(channel(node).await?).max_decoding_message_size(8 << 20))
+}
+
+fn parse_doc_type(text: &str) -> anyhow::Result<IdentityDocumentType> {
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "dni" => IdentityDocumentType::Dni,
+        "ruc" => IdentityDocumentType::Ruc,
+        "ce" => IdentityDocumentType::Ce,
+        other => bail!("--doc-type {other:?}: use dni, ruc or ce"),
+    })
+}
+
+async fn filing(command: FilingCommand) -> anyhow::Result<()> {
+    match command {
+        FilingCommand::Submit {
+            node,
+            to,
+            subject,
+            name,
+            doc_type,
+            doc_number,
+            email,
+            folios,
+            idempotency_key,
+            files,
+            filing_type,
+            corrects,
+        } => {
+            for file in &files {
+                if !file.is_file() {
+                    bail!("{} is not a readable file", file.display());
+                }
+            }
+            let header = FilingHeader {
+                destination: to,
+                subject,
+                sender_party: Some(Party {
+                    name,
+                    document_type: parse_doc_type(&doc_type)? as i32,
+                    document_number: doc_number,
+                    email,
+                }),
+                folio_count: folios,
+                idempotency_key,
+                filing_type,
+                corrects_tracking_code: corrects,
+            };
+            let mut client = connect(&node).await?;
+            let answer = client
+                .submit_filing(ecointegra_node::grpc::client::submission_stream(
+                    header, files,
+                ))
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            println!("tracking code:     {}", answer.tracking_code);
+            println!("verification code: {}", answer.verification_code);
+            for doc in &answer.documents {
+                println!(
+                    "document {}: {} ({} bytes) sha256 {}",
+                    doc.index, doc.name, doc.size, doc.sha256
+                );
+            }
+        }
+        FilingCommand::Get {
+            node,
+            tracking_code,
+        } => {
+            let filing = connect(&node)
+                .await?
+                .get_filing(GetFilingRequest { tracking_code })
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            print_filing(&filing);
+        }
+        FilingCommand::Download {
+            node,
+            tracking_code,
+            dir,
+        } => {
+            let mut client = connect(&node).await?;
+            let filing = client
+                .get_filing(GetFilingRequest {
+                    tracking_code: tracking_code.clone(),
+                })
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            tokio::fs::create_dir_all(&dir).await?;
+            for doc in &filing.documents {
+                let mut stream = client
+                    .download_document(DownloadDocumentRequest {
+                        tracking_code: tracking_code.clone(),
+                        document_index: doc.index,
+                    })
+                    .await
+                    .map_err(describe_status)?
+                    .into_inner();
+                let path = dir.join(&doc.name);
+                let mut file = tokio::fs::File::create(&path).await?;
+                let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+                while let Some(part) = stream.message().await.map_err(describe_status)? {
+                    if let Some(download_document_response::Part::Chunk(data)) = part.part {
+                        sha2::Digest::update(&mut hasher, &data);
+                        file.write_all(&data).await?;
+                    }
+                }
+                file.sync_all().await?;
+                let digest = hex::encode(sha2::Digest::finalize(hasher));
+                if digest != doc.sha256 {
+                    bail!(
+                        "{}: downloaded SHA-256 {digest} differs from {}",
+                        path.display(),
+                        doc.sha256
+                    );
+                }
+                println!(
+                    "{} ({} bytes, sha256 {digest} verified)",
+                    path.display(),
+                    doc.size
+                );
+            }
+        }
+        FilingCommand::Inbox { node, page_size } => {
+            let page = connect(&node)
+                .await?
+                .list_inbox(ListInboxRequest {
+                    page_size,
+                    page_token: String::new(),
+                })
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            if page.filings.is_empty() {
+                println!("The inbox is empty.");
+            }
+            for f in &page.filings {
+                println!(
+                    "{:<24} {:<10} from {:<10} {:<18} {}",
+                    f.tracking_code,
+                    status_name(f.status),
+                    f.origin,
+                    f.registry_number,
+                    f.subject
+                );
+            }
+        }
+        FilingCommand::Receipt {
+            node,
+            tracking_code,
+        } => {
+            let answer = connect(&node)
+                .await?
+                .get_receipt(GetReceiptRequest { tracking_code })
+                .await
+                .map_err(describe_status)?
+                .into_inner();
+            let receipt = answer.receipt.unwrap_or_default();
+            println!("Cargo de recepción (delivery receipt)");
+            println!("  tracking code:   {}", receipt.tracking_code);
+            println!("  transfer:        {}", receipt.transfer_id);
+            println!("  received by:     {}", receipt.receiving_institution);
+            println!("  registry number: {}", receipt.registry_number);
+            println!(
+                "  received at:     {}",
+                ecointegra_node::ids::format_utc(receipt.received_at_ms)
+            );
+            for doc in &receipt.documents {
+                println!(
+                    "  document {}: {} ({} bytes) sha256 {}",
+                    doc.index,
+                    doc.name,
+                    doc.size,
+                    hex::encode(&doc.sha256)
+                );
+            }
+            println!(
+                "  signed by:       {} (Ed25519 {})",
+                answer.signer,
+                hex::encode(&answer.signer_public_key)
+            );
+            println!(
+                "  verified:        {}",
+                if answer.verified { "yes" } else { "NO" }
+            );
+        }
+        other => crate::cli::actions::run(other).await?,
+    }
+    Ok(())
+}
+
+pub(crate) fn status_name(status: i32) -> &'static str {
+    FilingStatus::try_from(status)
+        .map(|s| s.as_str_name().trim_start_matches("FILING_STATUS_"))
+        .unwrap_or("UNKNOWN")
+}
+
+pub(crate) fn print_filing(f: &Filing) {
+    println!("tracking code:   {}", f.tracking_code);
+    println!("status:          {}", status_name(f.status));
+    println!("from:            {}", f.origin);
+    println!("to:              {}", f.destination);
+    println!("subject:         {}", f.subject);
+    println!("registry number: {}", f.registry_number);
+    println!("folios:          {}", f.folio_count);
+    for doc in &f.documents {
+        println!(
+            "document {}: {} ({} bytes) sha256 {}",
+            doc.index, doc.name, doc.size, doc.sha256
+        );
+    }
+}
+
+/// A gRPC error in words, with the fields a BadRequest names.
+pub(crate) fn describe_status(status: tonic::Status) -> anyhow::Error {
+    use tonic_types::StatusExt;
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(bad) = status.get_details_bad_request() {
+        for v in bad.field_violations {
+            text.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    anyhow::anyhow!(text)
+}

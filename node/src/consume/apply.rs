@@ -1,0 +1,219 @@
+//! Applying an opened record inside its batch's transaction: receipts for
+//! this institution's transfers, notices from destinations, tracking events
+//! and directory entries (chunks and manifests are in [`super::assemble`]).
+
+use super::open::Opened;
+use super::{Consumers, Stop};
+use crate::error::Result;
+use crate::store::{self, DocumentRow, Position, ReceiptRow};
+use ecointegra_broker::directory::Directory;
+use ecointegra_broker::envelope::Rejection;
+use ecointegra_proto::v1::{Direction, DocumentDigest, Envelope, FilingStatus, Notice, Receipt};
+use rusqlite::Connection;
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+/// What a committed record still does outside the store.
+pub enum Applied {
+    Nothing,
+    Delivered {
+        filing_id: i64,
+        bytes: u64,
+        tracking_code: String,
+        origin: String,
+    },
+    ReceiptQueued,
+    Receipted {
+        registered_at_ms: i64,
+        tracking_code: String,
+        destination: String,
+        registry_number: String,
+    },
+    Notice {
+        tracking_code: String,
+        by: String,
+        status: FilingStatus,
+    },
+    DirectoryEntry {
+        institution: String,
+        version: u64,
+    },
+}
+
+/// One batch's work in progress, inside its transaction.
+pub struct Batch<'a> {
+    pub cx: &'a Consumers,
+    /// Partial files written in this batch: made durable before it commits.
+    pub dirty: HashSet<PathBuf>,
+    /// The directory as the entries applied in this batch leave it.
+    pub directory: Option<Directory>,
+}
+
+impl Batch<'_> {
+    /// Fsyncs the partial files this batch wrote, so their bytes are durable
+    /// before the rows and offsets that count them.
+    pub fn sync(&mut self) -> Result<()> {
+        for path in self.dirty.drain() {
+            super::assemble::sync_file(&path)?;
+        }
+        Ok(())
+    }
+
+    pub fn apply(
+        &mut self,
+        c: &Connection,
+        opened: Opened,
+        position: Position<'_>,
+        first: bool,
+    ) -> Result<Applied, Stop> {
+        match opened {
+            Opened::Chunk {
+                envelope,
+                chunk,
+                hash_ok,
+            } => self.chunk(c, envelope, chunk, hash_ok, position),
+            Opened::Manifest {
+                envelope,
+                manifest,
+                digests,
+            } => self.manifest(c, envelope, manifest, digests, position, first),
+            Opened::Receipt {
+                envelope,
+                receipt,
+                raw,
+            } => self.receipt(c, envelope, receipt, raw, position),
+            Opened::Notice { envelope, notice } => self.notice(c, envelope, notice, position),
+            Opened::Tracking(event) => {
+                self.cx.store.apply_tracking_event(c, position, &event)?;
+                Ok(Applied::Nothing)
+            }
+            Opened::Directory { signed, entry } => self.directory_entry(c, signed, entry, position),
+        }
+    }
+
+    fn receipt(
+        &mut self,
+        c: &Connection,
+        envelope: Envelope,
+        receipt: Receipt,
+        raw: Vec<u8>,
+        position: Position<'_>,
+    ) -> Result<Applied, Stop> {
+        let reject =
+            |code, reason: String| Stop::from(Rejection::new(code, reason).about(&envelope));
+        let store = &self.cx.store;
+        if store::is_processed(c, &envelope.message_id)? {
+            store.apply_nothing(c, position, None)?;
+            return Ok(Applied::Nothing);
+        }
+        let filing = store::filing_by_transfer(c, &receipt.transfer_id)?;
+        let Some(filing) = filing.filter(|f| f.direction == Direction::Outbound) else {
+            return Err(reject(
+                "receipt",
+                format!(
+                    "receipt for transfer {}, which this institution did not send",
+                    receipt.transfer_id
+                ),
+            ));
+        };
+        if filing.destination != envelope.sender || receipt.receiving_institution != envelope.sender
+        {
+            return Err(reject(
+                "receipt",
+                format!(
+                    "receipt for transfer {} signed by {}, but it was sent to {}",
+                    receipt.transfer_id, envelope.sender, filing.destination
+                ),
+            ));
+        }
+        if let Err(problem) = digests_match(&receipt.documents, &filing.documents) {
+            return Err(reject(
+                "receipt-digest",
+                format!("receipt for transfer {}: {problem}", receipt.transfer_id),
+            ));
+        }
+        let stored = ReceiptRow {
+            transfer_id: receipt.transfer_id.clone(),
+            tracking_code: filing.tracking_code.clone(),
+            hop: filing.hop,
+            signer: envelope.sender.clone(),
+            envelope: raw,
+            received_at_ms: receipt.received_at_ms,
+        };
+        store.apply_receipt(c, position, &envelope.message_id, filing.id, &stored)?;
+        Ok(Applied::Receipted {
+            registered_at_ms: filing.registered_at_ms,
+            tracking_code: filing.tracking_code.clone(),
+            destination: filing.destination.clone(),
+            registry_number: receipt.registry_number,
+        })
+    }
+
+    fn notice(
+        &mut self,
+        c: &Connection,
+        envelope: Envelope,
+        notice: Notice,
+        position: Position<'_>,
+    ) -> Result<Applied, Stop> {
+        let reject =
+            |code, reason: String| Stop::from(Rejection::new(code, reason).about(&envelope));
+        let status = FilingStatus::try_from(notice.status).unwrap_or_default();
+        if !matches!(status, FilingStatus::Observed | FilingStatus::Rejected) {
+            return Err(reject(
+                "notice",
+                format!("a notice cannot set status {}", notice.status),
+            ));
+        }
+        let filing = store::filing_by_transfer(c, &notice.transfer_id)?;
+        let Some(filing) = filing
+            .filter(|f| f.direction == Direction::Outbound && f.destination == envelope.sender)
+        else {
+            return Err(reject(
+                "notice",
+                format!(
+                    "notice for transfer {}, which this institution did not send to {}",
+                    notice.transfer_id, envelope.sender
+                ),
+            ));
+        };
+        let clock = (notice.tracking_code.as_str(), notice.tracking_seq);
+        self.cx.store.apply_notice(
+            c,
+            position,
+            &envelope.message_id,
+            filing.id,
+            (status, &notice.reason),
+            clock,
+        )?;
+        Ok(Applied::Notice {
+            tracking_code: filing.tracking_code.clone(),
+            by: envelope.sender.clone(),
+            status,
+        })
+    }
+}
+
+/// Do the receipt's digests name exactly the documents we hold?
+pub fn digests_match(receipt: &[DocumentDigest], ours: &[DocumentRow]) -> Result<(), String> {
+    if receipt.len() != ours.len() {
+        return Err(format!(
+            "names {} documents, {} were sent",
+            receipt.len(),
+            ours.len()
+        ));
+    }
+    for (r, o) in receipt.iter().zip(ours) {
+        if r.index != o.index || r.size != o.size || r.sha256 != o.sha256 {
+            return Err(format!(
+                "document {} differs: {} bytes with SHA-256 {}, sent {} bytes with SHA-256 {}",
+                o.index,
+                r.size,
+                hex::encode(&r.sha256),
+                o.size,
+                hex::encode(&o.sha256)
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,476 @@
+//! Assembling transfers: chunks written in order into partial files, and a
+//! manifest whose documents all arrived and hash right adopted into the blob
+//! store as an inbound filing, with its signed receipt queued for the origin.
+//! Memory stays bounded whatever the document size: chunks go to disk as they
+//! come, and documents are hashed from disk.
+
+use super::apply::{Applied, Batch};
+use super::{Consumers, Corrupt, Fault, LARGE_TRANSFER, Stop};
+use crate::error::{Error, Result};
+use crate::lifecycle::deadlines::{Calendar, Day};
+use crate::store::{self, Delivery, DocumentRow, NewFiling, Partial, Position, ReceiptRow};
+use ecointegra_broker::envelope::Rejection;
+use ecointegra_proto::v1::{
+    Chunk, Direction, Envelope, FilingStatus, Manifest, MessageType, Receipt, Transfer,
+    TransferKind,
+};
+use prost::Message as _;
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{Seek, SeekFrom, Write};
+
+/// For a large transfer, the digests of the documents whose chunks have all
+/// been stored already (committed earlier), computed without the writer's
+/// lock. What this cannot settle is checked again under the lock.
+pub(super) fn large_digests(
+    cx: &Consumers,
+    sender: &str,
+    manifest: &Manifest,
+) -> HashMap<u32, ([u8; 32], u64)> {
+    let mut digests = HashMap::new();
+    let total: u64 = manifest.documents.iter().map(|d| d.size).sum();
+    let Some(transfer) = manifest
+        .transfer
+        .as_ref()
+        .filter(|_| total > LARGE_TRANSFER)
+    else {
+        return digests;
+    };
+    for doc in &manifest.documents {
+        let complete = cx
+            .store
+            .partial(&transfer.transfer_id, doc.index)
+            .ok()
+            .flatten()
+            .is_some_and(|p| {
+                p.sender == sender && p.next_seq == doc.chunk_count && p.bytes == doc.size
+            });
+        if complete {
+            let path = cx.blobs.partial_path(&transfer.transfer_id, doc.index);
+            if let Ok(digest) = crate::store::blobs::digest_file(&path) {
+                digests.insert(doc.index, digest);
+            }
+        }
+    }
+    digests
+}
+
+impl Batch<'_> {
+    pub(super) fn chunk(
+        &mut self,
+        c: &Connection,
+        envelope: Envelope,
+        chunk: Chunk,
+        hash_ok: bool,
+        position: Position<'_>,
+    ) -> Result<Applied, Stop> {
+        let reject =
+            |code, reason: String| Stop::from(Rejection::new(code, reason).about(&envelope));
+        let store = &self.cx.store;
+        let seen = store::is_processed(c, &envelope.message_id)?;
+        let delivered = store::transfer_known(c, &chunk.transfer_id)?;
+        if seen || delivered {
+            // Already applied, or the whole transfer is stored: nothing to do.
+            store.apply_nothing(c, position, Some(&envelope.message_id))?;
+            return Ok(Applied::Nothing);
+        }
+        if !hash_ok {
+            return Err(reject(
+                "chunk-hash",
+                format!(
+                    "chunk {} of document {} of transfer {}: the SHA-256 of its data does not match the chunk's digest",
+                    chunk.seq, chunk.document_index, chunk.transfer_id
+                ),
+            ));
+        }
+        let partial =
+            store::partial(c, &chunk.transfer_id, chunk.document_index)?.unwrap_or(Partial {
+                sender: envelope.sender.clone(),
+                next_seq: 0,
+                bytes: 0,
+            });
+        if partial.sender != envelope.sender {
+            return Err(reject(
+                "sender",
+                format!(
+                    "transfer {} belongs to {}, not to {}",
+                    chunk.transfer_id, partial.sender, envelope.sender
+                ),
+            ));
+        }
+        if chunk.seq < partial.next_seq {
+            store.apply_nothing(c, position, Some(&envelope.message_id))?;
+            return Ok(Applied::Nothing);
+        }
+        if chunk.seq != partial.next_seq || chunk.offset != partial.bytes {
+            return Err(reject(
+                "chunk-order",
+                format!(
+                    "transfer {} document {}: expected chunk {} at byte {}, got chunk {} at byte {}",
+                    chunk.transfer_id,
+                    chunk.document_index,
+                    partial.next_seq,
+                    partial.bytes,
+                    chunk.seq,
+                    chunk.offset
+                ),
+            ));
+        }
+        let path = self
+            .cx
+            .blobs
+            .partial_path(&chunk.transfer_id, chunk.document_index);
+        write_at(&path, partial.bytes, &chunk.data)
+            .map_err(Error::io(format!("cannot write {}", path.display())))?;
+        self.dirty.insert(path);
+        let next = Partial {
+            sender: partial.sender,
+            next_seq: partial.next_seq + 1,
+            bytes: partial.bytes + chunk.data.len() as u64,
+        };
+        store.apply_chunk(
+            c,
+            position,
+            &envelope.message_id,
+            &chunk.transfer_id,
+            chunk.document_index,
+            &next,
+        )?;
+        Ok(Applied::Nothing)
+    }
+
+    pub(super) fn manifest(
+        &mut self,
+        c: &Connection,
+        envelope: Envelope,
+        manifest: Manifest,
+        digests: HashMap<u32, ([u8; 32], u64)>,
+        position: Position<'_>,
+        first: bool,
+    ) -> Result<Applied, Stop> {
+        let cx = self.cx;
+        let reject =
+            |code, reason: String| Stop::from(Rejection::new(code, reason).about(&envelope));
+        let Some(transfer) = manifest.transfer.clone() else {
+            return Err(reject("manifest", "the manifest names no transfer".into()));
+        };
+        if transfer.origin != envelope.sender || transfer.destination != cx.trust.institution() {
+            return Err(reject(
+                "manifest",
+                format!(
+                    "transfer {} claims to go from {} to {}, but {} sent it here",
+                    transfer.transfer_id, transfer.origin, transfer.destination, envelope.sender
+                ),
+            ));
+        }
+        if store::is_processed(c, &envelope.message_id)? {
+            cx.store.apply_nothing(c, position, None)?;
+            return Ok(Applied::Nothing);
+        }
+        if store::transfer_known(c, &transfer.transfer_id)? {
+            // Sent again: the origin has not seen our receipt. Send it again.
+            let origin = envelope.sender.clone();
+            cx.store.apply_receipt_resend(
+                c,
+                position,
+                &envelope.message_id,
+                &transfer.transfer_id,
+                &origin,
+                &cx.kafka.topics.inbox(&origin),
+            )?;
+            return Ok(Applied::ReceiptQueued);
+        }
+        if manifest.documents.is_empty() {
+            return Err(reject(
+                "manifest",
+                format!("transfer {} has no documents", transfer.transfer_id),
+            ));
+        }
+        for (i, doc) in manifest.documents.iter().enumerate() {
+            if doc.index as usize != i || doc.sha256.len() != 32 {
+                return Err(reject(
+                    "manifest",
+                    format!(
+                        "transfer {}: document entry {i} is malformed",
+                        transfer.transfer_id
+                    ),
+                ));
+            }
+            let violations = crate::lifecycle::validate::document_header(
+                &ecointegra_proto::v1::DocumentHeader {
+                    name: doc.name.clone(),
+                    media_type: doc.media_type.clone(),
+                    declared_size: doc.size,
+                },
+                i,
+                u64::MAX,
+            );
+            if let Some(v) = violations.first() {
+                return Err(reject(
+                    "manifest",
+                    format!(
+                        "transfer {}: {}: {}",
+                        transfer.transfer_id, v.field, v.description
+                    ),
+                ));
+            }
+        }
+
+        // Verify every document against the manifest, then adopt it.
+        let total: u64 = manifest.documents.iter().map(|d| d.size).sum();
+        let mut problems = Vec::new();
+        for doc in &manifest.documents {
+            let path = cx.blobs.partial_path(&transfer.transfer_id, doc.index);
+            let partial = store::partial(c, &transfer.transfer_id, doc.index)?;
+            if doc.size == 0 && partial.is_none() {
+                std::fs::File::create(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(Error::io(format!("cannot create {}", path.display())))?;
+            } else {
+                let (chunks, bytes) = partial
+                    .filter(|p| p.sender == envelope.sender)
+                    .map_or((0, 0), |p| (p.next_seq, p.bytes));
+                if chunks != doc.chunk_count || bytes != doc.size {
+                    problems.push(format!(
+                        "document {} ({}): {bytes} of {} bytes in {chunks} of {} chunks arrived",
+                        doc.index, doc.name, doc.size, doc.chunk_count
+                    ));
+                    continue;
+                }
+            }
+            let (digest, size) = match digests.get(&doc.index) {
+                Some(known) => *known,
+                // Hashing it here would hold every other writer up.
+                None if total > LARGE_TRANSFER && !first => return Err(Stop::Later),
+                None => digest_partial(&cx.blobs, &path, &doc.sha256)
+                    .map_err(Error::io(format!("cannot read {}", path.display())))?,
+            };
+            if size != doc.size || digest.as_slice() != doc.sha256.as_slice() {
+                problems.push(format!(
+                    "document {} ({}): SHA-256 {} of {size} bytes differs from the manifest's {} of {} bytes",
+                    doc.index,
+                    doc.name,
+                    hex::encode(digest),
+                    hex::encode(&doc.sha256),
+                    doc.size
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            let incomplete = problems.iter().all(|p| p.contains("arrived"));
+            let rejection = Rejection::new(
+                if incomplete { "incomplete" } else { "digest" },
+                format!("transfer {}: {}", transfer.transfer_id, problems.join("; ")),
+            )
+            .about(&envelope);
+            return Err(Stop::from(if incomplete {
+                Fault::Reject(rejection)
+            } else {
+                // Corrupt data: forget it, so a re-send starts afresh.
+                Fault::Corrupt(Box::new(Corrupt {
+                    rejection,
+                    transfer_id: transfer.transfer_id.clone(),
+                    documents: manifest.documents.clone(),
+                }))
+            }));
+        }
+
+        let prior_receipts =
+            verify_prior_receipts(&transfer, &cx.trust.directory()).map_err(|reason| {
+                reject(
+                    "chain",
+                    format!("transfer {}: {reason}", transfer.transfer_id),
+                )
+            })?;
+
+        let now = ecointegra_broker::now_ms();
+        let me = cx.trust.institution().to_owned();
+        let kind = TransferKind::try_from(transfer.kind).unwrap_or(TransferKind::Original);
+        let due_date = if kind == TransferKind::Answer {
+            String::new()
+        } else {
+            let calendar = Calendar::new(&cx.config.deadlines);
+            let period = crate::lifecycle::deadlines::period_for(
+                &cx.config.deadlines,
+                &transfer.filing_type,
+            );
+            calendar
+                .add_business_days(Day::of_ms(now, calendar.utc_offset_minutes), period)
+                .to_string()
+        };
+        let filing = NewFiling {
+            tracking_code: transfer.tracking_code.clone(),
+            verification_code: String::new(),
+            transfer_id: transfer.transfer_id.clone(),
+            direction: Direction::Inbound,
+            status: FilingStatus::Delivered,
+            origin: transfer.origin.clone(),
+            destination: me.clone(),
+            subject: transfer.subject.clone(),
+            sender_party: transfer.sender_party.clone().unwrap_or_default(),
+            folio_count: transfer.folio_count,
+            registered_at_ms: transfer.registered_at_ms,
+            delivered_at_ms: now,
+            origin_registry_number: transfer.origin_registry_number.clone(),
+            documents: manifest
+                .documents
+                .iter()
+                .map(|d| DocumentRow {
+                    index: d.index,
+                    name: d.name.clone(),
+                    media_type: d.media_type.clone(),
+                    size: d.size,
+                    sha256: d.sha256.clone(),
+                })
+                .collect(),
+            kind,
+            related_transfer_id: transfer.related_transfer_id.clone(),
+            note: transfer.note.clone(),
+            hop: transfer.hop.max(1),
+            filing_type: transfer.filing_type.clone(),
+            due_date,
+            filed_at: if transfer.filed_at.is_empty() {
+                transfer.origin.clone()
+            } else {
+                transfer.filed_at.clone()
+            },
+            previous_receipt_sha256: transfer.previous_receipt_sha256.clone(),
+        };
+        let sealer = cx.trust.sealer.clone();
+        let origin = envelope.sender.clone();
+        let documents = manifest.documents.clone();
+        let (transfer_id, tracking_code, hop, previous) = (
+            filing.transfer_id.clone(),
+            filing.tracking_code.clone(),
+            filing.hop,
+            filing.previous_receipt_sha256.clone(),
+        );
+        let receipt_for = move |registry_number: &str| {
+            let receipt = Receipt {
+                transfer_id: transfer_id.clone(),
+                tracking_code: tracking_code.clone(),
+                receiving_institution: me.clone(),
+                registry_number: registry_number.to_owned(),
+                received_at_ms: now,
+                documents: documents.clone(),
+                origin: origin.clone(),
+                previous_receipt_sha256: previous.clone(),
+                hop,
+            };
+            let sealed = sealer.seal(
+                format!("{transfer_id}/receipt"),
+                MessageType::Receipt,
+                &origin,
+                receipt.encode_to_vec(),
+            );
+            ReceiptRow {
+                transfer_id: transfer_id.clone(),
+                tracking_code: tracking_code.clone(),
+                hop,
+                signer: me.clone(),
+                envelope: sealed.encode_to_vec(),
+                received_at_ms: now,
+            }
+        };
+        let delivery = Delivery {
+            filing,
+            prior_receipts,
+            receipt: Box::new(receipt_for),
+            reply_topic: cx.kafka.topics.inbox(&envelope.sender),
+            // The sender's SENT step follows what it knew when it published.
+            after_seq: transfer.tracking_seq + 1,
+        };
+        for doc in &delivery.filing.documents {
+            let path = cx
+                .blobs
+                .partial_path(&delivery.filing.transfer_id, doc.index);
+            // Adopted files must be whole and durable before they are renamed.
+            if self.dirty.remove(&path) {
+                sync_file(&path)?;
+            }
+            cx.blobs.adopt(&path, &doc.sha256)?;
+        }
+        let filing_id = cx
+            .store
+            .apply_delivery(c, position, &envelope.message_id, &delivery)?;
+        Ok(match filing_id {
+            Some(filing_id) => Applied::Delivered {
+                filing_id,
+                bytes: total,
+                tracking_code: transfer.tracking_code.clone(),
+                origin: envelope.sender.clone(),
+            },
+            None => Applied::Nothing,
+        })
+    }
+}
+
+/// Writes `data` at `offset`, dropping any tail a crash left beyond it. Not
+/// durable yet: the batch fsyncs the file before it commits.
+fn write_at(path: &std::path::Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    file.set_len(offset)?;
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(data)
+}
+
+/// Makes a written partial file durable. One already adopted (renamed into
+/// the blob store, fsynced on the way) is gone from here: nothing to do.
+pub(super) fn sync_file(path: &std::path::Path) -> Result<()> {
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(file) => file.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+    .map_err(Error::io(format!("cannot sync {}", path.display())))
+}
+
+/// The digest of a complete partial document. If a crash came after the file
+/// was adopted but before its filing committed, the partial file is gone and
+/// the blob it became holds the same bytes.
+fn digest_partial(
+    blobs: &crate::store::blobs::Blobs,
+    path: &std::path::Path,
+    sha256: &[u8],
+) -> std::io::Result<([u8; 32], u64)> {
+    match crate::store::blobs::digest_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::store::blobs::digest_file(&blobs.path(sha256))
+        }
+        other => other,
+    }
+}
+
+/// Checks the receipts a transfer carries: each signed by its receiver, each
+/// naming the previous one, and the last one named by the transfer itself.
+fn verify_prior_receipts(
+    transfer: &Transfer,
+    directory: &ecointegra_broker::directory::Directory,
+) -> Result<Vec<ReceiptRow>, String> {
+    let receipts = crate::lifecycle::custody::verify_chain(&transfer.prior_receipts, directory)?;
+    let expected = transfer
+        .prior_receipts
+        .last()
+        .map(|last| Sha256::digest(last).to_vec())
+        .unwrap_or_default();
+    if transfer.previous_receipt_sha256 != expected {
+        return Err("the transfer does not name the digest of the last receipt it carries".into());
+    }
+    Ok(receipts
+        .into_iter()
+        .zip(&transfer.prior_receipts)
+        .map(|(r, envelope)| ReceiptRow {
+            transfer_id: r.transfer_id,
+            tracking_code: r.tracking_code,
+            hop: r.hop,
+            signer: r.receiving_institution,
+            envelope: envelope.clone(),
+            received_at_ms: r.received_at_ms,
+        })
+        .collect())
+}

@@ -1,0 +1,621 @@
+//! The consumers: each reads one topic from the offsets kept in the store,
+//! verifies every record before acting on it, and applies records' effects
+//! together with their offsets in local transactions.
+//!
+//! - [`inbox`]: this institution's inbox (transfers, receipts, notices);
+//!   [`tracking`]: the sector's timeline; [`directory`]: signed directory
+//!   entries. They share the loop in this module.
+//! - Pure stages: [`open`] (decode, verify, decrypt: no store),
+//!   [`assemble`] (chunks into partial files, manifests into filings) and
+//!   [`apply`] (each opened record's effect, inside a batch's transaction).
+//! - [`dead_letters`]: what could not be applied, published to the DLQ and
+//!   replayed on request.
+//!
+//! - Group commit: a consumer takes whatever records librdkafka has already
+//!   fetched (up to [`BATCH_RECORDS`] and [`BATCH_BYTES`]; it never waits for
+//!   more) and applies them in one store transaction, each record in a
+//!   savepoint of its own, together with its offset: one fsync per batch, and
+//!   a crash anywhere leaves either a record's effect and its offset, or
+//!   neither. A record that fails rolls back only itself; the records before
+//!   it commit, it is dead-lettered (or retried, if the failure was local),
+//!   and the batch goes on after it.
+//! - Signatures, decryption and chunk digests are checked before the store is
+//!   touched, outside the writer's lock.
+//! - Anything that cannot be decoded, verified or assembled goes to the DLQ with
+//!   its reason, and the partition moves on.
+//!
+//! May use: lifecycle, telemetry, store and the leaves.
+
+pub mod apply;
+pub mod assemble;
+pub mod dead_letters;
+pub mod directory;
+pub mod inbox;
+pub mod open;
+pub mod tracking;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::kafka::Kafka;
+use crate::store::Store;
+use crate::store::blobs::Blobs;
+use crate::store::{self, Position};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::otlp::Exporter;
+use crate::telemetry::trace::Incoming;
+use crate::trust::Trust;
+use apply::{Applied, Batch};
+use ecointegra_broker::envelope::Rejection;
+use ecointegra_broker::kafka::InboxConsumer;
+use ecointegra_proto::v1::DocumentDigest;
+use open::{Opened, open};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What the consumers work with.
+pub struct Consumers {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub blobs: Blobs,
+    pub trust: Arc<Trust>,
+    pub kafka: Arc<Kafka>,
+    pub metrics: Arc<Metrics>,
+    pub otlp: Option<Arc<Exporter>>,
+    /// Rung when a receipt was queued in the outbox.
+    pub relay_wake: Arc<Notify>,
+    /// The id of the newest inbound filing, for inbox streams.
+    pub inbox_head: Arc<watch::Sender<i64>>,
+}
+
+/// Why a record was not applied.
+pub enum Fault {
+    /// The record itself is bad: dead-letter it and move on.
+    Reject(Rejection),
+    /// The transfer's data is corrupt: forget its partial documents (so a
+    /// re-send starts afresh), then dead-letter the record.
+    Corrupt(Box<Corrupt>),
+    /// Something local failed (disk, store): retry the same record.
+    Local(Error),
+}
+
+impl From<Rejection> for Fault {
+    fn from(r: Rejection) -> Self {
+        Fault::Reject(r)
+    }
+}
+
+impl From<Error> for Fault {
+    fn from(e: Error) -> Self {
+        Fault::Local(e)
+    }
+}
+
+/// A transfer whose data is corrupt, and the record that found it out.
+pub struct Corrupt {
+    pub rejection: Rejection,
+    pub transfer_id: String,
+    pub documents: Vec<DocumentDigest>,
+}
+
+/// Why a batch stopped before its end.
+pub enum Stop {
+    Fault(Box<Fault>),
+    /// The record is a large transfer's manifest: commit what precedes it, so
+    /// its documents can be hashed outside the writer's lock.
+    Later,
+}
+
+impl<T: Into<Fault>> From<T> for Stop {
+    fn from(f: T) -> Self {
+        Stop::Fault(Box::new(f.into()))
+    }
+}
+
+/// Local failures of one record tolerated before it is dead-lettered instead.
+const LOCAL_RETRIES: u32 = 5;
+/// Records applied in one transaction at most.
+pub const BATCH_RECORDS: usize = 256;
+/// Bytes of records applied in one transaction at most (four 512 KiB
+/// chunks). A batch is held twice while it is applied (as read, and
+/// decrypted), and the allocator keeps what each store thread used: with 8 MiB
+/// the destination's peak RSS tripled; with 2 MiB large transfers still pay
+/// one fsync per four chunks.
+pub const BATCH_BYTES: usize = 2 << 20;
+/// A transfer larger than this is hashed outside the writer's lock, where
+/// its reading does not hold up other writers.
+pub(crate) const LARGE_TRANSFER: u64 = 8 << 20;
+
+/// Which topic a consumer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// This institution's inbox: transfers, receipts, notices.
+    Inbox,
+    /// The sector's tracking events.
+    Tracking,
+    /// Signed directory entries.
+    Directory,
+}
+
+pub(crate) async fn consume(cx: Arc<Consumers>, feed: Feed, cancel: CancellationToken) {
+    let consumer = loop {
+        match connect(&cx, feed).await {
+            Ok(consumer) => break consumer,
+            Err(error) => {
+                tracing::warn!(%error, "Inbox not ready; retrying.");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    };
+    let what = match feed {
+        Feed::Inbox => "inbox",
+        Feed::Tracking => "tracking topic",
+        Feed::Directory => "directory topic",
+    };
+    tracing::info!(topic = %consumer.topic(), "Consuming the {what}.");
+    loop {
+        let batch = tokio::select! {
+            _ = cancel.cancelled() => break,
+            batch = gather(&consumer) => batch,
+        };
+        handle_batch(&cx, feed, &consumer, batch, &cancel).await;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(error) = consumer.commit() {
+            tracing::warn!(%error, "Offsets not committed at shutdown; the store has them.");
+        }
+    })
+    .await;
+}
+
+/// Waits for one record, then takes every record already fetched, up to the
+/// batch limits. It never waits for more: under load batches grow by
+/// themselves while the previous one commits.
+async fn gather(consumer: &InboxConsumer) -> Vec<OwnedMessage> {
+    let first = loop {
+        match consumer.recv().await {
+            Ok(message) => break message.detach(),
+            Err(error) => {
+                tracing::warn!(%error, "Inbox read failed.");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let size = |m: &OwnedMessage| m.payload().map_or(0, <[u8]>::len);
+    let mut bytes = size(&first);
+    let mut batch = vec![first];
+    while batch.len() < BATCH_RECORDS && bytes < BATCH_BYTES {
+        match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
+            Ok(Ok(message)) => {
+                let message = message.detach();
+                bytes += size(&message);
+                batch.push(message);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "Inbox read failed.");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Creates the node's topics, then the consumer, assigned from stored offsets.
+async fn connect(cx: &Arc<Consumers>, feed: Feed) -> Result<Arc<InboxConsumer>> {
+    let settings = cx.kafka.settings.clone();
+    let admin = settings.admin()?;
+    let directory = cx.trust.directory();
+    let peers: Vec<&str> = directory.institutions().map(|i| i.id.as_str()).collect();
+    ecointegra_broker::topics::ensure_node_topics(
+        &admin,
+        &cx.kafka.topics,
+        cx.trust.institution(),
+        &peers,
+        cx.kafka.spec,
+    )
+    .await?;
+    let (topic, group) = match feed {
+        Feed::Inbox => (cx.kafka.inbox_topic(), cx.kafka.group_id()),
+        Feed::Tracking => (
+            cx.kafka.topics.tracking(),
+            format!("{}.tracking", cx.kafka.group_id()),
+        ),
+        Feed::Directory => (
+            cx.kafka.topics.directory(),
+            format!("{}.directory", cx.kafka.group_id()),
+        ),
+    };
+    let consumer = Arc::new(InboxConsumer::new(&settings, &group, &topic)?);
+    let c = consumer.clone();
+    let partitions = tokio::task::spawn_blocking(move || c.partitions(Duration::from_secs(5)))
+        .await
+        .map_err(|e| Error::Io {
+            context: "metadata task failed".into(),
+            source: std::io::Error::other(e),
+        })??;
+    let topic_for_store = topic.clone();
+    let stored = cx
+        .store
+        .run(move |s| s.inbox_positions(&topic_for_store))
+        .await?;
+    let positions: Vec<(i32, Option<i64>)> = partitions
+        .iter()
+        .map(|p| (*p, stored.iter().find(|(sp, _)| sp == p).map(|(_, o)| *o)))
+        .collect();
+    consumer.assign(&positions)?;
+    Ok(consumer)
+}
+
+/// A batch's records with their trace contexts; cx with store threads.
+type Records = Arc<Vec<(OwnedMessage, Incoming)>>;
+
+fn position(record: &OwnedMessage) -> Position<'_> {
+    Position {
+        topic: record.topic(),
+        partition: record.partition(),
+        offset: record.offset(),
+    }
+}
+
+/// Applies a batch: as many records per transaction as apply cleanly, each
+/// failing record handled on its own, in order.
+async fn handle_batch(
+    cx: &Arc<Consumers>,
+    feed: Feed,
+    consumer: &InboxConsumer,
+    batch: Vec<OwnedMessage>,
+    cancel: &CancellationToken,
+) {
+    let started = std::time::SystemTime::now();
+    let records: Records = Arc::new(
+        batch
+            .into_iter()
+            .map(|record| {
+                cx.metrics.consumed(
+                    record.topic(),
+                    record.payload().map_or(0, <[u8]>::len),
+                    feed == Feed::Inbox,
+                );
+                let incoming = crate::telemetry::trace::on_record(&record, feed == Feed::Inbox);
+                (record, incoming)
+            })
+            .collect(),
+    );
+    let mut next = 0;
+    while next < records.len() {
+        let (applied, stop) = match apply_batch(cx, feed, records.clone(), next, None).await {
+            Ok(outcome) => outcome,
+            Err(error) => (Vec::new(), Some(Stop::from(error))),
+        };
+        for effect in applied {
+            finish(cx, consumer, &records[next], effect, started);
+            next += 1;
+        }
+        if let Some(Stop::Fault(fault)) = stop {
+            handle_fault(cx, feed, consumer, &records, next, *fault, cancel, started).await;
+            next += 1;
+        }
+    }
+}
+
+/// A record that failed on its own: retried while the failure is local,
+/// otherwise dead-lettered, so it neither stalls its partition nor is lost.
+#[allow(clippy::too_many_arguments)]
+async fn handle_fault(
+    cx: &Arc<Consumers>,
+    feed: Feed,
+    consumer: &InboxConsumer,
+    records: &Records,
+    index: usize,
+    mut fault: Fault,
+    cancel: &CancellationToken,
+    started: std::time::SystemTime,
+) {
+    let (record, _) = &records[index];
+    let position = position(record);
+    let mut failures = 0;
+    let rejection = loop {
+        match fault {
+            Fault::Reject(rejection) => break rejection,
+            Fault::Corrupt(corrupt) => {
+                let Corrupt {
+                    rejection,
+                    transfer_id,
+                    documents,
+                } = *corrupt;
+                if let Err(error) = discard_partials(cx, &transfer_id, &documents).await {
+                    tracing::error!(%error, %transfer_id, "Cannot discard corrupt partial documents.");
+                }
+                break rejection;
+            }
+            Fault::Local(error) if failures < LOCAL_RETRIES => {
+                failures += 1;
+                tracing::error!(%error, offset = position.offset, "Cannot apply an inbox record; retrying.");
+                tokio::time::sleep(Duration::from_millis(200 << failures)).await;
+                fault = match apply_batch(cx, feed, records.clone(), index, Some(1)).await {
+                    Ok((mut applied, None)) if applied.len() == 1 => {
+                        let effect = applied.remove(0);
+                        finish(cx, consumer, &records[index], effect, started);
+                        return;
+                    }
+                    Ok((_, Some(Stop::Fault(fault)))) => *fault,
+                    Ok(_) => Fault::Local(Error::FailedPrecondition(
+                        "a record alone in its batch was not applied".into(),
+                    )),
+                    Err(error) => Fault::Local(error),
+                };
+            }
+            Fault::Local(error) => {
+                break Rejection::new("local", format!("could not be stored here: {error}"));
+            }
+        }
+    };
+    dead_letter(cx, record, position, &rejection, cancel).await;
+    finish(cx, consumer, &records[index], Applied::Nothing, started);
+}
+
+/// After a record's transaction committed: notify, count, log, trace, and
+/// tell Kafka the offset may be committed.
+fn finish(
+    cx: &Arc<Consumers>,
+    consumer: &InboxConsumer,
+    (record, incoming): &(OwnedMessage, Incoming),
+    applied: Applied,
+    started: std::time::SystemTime,
+) {
+    let _span = incoming.span.enter();
+    match applied {
+        Applied::Nothing => {}
+        Applied::Delivered {
+            filing_id,
+            bytes,
+            tracking_code,
+            origin,
+        } => {
+            cx.metrics.filing_received(bytes);
+            tracing::info!(%tracking_code, %origin, "Filing delivered.");
+            cx.inbox_head.send_replace(filing_id);
+            cx.relay_wake.notify_one();
+        }
+        Applied::ReceiptQueued => cx.relay_wake.notify_one(),
+        Applied::Receipted {
+            registered_at_ms,
+            tracking_code,
+            destination,
+            registry_number,
+        } => {
+            cx.metrics.receipted(Duration::from_millis(
+                (ecointegra_broker::now_ms() - registered_at_ms).max(0) as u64,
+            ));
+            tracing::info!(
+                %tracking_code,
+                %destination,
+                %registry_number,
+                "Receipt stored; filing delivered."
+            );
+        }
+        Applied::Notice {
+            tracking_code,
+            by,
+            status,
+        } => tracing::info!(%tracking_code, %by, status = ?status, "Notice stored."),
+        Applied::DirectoryEntry {
+            institution,
+            version,
+        } => tracing::info!(%institution, version, "Directory entry in force."),
+    }
+    let position = position(record);
+    if let Some(trace) = incoming.trace {
+        let attributes = vec![
+            ("messaging.destination.name", position.topic.to_owned()),
+            ("messaging.kafka.offset", position.offset.to_string()),
+            (
+                "ecointegra.message_type",
+                record
+                    .headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == ecointegra_broker::kafka::headers::MESSAGE_TYPE)
+                    })
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default(),
+            ),
+        ];
+        crate::telemetry::trace::export(
+            cx.otlp.as_deref(),
+            trace,
+            "process record",
+            crate::telemetry::otlp::Kind::Consumer,
+            started,
+            attributes,
+        );
+    }
+    if let Err(error) = consumer.store_offset(position.partition, position.offset) {
+        tracing::warn!(%error, "Offset not stored for commit; the store has it.");
+    }
+}
+
+/// Applies records `from..` (at most `limit` of them) in one transaction.
+/// Returns the effects of those applied, in order, and why it stopped early.
+/// An error means nothing was applied.
+async fn apply_batch(
+    cx: &Arc<Consumers>,
+    feed: Feed,
+    records: Records,
+    from: usize,
+    limit: Option<usize>,
+) -> Result<(Vec<Applied>, Option<Stop>)> {
+    let cx = cx.clone();
+    cx.clone()
+        .store
+        .run(move |store| {
+            let end = limit.map_or(records.len(), |n| (from + n).min(records.len()));
+            // Verify and decrypt before taking the writer's lock.
+            let opened: Vec<Result<Opened, Fault>> = records[from..end]
+                .iter()
+                .map(|(record, incoming)| {
+                    let _span = incoming.span.enter();
+                    let value = record.payload().unwrap_or_default();
+                    let mut opened = open(&cx.trust, feed, value)?;
+                    if let Opened::Manifest {
+                        envelope,
+                        manifest,
+                        digests,
+                    } = &mut opened
+                    {
+                        *digests = assemble::large_digests(&cx, &envelope.sender, manifest);
+                    }
+                    Ok(opened)
+                })
+                .collect();
+            let mut batch = Batch {
+                cx: &cx,
+                dirty: HashSet::new(),
+                directory: None,
+            };
+            let mut applied = Vec::with_capacity(opened.len());
+            let mut stop = None;
+            store.write(|c| {
+                for (i, opened) in opened.into_iter().enumerate() {
+                    let (record, incoming) = &records[from + i];
+                    let _span = incoming.span.enter();
+                    if let Some((key, context)) = &incoming.keep {
+                        crate::telemetry::trace::keep(c, key, context)?;
+                    }
+                    let opened = match opened {
+                        Ok(opened) => opened,
+                        Err(fault) => {
+                            stop = Some(Stop::from(fault));
+                            break;
+                        }
+                    };
+                    store::begin_record(c)?;
+                    match batch.apply(c, opened, position(record), i == 0) {
+                        Ok(effect) => {
+                            store::end_record(c)?;
+                            applied.push(effect);
+                        }
+                        Err(why) => {
+                            store::undo_record(c)?;
+                            stop = Some(why);
+                            break;
+                        }
+                    }
+                }
+                batch.sync()
+            })?;
+            if let Some(directory) = batch.directory {
+                cx.trust.set_directory(directory);
+            }
+            Ok((applied, stop))
+        })
+        .await
+}
+
+async fn discard_partials(
+    cx: &Arc<Consumers>,
+    transfer_id: &str,
+    documents: &[DocumentDigest],
+) -> Result<()> {
+    for doc in documents {
+        let _ = std::fs::remove_file(cx.blobs.partial_path(transfer_id, doc.index));
+    }
+    let transfer_id = transfer_id.to_owned();
+    cx.store
+        .run(move |s| s.discard_partials(&transfer_id))
+        .await
+}
+
+/// Publishes a dead letter (retrying until Kafka takes it), then records the
+/// offset, so the record is neither lost nor blocking.
+async fn dead_letter(
+    cx: &Arc<Consumers>,
+    record: &OwnedMessage,
+    position: Position<'_>,
+    rejection: &Rejection,
+    cancel: &CancellationToken,
+) {
+    tracing::warn!(
+        reason = %rejection.reason,
+        code = rejection.code,
+        sender = %rejection.claimed_sender,
+        offset = position.offset,
+        "Inbox record dead-lettered."
+    );
+    let letter = ecointegra_broker::dlq::dead_letter(
+        rejection,
+        ecointegra_broker::dlq::Source {
+            topic: position.topic,
+            partition: position.partition,
+            offset: position.offset,
+            key: record.key(),
+            value: record.payload(),
+        },
+    );
+    let dlq = cx.kafka.dlq_topic();
+    loop {
+        match ecointegra_broker::dlq::publish(
+            &cx.kafka.publisher,
+            &dlq,
+            cx.trust.institution(),
+            &letter,
+        )
+        .await
+        {
+            Ok(at) => {
+                crate::consume::dead_letters::recorded(cx, at, &letter).await;
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Cannot publish a dead letter; retrying.");
+                if cancel.is_cancelled() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let recorded = skip(cx, position, None).await;
+    if let Err(error) = recorded {
+        tracing::error!(%error, "Cannot record a dead-lettered offset.");
+    }
+}
+
+/// Records a consumed record that has no effect of its own (a duplicate, or
+/// one dead-lettered), with its message id when it was applied before.
+async fn skip(cx: &Arc<Consumers>, position: Position<'_>, message_id: Option<&str>) -> Result<()> {
+    let (topic, partition, offset) = owned(position);
+    let id = message_id.map(str::to_owned);
+    cx.store
+        .run(move |s| {
+            s.write(|c| {
+                s.apply_nothing(
+                    c,
+                    Position {
+                        topic: &topic,
+                        partition,
+                        offset,
+                    },
+                    id.as_deref(),
+                )
+            })
+        })
+        .await
+}
+
+/// Owned copy of a position, for store work on another thread.
+fn owned(position: Position<'_>) -> (String, i32, i64) {
+    (
+        position.topic.to_owned(),
+        position.partition,
+        position.offset,
+    )
+}

@@ -1,0 +1,144 @@
+//! `OperationsService`: are documents flowing, and what to do when they are
+//! not. The queue report ([`crate::telemetry::queues`]), and dead-letter
+//! handling (list, inspect, replay, discard).
+
+use super::Services;
+use crate::error::{Error, Result};
+use ecointegra_proto::v1::operations_service_server::{OperationsService, OperationsServiceServer};
+use ecointegra_proto::v1::{
+    DeadLetterDetail, DeadLetterEntry, DiscardDeadLetterRequest, GetDeadLetterRequest,
+    GetQueuesRequest, GetQueuesResponse, ListDeadLettersRequest, ListDeadLettersResponse,
+    ReplayDeadLettersRequest, ReplayDeadLettersResponse,
+};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub fn server(services: Arc<Services>) -> OperationsServiceServer<OperationsApi> {
+    OperationsServiceServer::new(OperationsApi { services })
+}
+
+pub struct OperationsApi {
+    services: Arc<Services>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Io {
+            context: "an operations task failed".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
+#[tonic::async_trait]
+impl OperationsService for OperationsApi {
+    async fn get_queues(
+        &self,
+        _: Request<GetQueuesRequest>,
+    ) -> Result<Response<GetQueuesResponse>, Status> {
+        let watch = self.services.watch.clone();
+        Ok(Response::new(
+            blocking(move || crate::telemetry::queues::queues(&watch)).await?,
+        ))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => 100,
+            n => n.min(1000),
+        };
+        let dead_letters = self
+            .services
+            .watch
+            .store
+            .run(move |s| s.dead_letters(request.include_closed, limit))
+            .await?;
+        Ok(Response::new(ListDeadLettersResponse { dead_letters }))
+    }
+
+    async fn get_dead_letter(
+        &self,
+        request: Request<GetDeadLetterRequest>,
+    ) -> Result<Response<DeadLetterDetail>, Status> {
+        let id = request.into_inner().id;
+        let detail = self
+            .services
+            .watch
+            .store
+            .run(move |s| s.dead_letter_detail(id))
+            .await?;
+        Ok(Response::new(detail))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<ReplayDeadLettersRequest>,
+    ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let ids = match (request.all_open, request.ids.is_empty()) {
+            (true, true) => {
+                self.services
+                    .watch
+                    .store
+                    .run(|s| s.open_dead_letter_ids())
+                    .await?
+            }
+            (false, false) => request.ids,
+            (true, false) => {
+                return Err(Error::invalid("ids", "must be empty when all_open is set").into());
+            }
+            (false, true) => {
+                return Err(Error::invalid(
+                    "ids",
+                    "name at least one dead letter, or set all_open",
+                )
+                .into());
+            }
+        };
+        let mut outcomes = Vec::with_capacity(ids.len());
+        // In order, each acknowledged before the next: chunks stay before
+        // their manifest.
+        for id in ids {
+            outcomes
+                .push(crate::consume::dead_letters::replay(&self.services.consumers, id).await?);
+        }
+        Ok(Response::new(ReplayDeadLettersResponse { outcomes }))
+    }
+
+    async fn discard_dead_letter(
+        &self,
+        request: Request<DiscardDeadLetterRequest>,
+    ) -> Result<Response<DeadLetterEntry>, Status> {
+        // Who: as given, or as the caller authenticated.
+        let caller = request
+            .extensions()
+            .get::<crate::grpc::auth::Caller>()
+            .map(|c| c.name.clone());
+        let mut r = request.into_inner();
+        if r.by.trim().is_empty()
+            && let Some(name) = caller.filter(|n| n != "anonymous")
+        {
+            r.by = name;
+        }
+        let (entry, changed) = self
+            .services
+            .watch
+            .store
+            .run(move |s| s.discard_dead_letter(r.id, &r.by, &r.reason))
+            .await?;
+        if changed {
+            self.services.watch.metrics.dead_letters_discarded.inc();
+            tracing::info!(
+                dead_letter = entry.id,
+                by = %entry.discarded_by,
+                reason = %entry.discard_reason,
+                "Dead letter discarded."
+            );
+        }
+        Ok(Response::new(entry))
+    }
+}

@@ -1,0 +1,168 @@
+//! Tracking without a central database.
+//!
+//! Every status change is a signed [`TrackingEvent`] on `<prefix>.tracking`.
+//! Every node consumes the whole topic into its own store, so any
+//! institution's node answers `Track` with the full timeline across every
+//! institution the filing passed through. A wrong verification code gets the
+//! same NOT_FOUND as an unknown code, and failed look-ups are rate-limited per
+//! client.
+
+use crate::error::{Error, Result};
+use crate::lifecycle::Desk;
+use ecointegra_broker::envelope::{self, Rejection};
+use ecointegra_proto::v1::{
+    Envelope, FilingStatus, MessageType, TimelineEntry, TrackRequest, TrackResponse, TrackingEvent,
+};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use crate::ids::BROADCAST;
+
+/// The event an envelope of the tracking topic carries (the envelope already
+/// verified as one for [`BROADCAST`]), if its sender may have sent it.
+pub fn event_of(envelope: &Envelope) -> Result<TrackingEvent, Rejection> {
+    if MessageType::try_from(envelope.message_type) != Ok(MessageType::TrackingEvent) {
+        return Err(Rejection::new(
+            "type",
+            format!(
+                "message type {} does not belong on the tracking topic",
+                envelope.message_type
+            ),
+        )
+        .about(envelope));
+    }
+    let event: TrackingEvent = envelope::payload(envelope)?;
+    if event.institution != envelope.sender
+        || !event.event_id.starts_with(&format!("{}/", envelope.sender))
+    {
+        return Err(Rejection::new(
+            "tracking",
+            format!(
+                "{} signed an event that claims to come from {}",
+                envelope.sender, event.institution
+            ),
+        )
+        .about(envelope));
+    }
+    Ok(event)
+}
+
+/// Failed look-ups per client address within the current minute.
+#[derive(Default)]
+pub struct Limiter {
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Limiter {
+    pub(crate) fn blocked(&self, client: IpAddr, limit: u32) -> bool {
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&client) {
+            Some((since, count)) if since.elapsed() < Duration::from_secs(60) => *count >= limit,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn fail(&self, client: IpAddr) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            map.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
+        }
+        let entry = map.entry(client).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= Duration::from_secs(60) {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
+}
+
+/// Looks a filing up for a citizen. `client` is who asks, for rate limiting.
+pub async fn track(
+    desk: &Desk,
+    client: Option<IpAddr>,
+    request: TrackRequest,
+) -> Result<TrackResponse> {
+    let client = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let limit = desk.config.tracking.max_failures_per_minute;
+    if desk.limiter.blocked(client, limit) {
+        return Err(Error::ResourceExhausted(
+            "too many failed look-ups from this client; try again in a minute".into(),
+        ));
+    }
+    let code = request.tracking_code.trim().to_uppercase();
+    // Computed whether or not the code exists, so both answers cost the same.
+    let presented = crate::ids::verifier(&code, &request.verification_code);
+    let lookup = code.clone();
+    let (timeline, answer) = desk
+        .store
+        .run(move |s| Ok((s.timeline(&lookup)?, s.answer_for(&lookup)?)))
+        .await?;
+    let expected = timeline
+        .iter()
+        .find(|e| !e.verifier.is_empty())
+        .map(|e| e.verifier.clone());
+    let matches = expected.is_some_and(|v| constant_time_eq(&v, &presented));
+    if !matches {
+        desk.limiter.fail(client);
+        return Err(Error::NotFound(
+            "a filing with that tracking code and verification code".into(),
+        ));
+    }
+    let last = timeline.last().cloned().unwrap_or_default();
+    let due_date = timeline
+        .iter()
+        .rev()
+        .find(|e| !e.due_date.is_empty())
+        .map(|e| e.due_date.clone())
+        .unwrap_or_default();
+    Ok(TrackResponse {
+        tracking_code: code,
+        status: last.status,
+        current_holder: last.holder.clone(),
+        due_date,
+        timeline: timeline.iter().map(entry).collect(),
+        answer_documents: answer
+            .map(|a| {
+                a.documents
+                    .iter()
+                    .map(crate::store::DocumentRow::to_proto)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+pub(crate) fn entry(event: &TrackingEvent) -> TimelineEntry {
+    TimelineEntry {
+        institution: event.institution.clone(),
+        status: event.status,
+        timestamp_ms: event.timestamp_ms,
+        hop: event.hop,
+        actor_role: event.actor_role.clone(),
+        holder: event.holder.clone(),
+        due_date: event.due_date.clone(),
+        transfer_kind: event.transfer_kind,
+        counterpart: event.counterpart.clone(),
+    }
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Status names for people, in Spanish, as the timeline prints them.
+pub fn status_label(status: i32) -> &'static str {
+    match FilingStatus::try_from(status) {
+        Ok(FilingStatus::Registered) => "registrado",
+        Ok(FilingStatus::Sent) => "enviado",
+        Ok(FilingStatus::Delivered) => "entregado",
+        Ok(FilingStatus::Received) => "recibido",
+        Ok(FilingStatus::Observed) => "observado",
+        Ok(FilingStatus::Rejected) => "rechazado",
+        Ok(FilingStatus::Forwarded) => "derivado",
+        Ok(FilingStatus::Answered) => "atendido",
+        Ok(FilingStatus::Archived) => "archivado",
+        _ => "desconocido",
+    }
+}

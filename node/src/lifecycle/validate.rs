@@ -1,0 +1,206 @@
+//! The rules a submission must meet, desk by every way in (gRPC, CLI, web).
+//! Each broken rule names its field, so a client knows what to fix.
+
+use crate::error::Violation;
+use ecointegra_broker::directory::Directory;
+use ecointegra_proto::v1::{DocumentHeader, FilingHeader, IdentityDocumentType, Party};
+
+pub const MAX_SUBJECT_CHARS: usize = 500;
+pub const MAX_NAME_CHARS: usize = 255;
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+
+/// Checks a filing header; `me` is this node's institution.
+pub fn filing_header(header: &FilingHeader, directory: &Directory, me: &str) -> Vec<Violation> {
+    let mut v = Vec::new();
+    let destination = header.destination.trim();
+    if destination.is_empty() {
+        v.push(Violation::new("header.destination", "is required"));
+    } else if destination == me {
+        v.push(Violation::new(
+            "header.destination",
+            format!("{destination:?} is this institution; a filing travels to another one"),
+        ));
+    } else if let Some(institution) = directory.get(destination) {
+        if let Some(reason) = institution.inactive_reason(ecointegra_broker::now_ms()) {
+            v.push(Violation::new("header.destination", reason));
+        }
+    } else {
+        v.push(Violation::new(
+            "header.destination",
+            format!("{destination:?} is not an institution of the sector directory"),
+        ));
+    }
+    let subject = header.subject.trim();
+    if subject.is_empty() {
+        v.push(Violation::new("header.subject", "must not be empty"));
+    } else if subject.chars().count() > MAX_SUBJECT_CHARS {
+        v.push(Violation::new(
+            "header.subject",
+            format!("must be at most {MAX_SUBJECT_CHARS} characters"),
+        ));
+    }
+    if header.folio_count == 0 {
+        v.push(Violation::new("header.folio_count", "must be at least 1"));
+    }
+    if header.idempotency_key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
+        v.push(Violation::new(
+            "header.idempotency_key",
+            format!("must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+        ));
+    }
+    match &header.sender_party {
+        None => v.push(Violation::new("header.sender_party", "is required")),
+        Some(party) => v.extend(sender_party(party)),
+    }
+    v
+}
+
+fn sender_party(party: &Party) -> Vec<Violation> {
+    let mut v = Vec::new();
+    let name = party.name.trim();
+    if name.is_empty() {
+        v.push(Violation::new("header.sender_party.name", "is required"));
+    } else if name.chars().count() > 200 || name.chars().any(char::is_control) {
+        v.push(Violation::new(
+            "header.sender_party.name",
+            "must be at most 200 characters, without control characters",
+        ));
+    }
+    let number = party.document_number.trim();
+    let field = "header.sender_party.document_number";
+    match IdentityDocumentType::try_from(party.document_type) {
+        Ok(IdentityDocumentType::Dni) => {
+            if !(number.len() == 8 && number.bytes().all(|b| b.is_ascii_digit())) {
+                v.push(Violation::new(field, "a DNI is exactly 8 digits"));
+            }
+        }
+        Ok(IdentityDocumentType::Ruc) => {
+            if let Err(problem) = check_ruc(number) {
+                v.push(Violation::new(field, problem));
+            }
+        }
+        Ok(IdentityDocumentType::Ce) => {
+            if !((9..=12).contains(&number.len())
+                && number.bytes().all(|b| b.is_ascii_alphanumeric()))
+            {
+                v.push(Violation::new(field, "a CE is 9 to 12 letters or digits"));
+            }
+        }
+        _ => v.push(Violation::new(
+            "header.sender_party.document_type",
+            "must be DNI, RUC or CE",
+        )),
+    }
+    if !party.email.is_empty() && !looks_like_email(party.email.trim()) {
+        v.push(Violation::new(
+            "header.sender_party.email",
+            "is not an email address",
+        ));
+    }
+    v
+}
+
+/// A RUC is 11 digits, starts with 10, 15, 16, 17 or 20, and ends with a
+/// modulo-11 check digit.
+pub fn check_ruc(number: &str) -> Result<(), &'static str> {
+    let digits: Vec<u32> = number.chars().filter_map(|c| c.to_digit(10)).collect();
+    if number.len() != 11 || digits.len() != 11 {
+        return Err("a RUC is exactly 11 digits");
+    }
+    if !["10", "15", "16", "17", "20"].contains(&&number[..2]) {
+        return Err("a RUC starts with 10, 15, 16, 17 or 20");
+    }
+    const WEIGHTS: [u32; 10] = [5, 4, 3, 2, 7, 6, 5, 4, 3, 2];
+    let sum: u32 = digits.iter().zip(WEIGHTS).map(|(d, w)| d * w).sum();
+    let check = (11 - sum % 11) % 10;
+    if digits[10] != check {
+        return Err("the RUC's check digit does not match");
+    }
+    Ok(())
+}
+
+fn looks_like_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.len() <= 254
+}
+
+/// Checks one document's header; `index` names it in the field path.
+pub fn document_header(header: &DocumentHeader, index: usize, max_size: u64) -> Vec<Violation> {
+    let mut v = Vec::new();
+    let field = |name: &str| format!("documents[{index}].{name}");
+    let name = &header.name;
+    if name.is_empty() {
+        v.push(Violation::new(field("name"), "is required"));
+    } else if name.contains(['/', '\\']) || name.chars().any(char::is_control) {
+        v.push(Violation::new(
+            field("name"),
+            "must be a plain file name, without path separators or control characters",
+        ));
+    } else if name == "." || name == ".." || name.chars().count() > MAX_NAME_CHARS {
+        v.push(Violation::new(
+            field("name"),
+            format!("must be a file name of 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if header.media_type.len() > 127
+        || header
+            .media_type
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        v.push(Violation::new(field("media_type"), "is not a media type"));
+    }
+    if header.declared_size > max_size {
+        v.push(Violation::new(
+            field("declared_size"),
+            format!(
+                "{} bytes is over the maximum document size of {max_size} bytes",
+                header.declared_size
+            ),
+        ));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruc_check_digit() {
+        assert!(check_ruc("20131368829").is_ok(), "OEFA's RUC");
+        assert!(check_ruc("20131368828").is_err());
+        assert!(check_ruc("2013136882").is_err());
+        assert!(check_ruc("30131368829").is_err());
+    }
+
+    #[test]
+    fn document_names() {
+        let header = |name: &str| DocumentHeader {
+            name: name.into(),
+            media_type: "application/pdf".into(),
+            declared_size: 10,
+        };
+        assert!(document_header(&header("carta.pdf"), 0, 100).is_empty());
+        for bad in ["../etc/passwd", "a\\b.pdf", "a\nb.pdf", "", ".."] {
+            let v = document_header(&header(bad), 2, 100);
+            assert_eq!(v[0].field, "documents[2].name", "{bad:?}");
+        }
+        let v = document_header(
+            &DocumentHeader {
+                declared_size: 101,
+                ..header("a.pdf")
+            },
+            0,
+            100,
+        );
+        assert_eq!(v[0].field, "documents[0].declared_size");
+    }
+}

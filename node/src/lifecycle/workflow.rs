@@ -1,0 +1,353 @@
+//! Clerk actions on a filing this institution holds: receive, observe, reject,
+//! forward, answer, archive. Each checks the filing's state, changes it, queues
+//! what must travel (a notice, a new transfer) and the sector tracking event,
+//! all in one transaction, once per client-supplied action id.
+
+use crate::error::{Error, Result, Violation};
+use crate::lifecycle::Desk;
+use crate::store::blobs::TempFile;
+use crate::store::{self, DocumentRow, FilingRow, NewFiling, Step};
+use ecointegra_proto::v1::{Direction, Filing, FilingStatus, MessageType, Notice, TransferKind};
+use prost::Message;
+use rusqlite::Connection;
+
+pub enum Action {
+    Receive {
+        registry_number: String,
+        office: String,
+    },
+    Observe {
+        reason: String,
+    },
+    Reject {
+        reason: String,
+    },
+    Forward {
+        destination: String,
+        note: String,
+    },
+    Answer {
+        note: String,
+        documents: Vec<(DocumentRow, TempFile)>,
+    },
+    Archive {
+        note: String,
+    },
+}
+
+impl Action {
+    fn name(&self) -> &'static str {
+        match self {
+            Action::Receive { .. } => "receive",
+            Action::Observe { .. } => "observe",
+            Action::Reject { .. } => "reject",
+            Action::Forward { .. } => "forward",
+            Action::Answer { .. } => "answer",
+            Action::Archive { .. } => "archive",
+        }
+    }
+
+    /// The states this action may start from.
+    pub fn allowed_from(&self) -> &'static [FilingStatus] {
+        use FilingStatus::*;
+        match self {
+            Action::Receive { .. } => &[Delivered],
+            Action::Observe { .. } | Action::Reject { .. } => &[Delivered, Received],
+            Action::Forward { .. } | Action::Answer { .. } => &[Received],
+            Action::Archive { .. } => &[Received, Observed, Rejected, Forwarded, Answered],
+        }
+    }
+
+    fn result(&self) -> FilingStatus {
+        match self {
+            Action::Receive { .. } => FilingStatus::Received,
+            Action::Observe { .. } => FilingStatus::Observed,
+            Action::Reject { .. } => FilingStatus::Rejected,
+            Action::Forward { .. } => FilingStatus::Forwarded,
+            Action::Answer { .. } => FilingStatus::Answered,
+            Action::Archive { .. } => FilingStatus::Archived,
+        }
+    }
+}
+
+/// Status name as clients see it, e.g. `DELIVERED`.
+pub fn status_name(status: FilingStatus) -> &'static str {
+    status.as_str_name().trim_start_matches("FILING_STATUS_")
+}
+
+fn check_fields(desk: &Desk, tracking_code: &str, action_id: &str, action: &Action) -> Result<()> {
+    let mut v = Vec::new();
+    if tracking_code.trim().is_empty() {
+        v.push(Violation::new("tracking_code", "is required"));
+    }
+    if action_id.trim().is_empty() || action_id.len() > 128 {
+        v.push(Violation::new(
+            "action_id",
+            "is required, at most 128 characters",
+        ));
+    }
+    let required = |v: &mut Vec<Violation>, field: &str, value: &str| {
+        if value.trim().is_empty() {
+            v.push(Violation::new(field, "is required"));
+        } else if value.chars().count() > 2000 {
+            v.push(Violation::new(field, "must be at most 2000 characters"));
+        }
+    };
+    match action {
+        Action::Receive {
+            registry_number,
+            office,
+        } => {
+            required(&mut v, "registry_number", registry_number);
+            required(&mut v, "office", office);
+        }
+        Action::Observe { reason } | Action::Reject { reason } => {
+            required(&mut v, "reason", reason)
+        }
+        Action::Forward { destination, .. } => {
+            if destination == desk.institution() {
+                v.push(Violation::new("destination", "is this institution"));
+            } else if desk.trust.directory().get(destination).is_none() {
+                v.push(Violation::new(
+                    "destination",
+                    format!("{destination:?} is not an institution of the sector directory"),
+                ));
+            }
+        }
+        Action::Answer { documents, .. } if documents.is_empty() => v.push(Violation::new(
+            "documents",
+            "an answer carries at least one document",
+        )),
+        Action::Answer { .. } | Action::Archive { .. } => {}
+    }
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(v))
+    }
+}
+
+/// Performs `action` on the filing `tracking_code` holds here.
+pub async fn act(
+    desk: &Desk,
+    tracking_code: String,
+    action_id: String,
+    action: Action,
+    actor_role: &'static str,
+) -> Result<Filing> {
+    check_fields(desk, &tracking_code, &action_id, &action)?;
+    let code = tracking_code.trim().to_uppercase();
+    let desk2 = desk.clone();
+    let response = desk
+        .store
+        .run(move |s| {
+            // Answer documents are moved into the store first: a crash leaves an
+            // unreferenced file, never a filing without its bytes.
+            let (action, docs) = match action {
+                Action::Answer { note, documents } => {
+                    let mut rows = Vec::new();
+                    for (row, temp) in documents {
+                        desk2.blobs.adopt(&temp.keep(), &row.sha256)?;
+                        rows.push(row);
+                    }
+                    (
+                        Action::Answer {
+                            note,
+                            documents: Vec::new(),
+                        },
+                        rows,
+                    )
+                }
+                other => (other, Vec::new()),
+            };
+            s.perform_action(&format!("{}/{action_id}", action.name()), |tx| {
+                let filing = apply(&desk2, s, tx, &code, &action, docs, actor_role)?;
+                Ok(filing.to_proto().encode_to_vec())
+            })
+        })
+        .await?;
+    desk.relay_wake.notify_one();
+    Filing::decode(response.as_slice()).map_err(|e| Error::Io {
+        context: "a stored action answer is unreadable".into(),
+        source: std::io::Error::other(e),
+    })
+}
+
+fn apply(
+    desk: &Desk,
+    s: &store::Store,
+    tx: &Connection,
+    code: &str,
+    action: &Action,
+    answer_documents: Vec<DocumentRow>,
+    actor_role: &str,
+) -> Result<FilingRow> {
+    let me = desk.institution();
+    let filing = store::held_filing(tx, code)?
+        .ok_or_else(|| Error::NotFound(format!("filing {code} at {me}")))?;
+    if !action.allowed_from().contains(&filing.status) {
+        let allowed: Vec<&str> = action
+            .allowed_from()
+            .iter()
+            .map(|s| status_name(*s))
+            .collect();
+        return Err(Error::FailedPrecondition(format!(
+            "filing {code} is {}; {} needs it to be {}",
+            status_name(filing.status),
+            action.name(),
+            allowed.join(" or ")
+        )));
+    }
+    let result = action.result();
+    let (note, holder, counterpart): (&str, String, String) = match action {
+        Action::Receive { .. } => ("", me.to_owned(), String::new()),
+        Action::Observe { reason } => (reason, filing.origin.clone(), filing.origin.clone()),
+        Action::Reject { reason } => (reason, me.to_owned(), filing.origin.clone()),
+        Action::Forward { destination, note } => (note, destination.clone(), destination.clone()),
+        Action::Answer { note, .. } => (note, filing.filed_at.clone(), filing.filed_at.clone()),
+        Action::Archive { note } => (note, me.to_owned(), String::new()),
+    };
+    store::set_status(tx, filing.id, result, note)?;
+    if let Action::Receive {
+        registry_number,
+        office,
+    } = action
+    {
+        store::set_received(tx, filing.id, registry_number.trim(), office.trim())?;
+    }
+    let seq = s.emit(
+        tx,
+        Step {
+            tracking_code: code,
+            key: format!("{}/{}", filing.transfer_id, status_name(result)),
+            status: result,
+            hop: filing.hop,
+            actor_role,
+            holder: &holder,
+            verifier: Vec::new(),
+            due_date: "",
+            kind: filing.kind,
+            counterpart: &counterpart,
+            after_seq: 0,
+        },
+    )?;
+    match action {
+        Action::Observe { reason } | Action::Reject { reason } => {
+            let notice = Notice {
+                transfer_id: filing.transfer_id.clone(),
+                tracking_code: code.to_owned(),
+                status: result as i32,
+                reason: reason.trim().to_owned(),
+                tracking_seq: seq,
+                at_ms: ecointegra_broker::now_ms(),
+            };
+            // The reason may name people: it travels encrypted for the sender.
+            let key = desk
+                .trust
+                .directory()
+                .get(&filing.origin)
+                .map(|i| i.encryption_key)
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(format!("{} is not in the directory", filing.origin))
+                })?;
+            let sealed = desk
+                .trust
+                .sealer
+                .seal_encrypted(
+                    format!("{}/notice/{}", filing.transfer_id, status_name(result)),
+                    MessageType::Notice,
+                    &filing.origin,
+                    &key,
+                    &notice.encode_to_vec(),
+                )
+                .map_err(|e| {
+                    Error::FailedPrecondition(format!("cannot encrypt the notice: {e}"))
+                })?;
+            store::queue_envelope(
+                tx,
+                &desk.topics.inbox(&filing.origin),
+                &filing.origin,
+                &filing.transfer_id,
+                &sealed.encode_to_vec(),
+            )?;
+        }
+        Action::Forward { destination, note } => {
+            let next = follow_up(
+                s,
+                tx,
+                &filing,
+                TransferKind::Forward,
+                destination,
+                note,
+                filing.documents.clone(),
+            )?;
+            s.insert_outbound(tx, &next, actor_role)?;
+        }
+        Action::Answer { note, .. } => {
+            let next = follow_up(
+                s,
+                tx,
+                &filing,
+                TransferKind::Answer,
+                &filing.filed_at,
+                note,
+                answer_documents,
+            )?;
+            if filing.filed_at == me {
+                // Answered where it was filed: nothing travels.
+                let here = NewFiling {
+                    direction: Direction::Inbound,
+                    status: FilingStatus::Delivered,
+                    ..next
+                };
+                store::insert_filing(tx, me, &here)?;
+            } else {
+                s.insert_outbound(tx, &next, actor_role)?;
+            }
+        }
+        Action::Receive { .. } | Action::Archive { .. } => {}
+    }
+    Ok(store::query_filings(tx, "id = ?1", [filing.id])?
+        .into_iter()
+        .next()
+        .expect("the filing was just read"))
+}
+
+/// A new transfer of a filing this node holds: a forward or an answer.
+fn follow_up(
+    s: &store::Store,
+    tx: &Connection,
+    filing: &FilingRow,
+    kind: TransferKind,
+    destination: &str,
+    note: &str,
+    documents: Vec<DocumentRow>,
+) -> Result<NewFiling> {
+    let chain = s.receipt_chain_in(tx, &filing.tracking_code)?;
+    let (hop, previous) = crate::lifecycle::custody::next_link(&chain);
+    let now = ecointegra_broker::now_ms();
+    Ok(NewFiling {
+        tracking_code: filing.tracking_code.clone(),
+        verification_code: String::new(),
+        transfer_id: crate::ids::transfer_id(),
+        direction: Direction::Outbound,
+        status: FilingStatus::Registered,
+        origin: s.institution().to_owned(),
+        destination: destination.to_owned(),
+        subject: filing.subject.clone(),
+        sender_party: filing.sender_party.clone(),
+        folio_count: filing.folio_count,
+        registered_at_ms: now,
+        delivered_at_ms: 0,
+        origin_registry_number: String::new(),
+        documents,
+        kind,
+        related_transfer_id: filing.transfer_id.clone(),
+        note: note.trim().to_owned(),
+        hop,
+        filing_type: filing.filing_type.clone(),
+        due_date: String::new(),
+        filed_at: filing.filed_at.clone(),
+        previous_receipt_sha256: previous,
+    })
+}

@@ -1,0 +1,413 @@
+//! The outbox relay: publishes what the store queued, with the idempotent
+//! producer, keyed by transfer id.
+//!
+//! A transfer goes out as its documents' chunks, in order, then its manifest.
+//! Its outbox entry stays until the signed receipt arrives; if none comes
+//! within `transfer.receipt_timeout_secs` the whole transfer is sent again
+//! (chunk ids repeat, so the destination skips what it has; the manifest
+//! carries a new attempt number, so the destination answers it with its
+//! receipt). Kafka being down only delays this.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::kafka::Kafka;
+use crate::store::Store;
+use crate::store::blobs::Blobs;
+use crate::store::{OutboxKind, OutboxRow};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::otlp::Exporter;
+use crate::trust::Trust;
+use ecointegra_broker::kafka::{Pending, RecordMeta};
+use ecointegra_proto::v1::{Chunk, DocumentDigest, Envelope, Manifest, MessageType, Transfer};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Records of one transfer awaiting acknowledgement at once: bounds memory.
+const WINDOW: usize = 16;
+/// Wait before retrying a publication that failed.
+const RETRY_DELAY_MS: i64 = 2_000;
+/// Envelopes published together, their bookkeeping in one store write.
+const ENVELOPE_BATCH: usize = 256;
+/// Envelope batches in flight at once.
+const ENVELOPE_BATCHES: usize = 2;
+
+/// What a publishing task held, handed back when it ends.
+enum Done {
+    Transfer(i64),
+    Envelopes(Vec<i64>),
+}
+
+/// What the relay works with.
+pub struct Relay {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub blobs: Blobs,
+    pub trust: Arc<Trust>,
+    pub kafka: Arc<Kafka>,
+    pub metrics: Arc<Metrics>,
+    pub otlp: Option<Arc<Exporter>>,
+    /// Rung when something was queued in the outbox.
+    pub relay_wake: Arc<Notify>,
+}
+
+pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
+    let concurrency = relay.config.transfer.relay_concurrency;
+    let mut in_flight: JoinSet<Done> = JoinSet::new();
+    // Transfers being published, and envelopes (in batches).
+    let mut transfers: HashSet<i64> = HashSet::new();
+    let mut envelopes: HashSet<i64> = HashSet::new();
+    let mut envelope_batches = 0;
+    loop {
+        if transfers.len() < concurrency || envelope_batches < ENVELOPE_BATCHES {
+            let now = ecointegra_broker::now_ms();
+            match relay.store.run(move |s| s.due_outbox(now, 512)).await {
+                Ok(rows) => {
+                    let mut batch = Vec::new();
+                    for row in rows {
+                        match row.kind {
+                            OutboxKind::Transfer => {
+                                if transfers.len() < concurrency && transfers.insert(row.id) {
+                                    in_flight.spawn(publish_row(relay.clone(), row));
+                                }
+                            }
+                            OutboxKind::Envelope => {
+                                if envelope_batches < ENVELOPE_BATCHES
+                                    && batch.len() < ENVELOPE_BATCH
+                                    && envelopes.insert(row.id)
+                                {
+                                    batch.push(row);
+                                }
+                            }
+                        }
+                    }
+                    if !batch.is_empty() {
+                        envelope_batches += 1;
+                        in_flight.spawn(publish_envelopes(relay.clone(), batch));
+                    }
+                }
+                Err(error) => tracing::error!(%error, "Cannot read the outbox."),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = relay.relay_wake.notified() => {}
+            Some(done) = in_flight.join_next() => {
+                match done {
+                    Ok(Done::Transfer(id)) => {
+                        transfers.remove(&id);
+                    }
+                    Ok(Done::Envelopes(ids)) => {
+                        envelope_batches -= 1;
+                        for id in ids {
+                            envelopes.remove(&id);
+                        }
+                    }
+                    // Only on abort or panic; what it held is republished
+                    // on the next start at the latest.
+                    Err(_) => {}
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    // Whatever was not acknowledged stays in the outbox for the next start.
+    in_flight.abort_all();
+    while in_flight.join_next().await.is_some() {}
+}
+
+async fn publish_row(relay: Arc<Relay>, row: OutboxRow) -> Done {
+    let id = row.id;
+    let result = publish_transfer(&relay, &row).await;
+    let now = ecointegra_broker::now_ms();
+    let recorded = match result {
+        Ok(()) => {
+            let receipt_timeout = relay.config.transfer.receipt_timeout_secs as i64 * 1000;
+            relay
+                .store
+                .run(move |s| s.transfer_published(&row, now + receipt_timeout))
+                .await
+        }
+        Err(error) => {
+            tracing::warn!(%error, outbox_id = id, "Publication failed; will retry.");
+            relay.metrics.failed.inc(&["publish_error"]);
+            relay
+                .store
+                .run(move |s| s.outbox_retry_at(&[id], now + RETRY_DELAY_MS))
+                .await
+        }
+    };
+    if let Err(error) = recorded {
+        tracing::error!(%error, outbox_id = id, "Cannot record a publication.");
+    }
+    Done::Transfer(id)
+}
+
+/// Publishes a batch of sealed envelopes (receipts, tracking events) at once,
+/// then records what Kafka acknowledged in one store write.
+async fn publish_envelopes(relay: Arc<Relay>, rows: Vec<OutboxRow>) -> Done {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let keys: Vec<String> = rows.iter().map(|r| r.record_key.clone()).collect();
+    let traceparents = crate::telemetry::trace::outgoing_many(&relay.store, keys).await;
+    let mut queued = Vec::with_capacity(rows.len());
+    for (row, traceparent) in rows.iter().zip(&traceparents) {
+        queued.push((row, enqueue_envelope(&relay, row, traceparent).await));
+    }
+    let (mut published, mut failed) = (Vec::new(), Vec::new());
+    for (row, pending) in queued {
+        let delivered = match pending {
+            Ok(pending) => pending.delivered().await.map_err(Error::from),
+            Err(error) => Err(error),
+        };
+        match delivered {
+            Ok(_) => published.push(row.id),
+            Err(error) => {
+                tracing::warn!(%error, outbox_id = row.id, "Publication failed; will retry.");
+                relay.metrics.failed.inc(&["publish_error"]);
+                failed.push(row.id);
+            }
+        }
+    }
+    let retry_at = ecointegra_broker::now_ms() + RETRY_DELAY_MS;
+    let recorded = relay
+        .store
+        .run(move |s| s.envelopes_published(&published, &failed, retry_at))
+        .await;
+    if let Err(error) = recorded {
+        tracing::error!(%error, "Cannot record a publication.");
+    }
+    Done::Envelopes(ids)
+}
+
+async fn enqueue_envelope(relay: &Relay, row: &OutboxRow, traceparent: &str) -> Result<Pending> {
+    let bytes = row.envelope.as_deref().unwrap_or_default();
+    let envelope = Envelope::decode(bytes).map_err(|e| Error::Io {
+        context: "an outbox envelope is unreadable".into(),
+        source: std::io::Error::other(e),
+    })?;
+    let pending = relay
+        .kafka
+        .publisher
+        .enqueue(
+            &row.topic,
+            &row.record_key,
+            bytes,
+            &meta_of(&envelope),
+            &[(crate::telemetry::trace::HEADER, traceparent)],
+        )
+        .await?;
+    relay.metrics.produced(&row.topic, bytes.len());
+    tracing::debug!(message_id = %envelope.message_id, topic = %row.topic, "Envelope published.");
+    Ok(pending)
+}
+
+fn meta_of(envelope: &Envelope) -> RecordMeta<'_> {
+    RecordMeta {
+        message_type: MessageType::try_from(envelope.message_type)
+            .map(|t| t.as_str_name())
+            .unwrap_or("UNKNOWN"),
+        sender: &envelope.sender,
+        message_id: &envelope.message_id,
+    }
+}
+
+/// Publishes every chunk of every document, then the manifest, and waits
+/// until Kafka has acknowledged them all.
+async fn publish_transfer(relay: &Relay, row: &OutboxRow) -> Result<()> {
+    let transfer_id = row.record_key.clone();
+    let lookup = transfer_id.clone();
+    let filing = relay
+        .store
+        .run(move |s| s.filing_by_transfer(&lookup))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("the filing of transfer {transfer_id}")))?;
+    let topic = relay.kafka.topics.inbox(&filing.destination);
+    let started = std::time::SystemTime::now();
+    let trace = crate::telemetry::trace::outgoing_context(&relay.store, &transfer_id).await;
+    let traceparent = trace.0.to_string();
+    // Content is encrypted for the destination: Kafka sees only ciphertext.
+    let recipient_key = relay
+        .trust
+        .directory()
+        .active(&filing.destination, ecointegra_broker::now_ms())
+        .map(|i| i.encryption_key)
+        .ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "{} is not an active institution of the directory; the transfer waits",
+                filing.destination
+            ))
+        })?;
+    let seal = |id: String, message_type: MessageType, payload: Vec<u8>| {
+        relay
+            .trust
+            .sealer
+            .seal_encrypted(
+                id,
+                message_type,
+                &filing.destination,
+                &recipient_key,
+                &payload,
+            )
+            .map_err(|e| {
+                Error::FailedPrecondition(format!("cannot encrypt for {}: {e}", filing.destination))
+            })
+    };
+    let chunk_size = relay.config.transfer.chunk_size as u64;
+    let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
+    let mut digests = Vec::with_capacity(filing.documents.len());
+
+    for doc in &filing.documents {
+        let chunk_count = doc.size.div_ceil(chunk_size) as u32;
+        let path = relay.blobs.path(&doc.sha256);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(Error::io(format!("cannot open {}", path.display())))?;
+        for seq in 0..chunk_count {
+            let offset = seq as u64 * chunk_size;
+            let len = chunk_size.min(doc.size - offset) as usize;
+            let mut data = vec![0u8; len];
+            file.read_exact(&mut data)
+                .await
+                .map_err(Error::io(format!("cannot read {}", path.display())))?;
+            let chunk = Chunk {
+                transfer_id: transfer_id.clone(),
+                document_index: doc.index,
+                seq,
+                offset,
+                sha256: Sha256::digest(&data).to_vec(),
+                data,
+            };
+            let envelope = seal(
+                format!("{transfer_id}/chunk/{}/{seq}", doc.index),
+                MessageType::Chunk,
+                chunk.encode_to_vec(),
+            )?;
+            send(
+                relay,
+                &topic,
+                &transfer_id,
+                &envelope,
+                &traceparent,
+                &mut pending,
+            )
+            .await?;
+        }
+        digests.push(DocumentDigest {
+            index: doc.index,
+            name: doc.name.clone(),
+            media_type: doc.media_type.clone(),
+            size: doc.size,
+            sha256: doc.sha256.clone(),
+            chunk_count,
+        });
+    }
+
+    // The chain of custody so far: every receipt of earlier hops.
+    let code = filing.tracking_code.clone();
+    let (chain, tracking_seq) = relay
+        .store
+        .run(move |s| Ok((s.receipt_chain(&code)?, s.tracking_seq(&code)?)))
+        .await?;
+    let prior_receipts: Vec<Vec<u8>> = chain
+        .into_iter()
+        .filter(|r| r.hop < filing.hop)
+        .map(|r| r.envelope)
+        .collect();
+    let attempt = row.attempts + 1;
+    let manifest = Manifest {
+        transfer: Some(Transfer {
+            transfer_id: transfer_id.clone(),
+            tracking_code: filing.tracking_code.clone(),
+            origin: filing.origin.clone(),
+            destination: filing.destination.clone(),
+            subject: filing.subject.clone(),
+            sender_party: Some(filing.sender_party.clone()),
+            folio_count: filing.folio_count,
+            registered_at_ms: filing.registered_at_ms,
+            origin_registry_number: filing.registry_number.clone(),
+            kind: filing.kind as i32,
+            related_transfer_id: filing.related_transfer_id.clone(),
+            note: filing.note.clone(),
+            hop: filing.hop,
+            tracking_seq,
+            previous_receipt_sha256: filing.previous_receipt_sha256.clone(),
+            prior_receipts,
+            filing_type: filing.filing_type.clone(),
+            filed_at: filing.filed_at.clone(),
+        }),
+        documents: digests,
+        attempt,
+        chunk_size: chunk_size as u32,
+    };
+    let envelope = seal(
+        format!("{transfer_id}/manifest/{attempt}"),
+        MessageType::Manifest,
+        manifest.encode_to_vec(),
+    )?;
+    send(
+        relay,
+        &topic,
+        &transfer_id,
+        &envelope,
+        &traceparent,
+        &mut pending,
+    )
+    .await?;
+    while let Some(p) = pending.pop_front() {
+        p.delivered().await?;
+    }
+    crate::telemetry::trace::export(
+        relay.otlp.as_deref(),
+        trace,
+        "publish transfer",
+        crate::telemetry::otlp::Kind::Producer,
+        started,
+        vec![
+            ("ecointegra.tracking_code", filing.tracking_code.clone()),
+            ("ecointegra.destination", filing.destination.clone()),
+        ],
+    );
+    tracing::info!(
+        tracking_code = %filing.tracking_code,
+        destination = %filing.destination,
+        attempt,
+        "Transfer published."
+    );
+    Ok(())
+}
+
+async fn send(
+    relay: &Relay,
+    topic: &str,
+    key: &str,
+    envelope: &Envelope,
+    traceparent: &str,
+    pending: &mut VecDeque<Pending>,
+) -> Result<()> {
+    let bytes = envelope.encode_to_vec();
+    let queued = relay
+        .kafka
+        .publisher
+        .enqueue(
+            topic,
+            key,
+            &bytes,
+            &meta_of(envelope),
+            &[(crate::telemetry::trace::HEADER, traceparent)],
+        )
+        .await?;
+    relay.metrics.produced(topic, bytes.len());
+    pending.push_back(queued);
+    if pending.len() >= WINDOW
+        && let Some(oldest) = pending.pop_front()
+    {
+        oldest.delivered().await?;
+    }
+    Ok(())
+}

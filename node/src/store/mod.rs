@@ -1,0 +1,374 @@
+//! The node's embedded store: SQLite in WAL mode, one file.
+//!
+//! Every effect of an accepted submission or of a consumed Kafka record is one
+//! transaction here. For consumed records the same transaction records the
+//! message id (so a duplicate is a no-op) and the next offset to read (so a
+//! restart resumes exactly where the effects end).
+
+pub mod blobs;
+pub mod dead_letters;
+pub mod directory;
+pub mod filings;
+pub mod group_commit;
+pub mod inbox;
+pub mod ops;
+pub mod outbox;
+pub mod receipts;
+mod schema;
+pub mod traces;
+pub mod tracking;
+
+pub(crate) use filings::{filing_by_transfer, insert_filing, query_filings, transfer_known};
+pub use filings::{held_filing, set_received, set_status};
+pub(crate) use inbox::{is_processed, partial};
+pub use ops::OutboxEntry;
+pub(crate) use outbox::queue_envelope;
+pub(crate) use receipts::insert_receipt;
+use schema::SCHEMA;
+pub(crate) use tracking::advance_clock;
+
+use crate::error::{Error, Result};
+use crate::store::group_commit::Writer;
+use ecointegra_broker::envelope::Sealer;
+use ecointegra_proto::v1::{
+    Direction, FilingStatus, MessageType, Party, TrackingEvent, TransferKind,
+};
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// What an outbox entry publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxKind {
+    /// A whole transfer of a filing: chunks, then the manifest. Stays until the
+    /// receipt arrives, and is re-sent when none comes in time.
+    Transfer = 1,
+    /// One sealed envelope (a receipt). Removed once Kafka acknowledges it.
+    Envelope = 2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentRow {
+    pub index: u32,
+    pub name: String,
+    pub media_type: String,
+    pub size: u64,
+    pub sha256: Vec<u8>,
+}
+
+/// A filing as stored; [`FilingRow`] adds what the store assigns.
+#[derive(Debug, Clone)]
+pub struct NewFiling {
+    pub tracking_code: String,
+    pub verification_code: String,
+    pub transfer_id: String,
+    pub direction: Direction,
+    pub status: FilingStatus,
+    pub origin: String,
+    pub destination: String,
+    pub subject: String,
+    pub sender_party: Party,
+    pub folio_count: u32,
+    pub registered_at_ms: i64,
+    pub delivered_at_ms: i64,
+    pub origin_registry_number: String,
+    pub documents: Vec<DocumentRow>,
+    pub kind: TransferKind,
+    pub related_transfer_id: String,
+    pub note: String,
+    pub hop: u32,
+    pub filing_type: String,
+    pub due_date: String,
+    /// The institution where the citizen filed.
+    pub filed_at: String,
+    pub previous_receipt_sha256: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FilingRow {
+    pub id: i64,
+    pub registry_number: String,
+    pub internal_registry_number: String,
+    pub office: String,
+    pub data: NewFiling,
+}
+
+impl FilingRow {
+    /// The filing as the gRPC API and the stored idempotent answers show it.
+    pub fn to_proto(&self) -> ecointegra_proto::v1::Filing {
+        let row = self;
+        ecointegra_proto::v1::Filing {
+            tracking_code: row.tracking_code.clone(),
+            transfer_id: row.transfer_id.clone(),
+            direction: row.direction as i32,
+            status: row.status as i32,
+            origin: row.origin.clone(),
+            destination: row.destination.clone(),
+            subject: row.subject.clone(),
+            sender_party: Some(row.sender_party.clone()),
+            folio_count: row.folio_count,
+            documents: row.documents.iter().map(DocumentRow::to_proto).collect(),
+            registered_at_ms: row.registered_at_ms,
+            delivered_at_ms: row.delivered_at_ms,
+            registry_number: row.registry_number.clone(),
+            inbox_cursor: if row.direction == ecointegra_proto::v1::Direction::Inbound {
+                row.id as u64
+            } else {
+                0
+            },
+            kind: row.kind as i32,
+            filing_type: row.filing_type.clone(),
+            due_date: row.due_date.clone(),
+            internal_registry_number: row.internal_registry_number.clone(),
+            office: row.office.clone(),
+            note: row.note.clone(),
+            hop: row.hop,
+            filed_at: row.filed_at.clone(),
+        }
+    }
+}
+
+impl DocumentRow {
+    /// The document as the gRPC API shows it.
+    pub fn to_proto(&self) -> ecointegra_proto::v1::StoredDocument {
+        let row = self;
+        ecointegra_proto::v1::StoredDocument {
+            index: row.index,
+            name: row.name.clone(),
+            media_type: row.media_type.clone(),
+            size: row.size,
+            sha256: hex::encode(&row.sha256),
+        }
+    }
+}
+
+impl std::ops::Deref for FilingRow {
+    type Target = NewFiling;
+    fn deref(&self) -> &NewFiling {
+        &self.data
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub kind: OutboxKind,
+    pub filing_id: Option<i64>,
+    pub recipient: String,
+    pub record_key: String,
+    pub envelope: Option<Vec<u8>>,
+    pub attempts: u32,
+    /// Where an envelope entry goes.
+    pub topic: String,
+}
+
+/// Where a consumed record was read; stored with its effect.
+#[derive(Debug, Clone, Copy)]
+pub struct Position<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Partial {
+    pub sender: String,
+    pub next_seq: u32,
+    pub bytes: u64,
+}
+
+/// A signed receipt (cargo) this node issued or holds.
+#[derive(Debug, Clone)]
+pub struct ReceiptRow {
+    pub transfer_id: String,
+    pub tracking_code: String,
+    pub hop: u32,
+    pub signer: String,
+    /// The signed envelope, exactly as sent.
+    pub envelope: Vec<u8>,
+    pub received_at_ms: i64,
+}
+
+/// A status change to publish on the tracking topic, in the transaction that
+/// makes it.
+#[derive(Debug, Clone)]
+pub struct Step<'a> {
+    pub tracking_code: &'a str,
+    /// Unique per step at this institution (e.g. `<transfer id>/DELIVERED`).
+    pub key: String,
+    pub status: FilingStatus,
+    pub hop: u32,
+    pub actor_role: &'a str,
+    pub holder: &'a str,
+    pub verifier: Vec<u8>,
+    pub due_date: &'a str,
+    pub kind: TransferKind,
+    pub counterpart: &'a str,
+    /// The logical clock of what caused this step elsewhere (0 if nothing).
+    pub after_seq: u64,
+}
+
+/// Outcome of storing a submission.
+pub enum Submitted {
+    New {
+        filing_id: i64,
+        registry_number: String,
+    },
+    /// The idempotency key was used before: the first answer, encoded.
+    Existing(Vec<u8>),
+}
+
+/// Handle to the store; cheap to clone. Calls block: use [`Store::run`] from async code.
+#[derive(Clone)]
+pub struct Store {
+    writer: Arc<Writer>,
+    reader: Arc<Mutex<Connection>>,
+    institution: String,
+    /// Signs the tracking events queued with each status change.
+    sealer: Sealer,
+    tracking_topic: String,
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+impl Store {
+    pub fn open(path: &Path, sealer: Sealer, tracking_topic: String) -> Result<Self> {
+        let institution = sealer.institution().to_owned();
+        let writer = open_connection(path)
+            .map_err(Error::store(format!("cannot open {}", path.display())))?;
+        writer
+            .execute_batch(SCHEMA)
+            .map_err(Error::store("cannot create the schema"))?;
+        writer
+            .execute_batch(dead_letters::SCHEMA)
+            .and_then(|_| writer.execute_batch(traces::SCHEMA))
+            .map_err(Error::store("cannot create the operations schema"))?;
+        let reader = open_connection(path).map_err(Error::store("cannot open a reader"))?;
+        Ok(Self {
+            writer: Arc::new(Writer::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            institution,
+            sealer,
+            tracking_topic,
+        })
+    }
+
+    /// Runs blocking store work off the async runtime.
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Io {
+                context: "a store task failed".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    /// Runs `f` as one atomic effect and returns once it is durable. Effects
+    /// of concurrent writers share one commit (see [`crate::store::group_commit`]).
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.writer.write(f)
+    }
+
+    /// Transactions committed and the effects they held, since the start.
+    pub fn commits(&self) -> (u64, u64) {
+        self.writer.commits()
+    }
+
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn)
+    }
+
+    pub fn institution(&self) -> &str {
+        &self.institution
+    }
+
+    /// Records a consumed record's position (and message id) with an effect,
+    /// as one atomic step of the caller's transaction `c`. The effect runs
+    /// only if the message id is new.
+    fn apply(
+        &self,
+        c: &Connection,
+        position: Position<'_>,
+        message_id: Option<&str>,
+        effect: impl FnOnce(&Connection) -> Result<()>,
+    ) -> Result<bool> {
+        let fresh = match message_id {
+            Some(id) => {
+                exec(
+                    c,
+                    "INSERT OR IGNORE INTO processed_messages (message_id) VALUES (?1)",
+                    [id],
+                )
+                .map_err(Error::store("cannot record the message id"))?
+                    == 1
+            }
+            None => true,
+        };
+        if fresh {
+            effect(c)?;
+        }
+        exec(
+            c,
+            "INSERT INTO inbox_offsets (topic, partition, next_offset) VALUES (?1, ?2, ?3)
+             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+            params![position.topic, position.partition, position.offset + 1],
+        )
+        .map_err(Error::store("cannot record the offset"))?;
+        Ok(fresh)
+    }
+}
+
+/// Everything a verified transfer turns into at its destination.
+pub struct Delivery {
+    pub filing: NewFiling,
+    /// Earlier receipts of the filing that came with the transfer.
+    pub prior_receipts: Vec<ReceiptRow>,
+    /// Builds this node's signed receipt from the registry number it assigns.
+    pub receipt: Box<dyn Fn(&str) -> ReceiptRow + Send>,
+    /// The sender's inbox, where the receipt goes.
+    pub reply_topic: String,
+    pub after_seq: u64,
+}
+
+/// Executes a statement through the connection's statement cache: the hot
+/// paths run the same few statements thousands of times a second.
+pub(crate) fn exec(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(params)
+}
+
+/// Opens a savepoint for one consumed record inside its batch's transaction.
+pub fn begin_record(c: &Connection) -> Result<()> {
+    c.execute_batch("SAVEPOINT record")
+        .map_err(Error::store("cannot begin a record"))
+}
+
+/// Keeps the record's effect in the batch.
+pub fn end_record(c: &Connection) -> Result<()> {
+    c.execute_batch("RELEASE record")
+        .map_err(Error::store("cannot end a record"))
+}
+
+/// Undoes the record's effect, leaving the rest of the batch.
+pub fn undo_record(c: &Connection) -> Result<()> {
+    c.execute_batch("ROLLBACK TO record; RELEASE record")
+        .map_err(Error::store("cannot roll a record back"))
+}

@@ -1,0 +1,132 @@
+//! The transactional outbox: what the relay must still publish.
+
+use super::*;
+
+impl Store {
+    /// Outbox entries whose time has come.
+    pub fn due_outbox(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxRow>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, kind, filing_id, recipient, record_key, envelope, attempts, topic FROM outbox
+                     WHERE next_attempt_at_ms <= ?1 ORDER BY next_attempt_at_ms, id LIMIT ?2",
+                )
+                .map_err(Error::store("cannot read the outbox"))?;
+            let rows = stmt
+                .query_map(params![now_ms, limit], |r| {
+                    Ok(OutboxRow {
+                        id: r.get(0)?,
+                        kind: if r.get::<_, i64>(1)? == OutboxKind::Transfer as i64 {
+                            OutboxKind::Transfer
+                        } else {
+                            OutboxKind::Envelope
+                        },
+                        filing_id: r.get(2)?,
+                        recipient: r.get(3)?,
+                        record_key: r.get(4)?,
+                        envelope: r.get(5)?,
+                        attempts: r.get(6)?,
+                        topic: r.get(7)?,
+                    })
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(Error::store("cannot read the outbox"))?;
+            Ok(rows)
+        })
+    }
+
+    /// A transfer went out whole: wait for its receipt until `next_attempt_at_ms`.
+    pub fn transfer_published(&self, row: &OutboxRow, next_attempt_at_ms: i64) -> Result<()> {
+        self.write(|tx| {
+            exec(
+                tx,
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = ?2 WHERE id = ?1",
+                params![row.id, next_attempt_at_ms],
+            )
+            .map_err(Error::store("cannot update the outbox"))?;
+            if let Some(filing_id) = row.filing_id {
+                let changed = tx
+                    .execute(
+                        "UPDATE filings SET status = ?2 WHERE id = ?1 AND status = ?3",
+                        params![
+                            filing_id,
+                            FilingStatus::Sent as i64,
+                            FilingStatus::Registered as i64
+                        ],
+                    )
+                    .map_err(Error::store("cannot update the filing"))?;
+                let filing = query_filings(tx, "id = ?1", [filing_id])?
+                    .into_iter()
+                    .next();
+                if let Some(f) = filing.filter(|f| changed == 1 && f.kind != TransferKind::Answer) {
+                    self.emit(
+                        tx,
+                        Step {
+                            tracking_code: &f.tracking_code,
+                            key: format!("{}/SENT", f.transfer_id),
+                            status: FilingStatus::Sent,
+                            hop: f.hop,
+                            actor_role: "node",
+                            holder: &self.institution,
+                            verifier: Vec::new(),
+                            due_date: "",
+                            kind: f.kind,
+                            counterpart: &f.destination,
+                            after_seq: 0,
+                        },
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Publications that failed: retry them at `next_attempt_at_ms`.
+    pub fn outbox_retry_at(&self, ids: &[i64], next_attempt_at_ms: i64) -> Result<()> {
+        self.envelopes_published(&[], ids, next_attempt_at_ms)
+    }
+
+    /// Envelopes Kafka acknowledged leave the outbox; those it did not are
+    /// retried at `retry_at_ms`. One write for a whole batch.
+    pub fn envelopes_published(
+        &self,
+        published: &[i64],
+        failed: &[i64],
+        retry_at_ms: i64,
+    ) -> Result<()> {
+        if published.is_empty() && failed.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            for id in published {
+                exec(tx, "DELETE FROM outbox WHERE id = ?1", [id])
+                    .map_err(Error::store("cannot update the outbox"))?;
+            }
+            for id in failed {
+                exec(
+                    tx,
+                    "UPDATE outbox SET next_attempt_at_ms = ?2 WHERE id = ?1",
+                    params![id, retry_at_ms],
+                )
+                .map_err(Error::store("cannot update the outbox"))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Queues one sealed envelope for `topic`, keyed by `key`.
+pub(crate) fn queue_envelope(
+    tx: &Connection,
+    topic: &str,
+    recipient: &str,
+    key: &str,
+    envelope: &[u8],
+) -> Result<()> {
+    exec(tx,
+        "INSERT INTO outbox (kind, recipient, topic, record_key, envelope) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![OutboxKind::Envelope as i64, recipient, topic, key, envelope],
+    )
+    .map(drop)
+    .map_err(Error::store("cannot queue an envelope"))
+}

@@ -1,0 +1,123 @@
+//! The sector timeline: tracking events and each filing's logical clock.
+
+use super::*;
+
+impl Store {
+    /// Records a step in this node's own timeline and queues its signed
+    /// tracking event for the sector. Returns the step's logical clock.
+    pub(crate) fn emit(&self, tx: &Connection, step: Step<'_>) -> Result<u64> {
+        let known = clock(tx, step.tracking_code)?;
+        let seq = known.max(step.after_seq) + 1;
+        let event = TrackingEvent {
+            event_id: format!("{}/{}", self.institution, step.key),
+            tracking_code: step.tracking_code.to_owned(),
+            institution: self.institution.clone(),
+            status: step.status as i32,
+            timestamp_ms: ecointegra_broker::now_ms(),
+            hop: step.hop,
+            actor_role: step.actor_role.to_owned(),
+            holder: step.holder.to_owned(),
+            seq,
+            verifier: step.verifier,
+            due_date: step.due_date.to_owned(),
+            transfer_kind: step.kind as i32,
+            counterpart: step.counterpart.to_owned(),
+        };
+        insert_event(tx, &event)?;
+        let sealed = self.sealer.seal(
+            event.event_id.clone(),
+            MessageType::TrackingEvent,
+            crate::ids::BROADCAST,
+            event.encode_to_vec(),
+        );
+        queue_envelope(
+            tx,
+            &self.tracking_topic,
+            "*",
+            step.tracking_code,
+            &sealed.encode_to_vec(),
+        )?;
+        Ok(seq)
+    }
+
+    /// The timeline of a filing as this node knows it, in order.
+    pub fn timeline(&self, tracking_code: &str) -> Result<Vec<TrackingEvent>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT event FROM tracking_events WHERE tracking_code = ?1
+                     ORDER BY seq, timestamp_ms, institution, event_id",
+                )
+                .map_err(Error::store("cannot read the timeline"))?;
+            let events = stmt
+                .query_map([tracking_code], |r| r.get::<_, Vec<u8>>(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(Error::store("cannot read the timeline"))?;
+            Ok(events
+                .iter()
+                .filter_map(|bytes| TrackingEvent::decode(bytes.as_slice()).ok())
+                .collect())
+        })
+    }
+
+    /// The logical clock of a filing's timeline here.
+    pub fn tracking_seq(&self, tracking_code: &str) -> Result<u64> {
+        self.read(|c| clock(c, tracking_code))
+    }
+
+    /// A tracking event (another institution's, or this node's own coming
+    /// back), into this node's copy of the sector timeline. The event id is
+    /// unique, so a replayed event changes nothing by itself: no message id
+    /// is recorded for it (six rows a filing less across two nodes).
+    pub fn apply_tracking_event(
+        &self,
+        c: &Connection,
+        position: Position<'_>,
+        event: &TrackingEvent,
+    ) -> Result<()> {
+        self.apply(c, position, None, |tx| insert_event(tx, event).map(drop))
+            .map(drop)
+    }
+}
+
+/// The highest step number known for a filing, from its timeline or from a
+/// transfer or notice that carried another node's clock.
+pub(crate) fn clock(c: &Connection, tracking_code: &str) -> Result<u64> {
+    c.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM tracking_events WHERE tracking_code = ?1), 0),
+                    COALESCE((SELECT seq FROM tracking_clocks WHERE tracking_code = ?1), 0))",
+        [tracking_code],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|v| v as u64)
+    .map_err(Error::store("cannot read the timeline"))
+}
+
+/// Learns that another node has reached step `seq` of a filing.
+pub(crate) fn advance_clock(tx: &Connection, tracking_code: &str, seq: u64) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO tracking_clocks (tracking_code, seq) VALUES (?1, ?2)
+         ON CONFLICT (tracking_code) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+        params![tracking_code, seq as i64],
+    )
+    .map(drop)
+    .map_err(Error::store("cannot advance the timeline clock"))
+}
+
+pub(crate) fn insert_event(tx: &Connection, event: &TrackingEvent) -> Result<bool> {
+    exec(tx,
+        "INSERT OR IGNORE INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, event)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            event.event_id,
+            event.tracking_code,
+            event.seq as i64,
+            event.timestamp_ms,
+            event.institution,
+            event.encode_to_vec()
+        ],
+    )
+    .map(|n| n == 1)
+    .map_err(Error::store("cannot store a tracking event"))
+}

@@ -1,0 +1,374 @@
+//! Accepting a filing at this institution's desk: validate, stream every
+//! document to a fsynced temporary file while hashing it, then store the
+//! filing, its documents and its outbox entry in one transaction. A submission
+//! rejected half-way leaves nothing behind.
+
+use crate::error::{Error, Result, Violation};
+use crate::lifecycle::Desk;
+use crate::lifecycle::validate;
+use crate::store::blobs::TempFile;
+use crate::store::{DocumentRow, FilingRow, NewFiling, Submitted};
+use ecointegra_proto::v1::{
+    Direction, DocumentHeader, FilingHeader, FilingStatus, SubmitFilingRequest,
+    SubmitFilingResponse, TransferKind, submit_filing_request::Part,
+};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio_stream::{Stream, StreamExt};
+
+/// One document being received.
+struct Upload {
+    index: usize,
+    header: DocumentHeader,
+    temp: TempFile,
+    file: tokio::fs::File,
+    hasher: Sha256,
+    written: u64,
+    /// False for an unsized document, whose `declared_size` is the maximum
+    /// document size standing in for the size it does not know.
+    sized: bool,
+}
+
+impl Upload {
+    async fn start(desk: &Desk, index: usize, header: DocumentHeader, sized: bool) -> Result<Self> {
+        let temp = TempFile::new(desk.blobs.temp_path());
+        let file = tokio::fs::File::create(temp.path())
+            .await
+            .map_err(Error::io("cannot create an upload file"))?;
+        Ok(Self {
+            index,
+            header,
+            temp,
+            file,
+            hasher: Sha256::new(),
+            written: 0,
+            sized,
+        })
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<()> {
+        let total = self.written + data.len() as u64;
+        if total > self.header.declared_size {
+            let declared = self.header.declared_size;
+            return Err(Error::invalid(
+                format!("documents[{}].declared_size", self.index),
+                if self.sized {
+                    format!("{declared} bytes were declared, but more were streamed")
+                } else {
+                    format!("is over the maximum document size of {declared} bytes")
+                },
+            ));
+        }
+        self.hasher.update(data);
+        self.file
+            .write_all(data)
+            .await
+            .map_err(Error::io("cannot write an upload file"))?;
+        self.written = total;
+        Ok(())
+    }
+
+    /// Checks the size, makes the bytes durable and returns the document.
+    async fn finish(self) -> Result<(DocumentRow, TempFile)> {
+        if self.sized && self.written != self.header.declared_size {
+            return Err(Error::invalid(
+                format!("documents[{}].declared_size", self.index),
+                format!(
+                    "{} bytes were declared, but {} were streamed",
+                    self.header.declared_size, self.written
+                ),
+            ));
+        }
+        self.file
+            .sync_all()
+            .await
+            .map_err(Error::io("cannot sync an upload file"))?;
+        let media_type = if self.header.media_type.is_empty() {
+            "application/octet-stream".to_owned()
+        } else {
+            self.header.media_type
+        };
+        let row = DocumentRow {
+            index: self.index as u32,
+            name: self.header.name,
+            media_type,
+            size: self.written,
+            sha256: self.hasher.finalize().to_vec(),
+        };
+        Ok((row, self.temp))
+    }
+}
+
+/// One part of a document upload, whatever the request that carries it.
+pub enum DocPart {
+    /// A document whose size is declared up front (gRPC).
+    Document(DocumentHeader),
+    /// A document whose size is known only at its end (a browser's form
+    /// upload): its `declared_size` is ignored and the maximum document size
+    /// caps it instead.
+    Unsized(DocumentHeader),
+    Chunk(Vec<u8>),
+}
+
+/// Receives documents (each a header and its bytes) into fsynced temporary
+/// files, checking every rule. The files vanish if anything fails.
+pub async fn receive_documents<S>(desk: &Desk, mut parts: S) -> Result<Vec<(DocumentRow, TempFile)>>
+where
+    S: Stream<Item = Result<DocPart>> + Unpin,
+{
+    let max_size = desk.config.transfer.max_document_size;
+    let mut documents: Vec<(DocumentRow, TempFile)> = Vec::new();
+    let mut current: Option<Upload> = None;
+    while let Some(part) = parts.next().await.transpose()? {
+        let (doc, sized) = match part {
+            DocPart::Document(doc) => (doc, true),
+            DocPart::Unsized(doc) => (
+                DocumentHeader {
+                    declared_size: max_size,
+                    ..doc
+                },
+                false,
+            ),
+            DocPart::Chunk(data) => {
+                match current.as_mut() {
+                    Some(upload) => upload.write(&data).await?,
+                    None => {
+                        return Err(Error::invalid(
+                            format!("documents[{}]", documents.len()),
+                            "document bytes came before the document's header",
+                        ));
+                    }
+                }
+                continue;
+            }
+        };
+        if let Some(upload) = current.take() {
+            documents.push(upload.finish().await?);
+        }
+        let index = documents.len();
+        let violations = validate::document_header(&doc, index, max_size);
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        current = Some(Upload::start(desk, index, doc, sized).await?);
+    }
+    if let Some(upload) = current.take() {
+        documents.push(upload.finish().await?);
+    }
+    if documents.is_empty() {
+        return Err(Error::InvalidArgument(vec![Violation::new(
+            "documents",
+            "at least one document is required",
+        )]));
+    }
+    Ok(documents)
+}
+
+/// Accepts a filing from a stream of request parts.
+pub async fn submit<S>(desk: &Desk, mut parts: S) -> Result<SubmitFilingResponse>
+where
+    S: Stream<Item = Result<SubmitFilingRequest>> + Unpin,
+{
+    let header = match parts.next().await.transpose()?.and_then(|p| p.part) {
+        Some(Part::Header(header)) => header,
+        _ => {
+            return Err(Error::invalid(
+                "header",
+                "a submission starts with the filing header",
+            ));
+        }
+    };
+    let documents = parts.map(|p| match p?.part {
+        Some(Part::Document(doc)) => Ok(DocPart::Document(doc)),
+        Some(Part::Chunk(data)) => Ok(DocPart::Chunk(data)),
+        Some(Part::Header(_)) => Err(Error::invalid(
+            "header",
+            "a submission has exactly one header",
+        )),
+        None => Err(Error::invalid(
+            "part",
+            "an empty message is not a submission part",
+        )),
+    });
+    accept(desk, header, documents).await
+}
+
+/// Accepts a filing: its header, then its documents, whatever way they came
+/// in (gRPC or the web console). The same rules apply to both.
+pub async fn accept<S>(
+    desk: &Desk,
+    mut header: FilingHeader,
+    documents: S,
+) -> Result<SubmitFilingResponse>
+where
+    S: Stream<Item = Result<DocPart>> + Unpin,
+{
+    // A correction (subsanación) continues this institution's observed filing.
+    let corrected = match header.corrects_tracking_code.trim() {
+        "" => None,
+        code => {
+            let code = code.to_uppercase();
+            let observed = correctable(desk, &code).await?;
+            if header.destination.trim().is_empty() {
+                header.destination = observed.0.destination.clone();
+            } else if header.destination.trim() != observed.0.destination {
+                return Err(Error::invalid(
+                    "header.destination",
+                    format!(
+                        "a correction goes back to {}, which observed it",
+                        observed.0.destination
+                    ),
+                ));
+            }
+            Some(observed)
+        }
+    };
+    let directory = desk.trust.directory();
+    if let Some(reason) = directory
+        .get(desk.institution())
+        .and_then(|me| me.inactive_reason(ecointegra_broker::now_ms()))
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "{reason}; it cannot send filings"
+        )));
+    }
+    let violations = validate::filing_header(&header, &directory, desk.institution());
+    if !violations.is_empty() {
+        return Err(Error::InvalidArgument(violations));
+    }
+    let idempotency_key = Some(header.idempotency_key.trim().to_owned()).filter(|k| !k.is_empty());
+    if let Some(key) = idempotency_key.clone()
+        && let Some(answer) = desk.store.run(move |s| s.idempotent_response(&key)).await?
+    {
+        return decode_answer(&answer);
+    }
+
+    let documents = receive_documents(desk, documents).await?;
+
+    let now = ecointegra_broker::now_ms();
+    let me = desk.institution().to_owned();
+    let filing_type = match header.filing_type.trim() {
+        "" => "general".to_owned(),
+        t => t.to_lowercase(),
+    };
+    let (tracking_code, verification_code, kind, related, hop, previous) = match corrected {
+        None => (
+            crate::ids::tracking_code(&me, now),
+            crate::ids::random_code(8),
+            TransferKind::Original,
+            String::new(),
+            1,
+            Vec::new(),
+        ),
+        Some((observed, (hop, previous))) => (
+            observed.tracking_code.clone(),
+            observed.verification_code.clone(),
+            TransferKind::Correction,
+            observed.transfer_id.clone(),
+            hop,
+            previous,
+        ),
+    };
+    let filing = NewFiling {
+        tracking_code,
+        verification_code,
+        transfer_id: crate::ids::transfer_id(),
+        direction: Direction::Outbound,
+        status: FilingStatus::Registered,
+        origin: me.clone(),
+        destination: header.destination.trim().to_owned(),
+        subject: header.subject.trim().to_owned(),
+        sender_party: header.sender_party.clone().unwrap_or_default(),
+        folio_count: header.folio_count,
+        registered_at_ms: now,
+        delivered_at_ms: 0,
+        origin_registry_number: String::new(),
+        documents: documents.iter().map(|(row, _)| row.clone()).collect(),
+        kind,
+        related_transfer_id: related,
+        note: String::new(),
+        hop,
+        filing_type,
+        due_date: String::new(),
+        filed_at: me,
+        previous_receipt_sha256: previous,
+    };
+    let answer = SubmitFilingResponse {
+        tracking_code: filing.tracking_code.clone(),
+        verification_code: filing.verification_code.clone(),
+        documents: filing.documents.iter().map(DocumentRow::to_proto).collect(),
+        transfer_id: filing.transfer_id.clone(),
+        status: FilingStatus::Registered as i32,
+    };
+
+    crate::telemetry::trace::remember_submission(
+        &desk.store,
+        &filing.transfer_id,
+        &filing.tracking_code,
+    )
+    .await;
+    let blobs = desk.blobs.clone();
+    let encoded = answer.encode_to_vec();
+    let submitted = desk
+        .store
+        .run(move |store| {
+            // Files first: a crash between the two leaves an unreferenced
+            // blob, never a filing without its bytes.
+            for (row, temp) in documents {
+                blobs.adopt(&temp.keep(), &row.sha256)?;
+            }
+            store.insert_submission(&filing, idempotency_key.as_deref(), |_| encoded)
+        })
+        .await?;
+    match submitted {
+        Submitted::New { .. } => {
+            desk.metrics
+                .filing_submitted(answer.documents.iter().map(|d| d.size).sum());
+            desk.relay_wake.notify_one();
+            Ok(answer)
+        }
+        Submitted::Existing(first) => decode_answer(&first),
+    }
+}
+
+/// The observed filing a correction continues, and where the correction
+/// hangs in the chain of custody.
+async fn correctable(desk: &Desk, code: &str) -> Result<(FilingRow, (u32, Vec<u8>))> {
+    let lookup = code.to_owned();
+    let (filing, chain) = desk
+        .store
+        .run(move |s| {
+            Ok((
+                s.latest(&lookup, Direction::Outbound)?,
+                s.receipt_chain(&lookup)?,
+            ))
+        })
+        .await?;
+    let Some(filing) = filing.filter(|f| f.kind != TransferKind::Answer) else {
+        return Err(Error::invalid(
+            "header.corrects_tracking_code",
+            format!("no filing of this institution has tracking code {code}"),
+        ));
+    };
+    if filing.status != FilingStatus::Observed {
+        return Err(Error::FailedPrecondition(format!(
+            "filing {code} is {}; only an OBSERVED filing can be corrected",
+            crate::lifecycle::workflow::status_name(filing.status)
+        )));
+    }
+    if !chain.iter().any(|r| r.transfer_id == filing.transfer_id) {
+        return Err(Error::FailedPrecondition(format!(
+            "filing {code} was observed, but its receipt has not arrived yet; try again shortly"
+        )));
+    }
+    let link = crate::lifecycle::custody::next_link(&chain);
+    Ok((filing, link))
+}
+
+fn decode_answer(bytes: &[u8]) -> Result<SubmitFilingResponse> {
+    SubmitFilingResponse::decode(bytes).map_err(|e| Error::Io {
+        context: "a stored answer is unreadable".into(),
+        source: std::io::Error::other(e),
+    })
+}

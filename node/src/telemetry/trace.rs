@@ -1,0 +1,342 @@
+//! Traces across institutions: a W3C `traceparent` header
+//! (`00-<trace id>-<span id>-<flags>`) on every Kafka record, so one trace
+//! shows a filing's whole path.
+//!
+//! - The submitting gRPC call carries `traceparent` metadata, or a new trace
+//!   starts there. Its context is kept in the store under the transfer id and
+//!   the tracking code, before the filing is stored, so the relay finds it.
+//! - The relay publishes every record of the transfer as a child span of it.
+//! - The destination keeps the context of the first record of each transfer it
+//!   reads (keyed by the record key, the transfer id), and its receipt — keyed
+//!   by the same transfer id — goes back as a child of that: same trace id.
+//! - Each stage logs inside a `tracing` span carrying `trace_id` and `span_id`.
+//!
+//! OTLP export is not built in yet (it would add the opentelemetry SDK and its
+//! exporters to the build): the trace ids in the logs and on the records let a
+//! collector or a log search stitch a filing's path together meanwhile.
+//!
+//! Also here: the log subscriber, plain text or JSON (`ECOINTEGRA_LOG_FORMAT`).
+
+use crate::store::Store;
+use crate::telemetry::otlp::Exporter;
+use rdkafka::message::{Headers, Message};
+
+/// The header and gRPC metadata key.
+pub const HEADER: &str = "traceparent";
+
+/// A W3C trace context: which trace, which span within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub flags: u8,
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    loop {
+        let mut bytes = [0u8; N];
+        getrandom::fill(&mut bytes).expect("the OS provides random bytes");
+        // All-zero ids are invalid.
+        if bytes.iter().any(|b| *b != 0) {
+            return bytes;
+        }
+    }
+}
+
+impl TraceContext {
+    /// A new trace, sampled.
+    pub fn root() -> Self {
+        Self {
+            trace_id: random(),
+            span_id: random(),
+            flags: 1,
+        }
+    }
+
+    /// A new span of the same trace.
+    pub fn child(&self) -> Self {
+        Self {
+            span_id: random(),
+            ..*self
+        }
+    }
+
+    /// Parses a `traceparent` value; anything malformed is None (a new trace
+    /// then starts, as the W3C recommendation says).
+    pub fn parse(value: &str) -> Option<Self> {
+        let parts: Vec<&str> = value.trim().split('-').collect();
+        if parts.len() < 4 {
+            return None;
+        }
+        let (version, trace, span, flags) = (parts[0], parts[1], parts[2], parts[3]);
+        let lower_hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !lower_hex(version, 2)
+            || version == "ff"
+            || !lower_hex(trace, 32)
+            || !lower_hex(span, 16)
+            || !lower_hex(flags, 2)
+        {
+            return None;
+        }
+        // Version 00 has exactly four fields; later versions may add more.
+        if version == "00" && parts.len() != 4 {
+            return None;
+        }
+        let mut context = Self {
+            trace_id: [0; 16],
+            span_id: [0; 8],
+            flags: u8::from_str_radix(flags, 16).ok()?,
+        };
+        hex::decode_to_slice(trace, &mut context.trace_id).ok()?;
+        hex::decode_to_slice(span, &mut context.span_id).ok()?;
+        if context.trace_id == [0; 16] || context.span_id == [0; 8] {
+            return None;
+        }
+        Some(context)
+    }
+
+    pub fn trace_id(&self) -> String {
+        hex::encode(self.trace_id)
+    }
+
+    pub fn span_id(&self) -> String {
+        hex::encode(self.span_id)
+    }
+}
+
+impl std::fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            self.trace_id(),
+            self.span_id(),
+            self.flags
+        )
+    }
+}
+
+tokio::task_local! {
+    /// The trace of the gRPC call being served.
+    pub static CURRENT: TraceContext;
+}
+
+/// The server span of a gRPC call: a child of the caller's `traceparent`
+/// metadata, or the root of a new trace.
+pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> TraceContext {
+    metadata
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::root, |parent| parent.child())
+}
+
+/// The trace of the call being served, if any.
+pub fn current() -> Option<TraceContext> {
+    CURRENT.try_with(|c| *c).ok()
+}
+
+/// Keeps a context under record keys (first one wins).
+pub fn save(store: &Store, keys: &[&str], context: &TraceContext) -> crate::error::Result<()> {
+    store.save_trace(keys, &context.to_string())
+}
+
+fn lookup(store: &Store, key: &str) -> Option<TraceContext> {
+    store
+        .trace_of(key)
+        .ok()
+        .flatten()
+        .and_then(|v| TraceContext::parse(&v))
+}
+
+/// Before a submission is stored: keeps the call's trace for its transfer, so
+/// the relay continues it.
+pub async fn remember_submission(store: &Store, transfer_id: &str, tracking_code: &str) {
+    let context = current().unwrap_or_else(TraceContext::root);
+    tracing::info!(
+        trace_id = %context.trace_id(),
+        span_id = %context.span_id(),
+        %tracking_code,
+        "Submission traced."
+    );
+    let (transfer_id, tracking_code) = (transfer_id.to_owned(), tracking_code.to_owned());
+    let saved = store
+        .run(move |s| save(s, &[&transfer_id, &tracking_code], &context))
+        .await;
+    if let Err(error) = saved {
+        tracing::warn!(%error, "Cannot keep a trace context; the transfer starts a new trace.");
+    }
+}
+
+/// The context for a record keyed by `key`, and the span it continues.
+pub async fn outgoing_context(store: &Store, key: &str) -> (TraceContext, Option<[u8; 8]>) {
+    let key = key.to_owned();
+    let parent = store.run(move |s| Ok(lookup(s, &key))).await.ok().flatten();
+    match parent {
+        Some(p) => (p.child(), Some(p.span_id)),
+        None => (TraceContext::root(), None),
+    }
+}
+
+/// The `traceparent` for records keyed by each of `keys`, looked up at once.
+pub async fn outgoing_many(store: &Store, keys: Vec<String>) -> Vec<String> {
+    let count = keys.len();
+    let parents = store
+        .run(move |s| Ok(keys.iter().map(|k| lookup(s, k)).collect::<Vec<_>>()))
+        .await
+        .unwrap_or_else(|_| vec![None; count]);
+    parents
+        .into_iter()
+        .map(|p| p.map_or_else(TraceContext::root, |p| p.child()).to_string())
+        .collect()
+}
+
+/// Exports a finished span, when trace export is configured.
+pub fn export(
+    exporter: Option<&Exporter>,
+    (context, parent): (TraceContext, Option<[u8; 8]>),
+    name: &'static str,
+    kind: crate::telemetry::otlp::Kind,
+    start: std::time::SystemTime,
+    attributes: Vec<(&'static str, String)>,
+) {
+    if let Some(exporter) = exporter {
+        exporter.record(crate::telemetry::otlp::SpanRecord {
+            context,
+            parent_span_id: parent,
+            name,
+            kind,
+            start,
+            end: std::time::SystemTime::now(),
+            attributes,
+        });
+    }
+}
+
+/// A record read from Kafka, as its trace continues here.
+pub struct Incoming {
+    /// The span to process it in.
+    pub span: tracing::Span,
+    /// Its span for export, and the span it continues.
+    pub trace: Option<(TraceContext, Option<[u8; 8]>)>,
+    /// The context to keep under the record key (in the transaction that
+    /// applies the record), so what this node sends back for it continues
+    /// the same trace.
+    pub keep: Option<(String, TraceContext)>,
+}
+
+/// A record read from Kafka: its trace continues here. `keep` asks for its
+/// context to be kept under its key.
+pub fn on_record(record: &rdkafka::message::OwnedMessage, keep: bool) -> Incoming {
+    let parent = record.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == HEADER)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(TraceContext::parse)
+    });
+    let Some(parent) = parent else {
+        return Incoming {
+            span: tracing::info_span!("record", topic = record.topic(), offset = record.offset()),
+            trace: None,
+            keep: None,
+        };
+    };
+    let context = parent.child();
+    let keep = record
+        .key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .filter(|_| keep)
+        .map(|key| (key.to_owned(), context));
+    let span = tracing::info_span!(
+        "record",
+        topic = record.topic(),
+        offset = record.offset(),
+        trace_id = %context.trace_id(),
+        span_id = %context.span_id(),
+        parent_span_id = %parent.span_id()
+    );
+    Incoming {
+        span,
+        trace: Some((context, Some(parent.span_id))),
+        keep,
+    }
+}
+
+/// Keeps a context under a record key (first one wins), in the caller's
+/// transaction.
+pub fn keep(
+    c: &rusqlite::Connection,
+    key: &str,
+    context: &TraceContext,
+) -> crate::error::Result<()> {
+    crate::store::traces::keep(c, key, &context.to_string())
+}
+
+/// Installs the log subscriber: `ECOINTEGRA_LOG` filters (default `info`),
+/// `ECOINTEGRA_LOG_FORMAT=json` writes one JSON object per line (with the
+/// current span's fields, trace ids included); anything else, plain text.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ECOINTEGRA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let json = std::env::var("ECOINTEGRA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_the_w3c_example() {
+        let value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = TraceContext::parse(value).unwrap();
+        assert_eq!(context.to_string(), value);
+        let child = context.child();
+        assert_eq!(child.trace_id, context.trace_id);
+        assert_ne!(child.span_id, context.span_id);
+    }
+
+    #[test]
+    fn refuses_malformed_values() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(TraceContext::parse(bad).is_none(), "{bad}");
+        }
+        // A later version may carry more fields.
+        assert!(
+            TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_root_is_valid() {
+        let root = TraceContext::root();
+        assert_eq!(TraceContext::parse(&root.to_string()), Some(root));
+    }
+}
