@@ -66,7 +66,10 @@
 #   scram-user NAME writes the same pair for NAME under <dir>/secure/users/ and prints
 #   KAFKA_SCRAM_USER, KAFKA_SCRAM_PASSWORD, KAFKA_SCRAM_CONFIG, KAFKA_SCRAM_LIBRDKAFKA.
 #   Without PASSWORD it reuses NAME's stored password, or generates one.
-#   The files hold the passwords in clear (mode 600): a development cluster, not a vault.
+#   The files hold the passwords in clear (mode 600), and kafka-storage format gets the two
+#   SCRAM passwords on its command line (visible in ps while it runs): a development
+#   cluster, not a vault. Admin tools go through the brokers; the controller port accepts
+#   only broker certificates, so --bootstrap-controller with the operator config fails.
 #
 # Installation: deploy/kafka/pom.xml depends on org.apache.kafka:kafka_2.13, kafka-tools and
 # log4j2; `mvn dependency:copy-dependencies` copies the official jars from Maven Central into
