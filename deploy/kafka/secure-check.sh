@@ -157,8 +157,8 @@ sed 's/^/    /' "$out"
 
 out="$(run op-produce produce "$KAFKA_OPERATOR_CONFIG" op-1 op-2 op-3)"
 if grep -qE 'Exception|ERROR' "$out"; then fail "operator: produce to $TOPIC" "$out"; fi
-out="$(run op-consume as_user "$KAFKA_OPERATOR_CONFIG" console-consumer --topic "$TOPIC" --from-beginning \
-  --max-messages 3 --timeout-ms 30000)"
+out="$(run op-consume as_user "$KAFKA_OPERATOR_CONFIG" console-consumer --topic "$TOPIC" --group "$TOPIC-operator" \
+  --from-beginning --max-messages 3 --timeout-ms 30000)"
 grep -q 'Processed a total of 3 messages' "$out" || fail "operator: read back 3 messages from $TOPIC" "$out"
 ok "operator wrote 3 messages to $TOPIC and read them back"
 
@@ -229,8 +229,10 @@ if grep -q 'exit status' "$out"; then fail "operator: remove the ACLs of $TOPIC 
 out="$(run acl-list op acls --list --principal "User:$USER_B")"
 if grep -qE "$TOPIC|exit status" "$out"; then fail "ACLs of User:$USER_B left on $TOPIC" "$out"; fi
 run delete-topic op topics --delete --topic "$TOPIC" >/dev/null
+out="$(run delete-groups op consumer-groups --delete --group "$GROUP" --group "$TOPIC-operator")"
+grep -q 'Deletion of requested consumer groups' "$out" || fail "operator: delete the consumer groups $GROUP, $TOPIC-operator" "$out"
 out="$(run delete-user op configs --alter --entity-type users --entity-name "$USER_B" --delete-config SCRAM-SHA-512)"
 grep -q 'Completed' "$out" || fail "operator: delete the SCRAM credential of $USER_B" "$out"
 rm -f "$KAFKA_DATA_DIR/secure/users/$USER_B".*
-ok "removed $TOPIC, the ACLs and the SCRAM user $USER_B"
+ok "removed $TOPIC, its ACLs and consumer groups, and the SCRAM user $USER_B"
 echo "# all $CHECKS checks passed in $((SECONDS - t0))s"
