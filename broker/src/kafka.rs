@@ -21,12 +21,30 @@ pub mod headers {
     pub const REASON: &str = "ecointegra-dlq-reason";
 }
 
+/// The largest record a node produces or accepts by default: librdkafka's
+/// own default `message.max.bytes`, below the broker's default topic limit.
+pub const DEFAULT_MAX_RECORD_BYTES: u32 = 1_000_000;
+
 /// Where Kafka is and how to talk to it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct KafkaSettings {
     pub bootstrap_servers: String,
     /// Free-form librdkafka options (TLS, SASL, tuning), passed through as given.
     pub options: BTreeMap<String, String>,
+    /// The largest record, in bytes: the producer's `message.max.bytes` and
+    /// the `max.message.bytes` of the topics a node creates. One setting, so
+    /// every record the node produces fits every topic it produces to.
+    pub max_record_bytes: u32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: String::new(),
+            options: BTreeMap::new(),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
 }
 
 impl std::fmt::Debug for KafkaSettings {
@@ -35,6 +53,7 @@ impl std::fmt::Debug for KafkaSettings {
         f.debug_struct("KafkaSettings")
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("options", &self.options.keys().collect::<Vec<_>>())
+            .field("max_record_bytes", &self.max_record_bytes)
             .finish()
     }
 }
@@ -164,6 +183,7 @@ impl Publisher {
             .set("statistics.interval.ms", "5000")
             .set("linger.ms", "2")
             .set("compression.type", "none")
+            .set("message.max.bytes", settings.max_record_bytes.to_string())
             .set(
                 "message.timeout.ms",
                 message_timeout.as_millis().to_string(),
@@ -392,6 +412,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
+            ..Default::default()
         };
         Publisher::new(&settings, Duration::from_secs(1))
             .expect("librdkafka accepts TLS and SASL options");

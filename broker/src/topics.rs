@@ -49,6 +49,8 @@ impl Topics {
 pub struct TopicSpec {
     pub partitions: i32,
     pub replication_factor: i32,
+    /// The topics' `max.message.bytes` (see `KafkaSettings::max_record_bytes`).
+    pub max_message_bytes: u32,
 }
 
 /// Creates the topics an institution's node needs, where missing: its inbox and
@@ -67,6 +69,7 @@ pub async fn ensure_node_topics(
     let tracking = topics.tracking();
     let directory = topics.directory();
     let replication = || TopicReplication::Fixed(spec.replication_factor);
+    let max_bytes = spec.max_message_bytes.to_string();
     let peer_inboxes: Vec<String> = peers
         .iter()
         .filter(|p| **p != institution)
@@ -74,13 +77,21 @@ pub async fn ensure_node_topics(
         .collect();
     let inbox_topic = |name| {
         // Two weeks: a destination may be down for days and still catch up.
-        NewTopic::new(name, spec.partitions, replication()).set("retention.ms", "1209600000")
+        NewTopic::new(name, spec.partitions, replication())
+            .set("retention.ms", "1209600000")
+            .set("max.message.bytes", &max_bytes)
     };
     let mut new_topics = vec![
         inbox_topic(&inbox),
-        NewTopic::new(&dlq, 1, replication()).set("retention.ms", "-1"),
-        NewTopic::new(&tracking, spec.partitions, replication()).set("retention.ms", "-1"),
-        NewTopic::new(&directory, 1, replication()).set("cleanup.policy", "compact"),
+        NewTopic::new(&dlq, 1, replication())
+            .set("retention.ms", "-1")
+            .set("max.message.bytes", &max_bytes),
+        NewTopic::new(&tracking, spec.partitions, replication())
+            .set("retention.ms", "-1")
+            .set("max.message.bytes", &max_bytes),
+        NewTopic::new(&directory, 1, replication())
+            .set("cleanup.policy", "compact")
+            .set("max.message.bytes", &max_bytes),
     ];
     new_topics.extend(peer_inboxes.iter().map(|t| inbox_topic(t)));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

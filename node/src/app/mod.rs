@@ -110,9 +110,11 @@ impl Node {
             TopicSpec {
                 partitions: config.kafka.partitions,
                 replication_factor: config.kafka.replication_factor,
+                max_message_bytes: config.kafka.max_record_bytes,
             },
         ));
         let metrics = Arc::new(Metrics::default());
+        let stalls = Arc::new(crate::telemetry::Stalls::default());
         let relay_wake = Arc::new(Notify::new());
         let inbox_head = Arc::new(watch::Sender::new(latest_inbound));
         let desk = Desk {
@@ -145,6 +147,7 @@ impl Node {
             otlp: otlp.clone(),
             relay_wake,
             inbox_head: inbox_head.clone(),
+            stalls: stalls.clone(),
         });
         let watch = Arc::new(Watch {
             config: config.clone(),
@@ -152,6 +155,7 @@ impl Node {
             trust,
             kafka: kafka.clone(),
             metrics,
+            stalls,
         });
         let services = Arc::new(crate::grpc::Services {
             desk,

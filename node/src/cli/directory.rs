@@ -145,7 +145,7 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
             use prost::Message;
             let settings = ecointegra_broker::kafka::KafkaSettings {
                 bootstrap_servers,
-                options: Default::default(),
+                ..Default::default()
             };
             let publisher = ecointegra_broker::kafka::Publisher::new(
                 &settings,

@@ -12,6 +12,13 @@ use std::path::{Path, PathBuf};
 
 pub mod day;
 
+/// Bounds of `kafka.max_record_bytes`.
+pub const MIN_RECORD_BYTES: u32 = 128 * 1024;
+pub const MAX_RECORD_BYTES: u32 = 64 << 20;
+/// Room in a record for everything but a chunk's data: the envelope, its
+/// signature, the encryption's overhead, the record's key and headers.
+pub const RECORD_OVERHEAD: u32 = 32 * 1024;
+
 /// A configuration that cannot be used, naming the field at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {message}")]
@@ -130,6 +137,12 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// How long a record may wait for Kafka before its delivery is retried.
     pub message_timeout_ms: u64,
+    /// The largest Kafka record, in bytes. The producer's `message.max.bytes`
+    /// and the `max.message.bytes` of the topics this node creates are set
+    /// from it, so every record the node produces (chunks, manifests, dead
+    /// letters) fits; a record read that is larger is dead-lettered without
+    /// being decoded.
+    pub max_record_bytes: u32,
     /// Free-form librdkafka options, passed through as given (TLS, SASL, tuning).
     pub options: BTreeMap<String, String>,
 }
@@ -142,6 +155,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
             .field("message_timeout_ms", &self.message_timeout_ms)
+            .field("max_record_bytes", &self.max_record_bytes)
             .field("options", &self.options.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -244,6 +258,7 @@ impl Default for Config {
                 partitions: 3,
                 replication_factor: 1,
                 message_timeout_ms: 30_000,
+                max_record_bytes: ecointegra_broker::kafka::DEFAULT_MAX_RECORD_BYTES,
                 options: BTreeMap::new(),
             },
             keys: KeysConfig {
@@ -373,10 +388,20 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if !(1024..=900 * 1024).contains(&self.transfer.chunk_size) {
+        if !(MIN_RECORD_BYTES..=MAX_RECORD_BYTES).contains(&self.kafka.max_record_bytes) {
+            return Err(ConfigError::field(
+                "kafka.max_record_bytes",
+                format!("must be between {MIN_RECORD_BYTES} and {MAX_RECORD_BYTES} bytes"),
+            ));
+        }
+        let chunk_limit = self.kafka.max_record_bytes - RECORD_OVERHEAD;
+        if !(1024..=chunk_limit).contains(&self.transfer.chunk_size) {
             return Err(ConfigError::field(
                 "transfer.chunk_size",
-                "must be between 1024 and 921600 bytes, so a chunk fits one Kafka record",
+                format!(
+                    "must be between 1024 and {chunk_limit} bytes, so a chunk with its \
+                     envelope fits one Kafka record of kafka.max_record_bytes"
+                ),
             ));
         }
         if self.transfer.max_document_size == 0 {
@@ -424,6 +449,7 @@ impl Config {
         ecointegra_broker::kafka::KafkaSettings {
             bootstrap_servers: self.kafka.bootstrap_servers.clone(),
             options: self.kafka.options.clone(),
+            max_record_bytes: self.kafka.max_record_bytes,
         }
     }
 }

@@ -271,6 +271,7 @@ impl Batch<'_> {
                 Fault::Corrupt(Box::new(Corrupt {
                     rejection,
                     transfer_id: transfer.transfer_id.clone(),
+                    sender: envelope.sender.clone(),
                     documents: manifest.documents.clone(),
                 }))
             }));

@@ -40,6 +40,7 @@ use crate::kafka::Kafka;
 use crate::store::Store;
 use crate::store::blobs::Blobs;
 use crate::store::{self, Position};
+use crate::telemetry::Stalls;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::otlp::Exporter;
 use crate::telemetry::trace::Incoming;
@@ -69,6 +70,8 @@ pub struct Consumers {
     pub relay_wake: Arc<Notify>,
     /// The id of the newest inbound filing, for inbox streams.
     pub inbox_head: Arc<watch::Sender<i64>>,
+    /// Consumers held at a record they cannot get past yet, and why.
+    pub stalls: Arc<Stalls>,
 }
 
 /// Why a record was not applied.
@@ -98,6 +101,7 @@ impl From<Error> for Fault {
 pub struct Corrupt {
     pub rejection: Rejection,
     pub transfer_id: String,
+    pub sender: String,
     pub documents: Vec<DocumentDigest>,
 }
 
@@ -115,8 +119,6 @@ impl<T: Into<Fault>> From<T> for Stop {
     }
 }
 
-/// Local failures of one record tolerated before it is dead-lettered instead.
-const LOCAL_RETRIES: u32 = 5;
 /// Records applied in one transaction at most.
 pub const BATCH_RECORDS: usize = 256;
 /// Bytes of records applied in one transaction at most (four 512 KiB
@@ -299,14 +301,23 @@ async fn handle_batch(
             next += 1;
         }
         if let Some(Stop::Fault(fault)) = stop {
-            handle_fault(cx, feed, consumer, &records, next, *fault, cancel, started).await;
+            let handled =
+                handle_fault(cx, feed, consumer, &records, next, *fault, cancel, started).await;
+            if !handled {
+                // Stopping while the record could not be got past: its offset
+                // is not stored, so the next start reads it again.
+                return;
+            }
             next += 1;
         }
     }
 }
 
-/// A record that failed on its own: retried while the failure is local,
-/// otherwise dead-lettered, so it neither stalls its partition nor is lost.
+/// A record that failed on its own. A bad record is dead-lettered, so it
+/// neither stalls its partition nor is lost. A local fault (disk full, store
+/// busy) is no fault of the record: the consumer stays at it and retries
+/// with backoff, without limit, reporting the stall (`/readyz`, `queues`,
+/// metrics) until it is applied. Returns false if the node stops first.
 #[allow(clippy::too_many_arguments)]
 async fn handle_fault(
     cx: &Arc<Consumers>,
@@ -317,10 +328,10 @@ async fn handle_fault(
     mut fault: Fault,
     cancel: &CancellationToken,
     started: std::time::SystemTime,
-) {
+) -> bool {
     let (record, _) = &records[index];
     let position = position(record);
-    let mut failures = 0;
+    let mut attempt = 0;
     let rejection = loop {
         match fault {
             Fault::Reject(rejection) => break rejection,
@@ -328,22 +339,39 @@ async fn handle_fault(
                 let Corrupt {
                     rejection,
                     transfer_id,
+                    sender,
                     documents,
                 } = *corrupt;
-                if let Err(error) = discard_partials(cx, &transfer_id, &documents).await {
+                if let Err(error) = discard_partials(cx, &sender, &transfer_id, &documents).await {
                     tracing::error!(%error, %transfer_id, "Cannot discard corrupt partial documents.");
                 }
                 break rejection;
             }
-            Fault::Local(error) if failures < LOCAL_RETRIES => {
-                failures += 1;
-                tracing::error!(%error, offset = position.offset, "Cannot apply an inbox record; retrying.");
-                tokio::time::sleep(Duration::from_millis(200 << failures)).await;
+            Fault::Local(error) => {
+                attempt += 1;
+                let why = format!(
+                    "cannot apply the record at partition {} offset {} here: {error}",
+                    position.partition, position.offset
+                );
+                if attempt == 1 {
+                    tracing::error!(topic = position.topic, reason = %why, "Consumer stalled; retrying until the record applies.");
+                    cx.metrics.failed.inc(&["local"]);
+                }
+                cx.stalls.set(position.topic, why);
+                if !pause(cancel, attempt).await {
+                    return false;
+                }
                 fault = match apply_batch(cx, feed, records.clone(), index, Some(1)).await {
                     Ok((mut applied, None)) if applied.len() == 1 => {
                         let effect = applied.remove(0);
                         finish(cx, consumer, &records[index], effect, started);
-                        return;
+                        cx.stalls.clear(position.topic);
+                        tracing::info!(
+                            topic = position.topic,
+                            attempts = attempt + 1,
+                            "Consumer resumed."
+                        );
+                        return true;
                     }
                     Ok((_, Some(Stop::Fault(fault)))) => *fault,
                     Ok(_) => Fault::Local(Error::FailedPrecondition(
@@ -352,13 +380,23 @@ async fn handle_fault(
                     Err(error) => Fault::Local(error),
                 };
             }
-            Fault::Local(error) => {
-                break Rejection::new("local", format!("could not be stored here: {error}"));
-            }
         }
     };
-    dead_letter(cx, record, position, &rejection, cancel).await;
+    if !dead_letter(cx, record, position, &rejection, cancel).await {
+        return false;
+    }
     finish(cx, consumer, &records[index], Applied::Nothing, started);
+    true
+}
+
+/// Waits before retry `attempt` (from 1): 100 ms doubling to 30 s. False if
+/// the node stops meanwhile.
+async fn pause(cancel: &CancellationToken, attempt: u32) -> bool {
+    let delay = Duration::from_millis(100u64 << attempt.min(9)).min(Duration::from_secs(30));
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
+    }
 }
 
 /// After a record's transaction committed: notify, count, log, trace, and
@@ -464,6 +502,17 @@ async fn apply_batch(
                 .map(|(record, incoming)| {
                     let _span = incoming.span.enter();
                     let value = record.payload().unwrap_or_default();
+                    let limit = cx.kafka.settings.max_record_bytes as usize;
+                    if value.len() > limit {
+                        // Not decoded: its size alone is reason enough.
+                        return Err(Fault::Reject(Rejection::new(
+                            "too-large",
+                            format!(
+                                "a record of {} bytes is larger than kafka.max_record_bytes ({limit})",
+                                value.len()
+                            ),
+                        )));
+                    }
                     let mut opened = open(&cx.trust, feed, value)?;
                     if let Opened::Manifest {
                         envelope,
@@ -522,6 +571,7 @@ async fn apply_batch(
 
 async fn discard_partials(
     cx: &Arc<Consumers>,
+    _sender: &str,
     transfer_id: &str,
     documents: &[DocumentDigest],
 ) -> Result<()> {
@@ -534,21 +584,26 @@ async fn discard_partials(
         .await
 }
 
-/// Publishes a dead letter (retrying until Kafka takes it), then records the
-/// offset, so the record is neither lost nor blocking.
+/// Publishes a dead letter, records it and the offset, so the record is
+/// neither lost nor blocking. Kafka being unreachable is waited out (the
+/// consumer reports the stall meanwhile); a dead letter Kafka can never take
+/// (not authorised to write the DLQ) is kept in the store alone, counted and
+/// logged as an error, and the partition moves on. Returns false if the node
+/// stops first.
 async fn dead_letter(
     cx: &Arc<Consumers>,
     record: &OwnedMessage,
     position: Position<'_>,
     rejection: &Rejection,
     cancel: &CancellationToken,
-) {
+) -> bool {
     tracing::warn!(
         reason = %rejection.reason,
         code = rejection.code,
         sender = %rejection.claimed_sender,
+        topic = position.topic,
         offset = position.offset,
-        "Inbox record dead-lettered."
+        "Record dead-lettered."
     );
     let letter = ecointegra_broker::dlq::dead_letter(
         rejection,
@@ -559,9 +614,11 @@ async fn dead_letter(
             key: record.key(),
             value: record.payload(),
         },
+        cx.kafka.settings.max_record_bytes,
     );
     let dlq = cx.kafka.dlq_topic();
-    loop {
+    let mut attempt = 0;
+    let at = loop {
         match ecointegra_broker::dlq::publish(
             &cx.kafka.publisher,
             &dlq,
@@ -570,24 +627,36 @@ async fn dead_letter(
         )
         .await
         {
-            Ok(at) => {
-                crate::consume::dead_letters::recorded(cx, at, &letter).await;
-                break;
+            Ok(at) => break at,
+            Err(error) if error.is_permanent() => {
+                tracing::error!(%error, %dlq, "Kafka refuses this dead letter for good; it is kept in the store only.");
+                cx.metrics.failed.inc(&["dead_letter_unpublished"]);
+                break UNPUBLISHED;
             }
             Err(error) => {
-                tracing::warn!(%error, "Cannot publish a dead letter; retrying.");
-                if cancel.is_cancelled() {
-                    return;
+                attempt += 1;
+                let why = format!("cannot publish a dead letter to {dlq}: {error}");
+                if attempt == 1 {
+                    tracing::warn!(reason = %why, "Consumer stalled; retrying the dead letter.");
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                cx.stalls.set(position.topic, why);
+                if !pause(cancel, attempt).await {
+                    return false;
+                }
             }
         }
-    }
+    };
+    cx.stalls.clear(position.topic);
+    crate::consume::dead_letters::recorded(cx, at, &letter).await;
     let recorded = skip(cx, position, None).await;
     if let Err(error) = recorded {
         tracing::error!(%error, "Cannot record a dead-lettered offset.");
     }
+    true
 }
+
+/// The DLQ position of a dead letter Kafka would not take.
+pub const UNPUBLISHED: (i32, i64) = (-1, -1);
 
 /// Records a consumed record that has no effect of its own (a duplicate, or
 /// one dead-lettered), with its message id when it was applied before.

@@ -108,9 +108,19 @@ async fn metrics(State(watch): State<Arc<Watch>>) -> impl IntoResponse {
 }
 
 async fn ready(State(watch): State<Arc<Watch>>) -> impl IntoResponse {
-    if *watch.kafka.up.borrow() {
-        (StatusCode::OK, "ready\n")
+    let stalls = watch.stalls.current();
+    if !*watch.kafka.up.borrow() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Kafka is not reachable\n".to_owned(),
+        )
+    } else if !stalls.is_empty() {
+        let lines: Vec<String> = stalls
+            .iter()
+            .map(|(topic, s)| format!("consumer of {topic} stalled: {}\n", s.reason))
+            .collect();
+        (StatusCode::SERVICE_UNAVAILABLE, lines.concat())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "Kafka is not reachable\n")
+        (StatusCode::OK, "ready\n".to_owned())
     }
 }

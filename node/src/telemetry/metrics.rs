@@ -222,6 +222,8 @@ pub struct Gauges {
     pub pending_receipts: i64,
     pub oldest_pending_receipt_seconds: f64,
     pub dead_letters_open: i64,
+    /// Consumers held at a record they cannot get past yet.
+    pub consumers_stalled: i64,
     /// (topic, records, seconds) when Kafka could be asked.
     pub inbox_lag: Option<(String, i64, f64)>,
     pub kafka: Option<ecointegra_broker::kafka::ClientStats>,
@@ -346,6 +348,12 @@ pub fn render(institution: &str, m: &Metrics, g: &Gauges) -> String {
         "gauge",
         "Dead letters neither replayed nor discarded.",
         one(g.dead_letters_open.to_string()),
+    );
+    family(
+        "ecointegra_consumers_stalled",
+        "gauge",
+        "Consumers held at a record they cannot get past yet (see /readyz).",
+        one(g.consumers_stalled.to_string()),
     );
     family(
         "ecointegra_kafka_up",

@@ -201,6 +201,21 @@ pub fn queues(watch: &Watch) -> Result<GetQueuesResponse> {
             dead_letter_id: 0,
         });
     }
+    // A consumer held at a record: nothing after it is applied until it is.
+    for (topic, stall) in watch.stalls.current() {
+        troubled.push(TroubledFiling {
+            tracking_code: String::new(),
+            transfer_id: String::new(),
+            counterpart: topic.clone(),
+            since_ms: stall.since_ms,
+            reason: format!(
+                "the consumer of {topic} is stalled for {}: {}; it retries by itself and resumes once the cause is fixed",
+                human(now - stall.since_ms),
+                stall.reason
+            ),
+            dead_letter_id: 0,
+        });
+    }
     // One line per transfer and reason among the open dead letters.
     let letters = watch.store.dead_letters(false, 1000)?;
     let mut seen = std::collections::BTreeSet::new();
@@ -256,6 +271,7 @@ pub fn gauges(watch: &Watch) -> Gauges {
             .min()
             .map_or(0.0, |t| seconds(now - t)),
         dead_letters_open: watch.store.dead_letter_counts().map_or(0, |c| c.0),
+        consumers_stalled: watch.stalls.current().len() as i64,
         inbox_lag,
         kafka: watch.kafka.publisher.statistics(),
         store_commits: watch.store.commits(),

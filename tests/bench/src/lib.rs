@@ -227,6 +227,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let settings = KafkaSettings {
         bootstrap_servers: args.bootstrap.clone(),
         options: BTreeMap::new(),
+        ..Default::default()
     };
     let baseline = Baseline::start(
         &settings,
@@ -343,6 +344,7 @@ async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<usize> {
     let settings = KafkaSettings {
         bootstrap_servers: bootstrap.to_owned(),
         options: BTreeMap::new(),
+        ..Default::default()
     };
     let admin = settings.admin()?;
     let mine = format!("{prefix}.");

@@ -1,0 +1,164 @@
+//! A node holds its ground against hostile records, against the real broker:
+//! whatever bytes anyone with write access to a topic writes there, the
+//! node dead-letters what it cannot apply, keeps consuming, and a valid
+//! filing sent right after still arrives.
+
+use ecointegra_proto::v1::tracking_service_client::TrackingServiceClient;
+use ecointegra_proto::v1::{DeadLetter, FilingStatus, TrackRequest};
+use ecointegra_tests::*;
+use prost::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Lets `topic` take records of up to 2 MB, as a topic provisioned with a
+/// larger limit than the node's own would.
+async fn allow_large_records(topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let config =
+        AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", "2000000");
+    for result in admin
+        .alter_configs([&config], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+}
+
+/// Writes raw bytes of any size to a topic, as kcat would.
+async fn produce_large(topic: &str, key: &str, value: &[u8]) {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(value),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).unwrap();
+    bytes
+}
+
+/// One record of 1,045,000 random bytes and one empty record, on an inbox
+/// and on the tracking topic (the attack that stopped a node's deliveries
+/// for good): each is dead-lettered, the too-large one as its SHA-256, size
+/// and first 64 KiB; deliveries and tracking go on; no consumer is stalled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_empty_records_are_dead_lettered_and_deliveries_go_on() {
+    let federation = Federation::new("hostile-size", &["senamhi", "oefa"]);
+    let oefa = federation.start("oefa").await;
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let inbox = federation.topic_inbox("oefa");
+    let tracking = format!("{}.tracking", federation.prefix);
+
+    // A filing first, so both nodes' consumers are running and assigned.
+    let first = submit(
+        &mut origin,
+        header("oefa", "Antes"),
+        &[Doc::new("a.pdf", 2_000, 1)],
+    )
+    .await
+    .unwrap();
+    wait_for_status(
+        &mut origin,
+        &first.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+
+    let big = random_bytes(1_045_000);
+    for topic in [&inbox, &tracking] {
+        allow_large_records(topic).await;
+        produce_large(topic, "big", &big).await;
+        produce_large(topic, "empty", b"").await;
+    }
+
+    // A valid filing sent right after the attack arrives, and is tracked.
+    let doc = Doc::new("informe.pdf", 300_000, 7);
+    let after = submit(
+        &mut origin,
+        header("oefa", "Después"),
+        std::slice::from_ref(&doc),
+    )
+    .await
+    .unwrap();
+    let delivered = wait_for_status(
+        &mut origin,
+        &after.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+    assert_eq!(delivered.documents[0].sha256, doc.sha256_hex());
+    let mut citizen = TrackingServiceClient::connect(format!("http://{}", oefa.grpc_addr()))
+        .await
+        .unwrap();
+    let mut steps = 0;
+    for _ in 0..300 {
+        let answer = citizen
+            .track(TrackRequest {
+                tracking_code: after.tracking_code.clone(),
+                verification_code: after.verification_code.clone(),
+            })
+            .await;
+        steps = answer.map_or(0, |a| a.into_inner().timeline.len());
+        if steps >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        steps >= 3,
+        "oefa's portal shows {steps} steps of the filing"
+    );
+
+    // oefa dead-lettered all four records (two on its inbox, two on the
+    // tracking topic); the large ones by digest, size and first 64 KiB.
+    let letters: Vec<DeadLetter> = read_topic(&federation.topic_dlq("oefa"), 4, WAIT)
+        .iter()
+        .map(|m| DeadLetter::decode(rdkafka::Message::payload(m).unwrap()).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 4, "{letters:?}");
+    let large: Vec<&DeadLetter> = letters
+        .iter()
+        .filter(|l| l.reason_code == "too-large")
+        .collect();
+    assert_eq!(large.len(), 2);
+    for letter in &large {
+        assert!(letter.truncated);
+        assert_eq!(letter.original_size, 1_045_000);
+        assert_eq!(letter.original_sha256, Sha256::digest(&big).to_vec());
+        assert_eq!(letter.original_value, big[..64 * 1024]);
+    }
+    let sources: Vec<&str> = large.iter().map(|l| l.source_topic.as_str()).collect();
+    assert!(sources.contains(&inbox.as_str()) && sources.contains(&tracking.as_str()));
+    assert_eq!(
+        letters.iter().filter(|l| l.original_size == 0).count(),
+        2,
+        "the empty records are dead-lettered too"
+    );
+    for node in [&oefa, &senamhi] {
+        assert!(node.services().watch.stalls.current().is_empty());
+    }
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
