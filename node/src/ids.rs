@@ -18,6 +18,30 @@ pub fn random_code(len: usize) -> String {
         .collect()
 }
 
+/// Is `id` a transfer id as [`transfer_id`] makes them (32 lowercase hex
+/// digits)? Only such ids become file names.
+pub fn is_transfer_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Is `code` a tracking code as [`tracking_code`] makes them
+/// (`INSTITUTION-YEAR-XXXXXXXX`)?
+pub fn is_tracking_code(code: &str) -> bool {
+    let mut parts = code.rsplitn(3, '-');
+    let (Some(random), Some(year), Some(institution)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    (1..=32).contains(&institution.len())
+        && institution
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+        && year.len() == 4
+        && year.bytes().all(|b| b.is_ascii_digit())
+        && random.len() == 8
+        && random.bytes().all(|b| ALPHABET.contains(&b))
+}
+
 /// 128 random bits, hex.
 pub fn transfer_id() -> String {
     random_hex(16)
@@ -78,6 +102,26 @@ pub fn format_utc(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_made_here_are_valid_and_hostile_ones_are_not() {
+        assert!(is_transfer_id(&transfer_id()));
+        assert!(is_tracking_code(&tracking_code("senamhi", 0)));
+        let long = "a".repeat(33);
+        let upper = "AB".repeat(16);
+        for bad in ["", "../etc/passwd", "/abs", upper.as_str(), long.as_str()] {
+            assert!(!is_transfer_id(bad), "{bad:?}");
+        }
+        for bad in [
+            "",
+            "SENAMHI-2026-XXXX",
+            "senamhi-2026-0123ABCD",
+            "../-2026-0123ABCD",
+            "X-26-0123ABCD",
+        ] {
+            assert!(!is_tracking_code(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn dates() {

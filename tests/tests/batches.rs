@@ -13,6 +13,10 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+/// Well-formed transfer ids of chunks that are bad in other ways.
+const WRONG_HASH: &str = "0000000000000000000000000000dead";
+const OUT_OF_ORDER: &str = "00000000000000000000000000000bad";
+
 const DELIVERY: Duration = Duration::from_secs(120);
 
 /// What the sender and the destination would check for every filing: it is
@@ -166,31 +170,26 @@ async fn bad_records_inside_a_batch_are_dead_lettered_and_the_rest_of_the_batch_
             // Signed by a listed sender, but the data does not match its hash.
             6 => {
                 let chunk = Chunk {
-                    transfer_id: "t-wrong-hash".into(),
+                    transfer_id: WRONG_HASH.into(),
                     document_index: 0,
                     seq: 0,
                     offset: 0,
                     sha256: vec![0u8; 32],
                     data: data.clone(),
                 };
-                produce_raw(&inbox, "t-wrong-hash", &sealed_chunk("t-wrong-hash", chunk)).await
+                produce_raw(&inbox, WRONG_HASH, &sealed_chunk(WRONG_HASH, chunk)).await
             }
             // A second chunk whose first never came.
             9 => {
                 let chunk = Chunk {
-                    transfer_id: "t-out-of-order".into(),
+                    transfer_id: OUT_OF_ORDER.into(),
                     document_index: 0,
                     seq: 1,
                     offset: 100,
                     sha256: Sha256::digest(&data).to_vec(),
                     data: data.clone(),
                 };
-                produce_raw(
-                    &inbox,
-                    "t-out-of-order",
-                    &sealed_chunk("t-out-of-order", chunk),
-                )
-                .await
+                produce_raw(&inbox, OUT_OF_ORDER, &sealed_chunk(OUT_OF_ORDER, chunk)).await
             }
             _ => {}
         }

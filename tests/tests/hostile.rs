@@ -162,3 +162,89 @@ async fn oversized_and_empty_records_are_dead_lettered_and_deliveries_go_on() {
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }
+
+/// A listed institution whose node is hostile names files outside the data
+/// directory in its transfer ids, and sends a message id that does not name
+/// its payload: each record is dead-lettered as an identifier problem, no
+/// file appears outside the data directory, and its next valid filing is
+/// delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_ids_cannot_name_files_outside_the_data_directory() {
+    use ecointegra_broker::envelope::Sealer;
+    use ecointegra_broker::keys::SigningIdentity;
+    use ecointegra_proto::v1::{Chunk, MessageType};
+
+    let federation = Federation::new("hostile-path", &["senamhi", "oefa"]);
+    let oefa = federation.start("oefa").await;
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = client(senamhi.grpc_addr()).await;
+    let inbox = federation.topic_inbox("oefa");
+    // senamhi's own key: a listed institution, signing what it likes.
+    let hostile = Sealer::new(
+        "senamhi",
+        SigningIdentity::load(&federation.key_path("senamhi")).unwrap(),
+    );
+    let oefa_key = federation.identity("oefa").encryption_public_key();
+    let target = federation.root.join("pwned");
+    let traversal = format!("../../../../../../../..{}", target.display());
+    let data = b"%PDF-1.7 not yours".to_vec();
+    let send = |transfer_id: String, message_id: String| {
+        let chunk = Chunk {
+            transfer_id,
+            document_index: 0,
+            seq: 0,
+            offset: 0,
+            sha256: Sha256::digest(&data).to_vec(),
+            data: data.clone(),
+        };
+        hostile
+            .seal_encrypted(
+                message_id,
+                MessageType::Chunk,
+                "oefa",
+                &oefa_key,
+                &chunk.encode_to_vec(),
+            )
+            .unwrap()
+            .encode_to_vec()
+    };
+    for transfer_id in [traversal.clone(), target.display().to_string()] {
+        let record = send(transfer_id.clone(), format!("{transfer_id}/chunk/0/0"));
+        produce_raw(&inbox, "x", &record).await;
+    }
+    // A well-formed chunk under a message id naming another transfer.
+    let record = send("ab".repeat(16), format!("{}/chunk/0/0", "cd".repeat(16)));
+    produce_raw(&inbox, "y", &record).await;
+
+    let doc = Doc::new("valido.pdf", 10_000, 3);
+    let filed = submit(
+        &mut origin,
+        header("oefa", "Válido"),
+        std::slice::from_ref(&doc),
+    )
+    .await
+    .unwrap();
+    wait_for_status(
+        &mut origin,
+        &filed.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+
+    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 3);
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.reason_code == "identifier" && l.claimed_sender == "senamhi"),
+        "{letters:#?}"
+    );
+    assert!(
+        !target.exists(),
+        "a file was written outside the data directory"
+    );
+    assert!(!std::path::Path::new(&format!("{}.0", target.display())).exists());
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}

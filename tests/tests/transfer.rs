@@ -15,6 +15,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use tonic::Code;
 
+/// A well-formed transfer id for a chunk whose data does not match its hash.
+const WRONG_HASH: &str = "0000000000000000000000000000dead";
+
 const DELIVERY: Duration = Duration::from_secs(60);
 
 /// Checks what the sender and the destination would: same bytes, a receipt
@@ -378,20 +381,20 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
     // 3. A properly signed chunk whose data does not match its hash.
     let wrong = Chunk {
         sha256: vec![0u8; 32],
-        transfer_id: "t-wrong-hash".into(),
+        transfer_id: WRONG_HASH.into(),
         ..chunk
     };
     let oefa_key = federation.identity("oefa").encryption_public_key();
     let sealed = sealer
         .seal_encrypted(
-            "t-wrong-hash/chunk/0/0".into(),
+            format!("{WRONG_HASH}/chunk/0/0"),
             MessageType::Chunk,
             "oefa",
             &oefa_key,
             &wrong.encode_to_vec(),
         )
         .unwrap();
-    produce_raw(&inbox, "t-wrong-hash", &sealed.encode_to_vec()).await;
+    produce_raw(&inbox, WRONG_HASH, &sealed.encode_to_vec()).await;
 
     // A valid filing right after them is delivered.
     let docs = [Doc::new("despues.pdf", 700_000, 5)];

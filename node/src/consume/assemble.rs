@@ -47,7 +47,9 @@ pub(super) fn large_digests(
                 p.sender == sender && p.next_seq == doc.chunk_count && p.bytes == doc.size
             });
         if complete {
-            let path = cx.blobs.partial_path(&transfer.transfer_id, doc.index);
+            let Ok(path) = cx.blobs.partial_path(&transfer.transfer_id, doc.index) else {
+                continue;
+            };
             if let Ok(digest) = crate::store::blobs::digest_file(&path) {
                 digests.insert(doc.index, digest);
             }
@@ -120,7 +122,8 @@ impl Batch<'_> {
         let path = self
             .cx
             .blobs
-            .partial_path(&chunk.transfer_id, chunk.document_index);
+            .partial_path(&chunk.transfer_id, chunk.document_index)
+            .map_err(|e| reject("identifier", e.to_string()))?;
         write_at(&path, partial.bytes, &chunk.data)
             .map_err(Error::io(format!("cannot write {}", path.display())))?;
         self.dirty.insert(path);
@@ -221,7 +224,10 @@ impl Batch<'_> {
         let total: u64 = manifest.documents.iter().map(|d| d.size).sum();
         let mut problems = Vec::new();
         for doc in &manifest.documents {
-            let path = cx.blobs.partial_path(&transfer.transfer_id, doc.index);
+            let path = cx
+                .blobs
+                .partial_path(&transfer.transfer_id, doc.index)
+                .map_err(|e| reject("identifier", e.to_string()))?;
             let partial = store::partial(c, &transfer.transfer_id, doc.index)?;
             if doc.size == 0 && partial.is_none() {
                 std::fs::File::create(&path)
@@ -385,7 +391,8 @@ impl Batch<'_> {
         for doc in &delivery.filing.documents {
             let path = cx
                 .blobs
-                .partial_path(&delivery.filing.transfer_id, doc.index);
+                .partial_path(&delivery.filing.transfer_id, doc.index)
+                .map_err(|e| Stop::from(Rejection::new("identifier", e.to_string())))?;
             // Adopted files must be whole and durable before they are renamed.
             if self.dirty.remove(&path) {
                 sync_file(&path)?;

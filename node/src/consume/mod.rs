@@ -576,7 +576,7 @@ async fn discard_partials(
     documents: &[DocumentDigest],
 ) -> Result<()> {
     for doc in documents {
-        let _ = std::fs::remove_file(cx.blobs.partial_path(transfer_id, doc.index));
+        let _ = std::fs::remove_file(cx.blobs.partial_path(transfer_id, doc.index)?);
     }
     let transfer_id = transfer_id.to_owned();
     cx.store

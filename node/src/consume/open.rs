@@ -3,7 +3,13 @@
 //! (signatures, hashing) but with no effect: nothing here writes.
 
 use super::Feed;
+use crate::ids;
+use crate::lifecycle::validate::{
+    MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, MAX_HOPS, MAX_NOTE_CHARS, MAX_SUBJECT_CHARS,
+    MAX_TRACKING_SEQ,
+};
 use crate::trust::Trust;
+use ecointegra_broker::directory::is_institution_id;
 use ecointegra_broker::envelope::{self, Rejection};
 use ecointegra_proto::v1::{
     Chunk, DirectoryEntry, Envelope, Manifest, MessageType, Notice, Receipt, SignedDirectoryEntry,
@@ -51,6 +57,12 @@ pub enum Opened {
 /// and this institution's keys, and writes nothing. A large manifest's
 /// documents are hashed later, by [`super::assemble::large_digests`].
 pub fn open(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> {
+    let opened = decode(trust, feed, value)?;
+    check(&opened)?;
+    Ok(opened)
+}
+
+fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> {
     let directory = trust.directory();
     match feed {
         Feed::Tracking => {
@@ -110,6 +122,198 @@ pub fn open(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection
         )
         .about(&envelope)),
     }
+}
+
+/// Every identifier and bound of an opened record, checked before anything
+/// uses it: ids that become file names or keys have their exact formats,
+/// indexes, counts and clocks are bounded, and a message id names exactly
+/// what its payload carries, so one message cannot pass for another.
+fn check(opened: &Opened) -> Result<(), Rejection> {
+    let (envelope, problem) = match opened {
+        Opened::Chunk {
+            envelope, chunk, ..
+        } => (envelope, check_chunk(&envelope.message_id, chunk)),
+        Opened::Manifest {
+            envelope, manifest, ..
+        } => (envelope, check_manifest(&envelope.message_id, manifest)),
+        Opened::Receipt {
+            envelope, receipt, ..
+        } => (envelope, check_receipt(&envelope.message_id, receipt)),
+        Opened::Notice { envelope, notice } => {
+            (envelope, check_notice(&envelope.message_id, notice))
+        }
+        Opened::Tracking(event) => {
+            return check_event(event).map_err(|p| Rejection::new("identifier", p));
+        }
+        Opened::Directory { .. } => return Ok(()),
+    };
+    problem.map_err(|p| Rejection::new("identifier", p).about(envelope))
+}
+
+fn transfer_id(id: &str) -> Result<(), String> {
+    if ids::is_transfer_id(id) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a transfer id (32 hex digits)",
+            short(id)
+        ))
+    }
+}
+
+fn tracking_code(code: &str) -> Result<(), String> {
+    if ids::is_tracking_code(code) {
+        Ok(())
+    } else {
+        Err(format!("{:?} is not a tracking code", short(code)))
+    }
+}
+
+fn institution(id: &str, what: &str) -> Result<(), String> {
+    if is_institution_id(id) {
+        Ok(())
+    } else {
+        Err(format!("{what} {:?} is not an institution id", short(id)))
+    }
+}
+
+fn message_id(id: &str, expected: &str) -> Result<(), String> {
+    if id == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "message id {:?} does not name what it carries ({expected:?})",
+            short(id)
+        ))
+    }
+}
+
+fn at_most(value: u64, max: u64, what: &str) -> Result<(), String> {
+    if value <= max {
+        Ok(())
+    } else {
+        Err(format!("{what} {value} is above {max}"))
+    }
+}
+
+/// At most 64 characters of a hostile string, for a reason.
+fn short(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+fn check_chunk(id: &str, chunk: &Chunk) -> Result<(), String> {
+    transfer_id(&chunk.transfer_id)?;
+    at_most(
+        chunk.document_index.into(),
+        MAX_DOCUMENTS as u64 - 1,
+        "document index",
+    )?;
+    at_most(chunk.offset, MAX_DOCUMENT_BYTES, "chunk offset")?;
+    if chunk.sha256.len() != 32 {
+        return Err("the chunk's digest is not a SHA-256".into());
+    }
+    message_id(
+        id,
+        &format!(
+            "{}/chunk/{}/{}",
+            chunk.transfer_id, chunk.document_index, chunk.seq
+        ),
+    )
+}
+
+fn check_manifest(id: &str, manifest: &Manifest) -> Result<(), String> {
+    let Some(t) = &manifest.transfer else {
+        return Err("the manifest names no transfer".into());
+    };
+    transfer_id(&t.transfer_id)?;
+    message_id(
+        id,
+        &format!("{}/manifest/{}", t.transfer_id, manifest.attempt),
+    )?;
+    tracking_code(&t.tracking_code)?;
+    institution(&t.origin, "origin")?;
+    institution(&t.destination, "destination")?;
+    if !t.filed_at.is_empty() {
+        institution(&t.filed_at, "filed_at")?;
+    }
+    if !t.related_transfer_id.is_empty() {
+        transfer_id(&t.related_transfer_id)?;
+    }
+    if t.hop == 0 {
+        return Err("hop 0: the first transfer of a filing is hop 1".into());
+    }
+    at_most(t.hop.into(), MAX_HOPS.into(), "hop")?;
+    at_most(
+        t.prior_receipts.len() as u64,
+        MAX_HOPS.into(),
+        "prior receipts",
+    )?;
+    at_most(t.tracking_seq, MAX_TRACKING_SEQ, "tracking clock")?;
+    at_most(
+        manifest.documents.len() as u64,
+        MAX_DOCUMENTS as u64,
+        "documents",
+    )?;
+    at_most(
+        t.note.chars().count() as u64,
+        MAX_NOTE_CHARS as u64,
+        "note characters",
+    )?;
+    at_most(
+        t.subject.chars().count() as u64,
+        MAX_SUBJECT_CHARS as u64,
+        "subject characters",
+    )?;
+    for doc in &manifest.documents {
+        at_most(doc.size, MAX_DOCUMENT_BYTES, "document size")?;
+        // Each chunk carries at least one byte: no more chunks than bytes.
+        at_most(doc.chunk_count.into(), doc.size.max(1), "chunk count")?;
+    }
+    Ok(())
+}
+
+fn check_receipt(id: &str, receipt: &Receipt) -> Result<(), String> {
+    transfer_id(&receipt.transfer_id)?;
+    message_id(id, &format!("{}/receipt", receipt.transfer_id))?;
+    institution(&receipt.receiving_institution, "receiving institution")?;
+    at_most(
+        receipt.documents.len() as u64,
+        MAX_DOCUMENTS as u64,
+        "documents",
+    )?;
+    at_most(receipt.hop.into(), MAX_HOPS.into(), "hop")
+}
+
+fn check_notice(id: &str, notice: &Notice) -> Result<(), String> {
+    transfer_id(&notice.transfer_id)?;
+    tracking_code(&notice.tracking_code)?;
+    let prefix = format!("{}/notice/", notice.transfer_id);
+    if !id.starts_with(&prefix) || id.len() > prefix.len() + 32 {
+        return Err(format!(
+            "message id {:?} does not name the notice's transfer",
+            short(id)
+        ));
+    }
+    at_most(notice.tracking_seq, MAX_TRACKING_SEQ, "tracking clock")?;
+    at_most(
+        notice.reason.chars().count() as u64,
+        MAX_NOTE_CHARS as u64,
+        "reason characters",
+    )
+}
+
+fn check_event(event: &TrackingEvent) -> Result<(), String> {
+    tracking_code(&event.tracking_code)?;
+    at_most(event.seq, MAX_TRACKING_SEQ, "tracking clock")?;
+    at_most(event.hop.into(), MAX_HOPS.into(), "hop")?;
+    at_most(event.event_id.len() as u64, 256, "event id bytes")?;
+    if !event.holder.is_empty() {
+        institution(&event.holder, "holder")?;
+    }
+    if !event.counterpart.is_empty() {
+        institution(&event.counterpart, "counterpart")?;
+    }
+    at_most(event.verifier.len() as u64, 256, "verifier bytes")
 }
 
 #[cfg(test)]
@@ -274,5 +478,82 @@ mod tests {
             panic!("an event claiming another institution opened")
         };
         assert_eq!(rejection.code, "tracking");
+    }
+
+    #[test]
+    fn identifiers_from_the_wire_are_checked_before_use() {
+        let s = sector();
+        let refused = |value: &[u8]| match open(&s.oefa, Feed::Inbox, value) {
+            Err(rejection) => rejection,
+            Ok(_) => panic!("opened"),
+        };
+        // A transfer id that would name a file outside the data directory.
+        for hostile in ["../../../../tmp/pwned", "/etc/passwd", "t-x", ""] {
+            let mut c = chunk(b"data", b"data");
+            c.transfer_id = hostile.into();
+            let rejection = refused(&sealed_chunk(&s, "oefa", &c));
+            assert_eq!(rejection.code, "identifier", "{hostile:?}: {rejection:?}");
+        }
+        // A message id that does not name what the payload carries: another
+        // transfer's chunk id cannot be pre-empted with this payload.
+        let c = chunk(b"data", b"data");
+        let other = s
+            .senamhi
+            .seal_encrypted(
+                format!("{}/chunk/0/1", "cd".repeat(16)),
+                MessageType::Chunk,
+                "oefa",
+                &s.oefa_key,
+                &c.encode_to_vec(),
+            )
+            .unwrap()
+            .encode_to_vec();
+        assert_eq!(refused(&other).code, "identifier");
+        // A manifest out of bounds.
+        let manifest = |edit: &dyn Fn(&mut Manifest)| {
+            let mut m = Manifest {
+                transfer: Some(ecointegra_proto::v1::Transfer {
+                    transfer_id: "ab".repeat(16),
+                    tracking_code: "SENAMHI-2026-0123ABCD".into(),
+                    origin: "senamhi".into(),
+                    destination: "oefa".into(),
+                    hop: 1,
+                    ..Default::default()
+                }),
+                documents: vec![ecointegra_proto::v1::DocumentDigest {
+                    size: 4,
+                    chunk_count: 1,
+                    sha256: vec![0; 32],
+                    ..Default::default()
+                }],
+                attempt: 1,
+                chunk_size: 1024,
+            };
+            edit(&mut m);
+            let id = format!("{}/manifest/{}", "ab".repeat(16), m.attempt);
+            s.senamhi
+                .seal_encrypted(
+                    id,
+                    MessageType::Manifest,
+                    "oefa",
+                    &s.oefa_key,
+                    &m.encode_to_vec(),
+                )
+                .unwrap()
+                .encode_to_vec()
+        };
+        assert!(open(&s.oefa, Feed::Inbox, &manifest(&|_| {})).is_ok());
+        for edit in [
+            &(|m: &mut Manifest| m.transfer.as_mut().unwrap().hop = 0) as &dyn Fn(&mut Manifest),
+            &|m: &mut Manifest| m.transfer.as_mut().unwrap().hop = 10_000,
+            &|m: &mut Manifest| m.transfer.as_mut().unwrap().tracking_code = "../x".into(),
+            &|m: &mut Manifest| m.transfer.as_mut().unwrap().tracking_seq = u64::MAX,
+            &|m: &mut Manifest| m.transfer.as_mut().unwrap().origin = "Bad/Id".into(),
+            &|m: &mut Manifest| m.transfer.as_mut().unwrap().note = "x".repeat(MAX_NOTE_CHARS + 1),
+            &|m: &mut Manifest| m.documents = vec![m.documents[0].clone(); MAX_DOCUMENTS + 1],
+            &|m: &mut Manifest| m.documents[0].chunk_count = 1_000_000,
+        ] {
+            assert_eq!(refused(&manifest(edit)).code, "identifier");
+        }
     }
 }

@@ -8,6 +8,18 @@ use ecointegra_proto::v1::{DocumentHeader, FilingHeader, IdentityDocumentType, P
 pub const MAX_SUBJECT_CHARS: usize = 500;
 pub const MAX_NAME_CHARS: usize = 255;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+/// Documents in one filing at most.
+pub const MAX_DOCUMENTS: usize = 100;
+/// Characters of a clerk's note (forward, answer, archive, observe, reject).
+pub const MAX_NOTE_CHARS: usize = 2000;
+/// Transfers of one filing at most (its original, forwards and answers).
+pub const MAX_HOPS: u32 = 64;
+/// The largest logical clock a tracking event or transfer may carry: far
+/// above any real filing's steps, far below where counting would wrap.
+pub const MAX_TRACKING_SEQ: u64 = 1 << 40;
+/// The largest document any node may send (16 TiB): a bound on sizes and
+/// offsets from the wire, far above `transfer.max_document_size`.
+pub const MAX_DOCUMENT_BYTES: u64 = 1 << 44;
 
 /// Checks a filing header; `me` is this node's institution.
 pub fn filing_header(header: &FilingHeader, directory: &Directory, me: &str) -> Vec<Violation> {

@@ -44,11 +44,21 @@ impl Blobs {
         self.root.join("tmp").join(crate::ids::transfer_id())
     }
 
-    /// Where document `index` of `transfer_id` is assembled.
-    pub fn partial_path(&self, transfer_id: &str, index: u32) -> PathBuf {
-        self.root
+    /// Where document `index` of `transfer_id` is assembled. Only a transfer
+    /// id of the exact format becomes a file name: anything else (a `../`,
+    /// an absolute path) is refused, so nothing from the wire can name a file
+    /// outside the data directory.
+    pub fn partial_path(&self, transfer_id: &str, index: u32) -> Result<PathBuf> {
+        if !crate::ids::is_transfer_id(transfer_id) {
+            return Err(Error::invalid(
+                "transfer_id",
+                "is not a transfer id (32 hex digits); no file is named after it",
+            ));
+        }
+        Ok(self
+            .root
             .join("partial")
-            .join(format!("{transfer_id}.{index}"))
+            .join(format!("{transfer_id}.{index}")))
     }
 
     /// Moves a whole, fsynced file into the store under its digest. Where the
