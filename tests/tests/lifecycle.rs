@@ -184,6 +184,18 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         .unwrap()
         .into_inner();
     assert_eq!(received.internal_registry_number, "OEFA-INT-0077");
+    // A note longer than a manifest may carry is refused, naming the field.
+    let too_long = at_oefa
+        .forward_filing(ForwardFilingRequest {
+            tracking_code: code.clone(),
+            action_id: "fwd-long".into(),
+            destination: "minam".into(),
+            note: "x".repeat(2001),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_long.code(), Code::InvalidArgument);
+    assert!(too_long.message().contains("note"), "{too_long:?}");
     at_oefa
         .forward_filing(ForwardFilingRequest {
             tracking_code: code.clone(),

@@ -145,11 +145,14 @@ async fn bad_input_is_refused_naming_the_field() {
     let federation = Federation::with_settings(
         "badinput",
         &["senamhi", "oefa"],
-        "\n[transfer]\nmax_document_size = 100000\n",
+        "\n[transfer]\nmax_document_size = 100000\nmax_filing_size = 150000\n",
     );
     let senamhi = federation.start("senamhi").await;
     let mut origin = client(senamhi.grpc_addr()).await;
     let doc = [Doc::new("ok.pdf", 100, 1)];
+    let many: Vec<Doc> = (0..101)
+        .map(|i| Doc::new(&format!("anexo-{i}.pdf"), 10, i))
+        .collect();
 
     let mut cases: Vec<(&str, ecointegra_proto::v1::FilingHeader, Vec<Doc>)> = vec![
         ("header.destination", header("nadie", "x"), doc.to_vec()),
@@ -170,6 +173,14 @@ async fn bad_input_is_refused_naming_the_field() {
             header("oefa", "x"),
             vec![Doc::new("a\u{7}b.pdf", 10, 1)],
         ),
+        // Two documents each allowed, together over transfer.max_filing_size.
+        (
+            "documents",
+            header("oefa", "x"),
+            vec![Doc::new("a.pdf", 90_000, 1), Doc::new("b.pdf", 90_000, 2)],
+        ),
+        // One document more than a filing may carry.
+        ("documents[100]", header("oefa", "x"), many),
     ];
     let mut bad_dni = header("oefa", "x");
     bad_dni.sender_party.as_mut().unwrap().document_number = "1234".into();

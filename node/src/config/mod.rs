@@ -185,6 +185,8 @@ pub struct TransferConfig {
     pub chunk_size: u32,
     /// Largest document accepted at submission, in bytes.
     pub max_document_size: u64,
+    /// Largest filing (all its documents together) accepted, in bytes.
+    pub max_filing_size: u64,
     /// Seconds to wait for a delivery receipt before the transfer is re-sent.
     pub receipt_timeout_secs: u64,
     /// Transfers the relay publishes at once.
@@ -270,6 +272,7 @@ impl Default for Config {
             transfer: TransferConfig {
                 chunk_size: 512 * 1024,
                 max_document_size: 1 << 30,
+                max_filing_size: 2 << 30,
                 receipt_timeout_secs: 300,
                 relay_concurrency: 8,
             },
@@ -402,6 +405,12 @@ impl Config {
                     "must be between 1024 and {chunk_limit} bytes, so a chunk with its \
                      envelope fits one Kafka record of kafka.max_record_bytes"
                 ),
+            ));
+        }
+        if self.transfer.max_filing_size < self.transfer.max_document_size {
+            return Err(ConfigError::field(
+                "transfer.max_filing_size",
+                "must be at least transfer.max_document_size",
             ));
         }
         if self.transfer.max_document_size == 0 {

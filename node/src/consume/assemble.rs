@@ -171,7 +171,18 @@ impl Batch<'_> {
             cx.store.apply_nothing(c, position, None)?;
             return Ok(Applied::Nothing);
         }
-        if store::transfer_known(c, &transfer.transfer_id)? {
+        if let Some(known) = store::filing_by_transfer(c, &transfer.transfer_id)? {
+            // Only the transfer's own origin gets its receipt again: anyone
+            // else naming a known transfer id learns nothing.
+            if known.direction != Direction::Inbound || known.origin != envelope.sender {
+                return Err(reject(
+                    "manifest",
+                    format!(
+                        "transfer {} is known here, and {} did not send it",
+                        transfer.transfer_id, envelope.sender
+                    ),
+                ));
+            }
             // Sent again: the origin has not seen our receipt. Send it again.
             let origin = envelope.sender.clone();
             cx.store.apply_receipt_resend(

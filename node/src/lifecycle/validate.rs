@@ -2,6 +2,7 @@
 //! Each broken rule names its field, so a client knows what to fix.
 
 use crate::error::Violation;
+use crate::store::NewFiling;
 use ecointegra_broker::directory::Directory;
 use ecointegra_proto::v1::{DocumentHeader, FilingHeader, IdentityDocumentType, Party};
 
@@ -214,5 +215,84 @@ mod tests {
             100,
         );
         assert_eq!(v[0].field, "documents[0].declared_size");
+    }
+}
+
+/// Checks that the manifest of `filing`'s transfer (its header, one entry per
+/// document, and `prior_receipt_bytes` of earlier hops' receipts) fits one
+/// Kafka record of `max_record_bytes` with its envelope, before the filing is
+/// accepted: a manifest that cannot be published would otherwise be found
+/// out only after every chunk went out.
+pub fn manifest_fits(
+    filing: &NewFiling,
+    prior_receipt_bytes: usize,
+    max_record_bytes: u32,
+) -> Result<(), Violation> {
+    let party = &filing.sender_party;
+    // Field tags, lengths, ids, digests and numbers: generous per item.
+    let fixed = 1024
+        + filing.subject.len()
+        + filing.note.len()
+        + filing.filing_type.len()
+        + filing.origin_registry_number.len()
+        + party.name.len()
+        + party.document_number.len()
+        + party.email.len();
+    let documents: usize = filing
+        .documents
+        .iter()
+        .map(|d| d.name.len() + d.media_type.len() + 96)
+        .sum();
+    let bytes = fixed + documents + prior_receipt_bytes + 8 * filing.hop as usize;
+    let limit = (max_record_bytes - crate::config::RECORD_OVERHEAD) as usize;
+    if bytes <= limit {
+        return Ok(());
+    }
+    Err(Violation::new(
+        "documents",
+        format!(
+            "the filing's manifest (its {} document entries{}) would take about {bytes} bytes, \
+             more than the {limit} one Kafka record leaves for it (kafka.max_record_bytes): \
+             send fewer documents or shorter names",
+            filing.documents.len(),
+            if prior_receipt_bytes > 0 {
+                " and the receipts of earlier hops"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::*;
+    use crate::store::DocumentRow;
+
+    fn filing(documents: usize, name_len: usize) -> NewFiling {
+        NewFiling {
+            documents: (0..documents)
+                .map(|i| DocumentRow {
+                    index: i as u32,
+                    name: "n".repeat(name_len),
+                    media_type: "application/pdf".into(),
+                    size: 1,
+                    sha256: vec![0; 32],
+                })
+                .collect(),
+            hop: 1,
+            ..NewFiling::default()
+        }
+    }
+
+    #[test]
+    fn a_manifest_must_fit_one_record_with_its_envelope() {
+        let limit = crate::config::MIN_RECORD_BYTES;
+        assert!(manifest_fits(&filing(MAX_DOCUMENTS, 255), 0, limit).is_ok());
+        // The receipts of many earlier hops do not fit a small record.
+        let refused = manifest_fits(&filing(MAX_DOCUMENTS, 255), 90_000, limit).unwrap_err();
+        assert_eq!(refused.field, "documents");
+        assert!(refused.description.contains("earlier hops"));
+        assert!(manifest_fits(&filing(MAX_DOCUMENTS, 255), 90_000, 1_000_000).is_ok());
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result, Violation};
 use crate::lifecycle::Desk;
+use crate::lifecycle::validate::{self, MAX_HOPS, MAX_NOTE_CHARS};
 use crate::store::blobs::TempFile;
 use crate::store::{self, DocumentRow, FilingRow, NewFiling, Step};
 use ecointegra_proto::v1::{Direction, Filing, FilingStatus, MessageType, Notice, TransferKind};
@@ -89,8 +90,11 @@ fn check_fields(desk: &Desk, tracking_code: &str, action_id: &str, action: &Acti
     let required = |v: &mut Vec<Violation>, field: &str, value: &str| {
         if value.trim().is_empty() {
             v.push(Violation::new(field, "is required"));
-        } else if value.chars().count() > 2000 {
-            v.push(Violation::new(field, "must be at most 2000 characters"));
+        } else if value.chars().count() > MAX_NOTE_CHARS {
+            v.push(Violation::new(
+                field,
+                format!("must be at most {MAX_NOTE_CHARS} characters"),
+            ));
         }
     };
     match action {
@@ -119,6 +123,15 @@ fn check_fields(desk: &Desk, tracking_code: &str, action_id: &str, action: &Acti
             "an answer carries at least one document",
         )),
         Action::Answer { .. } | Action::Archive { .. } => {}
+    }
+    if let Action::Forward { note, .. } | Action::Answer { note, .. } | Action::Archive { note } =
+        action
+        && note.chars().count() > MAX_NOTE_CHARS
+    {
+        v.push(Violation::new(
+            "note",
+            format!("must be at most {MAX_NOTE_CHARS} characters"),
+        ));
     }
     if v.is_empty() {
         Ok(())
@@ -276,6 +289,7 @@ fn apply(
                 s,
                 tx,
                 &filing,
+                desk.config.kafka.max_record_bytes,
                 TransferKind::Forward,
                 destination,
                 note,
@@ -288,6 +302,7 @@ fn apply(
                 s,
                 tx,
                 &filing,
+                desk.config.kafka.max_record_bytes,
                 TransferKind::Answer,
                 &filing.filed_at,
                 note,
@@ -314,10 +329,12 @@ fn apply(
 }
 
 /// A new transfer of a filing this node holds: a forward or an answer.
+#[allow(clippy::too_many_arguments)]
 fn follow_up(
     s: &store::Store,
     tx: &Connection,
     filing: &FilingRow,
+    max_record_bytes: u32,
     kind: TransferKind,
     destination: &str,
     note: &str,
@@ -325,8 +342,19 @@ fn follow_up(
 ) -> Result<NewFiling> {
     let chain = s.receipt_chain_in(tx, &filing.tracking_code)?;
     let (hop, previous) = crate::lifecycle::custody::next_link(&chain);
+    if hop > MAX_HOPS {
+        return Err(Error::FailedPrecondition(format!(
+            "filing {} has travelled {MAX_HOPS} times already; it cannot travel again",
+            filing.tracking_code
+        )));
+    }
+    let prior_receipt_bytes = chain
+        .iter()
+        .filter(|r| r.hop < hop)
+        .map(|r| r.envelope.len())
+        .sum();
     let now = ecointegra_broker::now_ms();
-    Ok(NewFiling {
+    let next = NewFiling {
         tracking_code: filing.tracking_code.clone(),
         verification_code: String::new(),
         transfer_id: crate::ids::transfer_id(),
@@ -349,5 +377,8 @@ fn follow_up(
         due_date: String::new(),
         filed_at: filing.filed_at.clone(),
         previous_receipt_sha256: previous,
-    })
+    };
+    validate::manifest_fits(&next, prior_receipt_bytes, max_record_bytes)
+        .map_err(|v| Error::InvalidArgument(vec![v]))?;
+    Ok(next)
 }

@@ -58,7 +58,7 @@ pub struct DocumentRow {
 }
 
 /// A filing as stored; [`FilingRow`] adds what the store assigns.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewFiling {
     pub tracking_code: String,
     pub verification_code: String,

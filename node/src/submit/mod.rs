@@ -118,6 +118,7 @@ where
     S: Stream<Item = Result<DocPart>> + Unpin,
 {
     let max_size = desk.config.transfer.max_document_size;
+    let max_total = desk.config.transfer.max_filing_size;
     let mut documents: Vec<(DocumentRow, TempFile)> = Vec::new();
     let mut current: Option<Upload> = None;
     while let Some(part) = parts.next().await.transpose()? {
@@ -145,16 +146,30 @@ where
         };
         if let Some(upload) = current.take() {
             documents.push(upload.finish().await?);
+            check_total(&documents, 0, max_total)?;
         }
         let index = documents.len();
+        if index >= validate::MAX_DOCUMENTS {
+            return Err(Error::invalid(
+                format!("documents[{index}]"),
+                format!(
+                    "a filing carries at most {} documents",
+                    validate::MAX_DOCUMENTS
+                ),
+            ));
+        }
         let violations = validate::document_header(&doc, index, max_size);
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
+        }
+        if sized {
+            check_total(&documents, doc.declared_size, max_total)?;
         }
         current = Some(Upload::start(desk, index, doc, sized).await?);
     }
     if let Some(upload) = current.take() {
         documents.push(upload.finish().await?);
+        check_total(&documents, 0, max_total)?;
     }
     if documents.is_empty() {
         return Err(Error::InvalidArgument(vec![Violation::new(
@@ -163,6 +178,22 @@ where
         )]));
     }
     Ok(documents)
+}
+
+/// Refuses documents that together (with `next` bytes still to come) exceed
+/// `transfer.max_filing_size`.
+fn check_total(documents: &[(DocumentRow, TempFile)], next: u64, max_total: u64) -> Result<()> {
+    let total = documents.iter().map(|(row, _)| row.size).sum::<u64>() + next;
+    if total > max_total {
+        return Err(Error::invalid(
+            "documents",
+            format!(
+                "together the documents take {total} bytes; a filing takes at most {max_total} \
+                 (transfer.max_filing_size)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Accepts a filing from a stream of request parts.
@@ -294,6 +325,26 @@ where
         filed_at: me,
         previous_receipt_sha256: previous,
     };
+    let prior_receipt_bytes = match &filing.kind {
+        TransferKind::Correction => {
+            let code = filing.tracking_code.clone();
+            let hop = filing.hop;
+            desk.store
+                .run(move |s| s.receipt_chain(&code))
+                .await?
+                .iter()
+                .filter(|r| r.hop < hop)
+                .map(|r| r.envelope.len())
+                .sum()
+        }
+        _ => 0,
+    };
+    validate::manifest_fits(
+        &filing,
+        prior_receipt_bytes,
+        desk.config.kafka.max_record_bytes,
+    )
+    .map_err(|v| Error::InvalidArgument(vec![v]))?;
     let answer = SubmitFilingResponse {
         tracking_code: filing.tracking_code.clone(),
         verification_code: filing.verification_code.clone(),
