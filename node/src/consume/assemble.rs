@@ -231,6 +231,17 @@ impl Batch<'_> {
             }
         }
 
+        // Custody first: only who may send this transfer gets its documents read.
+        let prior_receipts =
+            verify_prior_receipts(&transfer, &cx.trust.directory(), &envelope.sender).map_err(
+                |reason| {
+                    reject(
+                        "chain",
+                        format!("transfer {}: {reason}", transfer.transfer_id),
+                    )
+                },
+            )?;
+
         // Verify every document against the manifest, then adopt it.
         let total: u64 = manifest.documents.iter().map(|d| d.size).sum();
         let mut problems = Vec::new();
@@ -293,14 +304,6 @@ impl Batch<'_> {
                 }))
             }));
         }
-
-        let prior_receipts =
-            verify_prior_receipts(&transfer, &cx.trust.directory()).map_err(|reason| {
-                reject(
-                    "chain",
-                    format!("transfer {}: {reason}", transfer.transfer_id),
-                )
-            })?;
 
         let now = ecointegra_broker::now_ms();
         let me = cx.trust.institution().to_owned();
@@ -466,12 +469,15 @@ fn digest_partial(
 }
 
 /// Checks the receipts a transfer carries: each signed by its receiver, each
-/// naming the previous one, and the last one named by the transfer itself.
+/// naming the previous one, the last one named by the transfer itself, and
+/// the custody they show lets `sender` send it.
 fn verify_prior_receipts(
     transfer: &Transfer,
     directory: &ecointegra_broker::directory::Directory,
+    sender: &str,
 ) -> Result<Vec<ReceiptRow>, String> {
     let receipts = crate::lifecycle::custody::verify_chain(&transfer.prior_receipts, directory)?;
+    crate::lifecycle::custody::may_send(transfer, &receipts, sender)?;
     let expected = transfer
         .prior_receipts
         .last()
