@@ -3,7 +3,7 @@
 
 use ecointegra_tests::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -25,26 +25,15 @@ async fn health(addr: std::net::SocketAddr) -> ServingStatus {
     ServingStatus::try_from(answer.status).unwrap()
 }
 
-async fn wait_health(addr: std::net::SocketAddr, want: ServingStatus, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
+async fn wait_health(addr: std::net::SocketAddr, want: ServingStatus) {
+    eventually(&format!("health {want:?} at {addr}"), async || {
         let got = health(addr).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "health is {got:?}, not {want:?}, after {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if got == want { Ok(()) } else { Err(got) }
+    })
+    .await
 }
 
-fn topics() -> Vec<String> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
+fn topics(consumer: &BaseConsumer) -> Vec<String> {
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(10))
         .unwrap();
@@ -59,14 +48,8 @@ fn topics() -> Vec<String> {
 async fn node_in_process_serves_and_creates_its_topics() {
     let federation = Federation::new("serving", &["oefa"]);
     let node = federation.start("oefa").await;
-    wait_health(
-        node.grpc_addr(),
-        ServingStatus::Serving,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_health(node.grpc_addr(), ServingStatus::Serving).await;
 
-    let deadline = Instant::now() + Duration::from_secs(30);
     let prefix = &federation.prefix;
     let wanted = [
         format!("{prefix}.inbox.oefa"),
@@ -74,18 +57,20 @@ async fn node_in_process_serves_and_creates_its_topics() {
         format!("{prefix}.tracking"),
         format!("{prefix}.directory"),
     ];
-    loop {
-        let existing = topics();
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    eventually("the node's topics (missing)", async || {
+        let existing = topics(&consumer);
         let missing: Vec<_> = wanted.iter().filter(|t| !existing.contains(t)).collect();
         if missing.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(missing)
         }
-        assert!(
-            Instant::now() < deadline,
-            "topics never created: {missing:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 
     // Reflection lists the filing service (grpcurl and friends rely on it).
     let descriptor = ecointegra_proto::FILE_DESCRIPTOR_SET;
@@ -147,27 +132,12 @@ fn bad_config_exits_64_naming_the_field() {
 async fn serial_health_follows_the_broker() {
     let federation = Federation::new("health", &["oefa"]);
     let node = federation.start("oefa").await;
-    wait_health(
-        node.grpc_addr(),
-        ServingStatus::Serving,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_health(node.grpc_addr(), ServingStatus::Serving).await;
 
     kafka_script(&["stop"]);
-    wait_health(
-        node.grpc_addr(),
-        ServingStatus::NotServing,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_health(node.grpc_addr(), ServingStatus::NotServing).await;
 
     kafka_script(&["start"]);
-    wait_health(
-        node.grpc_addr(),
-        ServingStatus::Serving,
-        Duration::from_secs(60),
-    )
-    .await;
+    wait_health(node.grpc_addr(), ServingStatus::Serving).await;
     node.shutdown().await;
 }

@@ -11,38 +11,18 @@ use ecointegra_proto::v1::{
 use ecointegra_tests::*;
 use prost::Message;
 use rdkafka::Message as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::Code;
 
-const WAIT: Duration = Duration::from_secs(60);
-
 fn dead_letters(federation: &Federation, id: &str, count: usize) -> Vec<DeadLetter> {
-    read_topic(&federation.topic_dlq(id), count, Duration::from_secs(30))
-        .iter()
-        .map(|m| DeadLetter::decode(m.payload().unwrap()).unwrap())
-        .collect()
-}
-
-/// Polls until `check` holds or panics naming `what`.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    read_dead_letters(&federation.topic_dlq(id), count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_topics_carry_no_document_text_and_no_personal_data() {
     let federation = Federation::new("ciphertext", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
-    let mut destination = client(oefa.grpc_addr()).await;
+    let [senamhi, oefa] = federation.start_all().await;
+    let (mut origin, mut destination) = (senamhi.client.clone(), oefa.client.clone());
 
     let secret = b"INFORME CONFIDENCIAL: derrame en la quebrada Huaycoloro. ".repeat(20_000);
     let path = federation.root.join("informe.txt");
@@ -58,7 +38,7 @@ async fn raw_topics_carry_no_document_text_and_no_personal_data() {
         &mut origin,
         &answer.tracking_code,
         FilingStatus::Delivered,
-        WAIT,
+        PATIENCE,
     )
     .await;
     let (sha, len) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
@@ -104,8 +84,7 @@ async fn unknown_senders_and_impostors_go_to_the_dlq_and_a_new_institution_is_pi
  {
     let mut federation = Federation::new("trust", &["senamhi", "oefa", "minam"]);
     let iiap = federation.add_unlisted("iiap");
-    let oefa = federation.start("oefa").await;
-    let mut destination = client(oefa.grpc_addr()).await;
+    let mut oefa = federation.start("oefa").await;
     let inbox = federation.topic_inbox("oefa");
     let oefa_key = federation.identity("oefa").encryption_public_key();
 
@@ -170,23 +149,22 @@ async fn unknown_senders_and_impostors_go_to_the_dlq_and_a_new_institution_is_pi
                 .sign(&entry_for("iiap", "IIAP", &iiap, 1)),
         )
         .await;
-    let iiap_node = federation.start("iiap").await;
-    let mut at_iiap = client(iiap_node.grpc_addr()).await;
+    let mut iiap_node = federation.start("iiap").await;
     let answer = submit(
-        &mut at_iiap,
+        &mut iiap_node.client,
         header("oefa", "Desde la Amazonía"),
         &[Doc::new("a.pdf", 5000, 4)],
     )
     .await
     .unwrap();
     wait_for_status(
-        &mut at_iiap,
+        &mut iiap_node.client,
         &answer.tracking_code,
         FilingStatus::Delivered,
-        WAIT,
+        PATIENCE,
     )
     .await;
-    let (sha, _) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
+    let (sha, _) = download_sha256(&mut oefa.client, &answer.tracking_code, 0).await;
     assert_eq!(sha, answer.documents[0].sha256);
     oefa.shutdown().await;
     iiap_node.shutdown().await;
@@ -195,23 +173,8 @@ async fn unknown_senders_and_impostors_go_to_the_dlq_and_a_new_institution_is_pi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_institution_is_refused_by_its_peers_and_by_its_own_node() {
     let federation = Federation::new("suspend", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
-    let before = submit(
-        &mut origin,
-        header("oefa", "Antes"),
-        &[Doc::new("a.pdf", 10, 1)],
-    )
-    .await
-    .unwrap();
-    wait_for_status(
-        &mut origin,
-        &before.tracking_code,
-        FilingStatus::Delivered,
-        WAIT,
-    )
-    .await;
+    let [mut senamhi, oefa] = federation.start_all().await;
+    let before = deliver_sample(&mut senamhi.client, "oefa").await;
 
     let mut entry = entry_for("senamhi", "SENAMHI", &federation.identity("senamhi"), 2);
     entry.status = EntryStatus::Suspended as i32;
@@ -220,24 +183,24 @@ async fn a_suspended_institution_is_refused_by_its_peers_and_by_its_own_node() {
         .await;
 
     // Its own node refuses new submissions once the entry is in force.
-    eventually("senamhi's node never refused a submission", || {
-        let mut origin = origin.clone();
-        async move {
-            match submit(
-                &mut origin,
-                header("oefa", "Después"),
-                &[Doc::new("b.pdf", 10, 2)],
-            )
-            .await
+    eventually(
+        "senamhi's node to refuse a submission as suspended",
+        async || match submit(
+            &mut senamhi.client,
+            header("oefa", "Después"),
+            &[Doc::new("b.pdf", 10, 2)],
+        )
+        .await
+        {
+            Err(status)
+                if status.code() == Code::FailedPrecondition
+                    && status.message().contains("suspended") =>
             {
-                Err(status) => {
-                    status.code() == Code::FailedPrecondition
-                        && status.message().contains("suspended")
-                }
-                Ok(_) => false,
+                Ok(())
             }
-        }
-    })
+            other => Err(other.map(|filed| filed.tracking_code)),
+        },
+    )
     .await;
     // Its messages go to oefa's DLQ.
     let sealer = Sealer::new("senamhi", federation.identity("senamhi"));
@@ -275,7 +238,7 @@ async fn a_key_rotation_mid_flight_still_delivers() {
     // oefa's node is down: senamhi's transfer waits in oefa's inbox, signed
     // with senamhi's first key.
     let senamhi = federation.start("senamhi").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut origin = senamhi.client.clone();
     let docs = [Doc::new("antes-de-rotar.pdf", 700_000, 8)];
     let in_flight = submit(&mut origin, header("oefa", "En vuelo"), &docs)
         .await
@@ -284,7 +247,7 @@ async fn a_key_rotation_mid_flight_still_delivers() {
         &mut origin,
         &in_flight.tracking_code,
         FilingStatus::Sent,
-        WAIT,
+        PATIENCE,
     )
     .await;
     senamhi.shutdown().await;
@@ -317,15 +280,13 @@ async fn a_key_rotation_mid_flight_still_delivers() {
     )
     .unwrap();
 
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
-    let mut destination = client(oefa.grpc_addr()).await;
+    let [senamhi, oefa] = federation.start_all().await;
+    let (mut origin, mut destination) = (senamhi.client.clone(), oefa.client.clone());
     wait_for_status(
         &mut origin,
         &in_flight.tracking_code,
         FilingStatus::Delivered,
-        WAIT,
+        PATIENCE,
     )
     .await;
     let (sha, _) = download_sha256(&mut destination, &in_flight.tracking_code, 0).await;
@@ -346,7 +307,7 @@ async fn a_key_rotation_mid_flight_still_delivers() {
         &mut origin,
         &after.tracking_code,
         FilingStatus::Delivered,
-        WAIT,
+        PATIENCE,
     )
     .await;
     senamhi.shutdown().await;
