@@ -13,8 +13,10 @@
 //! - Filings: [`header`], [`Doc`], [`submit`], [`submit_sample`] and
 //!   [`deliver_sample`] for a test that needs a filing but not a particular one.
 //! - Waiting: [`eventually`] is the one way to wait for something; the other
-//!   waits ([`wait_for_status`], [`wait_for_filing`], [`caught_up`]) are
-//!   conditions over it.
+//!   waits ([`wait_for_status`], [`wait_for_filing`], [`caught_up`],
+//!   [`settled`]) are conditions over it. A test never sleeps to let something
+//!   happen: before asserting that something did *not* happen, it waits for a
+//!   positive condition that proves it would have by then ([`settled`]).
 //! - Kafka and the store, read as an operator would: [`read_topic`],
 //!   [`produce_raw`], [`committed_offsets`], [`count_rows`].
 
@@ -825,6 +827,37 @@ pub async fn caught_up(federation: &Federation, id: &str, topic: &str) {
         } else {
             Err(left)
         }
+    })
+    .await
+}
+
+/// Waits until the nodes of `ids` are quiet: no envelope (a receipt, a
+/// tracking event) waits in any of their outboxes, and then each has applied
+/// every record in its inbox up to the end Kafka reports. Whatever the test
+/// caused before has had its effect at every node by then, so a test waits for
+/// this before asserting that something did *not* happen (no second filing, no
+/// second receipt, no new dead letter).
+pub async fn settled(federation: &Federation, ids: &[&str]) {
+    let ends = Ends::new();
+    eventually(&format!("{ids:?} to settle"), async || {
+        for id in ids {
+            let queued = count_rows(
+                &federation.store_path(id),
+                // Kind 2: one sealed envelope (the node's OutboxKind::Envelope).
+                "SELECT COUNT(*) FROM outbox WHERE kind = 2",
+            );
+            if queued > 0 {
+                return Err(format!("{id} has {queued} envelopes to publish"));
+            }
+        }
+        for id in ids {
+            let inbox = federation.topic_inbox(id);
+            let left = unapplied(federation, id, &inbox, &ends.of(&inbox));
+            if left.iter().any(|&n| n > 0) {
+                return Err(format!("{id} has {left:?} records of {inbox} to apply"));
+            }
+        }
+        Ok(())
     })
     .await
 }

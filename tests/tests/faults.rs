@@ -3,7 +3,6 @@
 
 use ecointegra_proto::v1::FilingStatus;
 use ecointegra_tests::*;
-use std::time::Duration;
 
 async fn assert_one_intact_copy(
     federation: &Federation,
@@ -51,7 +50,17 @@ async fn serial_a_filing_accepted_while_kafka_is_down_is_delivered_when_it_retur
     let answer = submit(&mut origin, header("oefa", "Con Kafka caído"), &docs)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The relay tried to publish it and failed: the outbox entry is set for a
+    // retry (next_attempt_at_ms), and no attempt was counted as published.
+    let outbox = format!(
+        "SELECT COUNT(*) FROM outbox o JOIN filings f ON f.id = o.filing_id \
+         WHERE f.tracking_code = '{}' AND o.attempts = 0 AND o.next_attempt_at_ms > 0",
+        answer.tracking_code
+    );
+    eventually("a failed publication of the filing", async || {
+        (count_rows(&federation.store_path("senamhi"), &outbox) == 1).then_some(())
+    })
+    .await;
     let filing = get(&mut origin, &answer.tracking_code).await.unwrap();
     assert_eq!(
         filing.status,

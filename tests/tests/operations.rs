@@ -204,8 +204,9 @@ async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_deli
         "{again:#?}"
     );
 
-    // Delivered once: one filing at oefa, one receipt at iiap, no new dead letter.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Delivered once: one filing at oefa, one receipt at iiap, no new dead
+    // letter, once both have applied everything in their inboxes.
+    settled(&federation, &["oefa", "iiap"]).await;
     assert_eq!(inbound_count(&federation, "oefa"), 1);
     assert_eq!(
         count_rows(
@@ -298,8 +299,28 @@ async fn a_stopped_destination_shows_growing_lag_and_an_ageing_receipt_until_it_
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let report = queues(&mut ops).await;
+    // The lag and the receipt's wait age as time passes, and past the receipt
+    // timeout the filing shows as in trouble.
+    let report = eventually(
+        "the lag and the pending receipt to age by 2 s",
+        async || {
+            let report = queues(&mut ops).await;
+            let q = row(&report, "oefa");
+            let in_trouble = report
+                .troubled
+                .iter()
+                .any(|t| t.tracking_code == second.tracking_code);
+            if q.inbox_lag_seconds > early.inbox_lag_seconds + 2.0
+                && q.oldest_pending_receipt_seconds > early.oldest_pending_receipt_seconds + 2.0
+                && in_trouble
+            {
+                Ok(report)
+            } else {
+                Err(report)
+            }
+        },
+    )
+    .await;
     let later = row(&report, "oefa").clone();
     assert!(
         later.inbox_lag_records >= early.inbox_lag_records,

@@ -217,8 +217,18 @@ async fn a_suspended_institution_is_refused_by_its_peers_and_by_its_own_node() {
             &notice.encode_to_vec(),
         )
         .unwrap();
-    // Give oefa's directory a moment to apply the suspension too.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // oefa has the suspension in force too: its store holds senamhi's entry
+    // of version 2, which it records as it applies the entry.
+    let entry_version = "SELECT COALESCE(MAX(version), 0) FROM directory_entries \
+                         WHERE institution_id = 'senamhi'";
+    eventually(
+        "oefa to apply senamhi's entry of version 2 (version)",
+        async || {
+            let version = count_rows(&federation.store_path("oefa"), entry_version);
+            if version == 2 { Ok(()) } else { Err(version) }
+        },
+    )
+    .await;
     produce_raw(
         &federation.topic_inbox("oefa"),
         "late",

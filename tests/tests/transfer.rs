@@ -281,15 +281,9 @@ async fn duplicates_and_a_consumer_reset_to_offset_zero_change_nothing() {
     reset_group(&group, &inbox);
 
     let oefa = federation.start("oefa").await;
-    eventually("oefa to re-read all 8 records (records read)", async || {
-        let next = count_rows(
-            &federation.store_path("oefa"),
-            "SELECT COALESCE(SUM(next_offset), 0) FROM inbox_offsets",
-        );
-        if next >= 8 { Ok(()) } else { Err(next) }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // oefa has re-read all 8 records of its inbox, and any receipt it sent
+    // again has reached senamhi and been applied there.
+    settled(&federation, &["senamhi", "oefa"]).await;
     assert_eq!(
         inbound_count(&federation, "oefa"),
         1,
@@ -470,12 +464,24 @@ async fn stream_inbox_resumes_from_its_cursor_missing_nothing() {
             .unwrap();
         seen.push(event.filing.unwrap().tracking_code);
     }
-    // Nothing more arrives: no duplicates.
-    let extra = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
-    assert!(extra.is_err(), "an extra event arrived: {extra:?}");
     let unique: BTreeSet<_> = seen.iter().collect();
     assert_eq!(unique.len(), 5, "{seen:?}");
     assert_eq!(unique, submitted.iter().collect::<BTreeSet<_>>());
+    // No duplicates: a sixth filing, delivered after the five, is the next
+    // event; a repeat of any of the five would have come before it.
+    let sixth = submit(&mut origin, header("oefa", "Lote 5"), &docs)
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.filing.unwrap().tracking_code,
+        sixth.tracking_code,
+        "an extra event arrived before the sixth filing's"
+    );
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }
@@ -513,7 +519,9 @@ async fn without_a_receipt_in_time_the_transfer_is_sent_again_and_stored_once() 
     // oefa comes up and finds three copies of the transfer in its inbox.
     let mut oefa = federation.start("oefa").await;
     assert_delivered(&mut origin, &mut oefa.client, &answer.tracking_code, &docs).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // oefa has applied every copy in its inbox, and senamhi every receipt
+    // oefa sent again for them.
+    settled(&federation, &["senamhi", "oefa"]).await;
     assert_eq!(
         inbound_count(&federation, "oefa"),
         1,
