@@ -107,12 +107,17 @@ fn bad_config_exits_64_naming_the_field() {
     let federation = Federation::new("config", &["oefa"]);
     let good = std::fs::read_to_string(federation.config_path("oefa")).unwrap();
 
+    // A known key with a value out of its range: refused by the range check
+    // (an unknown key would be refused by name alone).
     let (code, stderr) = run_with_config(
         &federation,
-        &format!("{good}\n[transfer]\nchunk_bytes = 4\n"),
+        &format!("{good}\n[transfer]\nchunk_size = 4\n"),
     );
     assert_eq!(code, 64, "{stderr}");
-    assert!(stderr.contains("chunk_bytes"), "{stderr}");
+    assert!(
+        stderr.contains("transfer.chunk_size: must be between 1024 and 921600 bytes"),
+        "{stderr}"
+    );
 
     let (code, stderr) =
         run_with_config(&federation, &good.replace("127.0.0.1:0", "localhost:port"));
