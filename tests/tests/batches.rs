@@ -96,9 +96,14 @@ async fn destination_killed_while_applying_a_backlog_in_batches_loses_and_repeat
     // through the backlog, batch after batch.
     let oefa = federation.spawn("oefa").await;
     let total = filings.len() as i64;
-    eventually("oefa to apply a filing", async || {
-        (inbound_count(&federation, "oefa") > 0).then_some(())
-    })
+    // The warm-up filing is stored already: wait for the backlog's first.
+    eventually(
+        "oefa to apply the backlog's first filing (stored)",
+        async || {
+            let stored = inbound_count(&federation, "oefa");
+            if stored > 1 { Ok(()) } else { Err(stored) }
+        },
+    )
     .await;
     oefa.kill();
     let stored = inbound_count(&federation, "oefa");
