@@ -88,22 +88,49 @@ async fn node_in_process_serves_and_creates_its_topics() {
     );
 }
 
-fn run_with_config(federation: &Federation, text: &str) -> (i32, String) {
+/// A process killed when dropped, so that a failing test leaves none behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `ecointegra node run` with `text` as its config; returns its exit code
+/// and what it printed on stderr. A node that starts serving with the config
+/// fails the test at once (and is killed).
+async fn run_with_config(federation: &Federation, text: &str) -> (i32, String) {
     let path = federation.root.join("bad.toml");
     std::fs::write(&path, text).unwrap();
-    let output = std::process::Command::new(binary())
+    let stderr = federation.root.join("bad.log");
+    let listening = federation.data_dir("oefa").join("grpc.addr");
+    let child = std::process::Command::new(binary())
         .args(["node", "run", "--config"])
         .arg(&path)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
         .unwrap();
+    let mut node = KillOnDrop(child);
+    let status = eventually("the node to exit, refusing its config", async || {
+        assert!(
+            !listening.exists(),
+            "the node started serving with this config:\n{text}"
+        );
+        node.0.try_wait().unwrap().ok_or("still running")
+    })
+    .await;
     (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&stderr).unwrap(),
     )
 }
 
-#[test]
-fn bad_config_exits_64_naming_the_field() {
+#[tokio::test]
+async fn bad_config_exits_64_naming_the_field() {
     let federation = Federation::new("config", &["oefa"]);
     let good = std::fs::read_to_string(federation.config_path("oefa")).unwrap();
 
@@ -112,7 +139,8 @@ fn bad_config_exits_64_naming_the_field() {
     let (code, stderr) = run_with_config(
         &federation,
         &format!("{good}\n[transfer]\nchunk_size = 4\n"),
-    );
+    )
+    .await;
     assert_eq!(code, 64, "{stderr}");
     assert!(
         stderr.contains("transfer.chunk_size: must be between 1024 and 921600 bytes"),
@@ -120,14 +148,15 @@ fn bad_config_exits_64_naming_the_field() {
     );
 
     let (code, stderr) =
-        run_with_config(&federation, &good.replace("127.0.0.1:0", "localhost:port"));
+        run_with_config(&federation, &good.replace("127.0.0.1:0", "localhost:port")).await;
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("grpc.listen"), "{stderr}");
 
     let (code, stderr) = run_with_config(
         &federation,
         &good.replace("partitions = 2", "partitions = 0"),
-    );
+    )
+    .await;
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("kafka.partitions"), "{stderr}");
 }
