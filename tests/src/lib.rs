@@ -196,11 +196,7 @@ impl Federation {
             .await
             .unwrap_or_else(|e| panic!("{id}'s node did not start: {e}"));
         let client = client(node.grpc_addr()).await;
-        Running {
-            id: id.to_owned(),
-            client,
-            node,
-        }
+        Running { client, node }
     }
 
     /// Starts every institution's node in-process, in the order they were
@@ -293,7 +289,6 @@ impl Drop for Starting {
 
 /// A node running inside the test process, with a client connected to it.
 pub struct Running {
-    pub id: String,
     /// A client of the node's gRPC services, as an institutional system.
     pub client: Client,
     node: ecointegra_node::Node,
