@@ -3,6 +3,22 @@
 //! in-process or as real `ecointegra` processes against the Kafka broker that
 //! `tests/run.sh` started (`KAFKA_BOOTSTRAP`). Each federation has its own
 //! topic prefix, so tests never see each other's messages.
+//!
+//! # Layout
+//!
+//! - [`Federation`]: institutions, keys, directory and configs;
+//!   [`Federation::start_all`] starts every node in-process, each a
+//!   [`Running`] node with a connected client ([`Federation::spawn`] runs one
+//!   as a real process instead).
+//! - Filings: [`header`], [`Doc`], [`submit`], [`submit_sample`] and
+//!   [`deliver_sample`] for a test that needs a filing but not a particular one.
+//! - Waiting: [`eventually`] is the one way to wait for something; the other
+//!   waits ([`wait_for_status`], [`wait_for_filing`], [`caught_up`],
+//!   [`settled`]) are conditions over it. A test never sleeps to let something
+//!   happen: before asserting that something did *not* happen, it waits for a
+//!   positive condition that proves it would have by then ([`settled`]).
+//! - Kafka and the store, read as an operator would: [`read_topic`],
+//!   [`produce_raw`], [`committed_offsets`], [`count_rows`].
 
 use ecointegra_broker::directory::{Authority, entry_for};
 use ecointegra_broker::keys::SigningIdentity;
@@ -15,6 +31,7 @@ use ecointegra_proto::v1::{
     download_document_response, submit_filing_request::Part,
 };
 use sha2::{Digest, Sha256};
+use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +39,13 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 pub type Client = FilingServiceClient<Channel>;
+
+/// How long a test waits for anything: long enough for a loaded two-core
+/// machine, and spent only when something is broken.
+pub const PATIENCE: Duration = Duration::from_secs(300);
+
+/// Time between two polls of [`eventually`].
+const POLL: Duration = Duration::from_millis(10);
 
 pub fn bootstrap() -> String {
     std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -158,27 +182,65 @@ impl Federation {
         format!("{}.dlq.{id}", self.prefix)
     }
 
-    /// Starts a node inside the test process. With `ECOINTEGRA_TEST_LOG` set
-    /// (a tracing filter), the nodes' logs go to stderr.
-    pub async fn start(&self, id: &str) -> ecointegra_node::Node {
+    /// Starts a node inside the test process, with a client connected to it.
+    /// With `ECOINTEGRA_TEST_LOG` set (a tracing filter), the nodes' logs go
+    /// to stderr.
+    pub async fn start(&self, id: &str) -> Running {
         if let Ok(filter) = std::env::var("ECOINTEGRA_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
                 .with_test_writer()
                 .try_init();
         }
-        ecointegra_node::Node::start(self.config(id)).await.unwrap()
+        let node = ecointegra_node::Node::start(self.config(id))
+            .await
+            .unwrap_or_else(|e| panic!("{id}'s node did not start: {e}"));
+        let client = client(node.grpc_addr()).await;
+        Running { client, node }
     }
 
-    /// Starts a node as a real `ecointegra node run` process.
-    pub fn spawn(&self, id: &str) -> NodeProcess {
+    /// Starts every institution's node in-process, in the order they were
+    /// named: `let [senamhi, oefa] = federation.start_all().await;`.
+    pub async fn start_all<const N: usize>(&self) -> [Running; N] {
+        let ids = self.every_institution::<N>();
+        let mut running = Vec::with_capacity(N);
+        for id in &ids {
+            running.push(self.start(id).await);
+        }
+        running.try_into().ok().unwrap()
+    }
+
+    /// Starts every institution's node as a real process, in the order they
+    /// were named.
+    pub async fn spawn_all<const N: usize>(&self) -> [NodeProcess; N] {
+        let ids = self.every_institution::<N>();
+        let mut running = Vec::with_capacity(N);
+        for id in &ids {
+            running.push(self.spawn(id).await);
+        }
+        running.try_into().ok().unwrap()
+    }
+
+    fn every_institution<const N: usize>(&self) -> [String; N] {
+        self.institutions
+            .clone()
+            .try_into()
+            .unwrap_or_else(|all: Vec<String>| {
+                panic!("{N} nodes asked for, but the federation has {all:?}")
+            })
+    }
+
+    /// Starts a node as a real `ecointegra node run` process, and waits until
+    /// it listens.
+    pub async fn spawn(&self, id: &str) -> NodeProcess {
         let data_dir = self.data_dir(id);
         let addr_file = data_dir.join("grpc.addr");
         let _ = std::fs::remove_file(&addr_file);
+        let log_path = self.root.join(format!("{id}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.root.join(format!("{id}.log")))
+            .open(&log_path)
             .unwrap();
         let child = Command::new(binary())
             .args(["node", "run", "--config"])
@@ -189,21 +251,63 @@ impl Federation {
             .stderr(log)
             .spawn()
             .expect("the ecointegra binary runs (tests/run.sh builds it)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            if let Ok(text) = std::fs::read_to_string(&addr_file)
-                && let Ok(addr) = text.trim().parse::<SocketAddr>()
-            {
-                break addr;
+        // Killed when dropped, even if it never comes up.
+        let mut starting = Starting(Some(child));
+        let what = format!("{id}'s process to listen (its log: {})", log_path.display());
+        let addr = eventually(&what, async || {
+            if let Some(Ok(Some(status))) = starting.0.as_mut().map(Child::try_wait) {
+                panic!(
+                    "{id}'s process exited ({status}); its log: {}",
+                    log_path.display()
+                );
             }
-            assert!(
-                Instant::now() < deadline,
-                "{id} did not start; see {}",
-                self.root.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        NodeProcess { child, addr }
+            let text = std::fs::read_to_string(&addr_file).map_err(|e| e.to_string())?;
+            text.trim()
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("{text:?}: {e}"))
+        })
+        .await;
+        NodeProcess {
+            child: starting.0.take().unwrap(),
+            client: client(addr).await,
+            addr,
+        }
+    }
+}
+
+/// A process that has not listened yet: killed if dropped before it does.
+struct Starting(Option<Child>);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A node running inside the test process, with a client connected to it.
+pub struct Running {
+    /// A client of the node's gRPC services, as an institutional system.
+    pub client: Client,
+    node: ecointegra_node::Node,
+}
+
+impl Running {
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.node.grpc_addr()
+    }
+
+    /// The running node itself, for what only the process can see.
+    pub fn node(&self) -> &ecointegra_node::Node {
+        &self.node
+    }
+
+    /// Stops the node cleanly (gRPC drains, the producer flushes, offsets
+    /// are committed).
+    pub async fn shutdown(self) {
+        self.node.shutdown().await;
     }
 }
 
@@ -231,6 +335,8 @@ pub fn binary() -> PathBuf {
 pub struct NodeProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// A client of the node's gRPC services, as an institutional system.
+    pub client: Client,
 }
 
 impl NodeProcess {
@@ -260,10 +366,6 @@ impl NodeProcess {
 
     pub fn rss_kib(&self) -> u64 {
         proc_status_kib(self.pid(), "VmRSS:")
-    }
-
-    pub async fn client(&self) -> Client {
-        client(self.addr).await
     }
 }
 
@@ -413,27 +515,114 @@ pub async fn get(client: &mut Client, code: &str) -> Result<Filing, tonic::Statu
         .map(|r| r.into_inner())
 }
 
-/// Polls until the filing reaches `status`, or panics after `timeout`.
+/// What one poll of [`eventually`] found: `Some` or `Ok` ends the wait with
+/// its value; `None` or `Err` is what was seen instead, reported if the wait
+/// times out.
+pub trait Probe {
+    type Value;
+    type Seen: Debug;
+    fn ready(self) -> Result<Self::Value, Self::Seen>;
+}
+
+impl<T> Probe for Option<T> {
+    type Value = T;
+    type Seen = Option<()>;
+    fn ready(self) -> Result<T, Option<()>> {
+        self.ok_or(None)
+    }
+}
+
+impl<T, E: Debug> Probe for Result<T, E> {
+    type Value = T;
+    type Seen = E;
+    fn ready(self) -> Result<T, E> {
+        self
+    }
+}
+
+/// Polls `probe` until it returns `Some`/`Ok`, and returns that value. After
+/// [`PATIENCE`] it panics, naming `what` was awaited and the last value seen
+/// (return `Err(what you saw)` rather than `None` to make that useful).
+pub async fn eventually<P: Probe>(what: &str, probe: impl AsyncFnMut() -> P) -> P::Value {
+    eventually_within(what, PATIENCE, probe).await
+}
+
+async fn eventually_within<P: Probe>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> P,
+) -> P::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe().await.ready() {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("gave up after {within:?} waiting for {what}; last seen: {seen:?}")
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// Polls a node until its record of `code` satisfies `check`; panics naming
+/// `what` and the filing last seen.
+pub async fn wait_for_filing(
+    client: &mut Client,
+    code: &str,
+    what: &str,
+    check: impl Fn(&Filing) -> bool,
+) -> Filing {
+    eventually(&format!("{code}: {what}"), async || {
+        match get(client, code).await {
+            Ok(filing) if check(&filing) => Ok(filing),
+            other => Err(other),
+        }
+    })
+    .await
+}
+
+/// Polls until the filing reaches `status`, or panics after `timeout` with
+/// the status last seen.
 pub async fn wait_for_status(
     client: &mut Client,
     code: &str,
     status: FilingStatus,
     timeout: Duration,
 ) -> Filing {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match get(client, code).await {
-            Ok(filing) if filing.status == status as i32 => return filing,
-            Ok(filing) if Instant::now() > deadline => panic!(
-                "{code} is {:?}, not {status:?}, after {timeout:?}",
-                FilingStatus::try_from(filing.status)
-            ),
-            Err(e) if Instant::now() > deadline => {
-                panic!("{code} not found after {timeout:?}: {e}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    let what = format!("{code} to be {status:?}");
+    eventually_within(&what, timeout, async || match get(client, code).await {
+        Ok(filing) if filing.status == status as i32 => Ok(filing),
+        Ok(filing) => Err(Ok(FilingStatus::try_from(filing.status))),
+        Err(e) => Err(Err(e)),
+    })
+    .await
+}
+
+/// The document of a sample filing: small enough for one chunk.
+pub fn sample_doc() -> Doc {
+    Doc::new("solicitud.pdf", 1_000, 1)
+}
+
+/// Submits a sample filing (one [`sample_doc`]) to `destination`, for a test
+/// that needs a filing but not a particular one.
+pub async fn submit_sample(client: &mut Client, destination: &str) -> SubmitFilingResponse {
+    submit(client, header(destination, "Consulta"), &[sample_doc()])
+        .await
+        .unwrap_or_else(|status| panic!("a sample filing to {destination} was refused: {status:?}"))
+}
+
+/// Submits a sample filing and waits until the origin holds its receipt
+/// (DELIVERED): the destination's inbox exists and its node is consuming.
+pub async fn deliver_sample(client: &mut Client, destination: &str) -> SubmitFilingResponse {
+    let filed = submit_sample(client, destination).await;
+    wait_for_status(
+        client,
+        &filed.tracking_code,
+        FilingStatus::Delivered,
+        PATIENCE,
+    )
+    .await;
+    filed
 }
 
 /// Downloads a document, returning its SHA-256 (hex) and length.
@@ -572,4 +761,103 @@ pub fn committed_offsets(group: &str, topic: &str, partitions: i32) -> Vec<i64> 
                 .unwrap_or(-1)
         })
         .collect()
+}
+
+/// The end of each partition of a topic (its high watermark), as Kafka
+/// reports it now.
+struct Ends {
+    consumer: rdkafka::consumer::BaseConsumer,
+}
+
+impl Ends {
+    fn new() -> Self {
+        let consumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .create()
+            .unwrap();
+        Self { consumer }
+    }
+
+    fn of(&self, topic: &str) -> Vec<i64> {
+        use rdkafka::consumer::Consumer;
+        let timeout = Duration::from_secs(10);
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(topic), timeout)
+            .unwrap_or_else(|e| panic!("no metadata for {topic}: {e}"));
+        let partitions = metadata.topics()[0].partitions().len() as i32;
+        (0..partitions)
+            .map(|p| {
+                self.consumer
+                    .fetch_watermarks(topic, p, timeout)
+                    .unwrap_or_else(|e| panic!("no watermarks for {topic}/{p}: {e}"))
+                    .1
+            })
+            .collect()
+    }
+}
+
+/// Records of `topic` that node `id` has not applied yet: per partition, the
+/// topic's end minus the offset the node stored with its last effect.
+fn unapplied(federation: &Federation, id: &str, topic: &str, ends: &[i64]) -> Vec<i64> {
+    ends.iter()
+        .enumerate()
+        .map(|(partition, end)| {
+            let stored = count_rows(
+                &federation.store_path(id),
+                &format!(
+                    "SELECT COALESCE(MAX(next_offset), 0) FROM inbox_offsets \
+                     WHERE topic = '{topic}' AND partition = {partition}"
+                ),
+            );
+            end - stored
+        })
+        .collect()
+}
+
+/// Waits until node `id` has applied every record written to `topic` so far
+/// (its stored offsets reach the end Kafka reports).
+pub async fn caught_up(federation: &Federation, id: &str, topic: &str) {
+    let ends = Ends::new();
+    let what = format!("{id} to apply every record of {topic} (records left per partition)");
+    eventually(&what, async || {
+        let left = unapplied(federation, id, topic, &ends.of(topic));
+        if left.iter().all(|&n| n <= 0) {
+            Ok(())
+        } else {
+            Err(left)
+        }
+    })
+    .await
+}
+
+/// Waits until the nodes of `ids` are quiet: no envelope (a receipt, a
+/// tracking event) waits in any of their outboxes, and then each has applied
+/// every record in its inbox up to the end Kafka reports. Whatever the test
+/// caused before has had its effect at every node by then, so a test waits for
+/// this before asserting that something did *not* happen (no second filing, no
+/// second receipt, no new dead letter).
+pub async fn settled(federation: &Federation, ids: &[&str]) {
+    let ends = Ends::new();
+    eventually(&format!("{ids:?} to settle"), async || {
+        for id in ids {
+            let queued = count_rows(
+                &federation.store_path(id),
+                // Kind 2: one sealed envelope (the node's OutboxKind::Envelope).
+                "SELECT COUNT(*) FROM outbox WHERE kind = 2",
+            );
+            if queued > 0 {
+                return Err(format!("{id} has {queued} envelopes to publish"));
+            }
+        }
+        for id in ids {
+            let inbox = federation.topic_inbox(id);
+            let left = unapplied(federation, id, &inbox, &ends.of(&inbox));
+            if left.iter().any(|&n| n > 0) {
+                return Err(format!("{id} has {left:?} records of {inbox} to apply"));
+            }
+        }
+        Ok(())
+    })
+    .await
 }

@@ -11,13 +11,10 @@ use ecointegra_tests::*;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 /// Well-formed transfer ids of chunks that are bad in other ways.
 const WRONG_HASH: &str = "0000000000000000000000000000dead";
 const OUT_OF_ORDER: &str = "00000000000000000000000000000bad";
-
-const DELIVERY: Duration = Duration::from_secs(120);
 
 /// What the sender and the destination would check for every filing: it is
 /// DELIVERED at the origin, the destination holds exactly one copy with the
@@ -30,7 +27,7 @@ async fn assert_each_delivered_once(
     filings: &[(String, Doc)],
 ) {
     for (code, _) in filings {
-        wait_for_status(origin, code, FilingStatus::Delivered, DELIVERY).await;
+        wait_for_status(origin, code, FilingStatus::Delivered, PATIENCE).await;
     }
     for (code, doc) in filings {
         let (sha, len) = download_sha256(destination, code, 0).await;
@@ -77,13 +74,10 @@ async fn submit_one(origin: &mut Client, subject: &str, doc: &Doc) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_killed_while_applying_a_backlog_in_batches_loses_and_repeats_nothing() {
     let federation = Federation::new("batchkill", &["senamhi", "oefa"]);
-    let senamhi = federation.spawn("senamhi");
-    let oefa = federation.spawn("oefa");
-    let mut origin = senamhi.client().await;
-    let warm = Doc::new("w.pdf", 100, 1);
-    let code = submit_one(&mut origin, "Antes", &warm).await;
-    wait_for_status(&mut origin, &code, FilingStatus::Delivered, DELIVERY).await;
-    let mut filings = vec![(code, warm)];
+    let [senamhi, oefa] = federation.spawn_all().await;
+    let mut origin = senamhi.client.clone();
+    let warm = deliver_sample(&mut origin, "oefa").await;
+    let mut filings = vec![(warm.tracking_code, sample_doc())];
 
     // A backlog piles up while the destination is down: many small filings
     // (dozens to a batch) and a few of several chunks each.
@@ -99,18 +93,22 @@ async fn destination_killed_while_applying_a_backlog_in_batches_loses_and_repeat
         filings.push((code, doc));
     }
     for (code, _) in &filings[1..] {
-        wait_for_status(&mut origin, code, FilingStatus::Sent, DELIVERY).await;
+        wait_for_status(&mut origin, code, FilingStatus::Sent, PATIENCE).await;
     }
 
     // The destination comes back and is killed (SIGKILL) while it works
     // through the backlog, batch after batch.
-    let oefa = federation.spawn("oefa");
+    let oefa = federation.spawn("oefa").await;
     let total = filings.len() as i64;
-    let deadline = Instant::now() + DELIVERY;
-    while inbound_count(&federation, "oefa") == 0 {
-        assert!(Instant::now() < deadline, "the backlog was never applied");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // The warm-up filing is stored already: wait for the backlog's first.
+    eventually(
+        "oefa to apply the backlog's first filing (stored)",
+        async || {
+            let stored = inbound_count(&federation, "oefa");
+            if stored > 1 { Ok(()) } else { Err(stored) }
+        },
+    )
+    .await;
     oefa.kill();
     let stored = inbound_count(&federation, "oefa");
     assert!(
@@ -118,28 +116,22 @@ async fn destination_killed_while_applying_a_backlog_in_batches_loses_and_repeat
         "killed part-way through the backlog ({stored} of {total} stored)"
     );
 
-    let oefa = federation.spawn("oefa");
-    let mut destination = oefa.client().await;
+    let oefa = federation.spawn("oefa").await;
+    let mut destination = oefa.client.clone();
     assert_each_delivered_once(&federation, &mut origin, &mut destination, &filings).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_inside_a_batch_are_dead_lettered_and_the_rest_of_the_batch_applies() {
     let federation = Federation::new("batchdlq", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
+    let [senamhi, oefa] = federation.start_all().await;
+    let mut origin = senamhi.client.clone();
     let inbox = federation.topic_inbox("oefa");
-    let warm = Doc::new("w.pdf", 10, 1);
-    let code = {
-        // The destination creates its topics, then stops: everything below
-        // waits in Kafka and reaches it at once, in a few batches.
-        let oefa = federation.start("oefa").await;
-        let code = submit_one(&mut origin, "Primero", &warm).await;
-        wait_for_status(&mut origin, &code, FilingStatus::Delivered, DELIVERY).await;
-        oefa.shutdown().await;
-        code
-    };
-    let mut filings = vec![(code, warm)];
+    // The destination creates its topics, then stops: everything below waits
+    // in Kafka and reaches it at once, in a few batches.
+    let warm = deliver_sample(&mut origin, "oefa").await;
+    oefa.shutdown().await;
+    let mut filings = vec![(warm.tracking_code, sample_doc())];
 
     let sealer = Sealer::new(
         "senamhi",
@@ -162,7 +154,7 @@ async fn bad_records_inside_a_batch_are_dead_lettered_and_the_rest_of_the_batch_
     for i in 0..12u64 {
         let doc = Doc::new(&format!("oficio-{i}.pdf"), 1_000 + i, 10 + i);
         let code = submit_one(&mut origin, &format!("Entre basura {i}"), &doc).await;
-        wait_for_status(&mut origin, &code, FilingStatus::Sent, DELIVERY).await;
+        wait_for_status(&mut origin, &code, FilingStatus::Sent, PATIENCE).await;
         filings.push((code, doc));
         match i {
             // Not an envelope at all.
@@ -195,9 +187,8 @@ async fn bad_records_inside_a_batch_are_dead_lettered_and_the_rest_of_the_batch_
         }
     }
 
-    let oefa = federation.start("oefa").await;
-    let mut destination = client(oefa.grpc_addr()).await;
-    assert_each_delivered_once(&federation, &mut origin, &mut destination, &filings).await;
+    let mut oefa = federation.start("oefa").await;
+    assert_each_delivered_once(&federation, &mut origin, &mut oefa.client, &filings).await;
 
     let letters = read_dead_letters(&federation.topic_dlq("oefa"), 3);
     let codes: BTreeSet<&str> = letters.iter().map(|l| l.reason_code.as_str()).collect();
@@ -209,23 +200,17 @@ async fn bad_records_inside_a_batch_are_dead_lettered_and_the_rest_of_the_batch_
     // Nothing stalled: the destination's stored offsets move past every
     // record of its inbox, bad ones included (2 records a filing, 3 bad).
     let records = 2 * filings.len() as i64 + 3;
-    let deadline = Instant::now() + DELIVERY;
-    loop {
+    let what = format!("oefa's stored offsets to reach all {records} records (stored)");
+    eventually(&what, async || {
         let next = count_rows(
             &federation.store_path("oefa"),
             &format!(
                 "SELECT COALESCE(SUM(next_offset), 0) FROM inbox_offsets WHERE topic = '{inbox}'"
             ),
         );
-        if next == records {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "offsets stopped at {next} of {records} records"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if next == records { Ok(()) } else { Err(next) }
+    })
+    .await;
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }

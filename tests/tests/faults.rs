@@ -3,9 +3,6 @@
 
 use ecointegra_proto::v1::FilingStatus;
 use ecointegra_tests::*;
-use std::time::{Duration, Instant};
-
-const DELIVERY: Duration = Duration::from_secs(120);
 
 async fn assert_one_intact_copy(
     federation: &Federation,
@@ -42,24 +39,28 @@ async fn assert_one_intact_copy(
 #[tokio::test]
 async fn serial_a_filing_accepted_while_kafka_is_down_is_delivered_when_it_returns() {
     let federation = Federation::new("kafkadown", &["senamhi", "oefa"]);
-    let senamhi = federation.spawn("senamhi");
-    let oefa = federation.spawn("oefa");
-    let mut origin = senamhi.client().await;
-    let mut destination = oefa.client().await;
+    let [senamhi, oefa] = federation.spawn_all().await;
+    let mut origin = senamhi.client.clone();
+    let mut destination = oefa.client.clone();
     // Both inboxes exist before the broker goes away.
-    let warm = [Doc::new("w.pdf", 1, 1)];
-    let code = submit(&mut origin, header("oefa", "antes"), &warm)
-        .await
-        .unwrap()
-        .tracking_code;
-    wait_for_status(&mut origin, &code, FilingStatus::Delivered, DELIVERY).await;
+    deliver_sample(&mut origin, "oefa").await;
 
     kafka_script(&["stop"]);
     let docs = [Doc::new("durante.pdf", 900_000, 9)];
     let answer = submit(&mut origin, header("oefa", "Con Kafka caído"), &docs)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The relay tried to publish it and failed: the outbox entry is set for a
+    // retry (next_attempt_at_ms), and no attempt was counted as published.
+    let outbox = format!(
+        "SELECT COUNT(*) FROM outbox o JOIN filings f ON f.id = o.filing_id \
+         WHERE f.tracking_code = '{}' AND o.attempts = 0 AND o.next_attempt_at_ms > 0",
+        answer.tracking_code
+    );
+    eventually("a failed publication of the filing", async || {
+        (count_rows(&federation.store_path("senamhi"), &outbox) == 1).then_some(())
+    })
+    .await;
     let filing = get(&mut origin, &answer.tracking_code).await.unwrap();
     assert_eq!(
         filing.status,
@@ -72,7 +73,7 @@ async fn serial_a_filing_accepted_while_kafka_is_down_is_delivered_when_it_retur
         &mut origin,
         &answer.tracking_code,
         FilingStatus::Delivered,
-        DELIVERY,
+        PATIENCE,
     )
     .await;
     let (sha, len) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
@@ -83,37 +84,39 @@ async fn serial_a_filing_accepted_while_kafka_is_down_is_delivered_when_it_retur
 #[tokio::test]
 async fn destination_killed_during_a_50_mib_transfer_gets_it_exactly_once() {
     let federation = Federation::new("destkill", &["senamhi", "oefa"]);
-    let senamhi = federation.spawn("senamhi");
-    let oefa = federation.spawn("oefa");
-    let mut origin = senamhi.client().await;
+    let [senamhi, oefa] = federation.spawn_all().await;
+    let mut origin = senamhi.client.clone();
     let docs = [Doc::new("expediente.pdf", 50 << 20, 50)];
     let answer = submit(&mut origin, header("oefa", "Expediente grande"), &docs)
         .await
         .unwrap();
 
     // Kill the destination once it has stored part of the transfer.
-    let deadline = Instant::now() + DELIVERY;
-    loop {
-        let partial = count_rows(
-            &federation.store_path("oefa"),
-            "SELECT COALESCE(SUM(bytes), 0) FROM partial_documents",
-        );
-        if partial > 4 << 20 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the transfer never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "oefa to store 4 MiB of the transfer (bytes stored)",
+        async || {
+            let partial = count_rows(
+                &federation.store_path("oefa"),
+                "SELECT COALESCE(SUM(bytes), 0) FROM partial_documents",
+            );
+            if partial > 4 << 20 {
+                Ok(())
+            } else {
+                Err(partial)
+            }
+        },
+    )
+    .await;
     assert_eq!(inbound_count(&federation, "oefa"), 0, "killed mid-transfer");
     oefa.kill();
 
-    let oefa = federation.spawn("oefa");
-    let mut destination = oefa.client().await;
+    let oefa = federation.spawn("oefa").await;
+    let mut destination = oefa.client.clone();
     wait_for_status(
         &mut origin,
         &answer.tracking_code,
         FilingStatus::Delivered,
-        DELIVERY,
+        PATIENCE,
     )
     .await;
     assert_one_intact_copy(&federation, &mut destination, &answer.tracking_code, &docs).await;
@@ -122,11 +125,11 @@ async fn destination_killed_during_a_50_mib_transfer_gets_it_exactly_once() {
 #[tokio::test]
 async fn origin_killed_after_accepting_before_publishing_delivers_exactly_once() {
     let federation = Federation::new("originkill", &["senamhi", "oefa"]);
-    let oefa = federation.spawn("oefa");
+    let oefa = federation.spawn("oefa").await;
     // The origin cannot reach Kafka: it accepts, but cannot publish.
     federation.write_config("senamhi", "127.0.0.1:1", "");
-    let senamhi = federation.spawn("senamhi");
-    let mut origin = senamhi.client().await;
+    let senamhi = federation.spawn("senamhi").await;
+    let mut origin = senamhi.client.clone();
     let docs = [
         Doc::new("oficio.pdf", 2 << 20, 21),
         Doc::new("anexo.pdf", 3000, 22),
@@ -144,14 +147,14 @@ async fn origin_killed_after_accepting_before_publishing_delivers_exactly_once()
     senamhi.kill();
 
     federation.write_config("senamhi", &bootstrap(), "");
-    let senamhi = federation.spawn("senamhi");
-    let mut origin = senamhi.client().await;
-    let mut destination = oefa.client().await;
+    let senamhi = federation.spawn("senamhi").await;
+    let mut origin = senamhi.client.clone();
+    let mut destination = oefa.client.clone();
     let filing = wait_for_status(
         &mut origin,
         &answer.tracking_code,
         FilingStatus::Delivered,
-        DELIVERY,
+        PATIENCE,
     )
     .await;
     assert_eq!(filing.documents.len(), 2);
@@ -161,17 +164,11 @@ async fn origin_killed_after_accepting_before_publishing_delivers_exactly_once()
 #[tokio::test]
 async fn a_200_mib_document_arrives_with_bounded_destination_memory() {
     let federation = Federation::new("large", &["senamhi", "oefa"]);
-    let senamhi = federation.spawn("senamhi");
-    let oefa = federation.spawn("oefa");
-    let mut origin = senamhi.client().await;
-    let mut destination = oefa.client().await;
+    let [senamhi, oefa] = federation.spawn_all().await;
+    let mut origin = senamhi.client.clone();
+    let mut destination = oefa.client.clone();
     // Let the destination settle (consumer assigned, inbox read) before measuring.
-    let warm = [Doc::new("w.pdf", 1, 1)];
-    let code = submit(&mut origin, header("oefa", "calentar"), &warm)
-        .await
-        .unwrap()
-        .tracking_code;
-    wait_for_status(&mut origin, &code, FilingStatus::Delivered, DELIVERY).await;
+    deliver_sample(&mut origin, "oefa").await;
     let before = oefa.peak_rss_kib();
 
     let docs = [Doc::new("estudio-impacto.pdf", 200 << 20, 200)];
@@ -182,7 +179,7 @@ async fn a_200_mib_document_arrives_with_bounded_destination_memory() {
         &mut origin,
         &answer.tracking_code,
         FilingStatus::Delivered,
-        DELIVERY,
+        PATIENCE,
     )
     .await;
     let after = oefa.peak_rss_kib();

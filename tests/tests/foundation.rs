@@ -3,7 +3,7 @@
 
 use ecointegra_tests::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -25,26 +25,15 @@ async fn health(addr: std::net::SocketAddr) -> ServingStatus {
     ServingStatus::try_from(answer.status).unwrap()
 }
 
-async fn wait_health(addr: std::net::SocketAddr, want: ServingStatus, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
+async fn wait_health(addr: std::net::SocketAddr, want: ServingStatus) {
+    eventually(&format!("health {want:?} at {addr}"), async || {
         let got = health(addr).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "health is {got:?}, not {want:?}, after {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if got == want { Ok(()) } else { Err(got) }
+    })
+    .await
 }
 
-fn topics() -> Vec<String> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
+fn topics(consumer: &BaseConsumer) -> Vec<String> {
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(10))
         .unwrap();
@@ -59,14 +48,8 @@ fn topics() -> Vec<String> {
 async fn node_in_process_serves_and_creates_its_topics() {
     let federation = Federation::new("serving", &["oefa"]);
     let node = federation.start("oefa").await;
-    wait_health(
-        node.grpc_addr(),
-        ServingStatus::Serving,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_health(node.grpc_addr(), ServingStatus::Serving).await;
 
-    let deadline = Instant::now() + Duration::from_secs(30);
     let prefix = &federation.prefix;
     let wanted = [
         format!("{prefix}.inbox.oefa"),
@@ -74,18 +57,20 @@ async fn node_in_process_serves_and_creates_its_topics() {
         format!("{prefix}.tracking"),
         format!("{prefix}.directory"),
     ];
-    loop {
-        let existing = topics();
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    eventually("the node's topics (missing)", async || {
+        let existing = topics(&consumer);
         let missing: Vec<_> = wanted.iter().filter(|t| !existing.contains(t)).collect();
         if missing.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(missing)
         }
-        assert!(
-            Instant::now() < deadline,
-            "topics never created: {missing:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 
     // Reflection lists the filing service (grpcurl and friends rely on it).
     let descriptor = ecointegra_proto::FILE_DESCRIPTOR_SET;
@@ -103,41 +88,75 @@ async fn node_in_process_serves_and_creates_its_topics() {
     );
 }
 
-fn run_with_config(federation: &Federation, text: &str) -> (i32, String) {
+/// A process killed when dropped, so that a failing test leaves none behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `ecointegra node run` with `text` as its config; returns its exit code
+/// and what it printed on stderr. A node that starts serving with the config
+/// fails the test at once (and is killed).
+async fn run_with_config(federation: &Federation, text: &str) -> (i32, String) {
     let path = federation.root.join("bad.toml");
     std::fs::write(&path, text).unwrap();
-    let output = std::process::Command::new(binary())
+    let stderr = federation.root.join("bad.log");
+    let listening = federation.data_dir("oefa").join("grpc.addr");
+    let child = std::process::Command::new(binary())
         .args(["node", "run", "--config"])
         .arg(&path)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
         .unwrap();
+    let mut node = KillOnDrop(child);
+    let status = eventually("the node to exit, refusing its config", async || {
+        assert!(
+            !listening.exists(),
+            "the node started serving with this config:\n{text}"
+        );
+        node.0.try_wait().unwrap().ok_or("still running")
+    })
+    .await;
     (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(&stderr).unwrap(),
     )
 }
 
-#[test]
-fn bad_config_exits_64_naming_the_field() {
+#[tokio::test]
+async fn bad_config_exits_64_naming_the_field() {
     let federation = Federation::new("config", &["oefa"]);
     let good = std::fs::read_to_string(federation.config_path("oefa")).unwrap();
 
+    // A known key with a value out of its range: refused by the range check
+    // (an unknown key would be refused by name alone).
     let (code, stderr) = run_with_config(
         &federation,
-        &format!("{good}\n[transfer]\nchunk_bytes = 4\n"),
-    );
+        &format!("{good}\n[transfer]\nchunk_size = 4\n"),
+    )
+    .await;
     assert_eq!(code, 64, "{stderr}");
-    assert!(stderr.contains("chunk_bytes"), "{stderr}");
+    assert!(
+        stderr.contains("transfer.chunk_size: must be between 1024 and 921600 bytes"),
+        "{stderr}"
+    );
 
     let (code, stderr) =
-        run_with_config(&federation, &good.replace("127.0.0.1:0", "localhost:port"));
+        run_with_config(&federation, &good.replace("127.0.0.1:0", "localhost:port")).await;
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("grpc.listen"), "{stderr}");
 
     let (code, stderr) = run_with_config(
         &federation,
         &good.replace("partitions = 2", "partitions = 0"),
-    );
+    )
+    .await;
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("kafka.partitions"), "{stderr}");
 }
@@ -147,27 +166,12 @@ fn bad_config_exits_64_naming_the_field() {
 async fn serial_health_follows_the_broker() {
     let federation = Federation::new("health", &["oefa"]);
     let node = federation.start("oefa").await;
-    wait_health(
-        node.grpc_addr(),
-        ServingStatus::Serving,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_health(node.grpc_addr(), ServingStatus::Serving).await;
 
     kafka_script(&["stop"]);
-    wait_health(
-        node.grpc_addr(),
-        ServingStatus::NotServing,
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_health(node.grpc_addr(), ServingStatus::NotServing).await;
 
     kafka_script(&["start"]);
-    wait_health(
-        node.grpc_addr(),
-        ServingStatus::Serving,
-        Duration::from_secs(60),
-    )
-    .await;
+    wait_health(node.grpc_addr(), ServingStatus::Serving).await;
     node.shutdown().await;
 }

@@ -65,7 +65,7 @@ async fn oversized_and_empty_records_are_dead_lettered_and_deliveries_go_on() {
     let federation = Federation::new("hostile-size", &["senamhi", "oefa"]);
     let oefa = federation.start("oefa").await;
     let senamhi = federation.start("senamhi").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut origin = senamhi.client.clone();
     let inbox = federation.topic_inbox("oefa");
     let tracking = format!("{}.tracking", federation.prefix);
 
@@ -112,24 +112,17 @@ async fn oversized_and_empty_records_are_dead_lettered_and_deliveries_go_on() {
     let mut citizen = TrackingServiceClient::connect(format!("http://{}", oefa.grpc_addr()))
         .await
         .unwrap();
-    let mut steps = 0;
-    for _ in 0..300 {
-        let answer = citizen
+    eventually("oefa's portal to show the filing's steps", async || {
+        let steps = citizen
             .track(TrackRequest {
                 tracking_code: after.tracking_code.clone(),
                 verification_code: after.verification_code.clone(),
             })
-            .await;
-        steps = answer.map_or(0, |a| a.into_inner().timeline.len());
-        if steps >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        steps >= 3,
-        "oefa's portal shows {steps} steps of the filing"
-    );
+            .await
+            .map_or(0, |a| a.into_inner().timeline.len());
+        if steps >= 3 { Ok(steps) } else { Err(steps) }
+    })
+    .await;
 
     // oefa dead-lettered all four records (two on its inbox, two on the
     // tracking topic); the large ones by digest, size and first 64 KiB.
@@ -157,7 +150,7 @@ async fn oversized_and_empty_records_are_dead_lettered_and_deliveries_go_on() {
         "the empty records are dead-lettered too"
     );
     for node in [&oefa, &senamhi] {
-        assert!(node.services().watch.stalls.current().is_empty());
+        assert!(node.node().services().watch.stalls.current().is_empty());
     }
     senamhi.shutdown().await;
     oefa.shutdown().await;
@@ -177,7 +170,7 @@ async fn transfer_ids_cannot_name_files_outside_the_data_directory() {
     let federation = Federation::new("hostile-path", &["senamhi", "oefa"]);
     let oefa = federation.start("oefa").await;
     let senamhi = federation.start("senamhi").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut origin = senamhi.client.clone();
     let inbox = federation.topic_inbox("oefa");
     // senamhi's own key: a listed institution, signing what it likes.
     let hostile = Sealer::new(
@@ -247,4 +240,108 @@ async fn transfer_ids_cannot_name_files_outside_the_data_directory() {
     assert!(!std::path::Path::new(&format!("{}.0", target.display())).exists());
     senamhi.shutdown().await;
     oefa.shutdown().await;
+}
+
+/// A listed institution (minam) that does not hold senamhi's filing tries to
+/// file it as its own, to forward it, and to answer it, each with a
+/// well-formed manifest: each is dead-lettered for its custody, oefa holds
+/// only senamhi's copy, and the citizen's timeline shows no step of minam.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filing_can_be_sent_on_only_by_who_holds_it() {
+    use ecointegra_broker::envelope::Sealer;
+    use ecointegra_broker::keys::SigningIdentity;
+    use ecointegra_proto::v1::{DocumentDigest, Manifest, MessageType, Transfer, TransferKind};
+
+    let federation = Federation::new("hostile-custody", &["senamhi", "oefa", "minam"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = senamhi.client.clone();
+    let doc = Doc::new("oficio.pdf", 5_000, 11);
+    let filed = submit(
+        &mut origin,
+        header("oefa", "Propia"),
+        std::slice::from_ref(&doc),
+    )
+    .await
+    .unwrap();
+    let held = wait_for_status(
+        &mut origin,
+        &filed.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+
+    let hostile = Sealer::new(
+        "minam",
+        SigningIdentity::load(&federation.key_path("minam")).unwrap(),
+    );
+    let oefa_key = federation.identity("oefa").encryption_public_key();
+    let manifest = |kind: TransferKind, hop: u32| {
+        let transfer_id = hex::encode(rand_bytes::<16>());
+        let manifest = Manifest {
+            transfer: Some(Transfer {
+                transfer_id: transfer_id.clone(),
+                tracking_code: filed.tracking_code.clone(),
+                origin: "minam".into(),
+                destination: "oefa".into(),
+                subject: "Ajena".into(),
+                kind: kind as i32,
+                hop,
+                related_transfer_id: held.transfer_id.clone(),
+                filed_at: "oefa".into(),
+                ..Default::default()
+            }),
+            documents: vec![DocumentDigest {
+                index: 0,
+                name: "falso.pdf".into(),
+                media_type: "application/pdf".into(),
+                size: 0,
+                sha256: Sha256::digest(b"").to_vec(),
+                chunk_count: 0,
+            }],
+            attempt: 1,
+            chunk_size: 1024,
+        };
+        hostile
+            .seal_encrypted(
+                format!("{transfer_id}/manifest/1"),
+                MessageType::Manifest,
+                "oefa",
+                &oefa_key,
+                &manifest.encode_to_vec(),
+            )
+            .unwrap()
+            .encode_to_vec()
+    };
+    for (kind, hop) in [
+        (TransferKind::Original, 1),
+        (TransferKind::Forward, 2),
+        (TransferKind::Answer, 2),
+    ] {
+        produce_raw(&federation.topic_inbox("oefa"), "x", &manifest(kind, hop)).await;
+    }
+    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 3);
+    assert_eq!(letters.len(), 3, "{letters:#?}");
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.reason_code == "chain" && l.claimed_sender == "minam"),
+        "{letters:#?}"
+    );
+    // oefa holds senamhi's filing once, as senamhi sent it.
+    assert_eq!(inbound_count(&federation, "oefa"), 1);
+    let at_oefa = get(&mut oefa.client.clone(), &filed.tracking_code)
+        .await
+        .unwrap();
+    assert_eq!(at_oefa.origin, "senamhi");
+    assert_eq!(at_oefa.documents[0].sha256, doc.sha256_hex());
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).unwrap();
+    bytes
 }

@@ -11,24 +11,22 @@ use ecointegra_proto::v1::{
 };
 use ecointegra_tests::*;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 use tonic::Code;
 
-const WAIT: Duration = Duration::from_secs(60);
+type Tracker = TrackingServiceClient<tonic::transport::Channel>;
 
-async fn tracker(addr: SocketAddr) -> TrackingServiceClient<tonic::transport::Channel> {
+async fn tracker(addr: SocketAddr) -> Tracker {
     TrackingServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap()
 }
 
 async fn track(
-    addr: SocketAddr,
+    tracker: &mut Tracker,
     code: &str,
     verification: &str,
 ) -> Result<TrackResponse, tonic::Status> {
-    tracker(addr)
-        .await
+    tracker
         .track(TrackRequest {
             tracking_code: code.into(),
             verification_code: verification.into(),
@@ -38,42 +36,33 @@ async fn track(
 }
 
 /// Polls a node's tracking until it knows at least `steps` steps of `code`
-/// (events from other institutions arrive through the tracking topic).
+/// (events from other institutions arrive through the tracking topic); fails
+/// with the timeline last seen if it never does.
 async fn track_until(
     addr: SocketAddr,
     code: &str,
     verification: &str,
     steps: usize,
 ) -> TrackResponse {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match track(addr, code, verification).await {
-            Ok(answer) if answer.timeline.len() >= steps => return answer,
-            Ok(answer) if Instant::now() > deadline => return answer,
-            Err(e) if Instant::now() > deadline => panic!("{code} not trackable at {addr}: {e}"),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+    let mut tracker = tracker(addr).await;
+    let what = format!("{steps} steps in the timeline of {code} at {addr}");
+    eventually(&what, async || {
+        match track(&mut tracker, code, verification).await {
+            Ok(answer) if answer.timeline.len() >= steps => Ok(answer),
+            Ok(answer) => Err(Ok(steps_of(&answer))),
+            Err(status) => Err(Err(status)),
         }
-    }
+    })
+    .await
 }
 
-/// Polls a node until its newest record of `code` matches.
-async fn wait_until(
-    client: &mut Client,
-    code: &str,
-    what: &str,
-    check: impl Fn(&Filing) -> bool,
-) -> Filing {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(filing) = get(client, code).await {
-            if check(&filing) {
-                return filing;
-            }
-            assert!(Instant::now() < deadline, "{what}: last seen {filing:?}");
-        }
-        assert!(Instant::now() < deadline, "{what}: {code} never appeared");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// A timeline as (institution, status) steps, to compare and to print.
+fn steps_of(answer: &TrackResponse) -> Vec<(String, Option<FilingStatus>)> {
+    answer
+        .timeline
+        .iter()
+        .map(|e| (e.institution.clone(), FilingStatus::try_from(e.status).ok()))
+        .collect()
 }
 
 fn is(status: FilingStatus, direction: Direction) -> impl Fn(&Filing) -> bool {
@@ -106,26 +95,13 @@ fn answer_parts(code: &str, action_id: &str, doc: &Doc) -> Vec<AnswerFilingReque
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_timeline_everywhere() {
     let federation = Federation::new("lifecycle", &["senamhi", "oefa", "minam"]);
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let minam = federation.start("minam").await;
-    let mut at_senamhi = client(senamhi.grpc_addr()).await;
-    let mut at_oefa = client(oefa.grpc_addr()).await;
-    let mut at_minam = client(minam.grpc_addr()).await;
+    let [mut senamhi, mut oefa, mut minam] = federation.start_all().await;
 
     // senamhi files to oefa.
-    let first = [Doc::new("solicitud.pdf", 40_000, 1)];
-    let filed = submit(
-        &mut at_senamhi,
-        header("oefa", "Denuncia ambiental"),
-        &first,
-    )
-    .await
-    .unwrap();
+    let filed = deliver_sample(&mut senamhi.client, "oefa").await;
     let code = filed.tracking_code.clone();
-    wait_for_status(&mut at_senamhi, &code, FilingStatus::Delivered, WAIT).await;
-    wait_until(
-        &mut at_oefa,
+    wait_for_filing(
+        &mut oefa.client,
         &code,
         "delivered at oefa",
         is(FilingStatus::Delivered, Direction::Inbound),
@@ -133,7 +109,8 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
     .await;
 
     // oefa observes; senamhi sees it and corrects.
-    let observed = at_oefa
+    let observed = oefa
+        .client
         .observe_filing(ObserveFilingRequest {
             tracking_code: code.clone(),
             action_id: "obs-1".into(),
@@ -143,8 +120,8 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         .unwrap()
         .into_inner();
     assert_eq!(observed.status, FilingStatus::Observed as i32);
-    let back = wait_until(
-        &mut at_senamhi,
+    let back = wait_for_filing(
+        &mut senamhi.client,
         &code,
         "observed at senamhi",
         is(FilingStatus::Observed, Direction::Outbound),
@@ -155,7 +132,7 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
     let mut correction = header("", "Denuncia ambiental (subsanada)");
     correction.corrects_tracking_code = code.clone();
     let corrected_docs = [Doc::new("solicitud-firmada.pdf", 42_000, 2)];
-    let corrected = submit(&mut at_senamhi, correction, &corrected_docs)
+    let corrected = submit(&mut senamhi.client, correction, &corrected_docs)
         .await
         .unwrap();
     assert_eq!(
@@ -163,7 +140,7 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         "a correction keeps the tracking code"
     );
     assert_eq!(corrected.verification_code, filed.verification_code);
-    let delivered = wait_until(&mut at_oefa, &code, "correction at oefa", |f| {
+    let delivered = wait_for_filing(&mut oefa.client, &code, "correction at oefa", |f| {
         f.kind == TransferKind::Correction as i32 && f.status == FilingStatus::Delivered as i32
     })
     .await;
@@ -173,7 +150,8 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
     );
 
     // oefa receives and forwards to minam.
-    let received = at_oefa
+    let received = oefa
+        .client
         .receive_filing(ReceiveFilingRequest {
             tracking_code: code.clone(),
             action_id: "rec-1".into(),
@@ -185,7 +163,9 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         .into_inner();
     assert_eq!(received.internal_registry_number, "OEFA-INT-0077");
     // A note longer than a manifest may carry is refused, naming the field.
-    let too_long = at_oefa
+    let too_long = oefa
+        .client
+        .clone()
         .forward_filing(ForwardFilingRequest {
             tracking_code: code.clone(),
             action_id: "fwd-long".into(),
@@ -196,7 +176,7 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         .unwrap_err();
     assert_eq!(too_long.code(), Code::InvalidArgument);
     assert!(too_long.message().contains("note"), "{too_long:?}");
-    at_oefa
+    oefa.client
         .forward_filing(ForwardFilingRequest {
             tracking_code: code.clone(),
             action_id: "fwd-1".into(),
@@ -205,8 +185,8 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         })
         .await
         .unwrap();
-    let at_min = wait_until(
-        &mut at_minam,
+    let at_min = wait_for_filing(
+        &mut minam.client,
         &code,
         "forwarded to minam",
         is(FilingStatus::Delivered, Direction::Inbound),
@@ -226,7 +206,8 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
     );
 
     // minam receives and answers; the answer reaches senamhi.
-    at_minam
+    minam
+        .client
         .receive_filing(ReceiveFilingRequest {
             tracking_code: code.clone(),
             action_id: "rec-2".into(),
@@ -236,16 +217,17 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         .await
         .unwrap();
     let response = Doc::new("respuesta.pdf", 30_000, 3);
-    at_minam
+    minam
+        .client
         .answer_filing(tokio_stream::iter(answer_parts(&code, "ans-1", &response)))
         .await
         .unwrap();
-    let answer = wait_until(&mut at_senamhi, &code, "answer at senamhi", |f| {
+    let answer = wait_for_filing(&mut senamhi.client, &code, "answer at senamhi", |f| {
         f.kind == TransferKind::Answer as i32
     })
     .await;
     assert_eq!(answer.documents[0].sha256, response.sha256_hex());
-    let (sha, _) = download_sha256(&mut at_senamhi, &code, 0).await;
+    let (sha, _) = download_sha256(&mut senamhi.client, &code, 0).await;
     assert_eq!(
         sha,
         response.sha256_hex(),
@@ -297,9 +279,13 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         timelines[1], timelines[2],
         "oefa and minam show the same timeline"
     );
-    let citizen = track(senamhi.grpc_addr(), &code, &filed.verification_code)
-        .await
-        .unwrap();
+    let citizen = track(
+        &mut tracker(senamhi.grpc_addr()).await,
+        &code,
+        &filed.verification_code,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         citizen.answer_documents.len(),
         1,
@@ -307,7 +293,8 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
     );
 
     // The receipt chain verifies end to end, hop by hop.
-    let chain = at_senamhi
+    let chain = senamhi
+        .client
         .get_receipt_chain(GetReceiptRequest {
             tracking_code: code.clone(),
         })
@@ -345,20 +332,11 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
     let federation = Federation::new("transitions", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut at_senamhi = client(senamhi.grpc_addr()).await;
-    let mut at_oefa = client(oefa.grpc_addr()).await;
-    let filed = submit(
-        &mut at_senamhi,
-        header("oefa", "Consulta"),
-        &[Doc::new("a.pdf", 100, 1)],
-    )
-    .await
-    .unwrap();
+    let [mut senamhi, mut oefa] = federation.start_all().await;
+    let filed = submit_sample(&mut senamhi.client, "oefa").await;
     let code = filed.tracking_code;
-    wait_until(
-        &mut at_oefa,
+    wait_for_filing(
+        &mut oefa.client,
         &code,
         "delivered",
         is(FilingStatus::Delivered, Direction::Inbound),
@@ -366,7 +344,8 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
     .await;
 
     // Forward needs RECEIVED.
-    let err = at_oefa
+    let err = oefa
+        .client
         .forward_filing(ForwardFilingRequest {
             tracking_code: code.clone(),
             action_id: "f-early".into(),
@@ -384,12 +363,14 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
         registry_number: "R-1".into(),
         office: "Mesa de partes".into(),
     };
-    let first = at_oefa
+    let first = oefa
+        .client
         .receive_filing(receive("r-1"))
         .await
         .unwrap()
         .into_inner();
-    let again = at_oefa
+    let again = oefa
+        .client
         .receive_filing(receive("r-1"))
         .await
         .unwrap()
@@ -398,7 +379,11 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
         first, again,
         "a repeated action id returns the first answer"
     );
-    let err = at_oefa.receive_filing(receive("r-2")).await.unwrap_err();
+    let err = oefa
+        .client
+        .receive_filing(receive("r-2"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("is RECEIVED"), "{}", err.message());
 
@@ -407,9 +392,10 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
         action_id: "a-1".into(),
         note: String::new(),
     };
-    at_oefa.archive_filing(archive.clone()).await.unwrap();
-    at_oefa.archive_filing(archive).await.unwrap();
-    let err = at_oefa
+    oefa.client.archive_filing(archive.clone()).await.unwrap();
+    oefa.client.archive_filing(archive).await.unwrap();
+    let err = oefa
+        .client
         .observe_filing(ObserveFilingRequest {
             tracking_code: code.clone(),
             action_id: "o-1".into(),
@@ -421,7 +407,8 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
     assert!(err.message().contains("is ARCHIVED"), "{}", err.message());
 
     // Missing fields are named.
-    let err = at_oefa
+    let err = oefa
+        .client
         .observe_filing(ObserveFilingRequest {
             tracking_code: code.clone(),
             action_id: "o-2".into(),
@@ -451,31 +438,14 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_tracking_events_do_not_duplicate_the_timeline() {
     let federation = Federation::new("replay", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut at_senamhi = client(senamhi.grpc_addr()).await;
-    let filed = submit(
-        &mut at_senamhi,
-        header("oefa", "Consulta"),
-        &[Doc::new("a.pdf", 100, 1)],
-    )
-    .await
-    .unwrap();
+    let [mut senamhi, oefa] = federation.start_all().await;
+    let filed = submit_sample(&mut senamhi.client, "oefa").await;
     let code = filed.tracking_code;
-    let deadline = Instant::now() + WAIT;
-    while track(oefa.grpc_addr(), &code, &filed.verification_code)
-        .await
-        .map(|t| t.timeline.len())
-        .unwrap_or(0)
-        < 3
-    {
-        assert!(Instant::now() < deadline, "the timeline never reached oefa");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    track_until(oefa.grpc_addr(), &code, &filed.verification_code, 3).await;
     // Publish every tracking record again, then make oefa re-read the topic
     // from the start as well.
     let topic = format!("{}.tracking", federation.prefix);
-    let records = read_topic(&topic, 3, Duration::from_secs(20));
+    let records = read_topic(&topic, 3, std::time::Duration::from_secs(20));
     assert_eq!(records.len(), 3);
     for record in &records {
         use rdkafka::Message as _;
@@ -488,24 +458,17 @@ async fn replayed_tracking_events_do_not_duplicate_the_timeline() {
         .unwrap();
     drop(store);
     let oefa = federation.start("oefa").await;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let read: i64 = count_rows(
-            &federation.store_path("oefa"),
-            &format!(
-                "SELECT COALESCE(SUM(next_offset), 0) FROM inbox_offsets WHERE topic = '{topic}'"
-            ),
-        );
-        if read >= 6 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replay was not read");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let timeline = track(oefa.grpc_addr(), &code, &filed.verification_code)
-        .await
-        .unwrap()
-        .timeline;
+    // oefa has read the three events twice over: its stored offsets are past
+    // all six records.
+    caught_up(&federation, "oefa", &topic).await;
+    let timeline = track(
+        &mut tracker(oefa.grpc_addr()).await,
+        &code,
+        &filed.verification_code,
+    )
+    .await
+    .unwrap()
+    .timeline;
     assert_eq!(
         timeline.len(),
         3,
@@ -522,18 +485,11 @@ async fn a_wrong_verification_code_is_indistinguishable_from_an_unknown_code() {
         &["senamhi", "oefa"],
         "\n[tracking]\nmax_failures_per_minute = 3\n",
     );
-    let senamhi = federation.start("senamhi").await;
-    let mut at_senamhi = client(senamhi.grpc_addr()).await;
-    let filed = submit(
-        &mut at_senamhi,
-        header("oefa", "Consulta"),
-        &[Doc::new("a.pdf", 100, 1)],
-    )
-    .await
-    .unwrap();
-    let addr = senamhi.grpc_addr();
+    let mut senamhi = federation.start("senamhi").await;
+    let filed = submit_sample(&mut senamhi.client, "oefa").await;
+    let mut tracking = tracker(senamhi.grpc_addr()).await;
     let right = track(
-        addr,
+        &mut tracking,
         &filed.tracking_code,
         &filed.verification_code.to_lowercase(),
     )
@@ -544,12 +500,16 @@ async fn a_wrong_verification_code_is_indistinguishable_from_an_unknown_code() {
         "codes are not case-sensitive"
     );
 
-    let wrong = track(addr, &filed.tracking_code, "ZZZZZZZZ")
+    let wrong = track(&mut tracking, &filed.tracking_code, "ZZZZZZZZ")
         .await
         .unwrap_err();
-    let unknown = track(addr, "SENAMHI-2026-00000000", &filed.verification_code)
-        .await
-        .unwrap_err();
+    let unknown = track(
+        &mut tracking,
+        "SENAMHI-2026-00000000",
+        &filed.verification_code,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(wrong.code(), Code::NotFound);
     assert_eq!(
         (wrong.code(), wrong.message()),
@@ -557,12 +517,16 @@ async fn a_wrong_verification_code_is_indistinguishable_from_an_unknown_code() {
     );
 
     // The third failure in a minute is the last one answered.
-    let _ = track(addr, &filed.tracking_code, "YYYYYYYY")
+    let _ = track(&mut tracking, &filed.tracking_code, "YYYYYYYY")
         .await
         .unwrap_err();
-    let limited = track(addr, &filed.tracking_code, &filed.verification_code)
-        .await
-        .unwrap_err();
+    let limited = track(
+        &mut tracking,
+        &filed.tracking_code,
+        &filed.verification_code,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(limited.code(), Code::ResourceExhausted);
     senamhi.shutdown().await;
 }
@@ -589,20 +553,17 @@ async fn due_dates_skip_weekends_and_configured_holidays() {
             listed.join(", ")
         ),
     );
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut at_senamhi = client(senamhi.grpc_addr()).await;
-    let mut at_oefa = client(oefa.grpc_addr()).await;
+    let [mut senamhi, mut oefa] = federation.start_all().await;
     let mut typed = header("oefa", "Acceso a la información");
     typed.filing_type = "acceso-a-la-informacion".into();
     let general = submit(
-        &mut at_senamhi,
+        &mut senamhi.client,
         header("oefa", "General"),
         &[Doc::new("a.pdf", 10, 1)],
     )
     .await
     .unwrap();
-    let access = submit(&mut at_senamhi, typed, &[Doc::new("b.pdf", 10, 2)])
+    let access = submit(&mut senamhi.client, typed, &[Doc::new("b.pdf", 10, 2)])
         .await
         .unwrap();
 
@@ -618,15 +579,15 @@ async fn due_dates_skip_weekends_and_configured_holidays() {
         }
         day.to_string()
     };
-    let g = wait_until(
-        &mut at_oefa,
+    let g = wait_for_filing(
+        &mut oefa.client,
         &general.tracking_code,
         "general",
         is(FilingStatus::Delivered, Direction::Inbound),
     )
     .await;
-    let a = wait_until(
-        &mut at_oefa,
+    let a = wait_for_filing(
+        &mut oefa.client,
         &access.tracking_code,
         "access",
         is(FilingStatus::Delivered, Direction::Inbound),
@@ -638,7 +599,8 @@ async fn due_dates_skip_weekends_and_configured_holidays() {
     assert_eq!(calendar.add_business_days(today, 3).to_string(), expect(3));
 
     // Both are listed as due within their windows; the timeline shows the date.
-    let due = at_oefa
+    let due = oefa
+        .client
         .list_due(ecointegra_proto::v1::ListDueRequest { within_days: 31 })
         .await
         .unwrap()

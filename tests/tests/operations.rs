@@ -13,10 +13,9 @@ use ecointegra_tests::*;
 use rdkafka::message::{Headers, Message as _};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::transport::Channel;
 
-const DELIVERY: Duration = Duration::from_secs(60);
 const HTTP: &str = "\n[http]\nlisten = \"127.0.0.1:0\"\n";
 
 /// The operations service is for the `operator` role: a token of it.
@@ -78,22 +77,6 @@ fn row<'a>(report: &'a GetQueuesResponse, id: &str) -> &'a InstitutionQueues {
         .unwrap_or_else(|| panic!("no row for {id}: {report:#?}"))
 }
 
-/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
-async fn until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = f().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_delivered_once() {
     let mut federation = Federation::with_settings("poison", &["senamhi", "oefa"], &settings(""));
@@ -101,7 +84,7 @@ async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_deli
     let iiap_identity = federation.add_unlisted("iiap");
     let oefa = federation.start("oefa").await;
     let iiap = federation.start("iiap").await;
-    let mut origin = client(iiap.grpc_addr()).await;
+    let mut origin = iiap.client.clone();
     let mut ops = ops(oefa.grpc_addr()).await;
     let inbox = federation.topic_inbox("oefa");
 
@@ -110,17 +93,13 @@ async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_deli
     let answer = submit(&mut origin, header("oefa", "Sin directorio"), &docs)
         .await
         .unwrap();
-    let letters = until("4 dead letters from the inbox", DELIVERY, || {
-        let mut ops = ops.clone();
-        let inbox = inbox.clone();
-        async move {
-            let open: Vec<DeadLetterEntry> = dead_letters(&mut ops, false)
-                .await
-                .into_iter()
-                .filter(|d| d.source_topic == inbox)
-                .collect();
-            (open.len() >= 4).then_some(open)
-        }
+    let letters = eventually("4 dead letters from the inbox", async || {
+        let open: Vec<DeadLetterEntry> = dead_letters(&mut ops, false)
+            .await
+            .into_iter()
+            .filter(|d| d.source_topic == inbox)
+            .collect();
+        if open.len() >= 4 { Ok(open) } else { Err(open) }
     })
     .await;
     assert_eq!(letters.len(), 4, "{letters:#?}");
@@ -174,7 +153,7 @@ async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_deli
         .publish_entry(&federation.authority().sign(&entry))
         .await;
     let store = federation.store_path("oefa");
-    until("oefa to learn iiap's entry", DELIVERY, || async {
+    eventually("oefa to learn iiap's entry", async || {
         (count_rows(
             &store,
             "SELECT COUNT(*) FROM directory_entries WHERE institution_id = 'iiap'",
@@ -204,7 +183,7 @@ async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_deli
         &mut origin,
         &answer.tracking_code,
         FilingStatus::Delivered,
-        DELIVERY,
+        PATIENCE,
     )
     .await;
 
@@ -225,8 +204,9 @@ async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_deli
         "{again:#?}"
     );
 
-    // Delivered once: one filing at oefa, one receipt at iiap, no new dead letter.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Delivered once: one filing at oefa, one receipt at iiap, no new dead
+    // letter, once both have applied everything in their inboxes.
+    settled(&federation, &["oefa", "iiap"]).await;
     assert_eq!(inbound_count(&federation, "oefa"), 1);
     assert_eq!(
         count_rows(
@@ -241,37 +221,51 @@ async fn a_poison_message_is_dead_lettered_and_after_the_fix_replays_and_is_deli
         .filter(|d| d.source_topic == inbox)
         .collect();
     assert!(open_inbox.is_empty(), "{open_inbox:#?}");
-    let (sha, len) = download_sha256(
-        &mut client(oefa.grpc_addr()).await,
-        &answer.tracking_code,
-        0,
-    )
-    .await;
+    let (sha, len) = download_sha256(&mut oefa.client.clone(), &answer.tracking_code, 0).await;
     assert_eq!((sha, len), (docs[0].sha256_hex(), docs[0].len));
 
-    // Discard: recorded with who and why; a replay of it is refused.
-    let other = dead_letters(&mut ops, false).await;
-    if let Some(leftover) = other.first() {
-        let discarded = ops
-            .discard_dead_letter(DiscardDeadLetterRequest {
-                id: leftover.id,
-                reason: "tracking event already known from another node".into(),
-                by: "operador".into(),
-            })
+    // Discard: recorded with who and why; a replay of it is refused. iiap's
+    // tracking events (REGISTERED, SENT), from a sender oefa did not know
+    // then, are still open dead letters.
+    let tracking = format!("{}.tracking", federation.prefix);
+    let leftover = eventually(
+        "an open dead letter of iiap's tracking events",
+        async || {
+            let open = dead_letters(&mut ops, false).await;
+            match open.iter().find(|d| d.source_topic == tracking) {
+                Some(letter) => Ok(letter.clone()),
+                None => Err(open),
+            }
+        },
+    )
+    .await;
+    assert_eq!(leftover.reason_code, "unknown-sender", "{leftover:#?}");
+    let discarded = ops
+        .discard_dead_letter(DiscardDeadLetterRequest {
+            id: leftover.id,
+            reason: "tracking event already known from another node".into(),
+            by: "operador".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(discarded.state, DeadLetterState::Discarded as i32);
+    assert_eq!(discarded.discarded_by, "operador");
+    assert!(
+        !dead_letters(&mut ops, false)
             .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(discarded.state, DeadLetterState::Discarded as i32);
-        assert_eq!(discarded.discarded_by, "operador");
-        let refused = ops
-            .replay_dead_letters(ReplayDeadLettersRequest {
-                ids: vec![leftover.id],
-                all_open: false,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    }
+            .iter()
+            .any(|d| d.id == leftover.id),
+        "a discarded dead letter is no longer open"
+    );
+    let refused = ops
+        .replay_dead_letters(ReplayDeadLettersRequest {
+            ids: vec![leftover.id],
+            all_open: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     let missing_reason = ops
         .discard_dead_letter(DiscardDeadLetterRequest {
             id: letters[0].id,
@@ -292,21 +286,10 @@ async fn a_stopped_destination_shows_growing_lag_and_an_ageing_receipt_until_it_
         &["senamhi", "oefa"],
         &settings("\n[transfer]\nreceipt_timeout_secs = 3\n"),
     );
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
+    let [senamhi, oefa] = federation.start_all().await;
+    let mut origin = senamhi.client.clone();
     let mut ops = ops(senamhi.grpc_addr()).await;
-    let docs = [Doc::new("a.pdf", 5_000, 1)];
-    let first = submit(&mut origin, header("oefa", "Primero"), &docs)
-        .await
-        .unwrap();
-    wait_for_status(
-        &mut origin,
-        &first.tracking_code,
-        FilingStatus::Delivered,
-        DELIVERY,
-    )
-    .await;
+    deliver_sample(&mut origin, "oefa").await;
     oefa.shutdown().await;
     let inbox = federation.topic_inbox("oefa");
     let group = format!("{}.node.oefa", federation.prefix);
@@ -324,20 +307,39 @@ async fn a_stopped_destination_shows_growing_lag_and_an_ageing_receipt_until_it_
     assert!(row(&report, "oefa").last_delivery_at_ms > 0);
 
     // oefa is down: a filing for it waits in its inbox.
-    let second = submit(&mut origin, header("oefa", "Segundo"), &docs)
-        .await
-        .unwrap();
-    let early = until("lag at oefa's inbox", DELIVERY, || {
-        let mut ops = ops.clone();
-        async move {
-            let report = queues(&mut ops).await;
-            let q = row(&report, "oefa").clone();
-            (q.lag_known && q.inbox_lag_records > 0 && q.pending_receipts == 1).then_some(q)
+    let second = submit_sample(&mut origin, "oefa").await;
+    let early = eventually("lag at oefa's inbox", async || {
+        let report = queues(&mut ops).await;
+        let q = row(&report, "oefa").clone();
+        if q.lag_known && q.inbox_lag_records > 0 && q.pending_receipts == 1 {
+            Ok(q)
+        } else {
+            Err(q)
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let report = queues(&mut ops).await;
+    // The lag and the receipt's wait age as time passes, and past the receipt
+    // timeout the filing shows as in trouble.
+    let report = eventually(
+        "the lag and the pending receipt to age by 2 s",
+        async || {
+            let report = queues(&mut ops).await;
+            let q = row(&report, "oefa");
+            let in_trouble = report
+                .troubled
+                .iter()
+                .any(|t| t.tracking_code == second.tracking_code);
+            if q.inbox_lag_seconds > early.inbox_lag_seconds + 2.0
+                && q.oldest_pending_receipt_seconds > early.oldest_pending_receipt_seconds + 2.0
+                && in_trouble
+            {
+                Ok(report)
+            } else {
+                Err(report)
+            }
+        },
+    )
+    .await;
     let later = row(&report, "oefa").clone();
     assert!(
         later.inbox_lag_records >= early.inbox_lag_records,
@@ -378,19 +380,20 @@ async fn a_stopped_destination_shows_growing_lag_and_an_ageing_receipt_until_it_
         &mut origin,
         &second.tracking_code,
         FilingStatus::Delivered,
-        DELIVERY,
+        PATIENCE,
     )
     .await;
-    let cleared = until("the queues to clear", DELIVERY, || {
-        let mut ops = ops.clone();
-        async move {
-            let report = queues(&mut ops).await;
-            let q = row(&report, "oefa");
-            (q.lag_known
-                && q.inbox_lag_records == 0
-                && q.pending_receipts == 0
-                && report.troubled.is_empty())
-            .then_some(report)
+    let cleared = eventually("the queues to clear", async || {
+        let report = queues(&mut ops).await;
+        let q = row(&report, "oefa");
+        if q.lag_known
+            && q.inbox_lag_records == 0
+            && q.pending_receipts == 0
+            && report.troubled.is_empty()
+        {
+            Ok(report)
+        } else {
+            Err(report)
         }
     })
     .await;
@@ -687,10 +690,9 @@ fn the_parser_refuses_what_prometheus_would() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_count_what_the_test_caused() {
     let federation = Federation::with_settings("metrics", &["senamhi", "oefa"], &settings(HTTP));
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
-    let oefa_ops = ops(oefa.grpc_addr()).await;
+    let [senamhi, oefa] = federation.start_all().await;
+    let mut origin = senamhi.client.clone();
+    let mut oefa_ops = ops(oefa.grpc_addr()).await;
     let (s_http, o_http) = (
         http_addr(&federation, "senamhi"),
         http_addr(&federation, "oefa"),
@@ -709,7 +711,7 @@ async fn metrics_parse_and_count_what_the_test_caused() {
             &mut origin,
             &answer.tracking_code,
             FilingStatus::Delivered,
-            DELIVERY,
+            PATIENCE,
         )
         .await;
     }
@@ -719,9 +721,8 @@ async fn metrics_parse_and_count_what_the_test_caused() {
         b"not an envelope",
     )
     .await;
-    until("the garbage's dead letter", DELIVERY, || {
-        let mut ops = oefa_ops.clone();
-        async move { (!dead_letters(&mut ops, false).await.is_empty()).then_some(()) }
+    eventually("the garbage's dead letter", async || {
+        (!dead_letters(&mut oefa_ops, false).await.is_empty()).then_some(())
     })
     .await;
 
@@ -858,9 +859,8 @@ fn ids(value: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traceparent_travels_with_the_records_and_the_receipt_continues_the_trace() {
     let federation = Federation::new("trace", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
+    let [senamhi, oefa] = federation.start_all().await;
+    let mut origin = senamhi.client.clone();
     let docs = [Doc::new("t.pdf", 600_000, 4)];
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -880,7 +880,7 @@ async fn traceparent_travels_with_the_records_and_the_receipt_continues_the_trac
             &mut origin,
             &answer.tracking_code,
             FilingStatus::Delivered,
-            DELIVERY,
+            PATIENCE,
         )
         .await;
     }

@@ -11,38 +11,19 @@ use ecointegra_proto::v1::{
 use ecointegra_tests::*;
 use prost::Message;
 use rdkafka::Message as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio_rustls::rustls::AlertDescription;
 use tonic::Code;
 
-const WAIT: Duration = Duration::from_secs(60);
-
 fn dead_letters(federation: &Federation, id: &str, count: usize) -> Vec<DeadLetter> {
-    read_topic(&federation.topic_dlq(id), count, Duration::from_secs(30))
-        .iter()
-        .map(|m| DeadLetter::decode(m.payload().unwrap()).unwrap())
-        .collect()
-}
-
-/// Polls until `check` holds or panics naming `what`.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    read_dead_letters(&federation.topic_dlq(id), count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_topics_carry_no_document_text_and_no_personal_data() {
     let federation = Federation::new("ciphertext", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
-    let mut destination = client(oefa.grpc_addr()).await;
+    let [senamhi, oefa] = federation.start_all().await;
+    let (mut origin, mut destination) = (senamhi.client.clone(), oefa.client.clone());
 
     let secret = b"INFORME CONFIDENCIAL: derrame en la quebrada Huaycoloro. ".repeat(20_000);
     let path = federation.root.join("informe.txt");
@@ -61,7 +42,7 @@ async fn raw_topics_carry_no_document_text_and_no_personal_data() {
         &mut origin,
         &answer.tracking_code,
         FilingStatus::Delivered,
-        WAIT,
+        PATIENCE,
     )
     .await;
     let (sha, len) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
@@ -107,8 +88,7 @@ async fn unknown_senders_and_impostors_go_to_the_dlq_and_a_new_institution_is_pi
  {
     let mut federation = Federation::new("trust", &["senamhi", "oefa", "minam"]);
     let iiap = federation.add_unlisted("iiap");
-    let oefa = federation.start("oefa").await;
-    let mut destination = client(oefa.grpc_addr()).await;
+    let mut oefa = federation.start("oefa").await;
     let inbox = federation.topic_inbox("oefa");
     let oefa_key = federation.identity("oefa").encryption_public_key();
 
@@ -173,23 +153,22 @@ async fn unknown_senders_and_impostors_go_to_the_dlq_and_a_new_institution_is_pi
                 .sign(&entry_for("iiap", "IIAP", &iiap, 1)),
         )
         .await;
-    let iiap_node = federation.start("iiap").await;
-    let mut at_iiap = client(iiap_node.grpc_addr()).await;
+    let mut iiap_node = federation.start("iiap").await;
     let answer = submit(
-        &mut at_iiap,
+        &mut iiap_node.client,
         header("oefa", "Desde la Amazonía"),
         &[Doc::new("a.pdf", 5000, 4)],
     )
     .await
     .unwrap();
     wait_for_status(
-        &mut at_iiap,
+        &mut iiap_node.client,
         &answer.tracking_code,
         FilingStatus::Delivered,
-        WAIT,
+        PATIENCE,
     )
     .await;
-    let (sha, _) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
+    let (sha, _) = download_sha256(&mut oefa.client, &answer.tracking_code, 0).await;
     assert_eq!(sha, answer.documents[0].sha256);
     oefa.shutdown().await;
     iiap_node.shutdown().await;
@@ -198,23 +177,8 @@ async fn unknown_senders_and_impostors_go_to_the_dlq_and_a_new_institution_is_pi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_institution_is_refused_by_its_peers_and_by_its_own_node() {
     let federation = Federation::new("suspend", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
-    let before = submit(
-        &mut origin,
-        header("oefa", "Antes"),
-        &[Doc::new("a.pdf", 10, 1)],
-    )
-    .await
-    .unwrap();
-    wait_for_status(
-        &mut origin,
-        &before.tracking_code,
-        FilingStatus::Delivered,
-        WAIT,
-    )
-    .await;
+    let [mut senamhi, oefa] = federation.start_all().await;
+    let before = deliver_sample(&mut senamhi.client, "oefa").await;
 
     let mut entry = entry_for("senamhi", "SENAMHI", &federation.identity("senamhi"), 2);
     entry.status = EntryStatus::Suspended as i32;
@@ -223,24 +187,24 @@ async fn a_suspended_institution_is_refused_by_its_peers_and_by_its_own_node() {
         .await;
 
     // Its own node refuses new submissions once the entry is in force.
-    eventually("senamhi's node never refused a submission", || {
-        let mut origin = origin.clone();
-        async move {
-            match submit(
-                &mut origin,
-                header("oefa", "Después"),
-                &[Doc::new("b.pdf", 10, 2)],
-            )
-            .await
+    eventually(
+        "senamhi's node to refuse a submission as suspended",
+        async || match submit(
+            &mut senamhi.client,
+            header("oefa", "Después"),
+            &[Doc::new("b.pdf", 10, 2)],
+        )
+        .await
+        {
+            Err(status)
+                if status.code() == Code::FailedPrecondition
+                    && status.message().contains("suspended") =>
             {
-                Err(status) => {
-                    status.code() == Code::FailedPrecondition
-                        && status.message().contains("suspended")
-                }
-                Ok(_) => false,
+                Ok(())
             }
-        }
-    })
+            other => Err(other.map(|filed| filed.tracking_code)),
+        },
+    )
     .await;
     // Its messages go to oefa's DLQ.
     let sealer = Sealer::new("senamhi", federation.identity("senamhi"));
@@ -257,8 +221,18 @@ async fn a_suspended_institution_is_refused_by_its_peers_and_by_its_own_node() {
             &notice.encode_to_vec(),
         )
         .unwrap();
-    // Give oefa's directory a moment to apply the suspension too.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // oefa has the suspension in force too: its store holds senamhi's entry
+    // of version 2, which it records as it applies the entry.
+    let entry_version = "SELECT COALESCE(MAX(version), 0) FROM directory_entries \
+                         WHERE institution_id = 'senamhi'";
+    eventually(
+        "oefa to apply senamhi's entry of version 2 (version)",
+        async || {
+            let version = count_rows(&federation.store_path("oefa"), entry_version);
+            if version == 2 { Ok(()) } else { Err(version) }
+        },
+    )
+    .await;
     produce_raw(
         &federation.topic_inbox("oefa"),
         "late",
@@ -278,7 +252,7 @@ async fn a_key_rotation_mid_flight_still_delivers() {
     // oefa's node is down: senamhi's transfer waits in oefa's inbox, signed
     // with senamhi's first key.
     let senamhi = federation.start("senamhi").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut origin = senamhi.client.clone();
     let docs = [Doc::new("antes-de-rotar.pdf", 700_000, 8)];
     let in_flight = submit(&mut origin, header("oefa", "En vuelo"), &docs)
         .await
@@ -287,7 +261,7 @@ async fn a_key_rotation_mid_flight_still_delivers() {
         &mut origin,
         &in_flight.tracking_code,
         FilingStatus::Sent,
-        WAIT,
+        PATIENCE,
     )
     .await;
     senamhi.shutdown().await;
@@ -320,15 +294,13 @@ async fn a_key_rotation_mid_flight_still_delivers() {
     )
     .unwrap();
 
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
-    let mut destination = client(oefa.grpc_addr()).await;
+    let [senamhi, oefa] = federation.start_all().await;
+    let (mut origin, mut destination) = (senamhi.client.clone(), oefa.client.clone());
     wait_for_status(
         &mut origin,
         &in_flight.tracking_code,
         FilingStatus::Delivered,
-        WAIT,
+        PATIENCE,
     )
     .await;
     let (sha, _) = download_sha256(&mut destination, &in_flight.tracking_code, 0).await;
@@ -349,7 +321,7 @@ async fn a_key_rotation_mid_flight_still_delivers() {
         &mut origin,
         &after.tracking_code,
         FilingStatus::Delivered,
-        WAIT,
+        PATIENCE,
     )
     .await;
     senamhi.shutdown().await;
@@ -516,9 +488,108 @@ async fn each_role_is_allowed_what_it_may_do_and_refused_the_rest() {
     senamhi.shutdown().await;
 }
 
+/// Calls GetFiling over `endpoint`: `Ok` with the code the node answered
+/// with, or `Err` with the connection's failure and every cause of it, when
+/// the call never reached the node's services.
+async fn get_filing_over(endpoint: tonic::transport::Endpoint) -> Result<Code, String> {
+    use ecointegra_proto::v1::GetFilingRequest;
+    use ecointegra_proto::v1::filing_service_client::FilingServiceClient;
+    fn causes(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {}", causes(&e)))?;
+    let answer = FilingServiceClient::new(channel)
+        .get_filing(GetFilingRequest {
+            tracking_code: "OEFA-2026-NOPE".into(),
+        })
+        .await;
+    match answer {
+        Ok(_) => Ok(Code::Ok),
+        // A status the transport made up has the transport's error as its source.
+        Err(status) if std::error::Error::source(&status).is_some() => {
+            Err(format!("call: {}", causes(&status)))
+        }
+        Err(status) => Ok(status.code()),
+    }
+}
+
+/// Completes a TLS handshake with the node at `port` as a client presenting
+/// `identity`, sending nothing after it, and reads: in TLS 1.3 the server
+/// judges the client's certificate after the handshake, and its verdict is
+/// the first thing the client reads. (Through a gRPC client the same alert
+/// can be lost: the server closes with the client's request unread, and the
+/// reset that follows may discard the alert.)
+async fn tls_verdict(
+    port: u16,
+    ca: &pki::Ca,
+    identity: Option<&pki::Issued>,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let config = ClientConfig::builder_with_provider(crypto::ring::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(id) => config
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(id.cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => config.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, tls.read_to_end(&mut answer))
+        .await
+        .map_err(|_| std::io::Error::other("the server neither refused nor closed"))??;
+    Ok(answer)
+}
+
+/// The TLS alert a [`tls_verdict`] ended with.
+fn alert_of(verdict: &std::io::Result<Vec<u8>>) -> Option<AlertDescription> {
+    let error = verdict.as_ref().err()?.get_ref()?;
+    match error.downcast_ref::<tokio_rustls::rustls::Error>()? {
+        tokio_rustls::rustls::Error::AlertReceived(alert) => Some(*alert),
+        _ => None,
+    }
+}
+
+/// Sends the HTTP/2 connection preface in plaintext to the node at `port`,
+/// and returns every byte it answers with until it closes the connection.
+async fn plaintext_answer(port: u16) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut answer))
+        .await
+        .map_err(|_| std::io::Error::other("the server did not close the connection"))??;
+    Ok(answer)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_over_mtls_refuses_a_missing_or_foreign_client_certificate() {
-    use ecointegra_proto::v1::GetFilingRequest;
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     let ca = pki::Ca::new("Sector CA");
     let rogue = pki::Ca::new("Rogue CA");
@@ -547,64 +618,54 @@ async fn grpc_over_mtls_refuses_a_missing_or_foreign_client_certificate() {
     std::fs::write(federation.root.join("ca.pem"), ca.pem()).unwrap();
     let node = federation.start("oefa").await;
     let port = node.grpc_addr().port();
-
-    let connect = |identity: Option<&pki::Issued>| {
+    let over_tls = |identity: Option<&pki::Issued>| {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca.pem()))
             .domain_name("localhost");
         if let Some(id) = identity {
             tls = tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
         }
-        async move {
-            let channel = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
-                .unwrap()
-                .tls_config(tls)
-                .unwrap()
-                .connect()
-                .await
-                .map_err(|e| format!("connect: {e:?}"))?;
-            let mut client =
-                ecointegra_proto::v1::filing_service_client::FilingServiceClient::new(channel);
-            match client
-                .get_filing(GetFilingRequest {
-                    tracking_code: "OEFA-2026-NOPE".into(),
-                })
-                .await
-            {
-                // Authorized: the filing simply does not exist.
-                Err(status) if status.code() == Code::NotFound => Ok(()),
-                Ok(_) => Ok(()),
-                Err(status) => Err(format!("call: {status:?}")),
-            }
-        }
+        Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
     };
-    connect(Some(&good))
-        .await
-        .expect("a certificate of the sector CA is accepted, with the clerk role");
-    assert!(
-        connect(None).await.is_err(),
-        "no client certificate is refused"
+
+    assert_eq!(
+        get_filing_over(over_tls(Some(&good))).await,
+        Ok(Code::NotFound),
+        "a certificate of the sector CA is accepted, with the clerk role \
+         (which may look the filing up: it does not exist)"
     );
-    assert!(
-        connect(Some(&foreign)).await.is_err(),
-        "a certificate of another CA is refused"
-    );
-    let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .unwrap()
-        .connect()
-        .await;
-    if let Ok(channel) = plain {
-        let mut client =
-            ecointegra_proto::v1::filing_service_client::FilingServiceClient::new(channel);
-        assert!(
-            client
-                .get_filing(GetFilingRequest {
-                    tracking_code: "X".into()
-                })
-                .await
-                .is_err(),
-            "plaintext is refused"
-        );
+    // Refused by TLS, before any gRPC answer (an anonymous caller would be
+    // answered PERMISSION_DENIED, which is not this refusal), and for the
+    // reason a TLS server gives.
+    for (case, identity, alert) in [
+        (
+            "no client certificate",
+            None,
+            AlertDescription::CertificateRequired,
+        ),
+        (
+            "a certificate of another CA",
+            Some(&foreign),
+            AlertDescription::UnknownCA,
+        ),
+    ] {
+        let answer = get_filing_over(over_tls(identity)).await;
+        assert!(answer.is_err(), "{case}: answered {answer:?}");
+        let verdict = tls_verdict(port, &ca, identity).await;
+        assert_eq!(alert_of(&verdict), Some(alert), "{case}: {verdict:?}");
     }
+    // Plaintext is refused too: the node answers the HTTP/2 preface with one
+    // fatal TLS alert record (content type 21, level 2) and closes.
+    let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+    let answer = get_filing_over(plain).await;
+    assert!(answer.is_err(), "plaintext: answered {answer:?}");
+    let answer = plaintext_answer(port).await.unwrap();
+    assert!(
+        answer.len() == 7 && answer[0] == 21 && answer[5] == 2,
+        "plaintext: the node answered {answer:?}, not a fatal TLS alert"
+    );
     node.shutdown().await;
 }

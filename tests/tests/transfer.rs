@@ -18,12 +18,10 @@ use tonic::Code;
 /// A well-formed transfer id for a chunk whose data does not match its hash.
 const WRONG_HASH: &str = "0000000000000000000000000000dead";
 
-const DELIVERY: Duration = Duration::from_secs(60);
-
 /// Checks what the sender and the destination would: same bytes, a receipt
 /// that verifies and names every digest, exactly one filing at the destination.
 async fn assert_delivered(origin: &mut Client, destination: &mut Client, code: &str, docs: &[Doc]) {
-    let sent = wait_for_status(origin, code, FilingStatus::Delivered, DELIVERY).await;
+    let sent = wait_for_status(origin, code, FilingStatus::Delivered, PATIENCE).await;
     let received = get(destination, code).await.unwrap();
     assert_eq!(received.status, FilingStatus::Delivered as i32);
     assert_eq!(received.direction, Direction::Inbound as i32);
@@ -77,19 +75,20 @@ fn receipt_count(federation: &Federation, id: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_of_0_b_1_kib_and_5_mib_arrive_intact() {
     let federation = Federation::new("sizes", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
-    let mut destination = client(oefa.grpc_addr()).await;
+    let [mut senamhi, mut oefa] = federation.start_all().await;
 
     let docs = [
         Doc::new("vacio.pdf", 0, 1),
         Doc::new("carta.pdf", 1024, 2),
         Doc::new("expediente.pdf", 5 << 20, 3),
     ];
-    let answer = submit(&mut origin, header("oefa", "Informe de monitoreo"), &docs)
-        .await
-        .unwrap();
+    let answer = submit(
+        &mut senamhi.client,
+        header("oefa", "Informe de monitoreo"),
+        &docs,
+    )
+    .await
+    .unwrap();
     assert_eq!(answer.tracking_code.len(), "SENAMHI-2026-".len() + 8);
     assert!(answer.tracking_code.starts_with("SENAMHI-"));
     assert_eq!(answer.verification_code.len(), 8);
@@ -100,9 +99,16 @@ async fn documents_of_0_b_1_kib_and_5_mib_arrive_intact() {
         "the answer names each stored document's SHA-256"
     );
 
-    assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
+    assert_delivered(
+        &mut senamhi.client,
+        &mut oefa.client,
+        &answer.tracking_code,
+        &docs,
+    )
+    .await;
     assert_eq!(inbound_count(&federation, "oefa"), 1);
-    let inbox = destination
+    let inbox = oefa
+        .client
         .list_inbox(ListInboxRequest {
             page_size: 10,
             page_token: String::new(),
@@ -119,13 +125,12 @@ async fn documents_of_0_b_1_kib_and_5_mib_arrive_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_with_the_same_idempotency_key_creates_nothing_new() {
     let federation = Federation::new("idempotency", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut senamhi = federation.start("senamhi").await;
     let docs = [Doc::new("a.pdf", 10_000, 7)];
     let mut h = header("oefa", "Solicitud");
     h.idempotency_key = "dms-4711".into();
-    let first = submit(&mut origin, h.clone(), &docs).await.unwrap();
-    let second = submit(&mut origin, h, &docs).await.unwrap();
+    let first = submit(&mut senamhi.client, h.clone(), &docs).await.unwrap();
+    let second = submit(&mut senamhi.client, h, &docs).await.unwrap();
     assert_eq!(first, second);
     assert_eq!(
         count_rows(
@@ -148,7 +153,7 @@ async fn bad_input_is_refused_naming_the_field() {
         "\n[transfer]\nmax_document_size = 100000\nmax_filing_size = 150000\n",
     );
     let senamhi = federation.start("senamhi").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut origin = senamhi.client.clone();
     let doc = [Doc::new("ok.pdf", 100, 1)];
     let many: Vec<Doc> = (0..101)
         .map(|i| Doc::new(&format!("anexo-{i}.pdf"), 10, i))
@@ -248,19 +253,15 @@ async fn bad_input_is_refused_naming_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_and_a_consumer_reset_to_offset_zero_change_nothing() {
     let federation = Federation::new("duplicates", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
+    let [senamhi, mut oefa] = federation.start_all().await;
+    let mut origin = senamhi.client.clone();
     let docs = [Doc::new("informe.pdf", 1_300_000, 11)];
-    let code = {
-        let oefa = federation.start("oefa").await;
-        let mut destination = client(oefa.grpc_addr()).await;
-        let answer = submit(&mut origin, header("oefa", "Duplicados"), &docs)
-            .await
-            .unwrap();
-        assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
-        oefa.shutdown().await;
-        answer.tracking_code
-    };
+    let code = submit(&mut origin, header("oefa", "Duplicados"), &docs)
+        .await
+        .unwrap()
+        .tracking_code;
+    assert_delivered(&mut origin, &mut oefa.client, &code, &docs).await;
+    oefa.shutdown().await;
 
     // Publish every record of the transfer a second time.
     let inbox = federation.topic_inbox("oefa");
@@ -294,23 +295,9 @@ async fn duplicates_and_a_consumer_reset_to_offset_zero_change_nothing() {
     reset_group(&group, &inbox);
 
     let oefa = federation.start("oefa").await;
-    // Wait until the node has re-read all 8 records.
-    let deadline = std::time::Instant::now() + DELIVERY;
-    loop {
-        let next: i64 = count_rows(
-            &federation.store_path("oefa"),
-            "SELECT COALESCE(SUM(next_offset), 0) FROM inbox_offsets",
-        );
-        if next >= 8 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replay did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // oefa has re-read all 8 records of its inbox, and any receipt it sent
+    // again has reached senamhi and been applied there.
+    settled(&federation, &["senamhi", "oefa"]).await;
     assert_eq!(
         inbound_count(&federation, "oefa"),
         1,
@@ -347,23 +334,10 @@ fn reset_group(group: &str, topic: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
     let federation = Federation::new("dlq", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
-    let mut destination = client(oefa.grpc_addr()).await;
+    let [mut senamhi, mut oefa] = federation.start_all().await;
     let inbox = federation.topic_inbox("oefa");
     // Make sure the inbox exists before writing to it directly.
-    let warmup = [Doc::new("w.pdf", 10, 1)];
-    let first = submit(&mut origin, header("oefa", "Primero"), &warmup)
-        .await
-        .unwrap();
-    wait_for_status(
-        &mut origin,
-        &first.tracking_code,
-        FilingStatus::Delivered,
-        DELIVERY,
-    )
-    .await;
+    deliver_sample(&mut senamhi.client, "oefa").await;
 
     let sealer = Sealer::new(
         "senamhi",
@@ -409,10 +383,20 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
 
     // A valid filing right after them is delivered.
     let docs = [Doc::new("despues.pdf", 700_000, 5)];
-    let answer = submit(&mut origin, header("oefa", "Después de la basura"), &docs)
-        .await
-        .unwrap();
-    assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
+    let answer = submit(
+        &mut senamhi.client,
+        header("oefa", "Después de la basura"),
+        &docs,
+    )
+    .await
+    .unwrap();
+    assert_delivered(
+        &mut senamhi.client,
+        &mut oefa.client,
+        &answer.tracking_code,
+        &docs,
+    )
+    .await;
 
     let letters = read_dead_letters(&federation.topic_dlq("oefa"), 3);
     let codes: BTreeSet<&str> = letters.iter().map(|l| l.reason_code.as_str()).collect();
@@ -444,10 +428,8 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_inbox_resumes_from_its_cursor_missing_nothing() {
     let federation = Federation::new("stream", &["senamhi", "oefa"]);
-    let senamhi = federation.start("senamhi").await;
-    let oefa = federation.start("oefa").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
-    let mut destination = client(oefa.grpc_addr()).await;
+    let [senamhi, oefa] = federation.start_all().await;
+    let (mut origin, mut destination) = (senamhi.client.clone(), oefa.client.clone());
     let docs = [Doc::new("a.pdf", 2_000, 3)];
 
     let mut submitted = Vec::new();
@@ -468,7 +450,7 @@ async fn stream_inbox_resumes_from_its_cursor_missing_nothing() {
     // Take two events, then disconnect.
     let mut cursor = String::new();
     for _ in 0..2 {
-        let event = tokio::time::timeout(DELIVERY, stream.message())
+        let event = tokio::time::timeout(PATIENCE, stream.message())
             .await
             .unwrap()
             .unwrap()
@@ -489,19 +471,31 @@ async fn stream_inbox_resumes_from_its_cursor_missing_nothing() {
         .unwrap()
         .into_inner();
     while seen.len() < 5 {
-        let event = tokio::time::timeout(DELIVERY, stream.message())
+        let event = tokio::time::timeout(PATIENCE, stream.message())
             .await
             .unwrap()
             .unwrap()
             .unwrap();
         seen.push(event.filing.unwrap().tracking_code);
     }
-    // Nothing more arrives: no duplicates.
-    let extra = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
-    assert!(extra.is_err(), "an extra event arrived: {extra:?}");
     let unique: BTreeSet<_> = seen.iter().collect();
     assert_eq!(unique.len(), 5, "{seen:?}");
     assert_eq!(unique, submitted.iter().collect::<BTreeSet<_>>());
+    // No duplicates: a sixth filing, delivered after the five, is the next
+    // event; a repeat of any of the five would have come before it.
+    let sixth = submit(&mut origin, header("oefa", "Lote 5"), &docs)
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.filing.unwrap().tracking_code,
+        sixth.tracking_code,
+        "an extra event arrived before the sixth filing's"
+    );
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }
@@ -515,20 +509,20 @@ async fn without_a_receipt_in_time_the_transfer_is_sent_again_and_stored_once() 
     );
     // oefa's node is not running: nobody answers, so senamhi keeps re-sending.
     let senamhi = federation.start("senamhi").await;
-    let mut origin = client(senamhi.grpc_addr()).await;
+    let mut origin = senamhi.client.clone();
     let docs = [Doc::new("reenvio.pdf", 600_000, 31)];
     let answer = submit(&mut origin, header("oefa", "Sin acuse"), &docs)
         .await
         .unwrap();
     let store = federation.store_path("senamhi");
-    let deadline = std::time::Instant::now() + DELIVERY;
-    while count_rows(&store, "SELECT COALESCE(MAX(attempts), 0) FROM outbox") < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the transfer was not re-sent"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the transfer to be sent three times (attempts)",
+        async || {
+            let attempts = count_rows(&store, "SELECT COALESCE(MAX(attempts), 0) FROM outbox");
+            if attempts >= 3 { Ok(()) } else { Err(attempts) }
+        },
+    )
+    .await;
     let filing = get(&mut origin, &answer.tracking_code).await.unwrap();
     assert_eq!(
         filing.status,
@@ -537,10 +531,11 @@ async fn without_a_receipt_in_time_the_transfer_is_sent_again_and_stored_once() 
     );
 
     // oefa comes up and finds three copies of the transfer in its inbox.
-    let oefa = federation.start("oefa").await;
-    let mut destination = client(oefa.grpc_addr()).await;
-    assert_delivered(&mut origin, &mut destination, &answer.tracking_code, &docs).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut oefa = federation.start("oefa").await;
+    assert_delivered(&mut origin, &mut oefa.client, &answer.tracking_code, &docs).await;
+    // oefa has applied every copy in its inbox, and senamhi every receipt
+    // oefa sent again for them.
+    settled(&federation, &["senamhi", "oefa"]).await;
     assert_eq!(
         inbound_count(&federation, "oefa"),
         1,

@@ -10,7 +10,6 @@ use ecointegra_tests::*;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 const CLERK: &str = "tok-web-clerk";
 const OPERATOR: &str = "tok-web-operator";
@@ -109,9 +108,7 @@ fn files_in(dir: &Path) -> usize {
 async fn clerks_forward_a_filing_citizen_tracks_it_and_operator_replays_a_dead_letter_in_a_browser()
 {
     let federation = Federation::with_settings("web", &["senamhi", "oefa", "minam"], &settings());
-    let _senamhi = federation.start("senamhi").await;
-    let _oefa = federation.start("oefa").await;
-    let _minam = federation.start("minam").await;
+    let _nodes: [Running; 3] = federation.start_all().await;
 
     let pdfs = [
         (
@@ -233,14 +230,10 @@ async fn clerks_forward_a_filing_citizen_tracks_it_and_operator_replays_a_dead_l
         TransferKind::Answer as i32,
         hex::encode_upper(Sha256::digest(&answer))
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count_rows(&senamhi_store, &answered) < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the answer did not reach senamhi"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the answer to reach senamhi", async || {
+        (count_rows(&senamhi_store, &answered) >= 1).then_some(())
+    })
+    .await;
     assert_eq!(count_rows(&senamhi_store, &answered), 1, "exactly one copy");
 
     // An operator at oefa replays the dead letter of a bad record.
@@ -253,14 +246,10 @@ async fn clerks_forward_a_filing_citizen_tracks_it_and_operator_replays_a_dead_l
             &format!("SELECT COUNT(*) FROM dead_letters WHERE record_key = '{key}'"),
         )
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while letters(&oefa_store) < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the bad record was not dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the bad record to be dead-lettered", async || {
+        (letters(&oefa_store) >= 1).then_some(())
+    })
+    .await;
     let operator = run_browser(
         "operator",
         &[
@@ -348,8 +337,7 @@ async fn the_console_checks_roles_and_csrf_and_an_aborted_upload_leaves_nothing(
         &["senamhi", "oefa"],
         &format!("{}{}", settings(), token_entry("sgd", "system", system)),
     );
-    let _senamhi = federation.start("senamhi").await;
-    let _oefa = federation.start("oefa").await;
+    let _nodes: [Running; 2] = federation.start_all().await;
     let addr = web_addr(&federation, "senamhi");
     let get = |path: &str, cookie: &str| {
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n")
@@ -439,19 +427,18 @@ async fn the_console_checks_roles_and_csrf_and_an_aborted_upload_leaves_nothing(
         stream.write_all(&request).await.unwrap();
         // The upload is under way: its temporary file exists.
         let tmp = federation.data_dir("senamhi").join("tmp");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while files_in(&tmp) == 0 {
-            assert!(Instant::now() < deadline, "the upload never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the upload to start (its temporary file)", async || {
+            (files_in(&tmp) > 0).then_some(())
+        })
+        .await;
         // The browser goes away mid-document.
     }
     let tmp = federation.data_dir("senamhi").join("tmp");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while files_in(&tmp) > 0 {
-        assert!(Instant::now() < deadline, "the cut-off upload left a file");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the cut-off upload's file to go (files left)", async || {
+        let left = files_in(&tmp);
+        if left == 0 { Ok(()) } else { Err(left) }
+    })
+    .await;
     assert_eq!(
         count_rows(
             &federation.store_path("senamhi"),
