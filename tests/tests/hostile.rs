@@ -345,3 +345,122 @@ fn rand_bytes<const N: usize>() -> [u8; N] {
     getrandom::fill(&mut bytes).unwrap();
     bytes
 }
+
+/// A listed institution with no part in senamhi's filing publishes signed
+/// tracking events for it: a registration with its own verifier and a lower
+/// step number (to take over the citizen's code), and an ARCHIVED step. Each
+/// is dead-lettered; the citizen's code still works, the other code does not,
+/// and the timeline shows only senamhi's and oefa's steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_custody_chain_changes_what_a_citizen_sees() {
+    use ecointegra_broker::envelope::Sealer;
+    use ecointegra_broker::keys::SigningIdentity;
+    use ecointegra_proto::v1::{MessageType, TrackingEvent};
+
+    let federation = Federation::new("hostile-tracking", &["senamhi", "oefa", "minam"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = senamhi.client.clone();
+    let filed = submit(
+        &mut origin,
+        header("oefa", "Mía"),
+        &[Doc::new("a.pdf", 1_000, 2)],
+    )
+    .await
+    .unwrap();
+    wait_for_status(
+        &mut origin,
+        &filed.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+    let mut citizen = TrackingServiceClient::connect(format!("http://{}", senamhi.grpc_addr()))
+        .await
+        .unwrap();
+    let mut track = async |verification: &str| {
+        citizen
+            .track(TrackRequest {
+                tracking_code: filed.tracking_code.clone(),
+                verification_code: verification.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    };
+    let before = eventually("senamhi's portal to show 3 steps", async || {
+        match track(&filed.verification_code).await {
+            Ok(t) if t.timeline.len() >= 3 => Ok(t),
+            other => Err(other.map(|t| t.timeline.len()).map_err(|e| e.code())),
+        }
+    })
+    .await;
+
+    let minam = Sealer::new(
+        "minam",
+        SigningIdentity::load(&federation.key_path("minam")).unwrap(),
+    );
+    let stolen = "ZZZZZZZZ";
+    let forged = [
+        TrackingEvent {
+            event_id: "minam/forged-registration".into(),
+            tracking_code: filed.tracking_code.clone(),
+            institution: "minam".into(),
+            status: FilingStatus::Registered as i32,
+            seq: 0,
+            verifier: ecointegra_node::ids::verifier(&filed.tracking_code, stolen),
+            holder: "minam".into(),
+            ..Default::default()
+        },
+        TrackingEvent {
+            event_id: "minam/forged-archive".into(),
+            tracking_code: filed.tracking_code.clone(),
+            institution: "minam".into(),
+            status: FilingStatus::Archived as i32,
+            seq: 1 << 39,
+            holder: "minam".into(),
+            ..Default::default()
+        },
+    ];
+    let tracking = format!("{}.tracking", federation.prefix);
+    for event in &forged {
+        let sealed = minam.seal(
+            event.event_id.clone(),
+            MessageType::TrackingEvent,
+            ecointegra_node::ids::BROADCAST,
+            event.encode_to_vec(),
+        );
+        produce_raw(&tracking, &filed.tracking_code, &sealed.encode_to_vec()).await;
+    }
+    // The registration is refused outright; the archive, a well-formed step
+    // of someone with no part in the filing, is kept but never shown.
+    let letters = read_dead_letters(&federation.topic_dlq("senamhi"), 1);
+    assert_eq!(letters[0].reason_code, "identifier", "{letters:#?}");
+    assert_eq!(letters[0].claimed_sender, "minam");
+    // A valid filing after the forgeries shows senamhi consumed past them.
+    let next = submit(
+        &mut origin,
+        header("oefa", "Otra"),
+        &[Doc::new("b.pdf", 10, 3)],
+    )
+    .await
+    .unwrap();
+    wait_for_status(
+        &mut origin,
+        &next.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+
+    let after = track(&filed.verification_code).await.unwrap();
+    assert_eq!(after.timeline, before.timeline);
+    assert_eq!(after.status, before.status);
+    assert!(after.timeline.iter().all(|e| e.institution != "minam"));
+    assert_eq!(
+        track(stolen).await.unwrap_err().code(),
+        tonic::Code::NotFound,
+        "the forged verification code opens nothing"
+    );
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}

@@ -12,8 +12,8 @@ use crate::trust::Trust;
 use ecointegra_broker::directory::is_institution_id;
 use ecointegra_broker::envelope::{self, Rejection};
 use ecointegra_proto::v1::{
-    Chunk, DirectoryEntry, Envelope, Manifest, MessageType, Notice, Receipt, SignedDirectoryEntry,
-    TrackingEvent,
+    Chunk, DirectoryEntry, Envelope, FilingStatus, Manifest, MessageType, Notice, Receipt,
+    SignedDirectoryEntry, TrackingEvent,
 };
 use prost::Message as _;
 use sha2::{Digest, Sha256};
@@ -68,9 +68,9 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
         Feed::Tracking => {
             let envelope =
                 envelope::open(value, &directory, crate::lifecycle::tracking::BROADCAST)?;
-            return Ok(Opened::Tracking(crate::lifecycle::tracking::event_of(
-                &envelope,
-            )?));
+            let event = crate::lifecycle::tracking::event_of(&envelope)?;
+            check_event(&event).map_err(|p| Rejection::new("identifier", p).about(&envelope))?;
+            return Ok(Opened::Tracking(event));
         }
         Feed::Directory => {
             let signed = SignedDirectoryEntry::decode(value).map_err(|e| {
@@ -142,10 +142,8 @@ fn check(opened: &Opened) -> Result<(), Rejection> {
         Opened::Notice { envelope, notice } => {
             (envelope, check_notice(&envelope.message_id, notice))
         }
-        Opened::Tracking(event) => {
-            return check_event(event).map_err(|p| Rejection::new("identifier", p));
-        }
-        Opened::Directory { .. } => return Ok(()),
+        // Checked as it is opened, where its envelope names the sender.
+        Opened::Tracking(_) | Opened::Directory { .. } => return Ok(()),
     };
     problem.map_err(|p| Rejection::new("identifier", p).about(envelope))
 }
@@ -304,6 +302,18 @@ fn check_notice(id: &str, notice: &Notice) -> Result<(), String> {
 
 fn check_event(event: &TrackingEvent) -> Result<(), String> {
     tracking_code(&event.tracking_code)?;
+    let registration = crate::lifecycle::tracking::is_registration(&event.tracking_code, event);
+    if event.status == FilingStatus::Registered as i32 && !registration {
+        return Err(format!(
+            "only the institution {} belongs to registers it",
+            event.tracking_code
+        ));
+    }
+    if !event.verifier.is_empty() && !registration {
+        return Err(
+            "only the registration by the filing's own institution carries a verifier".into(),
+        );
+    }
     at_most(event.seq, MAX_TRACKING_SEQ, "tracking clock")?;
     at_most(event.hop.into(), MAX_HOPS.into(), "hop")?;
     at_most(event.event_id.len() as u64, 256, "event id bytes")?;

@@ -98,9 +98,10 @@ pub async fn track(
         .store
         .run(move |s| Ok((s.timeline(&lookup)?, s.answer_for(&lookup)?)))
         .await?;
+    let timeline = on_chain(&code, timeline);
     let expected = timeline
         .iter()
-        .find(|e| !e.verifier.is_empty())
+        .find(|e| is_registration(&code, e) && !e.verifier.is_empty())
         .map(|e| e.verifier.clone());
     let matches = expected.is_some_and(|v| constant_time_eq(&v, &presented));
     if !matches {
@@ -131,6 +132,45 @@ pub async fn track(
             })
             .unwrap_or_default(),
     })
+}
+
+/// Is `event` the registration of `tracking_code` by the institution the
+/// code belongs to: the one event whose verifier counts?
+pub fn is_registration(tracking_code: &str, event: &TrackingEvent) -> bool {
+    event.status == FilingStatus::Registered as i32
+        && crate::lifecycle::custody::owner_of(tracking_code).as_deref()
+            == Some(event.institution.as_str())
+}
+
+/// The events of a filing's timeline that come from its custody chain: the
+/// institution its code belongs to, and every institution an event of the
+/// chain named as holder or counterpart (the filing was sent to it). Events
+/// of anyone else, whatever they claim, are kept but not shown: an
+/// institution with no part in a filing cannot change what a citizen sees of
+/// it. Computed on reading, so the order in which the events arrived does
+/// not matter.
+pub fn on_chain(tracking_code: &str, events: Vec<TrackingEvent>) -> Vec<TrackingEvent> {
+    let Some(owner) = crate::lifecycle::custody::owner_of(tracking_code) else {
+        return Vec::new();
+    };
+    let mut chain = std::collections::BTreeSet::from([owner]);
+    loop {
+        let before = chain.len();
+        let named: Vec<String> = events
+            .iter()
+            .filter(|e| chain.contains(&e.institution))
+            .flat_map(|e| [e.holder.clone(), e.counterpart.clone()])
+            .filter(|n| !n.is_empty())
+            .collect();
+        chain.extend(named);
+        if chain.len() == before {
+            break;
+        }
+    }
+    events
+        .into_iter()
+        .filter(|e| chain.contains(&e.institution))
+        .collect()
 }
 
 pub(crate) fn entry(event: &TrackingEvent) -> TimelineEntry {
@@ -164,5 +204,60 @@ pub fn status_label(status: i32) -> &'static str {
         Ok(FilingStatus::Answered) => "atendido",
         Ok(FilingStatus::Archived) => "archivado",
         _ => "desconocido",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CODE: &str = "SENAMHI-2026-0123ABCD";
+
+    fn event(institution: &str, status: FilingStatus, counterpart: &str) -> TrackingEvent {
+        TrackingEvent {
+            tracking_code: CODE.into(),
+            institution: institution.into(),
+            status: status as i32,
+            holder: institution.into(),
+            counterpart: counterpart.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_custody_chain_shapes_the_timeline_whatever_the_order() {
+        let hostile = event("iiap", FilingStatus::Archived, "");
+        let delivered = event("oefa", FilingStatus::Delivered, "senamhi");
+        let forwarded = event("oefa", FilingStatus::Forwarded, "minam");
+        let at_minam = event("minam", FilingStatus::Delivered, "oefa");
+        let registered = event("senamhi", FilingStatus::Registered, "oefa");
+        // Arrived out of order: minam's and oefa's steps before senamhi's.
+        let shown = on_chain(
+            CODE,
+            vec![
+                at_minam.clone(),
+                hostile,
+                delivered.clone(),
+                registered.clone(),
+                forwarded.clone(),
+            ],
+        );
+        assert_eq!(shown, vec![at_minam, delivered, registered, forwarded]);
+    }
+
+    #[test]
+    fn only_the_owners_registration_carries_the_verifier() {
+        assert!(is_registration(
+            CODE,
+            &event("senamhi", FilingStatus::Registered, "")
+        ));
+        assert!(!is_registration(
+            CODE,
+            &event("oefa", FilingStatus::Registered, "")
+        ));
+        assert!(!is_registration(
+            CODE,
+            &event("senamhi", FilingStatus::Sent, "")
+        ));
     }
 }

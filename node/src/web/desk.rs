@@ -573,7 +573,7 @@ async fn filing_page(
     };
     let lookup = filing.tracking_code.clone();
     let timeline = match web.desk.store.run(move |s| s.timeline(&lookup)).await {
-        Ok(events) => events,
+        Ok(events) => crate::lifecycle::tracking::on_chain(&filing.tracking_code, events),
         Err(e) => return failure(ctx, e),
     };
     let directory = web.desk.trust.directory();
