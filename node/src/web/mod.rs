@@ -1,6 +1,8 @@
 //! The web console, served by the node itself on its own port: server-rendered
 //! HTML in Spanish (English available), a little JavaScript for upload progress
-//! and live refresh, and nothing to build.
+//! and live refresh, and nothing to build. Pages are maud templates compiled
+//! into the binary; maud escapes every value spliced into a page, so no call
+//! site has to remember to.
 //!
 //! - [`citizen`]: tracking and the printable cargo, for anyone (public);
 //! - [`desk`]: the clerk's desk: new filings, the inbox, a filing and its
