@@ -453,3 +453,371 @@ async fn the_console_checks_roles_and_csrf_and_an_aborted_upload_leaves_nothing(
     let (status, _, _) = http(&addr, &get("/mesa", &clerk)).await;
     assert_eq!(status, 303, "the old cookie no longer opens the desk");
 }
+
+fn get_request(path: &str, cookie: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A multipart form as a browser sends it: text fields, then files.
+fn multipart_post(
+    path: &str,
+    cookie: &str,
+    fields: &[(&str, &str)],
+    files: &[(&str, &str, &[u8])],
+) -> Vec<u8> {
+    let boundary = "ecointegra-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .into_bytes(),
+        );
+    }
+    for (name, file, bytes) in files {
+        body.extend(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\n\
+                 Content-Type: application/pdf\r\n\r\n"
+            )
+            .into_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend(format!("--{boundary}--\r\n").into_bytes());
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nCookie: {cookie}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend(body);
+    request
+}
+
+/// The text of a page after the `n`th `marker`, up to the next tag or quote.
+fn text_after(page: &str, marker: &str, n: usize) -> String {
+    let (at, _) = page
+        .match_indices(marker)
+        .nth(n)
+        .unwrap_or_else(|| panic!("no {marker:?} #{n} in {page}"));
+    let rest = &page[at + marker.len()..];
+    rest[..rest.find(['<', '"']).unwrap_or(rest.len())].to_owned()
+}
+
+/// The CSRF token of the first form of a page.
+fn csrf_of(page: &str) -> String {
+    text_after(page, "name=\"csrf\" value=\"", 0)
+}
+
+/// Markup a citizen or another institution typed: `<`, `>`, `"`, `&` and `'`.
+const SUBJECT: &str = r#"Asunto <script>alert("asunto&1")</script> 'de' prueba"#;
+const SENDER: &str = r#"María <script>alert("remitente&2")</script> O'Brien"#;
+/// A file name cannot hold `/` (nor, from a browser, `"`).
+const DOCUMENT: &str = "<script>alert('documento&3')<.pdf";
+const ANSWER: &str = "<script>alert('respuesta&4')<.pdf";
+
+/// `page` shows `raw` as text: escaped, never as markup.
+fn assert_escaped(what: &str, page: &str, raw: &str) {
+    let escaped = raw
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    assert!(
+        !page.contains(raw),
+        "{what}: the raw markup {raw:?} is in the page:\n{page}"
+    );
+    assert!(
+        !page.contains("<script>alert"),
+        "{what}: a script from the input is in the page:\n{page}"
+    );
+    assert!(
+        page.contains(&escaped),
+        "{what}: {escaped:?} is not in the page:\n{page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markup_in_a_filing_is_shown_escaped_to_clerks_and_citizens() {
+    let federation = Federation::with_settings("web-escape", &["senamhi", "oefa"], &settings());
+    let _senamhi = federation.start("senamhi").await;
+    let _oefa = federation.start("oefa").await;
+    let senamhi = web_addr(&federation, "senamhi");
+    let oefa = web_addr(&federation, "oefa");
+
+    let clerk = sign_in(&senamhi, CLERK).await;
+    let (_, _, page) = http(&senamhi, &get_request("/mesa/nuevo", &clerk)).await;
+    let csrf = csrf_of(&page);
+    let fields = |folios: &'static str| {
+        vec![
+            ("csrf", csrf.as_str()),
+            ("header.sender_party.document_type", "DNI"),
+            ("header.sender_party.document_number", "45781236"),
+            ("header.sender_party.name", SENDER),
+            ("header.destination", "oefa"),
+            ("header.subject", SUBJECT),
+            ("header.folio_count", folios),
+        ]
+    };
+    let document = pdf("Solicitud", 2_000, 5);
+
+    // A refused form comes back with what was typed, in field values.
+    let (status, _, page) = http(
+        &senamhi,
+        &multipart_post(
+            "/mesa/nuevo",
+            &clerk,
+            &fields(r#""><script>alert("folios&0")</script>"#),
+            &[("documents", DOCUMENT, &document)],
+        ),
+    )
+    .await;
+    assert_eq!(status, 422, "{page}");
+    assert_escaped("the refused form's subject", &page, SUBJECT);
+    assert_escaped("the refused form's sender", &page, SENDER);
+    assert_escaped(
+        "the refused form's folios",
+        &page,
+        r#""><script>alert("folios&0")</script>"#,
+    );
+
+    let (status, head, _) = http(
+        &senamhi,
+        &multipart_post(
+            "/mesa/nuevo",
+            &clerk,
+            &fields("2"),
+            &[("documents", DOCUMENT, &document)],
+        ),
+    )
+    .await;
+    assert_eq!(status, 303, "{head}");
+    let cargo = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .expect("a redirect to the cargo")
+        .to_owned();
+    let (status, _, page) = http(&senamhi, &get_request(&cargo, &clerk)).await;
+    assert_eq!(status, 200);
+    for (what, raw) in [
+        ("subject", SUBJECT),
+        ("sender", SENDER),
+        ("document", DOCUMENT),
+    ] {
+        assert_escaped(&format!("the desk's cargo: {what}"), &page, raw);
+    }
+    let code = text_after(&page, "class=\"code big\">", 0);
+    let verification = text_after(&page, "class=\"code big\">", 1);
+
+    // The clerk at the destination sees the filing as it was typed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while inbound_count(&federation, "oefa") < 1 {
+        assert!(Instant::now() < deadline, "the filing did not reach oefa");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let oefa_clerk = sign_in(&oefa, CLERK).await;
+    let (status, _, page) = http(&oefa, &get_request("/mesa", &oefa_clerk)).await;
+    assert_eq!(status, 200);
+    assert_escaped("oefa's inbox: subject", &page, SUBJECT);
+    assert_escaped("oefa's inbox: sender", &page, SENDER);
+    let oefa_csrf = csrf_of(&page);
+    let filing = format!("/mesa/tramite/{code}");
+    let (status, _, page) = http(&oefa, &get_request(&filing, &oefa_clerk)).await;
+    assert_eq!(status, 200);
+    for (what, raw) in [
+        ("subject", SUBJECT),
+        ("sender", SENDER),
+        ("document", DOCUMENT),
+    ] {
+        assert_escaped(&format!("oefa's filing page: {what}"), &page, raw);
+    }
+
+    // oefa receives it and answers with a document; the answer goes back.
+    let (status, head, _) = http(
+        &oefa,
+        &form_post(
+            &format!("{filing}/recibir"),
+            &oefa_clerk,
+            &format!("csrf={oefa_csrf}&action_id=r1&registry_number=OEFA-1&office=Mesa"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 303, "{head}");
+    let answer = pdf("Respuesta", 2_000, 9);
+    let (status, head, _) = http(
+        &oefa,
+        &multipart_post(
+            &format!("{filing}/atender"),
+            &oefa_clerk,
+            &[
+                ("csrf", &oefa_csrf),
+                ("action_id", "a1"),
+                ("note", "Atendido"),
+            ],
+            &[("documents", ANSWER, &answer)],
+        ),
+    )
+    .await;
+    assert_eq!(status, 303, "{head}");
+    let answered = format!(
+        "SELECT COUNT(*) FROM filings WHERE direction = {} AND kind = {} AND tracking_code = '{code}'",
+        Direction::Inbound as i32,
+        TransferKind::Answer as i32
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count_rows(&federation.store_path("senamhi"), &answered) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the answer did not reach senamhi"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The citizen's timeline lists the answer's documents; the cargo, the
+    // documents of every signed receipt.
+    let codes = format!("codigo={code}&verificacion={verification}");
+    let (status, _, page) =
+        http(&senamhi, &get_request(&format!("/seguimiento?{codes}"), "")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("class=\"timeline\""), "{page}");
+    assert_escaped("the citizen's timeline: answer", &page, ANSWER);
+    let (status, _, page) = http(&senamhi, &get_request(&format!("/cargo?{codes}"), "")).await;
+    assert_eq!(status, 200, "{page}");
+    assert_escaped("the citizen's cargo: document", &page, DOCUMENT);
+    assert_escaped("the citizen's cargo: answer", &page, ANSWER);
+
+    // What a citizen types into the tracking form comes back escaped too.
+    let (status, _, page) = http(
+        &senamhi,
+        &get_request(
+            "/seguimiento?codigo=%22%3E%3Cscript%3Ealert(%22codigo%261%22)%3C%2Fscript%3E&verificacion=x",
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(status, 404, "{page}");
+    assert_escaped(
+        "the tracking form",
+        &page,
+        r#""><script>alert("codigo&1")</script>"#,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_short_session_cookie_or_csrf_token_is_refused() {
+    let federation = Federation::with_settings("web-tamper", &["senamhi"], &settings());
+    let _senamhi = federation.start("senamhi").await;
+    let addr = web_addr(&federation, "senamhi");
+
+    // The session cookie keeps its attributes (no Secure over plain HTTP).
+    let (status, head, _) = http(&addr, &form_post("/entrar", "", &format!("token={CLERK}"))).await;
+    assert_eq!(status, 303, "{head}");
+    let set_cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("no session cookie: {head}"));
+    let mut attributes: Vec<&str> = set_cookie.split("; ").skip(1).collect();
+    attributes.sort_unstable();
+    assert_eq!(
+        attributes,
+        ["HttpOnly", "Path=/", "SameSite=Strict"],
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let id = cookie.strip_prefix("eco_sesion=").unwrap().to_owned();
+    assert_eq!(id.len(), 64, "{cookie}");
+
+    let (status, _, page) = http(&addr, &get_request("/mesa", &cookie)).await;
+    assert_eq!(status, 200);
+    let csrf = csrf_of(&page);
+    assert_eq!(csrf.len(), 64, "{csrf}");
+
+    // One character changed, one missing, one more, half, none: no session.
+    let flip = |s: &str| {
+        let last = if s.ends_with('0') { "1" } else { "0" };
+        format!("{}{last}", &s[..s.len() - 1])
+    };
+    for (what, forged) in [
+        ("tampered", flip(&id)),
+        ("one short", id[..63].to_owned()),
+        ("one long", format!("{id}0")),
+        ("half", id[..32].to_owned()),
+        ("empty", String::new()),
+    ] {
+        let (status, head, _) = http(
+            &addr,
+            &get_request("/mesa", &format!("eco_sesion={forged}")),
+        )
+        .await;
+        assert_eq!(
+            status, 303,
+            "a {what} session cookie opened the desk: {head}"
+        );
+        assert!(head.contains("location: /entrar?volver=%2Fmesa"), "{head}");
+    }
+
+    // With the real session, a form whose CSRF token is not the session's
+    // is refused and changes nothing.
+    let archive = "/mesa/tramite/SENAMHI-2026-AAAAAAAA/archivar";
+    for (what, forged) in [
+        ("tampered", flip(&csrf)),
+        ("one short", csrf[..63].to_owned()),
+        ("one long", format!("{csrf}0")),
+        ("a prefix", csrf[..8].to_owned()),
+        ("empty", String::new()),
+    ] {
+        let (status, _, body) = http(
+            &addr,
+            &form_post(
+                archive,
+                &cookie,
+                &format!("csrf={forged}&action_id=x&note=y"),
+            ),
+        )
+        .await;
+        assert_eq!(status, 403, "a {what} CSRF token was taken: {body}");
+        assert!(body.contains("Formulario vencido"), "{body}");
+        let (status, _, body) = http(
+            &addr,
+            &form_post("/salir", &cookie, &format!("csrf={forged}")),
+        )
+        .await;
+        assert_eq!(status, 403, "a {what} CSRF token signed out: {body}");
+    }
+    let (status, _, _) = http(&addr, &get_request("/mesa", &cookie)).await;
+    assert_eq!(status, 200, "the session is still open");
+
+    // The real token signs out, and the cookie is emptied with the same
+    // attributes and expired.
+    let (status, head, _) = http(
+        &addr,
+        &form_post("/salir", &cookie, &format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(status, 303, "{head}");
+    let cleared = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("the cookie is not cleared: {head}"));
+    let mut attributes: Vec<&str> = cleared.split("; ").collect();
+    attributes.sort_unstable();
+    assert_eq!(
+        attributes,
+        [
+            "HttpOnly",
+            "Max-Age=0",
+            "Path=/",
+            "SameSite=Strict",
+            "eco_sesion="
+        ],
+        "{cleared}"
+    );
+    let (status, _, _) = http(&addr, &get_request("/mesa", &cookie)).await;
+    assert_eq!(status, 303, "the session is closed");
+}

@@ -17,6 +17,7 @@ pub use crate::config::Role;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use subtle::ConstantTimeEq;
 use tonic::Status;
 use tonic::codegen::http;
 
@@ -85,13 +86,16 @@ impl Authenticator {
         })
     }
 
-    /// The caller an API token names, matched by its SHA-256.
+    /// The caller an API token names, matched by its SHA-256 in constant time.
     pub fn by_token(&self, token: &str) -> Option<Caller> {
-        let digest = hex::encode(Sha256::digest(token.trim().as_bytes()));
+        let digest = Sha256::digest(token.trim().as_bytes());
         self.config
             .tokens
             .iter()
-            .find(|t| t.token_sha256.eq_ignore_ascii_case(&digest))
+            .find(|t| {
+                hex::decode(&t.token_sha256)
+                    .is_ok_and(|configured| configured.ct_eq(digest.as_slice()).into())
+            })
             .map(|t| Caller {
                 role: t.role,
                 name: t.name.clone(),

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 
 pub use crate::ids::BROADCAST;
 
@@ -103,7 +104,7 @@ pub async fn track(
         .iter()
         .find(|e| is_registration(&code, e) && !e.verifier.is_empty())
         .map(|e| e.verifier.clone());
-    let matches = expected.is_some_and(|v| constant_time_eq(&v, &presented));
+    let matches = expected.is_some_and(|v| bool::from(v.ct_eq(&presented)));
     if !matches {
         desk.limiter.fail(client);
         return Err(Error::NotFound(
@@ -185,10 +186,6 @@ pub(crate) fn entry(event: &TrackingEvent) -> TimelineEntry {
         transfer_kind: event.transfer_kind,
         counterpart: event.counterpart.clone(),
     }
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Status names for people, in Spanish, as the timeline prints them.

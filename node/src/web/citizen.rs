@@ -3,16 +3,16 @@
 //! An unknown code and a wrong verification code get the same page.
 
 use super::forms::url_encode;
-use super::page::{self, esc, when};
+use super::page::{self, Attrs, when};
 use super::{Ctx, Web, failure};
 use crate::error::Error;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use ecointegra_proto::v1::{FilingStatus, Receipt, TrackRequest, TrackResponse};
+use maud::{Markup, html};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 #[derive(Deserialize, Default)]
@@ -25,12 +25,11 @@ pub struct Codes {
 
 pub async fn home(ctx: Ctx) -> Response {
     let t = ctx.t();
-    let body = format!(
-        "<p>{}</p>{}",
-        t.track_intro,
-        track_form(&ctx, &Codes::default(), None, None)
-    );
-    page::render(&ctx, StatusCode::OK, t.track_title, &body)
+    let body = html! {
+        p { (t.track_intro) }
+        (track_form(&ctx, &Codes::default(), None, None))
+    };
+    page::render(&ctx, StatusCode::OK, t.track_title, body)
 }
 
 fn track_form(
@@ -38,28 +37,30 @@ fn track_form(
     codes: &Codes,
     code_error: Option<&str>,
     verif_error: Option<&str>,
-) -> String {
+) -> Markup {
     let t = ctx.t();
-    format!(
-        r#"<form method="get" action="/seguimiento" class="card narrow">{}{}<button type="submit">{}</button></form>"#,
-        page::input(
-            "codigo",
-            t.tracking_code,
-            &codes.codigo,
-            code_error,
-            r#"required autocomplete="off" autocapitalize="characters" spellcheck="false""#,
-            Some(t.tracking_code_help),
-        ),
-        page::input(
-            "verificacion",
-            t.verification_code,
-            &codes.verificacion,
-            verif_error,
-            r#"required autocomplete="off" autocapitalize="characters" spellcheck="false""#,
-            Some(t.verification_code_help),
-        ),
-        t.track_button
-    )
+    let code = Attrs::new().required().code().no_spellcheck();
+    html! {
+        form.card.narrow method="get" action="/seguimiento" {
+            (page::input(
+                "codigo",
+                t.tracking_code,
+                &codes.codigo,
+                code_error,
+                code,
+                Some(t.tracking_code_help),
+            ))
+            (page::input(
+                "verificacion",
+                t.verification_code,
+                &codes.verificacion,
+                verif_error,
+                code,
+                Some(t.verification_code_help),
+            ))
+            button type="submit" { (t.track_button) }
+        }
+    }
 }
 
 /// Checks the codes the way gRPC `Track` does (same rate limit, same answer
@@ -78,7 +79,7 @@ async fn tracked(web: &Web, ctx: &Ctx, codes: &Codes) -> Result<TrackResponse, R
             ctx,
             StatusCode::UNPROCESSABLE_ENTITY,
             t.track_title,
-            &body,
+            body,
         ));
     }
     let request = TrackRequest {
@@ -88,16 +89,15 @@ async fn tracked(web: &Web, ctx: &Ctx, codes: &Codes) -> Result<TrackResponse, R
     match crate::lifecycle::tracking::track(&web.desk, Some(ctx.client), request).await {
         Ok(found) => Ok(found),
         Err(Error::NotFound(_)) => {
-            let body = format!(
-                r#"<p class="notice" role="alert">{}</p>{}"#,
-                t.track_not_found,
-                track_form(ctx, codes, None, None)
-            );
+            let body = html! {
+                p.notice role="alert" { (t.track_not_found) }
+                (track_form(ctx, codes, None, None))
+            };
             Err(page::render(
                 ctx,
                 StatusCode::NOT_FOUND,
                 t.track_title,
-                &body,
+                body,
             ))
         }
         Err(other) => Err(failure(ctx, other)),
@@ -116,47 +116,35 @@ pub async fn track(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Co
     let directory = web.desk.trust.directory();
     let offset = web.desk.config.deadlines.utc_offset_minutes;
     let status = FilingStatus::try_from(found.status).unwrap_or_default();
-    let mut body = format!(
-        r#"<dl class="summary card">
-<dt>{l_code}</dt><dd class="code">{code}</dd>
-<dt>{l_status}</dt><dd>{status}</dd>
-<dt>{l_holder}</dt><dd>{holder}</dd>
-<dt>{l_due}</dt><dd>{due}</dd>
-</dl>
-<h2>{l_timeline}</h2>
-{timeline}"#,
-        l_code = t.tracking_code,
-        code = esc(&found.tracking_code),
-        l_status = t.status,
-        status = page::status(&ctx, status),
-        l_holder = t.current_holder,
-        holder = esc(&page::institution(&directory, &found.current_holder)),
-        l_due = t.due_date,
-        due = page::or_dash(&found.due_date),
-        l_timeline = t.timeline,
-        timeline = page::timeline(&ctx, &directory, offset, &found.timeline),
+    let cargo = format!(
+        "/cargo?codigo={}&verificacion={}",
+        url_encode(&found.tracking_code),
+        url_encode(codes.verificacion.trim())
     );
-    if !found.answer_documents.is_empty() {
-        let _ = write!(body, "<h2>{}</h2><ul>", t.answer_documents);
-        for d in &found.answer_documents {
-            let _ = write!(
-                body,
-                r#"<li>{} ({}) <code class="digest">{}</code></li>"#,
-                esc(&d.name),
-                page::size(d.size),
-                esc(&d.sha256)
-            );
+    let body = html! {
+        dl.summary.card {
+            dt { (t.tracking_code) } dd.code { (found.tracking_code) }
+            dt { (t.status) } dd { (page::status(&ctx, status)) }
+            dt { (t.current_holder) }
+            dd { (page::institution(&directory, &found.current_holder)) }
+            dt { (t.due_date) } dd { (page::or_dash(&found.due_date)) }
         }
-        body.push_str("</ul>");
-    }
-    let _ = write!(
-        body,
-        r#"<p><a class="button" href="/cargo?codigo={}&amp;verificacion={}">{}</a></p>"#,
-        esc(&url_encode(&found.tracking_code)),
-        esc(&url_encode(codes.verificacion.trim())),
-        t.see_cargo
-    );
-    page::render(&ctx, StatusCode::OK, t.track_result_title, &body)
+        h2 { (t.timeline) }
+        (page::timeline(&ctx, &directory, offset, &found.timeline))
+        @if !found.answer_documents.is_empty() {
+            h2 { (t.answer_documents) }
+            ul {
+                @for d in &found.answer_documents {
+                    li {
+                        (d.name) " (" (page::size(d.size)) ") "
+                        code.digest { (d.sha256) }
+                    }
+                }
+            }
+        }
+        p { a.button href=(cargo) { (t.see_cargo) } }
+    };
+    page::render(&ctx, StatusCode::OK, t.track_result_title, body)
 }
 
 /// The signed receipts this node holds for a filing, in hop order, each with
@@ -196,7 +184,7 @@ async fn receipts(
 }
 
 /// One receipt as the cargo prints it.
-fn receipt_card(ctx: &Ctx, web: &Web, receipt: &Receipt, digest: &str, verified: bool) -> String {
+fn receipt_card(ctx: &Ctx, web: &Web, receipt: &Receipt, digest: &str, verified: bool) -> Markup {
     let t = ctx.t();
     let directory = web.desk.trust.directory();
     let offset = web.desk.config.deadlines.utc_offset_minutes;
@@ -212,47 +200,41 @@ fn receipt_card(ctx: &Ctx, web: &Web, receipt: &Receipt, digest: &str, verified:
             .iter()
             .map(|d| (d.name.as_str(), d.size, d.sha256.as_slice())),
     );
-    format!(
-        r#"<section class="card receipt">
-<h2>{l_receipt} {hop}: {to}</h2>
-<dl class="summary">
-<dt>{l_code}</dt><dd class="code">{code}</dd>
-<dt>{l_from}</dt><dd>{from}</dd>
-<dt>{l_received}</dt><dd>{received}</dd>
-<dt>{l_registry}</dt><dd>{registry}</dd>
-<dt>{l_signature}</dt><dd>{signature}</dd>
-<dt>{l_digest}</dt><dd><code class="digest">{digest}</code></dd>
-</dl>
-<table><caption>{l_documents}</caption><thead><tr><th scope="col">{l_name}</th><th scope="col">{l_size}</th><th scope="col">SHA-256</th></tr></thead><tbody>{docs}</tbody></table>
-<p class="verify">{l_verify} <a href="{link}">{link}</a></p>
-</section>"#,
-        l_receipt = t.receipt,
-        hop = receipt.hop,
-        to = esc(&page::institution(
-            &directory,
-            &receipt.receiving_institution
-        )),
-        l_code = t.tracking_code,
-        code = esc(&receipt.tracking_code),
-        l_from = t.sent_by,
-        from = esc(&page::institution(&directory, &receipt.origin)),
-        l_received = t.received_at,
-        received = when(receipt.received_at_ms, offset),
-        l_registry = t.registry_number,
-        registry = esc(&receipt.registry_number),
-        l_signature = t.signature,
-        signature = if verified {
-            format!(r#"<span class="ok">✓ {}</span>"#, t.signature_valid)
-        } else {
-            format!(r#"<span class="bad">✗ {}</span>"#, t.signature_invalid)
-        },
-        l_digest = t.receipt_digest,
-        l_documents = t.documents,
-        l_name = t.name,
-        l_size = t.size,
-        l_verify = t.verify_at,
-        link = esc(&link),
-    )
+    html! {
+        section.card.receipt {
+            h2 {
+                (t.receipt) " " (receipt.hop) ": "
+                (page::institution(&directory, &receipt.receiving_institution))
+            }
+            dl.summary {
+                dt { (t.tracking_code) } dd.code { (receipt.tracking_code) }
+                dt { (t.sent_by) } dd { (page::institution(&directory, &receipt.origin)) }
+                dt { (t.received_at) } dd { (when(receipt.received_at_ms, offset)) }
+                dt { (t.registry_number) } dd { (receipt.registry_number) }
+                dt { (t.signature) }
+                dd {
+                    @if verified {
+                        span.ok { "✓ " (t.signature_valid) }
+                    } @else {
+                        span.bad { "✗ " (t.signature_invalid) }
+                    }
+                }
+                dt { (t.receipt_digest) } dd { code.digest { (digest) } }
+            }
+            table {
+                caption { (t.documents) }
+                thead {
+                    tr {
+                        th scope="col" { (t.name) }
+                        th scope="col" { (t.size) }
+                        th scope="col" { "SHA-256" }
+                    }
+                }
+                tbody { (docs) }
+            }
+            p.verify { (t.verify_at) " " a href=(link) { (link) } }
+        }
+    }
 }
 
 pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Codes>) -> Response {
@@ -265,8 +247,7 @@ pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Co
         Ok(r) => r,
         Err(e) => return failure(&ctx, e),
     };
-    let mut body = String::new();
-    if receipts.is_empty() {
+    let holders = if receipts.is_empty() {
         let directory = web.desk.trust.directory();
         let mut holders: Vec<String> = found
             .timeline
@@ -274,31 +255,25 @@ pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Co
             .map(|e| page::institution(&directory, &e.institution))
             .collect();
         holders.dedup();
-        let _ = write!(
-            body,
-            r#"<p class="notice">{} {}</p>"#,
-            t.cargo_elsewhere,
-            esc(&holders.join(", "))
-        );
+        holders.join(", ")
     } else {
-        let _ = write!(
-            body,
-            r#"<p class="no-print"><button type="button" data-print>{}</button></p><p>{}</p>"#,
-            t.print, t.cargo_intro
-        );
-        if let Err(why) = &verified {
-            let _ = write!(
-                body,
-                r#"<p class="notice bad" role="alert">{}: {}</p>"#,
-                t.chain_invalid,
-                esc(why)
-            );
+        String::new()
+    };
+    let body = html! {
+        @if receipts.is_empty() {
+            p.notice { (t.cargo_elsewhere) " " (holders) }
+        } @else {
+            p.no-print { button type="button" data-print { (t.print) } }
+            p { (t.cargo_intro) }
+            @if let Err(why) = &verified {
+                p.notice.bad role="alert" { (t.chain_invalid) ": " (why) }
+            }
+            @for (receipt, digest) in &receipts {
+                (receipt_card(&ctx, &web, receipt, digest, verified.is_ok()))
+            }
         }
-        for (receipt, digest) in &receipts {
-            body.push_str(&receipt_card(&ctx, &web, receipt, digest, verified.is_ok()));
-        }
-    }
-    page::render(&ctx, StatusCode::OK, t.cargo_title, &body)
+    };
+    page::render(&ctx, StatusCode::OK, t.cargo_title, body)
 }
 
 #[derive(Deserialize)]
@@ -325,25 +300,21 @@ pub async fn verify(
     };
     let found = receipts.iter().position(|(_, d)| *d == digest);
     let body = match found {
-        Some(i) if verified.is_ok() => format!(
-            r#"<p class="notice ok" role="status">✓ {}</p>{}"#,
-            t.verify_ok,
-            receipt_card(&ctx, &web, &receipts[i].0, &digest, true)
-        ),
-        Some(_) => format!(
-            r#"<p class="notice bad" role="alert">✗ {}: {}</p>"#,
-            t.chain_invalid,
-            esc(verified.err().as_deref().unwrap_or_default())
-        ),
-        None => format!(
-            r#"<p class="notice bad" role="alert">✗ {}</p>"#,
-            t.verify_unknown
-        ),
+        Some(i) if verified.is_ok() => html! {
+            p.notice.ok role="status" { "✓ " (t.verify_ok) }
+            (receipt_card(&ctx, &web, &receipts[i].0, &digest, true))
+        },
+        Some(_) => html! {
+            p.notice.bad role="alert" {
+                "✗ " (t.chain_invalid) ": " (verified.err().unwrap_or_default())
+            }
+        },
+        None => html! { p.notice.bad role="alert" { "✗ " (t.verify_unknown) } },
     };
     let status = if found.is_some() {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND
     };
-    page::render(&ctx, status, t.verify_title, &body)
+    page::render(&ctx, status, t.verify_title, body)
 }

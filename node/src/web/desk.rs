@@ -4,7 +4,7 @@
 //! fields they fill, so a broken rule lands next to its field.
 
 use super::forms::{self, Fields, url_encode};
-use super::page::{self, esc, when};
+use super::page::{self, Attrs, when};
 use super::{Ctx, Web, failure};
 use crate::error::{Error, Violation};
 use crate::grpc::auth::Role;
@@ -19,9 +19,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use ecointegra_proto::v1::{
     Direction, FilingHeader, FilingStatus, IdentityDocumentType, Party, TransferKind,
 };
+use maud::{Markup, html};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -60,26 +60,29 @@ impl Problems {
 
     /// A summary at the top of a form, linking to each field at fault.
     /// `scope` is the form's part of its fields' ids (see `page::field_id`).
-    fn summary(&self, ctx: &Ctx, scope: &str) -> String {
-        if self.0.is_empty() {
-            return String::new();
-        }
-        let mut out = format!(
-            r#"<div class="error-summary" role="alert" tabindex="-1"><p>{}</p><ul>"#,
-            ctx.t().fix_errors
-        );
+    fn summary(&self, ctx: &Ctx, scope: &str) -> Markup {
         let mut fields: Vec<_> = self.0.iter().collect();
         fields.sort();
-        for (field, text) in fields {
-            if field.is_empty() {
-                let _ = write!(out, "<li>{}</li>", esc(text));
-            } else {
-                let id = page::field_id(&format!("{scope}{field}"));
-                let _ = write!(out, r##"<li><a href="#{id}">{}</a></li>"##, esc(text));
+        html! {
+            @if !fields.is_empty() {
+                div.error-summary role="alert" tabindex="-1" {
+                    p { (ctx.t().fix_errors) }
+                    ul {
+                        @for (field, text) in fields {
+                            @if field.is_empty() {
+                                li { (text) }
+                            } @else {
+                                li {
+                                    a href={ "#" (page::field_id(&format!("{scope}{field}"))) } {
+                                        (text)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
-        out.push_str("</ul></div>");
-        out
     }
 }
 
@@ -136,108 +139,107 @@ fn filing_form(
         "" => crate::ids::random_hex(16),
         k => k.to_owned(),
     };
-    let body = format!(
-        r#"{summary}<form method="post" action="/mesa/nuevo" enctype="multipart/form-data" class="card" data-upload novalidate>
-{csrf}<input type="hidden" name="header.idempotency_key" value="{key}">
-<fieldset><legend>{l_sender}</legend>
-{doc_type}{doc_number}{name}{email}
-</fieldset>
-<fieldset><legend>{l_filing}</legend>
-{destination}{subject}{folios}{filing_type}{corrects}
-</fieldset>
-<fieldset><legend>{l_documents}</legend>
-{documents}
-<progress max="100" value="0" hidden data-progress aria-label="{l_progress}"></progress>
-<p class="help" data-progress-text aria-live="polite"></p>
-</fieldset>
-<button type="submit">{l_submit}</button>
-</form>"#,
-        summary = problems.summary(ctx, ""),
-        csrf = page::csrf(ctx),
-        key = esc(&key),
-        l_sender = t.sender,
-        doc_type = page::select(
-            "header.sender_party.document_type",
-            t.id_type,
-            &id_types,
-            values.value("header.sender_party.document_type"),
-            problems.of("header.sender_party.document_type"),
-        ),
-        doc_number = page::input(
-            "header.sender_party.document_number",
-            t.id_number,
-            values.value("header.sender_party.document_number"),
-            problems.of("header.sender_party.document_number"),
-            r#"required inputmode="numeric" autocomplete="off""#,
-            Some(t.id_number_help),
-        ),
-        name = page::input(
-            "header.sender_party.name",
-            t.sender_name,
-            values.value("header.sender_party.name"),
-            problems.of("header.sender_party.name"),
-            r#"required autocomplete="name""#,
-            None,
-        ),
-        email = page::input(
-            "header.sender_party.email",
-            t.email_optional,
-            values.value("header.sender_party.email"),
-            problems.of("header.sender_party.email"),
-            r#"type="email" autocomplete="email""#,
-            None,
-        ),
-        l_filing = t.filing,
-        destination = page::select(
-            "header.destination",
-            t.destination,
-            &destinations,
-            values.value("header.destination"),
-            problems.of("header.destination"),
-        ),
-        subject = page::textarea(
-            "header.subject",
-            t.subject,
-            values.value("header.subject"),
-            problems.of("header.subject"),
-            r#"required maxlength="500""#,
-        ),
-        folios = page::input(
-            "header.folio_count",
-            t.folios,
-            values.value("header.folio_count"),
-            problems.of("header.folio_count"),
-            r#"type="number" min="1" required inputmode="numeric""#,
-            None,
-        ),
-        filing_type = page::select(
-            "header.filing_type",
-            t.filing_type,
-            &types,
-            values.value("header.filing_type"),
-            problems.of("header.filing_type"),
-        ),
-        corrects = page::input(
-            "header.corrects_tracking_code",
-            t.corrects,
-            values.value("header.corrects_tracking_code"),
-            problems.of("header.corrects_tracking_code"),
-            r#"autocomplete="off" autocapitalize="characters""#,
-            Some(t.corrects_help),
-        ),
-        l_documents = t.documents,
-        documents = page::input(
-            "documents",
-            t.pdf_files,
-            "",
-            problems.of("documents"),
-            r#"type="file" multiple accept="application/pdf,.pdf" required"#,
-            Some(t.pdf_files_help),
-        ),
-        l_progress = t.upload_progress,
-        l_submit = t.submit_filing,
-    );
-    page::render(ctx, status, t.new_filing_title, &body)
+    let field = |name: &str| (values.value(name), problems.of(name));
+    let (doc_type, doc_type_error) = field("header.sender_party.document_type");
+    let (doc_number, doc_number_error) = field("header.sender_party.document_number");
+    let (name, name_error) = field("header.sender_party.name");
+    let (email, email_error) = field("header.sender_party.email");
+    let (destination, destination_error) = field("header.destination");
+    let (subject, subject_error) = field("header.subject");
+    let (folios, folios_error) = field("header.folio_count");
+    let (filing_type, filing_type_error) = field("header.filing_type");
+    let (corrects, corrects_error) = field("header.corrects_tracking_code");
+    let body = html! {
+        (problems.summary(ctx, ""))
+        form.card method="post" action="/mesa/nuevo" enctype="multipart/form-data"
+            data-upload novalidate {
+            (page::csrf(ctx))
+            input type="hidden" name="header.idempotency_key" value=(key);
+            fieldset {
+                legend { (t.sender) }
+                (page::select(
+                    "header.sender_party.document_type",
+                    t.id_type,
+                    &id_types,
+                    doc_type,
+                    doc_type_error,
+                ))
+                (page::input(
+                    "header.sender_party.document_number",
+                    t.id_number,
+                    doc_number,
+                    doc_number_error,
+                    Attrs::new().required().numeric().autocomplete("off"),
+                    Some(t.id_number_help),
+                ))
+                (page::input(
+                    "header.sender_party.name",
+                    t.sender_name,
+                    name,
+                    name_error,
+                    Attrs::new().required().autocomplete("name"),
+                    None,
+                ))
+                (page::input(
+                    "header.sender_party.email",
+                    t.email_optional,
+                    email,
+                    email_error,
+                    Attrs::new().kind("email").autocomplete("email"),
+                    None,
+                ))
+            }
+            fieldset {
+                legend { (t.filing) }
+                (page::select(
+                    "header.destination",
+                    t.destination,
+                    &destinations,
+                    destination,
+                    destination_error,
+                ))
+                (page::textarea(
+                    "header.subject",
+                    t.subject,
+                    subject,
+                    subject_error,
+                    Attrs::new().required().maxlength("500"),
+                ))
+                (page::input(
+                    "header.folio_count",
+                    t.folios,
+                    folios,
+                    folios_error,
+                    Attrs::new().kind("number").min("1").required().numeric(),
+                    None,
+                ))
+                (page::select("header.filing_type", t.filing_type, &types, filing_type, filing_type_error))
+                (page::input(
+                    "header.corrects_tracking_code",
+                    t.corrects,
+                    corrects,
+                    corrects_error,
+                    Attrs::new().code(),
+                    Some(t.corrects_help),
+                ))
+            }
+            fieldset {
+                legend { (t.documents) }
+                (page::input(
+                    "documents",
+                    t.pdf_files,
+                    "",
+                    problems.of("documents"),
+                    Attrs::new().kind("file").multiple().accept("application/pdf,.pdf").required(),
+                    Some(t.pdf_files_help),
+                ))
+                progress max="100" value="0" hidden data-progress aria-label=(t.upload_progress) {}
+                p.help data-progress-text aria-live="polite" {}
+            }
+            button type="submit" { (t.submit_filing) }
+        }
+    };
+    page::render(ctx, status, t.new_filing_title, body)
 }
 
 /// The institutions a filing may go to from here, as choices: every other
@@ -448,66 +450,68 @@ pub async fn inbox(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<InboxQ
             .filter(|i| i.id != web.desk.institution())
             .map(|i| (i.id.clone(), page::institution(&directory, &i.id))),
     );
-    let mut body = format!(
-        r#"<form method="get" action="/mesa" class="filters card">{}{}<div class="field check"><input type="checkbox" id="f-vence" name="vence" value="1"{}><label for="f-vence">{}</label></div><button type="submit">{}</button></form>"#,
-        page::select(
-            "estado",
-            t.status,
-            &statuses,
-            &q.estado.to_lowercase(),
-            None
-        ),
-        page::select("desde", t.from_institution, &senders, &q.desde, None),
-        if q.vence.is_empty() { "" } else { " checked" },
-        t.due_soon,
-        t.filter
-    );
-    if rows.is_empty() {
-        let _ = write!(body, r#"<p class="notice">{}</p>"#, t.inbox_empty);
-    } else {
-        let _ = write!(
-            body,
-            r#"<div class="table-wrap"><table class="inbox"><caption>{caption} ({count})</caption><thead><tr><th scope="col">{l_code}</th><th scope="col">{l_subject}</th><th scope="col">{l_sender}</th><th scope="col">{l_from}</th><th scope="col">{l_arrived}</th><th scope="col">{l_status}</th><th scope="col">{l_due}</th></tr></thead><tbody>"#,
-            caption = t.inbox_caption,
-            count = rows.len(),
-            l_code = t.tracking_code,
-            l_subject = t.subject,
-            l_sender = t.sender,
-            l_from = t.from_institution,
-            l_arrived = t.arrived,
-            l_status = t.status,
-            l_due = t.due_date,
-        );
-        for f in &rows {
-            let due = match (days_left(f), open(f)) {
-                (Some(d), true) if d < 0 => format!(
-                    r#"{} <span class="bad">({})</span>"#,
-                    esc(&f.due_date),
-                    t.overdue
-                ),
-                (Some(d), true) if d <= warn => format!(
-                    r#"{} <span class="warn">({d} {})</span>"#,
-                    esc(&f.due_date),
-                    t.days_left
-                ),
-                _ if f.due_date.is_empty() => "—".into(),
-                _ => esc(&f.due_date),
-            };
-            let _ = write!(
-                body,
-                r#"<tr><td><a href="/mesa/tramite/{link}">{code}</a></td><td>{subject}</td><td>{sender}</td><td>{from}</td><td>{arrived}</td><td>{status}</td><td>{due}</td></tr>"#,
-                link = esc(&url_encode(&f.tracking_code)),
-                code = esc(&f.tracking_code),
-                subject = esc(&f.subject),
-                sender = esc(&f.sender_party.name),
-                from = esc(&page::institution(&directory, &f.origin)),
-                arrived = when(f.delivered_at_ms, offset),
-                status = page::status(&ctx, f.status),
-            );
+    let body = html! {
+        form.filters.card method="get" action="/mesa" {
+            (page::select("estado", t.status, &statuses, &q.estado.to_lowercase(), None))
+            (page::select("desde", t.from_institution, &senders, &q.desde, None))
+            div.field.check {
+                input type="checkbox" id="f-vence" name="vence" value="1"
+                    checked[!q.vence.is_empty()];
+                label for="f-vence" { (t.due_soon) }
+            }
+            button type="submit" { (t.filter) }
         }
-        body.push_str("</tbody></table></div>");
-    }
-    page::render(&ctx, StatusCode::OK, t.inbox_title, &body)
+        @if rows.is_empty() {
+            p.notice { (t.inbox_empty) }
+        } @else {
+            div.table-wrap {
+                table.inbox {
+                    caption { (t.inbox_caption) " (" (rows.len()) ")" }
+                    thead {
+                        tr {
+                            th scope="col" { (t.tracking_code) }
+                            th scope="col" { (t.subject) }
+                            th scope="col" { (t.sender) }
+                            th scope="col" { (t.from_institution) }
+                            th scope="col" { (t.arrived) }
+                            th scope="col" { (t.status) }
+                            th scope="col" { (t.due_date) }
+                        }
+                    }
+                    tbody {
+                        @for f in &rows {
+                            tr {
+                                td {
+                                    a href={ "/mesa/tramite/" (url_encode(&f.tracking_code)) } {
+                                        (f.tracking_code)
+                                    }
+                                }
+                                td { (f.subject) }
+                                td { (f.sender_party.name) }
+                                td { (page::institution(&directory, &f.origin)) }
+                                td { (when(f.delivered_at_ms, offset)) }
+                                td { (page::status(&ctx, f.status)) }
+                                td {
+                                    @match (days_left(f), open(f)) {
+                                        (Some(d), true) if d < 0 => {
+                                            (f.due_date) " " span.bad { "(" (t.overdue) ")" }
+                                        }
+                                        (Some(d), true) if d <= warn => {
+                                            (f.due_date) " "
+                                            span.warn { "(" (d) " " (t.days_left) ")" }
+                                        }
+                                        _ if f.due_date.is_empty() => { "—" }
+                                        _ => { (f.due_date) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page::render(&ctx, StatusCode::OK, t.inbox_title, body)
 }
 
 // ---- A filing ----
@@ -587,132 +591,103 @@ async fn filing_page(
         })
         .unwrap_or_default();
     let link = url_encode(&filing.tracking_code);
-    let mut body = String::new();
-    if let Some(done) = shown.done {
-        let _ = write!(
-            body,
-            r#"<p class="notice ok" role="status">✓ {} ({})</p>"#,
-            t.action_done,
-            esc(done)
-        );
-    }
-    if let Some(why) = &shown.failed {
-        let _ = write!(
-            body,
-            r#"<p class="notice bad" role="alert">{}</p>"#,
-            esc(why)
-        );
-    }
-    let _ = write!(
-        body,
-        r#"<dl class="summary card">
-<dt>{l_code}</dt><dd class="code">{code}</dd>
-<dt>{l_status}</dt><dd>{status}</dd>
-<dt>{l_subject}</dt><dd>{subject}</dd>
-<dt>{l_sender}</dt><dd>{sender} · {id_type} {id_number}{email}</dd>
-<dt>{l_route}</dt><dd>{origin} → {destination}</dd>
-<dt>{l_filed_at}</dt><dd>{filed_at}</dd>
-<dt>{l_folios}</dt><dd>{folios}</dd>
-<dt>{l_registered}</dt><dd>{registered}</dd>
-<dt>{l_delivered}</dt><dd>{delivered}</dd>
-<dt>{l_registry}</dt><dd>{registry}</dd>
-<dt>{l_due}</dt><dd>{due}</dd>
-<dt>{l_note}</dt><dd>{note}</dd>
-</dl>"#,
-        l_code = t.tracking_code,
-        code = esc(&filing.tracking_code),
-        l_status = t.status,
-        status = page::status(ctx, filing.status),
-        l_subject = t.subject,
-        subject = esc(&filing.subject),
-        l_sender = t.sender,
-        sender = esc(&party.name),
-        id_type = esc(&id_type),
-        id_number = esc(&party.document_number),
-        email = if party.email.is_empty() {
-            String::new()
-        } else {
-            format!(" · {}", esc(&party.email))
-        },
-        l_route = t.route,
-        origin = esc(&page::institution(&directory, &filing.origin)),
-        destination = esc(&page::institution(&directory, &filing.destination)),
-        l_filed_at = t.filed_at,
-        filed_at = esc(&page::institution(&directory, &filing.filed_at)),
-        l_folios = t.folios,
-        folios = filing.folio_count,
-        l_registered = t.registered,
-        registered = when(filing.registered_at_ms, offset),
-        l_delivered = t.delivered,
-        delivered = when(filing.delivered_at_ms, offset),
-        l_registry = t.registry_number,
-        registry = esc(&[
-            filing.registry_number.as_str(),
-            filing.internal_registry_number.as_str(),
-            filing.office.as_str()
-        ]
-        .iter()
-        .filter(|s| !s.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" · ")),
-        l_due = t.due_date,
-        due = page::or_dash(&filing.due_date),
-        l_note = t.note,
-        note = page::or_dash(&filing.note),
-    );
-    if filing.direction == Direction::Outbound {
-        let _ = write!(
-            body,
-            r#"<p><a class="button" href="/mesa/tramite/{link}/cargo">{}</a></p>"#,
-            t.desk_cargo
-        );
-    }
-    let _ = write!(
-        body,
-        r#"<h2>{}</h2><div class="table-wrap"><table><thead><tr><th scope="col">{}</th><th scope="col">{}</th><th scope="col">SHA-256</th><th scope="col"><span class="sr-only">{}</span></th></tr></thead><tbody>"#,
-        t.documents, t.name, t.size, t.open
-    );
-    for d in &filing.documents {
-        let _ = write!(
-            body,
-            r#"<tr><td>{name}</td><td>{size}</td><td><code class="digest">{digest}</code></td><td class="actions"><a href="/mesa/tramite/{link}/documento/{i}?ver=1" target="_blank" rel="noopener">{l_view}<span class="sr-only"> {name}</span></a> <a href="/mesa/tramite/{link}/documento/{i}" download>{l_download}<span class="sr-only"> {name}</span></a></td></tr>"#,
-            name = esc(&d.name),
-            size = page::size(d.size),
-            digest = hex::encode(&d.sha256),
-            i = d.index,
-            l_view = t.view,
-            l_download = t.download,
-        );
-    }
-    body.push_str("</tbody></table></div>");
+    let registry = [
+        filing.registry_number.as_str(),
+        filing.internal_registry_number.as_str(),
+        filing.office.as_str(),
+    ]
+    .iter()
+    .filter(|s| !s.is_empty())
+    .copied()
+    .collect::<Vec<_>>()
+    .join(" · ");
     let entries: Vec<_> = timeline
         .iter()
         .map(crate::lifecycle::tracking::entry)
         .collect();
-    let _ = write!(
-        body,
-        "<h2>{}</h2>{}",
-        t.timeline,
-        page::timeline(ctx, &directory, offset, &entries)
-    );
-    if filing.direction == Direction::Inbound {
-        body.push_str(&action_forms(web, ctx, &filing, &shown));
-    }
+    let body = html! {
+        @if let Some(done) = shown.done {
+            p.notice.ok role="status" { "✓ " (t.action_done) " (" (done) ")" }
+        }
+        @if let Some(why) = &shown.failed {
+            p.notice.bad role="alert" { (why) }
+        }
+        dl.summary.card {
+            dt { (t.tracking_code) } dd.code { (filing.tracking_code) }
+            dt { (t.status) } dd { (page::status(ctx, filing.status)) }
+            dt { (t.subject) } dd { (filing.subject) }
+            dt { (t.sender) }
+            dd {
+                (party.name) " · " (id_type) " " (party.document_number)
+                @if !party.email.is_empty() { " · " (party.email) }
+            }
+            dt { (t.route) }
+            dd {
+                (page::institution(&directory, &filing.origin)) " → "
+                (page::institution(&directory, &filing.destination))
+            }
+            dt { (t.filed_at) } dd { (page::institution(&directory, &filing.filed_at)) }
+            dt { (t.folios) } dd { (filing.folio_count) }
+            dt { (t.registered) } dd { (when(filing.registered_at_ms, offset)) }
+            dt { (t.delivered) } dd { (when(filing.delivered_at_ms, offset)) }
+            dt { (t.registry_number) } dd { (registry) }
+            dt { (t.due_date) } dd { (page::or_dash(&filing.due_date)) }
+            dt { (t.note) } dd { (page::or_dash(&filing.note)) }
+        }
+        @if filing.direction == Direction::Outbound {
+            p { a.button href={ "/mesa/tramite/" (link) "/cargo" } { (t.desk_cargo) } }
+        }
+        h2 { (t.documents) }
+        div.table-wrap {
+            table {
+                thead {
+                    tr {
+                        th scope="col" { (t.name) }
+                        th scope="col" { (t.size) }
+                        th scope="col" { "SHA-256" }
+                        th scope="col" { span.sr-only { (t.open) } }
+                    }
+                }
+                tbody {
+                    @for d in &filing.documents {
+                        @let document = format!("/mesa/tramite/{link}/documento/{}", d.index);
+                        tr {
+                            td { (d.name) }
+                            td { (page::size(d.size)) }
+                            td { code.digest { (hex::encode(&d.sha256)) } }
+                            td.actions {
+                                a href={ (document) "?ver=1" } target="_blank" rel="noopener" {
+                                    (t.view) span.sr-only { " " (d.name) }
+                                }
+                                " "
+                                a href=(document) download {
+                                    (t.download) span.sr-only { " " (d.name) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { (t.timeline) }
+        (page::timeline(ctx, &directory, offset, &entries))
+        @if filing.direction == Direction::Inbound {
+            (action_forms(web, ctx, &filing, &shown))
+        }
+    };
     page::render(
         ctx,
         status,
         &format!("{} {}", t.filing, filing.tracking_code),
-        &body,
+        body,
     )
 }
 
 /// The action forms the filing's state allows, each with its required fields.
-fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> String {
+fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> Markup {
     let t = ctx.t();
     let link = url_encode(&filing.tracking_code);
     let blank = Fields::default();
-    let mut out = format!(r#"<h2>{}</h2><div class="actions-grid">"#, t.actions);
     let nothing = || String::new();
     let samples: [(&str, &str, Action); 6] = [
         (
@@ -755,122 +730,125 @@ fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> 
             Action::Archive { note: nothing() },
         ),
     ];
-    let mut any = false;
-    for (slug, title, sample) in samples {
-        if !sample.allowed_from().contains(&filing.status) {
-            continue;
+    let allowed: Vec<(&str, &str)> = samples
+        .iter()
+        .filter(|(_, _, sample)| sample.allowed_from().contains(&filing.status))
+        .map(|(slug, title, _)| (*slug, *title))
+        .collect();
+    html! {
+        h2 { (t.actions) }
+        div.actions-grid {
+            @for (slug, title) in &allowed {
+                @let (values, problems) = if shown.action == *slug {
+                    (shown.values, &shown.problems)
+                } else {
+                    (&blank, &Problems::none())
+                };
+                @let action_id = match values.value("action_id") {
+                    "" => crate::ids::random_hex(16),
+                    id => id.to_owned(),
+                };
+                @let upload = *slug == "atender";
+                form.card.action method="post" action={ "/mesa/tramite/" (link) "/" (slug) }
+                    novalidate enctype=[upload.then_some("multipart/form-data")]
+                    data-upload[upload] {
+                    h3 { (title) }
+                    (problems.summary(ctx, &format!("{slug}/")))
+                    (page::csrf(ctx))
+                    input type="hidden" name="action_id" value=(action_id);
+                    (action_fields(web, ctx, slug, values, problems))
+                    @if upload {
+                        progress max="100" value="0" hidden data-progress {}
+                        p.help data-progress-text aria-live="polite" {}
+                    }
+                    button type="submit" class=[(*slug == "rechazar").then_some("danger")] { (title) }
+                }
+            }
+            @if allowed.is_empty() {
+                p.notice { (t.no_actions) }
+            }
         }
-        any = true;
-        let (values, problems) = if shown.action == slug {
-            (shown.values, &shown.problems)
-        } else {
-            (&blank, &Problems::none())
-        };
-        let fields = match slug {
-            "recibir" => format!(
-                "{}{}",
-                page::input(
-                    &format!("{slug}/registry_number"),
+    }
+}
+
+/// The fields of one action's form.
+fn action_fields(web: &Web, ctx: &Ctx, slug: &str, values: &Fields, problems: &Problems) -> Markup {
+    let t = ctx.t();
+    let name = |field: &str| format!("{slug}/{field}");
+    let required = Attrs::new().required();
+    html! {
+        @match slug {
+            "recibir" => {
+                (page::input(
+                    &name("registry_number"),
                     t.internal_registry,
                     values.value("registry_number"),
                     problems.of("registry_number"),
-                    "required",
-                    None
-                ),
-                page::input(
-                    &format!("{slug}/office"),
+                    required,
+                    None,
+                ))
+                (page::input(
+                    &name("office"),
                     t.office,
                     values.value("office"),
                     problems.of("office"),
-                    "required",
-                    None
-                )
-            ),
-            "observar" | "rechazar" => page::textarea(
-                &format!("{slug}/reason"),
-                t.reason,
-                values.value("reason"),
-                problems.of("reason"),
-                "required",
-            ),
-            "derivar" => {
-                let options = destinations(web, ctx);
-                format!(
-                    "{}{}",
-                    page::select(
-                        &format!("{slug}/destination"),
-                        t.destination,
-                        &options,
-                        values.value("destination"),
-                        problems.of("destination")
-                    ),
-                    page::textarea(
-                        &format!("{slug}/note"),
-                        t.note,
-                        values.value("note"),
-                        problems.of("note"),
-                        ""
-                    )
-                )
+                    required,
+                    None,
+                ))
             }
-            "atender" => format!(
-                "{}{}",
-                page::textarea(
-                    &format!("{slug}/note"),
+            "observar" | "rechazar" => {
+                (page::textarea(
+                    &name("reason"),
+                    t.reason,
+                    values.value("reason"),
+                    problems.of("reason"),
+                    required,
+                ))
+            }
+            "derivar" => {
+                (page::select(
+                    &name("destination"),
+                    t.destination,
+                    &destinations(web, ctx),
+                    values.value("destination"),
+                    problems.of("destination"),
+                ))
+                (page::textarea(
+                    &name("note"),
                     t.note,
                     values.value("note"),
                     problems.of("note"),
-                    ""
-                ),
-                page::input(
-                    &format!("{slug}/documents"),
+                    Attrs::new(),
+                ))
+            }
+            "atender" => {
+                (page::textarea(
+                    &name("note"),
+                    t.note,
+                    values.value("note"),
+                    problems.of("note"),
+                    Attrs::new(),
+                ))
+                (page::input(
+                    &name("documents"),
                     t.answer_files,
                     "",
                     problems.of("documents"),
-                    r#"type="file" multiple required"#,
-                    None
-                )
-            ),
-            _ => page::textarea(
-                &format!("{slug}/note"),
-                t.note,
-                values.value("note"),
-                problems.of("note"),
-                "",
-            ),
-        };
-        let action_id = match values.value("action_id") {
-            "" => crate::ids::random_hex(16),
-            id => id.to_owned(),
-        };
-        let enctype = if slug == "atender" {
-            r#" enctype="multipart/form-data" data-upload"#
-        } else {
-            ""
-        };
-        let _ = write!(
-            out,
-            r#"<form method="post" action="/mesa/tramite/{link}/{slug}" class="card action" novalidate{enctype}><h3>{title}</h3>{summary}{csrf}<input type="hidden" name="action_id" value="{action_id}">{fields}{progress}<button type="submit"{danger}>{title}</button></form>"#,
-            danger = if slug == "rechazar" {
-                r#" class="danger""#
-            } else {
-                ""
-            },
-            summary = problems.summary(ctx, &format!("{slug}/")),
-            csrf = page::csrf(ctx),
-            action_id = esc(&action_id),
-            progress = if slug == "atender" {
-                r#"<progress max="100" value="0" hidden data-progress></progress><p class="help" data-progress-text aria-live="polite"></p>"#
-            } else {
-                ""
-            },
-        );
+                    Attrs::new().kind("file").multiple().required(),
+                    None,
+                ))
+            }
+            _ => {
+                (page::textarea(
+                    &name("note"),
+                    t.note,
+                    values.value("note"),
+                    problems.of("note"),
+                    Attrs::new(),
+                ))
+            }
+        }
     }
-    if !any {
-        let _ = write!(out, r#"<p class="notice">{}</p>"#, t.no_actions);
-    }
-    out.push_str("</div>");
-    out
 }
 
 const ACTION_FIELDS: [&str; 6] = [
@@ -1113,53 +1091,50 @@ pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Path(code): Path<Strin
             .iter()
             .map(|d| (d.name.as_str(), d.size, d.sha256.as_slice())),
     );
-    let body = format!(
-        r#"<p class="no-print"><button type="button" data-print>{l_print}</button> <a href="/mesa/tramite/{link}">{l_back}</a> <a href="/cargo?codigo={link}&amp;verificacion={verification_link}">{l_receipt}</a></p>
-<section class="card receipt">
-<h2>{l_title}</h2>
-<dl class="summary">
-<dt>{l_code}</dt><dd class="code big">{code}</dd>
-<dt>{l_verification}</dt><dd class="code big">{verification}</dd>
-<dt>{l_at}</dt><dd>{at} · {when}</dd>
-<dt>{l_sender}</dt><dd>{sender}</dd>
-<dt>{l_destination}</dt><dd>{destination}</dd>
-<dt>{l_subject}</dt><dd>{subject}</dd>
-<dt>{l_folios}</dt><dd>{folios}</dd>
-<dt>{l_status}</dt><dd>{status}</dd>
-</dl>
-<table><caption>{l_documents}</caption><thead><tr><th scope="col">{l_name}</th><th scope="col">{l_size}</th><th scope="col">SHA-256</th></tr></thead><tbody>{docs}</tbody></table>
-<p>{l_follow} <a href="{track}">{track}</a></p>
-<p class="help">{l_keep}</p>
-</section>"#,
-        l_print = t.print,
-        link = esc(&url_encode(&filing.tracking_code)),
-        l_back = t.back_to_filing,
-        verification_link = esc(&url_encode(&filing.verification_code)),
-        l_receipt = t.see_cargo,
-        l_title = t.desk_cargo,
-        l_code = t.tracking_code,
-        code = esc(&filing.tracking_code),
-        l_verification = t.verification_code,
-        verification = esc(&filing.verification_code),
-        l_at = t.filed_at,
-        at = esc(&page::institution(&directory, &filing.origin)),
-        when = when(filing.registered_at_ms, offset),
-        l_sender = t.sender,
-        sender = esc(&filing.sender_party.name),
-        l_destination = t.destination,
-        destination = esc(&page::institution(&directory, &filing.destination)),
-        l_subject = t.subject,
-        subject = esc(&filing.subject),
-        l_folios = t.folios,
-        folios = filing.folio_count,
-        l_status = t.status,
-        status = page::status(&ctx, filing.status),
-        l_documents = t.documents,
-        l_name = t.name,
-        l_size = t.size,
-        l_follow = t.follow_at,
-        track = esc(&track_link),
-        l_keep = t.keep_codes,
+    let link = url_encode(&filing.tracking_code);
+    let receipt_link = format!(
+        "/cargo?codigo={link}&verificacion={}",
+        url_encode(&filing.verification_code)
     );
-    page::render(&ctx, StatusCode::OK, t.desk_cargo, &body)
+    let body = html! {
+        p.no-print {
+            button type="button" data-print { (t.print) }
+            " "
+            a href={ "/mesa/tramite/" (link) } { (t.back_to_filing) }
+            " "
+            a href=(receipt_link) { (t.see_cargo) }
+        }
+        section.card.receipt {
+            h2 { (t.desk_cargo) }
+            dl.summary {
+                dt { (t.tracking_code) } dd.code.big { (filing.tracking_code) }
+                dt { (t.verification_code) } dd.code.big { (filing.verification_code) }
+                dt { (t.filed_at) }
+                dd {
+                    (page::institution(&directory, &filing.origin)) " · "
+                    (when(filing.registered_at_ms, offset))
+                }
+                dt { (t.sender) } dd { (filing.sender_party.name) }
+                dt { (t.destination) }
+                dd { (page::institution(&directory, &filing.destination)) }
+                dt { (t.subject) } dd { (filing.subject) }
+                dt { (t.folios) } dd { (filing.folio_count) }
+                dt { (t.status) } dd { (page::status(&ctx, filing.status)) }
+            }
+            table {
+                caption { (t.documents) }
+                thead {
+                    tr {
+                        th scope="col" { (t.name) }
+                        th scope="col" { (t.size) }
+                        th scope="col" { "SHA-256" }
+                    }
+                }
+                tbody { (docs) }
+            }
+            p { (t.follow_at) " " a href=(track_link) { (track_link) } }
+            p.help { (t.keep_codes) }
+        }
+    };
+    page::render(&ctx, StatusCode::OK, t.desk_cargo, body)
 }

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::submit::DocPart;
 use axum::extract::Multipart;
 use ecointegra_proto::v1::DocumentHeader;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -148,16 +149,28 @@ pub async fn upload(mut multipart: Multipart) -> Result<(Fields, ReceiverStream<
     Ok((fields, ReceiverStream::new(rx)))
 }
 
-/// Percent-encodes a query-string value.
+/// What a query-string value or a path segment keeps as it is: letters,
+/// digits and `-_.~` (RFC 3986's unreserved characters).
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a query-string value or a path segment.
 pub fn url_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
+    utf8_percent_encode(value, UNRESERVED).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_encode;
+
+    #[test]
+    fn encodes_all_but_unreserved_characters() {
+        assert_eq!(
+            url_encode("/mesa?a=1&b=ñ ~x_y-z.pdf"),
+            "%2Fmesa%3Fa%3D1%26b%3D%C3%B1%20~x_y-z.pdf"
+        );
     }
-    out
 }

@@ -1,6 +1,8 @@
 //! The web console, served by the node itself on its own port: server-rendered
 //! HTML in Spanish (English available), a little JavaScript for upload progress
-//! and live refresh, and nothing to build.
+//! and live refresh, and nothing to build. Pages are maud templates compiled
+//! into the binary; maud escapes every value spliced into a page, so no call
+//! site has to remember to.
 //!
 //! - [`citizen`]: tracking and the printable cargo, for anyone (public);
 //! - [`desk`]: the clerk's desk: new filings, the inbox, a filing and its
@@ -27,19 +29,20 @@ use crate::lifecycle::Desk;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use page::esc;
 use text::Lang;
 
 /// Binds the configured address before the node starts its tasks, so a taken
@@ -201,9 +204,7 @@ impl Ctx {
         session: &Session,
         presented: Option<&str>,
     ) -> std::result::Result<(), Response> {
-        let ok = presented.is_some_and(|p| {
-            crate::lifecycle::tracking::constant_time_eq(p.as_bytes(), session.csrf.as_bytes())
-        });
+        let ok = presented.is_some_and(|p| p.as_bytes().ct_eq(session.csrf.as_bytes()).into());
         if ok {
             return Ok(());
         }
@@ -223,12 +224,14 @@ impl FromRequestParts<Arc<Web>> for Ctx {
         parts: &mut Parts,
         web: &Arc<Web>,
     ) -> std::result::Result<Self, Self::Rejection> {
-        let cookies = cookies(&parts.headers);
+        let cookies = CookieJar::from_headers(&parts.headers);
         let lang = cookies
             .get(LANG_COOKIE)
-            .and_then(|l| Lang::parse(l))
+            .and_then(|l| Lang::parse(l.value()))
             .unwrap_or_default();
-        let session = cookies.get(SESSION_COOKIE).and_then(|id| web.session(id));
+        let session = cookies
+            .get(SESSION_COOKIE)
+            .and_then(|id| web.session(id.value()));
         let client = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -297,15 +300,15 @@ impl Web {
     }
 }
 
-fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+/// The session cookie: HttpOnly, SameSite=Strict, and Secure when the
+/// console is reached over HTTPS.
+fn session_cookie(value: String, secure: bool) -> Cookie<'static> {
+    Cookie::build((SESSION_COOKIE, value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .build()
 }
 
 /// A path on this site to go back to: never another site.
@@ -325,6 +328,7 @@ async fn sign_in_form(ctx: Ctx, Query(q): Query<SignInQuery>) -> Response {
 async fn sign_in(
     State(web): State<Arc<Web>>,
     ctx: Ctx,
+    jar: CookieJar,
     Form(form): Form<forms::Fields>,
 ) -> Response {
     let t = ctx.t();
@@ -349,24 +353,15 @@ async fn sign_in(
         _ => "/mesa",
     };
     let id = web.open_session(caller.role, caller.name);
-    let secure = if ctx.base_url.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}");
+    let cookie = session_cookie(id, ctx.base_url.starts_with("https://"));
     let target = local_path(back).unwrap_or(home);
-    let mut response = Redirect::to(target).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
+    (jar.add(cookie), Redirect::to(target)).into_response()
 }
 
 async fn sign_out(
     State(web): State<Arc<Web>>,
     ctx: Ctx,
-    headers: HeaderMap,
+    jar: CookieJar,
     Form(form): Form<forms::Fields>,
 ) -> Response {
     if let Some(session) = &ctx.session
@@ -374,15 +369,13 @@ async fn sign_out(
     {
         return denied;
     }
-    if let Some(id) = cookies(&headers).get(SESSION_COOKIE) {
-        web.close_session(id);
+    if let Some(id) = jar.get(SESSION_COOKIE) {
+        web.close_session(id.value());
     }
-    let mut response = Redirect::to("/").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("eco_sesion=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
-    );
-    response
+    // Emptied and expired at once, with the attributes it was set with.
+    let mut gone = session_cookie(String::new(), false);
+    gone.set_max_age(time::Duration::ZERO);
+    (jar.add(gone), Redirect::to("/")).into_response()
 }
 
 #[derive(Deserialize)]
@@ -391,17 +384,14 @@ struct LanguageQuery {
     volver: Option<String>,
 }
 
-async fn language(Query(q): Query<LanguageQuery>) -> Response {
+async fn language(jar: CookieJar, Query(q): Query<LanguageQuery>) -> Response {
     let lang = Lang::parse(&q.lang).unwrap_or_default();
-    let mut response = Redirect::to(local_path(q.volver.as_deref()).unwrap_or("/")).into_response();
-    let cookie = format!(
-        "{LANG_COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Lax",
-        lang.code()
-    );
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
+    let cookie = Cookie::build((LANG_COOKIE, lang.code()))
+        .path("/")
+        .max_age(time::Duration::days(365))
+        .same_site(SameSite::Lax);
+    let back = local_path(q.volver.as_deref()).unwrap_or("/");
+    (jar.add(cookie), Redirect::to(back)).into_response()
 }
 
 async fn css() -> Response {

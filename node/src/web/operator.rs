@@ -3,7 +3,7 @@
 //! letters to inspect, replay or discard.
 
 use super::forms::Fields;
-use super::page::{self, esc, when};
+use super::page::{self, Attrs, when};
 use super::{Ctx, Web, failure};
 use crate::error::Error;
 use crate::grpc::auth::Role;
@@ -11,6 +11,7 @@ use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use ecointegra_proto::v1::{DeadLetterState, Direction};
+use maud::{Markup, html};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -26,44 +27,55 @@ pub async fn dashboard(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
         Err(e) => return failure(&ctx, e),
     };
     let offset = web.desk.config.deadlines.utc_offset_minutes;
-    let mut dlq = String::new();
-    if letters.is_empty() {
-        let _ = write!(dlq, r#"<p class="notice">{}</p>"#, t.dlq_empty);
-    } else {
-        let _ = write!(
-            dlq,
-            r#"<div class="table-wrap"><table><thead><tr><th scope="col">#</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th></tr></thead><tbody>"#,
-            t.when, t.state, t.reason, t.claimed_sender, t.record_key, t.source
-        );
-        for l in &letters {
-            let _ = write!(
-                dlq,
-                r#"<tr><td><a href="/operacion/dlq/{id}">{id}</a></td><td>{at}</td><td>{state}</td><td><strong>{code}</strong>: {reason}</td><td>{sender}</td><td><code>{key}</code></td><td>{topic}[{partition}]@{offset}</td></tr>"#,
-                id = l.id,
-                at = when(l.dead_at_ms, offset),
-                state = dead_letter_state(&ctx, l.state),
-                code = esc(&l.reason_code),
-                reason = esc(&l.reason),
-                sender = esc(&l.claimed_sender),
-                key = esc(&l.record_key),
-                topic = esc(&l.source_topic),
-                partition = l.source_partition,
-                offset = l.source_offset,
-            );
+    let body = html! {
+        section aria-labelledby="colas" {
+            h2 id="colas" { (t.queues) }
+            div data-refresh="/operacion/colas" data-every="2000" aria-live="polite" { (queues) }
         }
-        dlq.push_str("</tbody></table></div>");
-    }
-    let body = format!(
-        r#"<section aria-labelledby="colas"><h2 id="colas">{l_queues}</h2>
-<div data-refresh="/operacion/colas" data-every="2000" aria-live="polite">{queues}</div></section>
-<section aria-labelledby="grafico"><h2 id="grafico">{l_chart}</h2>
-<div data-refresh="/operacion/grafico" data-every="30000">{chart}</div></section>
-<section aria-labelledby="dlq"><h2 id="dlq">{l_dlq}</h2>{dlq}</section>"#,
-        l_queues = t.queues,
-        l_chart = t.last_hour,
-        l_dlq = t.dead_letters,
-    );
-    page::render(&ctx, StatusCode::OK, t.operations_title, &body)
+        section aria-labelledby="grafico" {
+            h2 id="grafico" { (t.last_hour) }
+            div data-refresh="/operacion/grafico" data-every="30000" { (chart) }
+        }
+        section aria-labelledby="dlq" {
+            h2 id="dlq" { (t.dead_letters) }
+            @if letters.is_empty() {
+                p.notice { (t.dlq_empty) }
+            } @else {
+                div.table-wrap {
+                    table {
+                        thead {
+                            tr {
+                                th scope="col" { "#" }
+                                th scope="col" { (t.when) }
+                                th scope="col" { (t.state) }
+                                th scope="col" { (t.reason) }
+                                th scope="col" { (t.claimed_sender) }
+                                th scope="col" { (t.record_key) }
+                                th scope="col" { (t.source) }
+                            }
+                        }
+                        tbody {
+                            @for l in &letters {
+                                tr {
+                                    td { a href={ "/operacion/dlq/" (l.id) } { (l.id) } }
+                                    td { (when(l.dead_at_ms, offset)) }
+                                    td { (dead_letter_state(&ctx, l.state)) }
+                                    td { strong { (l.reason_code) } ": " (l.reason) }
+                                    td { (l.claimed_sender) }
+                                    td { code { (l.record_key) } }
+                                    td {
+                                        (l.source_topic) "[" (l.source_partition) "]@"
+                                        (l.source_offset)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page::render(&ctx, StatusCode::OK, t.operations_title, body)
 }
 
 fn dead_letter_state(ctx: &Ctx, state: i32) -> &'static str {
@@ -81,10 +93,10 @@ pub async fn queues(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
     if let Err(denied) = ctx.require(Role::Operator) {
         return denied;
     }
-    Html(queue_table(&web, &ctx).await).into_response()
+    Html(queue_table(&web, &ctx).await.into_string()).into_response()
 }
 
-async fn queue_table(web: &Web, ctx: &Ctx) -> String {
+async fn queue_table(web: &Web, ctx: &Ctx) -> Markup {
     let t = ctx.t();
     let watch = web.services.watch.clone();
     let report =
@@ -92,90 +104,83 @@ async fn queue_table(web: &Web, ctx: &Ctx) -> String {
             Ok(Ok(report)) => report,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Queues not readable for the console.");
-                return format!(r#"<p class="notice bad">{}</p>"#, t.unavailable_body);
+                return html! { p.notice.bad { (t.unavailable_body) } };
             }
-            Err(_) => return format!(r#"<p class="notice bad">{}</p>"#, t.unavailable_body),
+            Err(_) => return html! { p.notice.bad { (t.unavailable_body) } },
         };
     let directory = web.desk.trust.directory();
     let offset = web.desk.config.deadlines.utc_offset_minutes;
-    let mut out = format!(
-        r#"<p class="{}">Kafka: {} · {} {}</p><div class="table-wrap"><table class="queues"><thead><tr><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th></tr></thead><tbody>"#,
-        if report.kafka_reachable { "ok" } else { "bad" },
-        if report.kafka_reachable {
-            t.reachable
-        } else {
-            t.unreachable
-        },
-        t.updated,
-        when(report.generated_at_ms, offset),
-        t.institution,
-        t.inbox_lag,
-        t.outbox_backlog,
-        t.pending_receipts,
-        t.dlq_open_count,
-        t.last_delivery,
-        t.deliveries_per_minute,
-    );
-    for q in &report.institutions {
-        let lag = if q.lag_known {
-            format!("{} ({:.0} s)", q.inbox_lag_records, q.inbox_lag_seconds)
-        } else {
-            "—".into()
-        };
-        let pending = if q.pending_receipts > 0 {
-            format!(
-                "{} ({:.0} s)",
-                q.pending_receipts, q.oldest_pending_receipt_seconds
-            )
-        } else {
-            "0".into()
-        };
-        let _ = write!(
-            out,
-            r#"<tr{local}><th scope="row">{name}</th><td>{lag}</td><td>{backlog}</td><td>{pending}</td><td>{dlq}</td><td>{last}</td><td>{per_minute}</td></tr>"#,
-            local = if q.local { r#" class="local""# } else { "" },
-            name = esc(&page::institution(&directory, &q.institution)),
-            backlog = q.outbox_backlog,
-            dlq = if q.local {
-                q.dead_letters_open.to_string()
-            } else {
-                "—".into()
-            },
-            last = when(q.last_delivery_at_ms, offset),
-            per_minute = q.deliveries_last_minute,
-        );
-    }
-    out.push_str("</tbody></table></div>");
-    if !report.troubled.is_empty() {
-        let _ = write!(out, "<h3>{}</h3><ul class=\"troubled\">", t.troubled);
-        for f in &report.troubled {
-            let link = if f.dead_letter_id > 0 {
-                format!(
-                    r#" <a href="/operacion/dlq/{0}">#{0}</a>"#,
-                    f.dead_letter_id
-                )
-            } else {
-                String::new()
-            };
-            let counterpart = if f.counterpart.is_empty() {
-                String::new()
-            } else {
-                format!(" → {}", esc(&page::institution(&directory, &f.counterpart)))
-            };
-            let _ = write!(
-                out,
-                "<li><code>{}</code>{counterpart}: {}{link}</li>",
-                esc(if f.tracking_code.is_empty() {
-                    &f.transfer_id
-                } else {
-                    &f.tracking_code
-                }),
-                esc(&f.reason),
-            );
+    html! {
+        p class=(if report.kafka_reachable { "ok" } else { "bad" }) {
+            "Kafka: "
+            (if report.kafka_reachable { t.reachable } else { t.unreachable })
+            " · " (t.updated) " " (when(report.generated_at_ms, offset))
         }
-        out.push_str("</ul>");
+        div.table-wrap {
+            table.queues {
+                thead {
+                    tr {
+                        th scope="col" { (t.institution) }
+                        th scope="col" { (t.inbox_lag) }
+                        th scope="col" { (t.outbox_backlog) }
+                        th scope="col" { (t.pending_receipts) }
+                        th scope="col" { (t.dlq_open_count) }
+                        th scope="col" { (t.last_delivery) }
+                        th scope="col" { (t.deliveries_per_minute) }
+                    }
+                }
+                tbody {
+                    @for q in &report.institutions {
+                        tr class=[q.local.then_some("local")] {
+                            th scope="row" { (page::institution(&directory, &q.institution)) }
+                            td {
+                                @if q.lag_known {
+                                    (q.inbox_lag_records) " ("
+                                    (format!("{:.0}", q.inbox_lag_seconds)) " s)"
+                                } @else {
+                                    "—"
+                                }
+                            }
+                            td { (q.outbox_backlog) }
+                            td {
+                                @if q.pending_receipts > 0 {
+                                    (q.pending_receipts) " ("
+                                    (format!("{:.0}", q.oldest_pending_receipt_seconds)) " s)"
+                                } @else {
+                                    "0"
+                                }
+                            }
+                            td {
+                                @if q.local { (q.dead_letters_open) } @else { "—" }
+                            }
+                            td { (when(q.last_delivery_at_ms, offset)) }
+                            td { (q.deliveries_last_minute) }
+                        }
+                    }
+                }
+            }
+        }
+        @if !report.troubled.is_empty() {
+            h3 { (t.troubled) }
+            ul.troubled {
+                @for f in &report.troubled {
+                    li {
+                        code {
+                            (if f.tracking_code.is_empty() { &f.transfer_id } else { &f.tracking_code })
+                        }
+                        @if !f.counterpart.is_empty() {
+                            " → " (page::institution(&directory, &f.counterpart))
+                        }
+                        ": " (f.reason)
+                        @if f.dead_letter_id > 0 {
+                            " "
+                            a href={ "/operacion/dlq/" (f.dead_letter_id) } { "#" (f.dead_letter_id) }
+                        }
+                    }
+                }
+            }
+        }
     }
-    out
 }
 
 /// One minute of the last hour.
@@ -226,18 +231,18 @@ pub async fn chart(State(web): State<Arc<Web>>, ctx: Ctx) -> Response {
     if let Err(denied) = ctx.require(Role::Operator) {
         return denied;
     }
-    Html(chart_html(&web, &ctx).await).into_response()
+    Html(chart_html(&web, &ctx).await.into_string()).into_response()
 }
 
 /// Two small SVG charts (deliveries per minute, latency p50/p95 per minute)
 /// and the same numbers as a table, for screen readers and for copying.
-async fn chart_html(web: &Web, ctx: &Ctx) -> String {
+async fn chart_html(web: &Web, ctx: &Ctx) -> Markup {
     let t = ctx.t();
     let (start, minutes) = match last_hour(web).await {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "Deliveries not readable for the console.");
-            return format!(r#"<p class="notice bad">{}</p>"#, t.unavailable_body);
+            return html! { p.notice.bad { (t.unavailable_body) } };
         }
     };
     let offset = web.desk.config.deadlines.utc_offset_minutes;
@@ -252,20 +257,8 @@ async fn chart_html(web: &Web, ctx: &Ctx) -> String {
     let max_latency = minutes.iter().map(|m| m.p95_ms).max().unwrap_or(0).max(1) as f64;
     let total_sent: u32 = minutes.iter().map(|m| m.sent).sum();
     let total_received: u32 = minutes.iter().map(|m| m.received).sum();
-    let mut bars = String::new();
-    for (i, m) in minutes.iter().enumerate() {
-        let x = pad + i as f64 * step;
-        let sent_h = f64::from(m.sent) / max_count * (h - 20.0);
-        let recv_h = f64::from(m.received) / max_count * (h - 20.0);
-        let _ = write!(
-            bars,
-            r#"<rect class="sent" x="{x:.1}" y="{:.1}" width="{:.1}" height="{sent_h:.1}"/><rect class="received" x="{x:.1}" y="{:.1}" width="{:.1}" height="{recv_h:.1}"/>"#,
-            h - sent_h,
-            step * 0.8,
-            h - sent_h - recv_h,
-            step * 0.8,
-        );
-    }
+    // SVG coordinates to a tenth.
+    let n = |v: f64| format!("{v:.1}");
     let points = |pick: fn(&Minute) -> i64| -> Vec<(f64, f64)> {
         minutes
             .iter()
@@ -287,50 +280,80 @@ async fn chart_html(web: &Web, ctx: &Ctx) -> String {
             .iter()
             .map(|(x, y)| format!("{x:.1},{y:.1}"))
             .collect();
-        let mut svg = format!(r#"<polyline class="{class}" points="{}"/>"#, path.join(" "));
-        for (x, y) in &points {
-            let _ = write!(
-                svg,
-                r#"<circle class="{class}" cx="{x:.1}" cy="{y:.1}" r="2.5"/>"#
-            );
+        html! {
+            polyline class=(class) points=(path.join(" ")) {}
+            @for (x, y) in &points {
+                circle class=(class) cx=(n(*x)) cy=(n(*y)) r="2.5" {}
+            }
         }
-        svg
     };
-    let mut table = String::new();
-    for (i, m) in minutes.iter().enumerate() {
-        if m.sent + m.received == 0 {
-            continue;
+    html! {
+        div.charts {
+            figure {
+                svg viewBox={ "0 0 " (w) " " (h) } role="img"
+                    aria-label={
+                        (t.deliveries_per_minute) ": " (total_sent) " " (t.sent_receipted) ", "
+                        (total_received) " " (t.received)
+                    } {
+                    text x="0" y="12" class="axis" { (max_count) }
+                    text x="0" y=(h) class="axis" { "0" }
+                    @for (i, m) in minutes.iter().enumerate() {
+                        @let x = pad + i as f64 * step;
+                        @let sent_h = f64::from(m.sent) / max_count * (h - 20.0);
+                        @let recv_h = f64::from(m.received) / max_count * (h - 20.0);
+                        rect.sent x=(n(x)) y=(n(h - sent_h)) width=(n(step * 0.8)) height=(n(sent_h)) {}
+                        rect.received x=(n(x)) y=(n(h - sent_h - recv_h)) width=(n(step * 0.8))
+                            height=(n(recv_h)) {}
+                    }
+                }
+                figcaption {
+                    (t.deliveries_per_minute) " — " span.key.sent {} " " (t.sent_receipted)
+                    " (" (total_sent) ") · " span.key.received {} " " (t.received)
+                    " (" (total_received) ")"
+                }
+            }
+            figure {
+                svg viewBox={ "0 0 " (w) " " (h) } role="img" aria-label=(t.latency) {
+                    text x="0" y="12" class="axis" { (max_latency) " ms" }
+                    text x="0" y=(h) class="axis" { "0" }
+                    (line(|m| m.p95_ms, "p95"))
+                    (line(|m| m.p50_ms, "p50"))
+                }
+                figcaption {
+                    (t.latency) " — " span.key.p50 {} " p50 · " span.key.p95 {} " p95"
+                }
+            }
         }
-        let _ = write!(
-            table,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            when(start + i as i64 * 60_000, offset),
-            m.sent,
-            m.received,
-            m.p50_ms,
-            m.p95_ms
-        );
+        details {
+            summary { (t.chart_data) }
+            div.table-wrap {
+                table {
+                    thead {
+                        tr {
+                            th scope="col" { (t.minute) }
+                            th scope="col" { (t.sent_receipted) }
+                            th scope="col" { (t.received) }
+                            th scope="col" { "p50 ms" }
+                            th scope="col" { "p95 ms" }
+                        }
+                    }
+                    tbody {
+                        @for (i, m) in minutes.iter().enumerate() {
+                            @if m.sent + m.received > 0 {
+                                tr {
+                                    td { (when(start + i as i64 * 60_000, offset)) }
+                                    td { (m.sent) }
+                                    td { (m.received) }
+                                    td { (m.p50_ms) }
+                                    td { (m.p95_ms) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
-    format!(
-        r#"<div class="charts">
-<figure><svg viewBox="0 0 {w} {h}" role="img" aria-label="{l_throughput}: {total_sent} {l_sent}, {total_received} {l_received}">
-<text x="0" y="12" class="axis">{max_count}</text><text x="0" y="{h}" class="axis">0</text>{bars}</svg>
-<figcaption>{l_throughput} — <span class="key sent"></span> {l_sent} ({total_sent}) · <span class="key received"></span> {l_received} ({total_received})</figcaption></figure>
-<figure><svg viewBox="0 0 {w} {h}" role="img" aria-label="{l_latency}">
-<text x="0" y="12" class="axis">{max_latency} ms</text><text x="0" y="{h}" class="axis">0</text>
-{p95}{p50}</svg>
-<figcaption>{l_latency} — <span class="key p50"></span> p50 · <span class="key p95"></span> p95</figcaption></figure>
-</div>
-<details><summary>{l_data}</summary><div class="table-wrap"><table><thead><tr><th scope="col">{l_minute}</th><th scope="col">{l_sent}</th><th scope="col">{l_received}</th><th scope="col">p50 ms</th><th scope="col">p95 ms</th></tr></thead><tbody>{table}</tbody></table></div></details>"#,
-        l_throughput = t.deliveries_per_minute,
-        l_sent = t.sent_receipted,
-        l_received = t.received,
-        l_latency = t.latency,
-        l_data = t.chart_data,
-        l_minute = t.minute,
-        p95 = line(|m| m.p95_ms, "p95"),
-        p50 = line(|m| m.p50_ms, "p50"),
-    )
 }
 
 pub async fn dead_letter(State(web): State<Arc<Web>>, ctx: Ctx, Path(id): Path<i64>) -> Response {
@@ -379,102 +402,66 @@ async fn dead_letter_page(
                 .map(|b| format!("{b:02x}"))
                 .collect::<Vec<_>>()
                 .join(" "),
-            esc(&ascii)
+            ascii
         );
     }
-    let mut body = String::new();
-    if let Some((ok, text)) = note {
-        let _ = write!(
-            body,
-            r#"<p class="notice {}" role="{}">{}</p>"#,
-            if ok { "ok" } else { "bad" },
-            if ok { "status" } else { "alert" },
-            esc(&text)
-        );
-    }
-    let _ = write!(
-        body,
-        r#"<dl class="summary card">
-<dt>{l_state}</dt><dd>{state}</dd>
-<dt>{l_reason}</dt><dd><strong>{code}</strong>: {reason}</dd>
-<dt>{l_when}</dt><dd>{at}</dd>
-<dt>{l_sender}</dt><dd>{sender}</dd>
-<dt>{l_message}</dt><dd><code>{message}</code></dd>
-<dt>{l_key}</dt><dd><code>{key}</code></dd>
-<dt>{l_source}</dt><dd>{topic}[{partition}]@{source_offset}</dd>
-<dt>DLQ</dt><dd>{dlq_topic}[{dlq_partition}]@{dlq_offset}</dd>
-<dt>{l_envelope}</dt><dd>{summary}</dd>
-<dt>{l_size}</dt><dd>{size}</dd>
-{closed}
-</dl>
-<details><summary>{l_bytes}</summary><pre class="dump">{dump}</pre></details>"#,
-        l_state = t.state,
-        state = dead_letter_state(ctx, entry.state),
-        l_reason = t.reason,
-        code = esc(&entry.reason_code),
-        reason = esc(&entry.reason),
-        l_when = t.when,
-        at = when(entry.dead_at_ms, offset),
-        l_sender = t.claimed_sender,
-        sender = page::or_dash(&entry.claimed_sender),
-        l_message = t.message_id,
-        message = page::or_dash(&entry.message_id),
-        l_key = t.record_key,
-        key = esc(&entry.record_key),
-        l_source = t.source,
-        topic = esc(&entry.source_topic),
-        partition = entry.source_partition,
-        source_offset = entry.source_offset,
-        dlq_topic = esc(&entry.dlq_topic),
-        dlq_partition = entry.dlq_partition,
-        dlq_offset = entry.dlq_offset,
-        l_envelope = t.envelope,
-        summary = esc(&detail.envelope_summary),
-        l_size = t.size,
-        size = page::size(detail.original_value.len() as u64),
-        closed = if entry.discarded_at_ms > 0 {
-            format!(
-                "<dt>{}</dt><dd>{} · {} · {}</dd>",
-                t.dlq_discarded,
-                when(entry.discarded_at_ms, offset),
-                esc(&entry.discarded_by),
-                esc(&entry.discard_reason)
-            )
-        } else if entry.replayed_at_ms > 0 {
-            format!(
-                "<dt>{}</dt><dd>{}</dd>",
-                t.dlq_replayed,
-                when(entry.replayed_at_ms, offset)
-            )
-        } else {
-            String::new()
-        },
-        l_bytes = t.original_bytes,
-    );
-    if entry.state == DeadLetterState::Open as i32 {
-        let _ = write!(
-            body,
-            r#"<div class="actions-grid"><form method="post" action="/operacion/dlq/{id}/reenviar" class="card action" novalidate><h2>{l_replay}</h2><p class="help">{l_replay_help}</p>{csrf}<button type="submit">{l_replay}</button></form>
-<form method="post" action="/operacion/dlq/{id}/descartar" class="card action" novalidate><h2>{l_discard}</h2>{csrf}{reason}<button type="submit" class="danger">{l_discard}</button></form></div>"#,
-            l_replay = t.replay,
-            l_replay_help = t.replay_help,
-            csrf = page::csrf(ctx),
-            l_discard = t.discard,
-            reason = page::textarea(
-                "descartar/reason",
-                t.discard_reason,
-                "",
-                reason_error,
-                "required"
-            ),
-        );
-    }
-    let _ = write!(
-        body,
-        r#"<p><a href="/operacion">{}</a></p>"#,
-        t.back_to_operations
-    );
-    page::render(ctx, status, &format!("{} #{id}", t.dead_letter), &body)
+    let body = html! {
+        @if let Some((ok, text)) = &note {
+            p class={ "notice " (if *ok { "ok" } else { "bad" }) }
+                role=(if *ok { "status" } else { "alert" }) { (text) }
+        }
+        dl.summary.card {
+            dt { (t.state) } dd { (dead_letter_state(ctx, entry.state)) }
+            dt { (t.reason) } dd { strong { (entry.reason_code) } ": " (entry.reason) }
+            dt { (t.when) } dd { (when(entry.dead_at_ms, offset)) }
+            dt { (t.claimed_sender) } dd { (page::or_dash(&entry.claimed_sender)) }
+            dt { (t.message_id) } dd { code { (page::or_dash(&entry.message_id)) } }
+            dt { (t.record_key) } dd { code { (entry.record_key) } }
+            dt { (t.source) }
+            dd { (entry.source_topic) "[" (entry.source_partition) "]@" (entry.source_offset) }
+            dt { "DLQ" }
+            dd { (entry.dlq_topic) "[" (entry.dlq_partition) "]@" (entry.dlq_offset) }
+            dt { (t.envelope) } dd { (detail.envelope_summary) }
+            dt { (t.size) } dd { (page::size(detail.original_value.len() as u64)) }
+            @if entry.discarded_at_ms > 0 {
+                dt { (t.dlq_discarded) }
+                dd {
+                    (when(entry.discarded_at_ms, offset)) " · " (entry.discarded_by) " · "
+                    (entry.discard_reason)
+                }
+            } @else if entry.replayed_at_ms > 0 {
+                dt { (t.dlq_replayed) } dd { (when(entry.replayed_at_ms, offset)) }
+            }
+        }
+        details {
+            summary { (t.original_bytes) }
+            pre.dump { (dump) }
+        }
+        @if entry.state == DeadLetterState::Open as i32 {
+            div.actions-grid {
+                form.card.action method="post" action={ "/operacion/dlq/" (id) "/reenviar" } novalidate {
+                    h2 { (t.replay) }
+                    p.help { (t.replay_help) }
+                    (page::csrf(ctx))
+                    button type="submit" { (t.replay) }
+                }
+                form.card.action method="post" action={ "/operacion/dlq/" (id) "/descartar" } novalidate {
+                    h2 { (t.discard) }
+                    (page::csrf(ctx))
+                    (page::textarea(
+                        "descartar/reason",
+                        t.discard_reason,
+                        "",
+                        reason_error,
+                        Attrs::new().required(),
+                    ))
+                    button.danger type="submit" { (t.discard) }
+                }
+            }
+        }
+        p { a href="/operacion" { (t.back_to_operations) } }
+    };
+    page::render(ctx, status, &format!("{} #{id}", t.dead_letter), body)
 }
 
 pub async fn replay(

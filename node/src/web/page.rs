@@ -1,5 +1,6 @@
-//! The page frame and the small pieces every page is built from. Every value
-//! that is not the console's own text goes through [`esc`].
+//! The page frame and the small pieces every page is built from, as maud
+//! templates: every value spliced into a page is escaped unless it is
+//! another piece of markup.
 
 use super::Ctx;
 use super::forms::url_encode;
@@ -9,98 +10,66 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use ecointegra_broker::directory::Directory;
 use ecointegra_proto::v1::{FilingStatus, TimelineEntry, TransferKind};
-use std::fmt::Write as _;
+use maud::{DOCTYPE, Markup, html};
 
-/// Escapes text for HTML content and quoted attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A whole page: `title` and `body` (already HTML) in the console's frame.
-pub fn render(ctx: &Ctx, status: StatusCode, title: &str, body: &str) -> Response {
+/// A whole page: `title` and `body` in the console's frame.
+pub fn render(ctx: &Ctx, status: StatusCode, title: &str, body: Markup) -> Response {
     let t = ctx.t();
-    let mut nav = String::new();
-    let _ = write!(nav, r#"<a href="/">{}</a>"#, t.nav_tracking);
-    match &ctx.session {
-        Some(s) => {
-            if s.role == Role::Clerk {
-                let _ = write!(
-                    nav,
-                    r#"<a href="/mesa">{}</a><a href="/mesa/nuevo">{}</a>"#,
-                    t.nav_inbox, t.nav_new
-                );
-            }
-            if s.role == Role::Operator {
-                let _ = write!(nav, r#"<a href="/operacion">{}</a>"#, t.nav_operations);
-            }
-            let _ = write!(
-                nav,
-                r#"<form method="post" action="/salir" class="inline"><input type="hidden" name="csrf" value="{}"><button type="submit" class="link">{} ({})</button></form>"#,
-                esc(&s.csrf),
-                t.sign_out,
-                esc(&s.name)
-            );
-        }
-        None => {
-            let _ = write!(nav, r#"<a href="/entrar">{}</a>"#, t.sign_in);
-        }
-    }
     let other = match ctx.lang {
         Lang::Es => Lang::En,
         Lang::En => Lang::Es,
     };
-    let _ = write!(
-        nav,
-        r#"<a href="/idioma?lang={}&amp;volver={}" lang="{}" hreflang="{}">{}</a>"#,
-        other.code(),
-        esc(&url_encode(&ctx.here)),
-        other.code(),
-        other.code(),
-        other.texts().language_name
-    );
-    let html = format!(
-        r##"<!doctype html>
-<html lang="{lang}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · {site}</title>
-<link rel="stylesheet" href="/static/console.css">
-<script src="/static/console.js" defer></script>
-</head>
-<body>
-<a class="skip" href="#contenido">{skip}</a>
-<header class="top">
-<p class="brand"><span class="logo" aria-hidden="true">◆</span> {site} <span class="where">{institution}</span></p>
-<nav aria-label="{nav_label}">{nav}</nav>
-</header>
-<main id="contenido" tabindex="-1">
-<h1>{title}</h1>
-{body}
-</main>
-<footer><p>{footer}</p></footer>
-</body>
-</html>"##,
-        lang = ctx.lang.code(),
-        title = esc(title),
-        site = t.site_name,
-        skip = t.skip_to_content,
-        institution = esc(&ctx.institution),
-        nav_label = t.nav_label,
-        footer = t.footer,
-    );
-    (status, Html(html)).into_response()
+    let page = html! {
+        (DOCTYPE)
+        html lang=(ctx.lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · " (t.site_name) }
+                link rel="stylesheet" href="/static/console.css";
+                script src="/static/console.js" defer {}
+            }
+            body {
+                a.skip href="#contenido" { (t.skip_to_content) }
+                header.top {
+                    p.brand {
+                        span.logo aria-hidden="true" { "◆" }
+                        " " (t.site_name) " "
+                        span.where { (ctx.institution) }
+                    }
+                    nav aria-label=(t.nav_label) {
+                        a href="/" { (t.nav_tracking) }
+                        @match &ctx.session {
+                            Some(s) => {
+                                @if s.role == Role::Clerk {
+                                    a href="/mesa" { (t.nav_inbox) }
+                                    a href="/mesa/nuevo" { (t.nav_new) }
+                                }
+                                @if s.role == Role::Operator {
+                                    a href="/operacion" { (t.nav_operations) }
+                                }
+                                form.inline method="post" action="/salir" {
+                                    input type="hidden" name="csrf" value=(s.csrf);
+                                    button.link type="submit" { (t.sign_out) " (" (s.name) ")" }
+                                }
+                            }
+                            None => { a href="/entrar" { (t.sign_in) } }
+                        }
+                        a href={ "/idioma?lang=" (other.code()) "&volver=" (url_encode(&ctx.here)) }
+                            lang=(other.code()) hreflang=(other.code()) {
+                            (other.texts().language_name)
+                        }
+                    }
+                }
+                main id="contenido" tabindex="-1" {
+                    h1 { (title) }
+                    (body)
+                }
+                footer { p { (t.footer) } }
+            }
+        }
+    };
+    (status, Html(page.into_string())).into_response()
 }
 
 /// A page with a title and one paragraph of text.
@@ -109,35 +78,125 @@ pub fn message(ctx: &Ctx, status: StatusCode, title: &str, text: &str) -> Respon
         ctx,
         status,
         title,
-        &format!(r#"<p class="notice" role="alert">{}</p>"#, esc(text)),
+        html! { p.notice role="alert" { (text) } },
     )
 }
 
 /// The sign-in page, with an error when the last attempt failed.
 pub fn sign_in(ctx: &Ctx, back: Option<&str>, error: Option<&str>, status: StatusCode) -> Response {
     let t = ctx.t();
-    let back = back.map_or(String::new(), |b| {
-        format!(r#"<input type="hidden" name="volver" value="{}">"#, esc(b))
-    });
-    let body = format!(
-        r#"<p>{intro}</p>
-<form method="post" action="/entrar" class="card narrow">
-{back}
-{field}
-<button type="submit">{button}</button>
-</form>"#,
-        intro = t.sign_in_intro,
-        field = input(
-            "token",
-            t.token_label,
-            "",
-            error,
-            r#"type="password" autocomplete="current-password" required"#,
-            Some(t.token_help),
-        ),
-        button = t.sign_in,
-    );
-    render(ctx, status, t.sign_in_title, &body)
+    let body = html! {
+        p { (t.sign_in_intro) }
+        form.card.narrow method="post" action="/entrar" {
+            @if let Some(back) = back {
+                input type="hidden" name="volver" value=(back);
+            }
+            (input(
+                "token",
+                t.token_label,
+                "",
+                error,
+                Attrs::new().kind("password").autocomplete("current-password").required(),
+                Some(t.token_help),
+            ))
+            button type="submit" { (t.sign_in) }
+        }
+    };
+    render(ctx, status, t.sign_in_title, body)
+}
+
+/// The attributes a form field may have besides its id, name and value.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Attrs {
+    kind: Option<&'static str>,
+    required: bool,
+    multiple: bool,
+    autocomplete: Option<&'static str>,
+    autocapitalize: Option<&'static str>,
+    spellcheck: Option<&'static str>,
+    inputmode: Option<&'static str>,
+    accept: Option<&'static str>,
+    min: Option<&'static str>,
+    maxlength: Option<&'static str>,
+}
+
+impl Attrs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The input's `type`.
+    pub fn kind(self, kind: &'static str) -> Self {
+        Self {
+            kind: Some(kind),
+            ..self
+        }
+    }
+
+    pub fn required(self) -> Self {
+        Self {
+            required: true,
+            ..self
+        }
+    }
+
+    pub fn multiple(self) -> Self {
+        Self {
+            multiple: true,
+            ..self
+        }
+    }
+
+    pub fn autocomplete(self, value: &'static str) -> Self {
+        Self {
+            autocomplete: Some(value),
+            ..self
+        }
+    }
+
+    /// Codes typed in capitals, neither completed nor spell-checked.
+    pub fn code(self) -> Self {
+        Self {
+            autocomplete: Some("off"),
+            autocapitalize: Some("characters"),
+            ..self
+        }
+    }
+
+    pub fn no_spellcheck(self) -> Self {
+        Self {
+            spellcheck: Some("false"),
+            ..self
+        }
+    }
+
+    pub fn numeric(self) -> Self {
+        Self {
+            inputmode: Some("numeric"),
+            ..self
+        }
+    }
+
+    pub fn accept(self, types: &'static str) -> Self {
+        Self {
+            accept: Some(types),
+            ..self
+        }
+    }
+
+    pub fn min(self, min: &'static str) -> Self {
+        Self {
+            min: Some(min),
+            ..self
+        }
+    }
+
+    pub fn maxlength(self, max: &'static str) -> Self {
+        Self {
+            maxlength: Some(max),
+            ..self
+        }
+    }
 }
 
 /// A labelled input with its help text and its error, tied by
@@ -147,59 +206,40 @@ pub fn input(
     label: &str,
     value: &str,
     error: Option<&str>,
-    attributes: &str,
+    a: Attrs,
     help: Option<&str>,
-) -> String {
+) -> Markup {
     let id = field_id(name);
-    let (described, notes) = notes(&id, error, help);
-    let (invalid, aria_invalid) = validity(error);
-    format!(
-        r#"<div class="field{invalid}"><label for="{id}">{label}</label>{notes}<input id="{id}" name="{name}" value="{value}" {attributes}{described}{aria_invalid}></div>"#,
-        name = esc(field_name(name)),
-        value = esc(value),
-    )
-}
-
-/// The class suffix and attribute of a field with or without an error.
-fn validity(error: Option<&str>) -> (&'static str, &'static str) {
-    if error.is_some() {
-        (" invalid", r#" aria-invalid="true""#)
-    } else {
-        ("", "")
+    let described = described_by(&id, error, help);
+    html! {
+        div.field.invalid[error.is_some()] {
+            label for=(id) { (label) }
+            (notes(&id, error, help))
+            input id=(id) name=(field_name(name)) value=(value)
+                type=[a.kind] multiple[a.multiple] accept=[a.accept] min=[a.min]
+                required[a.required] inputmode=[a.inputmode]
+                autocomplete=[a.autocomplete] autocapitalize=[a.autocapitalize]
+                spellcheck=[a.spellcheck]
+                aria-describedby=[described] aria-invalid=[error.map(|_| "true")];
+        }
     }
-}
-
-/// Table rows of documents: name, size, SHA-256.
-pub fn document_rows<'a>(documents: impl Iterator<Item = (&'a str, u64, &'a [u8])>) -> String {
-    let mut rows = String::new();
-    for (name, bytes, sha256) in documents {
-        let _ = write!(
-            rows,
-            r#"<tr><td>{}</td><td>{}</td><td><code class="digest">{}</code></td></tr>"#,
-            esc(name),
-            size(bytes),
-            hex::encode(sha256)
-        );
-    }
-    rows
 }
 
 /// A labelled multi-line text field.
-pub fn textarea(
-    name: &str,
-    label: &str,
-    value: &str,
-    error: Option<&str>,
-    attributes: &str,
-) -> String {
+pub fn textarea(name: &str, label: &str, value: &str, error: Option<&str>, a: Attrs) -> Markup {
     let id = field_id(name);
-    let (described, notes) = notes(&id, error, None);
-    let (invalid, aria_invalid) = validity(error);
-    format!(
-        r#"<div class="field{invalid}"><label for="{id}">{label}</label>{notes}<textarea id="{id}" name="{name}" rows="3" {attributes}{described}{aria_invalid}>{value}</textarea></div>"#,
-        name = esc(field_name(name)),
-        value = esc(value),
-    )
+    let described = described_by(&id, error, None);
+    html! {
+        div.field.invalid[error.is_some()] {
+            label for=(id) { (label) }
+            (notes(&id, error, None))
+            textarea id=(id) name=(field_name(name)) rows="3"
+                required[a.required] maxlength=[a.maxlength]
+                aria-describedby=[described] aria-invalid=[error.map(|_| "true")] {
+                (value)
+            }
+        }
+    }
 }
 
 /// A labelled choice among `options` (value, text); `selected` is chosen.
@@ -209,24 +249,33 @@ pub fn select(
     options: &[(String, String)],
     selected: &str,
     error: Option<&str>,
-) -> String {
+) -> Markup {
     let id = field_id(name);
-    let (described, notes) = notes(&id, error, None);
-    let mut choices = String::new();
-    for (value, text) in options {
-        let _ = write!(
-            choices,
-            r#"<option value="{}"{}>{}</option>"#,
-            esc(value),
-            if value == selected { " selected" } else { "" },
-            esc(text)
-        );
+    let described = described_by(&id, error, None);
+    html! {
+        div.field.invalid[error.is_some()] {
+            label for=(id) { (label) }
+            (notes(&id, error, None))
+            select id=(id) name=(field_name(name)) aria-describedby=[described] {
+                @for (value, text) in options {
+                    option value=(value) selected[value == selected] { (text) }
+                }
+            }
+        }
     }
-    format!(
-        r#"<div class="field{invalid}"><label for="{id}">{label}</label>{notes}<select id="{id}" name="{name}"{described}>{choices}</select></div>"#,
-        invalid = if error.is_some() { " invalid" } else { "" },
-        name = esc(field_name(name)),
-    )
+}
+
+/// Table rows of documents: name, size, SHA-256.
+pub fn document_rows<'a>(documents: impl Iterator<Item = (&'a str, u64, &'a [u8])>) -> Markup {
+    html! {
+        @for (name, bytes, sha256) in documents {
+            tr {
+                td { (name) }
+                td { (size(bytes)) }
+                td { code.digest { (hex::encode(sha256)) } }
+            }
+        }
+    }
 }
 
 /// A field's element id. `name` may be `form/field` when one page has several
@@ -246,41 +295,35 @@ fn field_name(name: &str) -> &str {
     name.rsplit_once('/').map_or(name, |(_, field)| field)
 }
 
-fn notes(id: &str, error: Option<&str>, help: Option<&str>) -> (String, String) {
-    let mut ids = Vec::new();
-    let mut html = String::new();
-    if let Some(help) = help {
-        ids.push(format!("{id}-ayuda"));
-        let _ = write!(
-            html,
-            r#"<span class="help" id="{id}-ayuda">{}</span>"#,
-            esc(help)
-        );
+/// The ids of a field's help and error, for `aria-describedby`.
+fn described_by(id: &str, error: Option<&str>, help: Option<&str>) -> Option<String> {
+    let ids: Vec<String> = [help.map(|_| "ayuda"), error.map(|_| "error")]
+        .into_iter()
+        .flatten()
+        .map(|note| format!("{id}-{note}"))
+        .collect();
+    (!ids.is_empty()).then(|| ids.join(" "))
+}
+
+/// A field's help and error, with the ids [`described_by`] names.
+fn notes(id: &str, error: Option<&str>, help: Option<&str>) -> Markup {
+    html! {
+        @if let Some(help) = help {
+            span.help id={ (id) "-ayuda" } { (help) }
+        }
+        @if let Some(error) = error {
+            span.error id={ (id) "-error" } { (error) }
+        }
     }
-    if let Some(error) = error {
-        ids.push(format!("{id}-error"));
-        let _ = write!(
-            html,
-            r#"<span class="error" id="{id}-error">{}</span>"#,
-            esc(error)
-        );
-    }
-    let described = if ids.is_empty() {
-        String::new()
-    } else {
-        format!(r#" aria-describedby="{}""#, ids.join(" "))
-    };
-    (described, html)
 }
 
 /// A form's CSRF field.
-pub fn csrf(ctx: &Ctx) -> String {
-    ctx.session.as_ref().map_or(String::new(), |s| {
-        format!(
-            r#"<input type="hidden" name="csrf" value="{}">"#,
-            esc(&s.csrf)
-        )
-    })
+pub fn csrf(ctx: &Ctx) -> Markup {
+    html! {
+        @if let Some(s) = &ctx.session {
+            input type="hidden" name="csrf" value=(s.csrf);
+        }
+    }
 }
 
 /// A time as people read it at the institution: `28/11/2026 14:03`.
@@ -299,12 +342,11 @@ pub fn when(ms: i64, utc_offset_minutes: i32) -> String {
 }
 
 /// A status as a labelled badge.
-pub fn status(ctx: &Ctx, status: FilingStatus) -> String {
-    format!(
-        r#"<span class="badge s-{}">{}</span>"#,
-        crate::lifecycle::workflow::status_name(status).to_lowercase(),
-        ctx.lang.status(status)
-    )
+pub fn status(ctx: &Ctx, status: FilingStatus) -> Markup {
+    let class = crate::lifecycle::workflow::status_name(status).to_lowercase();
+    html! {
+        span class={ "badge s-" (class) } { (ctx.lang.status(status)) }
+    }
 }
 
 /// A filing's timeline: when, where, what, and the other institution of each
@@ -314,34 +356,31 @@ pub fn timeline(
     directory: &Directory,
     utc_offset_minutes: i32,
     entries: &[TimelineEntry],
-) -> String {
+) -> Markup {
     let t = ctx.t();
-    let mut out = String::from(r#"<ol class="timeline">"#);
-    for entry in entries {
-        let step = FilingStatus::try_from(entry.status).unwrap_or_default();
-        let mut detail = String::new();
-        if !entry.counterpart.is_empty() {
-            let word = if step == FilingStatus::Delivered {
-                t.coming_from
-            } else {
-                t.towards
-            };
-            let other = institution(directory, &entry.counterpart);
-            let _ = write!(detail, " {word} {}", esc(&other));
+    html! {
+        ol.timeline {
+            @for entry in entries {
+                @let step = FilingStatus::try_from(entry.status).unwrap_or_default();
+                li {
+                    time { (when(entry.timestamp_ms, utc_offset_minutes)) }
+                    " "
+                    strong { (institution(directory, &entry.institution)) }
+                    " "
+                    (status(ctx, step))
+                    @if !entry.counterpart.is_empty() {
+                        " "
+                        (if step == FilingStatus::Delivered { t.coming_from } else { t.towards })
+                        " "
+                        (institution(directory, &entry.counterpart))
+                    }
+                    @if entry.transfer_kind == TransferKind::Correction as i32 {
+                        " (" (t.correction) ")"
+                    }
+                }
+            }
         }
-        if entry.transfer_kind == TransferKind::Correction as i32 {
-            let _ = write!(detail, " ({})", t.correction);
-        }
-        let _ = write!(
-            out,
-            r#"<li><time>{}</time> <strong>{}</strong> {}{detail}</li>"#,
-            when(entry.timestamp_ms, utc_offset_minutes),
-            esc(&institution(directory, &entry.institution)),
-            status(ctx, step),
-        );
     }
-    out.push_str("</ol>");
-    out
 }
 
 /// An institution's name as the directory gives it, its id otherwise.
@@ -352,13 +391,9 @@ pub fn institution(directory: &Directory, id: &str) -> String {
     }
 }
 
-/// Escaped text, or a dash when there is none.
-pub fn or_dash(text: &str) -> String {
-    if text.trim().is_empty() {
-        "—".into()
-    } else {
-        esc(text)
-    }
+/// The text, or a dash when there is none.
+pub fn or_dash(text: &str) -> &str {
+    if text.trim().is_empty() { "—" } else { text }
 }
 
 /// A byte count for people: `1,2 MB`.
@@ -375,11 +410,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            esc(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+    fn a_field_escapes_its_value_label_and_error() {
+        let html = input(
+            "header.subject",
+            "<b>",
+            r#""><script>alert('&')</script>"#,
+            Some("<i>"),
+            Attrs::new().required(),
+            None,
+        )
+        .into_string();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(!html.contains("<b>") && !html.contains("<i>"), "{html}");
+        assert!(
+            html.contains(r#"value="&quot;&gt;&lt;script&gt;alert('&amp;')&lt;/script&gt;""#),
+            "{html}"
         );
+        assert!(html.contains(r#"aria-describedby="f-header-subject-error""#));
+        assert!(html.contains(r#"aria-invalid="true""#));
     }
 
     #[test]
