@@ -616,11 +616,13 @@ async fn markup_in_a_filing_is_shown_escaped_to_clerks_and_citizens() {
     let verification = text_after(&page, "class=\"code big\">", 1);
 
     // The clerk at the destination sees the filing as it was typed.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while inbound_count(&federation, "oefa") < 1 {
-        assert!(Instant::now() < deadline, "the filing did not reach oefa");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the filing to reach oefa", async || {
+        match inbound_count(&federation, "oefa") {
+            0 => Err(0),
+            n => Ok(n),
+        }
+    })
+    .await;
     let oefa_clerk = sign_in(&oefa, CLERK).await;
     let (status, _, page) = http(&oefa, &get_request("/mesa", &oefa_clerk)).await;
     assert_eq!(status, 200);
@@ -670,14 +672,13 @@ async fn markup_in_a_filing_is_shown_escaped_to_clerks_and_citizens() {
         Direction::Inbound as i32,
         TransferKind::Answer as i32
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while count_rows(&federation.store_path("senamhi"), &answered) < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the answer did not reach senamhi"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the answer to reach senamhi", async || {
+        match count_rows(&federation.store_path("senamhi"), &answered) {
+            0 => Err(0),
+            n => Ok(n),
+        }
+    })
+    .await;
 
     // The citizen's timeline lists the answer's documents; the cargo, the
     // documents of every signed receipt.
