@@ -33,6 +33,24 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The store was migrated by a newer release: this one must not touch it.
+    #[error(
+        "store {}: its schema version is {found}, newer than {known}, the newest this release knows; run a release that knows version {found}",
+        path.display()
+    )]
+    StoreTooNew {
+        path: std::path::PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error("store {}: cannot migrate the schema from version {from} to {to}", path.display())]
+    Migration {
+        path: std::path::PathBuf,
+        from: u32,
+        to: u32,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
     #[error("{context}")]
     Io {
         context: String,
@@ -89,7 +107,12 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
             Error::ShuttingDown => Status::unavailable(error.to_string()),
             Error::ResourceExhausted(_) => Status::resource_exhausted(error.to_string()),
-            Error::Store { .. } | Error::Io { .. } | Error::Broker(_) | Error::Config(_) => {
+            Error::Store { .. }
+            | Error::StoreTooNew { .. }
+            | Error::Migration { .. }
+            | Error::Io { .. }
+            | Error::Broker(_)
+            | Error::Config(_) => {
                 tracing::error!(error = %error, "Request failed.");
                 Status::internal("internal error; see the node's log")
             }

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("error", 10),
     ("ids", 11),
     ("config", 12),
+    ("retry", 12),
 ];
 
 fn rank(module: &str) -> Option<u32> {

@@ -18,11 +18,11 @@
 //! At the bottom are the leaves: [`config`] (the config tree and its
 //! validation), [`trust`] (the signed directory in force and this
 //! institution's keys), [`kafka`] (the producer and topic names),
-//! [`error`] and [`ids`].
+//! [`error`], [`ids`] and [`retry`] (the backoff of every retry loop).
 //!
 //! No module imports one above it in this order (the test `layers` below
 //! checks it): app; web; grpc; submit; relay; consume; lifecycle; telemetry;
-//! store; trust, kafka; error; ids, config.
+//! store; trust, kafka; error; ids, config, retry.
 //!
 //! The command-line tool lives behind the binary (`src/cli`), and the
 //! benchmark in its own crate (`tests/bench`).
@@ -36,6 +36,7 @@ pub mod ids;
 pub mod kafka;
 pub mod lifecycle;
 pub mod relay;
+pub mod retry;
 pub mod store;
 pub mod submit;
 pub mod telemetry;

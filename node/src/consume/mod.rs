@@ -37,6 +37,7 @@ pub mod tracking;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::kafka::Kafka;
+use crate::retry::Policy;
 use crate::store::Store;
 use crate::store::blobs::Blobs;
 use crate::store::{self, Position};
@@ -119,6 +120,13 @@ impl<T: Into<Fault>> From<T> for Stop {
     }
 }
 
+/// Waits while a consumer is held at a record (a local fault, the DLQ out of
+/// reach): 0.2 s doubling to 30 s, without limit.
+const STALL_RETRY: Policy = Policy::new(Duration::from_millis(200), Duration::from_secs(30));
+/// Waits before setting up a consumer again (topics, metadata, assignment).
+const CONNECT_RETRY: Policy = Policy::new(Duration::from_secs(2), Duration::from_secs(30));
+/// Waits before reading the topic again after librdkafka reported an error.
+const READ_RETRY: Policy = Policy::new(Duration::from_millis(500), Duration::from_secs(10));
 /// Records applied in one transaction at most.
 pub const BATCH_RECORDS: usize = 256;
 /// Bytes of records applied in one transaction at most (four 512 KiB
@@ -143,14 +151,14 @@ pub enum Feed {
 }
 
 pub(crate) async fn consume(cx: Arc<Consumers>, feed: Feed, cancel: CancellationToken) {
+    let mut backoff = CONNECT_RETRY.backoff();
     let consumer = loop {
         match connect(&cx, feed).await {
             Ok(consumer) => break consumer,
             Err(error) => {
                 tracing::warn!(%error, "Inbox not ready; retrying.");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                if !backoff.wait(&cancel).await {
+                    return;
                 }
             }
         }
@@ -180,12 +188,13 @@ pub(crate) async fn consume(cx: Arc<Consumers>, feed: Feed, cancel: Cancellation
 /// batch limits. It never waits for more: under load batches grow by
 /// themselves while the previous one commits.
 async fn gather(consumer: &InboxConsumer) -> Vec<OwnedMessage> {
+    let mut backoff = READ_RETRY.backoff();
     let first = loop {
         match consumer.recv().await {
             Ok(message) => break message.detach(),
             Err(error) => {
                 tracing::warn!(%error, "Inbox read failed.");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                backoff.sleep().await;
             }
         }
     };
@@ -332,6 +341,7 @@ async fn handle_fault(
     let (record, _) = &records[index];
     let position = position(record);
     let mut attempt = 0;
+    let mut backoff = STALL_RETRY.backoff();
     let rejection = loop {
         match fault {
             Fault::Reject(rejection) => break rejection,
@@ -358,7 +368,7 @@ async fn handle_fault(
                     cx.metrics.failed.inc(&["local"]);
                 }
                 cx.stalls.set(position.topic, why);
-                if !pause(cancel, attempt).await {
+                if !backoff.wait(cancel).await {
                     return false;
                 }
                 fault = match apply_batch(cx, feed, records.clone(), index, Some(1)).await {
@@ -387,16 +397,6 @@ async fn handle_fault(
     }
     finish(cx, consumer, &records[index], Applied::Nothing, started);
     true
-}
-
-/// Waits before retry `attempt` (from 1): 100 ms doubling to 30 s. False if
-/// the node stops meanwhile.
-async fn pause(cancel: &CancellationToken, attempt: u32) -> bool {
-    let delay = Duration::from_millis(100u64 << attempt.min(9)).min(Duration::from_secs(30));
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(delay) => true,
-    }
 }
 
 /// After a record's transaction committed: notify, count, log, trace, and
@@ -618,6 +618,7 @@ async fn dead_letter(
     );
     let dlq = cx.kafka.dlq_topic();
     let mut attempt = 0;
+    let mut backoff = STALL_RETRY.backoff();
     let at = loop {
         match ecointegra_broker::dlq::publish(
             &cx.kafka.publisher,
@@ -640,7 +641,7 @@ async fn dead_letter(
                     tracing::warn!(reason = %why, "Consumer stalled; retrying the dead letter.");
                 }
                 cx.stalls.set(position.topic, why);
-                if !pause(cancel, attempt).await {
+                if !backoff.wait(cancel).await {
                     return false;
                 }
             }

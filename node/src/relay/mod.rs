@@ -11,6 +11,7 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::kafka::Kafka;
+use crate::retry::Policy;
 use crate::store::Store;
 use crate::store::blobs::Blobs;
 use crate::store::{OutboxKind, OutboxRow};
@@ -21,7 +22,7 @@ use ecointegra_broker::kafka::{Pending, RecordMeta};
 use ecointegra_proto::v1::{Chunk, DocumentDigest, Envelope, Manifest, MessageType, Transfer};
 use prost::Message;
 use sha2::{Digest, Sha256};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -31,17 +32,19 @@ use tokio_util::sync::CancellationToken;
 
 /// Records of one transfer awaiting acknowledgement at once: bounds memory.
 const WINDOW: usize = 16;
-/// Wait before retrying a publication that failed.
-const RETRY_DELAY_MS: i64 = 2_000;
+/// Waits before publishing an outbox entry again after Kafka did not take
+/// it, by how many times in a row it failed: 2 s, doubling up to 30 s.
+const RETRY: Policy = Policy::new(Duration::from_secs(2), Duration::from_secs(30));
 /// Envelopes published together, their bookkeeping in one store write.
 const ENVELOPE_BATCH: usize = 256;
 /// Envelope batches in flight at once.
 const ENVELOPE_BATCHES: usize = 2;
 
-/// What a publishing task held, handed back when it ends.
+/// What a publishing task held, handed back when it ends, and what of it
+/// Kafka did not take.
 enum Done {
-    Transfer(i64),
-    Envelopes(Vec<i64>),
+    Transfer { id: i64, failed: bool },
+    Envelopes { ids: Vec<i64>, failed: Vec<i64> },
 }
 
 /// What the relay works with.
@@ -64,6 +67,10 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
     let mut transfers: HashSet<i64> = HashSet::new();
     let mut envelopes: HashSet<i64> = HashSet::new();
     let mut envelope_batches = 0;
+    // Failed publications in a row of each outbox entry, this run: the step of
+    // its next wait. An entry that leaves the outbox another way (its receipt
+    // arrives) keeps its few bytes here until the relay restarts.
+    let mut failures: HashMap<i64, u32> = HashMap::new();
     loop {
         if transfers.len() < concurrency || envelope_batches < ENVELOPE_BATCHES {
             let now = ecointegra_broker::now_ms();
@@ -74,7 +81,8 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
                         match row.kind {
                             OutboxKind::Transfer => {
                                 if transfers.len() < concurrency && transfers.insert(row.id) {
-                                    in_flight.spawn(publish_row(relay.clone(), row));
+                                    let failed = failures.get(&row.id).copied().unwrap_or(0);
+                                    in_flight.spawn(publish_row(relay.clone(), row, failed));
                                 }
                             }
                             OutboxKind::Envelope => {
@@ -82,7 +90,8 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
                                     && batch.len() < ENVELOPE_BATCH
                                     && envelopes.insert(row.id)
                                 {
-                                    batch.push(row);
+                                    let failed = failures.get(&row.id).copied().unwrap_or(0);
+                                    batch.push((row, failed));
                                 }
                             }
                         }
@@ -100,13 +109,15 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
             _ = relay.relay_wake.notified() => {}
             Some(done) = in_flight.join_next() => {
                 match done {
-                    Ok(Done::Transfer(id)) => {
+                    Ok(Done::Transfer { id, failed }) => {
                         transfers.remove(&id);
+                        count_failure(&mut failures, id, failed);
                     }
-                    Ok(Done::Envelopes(ids)) => {
+                    Ok(Done::Envelopes { ids, failed }) => {
                         envelope_batches -= 1;
                         for id in ids {
                             envelopes.remove(&id);
+                            count_failure(&mut failures, id, failed.contains(&id));
                         }
                     }
                     // Only on abort or panic; what it held is republished
@@ -122,9 +133,25 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
     while in_flight.join_next().await.is_some() {}
 }
 
-async fn publish_row(relay: Arc<Relay>, row: OutboxRow) -> Done {
+/// Counts an entry's failed publications in a row; a success ends the count.
+fn count_failure(failures: &mut HashMap<i64, u32>, id: i64, failed: bool) {
+    if failed {
+        *failures.entry(id).or_default() += 1;
+    } else {
+        failures.remove(&id);
+    }
+}
+
+/// When to publish again an entry that failed after `failures` failures in a row.
+fn retry_at(now_ms: i64, failures: u32) -> i64 {
+    now_ms + RETRY.delay(failures).as_millis() as i64
+}
+
+/// Publishes a transfer that had failed `failures` times in a row before.
+async fn publish_row(relay: Arc<Relay>, row: OutboxRow, failures: u32) -> Done {
     let id = row.id;
     let result = publish_transfer(&relay, &row).await;
+    let failed = result.is_err();
     let now = ecointegra_broker::now_ms();
     let recorded = match result {
         Ok(()) => {
@@ -139,19 +166,21 @@ async fn publish_row(relay: Arc<Relay>, row: OutboxRow) -> Done {
             relay.metrics.failed.inc(&["publish_error"]);
             relay
                 .store
-                .run(move |s| s.outbox_retry_at(&[id], now + RETRY_DELAY_MS))
+                .run(move |s| s.outbox_retry_at(&[id], retry_at(now, failures)))
                 .await
         }
     };
     if let Err(error) = recorded {
         tracing::error!(%error, outbox_id = id, "Cannot record a publication.");
     }
-    Done::Transfer(id)
+    Done::Transfer { id, failed }
 }
 
 /// Publishes a batch of sealed envelopes (receipts, tracking events) at once,
-/// then records what Kafka acknowledged in one store write.
-async fn publish_envelopes(relay: Arc<Relay>, rows: Vec<OutboxRow>) -> Done {
+/// then records what Kafka acknowledged in one store write. Each row comes
+/// with its failed publications in a row before.
+async fn publish_envelopes(relay: Arc<Relay>, batch: Vec<(OutboxRow, u32)>) -> Done {
+    let (rows, failures): (Vec<OutboxRow>, Vec<u32>) = batch.into_iter().unzip();
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let keys: Vec<String> = rows.iter().map(|r| r.record_key.clone()).collect();
     let traceparents = crate::telemetry::trace::outgoing_many(&relay.store, keys).await;
@@ -160,7 +189,7 @@ async fn publish_envelopes(relay: Arc<Relay>, rows: Vec<OutboxRow>) -> Done {
         queued.push((row, enqueue_envelope(&relay, row, traceparent).await));
     }
     let (mut published, mut failed) = (Vec::new(), Vec::new());
-    for (row, pending) in queued {
+    for ((row, pending), failures) in queued.into_iter().zip(failures) {
         let delivered = match pending {
             Ok(pending) => pending.delivered().await.map_err(Error::from),
             Err(error) => Err(error),
@@ -170,19 +199,24 @@ async fn publish_envelopes(relay: Arc<Relay>, rows: Vec<OutboxRow>) -> Done {
             Err(error) => {
                 tracing::warn!(%error, outbox_id = row.id, "Publication failed; will retry.");
                 relay.metrics.failed.inc(&["publish_error"]);
-                failed.push(row.id);
+                failed.push((row.id, failures));
             }
         }
     }
-    let retry_at = ecointegra_broker::now_ms() + RETRY_DELAY_MS;
+    let now = ecointegra_broker::now_ms();
+    let retries: Vec<(i64, i64)> = failed
+        .iter()
+        .map(|&(id, failures)| (id, retry_at(now, failures)))
+        .collect();
     let recorded = relay
         .store
-        .run(move |s| s.envelopes_published(&published, &failed, retry_at))
+        .run(move |s| s.envelopes_published(&published, &retries))
         .await;
     if let Err(error) = recorded {
         tracing::error!(%error, "Cannot record a publication.");
     }
-    Done::Envelopes(ids)
+    let failed = failed.into_iter().map(|(id, _)| id).collect();
+    Done::Envelopes { ids, failed }
 }
 
 async fn enqueue_envelope(relay: &Relay, row: &OutboxRow, traceparent: &str) -> Result<Pending> {

@@ -9,30 +9,6 @@ use ecointegra_proto::v1::{
 };
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY,
-    dlq_topic TEXT NOT NULL,
-    dlq_partition INTEGER NOT NULL,
-    dlq_offset INTEGER NOT NULL,
-    source_topic TEXT NOT NULL,
-    source_partition INTEGER NOT NULL,
-    source_offset INTEGER NOT NULL,
-    reason_code TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    claimed_sender TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    record_key TEXT NOT NULL,
-    dead_at_ms INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    letter BLOB NOT NULL,
-    replayed_at_ms INTEGER NOT NULL DEFAULT 0,
-    discarded_at_ms INTEGER NOT NULL DEFAULT 0,
-    discarded_by TEXT NOT NULL DEFAULT '',
-    discard_reason TEXT NOT NULL DEFAULT '',
-    UNIQUE (source_topic, source_partition, source_offset)
-);
-";
 
 const COLUMNS: &str = "id, dlq_topic, dlq_partition, dlq_offset, source_topic, source_partition,
     source_offset, reason_code, reason, claimed_sender, message_id, record_key, dead_at_ms, size,

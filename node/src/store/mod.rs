@@ -4,6 +4,8 @@
 //! transaction here. For consumed records the same transaction records the
 //! message id (so a duplicate is a no-op) and the next offset to read (so a
 //! restart resumes exactly where the effects end).
+//!
+//! The schema is a list of numbered [`migrations`], applied when the store opens.
 
 pub mod blobs;
 pub mod dead_letters;
@@ -11,10 +13,10 @@ pub mod directory;
 pub mod filings;
 pub mod group_commit;
 pub mod inbox;
+pub mod migrations;
 pub mod ops;
 pub mod outbox;
 pub mod receipts;
-mod schema;
 pub mod traces;
 pub mod tracking;
 
@@ -24,7 +26,6 @@ pub(crate) use inbox::{is_processed, partial};
 pub use ops::OutboxEntry;
 pub(crate) use outbox::queue_envelope;
 pub(crate) use receipts::insert_receipt;
-use schema::SCHEMA;
 pub(crate) use tracking::advance_clock;
 
 use crate::error::{Error, Result};
@@ -243,15 +244,9 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 impl Store {
     pub fn open(path: &Path, sealer: Sealer, tracking_topic: String) -> Result<Self> {
         let institution = sealer.institution().to_owned();
-        let writer = open_connection(path)
+        let mut writer = open_connection(path)
             .map_err(Error::store(format!("cannot open {}", path.display())))?;
-        writer
-            .execute_batch(SCHEMA)
-            .map_err(Error::store("cannot create the schema"))?;
-        writer
-            .execute_batch(dead_letters::SCHEMA)
-            .and_then(|_| writer.execute_batch(traces::SCHEMA))
-            .map_err(Error::store("cannot create the operations schema"))?;
+        migrations::apply(&mut writer, path)?;
         let reader = open_connection(path).map_err(Error::store("cannot open a reader"))?;
         Ok(Self {
             writer: Arc::new(Writer::new(writer)),

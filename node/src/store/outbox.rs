@@ -83,17 +83,13 @@ impl Store {
 
     /// Publications that failed: retry them at `next_attempt_at_ms`.
     pub fn outbox_retry_at(&self, ids: &[i64], next_attempt_at_ms: i64) -> Result<()> {
-        self.envelopes_published(&[], ids, next_attempt_at_ms)
+        let failed: Vec<(i64, i64)> = ids.iter().map(|&id| (id, next_attempt_at_ms)).collect();
+        self.envelopes_published(&[], &failed)
     }
 
-    /// Envelopes Kafka acknowledged leave the outbox; those it did not are
-    /// retried at `retry_at_ms`. One write for a whole batch.
-    pub fn envelopes_published(
-        &self,
-        published: &[i64],
-        failed: &[i64],
-        retry_at_ms: i64,
-    ) -> Result<()> {
+    /// Envelopes Kafka acknowledged leave the outbox; those it did not,
+    /// `(id, retry_at_ms)`, are retried then. One write for a whole batch.
+    pub fn envelopes_published(&self, published: &[i64], failed: &[(i64, i64)]) -> Result<()> {
         if published.is_empty() && failed.is_empty() {
             return Ok(());
         }
@@ -102,7 +98,7 @@ impl Store {
                 exec(tx, "DELETE FROM outbox WHERE id = ?1", [id])
                     .map_err(Error::store("cannot update the outbox"))?;
             }
-            for id in failed {
+            for (id, retry_at_ms) in failed {
                 exec(
                     tx,
                     "UPDATE outbox SET next_attempt_at_ms = ?2 WHERE id = ?1",

@@ -5,14 +5,6 @@ use super::Store;
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS trace_contexts (
-    record_key TEXT PRIMARY KEY,
-    traceparent TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL
-);
-";
-
 /// Keeps a `traceparent` under a record key (first one wins), in the
 /// caller's transaction.
 pub fn keep(c: &Connection, key: &str, traceparent: &str) -> Result<()> {

@@ -1,6 +1,8 @@
-//! The store's tables.
-
-pub(crate) const SCHEMA: &str = "
+-- Migration 1: the schema of the releases before numbered migrations (the
+-- tables of schema.rs, dead_letters.rs and traces.rs), verbatim. `IF NOT
+-- EXISTS` is what lets a store those releases created (user_version 0, every
+-- table already there) be adopted as version 1 unchanged.
+-- Never edit an applied migration: add the next numbered file.
 CREATE TABLE IF NOT EXISTS filings (
     id INTEGER PRIMARY KEY,
     tracking_code TEXT NOT NULL,
@@ -108,4 +110,30 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
-";
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    dlq_topic TEXT NOT NULL,
+    dlq_partition INTEGER NOT NULL,
+    dlq_offset INTEGER NOT NULL,
+    source_topic TEXT NOT NULL,
+    source_partition INTEGER NOT NULL,
+    source_offset INTEGER NOT NULL,
+    reason_code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    claimed_sender TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    record_key TEXT NOT NULL,
+    dead_at_ms INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    letter BLOB NOT NULL,
+    replayed_at_ms INTEGER NOT NULL DEFAULT 0,
+    discarded_at_ms INTEGER NOT NULL DEFAULT 0,
+    discarded_by TEXT NOT NULL DEFAULT '',
+    discard_reason TEXT NOT NULL DEFAULT '',
+    UNIQUE (source_topic, source_partition, source_offset)
+);
+CREATE TABLE IF NOT EXISTS trace_contexts (
+    record_key TEXT PRIMARY KEY,
+    traceparent TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);

@@ -1,0 +1,302 @@
+//! The store's schema, as numbered migrations (`rusqlite_migration`): the
+//! version a store is at is SQLite's `user_version`, and every migration
+//! it lacks is applied when the node starts, all in one transaction.
+//!
+//! Migration 1 is the schema of the releases that had no numbered migrations;
+//! a store they created (version 0, every table present) is adopted as
+//! version 1 without a change. A later schema change is a new file
+//! `migrations/NNNN_what.sql`, appended to [`MIGRATIONS`]; an applied one is
+//! never edited.
+
+use crate::error::{Error, Result};
+use rusqlite::Connection;
+use rusqlite_migration::{M, Migrations};
+use std::path::Path;
+
+/// Every migration, in order: the `n`th (from 1) takes a store to version `n`.
+const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_initial.sql"))];
+
+/// The newest schema version this release knows.
+pub const LATEST: u32 = MIGRATIONS.len() as u32;
+
+/// The schema version a store is at (0: created before numbered migrations,
+/// or new).
+pub fn version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Brings the store at `path` to [`LATEST`], refusing one that a newer
+/// release has migrated further.
+pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {
+    let found = version(conn).map_err(Error::store("cannot read the schema version"))?;
+    if found > LATEST {
+        return Err(Error::StoreTooNew {
+            path: path.to_owned(),
+            found,
+            known: LATEST,
+        });
+    }
+    if found < LATEST {
+        Migrations::from_slice(MIGRATIONS)
+            .to_latest(conn)
+            .map_err(|source| Error::Migration {
+                path: path.to_owned(),
+                from: found,
+                to: LATEST,
+                source,
+            })?;
+        tracing::info!(store = %path.display(), from = found, to = LATEST, "Store schema migrated.");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use ecointegra_broker::envelope::Sealer;
+    use ecointegra_broker::keys::SigningIdentity;
+    use ecointegra_proto::v1::{DeadLetterState, Direction, FilingStatus};
+    use std::path::PathBuf;
+
+    /// A store written by the release before numbered migrations (76cee89);
+    /// testdata/README.md says how, and what it holds.
+    const PREVIOUS_RELEASE: &[u8] = include_bytes!("testdata/previous_release.sqlite3");
+
+    /// A fresh directory, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "ecointegra-store-{name}-{}-{}",
+                std::process::id(),
+                crate::ids::random_code(8)
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open(path: &Path) -> Result<Store> {
+        let sealer = Sealer::new("oefa", SigningIdentity::generate());
+        Store::open(path, sealer, "eco.tracking".into())
+    }
+
+    /// Everything a store holds: its version, its schema, every row.
+    #[derive(Debug, PartialEq)]
+    struct Dump {
+        version: u32,
+        schema: Vec<String>,
+        rows: Vec<String>,
+    }
+
+    fn dump(path: &Path) -> Dump {
+        let c = Connection::open(path).unwrap();
+        let strings = |sql: &str| -> Vec<String> {
+            let mut stmt = c.prepare(sql).unwrap();
+            let columns = stmt.column_count();
+            let mut out: Vec<String> = stmt
+                .query_map([], |r| {
+                    (0..columns)
+                        .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                        .map(|values| format!("{values:?}"))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            out.sort();
+            out
+        };
+        let schema = strings("SELECT type, name, tbl_name, sql FROM sqlite_schema");
+        let tables: Vec<String> = c
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let mut rows = Vec::new();
+        for name in &tables {
+            rows.extend(
+                strings(&format!("SELECT * FROM \"{name}\""))
+                    .into_iter()
+                    .map(|row| format!("{name}: {row}")),
+            );
+        }
+        Dump {
+            version: version(&c).unwrap(),
+            schema,
+            rows,
+        }
+    }
+
+    #[test]
+    fn the_migrations_apply_to_an_empty_store() {
+        Migrations::from_slice(MIGRATIONS).validate().unwrap();
+    }
+
+    #[test]
+    fn the_migrations_are_numbered_files_in_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/migrations");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), MIGRATIONS.len(), "{names:?}");
+        for (i, name) in names.iter().enumerate() {
+            assert!(name.starts_with(&format!("{:04}_", i + 1)), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_new_store_is_at_the_latest_version() {
+        let dir = TempDir::new("new");
+        let path = dir.0.join("node.sqlite3");
+        drop(open(&path).unwrap());
+        assert_eq!(dump(&path).version, LATEST);
+    }
+
+    #[test]
+    fn a_store_of_the_previous_release_is_adopted_and_stays_readable() {
+        let dir = TempDir::new("previous");
+        let path = dir.0.join("node.sqlite3");
+        std::fs::write(&path, PREVIOUS_RELEASE).unwrap();
+        let before = dump(&path);
+        assert_eq!(before.version, 0);
+        assert!(before.rows.len() > 20, "{:?}", before.rows);
+
+        let store = open(&path).unwrap();
+
+        // Adopted as version 1: the version recorded, nothing else changed.
+        // (A later migration that changes tables changes this expectation.)
+        let upgraded = dump(&path);
+        assert_eq!(upgraded.version, 1);
+        assert_eq!(upgraded.schema, before.schema);
+        assert_eq!(upgraded.rows, before.rows);
+
+        // Every row is still readable through the store.
+        let sent = store
+            .filing_by_tracking_code("TC-OUT-0001")
+            .unwrap()
+            .unwrap();
+        assert_eq!(sent.registry_number, "OEFA-2026-000001");
+        assert_eq!(sent.direction, Direction::Outbound);
+        assert_eq!(sent.status, FilingStatus::Delivered);
+        assert_eq!(sent.destination, "senamhi");
+        assert_eq!(sent.subject, "Subject of TC-OUT-0001");
+        assert_eq!(sent.sender_party.document_number, "40404040");
+        assert_eq!(sent.delivered_at_ms, 1_764_000_100_000);
+        let documents: Vec<_> = sent
+            .documents
+            .iter()
+            .map(|d| (d.name.as_str(), d.size))
+            .collect();
+        assert_eq!(documents, [("letter.pdf", 1234), ("annex.txt", 56)]);
+        assert_eq!(sent.documents[0].sha256, [0xaa; 32]);
+        assert_eq!(
+            store.idempotent_response("idem-1").unwrap().unwrap(),
+            b"answer OEFA-2026-000001"
+        );
+
+        let held = store
+            .filing_by_tracking_code("TC-IN-0002")
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.registry_number, "OEFA-2026-000002");
+        assert_eq!(held.direction, Direction::Inbound);
+        assert_eq!(held.origin_registry_number, "MINAM-2026-000007");
+        assert_eq!(held.hop, 1);
+
+        let chain: Vec<_> = store
+            .receipt_chain("TC-IN-0002")
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.transfer_id, r.hop, r.signer, r.envelope))
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                (
+                    "tr-in-2-prev".to_owned(),
+                    0,
+                    "minam".to_owned(),
+                    b"signed receipt of tr-in-2-prev by minam".to_vec()
+                ),
+                (
+                    "tr-in-2".to_owned(),
+                    1,
+                    "oefa".to_owned(),
+                    b"signed receipt of tr-in-2 by oefa".to_vec()
+                ),
+            ]
+        );
+        let receipt = store.receipt("tr-out-1").unwrap().unwrap();
+        assert_eq!(receipt.signer, "senamhi");
+        assert_eq!(receipt.received_at_ms, 1_764_000_100_000);
+
+        // Newest first.
+        let letters = store.dead_letters(true, 10).unwrap();
+        let states: Vec<_> = letters
+            .iter()
+            .map(|l| (l.source_offset, l.state, l.discarded_by.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (3, DeadLetterState::Discarded as i32, "operator-ana"),
+                (2, DeadLetterState::Open as i32, ""),
+            ]
+        );
+        let open_letter = store.dead_letter_detail(letters[1].id).unwrap();
+        assert_eq!(open_letter.original_value, [2; 10]);
+        assert_eq!(open_letter.original_key, b"key-2");
+        assert_eq!(store.open_dead_letter_ids().unwrap(), [letters[1].id]);
+
+        assert_eq!(
+            store.timeline("TC-OUT-0001").unwrap()[0].status,
+            FilingStatus::Registered as i32
+        );
+        assert!(store.trace_of("tr-out-1").unwrap().is_some());
+        drop(store);
+
+        // A second start changes nothing.
+        drop(open(&path).unwrap());
+        assert_eq!(dump(&path), upgraded);
+    }
+
+    #[test]
+    fn a_store_of_a_newer_release_is_refused_naming_both_versions() {
+        let dir = TempDir::new("newer");
+        let path = dir.0.join("node.sqlite3");
+        drop(open(&path).unwrap());
+        let newer = LATEST + 1;
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", newer)
+            .unwrap();
+        let before = dump(&path);
+
+        let error = open(&path).err().expect("a newer store is refused");
+
+        assert!(
+            matches!(error, Error::StoreTooNew { found, known, .. } if found == newer && known == LATEST),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("schema version is {newer}, newer than {LATEST}")),
+            "{message}"
+        );
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert_eq!(dump(&path), before, "a refused store is left as it was");
+    }
+}
