@@ -143,7 +143,7 @@ async fn bad_config_exits_64_naming_the_field() {
     .await;
     assert_eq!(code, 64, "{stderr}");
     assert!(
-        stderr.contains("transfer.chunk_size: must be between 1024 and 921600 bytes"),
+        stderr.contains("transfer.chunk_size: must be between 1024 and 967232 bytes"),
         "{stderr}"
     );
 
