@@ -464,3 +464,83 @@ async fn only_the_custody_chain_changes_what_a_citizen_sees() {
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }
+
+/// Another listed institution learns the id of senamhi's transfer before its
+/// chunks arrive (transfer ids are not secret) and sends chunks under it
+/// first, with message ids that name them exactly: they are its own, and
+/// senamhi's transfer is still assembled from senamhi's chunks and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_institution_cannot_preempt_a_transfer() {
+    use ecointegra_broker::envelope::Sealer;
+    use ecointegra_broker::keys::SigningIdentity;
+    use ecointegra_proto::v1::{Chunk, MessageType};
+
+    let federation = Federation::new("hostile-preempt", &["senamhi", "oefa", "minam"]);
+    let oefa = federation.start("oefa").await;
+    // senamhi accepts the filing while Kafka is out of its reach.
+    federation.write_config("senamhi", "127.0.0.1:1", "");
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = senamhi.client.clone();
+    let doc = Doc::new("informe.pdf", 3_000_000, 21);
+    let filed = submit(
+        &mut origin,
+        header("oefa", "Mía"),
+        std::slice::from_ref(&doc),
+    )
+    .await
+    .unwrap();
+    let transfer_id = get(&mut origin, &filed.tracking_code)
+        .await
+        .unwrap()
+        .transfer_id;
+
+    let minam = Sealer::new(
+        "minam",
+        SigningIdentity::load(&federation.key_path("minam")).unwrap(),
+    );
+    let oefa_key = federation.identity("oefa").encryption_public_key();
+    for seq in 0..3u32 {
+        let data = vec![seq as u8; 10];
+        let chunk = Chunk {
+            transfer_id: transfer_id.clone(),
+            document_index: 0,
+            seq,
+            offset: 10 * u64::from(seq),
+            sha256: Sha256::digest(&data).to_vec(),
+            data,
+        };
+        let sealed = minam
+            .seal_encrypted(
+                format!("{transfer_id}/chunk/0/{seq}"),
+                MessageType::Chunk,
+                "oefa",
+                &oefa_key,
+                &chunk.encode_to_vec(),
+            )
+            .unwrap();
+        produce_raw(
+            &federation.topic_inbox("oefa"),
+            &transfer_id,
+            &sealed.encode_to_vec(),
+        )
+        .await;
+    }
+
+    // Now senamhi reaches Kafka: its transfer goes out after minam's chunks.
+    senamhi.shutdown().await;
+    federation.write_config("senamhi", &bootstrap(), "");
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = senamhi.client.clone();
+    wait_for_status(
+        &mut origin,
+        &filed.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+    let (sha, len) = download_sha256(&mut oefa.client.clone(), &filed.tracking_code, 0).await;
+    assert_eq!((sha, len), (doc.sha256_hex(), doc.len));
+    assert_eq!(inbound_count(&federation, "oefa"), 1);
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}

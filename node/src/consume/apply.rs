@@ -102,7 +102,8 @@ impl Batch<'_> {
         let reject =
             |code, reason: String| Stop::from(Rejection::new(code, reason).about(&envelope));
         let store = &self.cx.store;
-        if store::is_processed(c, &envelope.message_id)? {
+        let key = super::processed_key(&envelope);
+        if store::is_processed(c, &key)? {
             store.apply_nothing(c, position, None)?;
             return Ok(Applied::Nothing);
         }
@@ -140,7 +141,7 @@ impl Batch<'_> {
             envelope: raw,
             received_at_ms: receipt.received_at_ms,
         };
-        store.apply_receipt(c, position, &envelope.message_id, filing.id, &stored)?;
+        store.apply_receipt(c, position, &key, filing.id, &stored)?;
         Ok(Applied::Receipted {
             registered_at_ms: filing.registered_at_ms,
             tracking_code: filing.tracking_code.clone(),
@@ -181,7 +182,7 @@ impl Batch<'_> {
         self.cx.store.apply_notice(
             c,
             position,
-            &envelope.message_id,
+            &super::processed_key(&envelope),
             filing.id,
             (status, &notice.reason),
             clock,

@@ -40,14 +40,17 @@ pub(super) fn large_digests(
     for doc in &manifest.documents {
         let complete = cx
             .store
-            .partial(&transfer.transfer_id, doc.index)
+            .partial(sender, &transfer.transfer_id, doc.index)
             .ok()
             .flatten()
             .is_some_and(|p| {
                 p.sender == sender && p.next_seq == doc.chunk_count && p.bytes == doc.size
             });
         if complete {
-            let Ok(path) = cx.blobs.partial_path(&transfer.transfer_id, doc.index) else {
+            let Ok(path) = cx
+                .blobs
+                .partial_path(sender, &transfer.transfer_id, doc.index)
+            else {
                 continue;
             };
             if let Ok(digest) = crate::store::blobs::digest_file(&path) {
@@ -70,11 +73,12 @@ impl Batch<'_> {
         let reject =
             |code, reason: String| Stop::from(Rejection::new(code, reason).about(&envelope));
         let store = &self.cx.store;
-        let seen = store::is_processed(c, &envelope.message_id)?;
+        let key = super::processed_key(&envelope);
+        let seen = store::is_processed(c, &key)?;
         let delivered = store::transfer_known(c, &chunk.transfer_id)?;
         if seen || delivered {
             // Already applied, or the whole transfer is stored: nothing to do.
-            store.apply_nothing(c, position, Some(&envelope.message_id))?;
+            store.apply_nothing(c, position, Some(&key))?;
             return Ok(Applied::Nothing);
         }
         if !hash_ok {
@@ -86,12 +90,17 @@ impl Batch<'_> {
                 ),
             ));
         }
-        let partial =
-            store::partial(c, &chunk.transfer_id, chunk.document_index)?.unwrap_or(Partial {
-                sender: envelope.sender.clone(),
-                next_seq: 0,
-                bytes: 0,
-            });
+        let partial = store::partial(
+            c,
+            &envelope.sender,
+            &chunk.transfer_id,
+            chunk.document_index,
+        )?
+        .unwrap_or(Partial {
+            sender: envelope.sender.clone(),
+            next_seq: 0,
+            bytes: 0,
+        });
         if partial.sender != envelope.sender {
             return Err(reject(
                 "sender",
@@ -102,7 +111,7 @@ impl Batch<'_> {
             ));
         }
         if chunk.seq < partial.next_seq {
-            store.apply_nothing(c, position, Some(&envelope.message_id))?;
+            store.apply_nothing(c, position, Some(&key))?;
             return Ok(Applied::Nothing);
         }
         if chunk.seq != partial.next_seq || chunk.offset != partial.bytes {
@@ -122,7 +131,7 @@ impl Batch<'_> {
         let path = self
             .cx
             .blobs
-            .partial_path(&chunk.transfer_id, chunk.document_index)
+            .partial_path(&envelope.sender, &chunk.transfer_id, chunk.document_index)
             .map_err(|e| reject("identifier", e.to_string()))?;
         write_at(&path, partial.bytes, &chunk.data)
             .map_err(Error::io(format!("cannot write {}", path.display())))?;
@@ -135,7 +144,7 @@ impl Batch<'_> {
         store.apply_chunk(
             c,
             position,
-            &envelope.message_id,
+            &key,
             &chunk.transfer_id,
             chunk.document_index,
             &next,
@@ -167,7 +176,8 @@ impl Batch<'_> {
                 ),
             ));
         }
-        if store::is_processed(c, &envelope.message_id)? {
+        let key = super::processed_key(&envelope);
+        if store::is_processed(c, &key)? {
             cx.store.apply_nothing(c, position, None)?;
             return Ok(Applied::Nothing);
         }
@@ -188,7 +198,7 @@ impl Batch<'_> {
             cx.store.apply_receipt_resend(
                 c,
                 position,
-                &envelope.message_id,
+                &key,
                 &transfer.transfer_id,
                 &origin,
                 &cx.kafka.topics.inbox(&origin),
@@ -248,9 +258,9 @@ impl Batch<'_> {
         for doc in &manifest.documents {
             let path = cx
                 .blobs
-                .partial_path(&transfer.transfer_id, doc.index)
+                .partial_path(&envelope.sender, &transfer.transfer_id, doc.index)
                 .map_err(|e| reject("identifier", e.to_string()))?;
-            let partial = store::partial(c, &transfer.transfer_id, doc.index)?;
+            let partial = store::partial(c, &envelope.sender, &transfer.transfer_id, doc.index)?;
             if doc.size == 0 && partial.is_none() {
                 std::fs::File::create(&path)
                     .and_then(|f| f.sync_all())
@@ -405,7 +415,11 @@ impl Batch<'_> {
         for doc in &delivery.filing.documents {
             let path = cx
                 .blobs
-                .partial_path(&delivery.filing.transfer_id, doc.index)
+                .partial_path(
+                    &delivery.filing.origin,
+                    &delivery.filing.transfer_id,
+                    doc.index,
+                )
                 .map_err(|e| Stop::from(Rejection::new("identifier", e.to_string())))?;
             // Adopted files must be whole and durable before they are renamed.
             if self.dirty.remove(&path) {
@@ -413,9 +427,9 @@ impl Batch<'_> {
             }
             cx.blobs.adopt(&path, &doc.sha256)?;
         }
-        let filing_id = cx
-            .store
-            .apply_delivery(c, position, &envelope.message_id, &delivery)?;
+        let filing_id =
+            cx.store
+                .apply_delivery(c, position, &super::processed_key(&envelope), &delivery)?;
         Ok(match filing_id {
             Some(filing_id) => Applied::Delivered {
                 filing_id,

@@ -571,16 +571,16 @@ async fn apply_batch(
 
 async fn discard_partials(
     cx: &Arc<Consumers>,
-    _sender: &str,
+    sender: &str,
     transfer_id: &str,
     documents: &[DocumentDigest],
 ) -> Result<()> {
     for doc in documents {
-        let _ = std::fs::remove_file(cx.blobs.partial_path(transfer_id, doc.index)?);
+        let _ = std::fs::remove_file(cx.blobs.partial_path(sender, transfer_id, doc.index)?);
     }
-    let transfer_id = transfer_id.to_owned();
+    let (sender, transfer_id) = (sender.to_owned(), transfer_id.to_owned());
     cx.store
-        .run(move |s| s.discard_partials(&transfer_id))
+        .run(move |s| s.discard_partials(&sender, &transfer_id))
         .await
 }
 
@@ -654,6 +654,12 @@ async fn dead_letter(
         tracing::error!(%error, "Cannot record a dead-lettered offset.");
     }
     true
+}
+
+/// The key a consumed message is known by: its sender's, so one institution
+/// can neither pre-empt nor replay away another's message ids.
+pub fn processed_key(envelope: &ecointegra_proto::v1::Envelope) -> String {
+    format!("{} {}", envelope.sender, envelope.message_id)
 }
 
 /// The DLQ position of a dead letter Kafka would not take.

@@ -44,11 +44,15 @@ impl Blobs {
         self.root.join("tmp").join(crate::ids::transfer_id())
     }
 
-    /// Where document `index` of `transfer_id` is assembled. Only a transfer
-    /// id of the exact format becomes a file name: anything else (a `../`,
-    /// an absolute path) is refused, so nothing from the wire can name a file
-    /// outside the data directory.
-    pub fn partial_path(&self, transfer_id: &str, index: u32) -> Result<PathBuf> {
+    /// Where document `index` of `sender`'s transfer `transfer_id` is
+    /// assembled. Only an institution id and a transfer id of their exact
+    /// formats become a file name: anything else (a `../`, an absolute path)
+    /// is refused, so nothing from the wire can name a file outside the data
+    /// directory.
+    pub fn partial_path(&self, sender: &str, transfer_id: &str, index: u32) -> Result<PathBuf> {
+        if !ecointegra_broker::directory::is_institution_id(sender) {
+            return Err(Error::invalid("sender", "is not an institution id"));
+        }
         if !crate::ids::is_transfer_id(transfer_id) {
             return Err(Error::invalid(
                 "transfer_id",
@@ -58,7 +62,7 @@ impl Blobs {
         Ok(self
             .root
             .join("partial")
-            .join(format!("{transfer_id}.{index}")))
+            .join(format!("{sender}.{transfer_id}.{index}")))
     }
 
     /// Moves a whole, fsynced file into the store under its digest. Where the

@@ -21,8 +21,8 @@ impl Store {
         self.read(|c| is_processed(c, message_id))
     }
 
-    pub fn partial(&self, transfer_id: &str, index: u32) -> Result<Option<Partial>> {
-        self.read(|c| partial(c, transfer_id, index))
+    pub fn partial(&self, sender: &str, transfer_id: &str, index: u32) -> Result<Option<Partial>> {
+        self.read(|c| partial(c, sender, transfer_id, index))
     }
 
     /// A record with no effect of its own (duplicate, or dead-lettered).
@@ -46,8 +46,8 @@ impl Store {
         partial: &Partial,
     ) -> Result<()> {
         self.apply(c, position, Some(message_id), |tx| {
-            exec(tx, "INSERT INTO partial_documents (transfer_id, idx, sender, next_seq, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (transfer_id, idx) DO UPDATE SET next_seq = excluded.next_seq, bytes = excluded.bytes",
+            exec(tx, "INSERT INTO partials (transfer_id, idx, sender, next_seq, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (sender, transfer_id, idx) DO UPDATE SET next_seq = excluded.next_seq, bytes = excluded.bytes",
                 params![transfer_id, index, partial.sender, partial.next_seq, partial.bytes],
             )
             .map(drop)
@@ -57,13 +57,23 @@ impl Store {
     }
 
     /// Forgets a transfer's partial documents, so a re-send starts afresh.
-    pub fn discard_partials(&self, transfer_id: &str) -> Result<()> {
+    /// Forgets `sender`'s partial documents of a transfer and that their
+    /// chunks were applied, so the transfer can be sent again from scratch.
+    pub fn discard_partials(&self, sender: &str, transfer_id: &str) -> Result<()> {
+        let chunks = format!("{sender} {transfer_id}/chunk/");
         self.write(|tx| {
             exec(
                 tx,
-                "DELETE FROM partial_documents WHERE transfer_id = ?1",
-                [transfer_id],
+                "DELETE FROM partials WHERE sender = ?1 AND transfer_id = ?2",
+                [sender, transfer_id],
             )
+            .and_then(|_| {
+                exec(
+                    tx,
+                    "DELETE FROM processed_messages WHERE substr(message_id, 1, length(?1)) = ?1",
+                    [chunks.as_str()],
+                )
+            })
             .map(drop)
             .map_err(Error::store("cannot discard partial documents"))
         })
@@ -89,7 +99,7 @@ impl Store {
             let receipt = (delivery.receipt)(&registry_number);
             insert_receipt(tx, &receipt)?;
             queue_envelope(tx, &delivery.reply_topic, &filing.origin, &filing.transfer_id, &receipt.envelope)?;
-            exec(tx, "DELETE FROM partial_documents WHERE transfer_id = ?1", [&filing.transfer_id])
+            exec(tx, "DELETE FROM partials WHERE sender = ?1 AND transfer_id = ?2", [&filing.origin, &filing.transfer_id])
                 .map_err(Error::store("cannot discard partial documents"))?;
             if filing.kind == TransferKind::Answer {
                 // The answer reached the institution where the citizen filed.
@@ -159,12 +169,17 @@ pub(crate) fn is_processed(c: &Connection, message_id: &str) -> Result<bool> {
         .map_err(Error::store("cannot read processed messages"))
 }
 
-pub(crate) fn partial(c: &Connection, transfer_id: &str, index: u32) -> Result<Option<Partial>> {
+pub(crate) fn partial(
+    c: &Connection,
+    sender: &str,
+    transfer_id: &str,
+    index: u32,
+) -> Result<Option<Partial>> {
     c.prepare_cached(
-        "SELECT sender, next_seq, bytes FROM partial_documents WHERE transfer_id = ?1 AND idx = ?2",
+        "SELECT sender, next_seq, bytes FROM partials WHERE sender = ?1 AND transfer_id = ?2 AND idx = ?3",
     )
     .and_then(|mut s| {
-        s.query_row(params![transfer_id, index], |r| {
+        s.query_row(params![sender, transfer_id, index], |r| {
             Ok(Partial {
                 sender: r.get(0)?,
                 next_seq: r.get(1)?,
