@@ -280,14 +280,17 @@ pub fn keep(
 
 /// Installs the log subscriber: `ECOINTEGRA_LOG` filters (default `info`),
 /// `ECOINTEGRA_LOG_FORMAT=json` writes one JSON object per line (with the
-/// current span's fields, trace ids included); anything else, plain text.
+/// current span's fields, trace ids included); anything else, plain text,
+/// coloured only when stderr is a terminal (never in a file or a pipe).
 pub fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ECOINTEGRA_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
     let json = std::env::var("ECOINTEGRA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder
