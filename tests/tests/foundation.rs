@@ -1,5 +1,6 @@
 //! The foundation: a node against the real broker serves, creates its topics,
-//! follows Kafka's availability in its health, and rejects bad configuration.
+//! follows Kafka's availability in its health, rejects bad configuration,
+//! and writes plain logs to a file.
 
 use ecointegra_tests::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -100,6 +101,30 @@ async fn node_in_process_serves_and_creates_its_topics() {
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the server stopped listening after shutdown"
+    );
+}
+
+/// A node's log written to a file is plain text: colour codes are for a
+/// terminal only.
+#[test]
+fn a_log_written_to_a_file_has_no_ansi_escapes() {
+    let federation = Federation::new("plainlog", &["oefa"]);
+    let node = federation.spawn("oefa");
+    let log = federation.root.join("oefa.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Node started.")
+    {
+        assert!(Instant::now() < deadline, "the node never logged its start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(node.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("Node stopped."), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "an ANSI escape in a log written to a file:\n{text}"
     );
 }
 
