@@ -60,10 +60,18 @@ pub async fn serve(
     >,
     cancel: CancellationToken,
 ) {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ecointegra_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl speaks v1, while Python's
+    // grpcio-reflection and other clients still speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ecointegra_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
     let filing = FilingServiceServer::new(FilingApi {
         services: services.clone(),
@@ -91,7 +99,8 @@ pub async fn serve(
     let result = builder
         .layer(crate::grpc::auth::AuthLayer::new(auth))
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(filing)
         .add_service(TrackingServiceServer::new(tracking::TrackingApi {
             desk: services.desk.clone(),
