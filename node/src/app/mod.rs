@@ -112,7 +112,7 @@ impl Node {
                 replication_factor: config.kafka.replication_factor,
             },
         ));
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(&config.institution));
         let relay_wake = Arc::new(Notify::new());
         let inbox_head = Arc::new(watch::Sender::new(latest_inbound));
         let desk = Desk {

@@ -136,7 +136,7 @@ async fn publish_row(relay: Arc<Relay>, row: OutboxRow) -> Done {
         }
         Err(error) => {
             tracing::warn!(%error, outbox_id = id, "Publication failed; will retry.");
-            relay.metrics.failed.inc(&["publish_error"]);
+            relay.metrics.publish_failed();
             relay
                 .store
                 .run(move |s| s.outbox_retry_at(&[id], now + RETRY_DELAY_MS))
@@ -169,7 +169,7 @@ async fn publish_envelopes(relay: Arc<Relay>, rows: Vec<OutboxRow>) -> Done {
             Ok(_) => published.push(row.id),
             Err(error) => {
                 tracing::warn!(%error, outbox_id = row.id, "Publication failed; will retry.");
-                relay.metrics.failed.inc(&["publish_error"]);
+                relay.metrics.publish_failed();
                 failed.push(row.id);
             }
         }
