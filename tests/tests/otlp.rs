@@ -2,10 +2,15 @@
 //! spans to an OTLP/gRPC collector, and a filing's whole path (the submitting
 //! call, the relay, the destination's processing, the receipt) is one trace.
 
-use ecointegra_proto::otlp::trace_service_server::{TraceService, TraceServiceServer};
-use ecointegra_proto::otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse, any_value};
 use ecointegra_proto::v1::FilingStatus;
 use ecointegra_tests::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -41,7 +41,7 @@ use crate::store::Store;
 use crate::store::blobs::Blobs;
 use crate::store::{self, Position};
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::otlp::Exporter;
+use crate::telemetry::otlp::Otlp;
 use crate::telemetry::trace::Incoming;
 use crate::trust::Trust;
 use apply::{Applied, Batch};
@@ -49,7 +49,7 @@ use ecointegra_broker::envelope::Rejection;
 use ecointegra_broker::kafka::InboxConsumer;
 use ecointegra_proto::v1::DocumentDigest;
 use open::{Opened, open};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +64,7 @@ pub struct Consumers {
     pub trust: Arc<Trust>,
     pub kafka: Arc<Kafka>,
     pub metrics: Arc<Metrics>,
-    pub otlp: Option<Arc<Exporter>>,
+    pub otlp: Option<Arc<Otlp>>,
     /// Rung when a receipt was queued in the outbox.
     pub relay_wake: Arc<Notify>,
     /// The id of the newest inbound filing, for inbox streams.
@@ -273,7 +273,6 @@ async fn handle_batch(
     batch: Vec<OwnedMessage>,
     cancel: &CancellationToken,
 ) {
-    let started = std::time::SystemTime::now();
     let records: Records = Arc::new(
         batch
             .into_iter()
@@ -283,7 +282,11 @@ async fn handle_batch(
                     record.payload().map_or(0, <[u8]>::len),
                     feed == Feed::Inbox,
                 );
-                let incoming = crate::telemetry::trace::on_record(&record, feed == Feed::Inbox);
+                let incoming = crate::telemetry::trace::on_record(
+                    cx.otlp.as_deref(),
+                    &record,
+                    feed == Feed::Inbox,
+                );
                 (record, incoming)
             })
             .collect(),
@@ -295,11 +298,11 @@ async fn handle_batch(
             Err(error) => (Vec::new(), Some(Stop::from(error))),
         };
         for effect in applied {
-            finish(cx, consumer, &records[next], effect, started);
+            finish(cx, consumer, &records[next], effect);
             next += 1;
         }
         if let Some(Stop::Fault(fault)) = stop {
-            handle_fault(cx, feed, consumer, &records, next, *fault, cancel, started).await;
+            handle_fault(cx, feed, consumer, &records, next, *fault, cancel).await;
             next += 1;
         }
     }
@@ -307,7 +310,6 @@ async fn handle_batch(
 
 /// A record that failed on its own: retried while the failure is local,
 /// otherwise dead-lettered, so it neither stalls its partition nor is lost.
-#[allow(clippy::too_many_arguments)]
 async fn handle_fault(
     cx: &Arc<Consumers>,
     feed: Feed,
@@ -316,7 +318,6 @@ async fn handle_fault(
     index: usize,
     mut fault: Fault,
     cancel: &CancellationToken,
-    started: std::time::SystemTime,
 ) {
     let (record, _) = &records[index];
     let position = position(record);
@@ -342,7 +343,7 @@ async fn handle_fault(
                 fault = match apply_batch(cx, feed, records.clone(), index, Some(1)).await {
                     Ok((mut applied, None)) if applied.len() == 1 => {
                         let effect = applied.remove(0);
-                        finish(cx, consumer, &records[index], effect, started);
+                        finish(cx, consumer, &records[index], effect);
                         return;
                     }
                     Ok((_, Some(Stop::Fault(fault)))) => *fault,
@@ -358,17 +359,17 @@ async fn handle_fault(
         }
     };
     dead_letter(cx, record, position, &rejection, cancel).await;
-    finish(cx, consumer, &records[index], Applied::Nothing, started);
+    finish(cx, consumer, &records[index], Applied::Nothing);
 }
 
-/// After a record's transaction committed: notify, count, log, trace, and
-/// tell Kafka the offset may be committed.
+/// After a record's transaction committed: notify, count, log, and tell
+/// Kafka the offset may be committed. (The record's exported span ends with
+/// its batch.)
 fn finish(
     cx: &Arc<Consumers>,
     consumer: &InboxConsumer,
     (record, incoming): &(OwnedMessage, Incoming),
     applied: Applied,
-    started: std::time::SystemTime,
 ) {
     let _span = incoming.span.enter();
     match applied {
@@ -412,32 +413,6 @@ fn finish(
         } => tracing::info!(%institution, version, "Directory entry in force."),
     }
     let position = position(record);
-    if let Some(trace) = incoming.trace {
-        let attributes = vec![
-            ("messaging.destination.name", position.topic.to_owned()),
-            ("messaging.kafka.offset", position.offset.to_string()),
-            (
-                "ecointegra.message_type",
-                record
-                    .headers()
-                    .and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == ecointegra_broker::kafka::headers::MESSAGE_TYPE)
-                    })
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default(),
-            ),
-        ];
-        crate::telemetry::trace::export(
-            cx.otlp.as_deref(),
-            trace,
-            "process record",
-            crate::telemetry::otlp::Kind::Consumer,
-            started,
-            attributes,
-        );
-    }
     if let Err(error) = consumer.store_offset(position.partition, position.offset) {
         tracing::warn!(%error, "Offset not stored for commit; the store has it.");
     }

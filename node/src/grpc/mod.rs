@@ -48,7 +48,7 @@ pub struct Services {
     /// The id of the newest inbound filing, for inbox streams.
     pub inbox_head: Arc<tokio::sync::watch::Sender<i64>>,
     /// Trace export, when configured.
-    pub otlp: Option<Arc<crate::telemetry::otlp::Exporter>>,
+    pub otlp: Option<Arc<crate::telemetry::otlp::Otlp>>,
 }
 
 /// Serves gRPC until `cancel` fires, then drains in-flight calls.
@@ -149,32 +149,30 @@ impl FilingService for FilingApi {
         &self,
         request: Request<Streaming<SubmitFilingRequest>>,
     ) -> Result<Response<SubmitFilingResponse>, Status> {
-        let trace = crate::telemetry::trace::from_metadata(request.metadata());
-        let caller_span = request
-            .metadata()
-            .get(crate::telemetry::trace::HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::telemetry::trace::TraceContext::parse)
-            .map(|p| p.span_id);
-        let started = std::time::SystemTime::now();
+        let caller = crate::telemetry::trace::from_metadata(request.metadata());
+        let (span, trace) =
+            crate::telemetry::trace::start_span(self.services.otlp.as_deref(), caller, || {
+                tracing::info_span!(
+                    "SubmitFiling",
+                    otel.kind = "server",
+                    otel.status_code = tracing::field::Empty,
+                    ecointegra.tracking_code = tracing::field::Empty,
+                )
+            });
         let parts = request.into_inner().map(|part| {
             part.map_err(|status| Error::invalid("stream", status.message().to_owned()))
         });
         let answer = crate::telemetry::trace::CURRENT
             .scope(trace, crate::submit::submit(&self.services.desk, parts))
-            .await?;
+            .await
+            .inspect_err(|_| {
+                span.record("otel.status_code", "error");
+            })?;
+        span.record("ecointegra.tracking_code", answer.tracking_code.as_str());
         tracing::info!(
             tracking_code = %answer.tracking_code,
             documents = answer.documents.len(),
             "Filing accepted."
-        );
-        crate::telemetry::trace::export(
-            self.services.otlp.as_deref(),
-            (trace, caller_span),
-            "SubmitFiling",
-            crate::telemetry::otlp::Kind::Server,
-            started,
-            vec![("ecointegra.tracking_code", answer.tracking_code.clone())],
         );
         Ok(Response::new(answer))
     }
