@@ -88,13 +88,30 @@ async fn node_in_process_serves_and_creates_its_topics() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Reflection lists the filing service (grpcurl and friends rely on it).
-    let descriptor = ecointegra_proto::FILE_DESCRIPTOR_SET;
-    assert!(
-        descriptor
-            .windows(b"FilingService".len())
-            .any(|w| w == b"FilingService")
-    );
+    // Reflection, in both versions, lists what the node serves (grpcurl
+    // speaks v1; Python's grpcio-reflection only v1alpha), and nothing else.
+    for services in [
+        reflected_services_v1(node.grpc_addr()).await,
+        reflected_services_v1alpha(node.grpc_addr()).await,
+    ] {
+        for served in [
+            "ecointegra.v1.FilingService",
+            "ecointegra.v1.TrackingService",
+            "ecointegra.v1.OperationsService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                services.iter().any(|s| s == served),
+                "{served}: {services:?}"
+            );
+        }
+        assert!(
+            !services
+                .iter()
+                .any(|s| s == "opentelemetry.proto.collector.trace.v1.TraceService"),
+            "the node does not serve OTLP: {services:?}"
+        );
+    }
 
     let addr = node.grpc_addr();
     node.shutdown().await;
@@ -127,6 +144,51 @@ fn a_log_written_to_a_file_has_no_ansi_escapes() {
         "an ANSI escape in a log written to a file:\n{text}"
     );
 }
+
+/// The services a node's reflection lists, asked as a client of one
+/// reflection version would.
+macro_rules! reflected_services {
+    ($name:ident, $version:ident) => {
+        async fn $name(addr: std::net::SocketAddr) -> Vec<String> {
+            use tonic_reflection::pb::$version::ServerReflectionRequest;
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut client = ServerReflectionClient::new(channel);
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut answers = client
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .unwrap_or_else(|status| panic!("{}: {status}", stringify!($version)))
+                .into_inner();
+            match answers
+                .message()
+                .await
+                .unwrap()
+                .and_then(|a| a.message_response)
+            {
+                Some(MessageResponse::ListServicesResponse(list)) => {
+                    list.service.into_iter().map(|s| s.name).collect()
+                }
+                other => panic!(
+                    "{}: not a list of services: {other:?}",
+                    stringify!($version)
+                ),
+            }
+        }
+    };
+}
+
+reflected_services!(reflected_services_v1, v1);
+reflected_services!(reflected_services_v1alpha, v1alpha);
 
 fn run_with_config(federation: &Federation, text: &str) -> (i32, String) {
     let path = federation.root.join("bad.toml");
