@@ -385,6 +385,38 @@ mod tests {
     }
 
     #[test]
+    fn without_export_the_context_is_drawn_under_the_parent() {
+        let parent = TraceContext::root();
+        let (span, child) = start_span(None, Some(parent), || unreachable!());
+        assert!(span.is_none());
+        assert_eq!(child.trace_id, parent.trace_id);
+        assert_ne!(child.span_id, parent.span_id);
+        let (_, root) = start_span(None, None, || unreachable!());
+        assert_ne!(root.trace_id, parent.trace_id);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_exported_span_continues_its_parent_and_its_context_is_passed_on() {
+        // Nothing listens there: the export fails, which is not what is tested.
+        let config = crate::config::TelemetryConfig {
+            otlp_endpoint: Some("http://127.0.0.1:9".into()),
+        };
+        let otlp = crate::telemetry::otlp::start(&config, "oefa").unwrap();
+        let parent =
+            TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let (span, context) =
+            start_span(Some(&otlp), Some(parent), || tracing::info_span!("child"));
+        assert!(!span.is_none());
+        assert_eq!(context.trace_id, parent.trace_id);
+        assert_ne!(context.span_id, parent.span_id);
+        assert_eq!(context.flags, 1, "sampled, as its parent");
+        let (root_span, root) = start_span(Some(&otlp), None, || tracing::info_span!("root"));
+        assert_ne!(root.trace_id, parent.trace_id);
+        drop((span, root_span));
+        otlp.shutdown().await;
+    }
+
+    #[test]
     fn a_root_is_valid() {
         let root = TraceContext::root();
         assert_eq!(TraceContext::parse(&root.to_string()), Some(root));
