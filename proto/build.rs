@@ -11,7 +11,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ecointegra/v1/filing.proto",
         "ecointegra/v1/operations.proto",
         "ecointegra/v1/directory.proto",
-        "opentelemetry/trace_export.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

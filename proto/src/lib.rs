@@ -14,12 +14,6 @@ pub mod v1 {
     tonic::include_proto!("ecointegra.v1");
 }
 
-/// The OTLP/gRPC trace export subset (see `opentelemetry/trace_export.proto`).
-pub mod otlp {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
-}
-
 /// Encoded `FileDescriptorSet` of every ecointegra .proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ecointegra_descriptor.bin"));

@@ -1,5 +1,6 @@
 //! The foundation: a node against the real broker serves, creates its topics,
-//! follows Kafka's availability in its health, and rejects bad configuration.
+//! follows Kafka's availability in its health, rejects bad configuration,
+//! and writes plain logs to a file.
 
 use ecointegra_tests::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -72,13 +73,30 @@ async fn node_in_process_serves_and_creates_its_topics() {
     })
     .await;
 
-    // Reflection lists the filing service (grpcurl and friends rely on it).
-    let descriptor = ecointegra_proto::FILE_DESCRIPTOR_SET;
-    assert!(
-        descriptor
-            .windows(b"FilingService".len())
-            .any(|w| w == b"FilingService")
-    );
+    // Reflection, in both versions, lists what the node serves (grpcurl
+    // speaks v1; Python's grpcio-reflection only v1alpha), and nothing else.
+    for services in [
+        reflected_services_v1(node.grpc_addr()).await,
+        reflected_services_v1alpha(node.grpc_addr()).await,
+    ] {
+        for served in [
+            "ecointegra.v1.FilingService",
+            "ecointegra.v1.TrackingService",
+            "ecointegra.v1.OperationsService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                services.iter().any(|s| s == served),
+                "{served}: {services:?}"
+            );
+        }
+        assert!(
+            !services
+                .iter()
+                .any(|s| s == "opentelemetry.proto.collector.trace.v1.TraceService"),
+            "the node does not serve OTLP: {services:?}"
+        );
+    }
 
     let addr = node.grpc_addr();
     node.shutdown().await;
@@ -87,6 +105,76 @@ async fn node_in_process_serves_and_creates_its_topics() {
         "the server stopped listening after shutdown"
     );
 }
+
+/// A node's log written to a file is plain text: colour codes are for a
+/// terminal only.
+#[tokio::test]
+async fn a_log_written_to_a_file_has_no_ansi_escapes() {
+    let federation = Federation::new("plainlog", &["oefa"]);
+    let node = federation.spawn("oefa").await;
+    let log = federation.root.join("oefa.log");
+    eventually("the node to log its start", async || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Node started.") {
+            Ok(())
+        } else {
+            Err(text.len())
+        }
+    })
+    .await;
+    assert!(node.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("Node stopped."), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "an ANSI escape in a log written to a file:\n{text}"
+    );
+}
+
+/// The services a node's reflection lists, asked as a client of one
+/// reflection version would.
+macro_rules! reflected_services {
+    ($name:ident, $version:ident) => {
+        async fn $name(addr: std::net::SocketAddr) -> Vec<String> {
+            use tonic_reflection::pb::$version::ServerReflectionRequest;
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut client = ServerReflectionClient::new(channel);
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut answers = client
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .unwrap_or_else(|status| panic!("{}: {status}", stringify!($version)))
+                .into_inner();
+            match answers
+                .message()
+                .await
+                .unwrap()
+                .and_then(|a| a.message_response)
+            {
+                Some(MessageResponse::ListServicesResponse(list)) => {
+                    list.service.into_iter().map(|s| s.name).collect()
+                }
+                other => panic!(
+                    "{}: not a list of services: {other:?}",
+                    stringify!($version)
+                ),
+            }
+        }
+    };
+}
+
+reflected_services!(reflected_services_v1, v1);
+reflected_services!(reflected_services_v1alpha, v1alpha);
 
 /// A process killed when dropped, so that a failing test leaves none behind.
 struct KillOnDrop(std::process::Child);

@@ -11,7 +11,7 @@ use ecointegra_proto::v1::{
 };
 use ecointegra_tests::*;
 use rdkafka::message::{Headers, Message as _};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -419,221 +419,59 @@ async fn a_stopped_destination_shows_growing_lag_and_an_ageing_receipt_until_it_
 
 // ---- Prometheus text format ---------------------------------------------
 
-/// One sample: metric name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
-
-/// A strict parser of the Prometheus text exposition format 0.0.4: every
-/// sample belongs to a family declared by `# TYPE` before it, names and label
-/// names are valid, label values are properly escaped, values are numbers,
-/// histogram buckets are cumulative and end with `+Inf` equal to `_count`.
-fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
-    fn valid_name(name: &str, colon: bool) -> bool {
-        let mut chars = name.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
-    }
-    fn value(text: &str) -> Result<f64, String> {
-        match text {
-            "+Inf" => Ok(f64::INFINITY),
-            "-Inf" => Ok(f64::NEG_INFINITY),
-            "NaN" => Ok(f64::NAN),
-            t => t.parse::<f64>().map_err(|_| format!("bad value {t:?}")),
+/// Parses an exposition with `prometheus-parse`, which skips what it cannot
+/// read: so first every line that is not a comment must be a sample with a
+/// number for its value, and after, every histogram's buckets must be
+/// cumulative and end with `+Inf` equal to its `_count`.
+fn parse_prometheus(text: &str) -> prometheus_parse::Scrape {
+    use prometheus_parse::{LineInfo, Scrape, Value};
+    assert!(text.ends_with('\n'), "no final newline:\n{text}");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        match LineInfo::parse(line) {
+            LineInfo::Sample { value, .. }
+                if value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value) => {}
+            _ => panic!("not a sample: {line:?} in\n{text}"),
         }
     }
-    let mut types: BTreeMap<String, String> = BTreeMap::new();
-    let mut helps = BTreeSet::new();
-    let mut samples = Vec::new();
-    let mut done_families = BTreeSet::new();
-    let mut current_family = String::new();
-    if !text.ends_with('\n') {
-        return Err("the exposition must end with a newline".into());
-    }
-    for (n, line) in text.lines().enumerate() {
-        let at = |e: String| format!("line {}: {e}: {line:?}", n + 1);
-        if line.is_empty() {
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    for histogram in &scrape.samples {
+        let Value::Histogram(buckets) = &histogram.value else {
             continue;
-        }
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut parts = rest.splitn(3, ' ');
-            let (kind, name, tail) = (
-                parts.next().unwrap(),
-                parts.next().unwrap_or(""),
-                parts.next().unwrap_or(""),
-            );
-            match kind {
-                "HELP" if !valid_name(name, true) || !helps.insert(name.to_owned()) => {
-                    return Err(at("bad or repeated HELP".into()));
-                }
-                "TYPE" => {
-                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&tail) {
-                        return Err(at(format!("unknown type {tail:?}")));
-                    }
-                    if types.insert(name.to_owned(), tail.to_owned()).is_some() {
-                        return Err(at("repeated TYPE".into()));
-                    }
-                }
-                _ => {}
-            }
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        // name{labels} value
-        let (name, rest) = match line.find(['{', ' ']) {
-            Some(i) => line.split_at(i),
-            None => return Err(at("no value".into())),
         };
-        if !valid_name(name, true) {
-            return Err(at(format!("bad metric name {name:?}")));
-        }
-        let mut labels = BTreeMap::new();
-        let rest = if let Some(body) = rest.strip_prefix('{') {
-            let mut chars = body.char_indices().peekable();
-            let end;
-            loop {
-                let start = chars
-                    .peek()
-                    .map(|(i, _)| *i)
-                    .ok_or_else(|| at("unterminated labels".into()))?;
-                if body[start..].starts_with('}') {
-                    end = start + 1;
-                    break;
-                }
-                let eq = body[start..]
-                    .find('=')
-                    .ok_or_else(|| at("label without =".into()))?
-                    + start;
-                let label = &body[start..eq];
-                if !valid_name(label, false) {
-                    return Err(at(format!("bad label name {label:?}")));
-                }
-                while chars.peek().is_some_and(|(i, _)| *i <= eq) {
-                    chars.next();
-                }
-                if chars.next().map(|(_, c)| c) != Some('"') {
-                    return Err(at("label value not quoted".into()));
-                }
-                let mut value = String::new();
-                loop {
-                    match chars.next().map(|(_, c)| c) {
-                        Some('\\') => match chars.next().map(|(_, c)| c) {
-                            Some('\\') => value.push('\\'),
-                            Some('"') => value.push('"'),
-                            Some('n') => value.push('\n'),
-                            other => return Err(at(format!("bad escape {other:?}"))),
-                        },
-                        Some('"') => break,
-                        Some('\n') | None => return Err(at("unterminated label value".into())),
-                        Some(c) => value.push(c),
-                    }
-                }
-                if labels.insert(label.to_owned(), value).is_some() {
-                    return Err(at("repeated label".into()));
-                }
-                match chars.peek().map(|(_, c)| *c) {
-                    Some(',') => {
-                        chars.next();
-                    }
-                    Some('}') => {}
-                    other => return Err(at(format!("unexpected {other:?} after a label"))),
-                }
-            }
-            &body[end..]
-        } else {
-            rest
-        };
-        let fields: Vec<&str> = rest.trim_start_matches(' ').split(' ').collect();
-        if rest.is_empty() || !rest.starts_with(' ') || fields.is_empty() || fields.len() > 2 {
-            return Err(at("expected ' value [timestamp]'".into()));
-        }
-        let v = value(fields[0]).map_err(at)?;
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .filter_map(|s| name.strip_suffix(s))
-            .find(|base| {
-                types
-                    .get(*base)
-                    .is_some_and(|t| t == "histogram" || t == "summary")
-            })
-            .unwrap_or(name)
-            .to_owned();
-        if !types.contains_key(&family) {
-            return Err(at(format!(
-                "sample of {family}, whose TYPE was not declared before it"
-            )));
-        }
-        if family != current_family {
-            if !done_families.insert(family.clone()) {
-                return Err(at(format!("samples of {family} are not together")));
-            }
-            current_family = family.clone();
-        }
-        if types[&family] == "counter" && v < 0.0 {
-            return Err(at("negative counter".into()));
-        }
-        samples.push((name.to_owned(), labels, v));
-    }
-    // Histograms: cumulative buckets, +Inf equal to _count.
-    for (family, kind) in &types {
-        if kind != "histogram" {
-            continue;
-        }
-        // Per series (labels but `le`): (le, cumulative count) of each bucket.
-        type Buckets = Vec<(f64, f64)>;
-        let mut series: BTreeMap<Vec<(String, String)>, Buckets> = BTreeMap::new();
-        for (name, labels, v) in &samples {
-            if *name == format!("{family}_bucket") {
-                let le = value(labels.get("le").ok_or("bucket without le")?)?;
-                let key: Vec<_> = labels
-                    .iter()
-                    .filter(|(k, _)| *k != "le")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                series.entry(key).or_default().push((le, *v));
-            }
-        }
-        for (key, buckets) in series {
-            if buckets
+        let name = &histogram.metric;
+        assert!(
+            buckets
                 .windows(2)
-                .any(|w| w[1].0 <= w[0].0 || w[1].1 < w[0].1)
-            {
-                return Err(format!("{family}: buckets not ordered and cumulative"));
-            }
-            let last = buckets.last().ok_or("no buckets")?;
-            let count = samples
-                .iter()
-                .find(|(n, l, _)| {
-                    *n == format!("{family}_count")
-                        && l.iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect::<Vec<_>>()
-                            == key
-                })
-                .ok_or(format!("{family}: no _count"))?;
-            if !last.0.is_infinite() || last.1 != count.2 {
-                return Err(format!(
-                    "{family}: +Inf bucket {} differs from _count {}",
-                    last.1, count.2
-                ));
-            }
-        }
+                .all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count),
+            "{name}: buckets not ordered and cumulative: {buckets:?}"
+        );
+        let last = buckets.last().expect("a histogram has buckets");
+        let labels: Vec<(&str, &str)> = histogram
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let count = sample(&scrape, &format!("{name}_count"), &labels);
+        assert!(
+            last.less_than.is_infinite() && last.count == count,
+            "{name}: +Inf bucket {last:?} differs from _count {count}"
+        );
     }
-    Ok(samples)
+    scrape
 }
 
-fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples
+/// The value of the sample `name` whose labels include `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    scrape
+        .samples
         .iter()
-        .find(|(n, l, _)| {
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .find_map(|s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+            _ => None,
         })
-        .map(|s| s.2)
         .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
 }
 
@@ -668,23 +506,6 @@ fn http_addr(federation: &Federation, id: &str) -> SocketAddr {
         .trim()
         .parse()
         .unwrap()
-}
-
-#[test]
-fn the_parser_refuses_what_prometheus_would() {
-    let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\\\"\"} 3\n";
-    assert_eq!(parse_prometheus(good).unwrap()[0].1["x"], "1\"");
-    for bad in [
-        "a_total 1\n",
-        "# TYPE a counter\na{x=1} 1\n",
-        "# TYPE a counter\na{x=\"1} 1\n",
-        "# TYPE a counter\na 1x\n",
-        "# TYPE a counter\n# TYPE b counter\na 1\nb 1\na{x=\"2\"} 1\n",
-        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n",
-        "# TYPE a counter\na 1",
-    ] {
-        assert!(parse_prometheus(bad).is_err(), "{bad:?}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -730,7 +551,7 @@ async fn metrics_parse_and_count_what_the_test_caused() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let s = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let s = parse_prometheus(&text);
     let me = [("institution", "senamhi")];
     assert_eq!(sample(&s, "ecointegra_filings_submitted_total", &me), 2.0);
     assert_eq!(sample(&s, "ecointegra_filings_delivered_total", &me), 2.0);
@@ -769,7 +590,7 @@ async fn metrics_parse_and_count_what_the_test_caused() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let o = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let o = parse_prometheus(&text);
     let me = [("institution", "oefa")];
     assert_eq!(sample(&o, "ecointegra_filings_received_total", &me), 2.0);
     assert_eq!(sample(&o, "ecointegra_filings_submitted_total", &me), 0.0);

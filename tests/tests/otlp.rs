@@ -2,17 +2,31 @@
 //! spans to an OTLP/gRPC collector, and a filing's whole path (the submitting
 //! call, the relay, the destination's processing, the receipt) is one trace.
 
-use ecointegra_proto::otlp::trace_service_server::{TraceService, TraceServiceServer};
-use ecointegra_proto::otlp::{ExportTraceServiceRequest, ExportTraceServiceResponse, any_value};
 use ecointegra_proto::v1::FilingStatus;
 use ecointegra_tests::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// (service name, span name, trace id) of one exported span.
-type Seen = (String, String, Vec<u8>);
+/// One exported span, as the collector received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    service: String,
+    name: String,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    start: u64,
+    end: u64,
+}
 
-/// A collector that keeps every span it receives.
+/// A collector that keeps every span it receives and checks nothing: the
+/// test does (a panic in the server task would only fail the export).
 #[derive(Clone, Default)]
 struct Collector {
     spans: Arc<Mutex<Vec<Seen>>>,
@@ -39,10 +53,14 @@ impl TraceService for Collector {
                 .unwrap_or_default();
             for scope in resource_spans.scope_spans {
                 for span in scope.spans {
-                    assert_eq!(span.trace_id.len(), 16);
-                    assert_eq!(span.span_id.len(), 8);
-                    assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
-                    spans.push((service.clone(), span.name, span.trace_id));
+                    spans.push(Seen {
+                        service: service.clone(),
+                        name: span.name,
+                        trace_id: span.trace_id,
+                        span_id: span.span_id,
+                        start: span.start_time_unix_nano,
+                        end: span.end_time_unix_nano,
+                    });
                 }
             }
         }
@@ -125,13 +143,16 @@ async fn a_filings_path_is_exported_as_one_trace() {
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let seen: Vec<(String, String)> = collector
-            .spans
-            .lock()
-            .unwrap()
+        let spans = collector.spans.lock().unwrap().clone();
+        for span in &spans {
+            assert_eq!(span.trace_id.len(), 16, "{span:?}");
+            assert_eq!(span.span_id.len(), 8, "{span:?}");
+            assert!(span.end >= span.start, "{span:?}");
+        }
+        let seen: Vec<(String, String)> = spans
             .iter()
-            .filter(|(_, _, t)| *t == trace_id)
-            .map(|(s, n, _)| (s.clone(), n.clone()))
+            .filter(|s| s.trace_id == trace_id)
+            .map(|s| (s.service.clone(), s.name.clone()))
             .collect();
         let missing: Vec<_> = want
             .iter()

@@ -98,8 +98,7 @@ impl Node {
         let latest_inbound = store.inbox_page(None, 1)?.first().map_or(0, |f| f.id);
         let cancel = CancellationToken::new();
         let otlp =
-            crate::telemetry::otlp::start(&config.telemetry, &config.institution, cancel.clone())
-                .map(Arc::new);
+            crate::telemetry::otlp::start(&config.telemetry, &config.institution).map(Arc::new);
         let config = Arc::new(config);
         let trust = Arc::new(Trust::new(sealer, anchor, keyring, directory));
         let kafka = Arc::new(Kafka::new(
@@ -113,7 +112,7 @@ impl Node {
                 max_message_bytes: config.kafka.max_record_bytes,
             },
         ));
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(&config.institution));
         let stalls = Arc::new(crate::telemetry::Stalls::default());
         let relay_wake = Arc::new(Notify::new());
         let inbox_head = Arc::new(watch::Sender::new(latest_inbound));
@@ -226,7 +225,8 @@ impl Node {
     }
 
     /// Stops the node: health NOT_SERVING, gRPC drains, the tasks end, the
-    /// producer flushes and consumed offsets are committed.
+    /// producer flushes, consumed offsets are committed and queued trace
+    /// spans are exported.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.wait().await;
@@ -247,6 +247,9 @@ impl Node {
                 .await;
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "Producer did not flush; the outbox re-sends what was not acknowledged.");
+        }
+        if let Some(otlp) = &self.services.otlp {
+            otlp.shutdown().await;
         }
         tracing::info!(institution = %self.services.desk.config.institution, "Node stopped.");
     }

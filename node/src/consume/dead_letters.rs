@@ -21,8 +21,7 @@ pub const REPLAY_HEADER: &str = "ecointegra-replay-of";
 /// Records a dead letter and counts it, from async code. Failing to record it
 /// locally loses nothing: the DLQ topic has it.
 pub async fn recorded(cx: &Consumers, position: (i32, i64), letter: &DeadLetter) {
-    cx.metrics.dead_letters.inc(&[&letter.reason_code]);
-    cx.metrics.failed.inc(&["dead_letter"]);
+    cx.metrics.dead_lettered(&letter.reason_code);
     let store = cx.store.clone();
     let topic = cx.kafka.dlq_topic();
     let letter = letter.clone();
@@ -54,7 +53,7 @@ pub async fn replay(cx: &Consumers, id: i64) -> Result<ReplayOutcome> {
     let published = publish(cx, id, &bytes).await;
     match published {
         Ok((topic, partition, offset)) => {
-            cx.metrics.dead_letters_replayed.inc();
+            cx.metrics.dead_letter_replayed();
             tracing::info!(dead_letter = id, %topic, partition, offset, "Dead letter replayed.");
             Ok(ReplayOutcome {
                 id,

@@ -43,7 +43,7 @@ use crate::store::blobs::Blobs;
 use crate::store::{self, Position};
 use crate::telemetry::Stalls;
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::otlp::Exporter;
+use crate::telemetry::otlp::Otlp;
 use crate::telemetry::trace::Incoming;
 use crate::trust::Trust;
 use apply::{Applied, Batch};
@@ -51,7 +51,7 @@ use ecointegra_broker::envelope::Rejection;
 use ecointegra_broker::kafka::InboxConsumer;
 use ecointegra_proto::v1::DocumentDigest;
 use open::{Opened, open};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +66,7 @@ pub struct Consumers {
     pub trust: Arc<Trust>,
     pub kafka: Arc<Kafka>,
     pub metrics: Arc<Metrics>,
-    pub otlp: Option<Arc<Exporter>>,
+    pub otlp: Option<Arc<Otlp>>,
     /// Rung when a receipt was queued in the outbox.
     pub relay_wake: Arc<Notify>,
     /// The id of the newest inbound filing, for inbox streams.
@@ -284,7 +284,6 @@ async fn handle_batch(
     batch: Vec<OwnedMessage>,
     cancel: &CancellationToken,
 ) {
-    let started = std::time::SystemTime::now();
     let records: Records = Arc::new(
         batch
             .into_iter()
@@ -294,7 +293,11 @@ async fn handle_batch(
                     record.payload().map_or(0, <[u8]>::len),
                     feed == Feed::Inbox,
                 );
-                let incoming = crate::telemetry::trace::on_record(&record, feed == Feed::Inbox);
+                let incoming = crate::telemetry::trace::on_record(
+                    cx.otlp.as_deref(),
+                    &record,
+                    feed == Feed::Inbox,
+                );
                 (record, incoming)
             })
             .collect(),
@@ -306,12 +309,11 @@ async fn handle_batch(
             Err(error) => (Vec::new(), Some(Stop::from(error))),
         };
         for effect in applied {
-            finish(cx, consumer, &records[next], effect, started);
+            finish(cx, consumer, &records[next], effect);
             next += 1;
         }
         if let Some(Stop::Fault(fault)) = stop {
-            let handled =
-                handle_fault(cx, feed, consumer, &records, next, *fault, cancel, started).await;
+            let handled = handle_fault(cx, feed, consumer, &records, next, *fault, cancel).await;
             if !handled {
                 // Stopping while the record could not be got past: its offset
                 // is not stored, so the next start reads it again.
@@ -336,7 +338,6 @@ async fn handle_fault(
     index: usize,
     mut fault: Fault,
     cancel: &CancellationToken,
-    started: std::time::SystemTime,
 ) -> bool {
     let (record, _) = &records[index];
     let position = position(record);
@@ -365,7 +366,7 @@ async fn handle_fault(
                 );
                 if attempt == 1 {
                     tracing::error!(topic = position.topic, reason = %why, "Consumer stalled; retrying until the record applies.");
-                    cx.metrics.failed.inc(&["local"]);
+                    cx.metrics.consumer_stalled();
                 }
                 cx.stalls.set(position.topic, why);
                 if !backoff.wait(cancel).await {
@@ -374,7 +375,7 @@ async fn handle_fault(
                 fault = match apply_batch(cx, feed, records.clone(), index, Some(1)).await {
                     Ok((mut applied, None)) if applied.len() == 1 => {
                         let effect = applied.remove(0);
-                        finish(cx, consumer, &records[index], effect, started);
+                        finish(cx, consumer, &records[index], effect);
                         cx.stalls.clear(position.topic);
                         tracing::info!(
                             topic = position.topic,
@@ -395,18 +396,18 @@ async fn handle_fault(
     if !dead_letter(cx, record, position, &rejection, cancel).await {
         return false;
     }
-    finish(cx, consumer, &records[index], Applied::Nothing, started);
+    finish(cx, consumer, &records[index], Applied::Nothing);
     true
 }
 
-/// After a record's transaction committed: notify, count, log, trace, and
-/// tell Kafka the offset may be committed.
+/// After a record's transaction committed: notify, count, log, and tell
+/// Kafka the offset may be committed. (The record's exported span ends with
+/// its batch.)
 fn finish(
     cx: &Arc<Consumers>,
     consumer: &InboxConsumer,
     (record, incoming): &(OwnedMessage, Incoming),
     applied: Applied,
-    started: std::time::SystemTime,
 ) {
     let _span = incoming.span.enter();
     match applied {
@@ -450,32 +451,6 @@ fn finish(
         } => tracing::info!(%institution, version, "Directory entry in force."),
     }
     let position = position(record);
-    if let Some(trace) = incoming.trace {
-        let attributes = vec![
-            ("messaging.destination.name", position.topic.to_owned()),
-            ("messaging.kafka.offset", position.offset.to_string()),
-            (
-                "ecointegra.message_type",
-                record
-                    .headers()
-                    .and_then(|h| {
-                        h.iter()
-                            .find(|h| h.key == ecointegra_broker::kafka::headers::MESSAGE_TYPE)
-                    })
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default(),
-            ),
-        ];
-        crate::telemetry::trace::export(
-            cx.otlp.as_deref(),
-            trace,
-            "process record",
-            crate::telemetry::otlp::Kind::Consumer,
-            started,
-            attributes,
-        );
-    }
     if let Err(error) = consumer.store_offset(position.partition, position.offset) {
         tracing::warn!(%error, "Offset not stored for commit; the store has it.");
     }
@@ -631,7 +606,7 @@ async fn dead_letter(
             Ok(at) => break at,
             Err(error) if error.is_permanent() => {
                 tracing::error!(%error, %dlq, "Kafka refuses this dead letter for good; it is kept in the store only.");
-                cx.metrics.failed.inc(&["dead_letter_unpublished"]);
+                cx.metrics.dead_letter_unpublished();
                 break UNPUBLISHED;
             }
             Err(error) => {

@@ -48,7 +48,7 @@ pub struct Services {
     /// The id of the newest inbound filing, for inbox streams.
     pub inbox_head: Arc<tokio::sync::watch::Sender<i64>>,
     /// Trace export, when configured.
-    pub otlp: Option<Arc<crate::telemetry::otlp::Exporter>>,
+    pub otlp: Option<Arc<crate::telemetry::otlp::Otlp>>,
 }
 
 /// Serves gRPC until `cancel` fires, then drains in-flight calls.
@@ -60,10 +60,18 @@ pub async fn serve(
     >,
     cancel: CancellationToken,
 ) {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ecointegra_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl speaks v1, while Python's
+    // grpcio-reflection and other clients still speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ecointegra_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
     let filing = FilingServiceServer::new(FilingApi {
         services: services.clone(),
@@ -91,7 +99,8 @@ pub async fn serve(
     let result = builder
         .layer(crate::grpc::auth::AuthLayer::new(auth))
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(filing)
         .add_service(TrackingServiceServer::new(tracking::TrackingApi {
             desk: services.desk.clone(),
@@ -140,32 +149,30 @@ impl FilingService for FilingApi {
         &self,
         request: Request<Streaming<SubmitFilingRequest>>,
     ) -> Result<Response<SubmitFilingResponse>, Status> {
-        let trace = crate::telemetry::trace::from_metadata(request.metadata());
-        let caller_span = request
-            .metadata()
-            .get(crate::telemetry::trace::HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::telemetry::trace::TraceContext::parse)
-            .map(|p| p.span_id);
-        let started = std::time::SystemTime::now();
+        let caller = crate::telemetry::trace::from_metadata(request.metadata());
+        let (span, trace) =
+            crate::telemetry::trace::start_span(self.services.otlp.as_deref(), caller, || {
+                tracing::info_span!(
+                    "SubmitFiling",
+                    otel.kind = "server",
+                    otel.status_code = tracing::field::Empty,
+                    ecointegra.tracking_code = tracing::field::Empty,
+                )
+            });
         let parts = request.into_inner().map(|part| {
             part.map_err(|status| Error::invalid("stream", status.message().to_owned()))
         });
         let answer = crate::telemetry::trace::CURRENT
             .scope(trace, crate::submit::submit(&self.services.desk, parts))
-            .await?;
+            .await
+            .inspect_err(|_| {
+                span.record("otel.status_code", "error");
+            })?;
+        span.record("ecointegra.tracking_code", answer.tracking_code.as_str());
         tracing::info!(
             tracking_code = %answer.tracking_code,
             documents = answer.documents.len(),
             "Filing accepted."
-        );
-        crate::telemetry::trace::export(
-            self.services.otlp.as_deref(),
-            (trace, caller_span),
-            "SubmitFiling",
-            crate::telemetry::otlp::Kind::Server,
-            started,
-            vec![("ecointegra.tracking_code", answer.tracking_code.clone())],
         );
         Ok(Response::new(answer))
     }

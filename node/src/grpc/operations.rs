@@ -131,7 +131,7 @@ impl OperationsService for OperationsApi {
             .run(move |s| s.discard_dead_letter(r.id, &r.by, &r.reason))
             .await?;
         if changed {
-            self.services.watch.metrics.dead_letters_discarded.inc();
+            self.services.watch.metrics.dead_letter_discarded();
             tracing::info!(
                 dead_letter = entry.id,
                 by = %entry.discarded_by,

@@ -14,9 +14,9 @@ use crate::kafka::Kafka;
 use crate::retry::Policy;
 use crate::store::Store;
 use crate::store::blobs::Blobs;
-use crate::store::{OutboxKind, OutboxRow};
+use crate::store::{FilingRow, OutboxKind, OutboxRow};
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::otlp::Exporter;
+use crate::telemetry::otlp::Otlp;
 use crate::trust::Trust;
 use ecointegra_broker::kafka::{Pending, RecordMeta};
 use ecointegra_proto::v1::{Chunk, DocumentDigest, Envelope, Manifest, MessageType, Transfer};
@@ -55,7 +55,7 @@ pub struct Relay {
     pub trust: Arc<Trust>,
     pub kafka: Arc<Kafka>,
     pub metrics: Arc<Metrics>,
-    pub otlp: Option<Arc<Exporter>>,
+    pub otlp: Option<Arc<Otlp>>,
     /// Rung when something was queued in the outbox.
     pub relay_wake: Arc<Notify>,
 }
@@ -163,7 +163,7 @@ async fn publish_row(relay: Arc<Relay>, row: OutboxRow, failures: u32) -> Done {
         }
         Err(error) => {
             tracing::warn!(%error, outbox_id = id, "Publication failed; will retry.");
-            relay.metrics.failed.inc(&["publish_error"]);
+            relay.metrics.publish_failed();
             relay
                 .store
                 .run(move |s| s.outbox_retry_at(&[id], retry_at(now, failures)))
@@ -198,7 +198,7 @@ async fn publish_envelopes(relay: Arc<Relay>, batch: Vec<(OutboxRow, u32)>) -> D
             Ok(_) => published.push(row.id),
             Err(error) => {
                 tracing::warn!(%error, outbox_id = row.id, "Publication failed; will retry.");
-                relay.metrics.failed.inc(&["publish_error"]);
+                relay.metrics.publish_failed();
                 failed.push((row.id, failures));
             }
         }
@@ -262,9 +262,43 @@ async fn publish_transfer(relay: &Relay, row: &OutboxRow) -> Result<()> {
         .await?
         .ok_or_else(|| Error::NotFound(format!("the filing of transfer {transfer_id}")))?;
     let topic = relay.kafka.topics.inbox(&filing.destination);
-    let started = std::time::SystemTime::now();
-    let trace = crate::telemetry::trace::outgoing_context(&relay.store, &transfer_id).await;
-    let traceparent = trace.0.to_string();
+    let submitted = crate::telemetry::trace::kept_context(&relay.store, &transfer_id).await;
+    let (span, trace) =
+        crate::telemetry::trace::start_span(relay.otlp.as_deref(), submitted, || {
+            tracing::info_span!(
+                "publish transfer",
+                otel.kind = "producer",
+                otel.status_code = tracing::field::Empty,
+                ecointegra.tracking_code = %filing.tracking_code,
+                ecointegra.destination = %filing.destination,
+            )
+        });
+    let traceparent = trace.to_string();
+    let published = publish_records(relay, row, &filing, &topic, &traceparent).await;
+    if published.is_err() {
+        span.record("otel.status_code", "error");
+    }
+    drop(span);
+    let attempt = published?;
+    tracing::info!(
+        tracking_code = %filing.tracking_code,
+        destination = %filing.destination,
+        attempt,
+        "Transfer published."
+    );
+    Ok(())
+}
+
+/// Every record of a transfer, each carrying `traceparent`; returns the
+/// attempt published once Kafka has acknowledged them all.
+async fn publish_records(
+    relay: &Relay,
+    row: &OutboxRow,
+    filing: &FilingRow,
+    topic: &str,
+    traceparent: &str,
+) -> Result<u32> {
+    let transfer_id = &row.record_key;
     // Content is encrypted for the destination: Kafka sees only ciphertext.
     let recipient_key = relay
         .trust
@@ -324,10 +358,10 @@ async fn publish_transfer(relay: &Relay, row: &OutboxRow) -> Result<()> {
             )?;
             send(
                 relay,
-                &topic,
-                &transfer_id,
+                topic,
+                transfer_id,
                 &envelope,
-                &traceparent,
+                traceparent,
                 &mut pending,
             )
             .await?;
@@ -386,34 +420,17 @@ async fn publish_transfer(relay: &Relay, row: &OutboxRow) -> Result<()> {
     )?;
     send(
         relay,
-        &topic,
-        &transfer_id,
+        topic,
+        transfer_id,
         &envelope,
-        &traceparent,
+        traceparent,
         &mut pending,
     )
     .await?;
     while let Some(p) = pending.pop_front() {
         p.delivered().await?;
     }
-    crate::telemetry::trace::export(
-        relay.otlp.as_deref(),
-        trace,
-        "publish transfer",
-        crate::telemetry::otlp::Kind::Producer,
-        started,
-        vec![
-            ("ecointegra.tracking_code", filing.tracking_code.clone()),
-            ("ecointegra.destination", filing.destination.clone()),
-        ],
-    );
-    tracing::info!(
-        tracking_code = %filing.tracking_code,
-        destination = %filing.destination,
-        attempt,
-        "Transfer published."
-    );
-    Ok(())
+    Ok(attempt)
 }
 
 async fn send(

@@ -96,12 +96,11 @@ async fn metrics(State(watch): State<Arc<Watch>>) -> impl IntoResponse {
     let gauges = tokio::task::spawn_blocking(move || crate::telemetry::queues::gauges(&w))
         .await
         .unwrap_or_default();
-    let body =
-        crate::telemetry::metrics::render(watch.trust.institution(), &watch.metrics, &gauges);
+    let body = crate::telemetry::metrics::render(&watch.metrics, gauges);
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::telemetry::metrics::CONTENT_TYPE,
         )],
         body,
     )

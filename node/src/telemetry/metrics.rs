@@ -1,62 +1,30 @@
-//! Prometheus metrics: counters the node's stages increment as things happen,
-//! gauges read from the store and Kafka when scraped, rendered in the
-//! Prometheus text exposition format (version 0.0.4) by hand.
+//! Prometheus metrics with `prometheus-client`: counters and a histogram the
+//! node's stages update as things happen, and values read from the store and
+//! Kafka when scraped ([`Gauges`]), encoded in the OpenMetrics text format.
+//! librdkafka's cumulative statistics (messages sent, errors, timeouts) are
+//! counters, its current ones (queues, connection state, RTT) gauges.
 //!
-//! Labels have low cardinality: `institution`, `topic`, `outcome`, `reason`
-//! (a dead letter's short reason code), `direction`; never a filing id.
+//! Labels have low cardinality: `institution` (on every sample), `topic`,
+//! `outcome`, `reason` (a dead letter's short reason code), `direction`,
+//! `client`, `broker`; never a filing id.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use ecointegra_broker::kafka::{BrokerStats, ClientStats};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::borrow::Cow;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A monotonically increasing count.
-#[derive(Default)]
-pub struct Counter(AtomicU64);
+/// The media type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Counters told apart by one or two label values.
-#[derive(Default)]
-pub struct CounterVec(Mutex<BTreeMap<Vec<String>, u64>>);
-
-impl CounterVec {
-    pub fn add(&self, labels: &[&str], n: u64) {
-        let key: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_default() += n;
-    }
-
-    pub fn inc(&self, labels: &[&str]) {
-        self.add(labels, 1);
-    }
-
-    fn snapshot(&self) -> Vec<(Vec<String>, u64)> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
-    }
-}
+/// Every metric's name starts with it.
+const PREFIX: &str = "ecointegra";
 
 /// Upper bounds of the delivery-latency buckets, in seconds: from a fast
 /// local transfer to an hour-long outage.
@@ -64,28 +32,25 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
 ];
 
-/// A histogram with fixed buckets.
-pub struct Histogram {
-    bounds: &'static [f64],
-    inner: Mutex<(Vec<u64>, f64, u64)>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            inner: Mutex::new((vec![0; bounds.len()], 0.0, 0)),
-        }
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
 
-    pub fn observe(&self, value: f64) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
-            inner.0[i] += 1;
-        }
-        inner.1 += value;
-        inner.2 += 1;
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecordLabels {
+    topic: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 /// Events per second over a sliding minute, in one-second slots.
@@ -129,82 +94,164 @@ impl Window {
 
 /// Every metric a node keeps. Counters start at zero with each process.
 pub struct Metrics {
+    /// Where the counters below are registered, with this institution's label.
+    registry: Registry,
+    institution: String,
     /// Filings accepted at this institution's desk.
-    pub submitted: Counter,
+    submitted: Counter,
     /// Our transfers whose signed receipt arrived.
-    pub delivered: Counter,
+    delivered: Counter,
     /// Transfers from other institutions stored here.
-    pub received: Counter,
+    received: Counter,
     /// Things that went wrong, by outcome: `publish_error` (a publication
     /// Kafka did not acknowledge; retried), `dead_letter` (a record this node
     /// could not accept).
-    pub failed: CounterVec,
+    failed: Family<OutcomeLabel, Counter>,
     /// Document bytes, by direction: `submitted` at the desk, `received` in
     /// stored transfers.
-    pub document_bytes: CounterVec,
+    document_bytes: Family<DirectionLabel, Counter>,
     /// Kafka records and their bytes, by topic and direction (`produced`,
     /// `consumed`).
-    pub records: CounterVec,
-    pub record_bytes: CounterVec,
+    records: Family<RecordLabels, Counter>,
+    record_bytes: Family<RecordLabels, Counter>,
     /// From registration at the desk to the stored receipt, in seconds.
-    pub delivery_latency: Histogram,
+    delivery_latency: Histogram,
     /// Dead letters by reason code.
-    pub dead_letters: CounterVec,
-    pub dead_letters_replayed: Counter,
-    pub dead_letters_discarded: Counter,
+    dead_letters: Family<ReasonLabel, Counter>,
+    dead_letters_replayed: Counter,
+    dead_letters_discarded: Counter,
     /// Inbox bytes applied, over the last minute.
     pub inbox_bytes_window: Window,
     /// The Kafka reader of the lag queries, made on first use.
     pub(crate) lag_reader: Mutex<Option<std::sync::Arc<crate::telemetry::lag::LagReader>>>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self {
+impl Metrics {
+    /// The metrics of `institution`'s node, which labels every sample.
+    pub fn new(institution: &str) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(PREFIX, labels(institution));
+        let m = Self {
+            registry: Registry::default(),
+            institution: institution.to_owned(),
             submitted: Counter::default(),
             delivered: Counter::default(),
             received: Counter::default(),
-            failed: CounterVec::default(),
-            document_bytes: CounterVec::default(),
-            records: CounterVec::default(),
-            record_bytes: CounterVec::default(),
-            delivery_latency: Histogram::new(&LATENCY_BUCKETS),
-            dead_letters: CounterVec::default(),
+            failed: Family::default(),
+            document_bytes: Family::default(),
+            records: Family::default(),
+            record_bytes: Family::default(),
+            delivery_latency: Histogram::new(LATENCY_BUCKETS),
+            dead_letters: Family::default(),
             dead_letters_replayed: Counter::default(),
             dead_letters_discarded: Counter::default(),
             inbox_bytes_window: Window::default(),
             lag_reader: Mutex::new(None),
-        }
+        };
+        // Counter names get their `_total` from the library.
+        registry.register(
+            "filings_submitted",
+            "Filings accepted at this institution's desk",
+            m.submitted.clone(),
+        );
+        registry.register(
+            "filings_delivered",
+            "Filings sent by this institution whose signed receipt arrived",
+            m.delivered.clone(),
+        );
+        registry.register(
+            "filings_received",
+            "Filings from other institutions stored and receipted here",
+            m.received.clone(),
+        );
+        registry.register(
+            "filings_failed",
+            "Failures by outcome: publish_error (retried), dead_letter (not accepted)",
+            m.failed.clone(),
+        );
+        registry.register_with_unit(
+            "document",
+            "Document bytes submitted at the desk or received in stored transfers",
+            Unit::Bytes,
+            m.document_bytes.clone(),
+        );
+        registry.register(
+            "kafka_records",
+            "Kafka records produced (acknowledged) or consumed, by topic",
+            m.records.clone(),
+        );
+        registry.register_with_unit(
+            "kafka_record",
+            "Bytes of the Kafka records produced or consumed, by topic",
+            Unit::Bytes,
+            m.record_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "delivery_latency",
+            "From registration at the desk to the destination's stored receipt",
+            Unit::Seconds,
+            m.delivery_latency.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Records this institution could not accept, by reason code",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "dead_letters_replayed",
+            "Dead letters published again by an operator",
+            m.dead_letters_replayed.clone(),
+        );
+        registry.register(
+            "dead_letters_discarded",
+            "Dead letters discarded by an operator",
+            m.dead_letters_discarded.clone(),
+        );
+        Self { registry, ..m }
     }
-}
 
-impl Metrics {
     /// A record handed to Kafka and acknowledged.
     pub fn produced(&self, topic: &str, bytes: usize) {
-        self.records.inc(&[topic, "produced"]);
-        self.record_bytes.add(&[topic, "produced"], bytes as u64);
+        self.count_record(topic, "produced", bytes);
     }
 
     /// A record read from Kafka, to be applied (or dead-lettered); `inbox`
     /// if it was read from this institution's inbox.
     pub fn consumed(&self, topic: &str, bytes: usize, inbox: bool) {
-        self.records.inc(&[topic, "consumed"]);
-        self.record_bytes.add(&[topic, "consumed"], bytes as u64);
+        self.count_record(topic, "consumed", bytes);
         if inbox {
             self.inbox_bytes_window.add(bytes as u64);
         }
     }
 
+    fn count_record(&self, topic: &str, direction: &'static str, bytes: usize) {
+        let labels = RecordLabels {
+            topic: topic.to_owned(),
+            direction,
+        };
+        self.records.get_or_create(&labels).inc();
+        self.record_bytes
+            .get_or_create(&labels)
+            .inc_by(bytes as u64);
+    }
+
     /// A filing accepted at the desk with `bytes` of documents.
     pub fn filing_submitted(&self, bytes: u64) {
         self.submitted.inc();
-        self.document_bytes.add(&["submitted"], bytes);
+        self.document_bytes
+            .get_or_create(&DirectionLabel {
+                direction: "submitted",
+            })
+            .inc_by(bytes);
     }
 
     /// A transfer from another institution stored here with `bytes` of documents.
     pub fn filing_received(&self, bytes: u64) {
         self.received.inc();
-        self.document_bytes.add(&["received"], bytes);
+        self.document_bytes
+            .get_or_create(&DirectionLabel {
+                direction: "received",
+            })
+            .inc_by(bytes);
     }
 
     /// One of our transfers was receipted `latency` after registration.
@@ -212,6 +259,62 @@ impl Metrics {
         self.delivered.inc();
         self.delivery_latency.observe(latency.as_secs_f64());
     }
+
+    /// A publication Kafka did not acknowledge; it will be retried.
+    pub fn publish_failed(&self) {
+        self.failed
+            .get_or_create(&OutcomeLabel {
+                outcome: "publish_error",
+            })
+            .inc();
+    }
+
+    /// A record this node could not accept went to its dead-letter topic.
+    pub fn dead_lettered(&self, reason: &str) {
+        self.dead_letters
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+        self.failed
+            .get_or_create(&OutcomeLabel {
+                outcome: "dead_letter",
+            })
+            .inc();
+    }
+
+    /// A consumer met a local fault (disk, store) and waits at its record.
+    pub fn consumer_stalled(&self) {
+        self.failed
+            .get_or_create(&OutcomeLabel { outcome: "local" })
+            .inc();
+    }
+
+    /// A dead letter Kafka refuses for good, kept in the store only.
+    pub fn dead_letter_unpublished(&self) {
+        self.failed
+            .get_or_create(&OutcomeLabel {
+                outcome: "dead_letter_unpublished",
+            })
+            .inc();
+    }
+
+    /// An operator published a dead letter again.
+    pub fn dead_letter_replayed(&self) {
+        self.dead_letters_replayed.inc();
+    }
+
+    /// An operator discarded a dead letter.
+    pub fn dead_letter_discarded(&self) {
+        self.dead_letters_discarded.inc();
+    }
+}
+
+fn labels(institution: &str) -> impl Iterator<Item = (Cow<'static, str>, Cow<'static, str>)> {
+    std::iter::once((
+        Cow::Borrowed("institution"),
+        Cow::Owned(institution.to_owned()),
+    ))
 }
 
 /// Values read when scraped.
@@ -226,261 +329,237 @@ pub struct Gauges {
     pub consumers_stalled: i64,
     /// (topic, records, seconds) when Kafka could be asked.
     pub inbox_lag: Option<(String, i64, f64)>,
-    pub kafka: Option<ecointegra_broker::kafka::ClientStats>,
+    pub kafka: Option<ClientStats>,
     /// Store transactions committed, and the effects (writes of submissions,
     /// consumed records, relay bookkeeping...) they held.
     pub store_commits: (u64, u64),
 }
 
-/// The text exposition of every metric.
-pub fn render(institution: &str, m: &Metrics, g: &Gauges) -> String {
-    let mut out = String::with_capacity(4096);
-    let inst = format!("institution=\"{}\"", escape(institution));
-    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (suffix_labels, value) in samples {
-            let _ = writeln!(out, "{name}{suffix_labels} {value}");
-        }
-    };
-    let one = |v: String| vec![(format!("{{{inst}}}"), v)];
-    let labelled = |names: &[&str], vec: &CounterVec| -> Vec<(String, String)> {
-        vec.snapshot()
-            .into_iter()
-            .map(|(values, n)| {
-                let mut labels = inst.clone();
-                for (name, value) in names.iter().zip(values) {
-                    let _ = write!(labels, ",{name}=\"{}\"", escape(&value));
-                }
-                (format!("{{{labels}}}"), n.to_string())
-            })
-            .collect()
-    };
-
-    family(
-        "ecointegra_filings_submitted_total",
-        "counter",
-        "Filings accepted at this institution's desk.",
-        one(m.submitted.get().to_string()),
-    );
-    family(
-        "ecointegra_filings_delivered_total",
-        "counter",
-        "Filings sent by this institution whose signed receipt arrived.",
-        one(m.delivered.get().to_string()),
-    );
-    family(
-        "ecointegra_filings_received_total",
-        "counter",
-        "Filings from other institutions stored and receipted here.",
-        one(m.received.get().to_string()),
-    );
-    family(
-        "ecointegra_filings_failed_total",
-        "counter",
-        "Failures by outcome: publish_error (retried), dead_letter (not accepted).",
-        labelled(&["outcome"], &m.failed),
-    );
-    family(
-        "ecointegra_document_bytes_total",
-        "counter",
-        "Document bytes submitted at the desk or received in stored transfers.",
-        labelled(&["direction"], &m.document_bytes),
-    );
-    family(
-        "ecointegra_kafka_records_total",
-        "counter",
-        "Kafka records produced (acknowledged) or consumed, by topic.",
-        labelled(&["topic", "direction"], &m.records),
-    );
-    family(
-        "ecointegra_kafka_record_bytes_total",
-        "counter",
-        "Bytes of the Kafka records produced or consumed, by topic.",
-        labelled(&["topic", "direction"], &m.record_bytes),
-    );
-    {
-        let (buckets, sum, count) = m
-            .delivery_latency
-            .inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let mut samples = Vec::new();
-        let mut cumulative = 0;
-        for (bound, n) in m.delivery_latency.bounds.iter().zip(&buckets) {
-            cumulative += n;
-            samples.push((
-                format!("_bucket{{{inst},le=\"{bound}\"}}"),
-                cumulative.to_string(),
-            ));
-        }
-        samples.push((format!("_bucket{{{inst},le=\"+Inf\"}}"), count.to_string()));
-        samples.push((format!("_sum{{{inst}}}"), sum.to_string()));
-        samples.push((format!("_count{{{inst}}}"), count.to_string()));
-        family(
-            "ecointegra_delivery_latency_seconds",
-            "histogram",
-            "From registration at the desk to the destination's stored receipt.",
-            samples,
-        );
-    }
-    family(
-        "ecointegra_dead_letters_total",
-        "counter",
-        "Records this institution could not accept, by reason code.",
-        labelled(&["reason"], &m.dead_letters),
-    );
-    family(
-        "ecointegra_dead_letters_replayed_total",
-        "counter",
-        "Dead letters published again by an operator.",
-        one(m.dead_letters_replayed.get().to_string()),
-    );
-    family(
-        "ecointegra_dead_letters_discarded_total",
-        "counter",
-        "Dead letters discarded by an operator.",
-        one(m.dead_letters_discarded.get().to_string()),
-    );
-    family(
-        "ecointegra_dead_letters_open",
-        "gauge",
-        "Dead letters neither replayed nor discarded.",
-        one(g.dead_letters_open.to_string()),
-    );
-    family(
-        "ecointegra_consumers_stalled",
-        "gauge",
-        "Consumers held at a record they cannot get past yet (see /readyz).",
-        one(g.consumers_stalled.to_string()),
-    );
-    family(
-        "ecointegra_kafka_up",
-        "gauge",
-        "1 if Kafka answered the node's last probe.",
-        one(u8::from(g.kafka_up).to_string()),
-    );
-    family(
-        "ecointegra_store_commits_total",
-        "counter",
-        "Store transactions committed (one fsync each).",
-        one(g.store_commits.0.to_string()),
-    );
-    family(
-        "ecointegra_store_effects_total",
-        "counter",
-        "Atomic effects written to the store; several share a commit.",
-        one(g.store_commits.1.to_string()),
-    );
-    family(
-        "ecointegra_outbox_backlog",
-        "gauge",
-        "Outbox entries: transfers not yet receipted and envelopes not yet acknowledged.",
-        one(g.outbox_backlog.to_string()),
-    );
-    family(
-        "ecointegra_pending_receipts",
-        "gauge",
-        "Transfers published and awaiting the destination's receipt.",
-        one(g.pending_receipts.to_string()),
-    );
-    family(
-        "ecointegra_oldest_pending_receipt_seconds",
-        "gauge",
-        "Age of the oldest transfer awaiting a receipt.",
-        one(g.oldest_pending_receipt_seconds.to_string()),
-    );
-    if let Some((topic, records, seconds)) = &g.inbox_lag {
-        let labels = format!("{{{inst},topic=\"{}\"}}", escape(topic));
-        family(
-            "ecointegra_inbox_lag_records",
-            "gauge",
-            "Records in this institution's inbox not yet applied.",
-            vec![(labels.clone(), records.to_string())],
-        );
-        family(
-            "ecointegra_inbox_lag_seconds",
-            "gauge",
-            "Age of the oldest record in this institution's inbox not yet applied.",
-            vec![(labels, seconds.to_string())],
-        );
-    }
-    if let Some(stats) = &g.kafka {
-        let producer = |v: String| vec![(format!("{{{inst},client=\"producer\"}}"), v)];
-        family(
-            "ecointegra_librdkafka_queued_messages",
-            "gauge",
-            "Messages waiting in librdkafka's queues (statistics).",
-            producer(stats.queued_messages.to_string()),
-        );
-        family(
-            "ecointegra_librdkafka_queued_bytes",
-            "gauge",
-            "Bytes waiting in librdkafka's queues (statistics).",
-            producer(stats.queued_bytes.to_string()),
-        );
-        family(
-            "ecointegra_librdkafka_tx_messages",
-            "gauge",
-            "Messages transmitted to brokers since the client started (statistics).",
-            producer(stats.tx_messages.to_string()),
-        );
-        family(
-            "ecointegra_librdkafka_tx_message_bytes",
-            "gauge",
-            "Message bytes transmitted to brokers since the client started (statistics).",
-            producer(stats.tx_message_bytes.to_string()),
-        );
-        let per_broker = |f: &dyn Fn(&ecointegra_broker::kafka::BrokerStats) -> String| {
-            stats
-                .brokers
-                .iter()
-                .map(|b| {
-                    (
-                        format!(
-                            "{{{inst},client=\"producer\",broker=\"{}\"}}",
-                            escape(&b.name)
-                        ),
-                        f(b),
-                    )
-                })
-                .collect::<Vec<_>>()
-        };
-        family(
-            "ecointegra_librdkafka_broker_up",
-            "gauge",
-            "1 if the producer's connection to the broker is up (statistics).",
-            per_broker(&|b| u8::from(b.up).to_string()),
-        );
-        family(
-            "ecointegra_librdkafka_broker_rtt_seconds",
-            "gauge",
-            "Average round-trip time to the broker (statistics).",
-            per_broker(&|b| (b.rtt_avg_us as f64 / 1e6).to_string()),
-        );
-        family(
-            "ecointegra_librdkafka_broker_tx_errors",
-            "gauge",
-            "Transmission errors to the broker since the client started (statistics).",
-            per_broker(&|b| b.tx_errors.to_string()),
-        );
-        family(
-            "ecointegra_librdkafka_broker_request_timeouts",
-            "gauge",
-            "Requests to the broker that timed out since the client started (statistics).",
-            per_broker(&|b| b.request_timeouts.to_string()),
-        );
-    }
+/// The OpenMetrics text exposition of every metric: the counters kept, then
+/// `gauges`, read for this scrape.
+pub fn render(m: &Metrics, gauges: Gauges) -> String {
+    let mut scrape = Registry::with_prefix_and_labels(PREFIX, labels(&m.institution));
+    scrape.register_collector(Box::new(gauges));
+    let mut out = String::with_capacity(8192);
+    prometheus_client::encoding::text::encode_registry(&mut out, &m.registry)
+        .and_then(|()| prometheus_client::encoding::text::encode(&mut out, &scrape))
+        .expect("writing to a String does not fail");
     out
 }
 
-/// Escapes a label value: backslash, double quote and newline.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// One sample without labels of its own.
+fn one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    let m = encoder.encode_descriptor(name, help, unit.as_ref(), metric.metric_type())?;
+    metric.encode(m)
+}
+
+/// One sample per label set.
+fn labelled<L: EncodeLabelSet, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut samples = samples.into_iter().peekable();
+    let Some((_, first)) = samples.peek() else {
+        return Ok(());
+    };
+    let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), first.metric_type())?;
+    for (labels, metric) in samples {
+        metric.encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabel {
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabel {
+    client: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BrokerLabels {
+    client: &'static str,
+    broker: String,
+}
+
+impl Collector for Gauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = &mut encoder;
+        one(
+            e,
+            "dead_letters_open",
+            "Dead letters neither replayed nor discarded.",
+            None,
+            ConstGauge::new(self.dead_letters_open),
+        )?;
+        one(
+            e,
+            "consumers_stalled",
+            "Consumers held at a record they cannot get past yet (see /readyz).",
+            None,
+            ConstGauge::new(self.consumers_stalled),
+        )?;
+        one(
+            e,
+            "kafka_up",
+            "1 if Kafka answered the node's last probe.",
+            None,
+            ConstGauge::new(i64::from(self.kafka_up)),
+        )?;
+        one(
+            e,
+            "store_commits",
+            "Store transactions committed (one fsync each).",
+            None,
+            ConstCounter::new(self.store_commits.0),
+        )?;
+        one(
+            e,
+            "store_effects",
+            "Atomic effects written to the store; several share a commit.",
+            None,
+            ConstCounter::new(self.store_commits.1),
+        )?;
+        one(
+            e,
+            "outbox_backlog",
+            "Outbox entries: transfers not yet receipted and envelopes not yet acknowledged.",
+            None,
+            ConstGauge::new(self.outbox_backlog),
+        )?;
+        one(
+            e,
+            "pending_receipts",
+            "Transfers published and awaiting the destination's receipt.",
+            None,
+            ConstGauge::new(self.pending_receipts),
+        )?;
+        one(
+            e,
+            "oldest_pending_receipt",
+            "Age of the oldest transfer awaiting a receipt.",
+            Some(Unit::Seconds),
+            ConstGauge::new(self.oldest_pending_receipt_seconds),
+        )?;
+        if let Some((topic, records, seconds)) = &self.inbox_lag {
+            let topic = || TopicLabel {
+                topic: topic.clone(),
+            };
+            labelled(
+                e,
+                "inbox_lag_records",
+                "Records in this institution's inbox not yet applied.",
+                None,
+                [(topic(), ConstGauge::new(*records))],
+            )?;
+            labelled(
+                e,
+                "inbox_lag",
+                "Age of the oldest record in this institution's inbox not yet applied.",
+                Some(Unit::Seconds),
+                [(topic(), ConstGauge::new(*seconds))],
+            )?;
+        }
+        if let Some(stats) = &self.kafka {
+            librdkafka(e, stats)?;
+        }
+        Ok(())
+    }
+}
+
+/// The producer's librdkafka statistics: counts since the client started are
+/// counters, the rest gauges.
+fn librdkafka(e: &mut DescriptorEncoder, stats: &ClientStats) -> Result<(), std::fmt::Error> {
+    let producer = || ClientLabel { client: "producer" };
+    labelled(
+        e,
+        "librdkafka_queued_messages",
+        "Messages waiting in librdkafka's queues (statistics).",
+        None,
+        [(producer(), ConstGauge::new(stats.queued_messages))],
+    )?;
+    labelled(
+        e,
+        "librdkafka_queued",
+        "Bytes waiting in librdkafka's queues (statistics).",
+        Some(Unit::Bytes),
+        [(producer(), ConstGauge::new(stats.queued_bytes))],
+    )?;
+    labelled(
+        e,
+        "librdkafka_tx_messages",
+        "Messages transmitted to brokers since the client started (statistics).",
+        None,
+        [(
+            producer(),
+            ConstCounter::new(stats.tx_messages.max(0) as u64),
+        )],
+    )?;
+    labelled(
+        e,
+        "librdkafka_tx_message",
+        "Message bytes transmitted to brokers since the client started (statistics).",
+        Some(Unit::Bytes),
+        [(
+            producer(),
+            ConstCounter::new(stats.tx_message_bytes.max(0) as u64),
+        )],
+    )?;
+    labelled(
+        e,
+        "librdkafka_broker_up",
+        "1 if the producer's connection to the broker is up (statistics).",
+        None,
+        per_broker(stats, |b| ConstGauge::new(i64::from(b.up))),
+    )?;
+    labelled(
+        e,
+        "librdkafka_broker_rtt",
+        "Average round-trip time to the broker (statistics).",
+        Some(Unit::Seconds),
+        per_broker(stats, |b| ConstGauge::new(b.rtt_avg_us as f64 / 1e6)),
+    )?;
+    labelled(
+        e,
+        "librdkafka_broker_tx_errors",
+        "Transmission errors to the broker since the client started (statistics).",
+        None,
+        per_broker(stats, |b| ConstCounter::new(b.tx_errors)),
+    )?;
+    labelled(
+        e,
+        "librdkafka_broker_request_timeouts",
+        "Requests to the broker that timed out since the client started (statistics).",
+        None,
+        per_broker(stats, |b| ConstCounter::new(b.request_timeouts)),
+    )
+}
+
+/// One sample per broker the producer knows.
+fn per_broker<M>(stats: &ClientStats, value: impl Fn(&BrokerStats) -> M) -> Vec<(BrokerLabels, M)> {
+    stats
+        .brokers
+        .iter()
+        .map(|b| {
+            let labels = BrokerLabels {
+                client: "producer",
+                broker: b.name.clone(),
+            };
+            (labels, value(b))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -489,33 +568,56 @@ mod tests {
 
     #[test]
     fn renders_families_with_help_type_and_cumulative_buckets() {
-        let m = Metrics::default();
-        m.submitted.add(2);
-        m.dead_letters.inc(&["decode"]);
+        let m = Metrics::new("oefa");
+        m.filing_submitted(10);
+        m.filing_submitted(20);
+        m.dead_lettered("decode");
         m.receipted(Duration::from_millis(300));
         m.receipted(Duration::from_secs(20));
-        let text = render("oefa", &m, &Gauges::default());
-        assert!(text.contains("ecointegra_filings_submitted_total{institution=\"oefa\"} 2\n"));
-        assert!(
-            text.contains(
-                "ecointegra_dead_letters_total{institution=\"oefa\",reason=\"decode\"} 1\n"
-            )
-        );
-        assert!(text.contains(
-            "ecointegra_delivery_latency_seconds_bucket{institution=\"oefa\",le=\"0.5\"} 1\n"
-        ));
-        assert!(text.contains(
-            "ecointegra_delivery_latency_seconds_bucket{institution=\"oefa\",le=\"30\"} 2\n"
-        ));
-        assert!(
-            text.contains("ecointegra_delivery_latency_seconds_count{institution=\"oefa\"} 2\n")
-        );
-        assert!(text.contains("# TYPE ecointegra_delivery_latency_seconds histogram\n"));
+        let text = render(&m, Gauges::default());
+        for line in [
+            "# TYPE ecointegra_filings_submitted counter\n",
+            "ecointegra_filings_submitted_total{institution=\"oefa\"} 2\n",
+            "ecointegra_document_bytes_total{institution=\"oefa\",direction=\"submitted\"} 30\n",
+            "ecointegra_dead_letters_total{institution=\"oefa\",reason=\"decode\"} 1\n",
+            "# TYPE ecointegra_delivery_latency_seconds histogram\n",
+            "# UNIT ecointegra_delivery_latency_seconds seconds\n",
+            "ecointegra_delivery_latency_seconds_bucket{institution=\"oefa\",le=\"0.5\"} 1\n",
+            "ecointegra_delivery_latency_seconds_bucket{institution=\"oefa\",le=\"30.0\"} 2\n",
+            "ecointegra_delivery_latency_seconds_count{institution=\"oefa\"} 2\n",
+            "ecointegra_kafka_up{institution=\"oefa\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn librdkafka_counts_are_counters_and_its_state_gauges() {
+        let stats = ClientStats {
+            tx_messages: 7,
+            brokers: vec![BrokerStats {
+                name: "127.0.0.1:9092/1".into(),
+                up: true,
+                tx_errors: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let gauges = Gauges {
+            kafka: Some(stats),
+            ..Default::default()
+        };
+        let text = render(&Metrics::new("oefa"), gauges);
+        for line in [
+            "# TYPE ecointegra_librdkafka_tx_messages counter\n",
+            "ecointegra_librdkafka_tx_messages_total{institution=\"oefa\",client=\"producer\"} 7\n",
+            "# TYPE ecointegra_librdkafka_broker_tx_errors counter\n",
+            "# TYPE ecointegra_librdkafka_broker_up gauge\n",
+            "ecointegra_librdkafka_broker_up{institution=\"oefa\",client=\"producer\",broker=\"127.0.0.1:9092/1\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
     }
 
     #[test]

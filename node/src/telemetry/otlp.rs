@@ -1,152 +1,92 @@
 //! OTLP/gRPC export of the node's trace spans, when `[telemetry]
-//! otlp_endpoint` is set. Spans carry the W3C trace ids that travel on the
-//! Kafka records (see [`crate::telemetry::trace`]), so a collector shows one trace per
-//! filing across every institution's node.
+//! otlp_endpoint` is set: `tracing` spans go through `tracing-opentelemetry`
+//! to the OpenTelemetry SDK, whose batch processor sends them with
+//! `opentelemetry-otlp`'s tonic exporter. Spans continue the W3C trace
+//! contexts that travel on the Kafka records (see [`crate::telemetry::trace`]),
+//! so a collector shows one trace per filing across every institution's node.
 //!
-//! Spans are queued without blocking (a full queue drops the newest and counts
-//! it) and sent in batches by one background task; an unreachable collector
-//! never slows a transfer down.
+//! Each node has its own tracer provider, whose resource names the
+//! institution, and its own `tracing` dispatcher holding the OpenTelemetry
+//! layer. The spans to export are created in that dispatcher ([`Otlp::span`]):
+//! several nodes in one process (as in the tests) export apart, and the log
+//! subscriber stays what [`crate::telemetry::trace::init_logging`] made it.
+//!
+//! The batch processor queues spans without blocking (a full queue drops
+//! them) and exports from a thread of its own, so an unreachable collector
+//! never slows a transfer down. Its `OTEL_BSP_*` environment variables tune it.
 
 use crate::config::TelemetryConfig;
-use crate::telemetry::trace::TraceContext;
-use ecointegra_proto::otlp::{
-    AnyValue, ExportTraceServiceRequest, InstrumentationScope, KeyValue, Resource, ResourceSpans,
-    ScopeSpans, Span, any_value, span::SpanKind, trace_service_client::TraceServiceClient,
-};
+use opentelemetry::InstrumentationScope;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::time::Duration;
+use tracing_subscriber::layer::SubscriberExt as _;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+/// How long one export may take before it is abandoned.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-const QUEUE: usize = 4096;
-const BATCH: usize = 512;
-
-pub use ecointegra_proto::otlp::span::SpanKind as Kind;
-
-/// One finished span.
-#[derive(Debug, Clone)]
-pub struct SpanRecord {
-    pub context: TraceContext,
-    pub parent_span_id: Option<[u8; 8]>,
-    pub name: &'static str,
-    pub kind: SpanKind,
-    pub start: SystemTime,
-    pub end: SystemTime,
-    pub attributes: Vec<(&'static str, String)>,
+/// A node's trace export.
+pub struct Otlp {
+    provider: SdkTracerProvider,
+    /// A `tracing` dispatcher with only the OpenTelemetry layer.
+    dispatch: tracing::Dispatch,
 }
 
-/// Queues spans for the exporter task.
-pub struct Exporter {
-    tx: mpsc::Sender<SpanRecord>,
-    pub dropped: AtomicU64,
-}
-
-impl Exporter {
-    pub fn record(&self, span: SpanRecord) {
-        if self.tx.try_send(span).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Starts the exporter task if an endpoint is configured.
-pub fn start(
-    config: &TelemetryConfig,
-    institution: &str,
-    cancel: CancellationToken,
-) -> Option<Exporter> {
+/// Starts trace export if an endpoint is configured. Must run inside the
+/// Tokio runtime, which drives the exporter's gRPC channel.
+pub fn start(config: &TelemetryConfig, institution: &str) -> Option<Otlp> {
     let endpoint = config.otlp_endpoint.clone()?;
-    let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(endpoint, institution.to_owned(), rx, cancel));
-    Some(Exporter {
-        tx,
-        dropped: AtomicU64::new(0),
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.clone())
+        .with_timeout(EXPORT_TIMEOUT)
+        .build();
+    let exporter = match exporter {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            tracing::error!(%endpoint, %error, "The OTLP exporter cannot start; traces are not exported.");
+            return None;
+        }
+    };
+    let resource = Resource::builder()
+        .with_service_name(format!("ecointegra-{institution}"))
+        .with_attribute(opentelemetry::KeyValue::new(
+            "ecointegra.institution",
+            institution.to_owned(),
+        ))
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_batch_exporter(exporter)
+        .build();
+    let tracer = provider.tracer_with_scope(
+        InstrumentationScope::builder("ecointegra")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build(),
+    );
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(tracer));
+    Some(Otlp {
+        provider,
+        dispatch: tracing::Dispatch::new(subscriber),
     })
 }
 
-async fn run(
-    endpoint: String,
-    institution: String,
-    mut rx: mpsc::Receiver<SpanRecord>,
-    cancel: CancellationToken,
-) {
-    let channel = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
-        Ok(e) => e.connect_timeout(Duration::from_secs(5)).connect_lazy(),
-        Err(error) => {
-            tracing::error!(%endpoint, %error, "The OTLP endpoint is not a URI; traces are not exported.");
-            return;
-        }
-    };
-    let mut client = TraceServiceClient::new(channel);
-    let resource = Resource {
-        attributes: vec![
-            attribute("service.name", format!("ecointegra-{institution}")),
-            attribute("ecointegra.institution", institution.clone()),
-        ],
-    };
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let more = tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => n > 0,
-            _ = cancel.cancelled() => { rx.close(); while let Ok(s) = rx.try_recv() { batch.push(s); } false }
-        };
-        if !batch.is_empty() {
-            let request = ExportTraceServiceRequest {
-                resource_spans: vec![ResourceSpans {
-                    resource: Some(resource.clone()),
-                    scope_spans: vec![ScopeSpans {
-                        scope: Some(InstrumentationScope {
-                            name: "ecointegra".into(),
-                            version: env!("CARGO_PKG_VERSION").into(),
-                        }),
-                        spans: batch.drain(..).map(to_otlp).collect(),
-                    }],
-                }],
-            };
-            if let Err(status) =
-                tokio::time::timeout(Duration::from_secs(10), client.export(request))
-                    .await
-                    .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("export timed out")))
-            {
-                tracing::warn!(%endpoint, code = ?status.code(), "Spans not exported.");
-            }
-        }
-        if !more {
-            break;
-        }
+impl Otlp {
+    /// Creates a span (with `make`, a `tracing` span macro) that is exported
+    /// when its last handle is dropped.
+    pub fn span(&self, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+        tracing::dispatcher::with_default(&self.dispatch, make)
     }
-}
 
-fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn attribute(key: &str, value: String) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-    }
-}
-
-fn to_otlp(span: SpanRecord) -> Span {
-    Span {
-        trace_id: span.context.trace_id.to_vec(),
-        span_id: span.context.span_id.to_vec(),
-        parent_span_id: span.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
-        name: span.name.to_owned(),
-        kind: span.kind as i32,
-        start_time_unix_nano: nanos(span.start),
-        end_time_unix_nano: nanos(span.end),
-        attributes: span
-            .attributes
-            .into_iter()
-            .map(|(k, v)| attribute(k, v))
-            .collect(),
-        status: None,
-        flags: span.context.flags as u32,
+    /// Exports the spans still queued, then stops.
+    pub async fn shutdown(&self) {
+        let provider = self.provider.clone();
+        let done = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(error)) = done {
+            tracing::warn!(%error, "Trace export did not shut down cleanly; some spans may be lost.");
+        }
     }
 }

@@ -11,15 +11,22 @@
 //!   by the same transfer id — goes back as a child of that: same trace id.
 //! - Each stage logs inside a `tracing` span carrying `trace_id` and `span_id`.
 //!
-//! OTLP export is not built in yet (it would add the opentelemetry SDK and its
-//! exporters to the build): the trace ids in the logs and on the records let a
-//! collector or a log search stitch a filing's path together meanwhile.
+//! With trace export on ([`crate::telemetry::otlp`]), the submitting call,
+//! the relay's publication and the processing of each record are also spans
+//! exported over OTLP ([`start_span`]): each continues the context it came
+//! with, and its own context is the one passed on, so the exported spans and
+//! the `traceparent` values are one tree. Without export the ids are drawn
+//! here, and the logs and records carry them all the same.
 //!
 //! Also here: the log subscriber, plain text or JSON (`ECOINTEGRA_LOG_FORMAT`).
 
 use crate::store::Store;
-use crate::telemetry::otlp::Exporter;
+use crate::telemetry::otlp::Otlp;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+};
 use rdkafka::message::{Headers, Message};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The header and gRPC metadata key.
 pub const HEADER: &str = "traceparent";
@@ -106,6 +113,51 @@ impl TraceContext {
     pub fn span_id(&self) -> String {
         hex::encode(self.span_id)
     }
+
+    /// As OpenTelemetry's remote parent.
+    fn to_remote(self) -> opentelemetry::Context {
+        opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            TraceFlags::new(self.flags),
+            true,
+            TraceState::default(),
+        ))
+    }
+
+    /// The context of an OpenTelemetry span, if it is a valid one.
+    fn of_span(span: &tracing::Span) -> Option<Self> {
+        let context = span.context();
+        let span_context = context.span().span_context().clone();
+        span_context.is_valid().then(|| Self {
+            trace_id: span_context.trace_id().to_bytes(),
+            span_id: span_context.span_id().to_bytes(),
+            flags: span_context.trace_flags().to_u8(),
+        })
+    }
+}
+
+/// Starts a span of a filing's path: with trace export on, a `tracing` span
+/// (made by `make`) exported over OTLP when dropped, a child of `parent`;
+/// without, a disabled span. Either way, the context to pass on: the
+/// exported span's own, or a new span id under `parent` (a new trace
+/// without one).
+pub fn start_span(
+    otlp: Option<&Otlp>,
+    parent: Option<TraceContext>,
+    make: impl FnOnce() -> tracing::Span,
+) -> (tracing::Span, TraceContext) {
+    let drawn = || parent.map_or_else(TraceContext::root, |p| p.child());
+    let Some(otlp) = otlp else {
+        return (tracing::Span::none(), drawn());
+    };
+    let span = otlp.span(make);
+    if let Some(parent) = parent {
+        // Fails only for a disabled span, which is not exported anyway.
+        let _ = span.set_parent(parent.to_remote());
+    }
+    let context = TraceContext::of_span(&span).unwrap_or_else(drawn);
+    (span, context)
 }
 
 impl std::fmt::Display for TraceContext {
@@ -125,14 +177,12 @@ tokio::task_local! {
     pub static CURRENT: TraceContext;
 }
 
-/// The server span of a gRPC call: a child of the caller's `traceparent`
-/// metadata, or the root of a new trace.
-pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> TraceContext {
+/// The caller's context of a gRPC call, from its `traceparent` metadata.
+pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<TraceContext> {
     metadata
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse)
-        .map_or_else(TraceContext::root, |parent| parent.child())
 }
 
 /// The trace of the call being served, if any.
@@ -172,14 +222,11 @@ pub async fn remember_submission(store: &Store, transfer_id: &str, tracking_code
     }
 }
 
-/// The context for a record keyed by `key`, and the span it continues.
-pub async fn outgoing_context(store: &Store, key: &str) -> (TraceContext, Option<[u8; 8]>) {
+/// The context kept for records keyed by `key`, which what is sent for them
+/// continues.
+pub async fn kept_context(store: &Store, key: &str) -> Option<TraceContext> {
     let key = key.to_owned();
-    let parent = store.run(move |s| Ok(lookup(s, &key))).await.ok().flatten();
-    match parent {
-        Some(p) => (p.child(), Some(p.span_id)),
-        None => (TraceContext::root(), None),
-    }
+    store.run(move |s| Ok(lookup(s, &key))).await.ok().flatten()
 }
 
 /// The `traceparent` for records keyed by each of `keys`, looked up at once.
@@ -195,34 +242,13 @@ pub async fn outgoing_many(store: &Store, keys: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// Exports a finished span, when trace export is configured.
-pub fn export(
-    exporter: Option<&Exporter>,
-    (context, parent): (TraceContext, Option<[u8; 8]>),
-    name: &'static str,
-    kind: crate::telemetry::otlp::Kind,
-    start: std::time::SystemTime,
-    attributes: Vec<(&'static str, String)>,
-) {
-    if let Some(exporter) = exporter {
-        exporter.record(crate::telemetry::otlp::SpanRecord {
-            context,
-            parent_span_id: parent,
-            name,
-            kind,
-            start,
-            end: std::time::SystemTime::now(),
-            attributes,
-        });
-    }
-}
-
 /// A record read from Kafka, as its trace continues here.
 pub struct Incoming {
     /// The span to process it in.
     pub span: tracing::Span,
-    /// Its span for export, and the span it continues.
-    pub trace: Option<(TraceContext, Option<[u8; 8]>)>,
+    /// Its exported span (`process record`), when trace export is on and the
+    /// record came with a trace; it ends when the record's batch is done.
+    pub exported: tracing::Span,
     /// The context to keep under the record key (in the transaction that
     /// applies the record), so what this node sends back for it continues
     /// the same trace.
@@ -231,7 +257,11 @@ pub struct Incoming {
 
 /// A record read from Kafka: its trace continues here. `keep` asks for its
 /// context to be kept under its key.
-pub fn on_record(record: &rdkafka::message::OwnedMessage, keep: bool) -> Incoming {
+pub fn on_record(
+    otlp: Option<&Otlp>,
+    record: &rdkafka::message::OwnedMessage,
+    keep: bool,
+) -> Incoming {
     let parent = record.headers().and_then(|headers| {
         headers
             .iter()
@@ -243,11 +273,28 @@ pub fn on_record(record: &rdkafka::message::OwnedMessage, keep: bool) -> Incomin
     let Some(parent) = parent else {
         return Incoming {
             span: tracing::info_span!("record", topic = record.topic(), offset = record.offset()),
-            trace: None,
+            exported: tracing::Span::none(),
             keep: None,
         };
     };
-    let context = parent.child();
+    let (exported, context) = start_span(otlp, Some(parent), || {
+        let message_type = record
+            .headers()
+            .and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == ecointegra_broker::kafka::headers::MESSAGE_TYPE)
+            })
+            .and_then(|h| h.value)
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        tracing::info_span!(
+            "process record",
+            otel.kind = "consumer",
+            messaging.destination.name = record.topic(),
+            messaging.kafka.offset = record.offset(),
+            ecointegra.message_type = %message_type,
+        )
+    });
     let keep = record
         .key()
         .and_then(|k| std::str::from_utf8(k).ok())
@@ -263,7 +310,7 @@ pub fn on_record(record: &rdkafka::message::OwnedMessage, keep: bool) -> Incomin
     );
     Incoming {
         span,
-        trace: Some((context, Some(parent.span_id))),
+        exported,
         keep,
     }
 }
@@ -280,14 +327,17 @@ pub fn keep(
 
 /// Installs the log subscriber: `ECOINTEGRA_LOG` filters (default `info`),
 /// `ECOINTEGRA_LOG_FORMAT=json` writes one JSON object per line (with the
-/// current span's fields, trace ids included); anything else, plain text.
+/// current span's fields, trace ids included); anything else, plain text,
+/// coloured only when stderr is a terminal (never in a file or a pipe).
 pub fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ECOINTEGRA_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
     let json = std::env::var("ECOINTEGRA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder
@@ -332,6 +382,38 @@ mod tests {
             TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn without_export_the_context_is_drawn_under_the_parent() {
+        let parent = TraceContext::root();
+        let (span, child) = start_span(None, Some(parent), || unreachable!());
+        assert!(span.is_none());
+        assert_eq!(child.trace_id, parent.trace_id);
+        assert_ne!(child.span_id, parent.span_id);
+        let (_, root) = start_span(None, None, || unreachable!());
+        assert_ne!(root.trace_id, parent.trace_id);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_exported_span_continues_its_parent_and_its_context_is_passed_on() {
+        // Nothing listens there: the export fails, which is not what is tested.
+        let config = crate::config::TelemetryConfig {
+            otlp_endpoint: Some("http://127.0.0.1:9".into()),
+        };
+        let otlp = crate::telemetry::otlp::start(&config, "oefa").unwrap();
+        let parent =
+            TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let (span, context) =
+            start_span(Some(&otlp), Some(parent), || tracing::info_span!("child"));
+        assert!(!span.is_none());
+        assert_eq!(context.trace_id, parent.trace_id);
+        assert_ne!(context.span_id, parent.span_id);
+        assert_eq!(context.flags, 1, "sampled, as its parent");
+        let (root_span, root) = start_span(Some(&otlp), None, || tracing::info_span!("root"));
+        assert_ne!(root.trace_id, parent.trace_id);
+        drop((span, root_span));
+        otlp.shutdown().await;
     }
 
     #[test]
