@@ -719,11 +719,13 @@ pub fn read_dead_letters(topic: &str, count: usize) -> Vec<ecointegra_proto::v1:
         .collect()
 }
 
-/// Produces raw bytes to a topic, as an attacker or a broken client would.
+/// Produces raw bytes to a topic, as an attacker or a broken client would
+/// (up to 2 MB: larger than any node's own records, as kcat could).
 pub async fn produce_raw(topic: &str, key: &str, value: &[u8]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
+        .set("message.max.bytes", "2000000")
         .create()
         .unwrap();
     producer
@@ -734,6 +736,15 @@ pub async fn produce_raw(topic: &str, key: &str, value: &[u8]) {
         .await
         .map_err(|(e, _)| e)
         .unwrap();
+}
+
+/// A listed institution's own signing key, to sign what its node would not:
+/// the tests' hostile but listed institution.
+pub fn listed_sealer(federation: &Federation, id: &str) -> ecointegra_broker::envelope::Sealer {
+    ecointegra_broker::envelope::Sealer::new(
+        id,
+        ecointegra_broker::keys::SigningIdentity::load(&federation.key_path(id)).unwrap(),
+    )
 }
 
 /// The offsets a consumer group has committed for `partitions` of `topic`, as

@@ -57,7 +57,7 @@ async fn assert_each_delivered_once(
         "one receipt each at the origin"
     );
     assert_eq!(
-        count_rows(&destination_store, "SELECT COUNT(*) FROM partial_documents"),
+        count_rows(&destination_store, "SELECT COUNT(*) FROM partials"),
         0,
         "no transfer left half-assembled"
     );

@@ -97,7 +97,7 @@ async fn destination_killed_during_a_50_mib_transfer_gets_it_exactly_once() {
         async || {
             let partial = count_rows(
                 &federation.store_path("oefa"),
-                "SELECT COALESCE(SUM(bytes), 0) FROM partial_documents",
+                "SELECT COALESCE(SUM(bytes), 0) FROM partials",
             );
             if partial > 4 << 20 {
                 Ok(())

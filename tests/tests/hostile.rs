@@ -9,7 +9,6 @@ use ecointegra_tests::*;
 use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -31,23 +30,6 @@ async fn allow_large_records(topic: &str) {
     {
         result.unwrap();
     }
-}
-
-/// Writes raw bytes of any size to a topic, as kcat would.
-async fn produce_large(topic: &str, key: &str, value: &[u8]) {
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("message.max.bytes", "2000000")
-        .create()
-        .unwrap();
-    producer
-        .send(
-            FutureRecord::to(topic).key(key).payload(value),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
 }
 
 fn random_bytes(len: usize) -> Vec<u8> {
@@ -88,8 +70,8 @@ async fn oversized_and_empty_records_are_dead_lettered_and_deliveries_go_on() {
     let big = random_bytes(1_045_000);
     for topic in [&inbox, &tracking] {
         allow_large_records(topic).await;
-        produce_large(topic, "big", &big).await;
-        produce_large(topic, "empty", b"").await;
+        produce_raw(topic, "big", &big).await;
+        produce_raw(topic, "empty", b"").await;
     }
 
     // A valid filing sent right after the attack arrives, and is tracked.
@@ -163,8 +145,6 @@ async fn oversized_and_empty_records_are_dead_lettered_and_deliveries_go_on() {
 /// delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_ids_cannot_name_files_outside_the_data_directory() {
-    use ecointegra_broker::envelope::Sealer;
-    use ecointegra_broker::keys::SigningIdentity;
     use ecointegra_proto::v1::{Chunk, MessageType};
 
     let federation = Federation::new("hostile-path", &["senamhi", "oefa"]);
@@ -173,10 +153,7 @@ async fn transfer_ids_cannot_name_files_outside_the_data_directory() {
     let mut origin = senamhi.client.clone();
     let inbox = federation.topic_inbox("oefa");
     // senamhi's own key: a listed institution, signing what it likes.
-    let hostile = Sealer::new(
-        "senamhi",
-        SigningIdentity::load(&federation.key_path("senamhi")).unwrap(),
-    );
+    let hostile = listed_sealer(&federation, "senamhi");
     let oefa_key = federation.identity("oefa").encryption_public_key();
     let target = federation.root.join("pwned");
     let traversal = format!("../../../../../../../..{}", target.display());
@@ -248,8 +225,6 @@ async fn transfer_ids_cannot_name_files_outside_the_data_directory() {
 /// only senamhi's copy, and the citizen's timeline shows no step of minam.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filing_can_be_sent_on_only_by_who_holds_it() {
-    use ecointegra_broker::envelope::Sealer;
-    use ecointegra_broker::keys::SigningIdentity;
     use ecointegra_proto::v1::{DocumentDigest, Manifest, MessageType, Transfer, TransferKind};
 
     let federation = Federation::new("hostile-custody", &["senamhi", "oefa", "minam"]);
@@ -272,10 +247,7 @@ async fn a_filing_can_be_sent_on_only_by_who_holds_it() {
     )
     .await;
 
-    let hostile = Sealer::new(
-        "minam",
-        SigningIdentity::load(&federation.key_path("minam")).unwrap(),
-    );
+    let hostile = listed_sealer(&federation, "minam");
     let oefa_key = federation.identity("oefa").encryption_public_key();
     let manifest = |kind: TransferKind, hop: u32| {
         let transfer_id = hex::encode(rand_bytes::<16>());
@@ -353,8 +325,6 @@ fn rand_bytes<const N: usize>() -> [u8; N] {
 /// and the timeline shows only senamhi's and oefa's steps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_custody_chain_changes_what_a_citizen_sees() {
-    use ecointegra_broker::envelope::Sealer;
-    use ecointegra_broker::keys::SigningIdentity;
     use ecointegra_proto::v1::{MessageType, TrackingEvent};
 
     let federation = Federation::new("hostile-tracking", &["senamhi", "oefa", "minam"]);
@@ -395,10 +365,7 @@ async fn only_the_custody_chain_changes_what_a_citizen_sees() {
     })
     .await;
 
-    let minam = Sealer::new(
-        "minam",
-        SigningIdentity::load(&federation.key_path("minam")).unwrap(),
-    );
+    let minam = listed_sealer(&federation, "minam");
     let stolen = "ZZZZZZZZ";
     let forged = [
         TrackingEvent {
@@ -471,8 +438,6 @@ async fn only_the_custody_chain_changes_what_a_citizen_sees() {
 /// senamhi's transfer is still assembled from senamhi's chunks and delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_institution_cannot_preempt_a_transfer() {
-    use ecointegra_broker::envelope::Sealer;
-    use ecointegra_broker::keys::SigningIdentity;
     use ecointegra_proto::v1::{Chunk, MessageType};
 
     let federation = Federation::new("hostile-preempt", &["senamhi", "oefa", "minam"]);
@@ -494,10 +459,7 @@ async fn another_institution_cannot_preempt_a_transfer() {
         .unwrap()
         .transfer_id;
 
-    let minam = Sealer::new(
-        "minam",
-        SigningIdentity::load(&federation.key_path("minam")).unwrap(),
-    );
+    let minam = listed_sealer(&federation, "minam");
     let oefa_key = federation.identity("oefa").encryption_public_key();
     for seq in 0..3u32 {
         let data = vec![seq as u8; 10];

@@ -382,3 +382,69 @@ fn follow_up(
         .map_err(|v| Error::InvalidArgument(vec![v]))?;
     Ok(next)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FilingStatus::*;
+
+    fn every_action() -> Vec<Action> {
+        let text = || String::from("x");
+        vec![
+            Action::Receive {
+                registry_number: text(),
+                office: text(),
+            },
+            Action::Observe { reason: text() },
+            Action::Reject { reason: text() },
+            Action::Forward {
+                destination: text(),
+                note: text(),
+            },
+            Action::Answer {
+                note: text(),
+                documents: Vec::new(),
+            },
+            Action::Archive { note: text() },
+        ]
+    }
+
+    /// The state machine a clerk works in: which action may follow which
+    /// status, and where each leads. A filing is taken in before it is
+    /// forwarded or answered, archived only once dealt with, and nothing
+    /// follows an archive.
+    #[test]
+    fn the_state_machine() {
+        let reachable = |from: FilingStatus| -> Vec<&'static str> {
+            every_action()
+                .iter()
+                .filter(|a| a.allowed_from().contains(&from))
+                .map(Action::name)
+                .collect()
+        };
+        assert_eq!(reachable(Registered), Vec::<&str>::new());
+        assert_eq!(reachable(Sent), Vec::<&str>::new());
+        assert_eq!(reachable(Delivered), ["receive", "observe", "reject"]);
+        assert_eq!(
+            reachable(Received),
+            ["observe", "reject", "forward", "answer", "archive"]
+        );
+        for done in [Observed, Rejected, Forwarded, Answered] {
+            assert_eq!(reachable(done), ["archive"], "{done:?}");
+        }
+        assert_eq!(reachable(Archived), Vec::<&str>::new());
+        let results: Vec<FilingStatus> = every_action().iter().map(Action::result).collect();
+        assert_eq!(
+            results,
+            [Received, Observed, Rejected, Forwarded, Answered, Archived]
+        );
+        // No action leads back to where it may start from.
+        for action in every_action() {
+            assert!(
+                !action.allowed_from().contains(&action.result()),
+                "{}",
+                action.name()
+            );
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! `FilingService`: submit with a streamed upload, get, download, list and
+//! stream the inbox, receipts and the receipt chain, and the clerk actions.
+
+use super::Services;
+use crate::error::{Error, Result};
+use crate::lifecycle::deadlines::{Calendar, Day};
+use crate::lifecycle::workflow::Action;
+use crate::store::{DocumentRow, FilingRow};
+use crate::submit::DocPart;
+use ecointegra_broker::envelope;
+use ecointegra_proto::v1::filing_service_server::FilingService;
+use ecointegra_proto::v1::{
+    AnswerFilingRequest, ArchiveFilingRequest, DueFiling, ForwardFilingRequest,
+    GetReceiptChainResponse, ListDueRequest, ListDueResponse, ObserveFilingRequest,
+    ReceiveFilingRequest, RejectFilingRequest, answer_filing_request,
+};
+use ecointegra_proto::v1::{
+    DownloadDocumentRequest, DownloadDocumentResponse, Envelope, Filing, GetFilingRequest,
+    GetReceiptRequest, GetReceiptResponse, InboxEvent, ListInboxRequest, ListInboxResponse,
+    Receipt, StreamInboxRequest, SubmitFilingRequest, SubmitFilingResponse,
+    download_document_response,
+};
+use prost::Message;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct FilingApi {
+    pub(super) services: Arc<Services>,
+    pub(super) cancel: CancellationToken,
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+
+#[tonic::async_trait]
+impl FilingService for FilingApi {
+    async fn submit_filing(
+        &self,
+        request: Request<Streaming<SubmitFilingRequest>>,
+    ) -> Result<Response<SubmitFilingResponse>, Status> {
+        let caller = crate::telemetry::trace::from_metadata(request.metadata());
+        let (span, trace) =
+            crate::telemetry::trace::start_span(self.services.otlp.as_deref(), caller, || {
+                tracing::info_span!(
+                    "SubmitFiling",
+                    otel.kind = "server",
+                    otel.status_code = tracing::field::Empty,
+                    ecointegra.tracking_code = tracing::field::Empty,
+                )
+            });
+        let parts = request.into_inner().map(|part| {
+            part.map_err(|status| Error::invalid("stream", status.message().to_owned()))
+        });
+        let answer = crate::telemetry::trace::CURRENT
+            .scope(trace, crate::submit::submit(&self.services.desk, parts))
+            .await
+            .inspect_err(|_| {
+                span.record("otel.status_code", "error");
+            })?;
+        span.record("ecointegra.tracking_code", answer.tracking_code.as_str());
+        tracing::info!(
+            tracking_code = %answer.tracking_code,
+            documents = answer.documents.len(),
+            "Filing accepted."
+        );
+        Ok(Response::new(answer))
+    }
+
+    async fn get_filing(
+        &self,
+        request: Request<GetFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
+        let filing = self.filing(request.into_inner().tracking_code).await?;
+        Ok(Response::new(filing.to_proto()))
+    }
+
+    type DownloadDocumentStream = ResponseStream<DownloadDocumentResponse>;
+
+    async fn download_document(
+        &self,
+        request: Request<DownloadDocumentRequest>,
+    ) -> Result<Response<Self::DownloadDocumentStream>, Status> {
+        let request = request.into_inner();
+        let filing = self.filing(request.tracking_code).await?;
+        let document = filing
+            .documents
+            .iter()
+            .find(|d| d.index == request.document_index)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "document {} of filing {}",
+                    request.document_index, filing.tracking_code
+                ))
+            })?
+            .clone();
+        let path = self.services.desk.blobs.path(&document.sha256);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(Error::io(format!("cannot open {}", path.display())))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let first =
+                download_document_response::Part::Document(DocumentRow::to_proto(&document));
+            if tx
+                .send(Ok(DownloadDocumentResponse { part: Some(first) }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                let mut buffer = vec![0u8; DOWNLOAD_CHUNK];
+                match file.read(&mut buffer).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buffer.truncate(n);
+                        let part = download_document_response::Part::Chunk(buffer);
+                        if tx
+                            .send(Ok(DownloadDocumentResponse { part: Some(part) }))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Error::io("cannot read a document")(e).into()))
+                            .await;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_inbox(
+        &self,
+        request: Request<ListInboxRequest>,
+    ) -> Result<Response<ListInboxResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.page_size {
+            0 => 50,
+            n => n.min(500),
+        };
+        let before = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(request.page_token.parse::<i64>().map_err(|_| {
+                Error::invalid("page_token", "is not a token this service returned")
+            })?)
+        };
+        let rows = self
+            .services
+            .desk
+            .store
+            .run(move |s| s.inbox_page(before, limit))
+            .await?;
+        let next_page_token = if rows.len() == limit as usize {
+            rows.last().map(|f| f.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListInboxResponse {
+            filings: rows.iter().map(FilingRow::to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    type StreamInboxStream = ResponseStream<InboxEvent>;
+
+    async fn stream_inbox(
+        &self,
+        request: Request<StreamInboxRequest>,
+    ) -> Result<Response<Self::StreamInboxStream>, Status> {
+        let cursor = request.into_inner().cursor;
+        let mut cursor: i64 = if cursor.is_empty() {
+            0
+        } else {
+            cursor
+                .parse()
+                .map_err(|_| Error::invalid("cursor", "is not a cursor this service returned"))?
+        };
+        let services = self.services.clone();
+        let cancel = self.cancel.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut head = services.inbox_head.subscribe();
+            loop {
+                // Mark the head seen before reading, so a filing stored
+                // between the read and the wait still wakes us.
+                head.borrow_and_update();
+                let rows = match services
+                    .desk
+                    .store
+                    .run(move |s| s.inbox_after(cursor, 100))
+                    .await
+                {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                for filing in &rows {
+                    cursor = filing.id;
+                    let event = InboxEvent {
+                        cursor: filing.id.to_string(),
+                        filing: Some(filing.to_proto()),
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                if rows.len() < 100 {
+                    tokio::select! {
+                        changed = head.changed() => if changed.is_err() { return },
+                        _ = tx.closed() => return,
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_receipt(
+        &self,
+        request: Request<GetReceiptRequest>,
+    ) -> Result<Response<GetReceiptResponse>, Status> {
+        let filing = self.filing(request.into_inner().tracking_code).await?;
+        let transfer_id = filing.transfer_id.clone();
+        let stored = self
+            .services
+            .desk
+            .store
+            .run(move |s| s.receipt(&transfer_id))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("a receipt for {}", filing.tracking_code)))?;
+        let sealed = Envelope::decode(stored.envelope.as_slice()).map_err(|e| Error::Io {
+            context: "a stored receipt is unreadable".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let receipt = Receipt::decode(sealed.payload.as_slice()).map_err(|e| Error::Io {
+            context: "a stored receipt is unreadable".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let directory = self.services.desk.trust.directory();
+        let signer_key = directory.get(&stored.signer).map(|i| i.signing_key);
+        let verified = signer_key
+            .is_some_and(|key| envelope::verify_signature(&sealed, &key).is_ok())
+            && crate::consume::apply::digests_match(&receipt.documents, &filing.documents).is_ok();
+        Ok(Response::new(GetReceiptResponse {
+            receipt: Some(receipt),
+            signed_envelope: stored.envelope,
+            signer: stored.signer,
+            signer_public_key: signer_key
+                .map(|k| k.as_bytes().to_vec())
+                .unwrap_or_default(),
+            verified,
+        }))
+    }
+
+    async fn get_receipt_chain(
+        &self,
+        request: Request<GetReceiptRequest>,
+    ) -> Result<Response<GetReceiptChainResponse>, Status> {
+        let code = request.into_inner().tracking_code.trim().to_uppercase();
+        if code.is_empty() {
+            return Err(Error::invalid("tracking_code", "is required").into());
+        }
+        let lookup = code.clone();
+        let chain = self
+            .services
+            .desk
+            .store
+            .run(move |s| s.receipt_chain(&lookup))
+            .await?;
+        if chain.is_empty() {
+            return Err(Error::NotFound(format!("receipts for {code}")).into());
+        }
+        let receipts: Vec<Vec<u8>> = chain.into_iter().map(|r| r.envelope).collect();
+        let verified = crate::lifecycle::custody::verify_chain(
+            &receipts,
+            &self.services.desk.trust.directory(),
+        )
+        .is_ok();
+        Ok(Response::new(GetReceiptChainResponse {
+            receipts,
+            verified,
+        }))
+    }
+
+    async fn receive_filing(
+        &self,
+        request: Request<ReceiveFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
+        let r = request.into_inner();
+        let action = Action::Receive {
+            registry_number: r.registry_number,
+            office: r.office,
+        };
+        self.act(r.tracking_code, r.action_id, action).await
+    }
+
+    async fn observe_filing(
+        &self,
+        request: Request<ObserveFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
+        let r = request.into_inner();
+        self.act(
+            r.tracking_code,
+            r.action_id,
+            Action::Observe { reason: r.reason },
+        )
+        .await
+    }
+
+    async fn reject_filing(
+        &self,
+        request: Request<RejectFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
+        let r = request.into_inner();
+        self.act(
+            r.tracking_code,
+            r.action_id,
+            Action::Reject { reason: r.reason },
+        )
+        .await
+    }
+
+    async fn forward_filing(
+        &self,
+        request: Request<ForwardFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
+        let r = request.into_inner();
+        let action = Action::Forward {
+            destination: r.destination.trim().to_owned(),
+            note: r.note,
+        };
+        self.act(r.tracking_code, r.action_id, action).await
+    }
+
+    async fn answer_filing(
+        &self,
+        request: Request<Streaming<AnswerFilingRequest>>,
+    ) -> Result<Response<Filing>, Status> {
+        let mut parts = request.into_inner();
+        let header = match parts.message().await? {
+            Some(AnswerFilingRequest {
+                part: Some(answer_filing_request::Part::Header(h)),
+            }) => h,
+            _ => return Err(Error::invalid("header", "an answer starts with its header").into()),
+        };
+        let documents = crate::submit::receive_documents(
+            &self.services.desk,
+            parts.map(|p| {
+                match p
+                    .map_err(|s| Error::invalid("stream", s.message().to_owned()))?
+                    .part
+                {
+                    Some(answer_filing_request::Part::Document(d)) => Ok(DocPart::Document(d)),
+                    Some(answer_filing_request::Part::Chunk(c)) => Ok(DocPart::Chunk(c)),
+                    _ => Err(Error::invalid("header", "an answer has exactly one header")),
+                }
+            }),
+        )
+        .await?;
+        let action = Action::Answer {
+            note: header.note,
+            documents,
+        };
+        self.act(header.tracking_code, header.action_id, action)
+            .await
+    }
+
+    async fn archive_filing(
+        &self,
+        request: Request<ArchiveFilingRequest>,
+    ) -> Result<Response<Filing>, Status> {
+        let r = request.into_inner();
+        self.act(
+            r.tracking_code,
+            r.action_id,
+            Action::Archive { note: r.note },
+        )
+        .await
+    }
+
+    async fn list_due(
+        &self,
+        request: Request<ListDueRequest>,
+    ) -> Result<Response<ListDueResponse>, Status> {
+        let within = request.into_inner().within_days as i64;
+        let calendar = Calendar::new(&self.services.desk.config.deadlines);
+        let today = Day::of_ms(ecointegra_broker::now_ms(), calendar.utc_offset_minutes);
+        let open = self
+            .services
+            .desk
+            .store
+            .run(|s| s.open_with_due_date())
+            .await?;
+        let filings = open
+            .iter()
+            .filter_map(|f| Day::parse(&f.due_date).map(|due| (f, due)))
+            .filter(|(_, due)| due.0 - today.0 <= within)
+            .map(|(f, due)| DueFiling {
+                filing: Some(f.to_proto()),
+                business_days_left: calendar.business_days_between(today, due),
+            })
+            .collect();
+        Ok(Response::new(ListDueResponse { filings }))
+    }
+}
+
+impl FilingApi {
+    async fn act(
+        &self,
+        tracking_code: String,
+        action_id: String,
+        action: Action,
+    ) -> Result<Response<Filing>, Status> {
+        let filing = crate::lifecycle::workflow::act(
+            &self.services.desk,
+            tracking_code,
+            action_id,
+            action,
+            "clerk",
+        )
+        .await?;
+        Ok(Response::new(filing))
+    }
+
+    async fn filing(&self, tracking_code: String) -> Result<FilingRow> {
+        let code = tracking_code.trim().to_owned();
+        if code.is_empty() {
+            return Err(Error::invalid("tracking_code", "is required"));
+        }
+        let lookup = code.clone();
+        self.services
+            .desk
+            .store
+            .run(move |s| s.filing_by_tracking_code(&lookup))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("filing {code}")))
+    }
+}
