@@ -34,6 +34,11 @@ pub mod inbox;
 pub mod open;
 pub mod tracking;
 
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+pub(crate) use open::checks as check_for_fuzzing;
+
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::kafka::Kafka;

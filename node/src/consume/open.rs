@@ -199,7 +199,7 @@ fn short(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
-fn check_chunk(id: &str, chunk: &Chunk) -> Result<(), String> {
+pub(crate) fn check_chunk(id: &str, chunk: &Chunk) -> Result<(), String> {
     transfer_id(&chunk.transfer_id)?;
     at_most(
         chunk.document_index.into(),
@@ -219,7 +219,7 @@ fn check_chunk(id: &str, chunk: &Chunk) -> Result<(), String> {
     )
 }
 
-fn check_manifest(id: &str, manifest: &Manifest) -> Result<(), String> {
+pub(crate) fn check_manifest(id: &str, manifest: &Manifest) -> Result<(), String> {
     let Some(t) = &manifest.transfer else {
         return Err("the manifest names no transfer".into());
     };
@@ -270,7 +270,7 @@ fn check_manifest(id: &str, manifest: &Manifest) -> Result<(), String> {
     Ok(())
 }
 
-fn check_receipt(id: &str, receipt: &Receipt) -> Result<(), String> {
+pub(crate) fn check_receipt(id: &str, receipt: &Receipt) -> Result<(), String> {
     transfer_id(&receipt.transfer_id)?;
     message_id(id, &format!("{}/receipt", receipt.transfer_id))?;
     institution(&receipt.receiving_institution, "receiving institution")?;
@@ -282,7 +282,7 @@ fn check_receipt(id: &str, receipt: &Receipt) -> Result<(), String> {
     at_most(receipt.hop.into(), MAX_HOPS.into(), "hop")
 }
 
-fn check_notice(id: &str, notice: &Notice) -> Result<(), String> {
+pub(crate) fn check_notice(id: &str, notice: &Notice) -> Result<(), String> {
     transfer_id(&notice.transfer_id)?;
     tracking_code(&notice.tracking_code)?;
     let prefix = format!("{}/notice/", notice.transfer_id);
@@ -300,7 +300,7 @@ fn check_notice(id: &str, notice: &Notice) -> Result<(), String> {
     )
 }
 
-fn check_event(event: &TrackingEvent) -> Result<(), String> {
+pub(crate) fn check_event(event: &TrackingEvent) -> Result<(), String> {
     tracking_code(&event.tracking_code)?;
     let registration = crate::lifecycle::tracking::is_registration(&event.tracking_code, event);
     if event.status == FilingStatus::Registered as i32 && !registration {
@@ -324,6 +324,15 @@ fn check_event(event: &TrackingEvent) -> Result<(), String> {
         institution(&event.counterpart, "counterpart")?;
     }
     at_most(event.verifier.len() as u64, 256, "verifier bytes")
+}
+
+/// The checks, for the fuzzing tests.
+#[cfg(test)]
+pub(crate) mod checks {
+    pub(crate) use super::{
+        check_chunk as chunk, check_event as event, check_manifest as manifest,
+        check_notice as notice, check_receipt as receipt,
+    };
 }
 
 #[cfg(test)]
