@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One exported span, as the collector received it.
 #[derive(Debug, Clone)]
@@ -141,38 +141,38 @@ async fn a_filings_path_is_exported_as_one_trace() {
         // The receipt, processed back at the origin, continues the trace.
         ("ecointegra-senamhi", "process record"),
     ];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let spans = collector.spans.lock().unwrap().clone();
-        for span in &spans {
-            assert_eq!(span.trace_id.len(), 16, "{span:?}");
-            assert_eq!(span.span_id.len(), 8, "{span:?}");
-            assert!(span.end >= span.start, "{span:?}");
-        }
-        let seen: Vec<(String, String)> = spans
-            .iter()
-            .filter(|s| s.trace_id == trace_id)
-            .map(|s| (s.service.clone(), s.name.clone()))
-            .collect();
-        let missing: Vec<_> = want
-            .iter()
-            .filter(|(s, n)| !seen.iter().any(|(ss, nn)| ss == s && nn == n))
-            .collect();
-        if missing.is_empty() {
-            // The destination processed every record of the transfer in this trace.
-            let at_oefa = seen
+    let seen = eventually(
+        "every span of the filing's trace at the collector",
+        async || {
+            let spans = collector.spans.lock().unwrap().clone();
+            for span in &spans {
+                assert_eq!(span.trace_id.len(), 16, "{span:?}");
+                assert_eq!(span.span_id.len(), 8, "{span:?}");
+                assert!(span.end >= span.start, "{span:?}");
+            }
+            let seen: Vec<(String, String)> = spans
                 .iter()
-                .filter(|(s, n)| s == "ecointegra-oefa" && n == "process record")
-                .count();
-            assert!(at_oefa >= 3, "two chunks and the manifest: {seen:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "missing spans {missing:?}; seen {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+                .filter(|s| s.trace_id == trace_id)
+                .map(|s| (s.service.clone(), s.name.clone()))
+                .collect();
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|(s, n)| !seen.iter().any(|(ss, nn)| ss == s && nn == n))
+                .collect();
+            if missing.is_empty() {
+                Ok(seen)
+            } else {
+                Err(format!("missing {missing:?}; seen {seen:?}"))
+            }
+        },
+    )
+    .await;
+    // The destination processed every record of the transfer in this trace.
+    let at_oefa = seen
+        .iter()
+        .filter(|(s, n)| s == "ecointegra-oefa" && n == "process record")
+        .count();
+    assert!(at_oefa >= 3, "two chunks and the manifest: {seen:?}");
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }
