@@ -52,20 +52,7 @@ async fn oversized_and_empty_records_are_dead_lettered_and_deliveries_go_on() {
     let tracking = format!("{}.tracking", federation.prefix);
 
     // A filing first, so both nodes' consumers are running and assigned.
-    let first = submit(
-        &mut origin,
-        header("oefa", "Antes"),
-        &[Doc::new("a.pdf", 2_000, 1)],
-    )
-    .await
-    .unwrap();
-    wait_for_status(
-        &mut origin,
-        &first.tracking_code,
-        FilingStatus::Delivered,
-        WAIT,
-    )
-    .await;
+    deliver_sample(&mut origin, "oefa").await;
 
     let big = random_bytes(1_045_000);
     for topic in [&inbox, &tracking] {
@@ -186,21 +173,7 @@ async fn transfer_ids_cannot_name_files_outside_the_data_directory() {
     let record = send("ab".repeat(16), format!("{}/chunk/0/0", "cd".repeat(16)));
     produce_raw(&inbox, "y", &record).await;
 
-    let doc = Doc::new("valido.pdf", 10_000, 3);
-    let filed = submit(
-        &mut origin,
-        header("oefa", "Válido"),
-        std::slice::from_ref(&doc),
-    )
-    .await
-    .unwrap();
-    wait_for_status(
-        &mut origin,
-        &filed.tracking_code,
-        FilingStatus::Delivered,
-        WAIT,
-    )
-    .await;
+    deliver_sample(&mut origin, "oefa").await;
 
     let letters = read_dead_letters(&federation.topic_dlq("oefa"), 3);
     assert_eq!(letters.len(), 3, "{letters:?}");
@@ -331,20 +304,7 @@ async fn only_the_custody_chain_changes_what_a_citizen_sees() {
     let senamhi = federation.start("senamhi").await;
     let oefa = federation.start("oefa").await;
     let mut origin = senamhi.client.clone();
-    let filed = submit(
-        &mut origin,
-        header("oefa", "Mía"),
-        &[Doc::new("a.pdf", 1_000, 2)],
-    )
-    .await
-    .unwrap();
-    wait_for_status(
-        &mut origin,
-        &filed.tracking_code,
-        FilingStatus::Delivered,
-        WAIT,
-    )
-    .await;
+    let filed = deliver_sample(&mut origin, "oefa").await;
     let mut citizen = TrackingServiceClient::connect(format!("http://{}", senamhi.grpc_addr()))
         .await
         .unwrap();
@@ -404,20 +364,7 @@ async fn only_the_custody_chain_changes_what_a_citizen_sees() {
     assert_eq!(letters[0].reason_code, "identifier", "{letters:#?}");
     assert_eq!(letters[0].claimed_sender, "minam");
     // A valid filing after the forgeries shows senamhi consumed past them.
-    let next = submit(
-        &mut origin,
-        header("oefa", "Otra"),
-        &[Doc::new("b.pdf", 10, 3)],
-    )
-    .await
-    .unwrap();
-    wait_for_status(
-        &mut origin,
-        &next.tracking_code,
-        FilingStatus::Delivered,
-        WAIT,
-    )
-    .await;
+    deliver_sample(&mut origin, "oefa").await;
 
     let after = track(&filed.verification_code).await.unwrap();
     assert_eq!(after.timeline, before.timeline);
