@@ -247,6 +247,7 @@ async fn a_filing_can_be_sent_on_only_by_who_holds_it() {
             }],
             attempt: 1,
             chunk_size: 1024,
+            probe: false,
         };
         hostile
             .seal_encrypted(
@@ -451,5 +452,121 @@ async fn another_institution_cannot_preempt_a_transfer() {
     assert_eq!((sha, len), (doc.sha256_hex(), doc.len));
     assert_eq!(inbound_count(&federation, "oefa"), 1);
     senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+/// A transfer whose documents arrive corrupt (their bytes differ from the
+/// manifest's SHA-256) is dead-lettered for its digest and forgotten: a probe
+/// (the manifest alone) for it is then quietly skipped, and the transfer sent
+/// again whole, under the same chunk ids, is delivered with the right bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_transfer_sent_again_is_delivered() {
+    use ecointegra_proto::v1::{
+        Chunk, DocumentDigest, Manifest, MessageType, Transfer, TransferKind,
+    };
+
+    let federation = Federation::new("hostile-corrupt", &["senamhi", "oefa"]);
+    let oefa = federation.start("oefa").await;
+    // The test plays senamhi's node, which sends the corrupt copy first.
+    let senamhi = listed_sealer(&federation, "senamhi");
+    let oefa_key = federation.identity("oefa").encryption_public_key();
+    let inbox = federation.topic_inbox("oefa");
+    let transfer_id = hex::encode(rand_bytes::<16>());
+    let tracking_code = "SENAMHI-2026-K7Q29XWD".to_owned();
+    let good = random_bytes(3_000);
+    let mut bad = good.clone();
+    bad[2_500] ^= 1;
+    let seal = |id: String, kind: MessageType, payload: Vec<u8>| {
+        senamhi
+            .seal_encrypted(id, kind, "oefa", &oefa_key, &payload)
+            .unwrap()
+            .encode_to_vec()
+    };
+    let manifest = |attempt: u32, probe: bool| {
+        let manifest = Manifest {
+            transfer: Some(Transfer {
+                transfer_id: transfer_id.clone(),
+                tracking_code: tracking_code.clone(),
+                origin: "senamhi".into(),
+                destination: "oefa".into(),
+                subject: "Reenviado".into(),
+                kind: TransferKind::Original as i32,
+                hop: 1,
+                filed_at: "senamhi".into(),
+                ..Default::default()
+            }),
+            documents: vec![DocumentDigest {
+                index: 0,
+                name: "informe.pdf".into(),
+                media_type: "application/pdf".into(),
+                size: good.len() as u64,
+                sha256: Sha256::digest(&good).to_vec(),
+                chunk_count: 3,
+            }],
+            attempt,
+            chunk_size: 1024,
+            probe,
+        };
+        seal(
+            format!("{transfer_id}/manifest/{attempt}"),
+            MessageType::Manifest,
+            manifest.encode_to_vec(),
+        )
+    };
+    let chunks = |bytes: &[u8]| -> Vec<Vec<u8>> {
+        bytes
+            .chunks(1024)
+            .enumerate()
+            .map(|(seq, data)| {
+                let chunk = Chunk {
+                    transfer_id: transfer_id.clone(),
+                    document_index: 0,
+                    seq: seq as u32,
+                    offset: seq as u64 * 1024,
+                    sha256: Sha256::digest(data).to_vec(),
+                    data: data.to_vec(),
+                };
+                seal(
+                    format!("{transfer_id}/chunk/0/{seq}"),
+                    MessageType::Chunk,
+                    chunk.encode_to_vec(),
+                )
+            })
+            .collect()
+    };
+    // Corrupt, then a probe, then the whole transfer again: one partition.
+    let mut records = chunks(&bad);
+    records.push(manifest(1, false));
+    records.push(manifest(2, true));
+    records.extend(chunks(&good));
+    records.push(manifest(3, false));
+    for record in &records {
+        produce_raw(&inbox, &transfer_id, record).await;
+    }
+
+    let mut client = oefa.client.clone();
+    let held = wait_for_filing(
+        &mut client,
+        &tracking_code,
+        "the re-sent transfer at oefa",
+        |_| true,
+    )
+    .await;
+    assert_eq!(held.documents[0].sha256, hex::encode(Sha256::digest(&good)));
+    let (sha256, size) = download_sha256(&mut client, &tracking_code, 0).await;
+    assert_eq!(sha256, hex::encode(Sha256::digest(&good)));
+    assert_eq!(size, good.len() as u64);
+    assert_eq!(inbound_count(&federation, "oefa"), 1);
+    // The corrupt copy, and only it, was dead-lettered; the probe was not.
+    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 1);
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0].reason_code, "digest", "{letters:#?}");
+    assert_eq!(
+        count_rows(
+            &federation.store_path("oefa"),
+            "SELECT COUNT(*) FROM dead_letters"
+        ),
+        1
+    );
     oefa.shutdown().await;
 }

@@ -7,7 +7,7 @@ use ecointegra_proto::v1::operations_service_client::OperationsServiceClient;
 use ecointegra_proto::v1::{
     DeadLetterEntry, DeadLetterState, DiscardDeadLetterRequest, FilingStatus, GetDeadLetterRequest,
     GetQueuesRequest, GetQueuesResponse, InstitutionQueues, ListDeadLettersRequest,
-    ReplayDeadLettersRequest,
+    ReplayDeadLettersRequest, ResendTransferRequest,
 };
 use ecointegra_tests::*;
 use rdkafka::message::{Headers, Message as _};
@@ -658,9 +658,13 @@ async fn metrics_parse_and_count_what_the_test_caused() {
 // ---- traces -------------------------------------------------------------
 
 fn traceparent(message: &rdkafka::message::OwnedMessage) -> Option<String> {
+    record_header(message, "traceparent")
+}
+
+fn record_header(message: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
     message.headers().and_then(|h| {
         h.iter()
-            .find(|h| h.key == "traceparent")
+            .find(|h| h.key == name)
             .and_then(|h| h.value)
             .map(|v| String::from_utf8(v.to_vec()).unwrap())
     })
@@ -751,6 +755,158 @@ async fn traceparent_travels_with_the_records_and_the_receipt_continues_the_trac
             assert!(other_trace.contains(&trace));
         }
     }
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+// ---- re-sends -----------------------------------------------------------
+
+/// (message type, message id, timestamp in ms) of every record on `topic`,
+/// once `count` of them are there.
+fn records(topic: &str, count: usize) -> Vec<(String, String, i64)> {
+    let records = read_topic(topic, count, PATIENCE);
+    assert_eq!(records.len(), count, "records on {topic}");
+    records
+        .iter()
+        .map(|m| {
+            (
+                record_header(m, "ecointegra-message-type")
+                    .unwrap()
+                    .trim_start_matches("MESSAGE_TYPE_")
+                    .to_owned(),
+                record_header(m, "ecointegra-message-id").unwrap(),
+                m.timestamp().to_millis().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Without a receipt the relay backs off: after each full send, the manifest
+/// alone (a probe); each full send waits twice as long for its receipt as the
+/// one before; after `max_sends` full sends it stops, and the queue report
+/// says the filing is in trouble and how to re-send it. An operator's re-send
+/// goes out whole, and once the destination is back the filing arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_back_off_probe_first_and_stop_until_an_operator_resends() {
+    let federation = Federation::with_settings(
+        "backoff",
+        &["senamhi", "oefa"],
+        &settings("\n[transfer]\nreceipt_timeout_secs = 1\nmax_sends = 2\n"),
+    );
+    // oefa's node is not running: nobody receipts.
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = senamhi.client.clone();
+    let mut ops = ops(senamhi.grpc_addr()).await;
+    // Two chunks of 512 KiB.
+    let docs = [Doc::new("reenvio.pdf", 600_000, 41)];
+    let filed = submit(&mut origin, header("oefa", "Sin acuse"), &docs)
+        .await
+        .unwrap();
+    let trouble = eventually("the relay to give up and say so", async || {
+        let report = queues(&mut ops).await;
+        report
+            .troubled
+            .into_iter()
+            .find(|t| t.tracking_code == filed.tracking_code && t.reason.contains("stopped"))
+            .ok_or(())
+    })
+    .await;
+    assert!(
+        trouble.reason.contains("2 full send(s)") && trouble.reason.contains("ecointegra resend"),
+        "{}",
+        trouble.reason
+    );
+    assert_eq!(trouble.counterpart, "oefa");
+
+    // Full, probe, full, probe: chunks only in the full sends.
+    let inbox = federation.topic_inbox("oefa");
+    let sent = records(&inbox, 8);
+    let kinds: Vec<&str> = sent.iter().map(|(kind, _, _)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "CHUNK", "CHUNK", "MANIFEST", "MANIFEST", "CHUNK", "CHUNK", "MANIFEST", "MANIFEST"
+        ],
+        "{sent:#?}"
+    );
+    let manifests: Vec<&(String, String, i64)> = sent
+        .iter()
+        .filter(|(kind, _, _)| kind == "MANIFEST")
+        .collect();
+    for (i, (_, id, _)) in manifests.iter().enumerate() {
+        assert!(id.ends_with(&format!("/manifest/{}", i + 1)), "{id}");
+    }
+    // The probe after the first full send waited the receipt timeout; the
+    // one after the second, twice as long.
+    let waited = |after: usize, before: usize| sent[after].2 - sent[before].2;
+    assert!(waited(3, 2) >= 1000, "{sent:#?}");
+    assert!(waited(4, 3) >= 1000, "{sent:#?}");
+    assert!(waited(7, 6) >= 2000, "{sent:#?}");
+    let filing = get(&mut origin, &filed.tracking_code).await.unwrap();
+    assert_eq!(filing.status, FilingStatus::Sent as i32);
+
+    // Re-sent by hand: whole, at once, and no longer given up.
+    let transfer_id = trouble.transfer_id.clone();
+    let answer = ops
+        .resend_transfer(ResendTransferRequest {
+            transfer_id: transfer_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.tracking_code, filed.tracking_code);
+    assert_eq!(answer.destination, "oefa");
+    let sent = records(&inbox, 11);
+    let kinds: Vec<&str> = sent[8..].iter().map(|(kind, _, _)| kind.as_str()).collect();
+    assert_eq!(kinds, ["CHUNK", "CHUNK", "MANIFEST"]);
+    let report = queues(&mut ops).await;
+    assert!(
+        !report.troubled.iter().any(|t| t.reason.contains("stopped")),
+        "{report:#?}"
+    );
+    let refused = ops
+        .resend_transfer(ResendTransferRequest {
+            transfer_id: "../../etc".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    // oefa comes back: one filing from every copy, receipted; nothing left
+    // to re-send, and none of the copies or probes dead-lettered.
+    let mut oefa = federation.start("oefa").await;
+    let delivered = wait_for_status(
+        &mut origin,
+        &filed.tracking_code,
+        FilingStatus::Delivered,
+        PATIENCE,
+    )
+    .await;
+    assert_eq!(delivered.documents[0].sha256, docs[0].sha256_hex());
+    assert_eq!(
+        download_sha256(&mut oefa.client, &filed.tracking_code, 0)
+            .await
+            .0,
+        docs[0].sha256_hex()
+    );
+    settled(&federation, &["senamhi", "oefa"]).await;
+    assert_eq!(inbound_count(&federation, "oefa"), 1);
+    assert_eq!(
+        count_rows(
+            &federation.store_path("oefa"),
+            "SELECT COUNT(*) FROM dead_letters"
+        ),
+        0
+    );
+    let finished = ops
+        .resend_transfer(ResendTransferRequest { transfer_id })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        finished.code(),
+        tonic::Code::FailedPrecondition,
+        "{finished:?}"
+    );
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }

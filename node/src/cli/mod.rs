@@ -49,6 +49,9 @@ enum Command {
     /// Queues per institution (inbox lag, outbox, pending receipts, dead
     /// letters, last delivery, throughput) and the filings in trouble.
     Queues(crate::cli::ops::QueuesArgs),
+    /// Send again, whole and now, a transfer still awaiting its receipt (one
+    /// the relay stopped re-sending by itself), once the cause is fixed.
+    Resend(crate::cli::ops::ResendArgs),
     /// Dead letters: list, show, replay once the cause is fixed, discard.
     #[command(subcommand)]
     Dlq(crate::cli::ops::DlqCommand),
@@ -314,6 +317,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => crate::cli::actions::track(&node, &tracking_code, &verification).await?,
         Command::Queues(args) => crate::cli::ops::queues(args).await?,
         Command::Dlq(command) => crate::cli::ops::dlq(command).await?,
+        Command::Resend(args) => crate::cli::ops::resend(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

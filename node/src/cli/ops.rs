@@ -6,6 +6,7 @@ use ecointegra_proto::v1::operations_service_client::OperationsServiceClient;
 use ecointegra_proto::v1::{
     DeadLetterEntry, DeadLetterState, DiscardDeadLetterRequest, GetDeadLetterRequest,
     GetQueuesRequest, GetQueuesResponse, ListDeadLettersRequest, ReplayDeadLettersRequest,
+    ResendTransferRequest,
 };
 use std::time::Duration;
 
@@ -17,6 +18,15 @@ pub(crate) struct QueuesArgs {
     /// Refresh every this many seconds until interrupted.
     #[arg(long, num_args = 0..=1, default_missing_value = "2", value_name = "SECONDS")]
     watch: Option<u64>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ResendArgs {
+    /// The node's gRPC address, e.g. 127.0.0.1:50051.
+    #[arg(long)]
+    node: String,
+    /// The transfer, as `ecointegra queues` names it among the filings in trouble.
+    transfer_id: String,
 }
 
 #[derive(clap::Subcommand)]
@@ -175,6 +185,22 @@ pub fn render_queues(report: &GetQueuesResponse) -> String {
         }
     }
     out
+}
+
+pub(crate) async fn resend(args: ResendArgs) -> anyhow::Result<()> {
+    let answer = connect(&args.node)
+        .await?
+        .resend_transfer(ResendTransferRequest {
+            transfer_id: args.transfer_id.clone(),
+        })
+        .await
+        .map_err(describe_status)?
+        .into_inner();
+    println!(
+        "{} ({}) is being sent to {} again.",
+        args.transfer_id, answer.tracking_code, answer.destination
+    );
+    Ok(())
 }
 
 pub(crate) async fn queues(args: QueuesArgs) -> anyhow::Result<()> {

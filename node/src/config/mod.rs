@@ -188,7 +188,15 @@ pub struct TransferConfig {
     /// Largest filing (all its documents together) accepted, in bytes.
     pub max_filing_size: u64,
     /// Seconds to wait for a delivery receipt before the transfer is re-sent.
+    /// Each later full send waits twice as long as the one before, up to
+    /// `max_resend_interval_secs`.
     pub receipt_timeout_secs: u64,
+    /// The longest wait for a receipt between two full sends, in seconds.
+    pub max_resend_interval_secs: u64,
+    /// Full sends of a transfer the relay makes by itself; with no receipt
+    /// after the last, the filing is shown in trouble until an operator
+    /// re-sends it (`ecointegra resend`).
+    pub max_sends: u32,
     /// Transfers the relay publishes at once.
     pub relay_concurrency: usize,
 }
@@ -274,6 +282,8 @@ impl Default for Config {
                 max_document_size: 1 << 30,
                 max_filing_size: 2 << 30,
                 receipt_timeout_secs: 300,
+                max_resend_interval_secs: 3600,
+                max_sends: 10,
                 relay_concurrency: 8,
             },
             health: HealthConfig {
@@ -422,6 +432,18 @@ impl Config {
         if self.transfer.receipt_timeout_secs == 0 {
             return Err(ConfigError::field(
                 "transfer.receipt_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.transfer.max_resend_interval_secs < self.transfer.receipt_timeout_secs {
+            return Err(ConfigError::field(
+                "transfer.max_resend_interval_secs",
+                "must be at least transfer.receipt_timeout_secs",
+            ));
+        }
+        if self.transfer.max_sends == 0 {
+            return Err(ConfigError::field(
+                "transfer.max_sends",
                 "must be at least 1",
             ));
         }

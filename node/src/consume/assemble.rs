@@ -297,6 +297,12 @@ impl Batch<'_> {
         }
         if !problems.is_empty() {
             let incomplete = problems.iter().all(|p| p.contains("arrived"));
+            if incomplete && manifest.probe {
+                // A probe for chunks not here: the whole transfer follows it.
+                tracing::debug!(transfer_id = %transfer.transfer_id, "Probe for an incomplete transfer.");
+                cx.store.apply_nothing(c, position, None)?;
+                return Ok(Applied::Nothing);
+            }
             let rejection = Rejection::new(
                 if incomplete { "incomplete" } else { "digest" },
                 format!("transfer {}: {}", transfer.transfer_id, problems.join("; ")),

@@ -124,6 +124,7 @@ fn payload_decoders_and_their_checks_never_panic() {
         documents: vec![digest(), digest()],
         attempt: 1,
         chunk_size: 1024,
+        probe: false,
     }
     .encode_to_vec();
     run(&[manifest], 2, |b| {

@@ -547,6 +547,7 @@ mod tests {
                 }],
                 attempt: 1,
                 chunk_size: 1024,
+                probe: false,
             };
             edit(&mut m);
             let id = format!("{}/manifest/{}", "ab".repeat(16), m.attempt);

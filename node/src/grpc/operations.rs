@@ -8,7 +8,8 @@ use ecointegra_proto::v1::operations_service_server::{OperationsService, Operati
 use ecointegra_proto::v1::{
     DeadLetterDetail, DeadLetterEntry, DiscardDeadLetterRequest, GetDeadLetterRequest,
     GetQueuesRequest, GetQueuesResponse, ListDeadLettersRequest, ListDeadLettersResponse,
-    ReplayDeadLettersRequest, ReplayDeadLettersResponse,
+    ReplayDeadLettersRequest, ReplayDeadLettersResponse, ResendTransferRequest,
+    ResendTransferResponse,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -140,5 +141,27 @@ impl OperationsService for OperationsApi {
             );
         }
         Ok(Response::new(entry))
+    }
+
+    async fn resend_transfer(
+        &self,
+        request: Request<ResendTransferRequest>,
+    ) -> Result<Response<ResendTransferResponse>, Status> {
+        let transfer_id = request.into_inner().transfer_id;
+        if !crate::ids::is_transfer_id(&transfer_id) {
+            return Err(Error::invalid("transfer_id", "is not a transfer id").into());
+        }
+        let (tracking_code, destination) = self
+            .services
+            .watch
+            .store
+            .run(move |s| s.resend_transfer(&transfer_id))
+            .await?;
+        self.services.desk.relay_wake.notify_one();
+        tracing::info!(%tracking_code, %destination, "Transfer re-sent by an operator.");
+        Ok(Response::new(ResendTransferResponse {
+            tracking_code,
+            destination,
+        }))
     }
 }

@@ -2,11 +2,15 @@
 //! producer, keyed by transfer id.
 //!
 //! A transfer goes out as its documents' chunks, in order, then its manifest.
-//! Its outbox entry stays until the signed receipt arrives; if none comes
-//! within `transfer.receipt_timeout_secs` the whole transfer is sent again
-//! (chunk ids repeat, so the destination skips what it has; the manifest
-//! carries a new attempt number, so the destination answers it with its
-//! receipt). Kafka being down only delays this.
+//! Its outbox entry stays until the signed receipt arrives. If none comes
+//! within `transfer.receipt_timeout_secs`, the manifest goes again alone (a
+//! probe, with a new attempt number: a destination that holds the filing, or
+//! every chunk of it, answers with its receipt); if that brings no receipt
+//! either, the whole transfer goes again (chunk ids repeat, so the
+//! destination skips what it has). Each full send waits twice as long as the
+//! one before, up to `transfer.max_resend_interval_secs`; after
+//! `transfer.max_sends` of them the relay gives up and the filing shows in
+//! trouble until an operator re-sends it. Kafka being down only delays this.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -147,18 +151,77 @@ fn retry_at(now_ms: i64, failures: u32) -> i64 {
     now_ms + RETRY.delay(failures).as_millis() as i64
 }
 
+/// What the relay does with a transfer whose receipt is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Every chunk, then the manifest.
+    Full,
+    /// The manifest alone.
+    Probe,
+    /// Nothing more by itself: an operator decides.
+    GiveUp,
+}
+
+/// The next publication of a transfer sent whole `full_sends` times so far,
+/// whose last publication was a probe or not: a probe after each full send,
+/// a full send after each probe, until `max_sends` full sends.
+fn next_send(full_sends: u32, probed: bool, max_sends: u32) -> Next {
+    if full_sends > 0 && !probed {
+        Next::Probe
+    } else if full_sends >= max_sends {
+        Next::GiveUp
+    } else {
+        Next::Full
+    }
+}
+
+/// How long to wait for the receipt after a publication, in ms: after a
+/// probe the receipt timeout; after the `n`th full send the receipt timeout
+/// doubled `n - 1` times, at most `cap_secs`.
+fn receipt_wait_ms(timeout_secs: u64, cap_secs: u64, send: Next, full_sends: u32) -> i64 {
+    let doublings = match send {
+        Next::Full => full_sends.min(32),
+        _ => 0,
+    };
+    let secs = timeout_secs
+        .saturating_mul(1u64 << doublings)
+        .min(cap_secs.max(timeout_secs));
+    secs.saturating_mul(1000).min(i64::MAX as u64) as i64
+}
+
 /// Publishes a transfer that had failed `failures` times in a row before.
 async fn publish_row(relay: Arc<Relay>, row: OutboxRow, failures: u32) -> Done {
     let id = row.id;
-    let result = publish_transfer(&relay, &row).await;
+    let transfer = &relay.config.transfer;
+    let send = next_send(row.full_sends, row.probed, transfer.max_sends);
+    if send == Next::GiveUp {
+        tracing::warn!(
+            transfer_id = %row.record_key,
+            destination = %row.recipient,
+            full_sends = row.full_sends,
+            "No receipt after every automatic send; the transfer waits for an operator."
+        );
+        let now = ecointegra_broker::now_ms();
+        if let Err(error) = relay.store.run(move |s| s.transfer_given_up(id, now)).await {
+            tracing::error!(%error, outbox_id = id, "Cannot record a publication.");
+        }
+        return Done::Transfer { id, failed: false };
+    }
+    let wait = receipt_wait_ms(
+        transfer.receipt_timeout_secs,
+        transfer.max_resend_interval_secs,
+        send,
+        row.full_sends,
+    );
+    let probe = send == Next::Probe;
+    let result = publish_transfer(&relay, &row, probe).await;
     let failed = result.is_err();
     let now = ecointegra_broker::now_ms();
     let recorded = match result {
         Ok(()) => {
-            let receipt_timeout = relay.config.transfer.receipt_timeout_secs as i64 * 1000;
             relay
                 .store
-                .run(move |s| s.transfer_published(&row, now + receipt_timeout))
+                .run(move |s| s.transfer_published(&row, probe, now.saturating_add(wait)))
                 .await
         }
         Err(error) => {
@@ -253,7 +316,7 @@ fn meta_of(envelope: &Envelope) -> RecordMeta<'_> {
 
 /// Publishes every chunk of every document, then the manifest, and waits
 /// until Kafka has acknowledged them all.
-async fn publish_transfer(relay: &Relay, row: &OutboxRow) -> Result<()> {
+async fn publish_transfer(relay: &Relay, row: &OutboxRow, probe: bool) -> Result<()> {
     let transfer_id = row.record_key.clone();
     let lookup = transfer_id.clone();
     let filing = relay
@@ -274,7 +337,7 @@ async fn publish_transfer(relay: &Relay, row: &OutboxRow) -> Result<()> {
             )
         });
     let traceparent = trace.to_string();
-    let published = publish_records(relay, row, &filing, &topic, &traceparent).await;
+    let published = publish_records(relay, row, &filing, &topic, &traceparent, probe).await;
     if published.is_err() {
         span.record("otel.status_code", "error");
     }
@@ -284,19 +347,22 @@ async fn publish_transfer(relay: &Relay, row: &OutboxRow) -> Result<()> {
         tracking_code = %filing.tracking_code,
         destination = %filing.destination,
         attempt,
+        probe,
         "Transfer published."
     );
     Ok(())
 }
 
-/// Every record of a transfer, each carrying `traceparent`; returns the
-/// attempt published once Kafka has acknowledged them all.
+/// Every record of a transfer (only its manifest for a `probe`), each
+/// carrying `traceparent`; returns the attempt published once Kafka has
+/// acknowledged them all.
 async fn publish_records(
     relay: &Relay,
     row: &OutboxRow,
     filing: &FilingRow,
     topic: &str,
     traceparent: &str,
+    probe: bool,
 ) -> Result<u32> {
     let transfer_id = &row.record_key;
     // Content is encrypted for the destination: Kafka sees only ciphertext.
@@ -332,6 +398,17 @@ async fn publish_records(
 
     for doc in &filing.documents {
         let chunk_count = doc.size.div_ceil(chunk_size) as u32;
+        digests.push(DocumentDigest {
+            index: doc.index,
+            name: doc.name.clone(),
+            media_type: doc.media_type.clone(),
+            size: doc.size,
+            sha256: doc.sha256.clone(),
+            chunk_count,
+        });
+        if probe {
+            continue;
+        }
         let path = relay.blobs.path(&doc.sha256);
         let mut file = tokio::fs::File::open(&path)
             .await
@@ -366,14 +443,6 @@ async fn publish_records(
             )
             .await?;
         }
-        digests.push(DocumentDigest {
-            index: doc.index,
-            name: doc.name.clone(),
-            media_type: doc.media_type.clone(),
-            size: doc.size,
-            sha256: doc.sha256.clone(),
-            chunk_count,
-        });
     }
 
     // The chain of custody so far: every receipt of earlier hops.
@@ -412,6 +481,7 @@ async fn publish_records(
         documents: digests,
         attempt,
         chunk_size: chunk_size as u32,
+        probe,
     };
     let envelope = seal(
         format!("{transfer_id}/manifest/{attempt}"),
@@ -461,4 +531,44 @@ async fn send(
         oldest.delivered().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_follows_each_full_send_until_the_last() {
+        let mut sends = Vec::new();
+        let (mut full, mut probed) = (0, false);
+        loop {
+            let next = next_send(full, probed, 3);
+            sends.push(next);
+            match next {
+                Next::Full => (full, probed) = (full + 1, false),
+                Next::Probe => probed = true,
+                Next::GiveUp => break,
+            }
+        }
+        use Next::*;
+        assert_eq!(sends, [Full, Probe, Full, Probe, Full, Probe, GiveUp]);
+    }
+
+    #[test]
+    fn full_sends_wait_twice_as_long_each_time_up_to_the_cap() {
+        let waits: Vec<i64> = (0..6)
+            .map(|full_sends| receipt_wait_ms(300, 3600, Next::Full, full_sends))
+            .collect();
+        assert_eq!(
+            waits,
+            [300_000, 600_000, 1_200_000, 2_400_000, 3_600_000, 3_600_000]
+        );
+        assert_eq!(receipt_wait_ms(300, 3600, Next::Probe, 5), 300_000);
+        // No overflow however many sends were made.
+        assert_eq!(receipt_wait_ms(300, 3600, Next::Full, u32::MAX), 3_600_000);
+        assert_eq!(
+            receipt_wait_ms(u64::MAX, u64::MAX, Next::Full, 40),
+            i64::MAX
+        );
+    }
 }

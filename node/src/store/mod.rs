@@ -162,6 +162,11 @@ pub struct OutboxRow {
     pub attempts: u32,
     /// Where an envelope entry goes.
     pub topic: String,
+    /// Full sends of a transfer (chunks and manifest) since it was queued or
+    /// last re-sent by hand.
+    pub full_sends: u32,
+    /// Whether a transfer's last publication was a manifest-only probe.
+    pub probed: bool,
 }
 
 /// Where a consumed record was read; stored with its effect.

@@ -13,6 +13,10 @@ pub struct OutboxEntry {
     pub tracking_code: String,
     pub transfer_id: String,
     pub registered_at_ms: i64,
+    /// Full sends of a transfer since it was queued or last re-sent by hand.
+    pub full_sends: u32,
+    /// When the relay stopped re-sending a transfer by itself (0: it has not).
+    pub gave_up_at_ms: i64,
 }
 
 impl Store {
@@ -22,7 +26,8 @@ impl Store {
             let mut stmt = c
                 .prepare(
                     "SELECT o.recipient, o.kind, o.attempts, COALESCE(f.tracking_code, ''),
-                        COALESCE(f.transfer_id, o.record_key), COALESCE(f.registered_at_ms, 0)
+                        COALESCE(f.transfer_id, o.record_key), COALESCE(f.registered_at_ms, 0),
+                        o.full_sends, o.gave_up_at_ms
                  FROM outbox o LEFT JOIN filings f ON f.id = o.filing_id ORDER BY o.id",
                 )
                 .map_err(Error::store("cannot read the outbox"))?;
@@ -34,6 +39,8 @@ impl Store {
                     tracking_code: r.get(3)?,
                     transfer_id: r.get(4)?,
                     registered_at_ms: r.get(5)?,
+                    full_sends: r.get(6)?,
+                    gave_up_at_ms: r.get(7)?,
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())

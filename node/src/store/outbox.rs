@@ -8,7 +8,8 @@ impl Store {
         self.read(|c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT id, kind, filing_id, recipient, record_key, envelope, attempts, topic FROM outbox
+                    "SELECT id, kind, filing_id, recipient, record_key, envelope, attempts, topic,
+                        full_sends, probed FROM outbox
                      WHERE next_attempt_at_ms <= ?1 ORDER BY next_attempt_at_ms, id LIMIT ?2",
                 )
                 .map_err(Error::store("cannot read the outbox"))?;
@@ -27,6 +28,8 @@ impl Store {
                         envelope: r.get(5)?,
                         attempts: r.get(6)?,
                         topic: r.get(7)?,
+                        full_sends: r.get(8)?,
+                        probed: r.get(9)?,
                     })
                 })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -35,13 +38,20 @@ impl Store {
         })
     }
 
-    /// A transfer went out whole: wait for its receipt until `next_attempt_at_ms`.
-    pub fn transfer_published(&self, row: &OutboxRow, next_attempt_at_ms: i64) -> Result<()> {
+    /// A transfer went out, whole or (`probe`) as its manifest alone: wait
+    /// for its receipt until `next_attempt_at_ms`.
+    pub fn transfer_published(
+        &self,
+        row: &OutboxRow,
+        probe: bool,
+        next_attempt_at_ms: i64,
+    ) -> Result<()> {
         self.write(|tx| {
             exec(
                 tx,
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = ?2 WHERE id = ?1",
-                params![row.id, next_attempt_at_ms],
+                "UPDATE outbox SET attempts = attempts + 1, full_sends = full_sends + ?3,
+                    probed = ?4, next_attempt_at_ms = ?2 WHERE id = ?1",
+                params![row.id, next_attempt_at_ms, !probe as i64, probe],
             )
             .map_err(Error::store("cannot update the outbox"))?;
             if let Some(filing_id) = row.filing_id {
@@ -78,6 +88,54 @@ impl Store {
                 }
             }
             Ok(())
+        })
+    }
+
+    /// No receipt came after every send the relay makes by itself: the
+    /// transfer waits for an operator ([`Store::resend_transfer`]) or for a
+    /// late receipt.
+    pub fn transfer_given_up(&self, id: i64, now_ms: i64) -> Result<()> {
+        self.write(|tx| {
+            exec(
+                tx,
+                "UPDATE outbox SET gave_up_at_ms = ?2, next_attempt_at_ms = ?3 WHERE id = ?1",
+                params![id, now_ms, i64::MAX],
+            )
+            .map(drop)
+            .map_err(Error::store("cannot update the outbox"))
+        })
+    }
+
+    /// An operator re-sends a transfer still awaiting its receipt: whole,
+    /// now, with a fresh round of automatic re-sends after it. Returns the
+    /// filing's tracking code and destination.
+    pub fn resend_transfer(&self, transfer_id: &str) -> Result<(String, String)> {
+        let transfer_id = transfer_id.to_owned();
+        self.write(move |tx| {
+            let filing = query_filings(
+                tx,
+                "transfer_id = ?1 AND direction = ?2",
+                params![transfer_id, Direction::Outbound as i64],
+            )?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::NotFound(format!("no transfer {transfer_id} was sent from here"))
+            })?;
+            let changed = exec(
+                tx,
+                "UPDATE outbox SET full_sends = 0, probed = 0, gave_up_at_ms = 0,
+                    next_attempt_at_ms = 0 WHERE kind = ?1 AND filing_id = ?2",
+                params![OutboxKind::Transfer as i64, filing.id],
+            )
+            .map_err(Error::store("cannot update the outbox"))?;
+            if changed == 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "transfer {transfer_id} is not awaiting a receipt: {} has receipted it",
+                    filing.destination
+                )));
+            }
+            Ok((filing.tracking_code.clone(), filing.destination.clone()))
         })
     }
 

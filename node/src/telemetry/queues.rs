@@ -171,12 +171,24 @@ pub fn queues(watch: &Watch) -> Result<GetQueuesResponse> {
             if age < receipt_timeout_ms && e.attempts < 2 {
                 continue;
             }
-            let mut reason = format!(
-                "no receipt from {} after {} and {} publication(s)",
-                e.recipient,
-                human(age),
-                e.attempts
-            );
+            let mut reason = if e.gave_up_at_ms > 0 {
+                format!(
+                    "no receipt from {} after {} and {} full send(s); the relay stopped re-sending it {} ago: \
+                     once the cause is fixed, re-send it by hand (ecointegra resend --node ... {})",
+                    e.recipient,
+                    human(age),
+                    e.full_sends,
+                    human(now - e.gave_up_at_ms),
+                    e.transfer_id
+                )
+            } else {
+                format!(
+                    "no receipt from {} after {} and {} publication(s)",
+                    e.recipient,
+                    human(age),
+                    e.attempts
+                )
+            };
             match lags.get(&e.recipient).copied().flatten() {
                 Some(lag) if lag.records > 0 => reason.push_str(&format!(
                     "; {}'s node has not read {} record(s) of its inbox, the oldest for {} — is it running?",
