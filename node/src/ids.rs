@@ -47,6 +47,46 @@ pub fn transfer_id() -> String {
     random_hex(16)
 }
 
+/// A transfer id bound to who sends the transfer and the filing it is for:
+/// 4 random bytes, then 12 bytes of the SHA-256 of them with `origin` and
+/// `tracking_code`, in hex. An institution that learns another's transfer id
+/// cannot make a transfer of its own under it (that would take a 96-bit
+/// preimage), so it cannot pre-empt the id at the destination.
+pub fn bound_transfer_id(origin: &str, tracking_code: &str) -> String {
+    let mut nonce = [0u8; 4];
+    getrandom::fill(&mut nonce).expect("the OS random source is available");
+    let mut id = hex::encode(nonce);
+    id.push_str(&hex::encode(binding(&nonce, origin, tracking_code)));
+    id
+}
+
+/// Is `id` a transfer id [`bound_transfer_id`] made for `origin` and
+/// `tracking_code`?
+pub fn transfer_id_binds(id: &str, origin: &str, tracking_code: &str) -> bool {
+    if !is_transfer_id(id) {
+        return false;
+    }
+    let mut nonce = [0u8; 4];
+    match hex::decode_to_slice(&id[..8], &mut nonce) {
+        Ok(()) => hex::encode(binding(&nonce, origin, tracking_code)) == id[8..],
+        Err(_) => false,
+    }
+}
+
+fn binding(nonce: &[u8; 4], origin: &str, tracking_code: &str) -> [u8; 12] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"ecointegra transfer id\0")
+        .chain_update(nonce)
+        .chain_update(origin.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(tracking_code.as_bytes())
+        .finalize();
+    let mut out = [0u8; 12];
+    out.copy_from_slice(&digest[..12]);
+    out
+}
+
 /// `bytes` random bytes, hex: session ids, form tokens.
 pub fn random_hex(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
@@ -140,5 +180,28 @@ mod tests {
         assert_ne!(random_code(16), random_code(16));
         assert_eq!(registry_number("oefa", 2026, 42), "OEFA-2026-000042");
         assert_eq!(transfer_id().len(), 32);
+        let bound = bound_transfer_id("senamhi", "SENAMHI-2026-0123ABCD");
+        assert!(is_transfer_id(&bound));
+        assert!(transfer_id_binds(
+            &bound,
+            "senamhi",
+            "SENAMHI-2026-0123ABCD"
+        ));
+        assert!(!transfer_id_binds(&bound, "minam", "SENAMHI-2026-0123ABCD"));
+        assert!(!transfer_id_binds(
+            &bound,
+            "senamhi",
+            "SENAMHI-2026-0123ABCE"
+        ));
+        assert!(!transfer_id_binds(
+            &transfer_id(),
+            "senamhi",
+            "SENAMHI-2026-0123ABCD"
+        ));
+        assert!(!transfer_id_binds(
+            "../../etc/passwd",
+            "senamhi",
+            "SENAMHI-2026-0123ABCD"
+        ));
     }
 }

@@ -223,7 +223,7 @@ async fn a_filing_can_be_sent_on_only_by_who_holds_it() {
     let hostile = listed_sealer(&federation, "minam");
     let oefa_key = federation.identity("oefa").encryption_public_key();
     let manifest = |kind: TransferKind, hop: u32| {
-        let transfer_id = hex::encode(rand_bytes::<16>());
+        let transfer_id = ecointegra_node::ids::bound_transfer_id("minam", &filed.tracking_code);
         let manifest = Manifest {
             transfer: Some(Transfer {
                 transfer_id: transfer_id.clone(),
@@ -284,12 +284,6 @@ async fn a_filing_can_be_sent_on_only_by_who_holds_it() {
     assert_eq!(at_oefa.documents[0].sha256, doc.sha256_hex());
     senamhi.shutdown().await;
     oefa.shutdown().await;
-}
-
-fn rand_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).unwrap();
-    bytes
 }
 
 /// A listed institution with no part in senamhi's filing publishes signed
@@ -455,107 +449,146 @@ async fn another_institution_cannot_preempt_a_transfer() {
     oefa.shutdown().await;
 }
 
-/// A transfer whose documents arrive corrupt (their bytes differ from the
-/// manifest's SHA-256) is dead-lettered for its digest and forgotten: a probe
-/// (the manifest alone) for it is then quietly skipped, and the transfer sent
-/// again whole, under the same chunk ids, is delivered with the right bytes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_transfer_sent_again_is_delivered() {
-    use ecointegra_proto::v1::{
-        Chunk, DocumentDigest, Manifest, MessageType, Transfer, TransferKind,
-    };
+/// A one-document original transfer as a node would publish it to oefa,
+/// crafted by the test playing the listed institution `origin`: its chunks
+/// of 1 KiB and its manifest, sealed with `origin`'s key.
+struct Crafted {
+    sealer: ecointegra_broker::envelope::Sealer,
+    oefa_key: [u8; 32],
+    origin: String,
+    tracking_code: String,
+    transfer_id: String,
+    document: Vec<u8>,
+}
 
-    let federation = Federation::new("hostile-corrupt", &["senamhi", "oefa"]);
-    let oefa = federation.start("oefa").await;
-    // The test plays senamhi's node, which sends the corrupt copy first.
-    let senamhi = listed_sealer(&federation, "senamhi");
-    let oefa_key = federation.identity("oefa").encryption_public_key();
-    let inbox = federation.topic_inbox("oefa");
-    let transfer_id = hex::encode(rand_bytes::<16>());
-    let tracking_code = "SENAMHI-2026-K7Q29XWD".to_owned();
-    let good = random_bytes(3_000);
-    let mut bad = good.clone();
-    bad[2_500] ^= 1;
-    let seal = |id: String, kind: MessageType, payload: Vec<u8>| {
-        senamhi
-            .seal_encrypted(id, kind, "oefa", &oefa_key, &payload)
+impl Crafted {
+    fn new(federation: &Federation, origin: &str, tracking_code: &str, transfer_id: &str) -> Self {
+        Crafted {
+            sealer: listed_sealer(federation, origin),
+            oefa_key: federation.identity("oefa").encryption_public_key(),
+            origin: origin.into(),
+            tracking_code: tracking_code.into(),
+            transfer_id: transfer_id.into(),
+            document: random_bytes(3_000),
+        }
+    }
+
+    fn seal(
+        &self,
+        id: String,
+        kind: ecointegra_proto::v1::MessageType,
+        payload: Vec<u8>,
+    ) -> Vec<u8> {
+        self.sealer
+            .seal_encrypted(id, kind, "oefa", &self.oefa_key, &payload)
             .unwrap()
             .encode_to_vec()
-    };
-    let manifest = |attempt: u32, probe: bool| {
-        let manifest = Manifest {
-            transfer: Some(Transfer {
-                transfer_id: transfer_id.clone(),
-                tracking_code: tracking_code.clone(),
-                origin: "senamhi".into(),
-                destination: "oefa".into(),
-                subject: "Reenviado".into(),
-                kind: TransferKind::Original as i32,
-                hop: 1,
-                filed_at: "senamhi".into(),
-                ..Default::default()
-            }),
-            documents: vec![DocumentDigest {
-                index: 0,
-                name: "informe.pdf".into(),
-                media_type: "application/pdf".into(),
-                size: good.len() as u64,
-                sha256: Sha256::digest(&good).to_vec(),
-                chunk_count: 3,
-            }],
-            attempt,
-            chunk_size: 1024,
-            probe,
-        };
-        seal(
-            format!("{transfer_id}/manifest/{attempt}"),
-            MessageType::Manifest,
-            manifest.encode_to_vec(),
-        )
-    };
-    let chunks = |bytes: &[u8]| -> Vec<Vec<u8>> {
+    }
+
+    /// The chunks of `bytes` (the document itself, or a corrupt copy).
+    fn chunks(&self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        use ecointegra_proto::v1::{Chunk, MessageType};
         bytes
             .chunks(1024)
             .enumerate()
             .map(|(seq, data)| {
                 let chunk = Chunk {
-                    transfer_id: transfer_id.clone(),
+                    transfer_id: self.transfer_id.clone(),
                     document_index: 0,
                     seq: seq as u32,
                     offset: seq as u64 * 1024,
                     sha256: Sha256::digest(data).to_vec(),
                     data: data.to_vec(),
                 };
-                seal(
-                    format!("{transfer_id}/chunk/0/{seq}"),
+                self.seal(
+                    format!("{}/chunk/0/{seq}", self.transfer_id),
                     MessageType::Chunk,
                     chunk.encode_to_vec(),
                 )
             })
             .collect()
-    };
-    // Corrupt, then a probe, then the whole transfer again: one partition.
-    let mut records = chunks(&bad);
-    records.push(manifest(1, false));
-    records.push(manifest(2, true));
-    records.extend(chunks(&good));
-    records.push(manifest(3, false));
-    for record in &records {
-        produce_raw(&inbox, &transfer_id, record).await;
     }
 
-    let mut client = oefa.client.clone();
-    let held = wait_for_filing(
-        &mut client,
-        &tracking_code,
-        "the re-sent transfer at oefa",
-        |_| true,
-    )
-    .await;
-    assert_eq!(held.documents[0].sha256, hex::encode(Sha256::digest(&good)));
-    let (sha256, size) = download_sha256(&mut client, &tracking_code, 0).await;
-    assert_eq!(sha256, hex::encode(Sha256::digest(&good)));
-    assert_eq!(size, good.len() as u64);
+    fn manifest(&self, attempt: u32, probe: bool) -> Vec<u8> {
+        use ecointegra_proto::v1::{DocumentDigest, Manifest, MessageType, Transfer, TransferKind};
+        let manifest = Manifest {
+            transfer: Some(Transfer {
+                transfer_id: self.transfer_id.clone(),
+                tracking_code: self.tracking_code.clone(),
+                origin: self.origin.clone(),
+                destination: "oefa".into(),
+                subject: "Preparado".into(),
+                kind: TransferKind::Original as i32,
+                hop: 1,
+                filed_at: self.origin.clone(),
+                ..Default::default()
+            }),
+            documents: vec![DocumentDigest {
+                index: 0,
+                name: "informe.pdf".into(),
+                media_type: "application/pdf".into(),
+                size: self.document.len() as u64,
+                sha256: Sha256::digest(&self.document).to_vec(),
+                chunk_count: self.document.len().div_ceil(1024) as u32,
+            }],
+            attempt,
+            chunk_size: 1024,
+            probe,
+        };
+        self.seal(
+            format!("{}/manifest/{attempt}", self.transfer_id),
+            MessageType::Manifest,
+            manifest.encode_to_vec(),
+        )
+    }
+
+    /// Publishes `records` in order, keyed by the transfer id as a node does.
+    async fn publish(&self, federation: &Federation, records: &[Vec<u8>]) {
+        for record in records {
+            produce_raw(&federation.topic_inbox("oefa"), &self.transfer_id, record).await;
+        }
+    }
+
+    /// Waits until oefa holds the filing, and checks its bytes.
+    async fn assert_held(&self, oefa: &mut Client) {
+        let sha256 = hex::encode(Sha256::digest(&self.document));
+        let held = wait_for_filing(oefa, &self.tracking_code, "the filing at oefa", |_| true).await;
+        assert_eq!(held.origin, self.origin);
+        assert_eq!(held.transfer_id, self.transfer_id);
+        assert_eq!(held.documents[0].sha256, sha256);
+        let (downloaded, size) = download_sha256(oefa, &self.tracking_code, 0).await;
+        assert_eq!(downloaded, sha256);
+        assert_eq!(size, self.document.len() as u64);
+    }
+}
+
+/// A transfer whose documents arrive corrupt (their bytes differ from the
+/// manifest's SHA-256) is dead-lettered for its digest and forgotten: a probe
+/// (the manifest alone) for it is then quietly skipped, and the transfer sent
+/// again whole, under the same chunk ids, is delivered with the right bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_transfer_sent_again_is_delivered() {
+    let federation = Federation::new("hostile-corrupt", &["senamhi", "oefa"]);
+    let oefa = federation.start("oefa").await;
+    // The test plays senamhi's node, which sends a corrupt copy first.
+    let code = "SENAMHI-2026-K7Q29XWD";
+    let senamhi = Crafted::new(
+        &federation,
+        "senamhi",
+        code,
+        &ecointegra_node::ids::bound_transfer_id("senamhi", code),
+    );
+    let mut bad = senamhi.document.clone();
+    bad[2_500] ^= 1;
+    // Corrupt, then a probe, then the whole transfer again: one partition.
+    let mut records = senamhi.chunks(&bad);
+    records.push(senamhi.manifest(1, false));
+    records.push(senamhi.manifest(2, true));
+    records.extend(senamhi.chunks(&senamhi.document));
+    records.push(senamhi.manifest(3, false));
+    senamhi.publish(&federation, &records).await;
+
+    senamhi.assert_held(&mut oefa.client.clone()).await;
     assert_eq!(inbound_count(&federation, "oefa"), 1);
     // The corrupt copy, and only it, was dead-lettered; the probe was not.
     let letters = read_dead_letters(&federation.topic_dlq("oefa"), 1);
@@ -568,5 +601,37 @@ async fn a_corrupt_transfer_sent_again_is_delivered() {
         ),
         1
     );
+    oefa.shutdown().await;
+}
+
+/// A listed institution (minam) that learned senamhi's transfer id (it is
+/// on every record's key) gets a complete filing of its own to oefa first,
+/// under that id, to make oefa refuse senamhi's as already known. A
+/// transfer id is bound to its origin and filing, so minam's is
+/// dead-lettered for its id, and senamhi's arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_id_cannot_be_pre_empted() {
+    let federation = Federation::new("hostile-preempt", &["senamhi", "oefa", "minam"]);
+    let oefa = federation.start("oefa").await;
+    let code = "SENAMHI-2026-M4TAPR3E";
+    let transfer_id = ecointegra_node::ids::bound_transfer_id("senamhi", code);
+    let senamhi = Crafted::new(&federation, "senamhi", code, &transfer_id);
+    let minam = Crafted::new(&federation, "minam", "MINAM-2026-9XWDK7Q2", &transfer_id);
+    let mut records = minam.chunks(&minam.document);
+    records.push(minam.manifest(1, false));
+    minam.publish(&federation, &records).await;
+    let mut records = senamhi.chunks(&senamhi.document);
+    records.push(senamhi.manifest(1, false));
+    senamhi.publish(&federation, &records).await;
+
+    let mut client = oefa.client.clone();
+    senamhi.assert_held(&mut client).await;
+    assert_eq!(inbound_count(&federation, "oefa"), 1);
+    let status = get(&mut client, &minam.tracking_code).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 1);
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0].reason_code, "identifier", "{letters:#?}");
+    assert_eq!(letters[0].claimed_sender, "minam", "{letters:#?}");
     oefa.shutdown().await;
 }

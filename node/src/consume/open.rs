@@ -231,6 +231,12 @@ pub(crate) fn check_manifest(id: &str, manifest: &Manifest) -> Result<(), String
     tracking_code(&t.tracking_code)?;
     institution(&t.origin, "origin")?;
     institution(&t.destination, "destination")?;
+    if !ids::transfer_id_binds(&t.transfer_id, &t.origin, &t.tracking_code) {
+        return Err(format!(
+            "transfer id {} was not made by {} for {}",
+            t.transfer_id, t.origin, t.tracking_code
+        ));
+    }
     if !t.filed_at.is_empty() {
         institution(&t.filed_at, "filed_at")?;
     }
@@ -529,10 +535,11 @@ mod tests {
             .encode_to_vec();
         assert_eq!(refused(&other).code, "identifier");
         // A manifest out of bounds.
+        let bound = ids::bound_transfer_id("senamhi", "SENAMHI-2026-0123ABCD");
         let manifest = |edit: &dyn Fn(&mut Manifest)| {
             let mut m = Manifest {
                 transfer: Some(ecointegra_proto::v1::Transfer {
-                    transfer_id: "ab".repeat(16),
+                    transfer_id: bound.clone(),
                     tracking_code: "SENAMHI-2026-0123ABCD".into(),
                     origin: "senamhi".into(),
                     destination: "oefa".into(),
@@ -550,7 +557,11 @@ mod tests {
                 probe: false,
             };
             edit(&mut m);
-            let id = format!("{}/manifest/{}", "ab".repeat(16), m.attempt);
+            let id = format!(
+                "{}/manifest/{}",
+                m.transfer.as_ref().unwrap().transfer_id,
+                m.attempt
+            );
             s.senamhi
                 .seal_encrypted(
                     id,
@@ -572,6 +583,12 @@ mod tests {
             &|m: &mut Manifest| m.transfer.as_mut().unwrap().note = "x".repeat(MAX_NOTE_CHARS + 1),
             &|m: &mut Manifest| m.documents = vec![m.documents[0].clone(); MAX_DOCUMENTS + 1],
             &|m: &mut Manifest| m.documents[0].chunk_count = 1_000_000,
+            // An id another institution made, or an unbound one.
+            &|m: &mut Manifest| {
+                m.transfer.as_mut().unwrap().transfer_id =
+                    ids::bound_transfer_id("minam", "SENAMHI-2026-0123ABCD")
+            },
+            &|m: &mut Manifest| m.transfer.as_mut().unwrap().transfer_id = "ab".repeat(16),
         ] {
             assert_eq!(refused(&manifest(edit)).code, "identifier");
         }

@@ -357,7 +357,7 @@ fn follow_up(
     let next = NewFiling {
         tracking_code: filing.tracking_code.clone(),
         verification_code: String::new(),
-        transfer_id: crate::ids::transfer_id(),
+        transfer_id: crate::ids::bound_transfer_id(s.institution(), &filing.tracking_code),
         direction: Direction::Outbound,
         status: FilingStatus::Registered,
         origin: s.institution().to_owned(),

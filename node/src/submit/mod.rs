@@ -301,10 +301,11 @@ where
             previous,
         ),
     };
+    let transfer_id = crate::ids::bound_transfer_id(&me, &tracking_code);
     let filing = NewFiling {
         tracking_code,
         verification_code,
-        transfer_id: crate::ids::transfer_id(),
+        transfer_id,
         direction: Direction::Outbound,
         status: FilingStatus::Registered,
         origin: me.clone(),
