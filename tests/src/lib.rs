@@ -510,6 +510,7 @@ pub async fn get(client: &mut Client, code: &str) -> Result<Filing, tonic::Statu
     client
         .get_filing(GetFilingRequest {
             tracking_code: code.into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -631,6 +632,7 @@ pub async fn download_sha256(client: &mut Client, code: &str, index: u32) -> (St
         .download_document(DownloadDocumentRequest {
             tracking_code: code.into(),
             document_index: index,
+            ..Default::default()
         })
         .await
         .unwrap()

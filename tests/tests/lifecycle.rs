@@ -5,9 +5,10 @@
 use ecointegra_broker::directory::Directory;
 use ecointegra_proto::v1::tracking_service_client::TrackingServiceClient;
 use ecointegra_proto::v1::{
-    AnswerFilingRequest, AnswerHeader, ArchiveFilingRequest, Direction, DocumentHeader, Filing,
-    FilingStatus, ForwardFilingRequest, GetReceiptRequest, ObserveFilingRequest,
-    ReceiveFilingRequest, TrackRequest, TrackResponse, TransferKind, answer_filing_request,
+    AnswerFilingRequest, AnswerHeader, ArchiveFilingRequest, Direction, DocumentHeader,
+    DownloadDocumentRequest, Filing, FilingStatus, ForwardFilingRequest, GetFilingRequest,
+    GetReceiptRequest, ObserveFilingRequest, ReceiveFilingRequest, TrackRequest, TrackResponse,
+    TransferKind, answer_filing_request, download_document_response,
 };
 use ecointegra_tests::*;
 use std::net::SocketAddr;
@@ -233,6 +234,68 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         response.sha256_hex(),
         "the answer's bytes arrived at the desk where it was filed"
     );
+
+    // oefa keeps three copies: the original and the correction it received,
+    // and the record of its forward. GetFiling names the one it returns (the
+    // copy oefa holds, by default) and lists them all; each can be asked for.
+    let held = get(&mut oefa.client, &code).await.unwrap();
+    assert_eq!(held.direction, Direction::Inbound as i32);
+    assert_eq!((held.hop, held.kind), (2, TransferKind::Correction as i32));
+    assert_eq!(held.status, FilingStatus::Forwarded as i32);
+    let copies: Vec<(i32, u32, &str)> = held
+        .copies
+        .iter()
+        .map(|c| (c.direction, c.hop, c.counterpart.as_str()))
+        .collect();
+    assert_eq!(
+        copies,
+        [
+            (Direction::Inbound as i32, 1, "senamhi"),
+            (Direction::Inbound as i32, 2, "senamhi"),
+            (Direction::Outbound as i32, 3, "minam"),
+        ]
+    );
+    assert_eq!(held.copies[1].transfer_id, held.transfer_id);
+    let copy = async |client: &mut Client, transfer_id: &str| {
+        client
+            .get_filing(GetFilingRequest {
+                tracking_code: code.clone(),
+                transfer_id: transfer_id.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    };
+    let sent = copy(&mut oefa.client, &held.copies[2].transfer_id)
+        .await
+        .unwrap();
+    assert_eq!(sent.direction, Direction::Outbound as i32);
+    assert_eq!((sent.destination.as_str(), sent.hop), ("minam", 3));
+    let first = copy(&mut oefa.client, &held.copies[0].transfer_id)
+        .await
+        .unwrap();
+    assert_eq!(first.kind, TransferKind::Original as i32);
+    assert_eq!(first.documents[0].sha256, sample_doc().sha256_hex());
+    let mut stream = oefa
+        .client
+        .download_document(DownloadDocumentRequest {
+            tracking_code: code.clone(),
+            document_index: 0,
+            transfer_id: first.transfer_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(part) = stream.message().await.unwrap() {
+        if let Some(download_document_response::Part::Chunk(data)) = part.part {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(bytes, sample_doc().bytes(), "the original copy's document");
+    let unknown = copy(&mut oefa.client, &"0".repeat(32)).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let hostile = copy(&mut oefa.client, "../x").await.unwrap_err();
+    assert_eq!(hostile.code(), Code::InvalidArgument, "{hostile:?}");
 
     // The timeline read from each of the three nodes is identical and complete.
     let expected = [

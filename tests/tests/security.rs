@@ -419,6 +419,7 @@ async fn each_role_is_allowed_what_it_may_do_and_refused_the_rest() {
     let addr = senamhi.grpc_addr();
     let get = |code: &str| GetFilingRequest {
         tracking_code: code.into(),
+        ..Default::default()
     };
 
     // system: submit, stream the inbox, read.
@@ -510,6 +511,7 @@ async fn get_filing_over(endpoint: tonic::transport::Endpoint) -> Result<Code, S
     let answer = FilingServiceClient::new(channel)
         .get_filing(GetFilingRequest {
             tracking_code: "OEFA-2026-NOPE".into(),
+            ..Default::default()
         })
         .await;
     match answer {

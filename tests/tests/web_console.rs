@@ -680,6 +680,20 @@ async fn markup_in_a_filing_is_shown_escaped_to_clerks_and_citizens() {
     })
     .await;
 
+    // At senamhi the page names the copy it shows (the answer it received)
+    // and links the other one (the record of what it sent), which shows too.
+    let (status, _, page) = http(&senamhi, &get_request(&filing, &clerk)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("recibida de"), "{page}");
+    assert!(page.contains("Otras copias en esta entidad"), "{page}");
+    let other = format!("{filing}?copia=");
+    let start = page.find(&other).expect("a link to the other copy") + other.len();
+    let sent = &page[start..start + 32];
+    let (status, _, page) = http(&senamhi, &get_request(&format!("{other}{sent}"), &clerk)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("registro del envío a"), "{page}");
+    assert_escaped("senamhi's sent copy: document", &page, DOCUMENT);
+
     // The citizen's timeline lists the answer's documents; the cargo, the
     // documents of every signed receipt.
     let codes = format!("codigo={code}&verificacion={verification}");

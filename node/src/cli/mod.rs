@@ -10,7 +10,7 @@ use ecointegra_broker::keys::SigningIdentity;
 use ecointegra_node::config::Config;
 use ecointegra_proto::v1::filing_service_client::FilingServiceClient;
 use ecointegra_proto::v1::{
-    DownloadDocumentRequest, Filing, FilingHeader, FilingStatus, GetFilingRequest,
+    Direction, DownloadDocumentRequest, Filing, FilingHeader, FilingStatus, GetFilingRequest,
     GetReceiptRequest, IdentityDocumentType, ListInboxRequest, Party, download_document_response,
 };
 use std::path::PathBuf;
@@ -151,6 +151,10 @@ pub(crate) enum FilingCommand {
         #[arg(long)]
         node: String,
         tracking_code: String,
+        /// Which copy (a transfer id `get` lists); default: the copy this
+        /// institution holds, or, if it never received it, what it sent.
+        #[arg(long, default_value = "")]
+        copy: String,
     },
     /// Download a filing's documents into a directory.
     Download {
@@ -158,6 +162,9 @@ pub(crate) enum FilingCommand {
         node: String,
         tracking_code: String,
         dir: PathBuf,
+        /// Which copy's documents, as for `get`.
+        #[arg(long, default_value = "")]
+        copy: String,
     },
     /// List the filings delivered to the node's institution.
     Inbox {
@@ -445,10 +452,14 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
         FilingCommand::Get {
             node,
             tracking_code,
+            copy,
         } => {
             let filing = connect(&node)
                 .await?
-                .get_filing(GetFilingRequest { tracking_code })
+                .get_filing(GetFilingRequest {
+                    tracking_code,
+                    transfer_id: copy,
+                })
                 .await
                 .map_err(describe_status)?
                 .into_inner();
@@ -458,11 +469,13 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
             node,
             tracking_code,
             dir,
+            copy,
         } => {
             let mut client = connect(&node).await?;
             let filing = client
                 .get_filing(GetFilingRequest {
                     tracking_code: tracking_code.clone(),
+                    transfer_id: copy,
                 })
                 .await
                 .map_err(describe_status)?
@@ -473,6 +486,8 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
                     .download_document(DownloadDocumentRequest {
                         tracking_code: tracking_code.clone(),
                         document_index: doc.index,
+                        // The copy `get_filing` answered with, whichever it was.
+                        transfer_id: filing.transfer_id.clone(),
                     })
                     .await
                     .map_err(describe_status)?
@@ -578,6 +593,7 @@ pub(crate) fn status_name(status: i32) -> &'static str {
 
 pub(crate) fn print_filing(f: &Filing) {
     println!("tracking code:   {}", f.tracking_code);
+    println!("copy:            {}", copy_name(f));
     println!("status:          {}", status_name(f.status));
     println!("from:            {}", f.origin);
     println!("to:              {}", f.destination);
@@ -589,6 +605,33 @@ pub(crate) fn print_filing(f: &Filing) {
             "document {}: {} ({} bytes) sha256 {}",
             doc.index, doc.name, doc.size, doc.sha256
         );
+    }
+    if f.copies.len() > 1 {
+        println!("copies here (--copy TRANSFER_ID):");
+        for c in &f.copies {
+            let counterpart = if c.direction == Direction::Inbound as i32 {
+                format!("received from {}", c.counterpart)
+            } else {
+                format!("sent to {}", c.counterpart)
+            };
+            println!(
+                "  {} hop {}: {counterpart}, {}",
+                c.transfer_id,
+                c.hop,
+                status_name(c.status)
+            );
+        }
+    }
+}
+
+/// Which copy a filing is: the one this institution received, or the
+/// record of what it sent.
+fn copy_name(f: &Filing) -> String {
+    let (id, hop) = (&f.transfer_id, f.hop);
+    if f.direction == Direction::Inbound as i32 {
+        format!("received from {} (transfer {id}, hop {hop})", f.origin)
+    } else {
+        format!("sent to {} (transfer {id}, hop {hop})", f.destination)
     }
 }
 

@@ -77,8 +77,20 @@ impl FilingService for FilingApi {
         &self,
         request: Request<GetFilingRequest>,
     ) -> Result<Response<Filing>, Status> {
-        let filing = self.filing(request.into_inner().tracking_code).await?;
-        Ok(Response::new(filing.to_proto()))
+        let request = request.into_inner();
+        let filing = self
+            .filing(request.tracking_code, &request.transfer_id)
+            .await?;
+        let code = filing.tracking_code.clone();
+        let copies = self
+            .services
+            .desk
+            .store
+            .run(move |s| s.filing_copies(&code))
+            .await?;
+        let mut answer = filing.to_proto();
+        answer.copies = copies.iter().map(FilingRow::to_copy).collect();
+        Ok(Response::new(answer))
     }
 
     type DownloadDocumentStream = ResponseStream<DownloadDocumentResponse>;
@@ -88,7 +100,9 @@ impl FilingService for FilingApi {
         request: Request<DownloadDocumentRequest>,
     ) -> Result<Response<Self::DownloadDocumentStream>, Status> {
         let request = request.into_inner();
-        let filing = self.filing(request.tracking_code).await?;
+        let filing = self
+            .filing(request.tracking_code, &request.transfer_id)
+            .await?;
         let document = filing
             .documents
             .iter()
@@ -236,7 +250,7 @@ impl FilingService for FilingApi {
         &self,
         request: Request<GetReceiptRequest>,
     ) -> Result<Response<GetReceiptResponse>, Status> {
-        let filing = self.filing(request.into_inner().tracking_code).await?;
+        let filing = self.filing(request.into_inner().tracking_code, "").await?;
         let transfer_id = filing.transfer_id.clone();
         let stored = self
             .services
@@ -439,17 +453,26 @@ impl FilingApi {
         Ok(Response::new(filing))
     }
 
-    async fn filing(&self, tracking_code: String) -> Result<FilingRow> {
+    /// The copy of a filing a request names (see `GetFilingRequest`).
+    async fn filing(&self, tracking_code: String, transfer_id: &str) -> Result<FilingRow> {
         let code = tracking_code.trim().to_owned();
         if code.is_empty() {
             return Err(Error::invalid("tracking_code", "is required"));
         }
+        let transfer_id = transfer_id.trim().to_owned();
+        if !transfer_id.is_empty() && !crate::ids::is_transfer_id(&transfer_id) {
+            return Err(Error::invalid("transfer_id", "is not a transfer id"));
+        }
         let lookup = code.clone();
+        let copy = (!transfer_id.is_empty()).then_some(transfer_id.clone());
         self.services
             .desk
             .store
-            .run(move |s| s.filing_by_tracking_code(&lookup))
+            .run(move |s| s.filing_copy(&lookup, copy.as_deref()))
             .await?
-            .ok_or_else(|| Error::NotFound(format!("filing {code}")))
+            .ok_or_else(|| match transfer_id.as_str() {
+                "" => Error::NotFound(format!("filing {code}")),
+                id => Error::NotFound(format!("transfer {id} of filing {code}")),
+            })
     }
 }

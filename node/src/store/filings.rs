@@ -183,8 +183,34 @@ impl Store {
         Ok((filing_id, registry_number))
     }
 
-    pub fn filing_by_tracking_code(&self, code: &str) -> Result<Option<FilingRow>> {
-        self.read(|c| query_filing(c, "tracking_code = ?1 ORDER BY id DESC LIMIT 1", code))
+    /// One copy of a filing at this node: the one `transfer_id` names;
+    /// without it, the copy this institution holds (its newest inbound copy),
+    /// or, if it never received the filing, the newest record of what it sent.
+    pub fn filing_copy(&self, code: &str, transfer_id: Option<&str>) -> Result<Option<FilingRow>> {
+        self.read(|c| {
+            Ok(match transfer_id {
+                Some(id) => query_filings(
+                    c,
+                    "tracking_code = ?1 AND transfer_id = ?2",
+                    params![code, id],
+                )?
+                .into_iter()
+                .next(),
+                None => query_filings(
+                    c,
+                    "tracking_code = ?1 ORDER BY direction = ?2 DESC, id DESC LIMIT 1",
+                    params![code, Direction::Inbound as i64],
+                )?
+                .into_iter()
+                .next(),
+            })
+        })
+    }
+
+    /// Every copy of a filing at this node (inbound copies and outbound
+    /// records), by hop.
+    pub fn filing_copies(&self, code: &str) -> Result<Vec<FilingRow>> {
+        self.read(|c| query_filings(c, "tracking_code = ?1 ORDER BY hop, id", [code]))
     }
 
     pub fn filing_by_transfer(&self, transfer_id: &str) -> Result<Option<FilingRow>> {

@@ -202,10 +202,7 @@ mod tests {
         assert_eq!(renamed(&upgraded.rows), renamed(&before.rows));
 
         // Every row is still readable through the store.
-        let sent = store
-            .filing_by_tracking_code("TC-OUT-0001")
-            .unwrap()
-            .unwrap();
+        let sent = store.filing_copy("TC-OUT-0001", None).unwrap().unwrap();
         assert_eq!(sent.registry_number, "OEFA-2026-000001");
         assert_eq!(sent.direction, Direction::Outbound);
         assert_eq!(sent.status, FilingStatus::Delivered);
@@ -225,10 +222,7 @@ mod tests {
             b"answer OEFA-2026-000001"
         );
 
-        let held = store
-            .filing_by_tracking_code("TC-IN-0002")
-            .unwrap()
-            .unwrap();
+        let held = store.filing_copy("TC-IN-0002", None).unwrap().unwrap();
         assert_eq!(held.registry_number, "OEFA-2026-000002");
         assert_eq!(held.direction, Direction::Inbound);
         assert_eq!(held.origin_registry_number, "MINAM-2026-000007");

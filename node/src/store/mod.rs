@@ -126,6 +126,22 @@ impl FilingRow {
             note: row.note.clone(),
             hop: row.hop,
             filed_at: row.filed_at.clone(),
+            copies: Vec::new(),
+        }
+    }
+
+    /// This row as one of a filing's copies at this node.
+    pub fn to_copy(&self) -> ecointegra_proto::v1::FilingCopy {
+        ecointegra_proto::v1::FilingCopy {
+            transfer_id: self.transfer_id.clone(),
+            direction: self.direction as i32,
+            hop: self.hop,
+            kind: self.kind as i32,
+            status: self.status as i32,
+            counterpart: match self.direction {
+                Direction::Inbound => self.origin.clone(),
+                _ => self.destination.clone(),
+            },
         }
     }
 }

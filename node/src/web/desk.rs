@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use ecointegra_broker::directory::Directory;
 use ecointegra_proto::v1::{
     Direction, FilingHeader, FilingStatus, IdentityDocumentType, Party, TransferKind,
 };
@@ -516,27 +517,47 @@ pub async fn inbox(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<InboxQ
 
 // ---- A filing ----
 
-/// The filing a tracking code names here: the one this institution holds
-/// (inbound) if any, else the one it sent.
-async fn held(web: &Web, code: &str) -> Result<FilingRow, Error> {
+/// The copy of a filing a tracking code names here: the one `copy` (a
+/// transfer id) names; without it, the copy this institution holds
+/// (inbound) if any, else the record of what it sent.
+async fn held(web: &Web, code: &str, copy: Option<&str>) -> Result<FilingRow, Error> {
     let code = code.trim().to_uppercase();
+    let copy = copy
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    if let Some(id) = &copy
+        && !crate::ids::is_transfer_id(id)
+    {
+        return Err(Error::invalid("copia", "is not a transfer id"));
+    }
     let lookup = code.clone();
     let found = web
         .desk
         .store
-        .run(move |s| {
-            Ok(match s.latest(&lookup, Direction::Inbound)? {
-                Some(f) => Some(f),
-                None => s.latest(&lookup, Direction::Outbound)?,
-            })
-        })
+        .run(move |s| s.filing_copy(&lookup, copy.as_deref()))
         .await?;
     found.ok_or_else(|| Error::NotFound(format!("filing {code}")))
+}
+
+/// Which copy a row is, in words: "received from OEFA · hop 1".
+fn copy_label(ctx: &Ctx, directory: &Directory, row: &FilingRow) -> Markup {
+    let t = ctx.t();
+    html! {
+        @if row.direction == Direction::Inbound {
+            (t.copy_held) " " (page::institution(directory, &row.origin))
+        } @else {
+            (t.copy_sent) " " (page::institution(directory, &row.destination))
+        }
+        " · " (t.copy_hop) " " (row.hop)
+    }
 }
 
 /// What the page of one filing shows besides the filing: a note above, the
 /// action forms' values and problems.
 struct Shown<'a> {
+    /// The copy asked for (`?copia=TRANSFER_ID`), if any.
+    copy: Option<&'a str>,
     done: Option<&'a str>,
     action: &'a str,
     values: &'a Fields,
@@ -554,6 +575,7 @@ pub async fn filing(
         return denied;
     }
     let shown = Shown {
+        copy: q.get("copia").map(String::as_str),
         done: q.get("hecho").map(String::as_str),
         action: "",
         values: &Fields::default(),
@@ -571,13 +593,21 @@ async fn filing_page(
     status: StatusCode,
 ) -> Response {
     let t = ctx.t();
-    let filing = match held(web, code).await {
+    let filing = match held(web, code, shown.copy).await {
         Ok(f) => f,
         Err(e) => return failure(ctx, e),
     };
     let lookup = filing.tracking_code.clone();
-    let timeline = match web.desk.store.run(move |s| s.timeline(&lookup)).await {
-        Ok(events) => crate::lifecycle::tracking::on_chain(&filing.tracking_code, events),
+    let found = web
+        .desk
+        .store
+        .run(move |s| Ok((s.timeline(&lookup)?, s.filing_copies(&lookup)?)))
+        .await;
+    let (timeline, copies) = match found {
+        Ok((events, copies)) => (
+            crate::lifecycle::tracking::on_chain(&filing.tracking_code, events),
+            copies,
+        ),
         Err(e) => return failure(ctx, e),
     };
     let directory = web.desk.trust.directory();
@@ -614,6 +644,7 @@ async fn filing_page(
         }
         dl.summary.card {
             dt { (t.tracking_code) } dd.code { (filing.tracking_code) }
+            dt { (t.copy) } dd { (copy_label(ctx, &directory, &filing)) }
             dt { (t.status) } dd { (page::status(ctx, filing.status)) }
             dt { (t.subject) } dd { (filing.subject) }
             dt { (t.sender) }
@@ -650,13 +681,16 @@ async fn filing_page(
                 }
                 tbody {
                     @for d in &filing.documents {
-                        @let document = format!("/mesa/tramite/{link}/documento/{}", d.index);
+                        @let document = format!(
+                            "/mesa/tramite/{link}/documento/{}?copia={}",
+                            d.index, filing.transfer_id
+                        );
                         tr {
                             td { (d.name) }
                             td { (page::size(d.size)) }
                             td { code.digest { (hex::encode(&d.sha256)) } }
                             td.actions {
-                                a href={ (document) "?ver=1" } target="_blank" rel="noopener" {
+                                a href={ (document) "&ver=1" } target="_blank" rel="noopener" {
                                     (t.view) span.sr-only { " " (d.name) }
                                 }
                                 " "
@@ -665,6 +699,19 @@ async fn filing_page(
                                 }
                             }
                         }
+                    }
+                }
+            }
+        }
+        @if copies.len() > 1 {
+            h2 { (t.other_copies) }
+            ul.copies {
+                @for other in copies.iter().filter(|c| c.transfer_id != filing.transfer_id) {
+                    li {
+                        a href={ "/mesa/tramite/" (link) "?copia=" (other.transfer_id) } {
+                            (copy_label(ctx, &directory, other))
+                        }
+                        " — " (page::status(ctx, other.status))
                     }
                 }
             }
@@ -913,6 +960,7 @@ pub async fn answer(
         },
         Err(Error::InvalidArgument(violations)) => {
             let shown = Shown {
+                copy: None,
                 done: None,
                 action: "atender",
                 values: &fields,
@@ -966,6 +1014,7 @@ async fn perform(
         Err(other) => return failure(ctx, other),
     };
     let shown = Shown {
+        copy: None,
         done: None,
         action: slug,
         values: fields,
@@ -980,6 +1029,8 @@ async fn perform(
 #[derive(Deserialize)]
 pub struct DocumentQuery {
     ver: Option<String>,
+    /// Which copy's document (a transfer id); without it, the held copy's.
+    copia: Option<String>,
 }
 
 /// Media types a browser may show in place; anything else downloads.
@@ -1000,7 +1051,7 @@ pub async fn document(
     if let Err(denied) = ctx.require(Role::Clerk) {
         return denied;
     }
-    let filing = match held(&web, &code).await {
+    let filing = match held(&web, &code, q.copia.as_deref()).await {
         Ok(f) => f,
         Err(e) => return failure(&ctx, e),
     };

@@ -167,6 +167,11 @@ texts! {
     upload_progress: "Progreso de la carga", "Upload progress";
     submit_filing: "Registrar y enviar", "Register and send";
     desk_cargo: "Cargo de presentación", "Filing receipt";
+    copy: "Copia", "Copy";
+    copy_held: "recibida de", "received from";
+    copy_sent: "registro del envío a", "record of the transfer to";
+    copy_hop: "tramo", "hop";
+    other_copies: "Otras copias en esta entidad", "Other copies at this institution";
     back_to_filing: "Volver al trámite", "Back to the filing";
     filed_at: "Presentado en", "Filed at";
     follow_at: "Siga su trámite en:", "Track it at:";
