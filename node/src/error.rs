@@ -76,6 +76,22 @@ fn describe(violations: &[Violation]) -> String {
 }
 
 impl Error {
+    /// The error and every cause under it, in words: "store: cannot commit:
+    /// database or disk is full".
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.ends_with(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        text
+    }
+
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Error::InvalidArgument(vec![Violation::new(field, description)])
     }
@@ -117,5 +133,22 @@ impl From<Error> for Status {
                 Status::internal("internal error; see the node's log")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_in_words_names_its_causes() {
+        let error = Error::store("cannot commit")(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(13),
+            None,
+        ));
+        assert_eq!(
+            error.with_causes(),
+            "store: cannot commit: Error code 13: Insertion failed because database is full"
+        );
     }
 }

@@ -196,3 +196,142 @@ async fn a_200_mib_document_arrives_with_bounded_destination_memory() {
     let (sha, len) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
     assert_eq!((sha, len), (docs[0].sha256_hex(), docs[0].len));
 }
+
+/// A small file system (tmpfs) mounted over a node's data directory, so the
+/// node's disk can fill up; unmounted when dropped. Mounting takes root, as
+/// tests/run.sh runs on the project's machines.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, bytes: u64) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={bytes}"))
+            .arg("tmpfs")
+            .arg(dir)
+            .status()
+            .expect("mount(8) runs");
+        assert!(
+            status.success(),
+            "cannot mount a {bytes}-byte tmpfs on {} (this test needs root)",
+            dir.display()
+        );
+        SmallDisk(dir.to_owned())
+    }
+
+    /// Fills the disk with a file, then frees `leave` bytes of it.
+    fn fill_leaving(&self, leave: u64) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        let mut written = 0u64;
+        loop {
+            match file.write(&block) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        file.set_len(written.saturating_sub(leave)).unwrap();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The destination's disk fills up in the middle of a transfer: its inbox
+/// consumer stops at the record it cannot write, reports the stall, and
+/// retries; once space is freed the filing arrives whole, once, and nothing
+/// was dead-lettered or skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_pauses_the_inbox_and_nothing_is_lost() {
+    let federation = Federation::new("disk-full", &["senamhi", "oefa"]);
+    let disk = SmallDisk::mount(&federation.data_dir("oefa"), 32 << 20);
+    let oefa = federation.start("oefa").await;
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = senamhi.client.clone();
+    deliver_sample(&mut origin, "oefa").await;
+
+    // Less room than the next filing's document needs.
+    let filler = disk.fill_leaving(256 << 10);
+    let docs = [Doc::new("expediente.pdf", 3 << 20, 17)];
+    let filed = submit(&mut origin, header("oefa", "Disco lleno"), &docs)
+        .await
+        .unwrap();
+    wait_for_status(
+        &mut origin,
+        &filed.tracking_code,
+        FilingStatus::Sent,
+        PATIENCE,
+    )
+    .await;
+    let inbox = federation.topic_inbox("oefa");
+    let watch = oefa.node().services().watch.clone();
+    let stall = eventually(
+        "oefa's inbox consumer to report the full disk",
+        async || {
+            let watch = watch.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                ecointegra_node::telemetry::queues::queues(&watch)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            report
+                .troubled
+                .into_iter()
+                .find(|t| t.counterpart == inbox && t.reason.contains("stalled"))
+                .ok_or(())
+        },
+    )
+    .await;
+    assert!(
+        stall.reason.contains("disk is full") || stall.reason.contains("No space left on device"),
+        "{}",
+        stall.reason
+    );
+    let mut destination = oefa.client.clone();
+    let absent = get(&mut destination, &filed.tracking_code)
+        .await
+        .unwrap_err();
+    assert_eq!(absent.code(), tonic::Code::NotFound);
+    assert_eq!(
+        get(&mut origin, &filed.tracking_code).await.unwrap().status,
+        FilingStatus::Sent as i32
+    );
+
+    // Space comes back: the consumer resumes by itself.
+    std::fs::remove_file(filler).unwrap();
+    wait_for_status(
+        &mut origin,
+        &filed.tracking_code,
+        FilingStatus::Delivered,
+        PATIENCE,
+    )
+    .await;
+    let (sha, len) = download_sha256(&mut destination, &filed.tracking_code, 0).await;
+    assert_eq!((sha, len), (docs[0].sha256_hex(), docs[0].len));
+    settled(&federation, &["senamhi", "oefa"]).await;
+    assert_eq!(inbound_count(&federation, "oefa"), 2);
+    assert_eq!(
+        count_rows(
+            &federation.store_path("oefa"),
+            "SELECT COUNT(*) FROM dead_letters"
+        ),
+        0,
+        "nothing dead-lettered"
+    );
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+    drop(disk);
+}

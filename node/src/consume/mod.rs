@@ -366,8 +366,10 @@ async fn handle_fault(
             Fault::Local(error) => {
                 attempt += 1;
                 let why = format!(
-                    "cannot apply the record at partition {} offset {} here: {error}",
-                    position.partition, position.offset
+                    "cannot apply the record at partition {} offset {} here: {}",
+                    position.partition,
+                    position.offset,
+                    error.with_causes()
                 );
                 if attempt == 1 {
                     tracing::error!(topic = position.topic, reason = %why, "Consumer stalled; retrying until the record applies.");
