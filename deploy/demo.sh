@@ -78,6 +78,9 @@ write_federation() {
 # Written by deploy/demo.sh; see deploy/config/node.example.toml for every key.
 institution = "$id"
 data_dir = "$id-data"
+# One local broker: the node creates its topics (production: the sector operator
+# provisions them, and the node only checks them).
+development = true
 
 [grpc]
 listen = "127.0.0.1:$(port_of "$id")"
@@ -93,6 +96,8 @@ listen = "127.0.0.1:$(web_port_of "$id")"
 [kafka]
 bootstrap_servers = "$KAFKA_BOOTSTRAP"
 topic_prefix = "$prefix"
+# The demo's single local broker keeps one copy of each record.
+replication_factor = 1
 
 [keys]
 signing_key_file = "$id.key"

@@ -82,6 +82,7 @@ impl KafkaSettings {
 pub struct Publisher {
     producer: FutureProducer<StatsContext>,
     stats: Arc<Mutex<Option<ClientStats>>>,
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 /// A few key numbers of librdkafka's statistics for one client, as of its
@@ -112,13 +113,21 @@ pub struct BrokerStats {
     pub request_timeouts: u64,
 }
 
-/// Keeps the last statistics librdkafka reported.
+/// Keeps the last statistics librdkafka reported, and the last client error
+/// (an authentication failure, all brokers down), so a probe can say why
+/// Kafka does not answer.
 #[derive(Clone, Default)]
 pub struct StatsContext {
     latest: Arc<Mutex<Option<ClientStats>>>,
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl ClientContext for StatsContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka client error.");
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
         let mut brokers: Vec<BrokerStats> = statistics
             .brokers
@@ -193,10 +202,15 @@ impl Publisher {
         }
         let context = StatsContext::default();
         let stats = context.latest.clone();
+        let last_error = context.last_error.clone();
         let producer = config
             .create_with_context(context)
             .map_err(|e| Error::kafka("could not create the producer", e))?;
-        Ok(Self { producer, stats })
+        Ok(Self {
+            producer,
+            stats,
+            last_error,
+        })
     }
 
     /// Hands a record to the producer, waiting while its queue is full.
@@ -260,11 +274,20 @@ impl Publisher {
 
     /// Asks the cluster for its metadata: is Kafka reachable? Blocking.
     pub fn probe(&self, timeout: Duration) -> Result<(), Error> {
-        self.producer
-            .client()
-            .fetch_metadata(None, timeout)
-            .map(|_| ())
-            .map_err(|e| Error::kafka("is not reachable", e))
+        let last_error = &self.last_error;
+        match self.producer.client().fetch_metadata(None, timeout) {
+            Ok(_) => {
+                *last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                Ok(())
+            }
+            Err(e) => {
+                let why = last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                Err(match why {
+                    Some(why) => Error::kafka(format!("is not reachable ({why})"), e),
+                    None => Error::kafka("is not reachable", e),
+                })
+            }
+        }
     }
 
     /// Waits until every queued record is acknowledged or `timeout` passes. Blocking.

@@ -13,10 +13,15 @@ pub struct Kafka {
     /// Client settings, for the consumers and admin clients made later.
     pub settings: KafkaSettings,
     pub topics: Topics,
-    /// Partitions and replication of the topics this node creates.
+    /// Partitions and replication of the sector's topics.
     pub spec: TopicSpec,
     /// Whether Kafka answered the last probe.
     pub up: watch::Sender<bool>,
+    /// Why the node is not ready as far as Kafka goes, in words an operator
+    /// can act on: Kafka not answering (and librdkafka's last error, e.g. a
+    /// failed authentication), or the sector's topics not as this node needs
+    /// them. Empty when all is well.
+    pub problems: watch::Sender<Vec<String>>,
 }
 
 impl Kafka {
@@ -34,6 +39,7 @@ impl Kafka {
             topics,
             spec,
             up: watch::Sender::new(false),
+            problems: watch::Sender::new(Vec::new()),
         }
     }
 

@@ -100,8 +100,11 @@ impl Federation {
 
     pub fn write_config(&self, id: &str, bootstrap: &str, extra: &str) {
         let text = format!(
-            "institution = \"{id}\"\ndata_dir = \"{id}-data\"\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
+            "institution = \"{id}\"\ndata_dir = \"{id}-data\"\n\
+             # One local broker: the node creates its topics, with one replica.\n\
+             development = true\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
              [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic_prefix = \"{}\"\npartitions = 2\n\
+             replication_factor = 1\n\
              message_timeout_ms = 5000\n\n[keys]\nsigning_key_file = \"{id}.key\"\n\
              directory_file = \"directory.toml\"\nauthority_public_key = \"{}\"\n\n\
              [health]\nprobe_interval_ms = 500\n{auth}{extra}",

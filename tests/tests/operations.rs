@@ -910,3 +910,62 @@ async fn resends_back_off_probe_first_and_stop_until_an_operator_resends() {
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }
+
+// ---- production topics ----------------------------------------------------
+
+/// A node outside development does not create the sector's topics: it
+/// checks them, and while they are missing or short it is not ready and says
+/// which and why (`/readyz`, the queue report), instead of creating them
+/// with its own settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_node_checks_the_topics_it_does_not_create() {
+    let federation = Federation::with_settings("prodtopics", &["senamhi", "oefa"], &settings(HTTP));
+    let path = federation.config_path("oefa");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("development = true", "development = false")
+        .replace("replication_factor = 1", "replication_factor = 2");
+    std::fs::write(&path, text).unwrap();
+    let oefa = federation.start("oefa").await;
+    let http = http_addr(&federation, "oefa");
+    let inbox = federation.topic_inbox("oefa");
+    let body = eventually("oefa's /readyz to name its missing inbox", async || {
+        let (status, body) = tokio::task::spawn_blocking(move || http_get(http, "/readyz"))
+            .await
+            .unwrap();
+        if status == 503 && body.contains(&format!("topic {inbox} does not exist")) {
+            Ok(body)
+        } else {
+            Err((status, body))
+        }
+    })
+    .await;
+    assert!(body.contains("ecointegra sector provision"), "{body}");
+    let mut ops = ops(oefa.grpc_addr()).await;
+    let report = queues(&mut ops).await;
+    assert!(
+        report
+            .troubled
+            .iter()
+            .any(|t| t.reason.contains(&format!("topic {inbox} does not exist"))),
+        "{report:#?}"
+    );
+    // Nothing was created behind the operator's back.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .create()
+            .unwrap();
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        !metadata
+            .topics()
+            .iter()
+            .any(|t| t.name().starts_with(&federation.prefix)),
+        "a production node created topics"
+    );
+    oefa.shutdown().await;
+}

@@ -39,6 +39,12 @@ impl ConfigError {
 pub struct Config {
     /// This node's institution id, e.g. `senamhi`: lowercase letters, digits, '-'.
     pub institution: String,
+    /// A node on one local broker, for development and tests: it creates its
+    /// topics when missing and accepts a replication factor of 1. Off (the
+    /// default), the node expects the topics the sector operator provisioned
+    /// and checks them, and refuses a replication factor below 2.
+    #[serde(default)]
+    pub development: bool,
     /// Where the node keeps its store and document files.
     pub data_dir: PathBuf,
     pub grpc: GrpcConfig,
@@ -133,8 +139,15 @@ pub struct KafkaConfig {
     pub topic_prefix: String,
     /// Partitions of the topics this node creates.
     pub partitions: i32,
-    /// Replication factor of the topics this node creates.
+    /// Replicas of every partition of the sector's topics (3 by default;
+    /// 1 only in development).
     pub replication_factor: i32,
+    /// Whether the node creates its topics when missing. Unset: only in
+    /// development; in production the sector operator provisions them
+    /// (`ecointegra sector provision`) and the node checks them at start and
+    /// in `/readyz`.
+    #[serde(default)]
+    pub manage_topics: Option<bool>,
     /// How long a record may wait for Kafka before its delivery is retried.
     pub message_timeout_ms: u64,
     /// The largest Kafka record, in bytes. The producer's `message.max.bytes`
@@ -154,6 +167,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("topic_prefix", &self.topic_prefix)
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
+            .field("manage_topics", &self.manage_topics)
             .field("message_timeout_ms", &self.message_timeout_ms)
             .field("max_record_bytes", &self.max_record_bytes)
             .field("options", &self.options.keys().collect::<Vec<_>>())
@@ -257,6 +271,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             institution: String::new(),
+            development: false,
             data_dir: PathBuf::from("data"),
             grpc: GrpcConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
@@ -266,7 +281,8 @@ impl Default for Config {
                 bootstrap_servers: "127.0.0.1:9092".into(),
                 topic_prefix: "ecointegra".into(),
                 partitions: 3,
-                replication_factor: 1,
+                replication_factor: 3,
+                manage_topics: None,
                 message_timeout_ms: 30_000,
                 max_record_bytes: ecointegra_broker::kafka::DEFAULT_MAX_RECORD_BYTES,
                 options: BTreeMap::new(),
@@ -353,6 +369,12 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether the node creates its topics when missing (see
+    /// [`KafkaConfig::manage_topics`]).
+    pub fn manage_topics(&self) -> bool {
+        self.kafka.manage_topics.unwrap_or(self.development)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !ecointegra_broker::directory::is_institution_id(&self.institution) {
             return Err(ConfigError::field(
@@ -360,6 +382,18 @@ impl Config {
                 format!(
                     "{:?} is not an institution id (1 to 32 lowercase letters, digits or '-')",
                     self.institution
+                ),
+            ));
+        }
+        if self.kafka.replication_factor < 1
+            || (self.kafka.replication_factor < 2 && !self.development)
+        {
+            return Err(ConfigError::field(
+                "kafka.replication_factor",
+                format!(
+                    "{} keeps a single copy of every filing: a lost broker loses them; production \
+                     runs 3 (set development = true for one local broker)",
+                    self.kafka.replication_factor
                 ),
             ));
         }
@@ -555,6 +589,21 @@ mod tests {
         assert_eq!(
             config.kafka.bootstrap_servers,
             defaults.kafka.bootstrap_servers
+        );
+    }
+
+    #[test]
+    fn one_replica_is_refused_outside_development() {
+        let one = format!("{MINIMAL}[kafka]\nreplication_factor = 1\n");
+        let err = Config::from_toml(&one).unwrap_err();
+        assert!(err.message.contains("kafka.replication_factor"), "{err}");
+        let dev = Config::from_toml(&format!("development = true\n{one}")).unwrap();
+        assert!(dev.manage_topics(), "development creates its topics");
+        let production = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(production.kafka.replication_factor, 3);
+        assert!(
+            !production.manage_topics(),
+            "production checks, not creates"
         );
     }
 

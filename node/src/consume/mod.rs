@@ -157,11 +157,22 @@ pub enum Feed {
 
 pub(crate) async fn consume(cx: Arc<Consumers>, feed: Feed, cancel: CancellationToken) {
     let mut backoff = CONNECT_RETRY.backoff();
+    let topic = match feed {
+        Feed::Inbox => cx.kafka.inbox_topic(),
+        Feed::Tracking => cx.kafka.topics.tracking(),
+        Feed::Directory => cx.kafka.topics.directory(),
+    };
     let consumer = loop {
         match connect(&cx, feed).await {
-            Ok(consumer) => break consumer,
+            Ok(consumer) => {
+                cx.stalls.clear(&topic);
+                break consumer;
+            }
             Err(error) => {
-                tracing::warn!(%error, "Inbox not ready; retrying.");
+                // Not consuming yet: readiness, queues and the log say why.
+                let why = format!("cannot start consuming: {}", error.with_causes());
+                tracing::warn!(%topic, reason = %why, "Consumer not ready; retrying.");
+                cx.stalls.set(&topic, why);
                 if !backoff.wait(&cancel).await {
                     return;
                 }
@@ -226,17 +237,24 @@ async fn gather(consumer: &InboxConsumer) -> Vec<OwnedMessage> {
 /// Creates the node's topics, then the consumer, assigned from stored offsets.
 async fn connect(cx: &Arc<Consumers>, feed: Feed) -> Result<Arc<InboxConsumer>> {
     let settings = cx.kafka.settings.clone();
-    let admin = settings.admin()?;
-    let directory = cx.trust.directory();
-    let peers: Vec<&str> = directory.institutions().map(|i| i.id.as_str()).collect();
-    ecointegra_broker::topics::ensure_node_topics(
-        &admin,
-        &cx.kafka.topics,
-        cx.trust.institution(),
-        &peers,
-        cx.kafka.spec,
-    )
-    .await?;
+    if cx.config.manage_topics() {
+        let admin = settings.admin()?;
+        let directory = cx.trust.directory();
+        let peers: Vec<&str> = directory.institutions().map(|i| i.id.as_str()).collect();
+        ecointegra_broker::topics::ensure_node_topics(
+            &admin,
+            &cx.kafka.topics,
+            cx.trust.institution(),
+            &peers,
+            cx.kafka.spec,
+        )
+        .await?;
+    } else {
+        let problems = crate::telemetry::health::check_topics(&cx.config, &cx.kafka).await;
+        if !problems.is_empty() {
+            return Err(Error::FailedPrecondition(problems.join("; ")));
+        }
+    }
     let (topic, group) = match feed {
         Feed::Inbox => (cx.kafka.inbox_topic(), cx.kafka.group_id()),
         Feed::Tracking => (

@@ -108,11 +108,15 @@ async fn metrics(State(watch): State<Arc<Watch>>) -> impl IntoResponse {
 
 async fn ready(State(watch): State<Arc<Watch>>) -> impl IntoResponse {
     let stalls = watch.stalls.current();
-    if !*watch.kafka.up.borrow() {
+    let problems = watch.kafka.problems.borrow().clone();
+    if !*watch.kafka.up.borrow() && problems.is_empty() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "Kafka is not reachable\n".to_owned(),
         )
+    } else if !problems.is_empty() {
+        let lines: Vec<String> = problems.iter().map(|p| format!("{p}\n")).collect();
+        (StatusCode::SERVICE_UNAVAILABLE, lines.concat())
     } else if !stalls.is_empty() {
         let lines: Vec<String> = stalls
             .iter()

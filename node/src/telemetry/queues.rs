@@ -213,6 +213,17 @@ pub fn queues(watch: &Watch) -> Result<GetQueuesResponse> {
             dead_letter_id: 0,
         });
     }
+    // Kafka not answering, or the sector's topics not as this node needs them.
+    for problem in watch.kafka.problems.borrow().iter() {
+        troubled.push(TroubledFiling {
+            tracking_code: String::new(),
+            transfer_id: String::new(),
+            counterpart: "kafka".into(),
+            since_ms: now,
+            reason: problem.clone(),
+            dead_letter_id: 0,
+        });
+    }
     // A consumer held at a record: nothing after it is applied until it is.
     for (topic, stall) in watch.stalls.current() {
         troubled.push(TroubledFiling {

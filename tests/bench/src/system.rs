@@ -262,8 +262,10 @@ impl System {
             let data_dir = root.join(format!("{id}-data"));
             let config = root.join(format!("{id}.toml"));
             let text = format!(
-                "institution = \"{id}\"\ndata_dir = {}\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
-                 [kafka]\nbootstrap_servers = {}\ntopic_prefix = \"{prefix}\"\n\n\
+                "institution = \"{id}\"\ndata_dir = {}\ndevelopment = true\n\n\
+                 [grpc]\nlisten = \"127.0.0.1:0\"\n\n\
+                 [kafka]\nbootstrap_servers = {}\ntopic_prefix = \"{prefix}\"\n\
+                 replication_factor = 1\n\n\
                  [keys]\nsigning_key_file = {}\ndirectory_file = {}\n\
                  authority_public_key = \"{}\"\n\n\
                  # The benchmark's own nodes, on loopback: its client acts as the\n\
