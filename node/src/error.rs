@@ -51,6 +51,13 @@ pub enum Error {
         #[source]
         source: rusqlite_migration::Error,
     },
+    /// Another process holds the data directory.
+    #[error(
+        "data directory {} is in use by another ecointegra process (it holds {}/node.lock); stop that one, or give this one another data_dir",
+        path.display(),
+        path.display()
+    )]
+    DataDirInUse { path: std::path::PathBuf },
     #[error("{context}")]
     Io {
         context: String,
@@ -127,6 +134,7 @@ impl From<Error> for Status {
             | Error::StoreTooNew { .. }
             | Error::Migration { .. }
             | Error::Io { .. }
+            | Error::DataDirInUse { .. }
             | Error::Broker(_)
             | Error::Config(_) => {
                 tracing::error!(error = %error, "Request failed.");

@@ -95,12 +95,12 @@ pub fn random_hex(bytes: usize) -> String {
 }
 
 /// A tracking code, e.g. `SENAMHI-2026-7K3M9Q2P`: the institution where it was
-/// filed, the year, and 40 random bits.
-pub fn tracking_code(institution: &str, now_ms: i64) -> String {
+/// filed, the year there (UTC offset `utc_offset_minutes`), and 40 random bits.
+pub fn tracking_code(institution: &str, now_ms: i64, utc_offset_minutes: i32) -> String {
     format!(
         "{}-{}-{}",
         institution.to_uppercase(),
-        year_of(now_ms),
+        year_of(now_ms, utc_offset_minutes),
         random_code(8)
     )
 }
@@ -122,9 +122,12 @@ pub fn registry_number(institution: &str, year: i32, sequence: i64) -> String {
     format!("{}-{year}-{sequence:06}", institution.to_uppercase())
 }
 
-/// The UTC calendar year of a Unix time in milliseconds.
-pub fn year_of(ms: i64) -> i32 {
-    civil_from_days(ms.div_euclid(86_400_000)).0
+/// The calendar year of a Unix time in milliseconds where the clock is
+/// `utc_offset_minutes` from UTC (Lima: -300): 31 December at 20:00 in Lima
+/// is still that year there, though it is 1 January in UTC.
+pub fn year_of(ms: i64, utc_offset_minutes: i32) -> i32 {
+    let local = ms + i64::from(utc_offset_minutes) * 60_000;
+    civil_from_days(local.div_euclid(86_400_000)).0
 }
 
 /// A Unix time in milliseconds as ISO 8601 UTC, e.g. `2026-11-28T17:38:26Z`.
@@ -146,7 +149,7 @@ mod tests {
     #[test]
     fn ids_made_here_are_valid_and_hostile_ones_are_not() {
         assert!(is_transfer_id(&transfer_id()));
-        assert!(is_tracking_code(&tracking_code("senamhi", 0)));
+        assert!(is_tracking_code(&tracking_code("senamhi", 0, -300)));
         let long = "a".repeat(33);
         let upper = "AB".repeat(16);
         for bad in ["", "../etc/passwd", "/abs", upper.as_str(), long.as_str()] {
@@ -167,14 +170,21 @@ mod tests {
     fn dates() {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-        assert_eq!(year_of(1_798_675_200_000), 2026); // 2026-12-31
-        assert_eq!(year_of(1_798_761_600_000), 2027); // 2027-01-01
+        assert_eq!(year_of(1_798_675_200_000, 0), 2026); // 2026-12-31
+        assert_eq!(year_of(1_798_761_600_000, 0), 2027); // 2027-01-01
+        // 2027-01-01T00:30Z is still 31 December, 19:30, in Lima.
+        let new_year_utc = 1_798_761_600_000 + 30 * 60_000;
+        assert_eq!(year_of(new_year_utc, -300), 2026);
+        assert_eq!(year_of(new_year_utc + 5 * 3_600_000, -300), 2027);
         assert_eq!(format_utc(1_798_761_599_000), "2026-12-31T23:59:59Z");
     }
 
     #[test]
     fn codes() {
-        let code = tracking_code("senamhi", 1_798_675_200_000);
+        let code = tracking_code("senamhi", 1_798_675_200_000, -300);
+        assert!(code.starts_with("SENAMHI-2026-"), "{code}");
+        // Half an hour into 2027 in UTC, 19:30 on 31 December in Lima.
+        let code = tracking_code("senamhi", 1_798_761_600_000 + 30 * 60_000, -300);
         assert!(code.starts_with("SENAMHI-2026-"), "{code}");
         assert_eq!(code.len(), "SENAMHI-2026-".len() + 8);
         assert_ne!(random_code(16), random_code(16));

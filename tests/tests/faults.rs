@@ -335,3 +335,61 @@ async fn a_full_disk_pauses_the_inbox_and_nothing_is_lost() {
     oefa.shutdown().await;
     drop(disk);
 }
+
+/// Every file and directory under `dir` whose mode lets anyone but its owner
+/// in.
+fn shared_with_others(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        found.push((dir.to_owned(), mode));
+    }
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(shared_with_others(&path));
+        } else {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                found.push((path, mode));
+            }
+        }
+    }
+    found
+}
+
+/// A second process started on a node's data directory would corrupt the
+/// first one's work: it exits at once, with code 75 and a message naming the
+/// directory, and the first goes on. Everything the node wrote under its data
+/// directory is readable by its own user only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_a_data_directory_exits_and_the_files_are_private() {
+    let federation = Federation::new("datadir", &["senamhi", "oefa"]);
+    let oefa = federation.spawn("oefa").await;
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = senamhi.client.clone();
+    deliver_sample(&mut origin, "oefa").await;
+
+    let second = std::process::Command::new(binary())
+        .args(["node", "run", "--config"])
+        .arg(federation.config_path("oefa"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("in use by another ecointegra process")
+            && stderr.contains(&federation.data_dir("oefa").display().to_string()),
+        "{stderr}"
+    );
+    // The first process still works.
+    let filed = deliver_sample(&mut origin, "oefa").await;
+    let mut destination = oefa.client.clone();
+    let (sha, _) = download_sha256(&mut destination, &filed.tracking_code, 0).await;
+    assert_eq!(sha, sample_doc().sha256_hex());
+    assert_eq!(inbound_count(&federation, "oefa"), 2);
+    assert_eq!(shared_with_others(&federation.data_dir("oefa")), []);
+    senamhi.shutdown().await;
+    oefa.terminate();
+}

@@ -671,3 +671,80 @@ async fn grpc_over_mtls_refuses_a_missing_or_foreign_client_certificate() {
     );
     node.shutdown().await;
 }
+
+/// An idempotency key belongs to its caller: a second system that guesses
+/// another's key ("1") files a filing of its own and learns nothing of the
+/// first one's codes, while each caller's own retry still gets its first
+/// answer back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_is_the_callers_own() {
+    let auth = format!(
+        "\n[auth]\nanonymous_role = \"public\"\n{}{}",
+        token_entry("sgd-a", "system", "tok-a"),
+        token_entry("sgd-b", "system", "tok-b")
+    );
+    let federation = Federation::with_settings("idemscope", &["senamhi", "oefa"], &auth);
+    let senamhi = federation.start("senamhi").await;
+    let addr = senamhi.grpc_addr();
+    let submit_as = async |token: &str, subject: &str| {
+        let mut h = header("oefa", subject);
+        h.idempotency_key = "1".into();
+        client_as(addr, Some(token))
+            .await
+            .submit_filing(parts(h, &[Doc::new("a.pdf", 10, 1)]))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let first = submit_as("tok-a", "De A").await;
+    let guessed = submit_as("tok-b", "De B").await;
+    assert_ne!(guessed.tracking_code, first.tracking_code);
+    assert_ne!(guessed.verification_code, first.verification_code);
+    let again = submit_as("tok-a", "De A").await;
+    assert_eq!(again.tracking_code, first.tracking_code);
+    assert_eq!(again.verification_code, first.verification_code);
+    let again = submit_as("tok-b", "De B").await;
+    assert_eq!(again.tracking_code, guessed.tracking_code);
+    assert_eq!(
+        count_rows(
+            &federation.store_path("senamhi"),
+            "SELECT COUNT(*) FROM filings"
+        ),
+        2
+    );
+    senamhi.shutdown().await;
+}
+
+/// A document name that would read as another (a right-to-left override
+/// turning `fdp.exe` around, a zero-width space) is refused naming the
+/// field; one typed with a combining accent is stored in its composed form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_names_cannot_disguise_themselves() {
+    let federation = Federation::new("names", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let mut client = senamhi.client.clone();
+    for disguised in ["factura\u{202E}fdp.exe", "carta\u{200B}.pdf"] {
+        let refused = submit(
+            &mut client,
+            header("oefa", "Disfrazado"),
+            &[Doc::new(disguised, 10, 1)],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(
+            refused.message().contains("documents[0].name"),
+            "{refused:?}"
+        );
+    }
+    let filed = submit(
+        &mut client,
+        header("oefa", "Con tilde"),
+        &[Doc::new("resolucio\u{301}n.pdf", 10, 1)],
+    )
+    .await
+    .unwrap();
+    let stored = get(&mut client, &filed.tracking_code).await.unwrap();
+    assert_eq!(stored.documents[0].name, "resolución.pdf");
+    senamhi.shutdown().await;
+}

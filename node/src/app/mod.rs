@@ -35,16 +35,15 @@ pub struct Node {
     cancel: CancellationToken,
     tracker: TaskTracker,
     grpc_addr: SocketAddr,
+    /// The data directory's lock, held until the node is dropped.
+    _lock: std::fs::File,
 }
 
 impl Node {
     /// Opens the store, connects the Kafka clients and starts every task. Kafka
     /// need not be reachable: the node serves (NOT_SERVING) and catches up.
     pub async fn start(config: Config) -> Result<Node> {
-        std::fs::create_dir_all(&config.data_dir).map_err(Error::io(format!(
-            "cannot create {}",
-            config.data_dir.display()
-        )))?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let identity = SigningIdentity::load(&config.keys.signing_key_file)?;
         let sealer = Sealer::new(config.institution.clone(), identity.clone());
         let topics = Topics::new(config.kafka.topic_prefix.clone());
@@ -52,7 +51,8 @@ impl Node {
             &config.data_dir.join("node.sqlite3"),
             sealer.clone(),
             topics.tracking(),
-        )?;
+        )?
+        .with_utc_offset(config.deadlines.utc_offset_minutes);
         let blobs = Blobs::open(&config.data_dir)?;
         let anchor = ecointegra_broker::keys::parse_public_key(&config.keys.authority_public_key)
             .map_err(|e| {
@@ -165,7 +165,7 @@ impl Node {
         });
         // Tools and scripts find the node by this file when it listens on port 0.
         let addr_file = config.data_dir.join("grpc.addr");
-        std::fs::write(&addr_file, grpc_addr.to_string())
+        crate::store::blobs::write_private(&addr_file, grpc_addr.to_string().as_bytes())
             .map_err(Error::io(format!("cannot write {}", addr_file.display())))?;
 
         let tracker = TaskTracker::new();
@@ -206,6 +206,7 @@ impl Node {
             cancel,
             tracker,
             grpc_addr,
+            _lock: lock,
         })
     }
 
@@ -255,18 +256,49 @@ impl Node {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("a SIGTERM handler can be installed");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+/// Creates the data directory, readable by the node's user only, and takes
+/// its exclusive lock (`node.lock`): two processes on one data directory
+/// would corrupt each other's work, so a second one stops here.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(Error::io(format!("cannot restrict {}", dir.display())))?;
+    let path = dir.join("node.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(Error::io(format!("cannot open {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::DataDirInUse {
+            path: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::io(format!("cannot lock {}", path.display()))(e))
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when it is first awaited: call it before starting the node,
+/// so a signal that comes while the node starts is not lost (nor kills the
+/// process without its shutdown).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler can be installed");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("a SIGINT handler can be installed");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    }
 }

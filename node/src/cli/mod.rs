@@ -20,6 +20,9 @@ use tokio::io::AsyncWriteExt;
 /// Exit code for a configuration that cannot be used (EX_CONFIG is 78, but
 /// EX_USAGE, 64, is what operators' scripts here check).
 pub const EXIT_CONFIG: u8 = 64;
+/// Exit code when another process holds the node's data directory
+/// (EX_TEMPFAIL: it can be started once that one stops).
+pub const EXIT_DATA_DIR_IN_USE: u8 = 75;
 
 #[derive(Parser)]
 #[command(
@@ -75,7 +78,7 @@ enum NodeCommand {
         ECOINTEGRA_<KEY>, with nested keys joined by '__', e.g. ECOINTEGRA_INSTITUTION, \
         ECOINTEGRA_DATA_DIR, ECOINTEGRA_GRPC__LISTEN, ECOINTEGRA_KAFKA__BOOTSTRAP_SERVERS, \
         ECOINTEGRA_KAFKA__TOPIC_PREFIX, ECOINTEGRA_TRANSFER__CHUNK_SIZE. \
-        See deploy/config/node.example.toml. A bad configuration exits with code 64.")]
+        See deploy/config/node.example.toml. A bad configuration exits with code 64; a data directory another process holds, with code 75.")]
     Run {
         /// The node's TOML configuration file.
         #[arg(long, env = "ECOINTEGRA_CONFIG")]
@@ -272,6 +275,10 @@ pub fn main() -> ExitCode {
                     .is_some()
                 {
                     ExitCode::from(EXIT_CONFIG)
+                } else if let Some(ecointegra_node::error::Error::DataDirInUse { .. }) =
+                    error.downcast_ref::<ecointegra_node::error::Error>()
+                {
+                    ExitCode::from(EXIT_DATA_DIR_IN_USE)
                 } else {
                     ExitCode::FAILURE
                 }
@@ -284,12 +291,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Node(NodeCommand::Run { config }) => {
             let config = Config::load(config.as_deref())?;
+            // Installed first: a SIGTERM while the node starts stops it cleanly.
+            let signalled = ecointegra_node::app::shutdown_signal();
             let node = ecointegra_node::Node::start(config)
                 .await
                 .context("the node could not start")?;
             let cancel = node.cancel_token();
             tokio::spawn(async move {
-                ecointegra_node::app::shutdown_signal().await;
+                signalled.await;
                 tracing::info!("Shutdown requested.");
                 cancel.cancel();
             });
@@ -492,8 +501,8 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
                     .await
                     .map_err(describe_status)?
                     .into_inner();
-                let path = dir.join(&doc.name);
-                let mut file = tokio::fs::File::create(&path).await?;
+                let (path, file) = create_inside(&dir, &doc.name, doc.index)?;
+                let mut file = tokio::fs::File::from_std(file);
                 let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
                 while let Some(part) = stream.message().await.map_err(describe_status)? {
                     if let Some(download_document_response::Part::Chunk(data)) = part.part {
@@ -624,6 +633,47 @@ pub(crate) fn print_filing(f: &Filing) {
     }
 }
 
+/// Creates the file a downloaded document is written to: inside `dir`
+/// whatever name the node gave (only its last component, and a plain one:
+/// `../x` becomes `x`, a name with nothing usable `document-N`), never over
+/// an existing file: a second `a.pdf` becomes `a (2).pdf`.
+fn create_inside(
+    dir: &std::path::Path,
+    name: &str,
+    index: u32,
+) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    let base = std::path::Path::new(name)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.trim_start_matches('.'))
+        .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
+        .map_or_else(|| format!("document-{index}"), str::to_owned);
+    let (stem, extension) = match base.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem.to_owned(), format!(".{ext}")),
+        _ => (base.clone(), String::new()),
+    };
+    for n in 1..10_000 {
+        let candidate = if n == 1 {
+            dir.join(&base)
+        } else {
+            dir.join(format!("{stem} ({n}){extension}"))
+        };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
+            Ok(file) => return Ok((candidate, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => bail!("cannot create {}: {e}", candidate.display()),
+        }
+    }
+    bail!(
+        "{} already holds 9,999 files named like {base}",
+        dir.display()
+    )
+}
+
 /// Which copy a filing is: the one this institution received, or the
 /// record of what it sent.
 fn copy_name(f: &Filing) -> String {
@@ -645,4 +695,52 @@ pub(crate) fn describe_status(status: tonic::Status) -> anyhow::Error {
         }
     }
     anyhow::anyhow!(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downloads_stay_inside_the_directory_and_never_overwrite() {
+        let dir = std::env::temp_dir().join(format!("ecointegra-download-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("kept.pdf"), b"already here").unwrap();
+        let names = [
+            "a.pdf",
+            "a.pdf",
+            "../../etc/passwd",
+            "/tmp/abs.pdf",
+            "..",
+            ".bashrc",
+            "kept.pdf",
+        ];
+        let made: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let (path, _) = create_inside(&dir, name, i as u32).unwrap();
+                assert_eq!(path.parent(), Some(dir.as_path()), "{name}");
+                path.file_name().unwrap().to_string_lossy().into_owned()
+            })
+            .collect();
+        assert_eq!(
+            made,
+            [
+                "a.pdf",
+                "a (2).pdf",
+                "passwd",
+                "abs.pdf",
+                "document-4",
+                "bashrc",
+                "kept (2).pdf"
+            ]
+        );
+        assert_eq!(
+            std::fs::read(dir.join("kept.pdf")).unwrap(),
+            b"already here"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -262,7 +262,11 @@ impl Batch<'_> {
                 .map_err(|e| reject("identifier", e.to_string()))?;
             let partial = store::partial(c, &envelope.sender, &transfer.transfer_id, doc.index)?;
             if doc.size == 0 && partial.is_none() {
-                std::fs::File::create(&path)
+                crate::store::blobs::private_file()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
                     .and_then(|f| f.sync_all())
                     .map_err(Error::io(format!("cannot create {}", path.display())))?;
             } else {
@@ -451,7 +455,7 @@ impl Batch<'_> {
 /// Writes `data` at `offset`, dropping any tail a crash left beyond it. Not
 /// durable yet: the batch fsyncs the file before it commits.
 fn write_at(path: &std::path::Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = crate::store::blobs::private_file()
         .create(true)
         .truncate(false)
         .write(true)

@@ -45,6 +45,10 @@ impl FilingService for FilingApi {
         &self,
         request: Request<Streaming<SubmitFilingRequest>>,
     ) -> Result<Response<SubmitFilingResponse>, Status> {
+        let who = request
+            .extensions()
+            .get::<crate::grpc::auth::Caller>()
+            .map_or_else(|| "anonymous".to_owned(), |c| c.name.clone());
         let caller = crate::telemetry::trace::from_metadata(request.metadata());
         let (span, trace) =
             crate::telemetry::trace::start_span(self.services.otlp.as_deref(), caller, || {
@@ -59,7 +63,10 @@ impl FilingService for FilingApi {
             part.map_err(|status| Error::invalid("stream", status.message().to_owned()))
         });
         let answer = crate::telemetry::trace::CURRENT
-            .scope(trace, crate::submit::submit(&self.services.desk, parts))
+            .scope(
+                trace,
+                crate::submit::submit(&self.services.desk, &who, parts),
+            )
             .await
             .inspect_err(|_| {
                 span.record("otel.status_code", "error");

@@ -7,7 +7,7 @@ use ecointegra_broker::directory::Directory;
 use ecointegra_proto::v1::{DocumentHeader, FilingHeader, IdentityDocumentType, Party};
 
 pub const MAX_SUBJECT_CHARS: usize = 500;
-pub const MAX_NAME_CHARS: usize = 255;
+pub const MAX_NAME_BYTES: usize = 255;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 /// Documents in one filing at most.
 pub const MAX_DOCUMENTS: usize = 100;
@@ -156,10 +156,18 @@ pub fn document_header(header: &DocumentHeader, index: usize, max_size: u64) -> 
             field("name"),
             "must be a plain file name, without path separators or control characters",
         ));
-    } else if name == "." || name == ".." || name.chars().count() > MAX_NAME_CHARS {
+    } else if let Some(c) = name.chars().find(|c| is_format_character(*c)) {
         v.push(Violation::new(
             field("name"),
-            format!("must be a file name of 1 to {MAX_NAME_CHARS} characters"),
+            format!(
+                "must not hold invisible formatting characters (U+{:04X}): they can make a name read as another",
+                c as u32
+            ),
+        ));
+    } else if name == "." || name == ".." || name.len() > MAX_NAME_BYTES {
+        v.push(Violation::new(
+            field("name"),
+            format!("must be a file name of 1 to {MAX_NAME_BYTES} bytes (UTF-8)"),
         ));
     }
     if header.media_type.len() > 127
@@ -182,6 +190,35 @@ pub fn document_header(header: &DocumentHeader, index: usize, max_size: u64) -> 
     v
 }
 
+/// Is `c` a Unicode format character (general category Cf: bidirectional
+/// overrides and isolates, zero-width spaces and joiners, the byte-order
+/// mark, invisible operators, tags)? Such characters display as nothing, or
+/// reorder what follows: `factura\u{202E}fdp.exe` reads as `factura exe.pdf`.
+pub fn is_format_character(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD
+        | 0x0600..=0x0605
+        | 0x061C
+        | 0x06DD
+        | 0x070F
+        | 0x0890..=0x0891
+        | 0x08E2
+        | 0x180E
+        | 0x200B..=0x200F
+        | 0x202A..=0x202E
+        | 0x2060..=0x2064
+        | 0x2066..=0x206F
+        | 0xFEFF
+        | 0xFFF9..=0xFFFB
+        | 0x110BD
+        | 0x110CD
+        | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A
+        | 0xE0001
+        | 0xE0020..=0xE007F)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,7 +239,20 @@ mod tests {
             declared_size: 10,
         };
         assert!(document_header(&header("carta.pdf"), 0, 100).is_empty());
-        for bad in ["../etc/passwd", "a\\b.pdf", "a\nb.pdf", "", ".."] {
+        assert!(document_header(&header("resolución-ñandú.pdf"), 0, 100).is_empty());
+        assert!(document_header(&header(&"a".repeat(255)), 0, 100).is_empty());
+        let long = format!("{}.pdf", "ñ".repeat(126));
+        for bad in [
+            "../etc/passwd",
+            "a\\b.pdf",
+            "a\nb.pdf",
+            "",
+            "..",
+            "factura\u{202E}fdp.exe",
+            "carta\u{200B}.pdf",
+            "\u{FEFF}carta.pdf",
+            long.as_str(),
+        ] {
             let v = document_header(&header(bad), 2, 100);
             assert_eq!(v[0].field, "documents[2].name", "{bad:?}");
         }

@@ -315,7 +315,7 @@ fn apply(
                     status: FilingStatus::Delivered,
                     ..next
                 };
-                store::insert_filing(tx, me, &here)?;
+                store::insert_filing(tx, me, s.utc_offset_minutes(), &here)?;
             } else {
                 s.insert_outbound(tx, &next, actor_role)?;
             }

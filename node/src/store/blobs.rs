@@ -7,7 +7,37 @@
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// Options to create a file under the data directory: readable and
+/// writable by the node's user only.
+pub fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.mode(0o600);
+    options
+}
+
+/// Creates a directory under the data directory (and its parents): the
+/// node's user only.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Writes a small file (an address file) under the data directory, for the
+/// node's user only.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?
+        .write_all(contents)
+}
 
 #[derive(Debug, Clone)]
 pub struct Blobs {
@@ -20,7 +50,7 @@ impl Blobs {
             root: data_dir.to_owned(),
         };
         for dir in ["blobs", "tmp", "partial"] {
-            std::fs::create_dir_all(data_dir.join(dir)).map_err(Error::io(format!(
+            private_dir(&data_dir.join(dir)).map_err(Error::io(format!(
                 "cannot create {}",
                 data_dir.join(dir).display()
             )))?;
@@ -70,7 +100,7 @@ impl Blobs {
     pub fn adopt(&self, file: &Path, sha256: &[u8]) -> Result<PathBuf> {
         let target = self.path(sha256);
         let dir = target.parent().expect("blob paths have a parent");
-        std::fs::create_dir_all(dir).map_err(Error::io("cannot create a blob directory"))?;
+        private_dir(dir).map_err(Error::io("cannot create a blob directory"))?;
         if target.exists() {
             let _ = std::fs::remove_file(file);
         } else {

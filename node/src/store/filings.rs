@@ -142,7 +142,8 @@ impl Store {
         filing: &NewFiling,
         actor_role: &str,
     ) -> Result<(i64, String)> {
-        let (filing_id, registry_number) = insert_filing(tx, &self.institution, filing)?;
+        let (filing_id, registry_number) =
+            insert_filing(tx, &self.institution, self.utc_offset_minutes, filing)?;
         exec(
             tx,
             "INSERT INTO outbox (kind, filing_id, recipient, record_key) VALUES (?1, ?2, ?3, ?4)",
@@ -331,12 +332,18 @@ pub(crate) fn filing_by_transfer(c: &Connection, transfer_id: &str) -> Result<Op
     query_filing(c, "transfer_id = ?1", transfer_id)
 }
 
+/// Inserts a filing and numbers it in this institution's registry, by the
+/// year on its clock (`utc_offset_minutes` from UTC).
 pub(crate) fn insert_filing(
     tx: &Connection,
     institution: &str,
+    utc_offset_minutes: i32,
     filing: &NewFiling,
 ) -> Result<(i64, String)> {
-    let year = crate::ids::year_of(filing.registered_at_ms.max(ecointegra_broker::now_ms()));
+    let year = crate::ids::year_of(
+        filing.registered_at_ms.max(ecointegra_broker::now_ms()),
+        utc_offset_minutes,
+    );
     let counter = format!("registry-{year}");
     let sequence: i64 = tx
         .query_row(

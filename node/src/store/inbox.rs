@@ -92,7 +92,7 @@ impl Store {
         let mut inserted = None;
         self.apply(c, position, Some(message_id), |tx| {
             let filing = &delivery.filing;
-            let (filing_id, registry_number) = insert_filing(tx, &self.institution, filing)?;
+            let (filing_id, registry_number) = insert_filing(tx, &self.institution, self.utc_offset_minutes, filing)?;
             for prior in &delivery.prior_receipts {
                 insert_receipt(tx, prior)?;
             }

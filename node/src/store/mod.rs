@@ -250,6 +250,9 @@ pub struct Store {
     /// Signs the tracking events queued with each status change.
     sealer: Sealer,
     tracking_topic: String,
+    /// The institution's offset from UTC in minutes: registry numbers take
+    /// their year from its clock.
+    utc_offset_minutes: i32,
 }
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
@@ -265,6 +268,14 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 impl Store {
     pub fn open(path: &Path, sealer: Sealer, tracking_topic: String) -> Result<Self> {
         let institution = sealer.institution().to_owned();
+        // Created for the node's user only; SQLite gives its WAL and shared
+        // memory files the database file's permissions.
+        blobs::private_file()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(Error::io(format!("cannot create {}", path.display())))?;
         let mut writer = open_connection(path)
             .map_err(Error::store(format!("cannot open {}", path.display())))?;
         migrations::apply(&mut writer, path)?;
@@ -275,7 +286,20 @@ impl Store {
             institution,
             sealer,
             tracking_topic,
+            utc_offset_minutes: 0,
         })
+    }
+
+    /// Numbers registries by the year at `minutes` from UTC (the sector's
+    /// clock, `deadlines.utc_offset_minutes`; UTC until set).
+    pub fn with_utc_offset(mut self, minutes: i32) -> Self {
+        self.utc_offset_minutes = minutes;
+        self
+    }
+
+    /// The institution's offset from UTC in minutes.
+    pub fn utc_offset_minutes(&self) -> i32 {
+        self.utc_offset_minutes
     }
 
     /// Runs blocking store work off the async runtime.

@@ -33,7 +33,12 @@ struct Upload {
 impl Upload {
     async fn start(desk: &Desk, index: usize, header: DocumentHeader, sized: bool) -> Result<Self> {
         let temp = TempFile::new(desk.blobs.temp_path());
-        let file = tokio::fs::File::create(temp.path())
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(temp.path())
             .await
             .map_err(Error::io("cannot create an upload file"))?;
         Ok(Self {
@@ -148,6 +153,12 @@ where
             documents.push(upload.finish().await?);
             check_total(&documents, 0, max_total)?;
         }
+        // One spelling per name: "ó" typed as one character or as "o" and a
+        // combining accent is stored the same way (NFC).
+        let doc = DocumentHeader {
+            name: unicode_normalization::UnicodeNormalization::nfc(doc.name.as_str()).collect(),
+            ..doc
+        };
         let index = documents.len();
         if index >= validate::MAX_DOCUMENTS {
             return Err(Error::invalid(
@@ -196,8 +207,9 @@ fn check_total(documents: &[(DocumentRow, TempFile)], next: u64, max_total: u64)
     Ok(())
 }
 
-/// Accepts a filing from a stream of request parts.
-pub async fn submit<S>(desk: &Desk, mut parts: S) -> Result<SubmitFilingResponse>
+/// Accepts a filing from a stream of request parts, for `caller` (the name
+/// of its token or certificate: idempotency keys are the caller's own).
+pub async fn submit<S>(desk: &Desk, caller: &str, mut parts: S) -> Result<SubmitFilingResponse>
 where
     S: Stream<Item = Result<SubmitFilingRequest>> + Unpin,
 {
@@ -222,13 +234,16 @@ where
             "an empty message is not a submission part",
         )),
     });
-    accept(desk, header, documents).await
+    accept(desk, caller, header, documents).await
 }
 
 /// Accepts a filing: its header, then its documents, whatever way they came
-/// in (gRPC or the web console). The same rules apply to both.
+/// in (gRPC or the web console). The same rules apply to both. An
+/// idempotency key belongs to `caller`: another caller using the same key
+/// files a filing of its own, and learns nothing of the first.
 pub async fn accept<S>(
     desk: &Desk,
+    caller: &str,
     mut header: FilingHeader,
     documents: S,
 ) -> Result<SubmitFilingResponse>
@@ -268,7 +283,9 @@ where
     if !violations.is_empty() {
         return Err(Error::InvalidArgument(violations));
     }
-    let idempotency_key = Some(header.idempotency_key.trim().to_owned()).filter(|k| !k.is_empty());
+    let idempotency_key = Some(header.idempotency_key.trim())
+        .filter(|k| !k.is_empty())
+        .map(|key| caller_key(caller, key));
     if let Some(key) = idempotency_key.clone()
         && let Some(answer) = desk.store.run(move |s| s.idempotent_response(&key)).await?
     {
@@ -285,7 +302,7 @@ where
     };
     let (tracking_code, verification_code, kind, related, hop, previous) = match corrected {
         None => (
-            crate::ids::tracking_code(&me, now),
+            crate::ids::tracking_code(&me, now, desk.config.deadlines.utc_offset_minutes),
             crate::ids::random_code(8),
             TransferKind::Original,
             String::new(),
@@ -423,4 +440,10 @@ fn decode_answer(bytes: &[u8]) -> Result<SubmitFilingResponse> {
         context: "a stored answer is unreadable".into(),
         source: std::io::Error::other(e),
     })
+}
+
+/// An idempotency key as stored: the caller's, unambiguously (the length of
+/// the caller's name first, so no two (caller, key) pairs collide).
+fn caller_key(caller: &str, key: &str) -> String {
+    format!("{}:{caller}:{key}", caller.len())
 }

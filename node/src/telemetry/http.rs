@@ -74,7 +74,7 @@ pub fn serve(
         .local_addr()
         .map_err(Error::io("no local address"))?;
     let addr_file = data_dir.join(format!("{name}.addr"));
-    std::fs::write(&addr_file, addr.to_string())
+    crate::store::blobs::write_private(&addr_file, addr.to_string().as_bytes())
         .map_err(Error::io(format!("cannot write {}", addr_file.display())))?;
     tracker.spawn(async move {
         tracing::info!(%addr, "Serving {name}.");

@@ -325,7 +325,8 @@ pub async fn new_filing(State(web): State<Arc<Web>>, ctx: Ctx, multipart: Multip
             );
         }
     };
-    let submitted = crate::submit::accept(&web.desk, header, &mut documents).await;
+    let caller = format!("web:{}", session.name);
+    let submitted = crate::submit::accept(&web.desk, &caller, header, &mut documents).await;
     // Whatever was not read (the rules failed first) is read and dropped, so
     // the browser gets its answer rather than a reset connection.
     drain(&mut documents).await;
