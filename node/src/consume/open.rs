@@ -597,9 +597,36 @@ mod tests {
                 .contains("does not verify against any key of senamhi"),
             "{rejection:?}"
         );
-        // Signed by senamhi, but under another id than its carrier's.
-        let rejection = refused(&sealed(&s, &clear, &format!("{}/receipt", "cd".repeat(16))));
-        assert!(rejection.reason.contains("message id"), "{rejection:?}");
+        // A receipt not the carrier's own message: signed by another, for
+        // another recipient, under another id.
+        let by_oefa = {
+            let mut r = receipt();
+            r.receiving_institution = "oefa".into();
+            signed(&s.oefa.sealer, &r).encode_to_vec()
+        };
+        let elsewhere = s
+            .senamhi
+            .seal(
+                format!("{}/receipt", "ab".repeat(16)),
+                MessageType::Receipt,
+                "minam",
+                receipt().encode_to_vec(),
+            )
+            .encode_to_vec();
+        for (inner, id, differs) in [
+            (&by_oefa, id.clone(), "signer \"oefa\""),
+            (&elsewhere, id.clone(), "recipient \"minam\""),
+            (&clear, format!("{}/receipt", "cd".repeat(16)), "message id"),
+        ] {
+            let rejection = refused(&sealed(&s, inner, &id));
+            assert_eq!(rejection.code, "receipt", "{rejection:?}");
+            assert!(
+                rejection
+                    .reason
+                    .contains(&format!("the receipt inside names {differs}")),
+                "{rejection:?}"
+            );
+        }
         // Not a signed receipt at all.
         let rejection = refused(&sealed(&s, b"\xff\xff", &id));
         assert_eq!(rejection.code, "receipt");
