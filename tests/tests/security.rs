@@ -174,6 +174,12 @@ async fn receipts_cross_kafka_encrypted_and_still_verify() {
     ];
     for record in &records {
         let bytes = record.payload().unwrap();
+        for (what, needle) in needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{what} appears in clear on {inbox}"
+            );
+        }
         let sealed = Envelope::decode(bytes).unwrap();
         assert_eq!(
             sealed.message_type,
@@ -181,12 +187,6 @@ async fn receipts_cross_kafka_encrypted_and_still_verify() {
             "{}",
             sealed.message_id
         );
-        for (what, needle) in needles {
-            assert!(
-                !bytes.windows(needle.len()).any(|w| w == needle),
-                "{what} appears in clear on {inbox}"
-            );
-        }
     }
     senamhi.shutdown().await;
     oefa.shutdown().await;
