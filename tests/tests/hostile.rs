@@ -707,7 +707,9 @@ async fn forged_receipts_are_dead_lettered_and_the_genuine_one_delivers() {
         "FFFF"
     };
     let other_code = format!("{}{tail}", &code[..code.len() - 4]);
-    let forgeries: [(&str, &dyn Fn(&mut Receipt), &str); 5] = [
+    // Who signs, what the forgery changes, and what its dead letter says.
+    type Forgery<'a> = (&'a str, &'a dyn Fn(&mut Receipt), &'a str);
+    let forgeries: [Forgery; 5] = [
         (
             "minam",
             &|r| r.receiving_institution = "minam".into(),

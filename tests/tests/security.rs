@@ -152,7 +152,10 @@ async fn receipts_cross_kafka_encrypted_and_still_verify() {
         .unwrap()
         .into_inner();
     assert!(chain.verified);
-    assert_eq!(chain.receipts, [receipt.signed_envelope.clone()]);
+    assert_eq!(
+        chain.receipts,
+        std::slice::from_ref(&receipt.signed_envelope)
+    );
 
     // Every record of senamhi's inbox: senamhi has applied them all.
     let inbox = federation.topic_inbox("senamhi");
@@ -166,7 +169,7 @@ async fn receipts_cross_kafka_encrypted_and_still_verify() {
         total >= 2,
         "the receipt, and at least one sent again from oefa's store ({total} records)"
     );
-    let digest = hex::decode(&doc.sha256_hex()).unwrap();
+    let digest = hex::decode(doc.sha256_hex()).unwrap();
     let needles: [(&str, &[u8]); 3] = [
         ("the registry number", registry_number.as_bytes()),
         ("the document's name", doc.name.as_bytes()),
