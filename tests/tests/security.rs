@@ -7,7 +7,7 @@ use ecointegra_broker::envelope::Sealer;
 use ecointegra_broker::keys::SigningIdentity;
 use ecointegra_proto::v1::{
     DeadLetter, Direction, EntryStatus, Envelope, FilingStatus, ForwardFilingRequest,
-    GetReceiptRequest, MessageType, Notice, ReceiveFilingRequest, RetiredKey,
+    GetReceiptRequest, MessageType, Notice, ReceiveFilingRequest,
 };
 use ecointegra_tests::*;
 use prost::Message;
@@ -379,32 +379,9 @@ async fn a_key_rotation_mid_flight_still_delivers() {
     senamhi.shutdown().await;
 
     // senamhi rotates: a new key, the old one retired with an hour's grace.
-    let old = federation.identity("senamhi");
-    let new = SigningIdentity::generate();
-    std::fs::rename(
-        federation.key_path("senamhi"),
-        federation.root.join("senamhi-old.key"),
-    )
-    .unwrap();
-    new.save(&federation.key_path("senamhi")).unwrap();
-    let mut entry = entry_for("senamhi", "SENAMHI", &new, 2);
-    entry.retired_signing_keys.push(RetiredKey {
-        signing_key: old.public_key().as_bytes().to_vec(),
-        accept_until_ms: ecointegra_broker::now_ms() + 3_600_000,
-    });
     federation
-        .publish_entry(&federation.authority().sign(&entry))
+        .rotate_key("senamhi", 2, ecointegra_broker::now_ms() + 3_600_000)
         .await;
-    federation.write_config("senamhi", &bootstrap(), "");
-    let config = std::fs::read_to_string(federation.config_path("senamhi")).unwrap();
-    std::fs::write(
-        federation.config_path("senamhi"),
-        config.replace(
-            "[keys]\n",
-            "[keys]\nprevious_signing_key_files = [\"senamhi-old.key\"]\n",
-        ),
-    )
-    .unwrap();
 
     let [senamhi, oefa] = federation.start_all().await;
     let (mut origin, mut destination) = (senamhi.client.clone(), oefa.client.clone());
