@@ -150,6 +150,19 @@ impl Institution {
         })
     }
 
+    /// The signing keys in force at `at_ms`: the current one, and each
+    /// retired one not yet past its `accept_until_ms`. What an institution
+    /// signed at a time stays verifiable with the keys in force then, after
+    /// any later rotation.
+    pub fn signing_keys_at(&self, at_ms: i64) -> impl Iterator<Item = &VerifyingKey> {
+        std::iter::once(&self.signing_key).chain(
+            self.retired_keys
+                .iter()
+                .filter(move |(_, until)| at_ms <= *until)
+                .map(|(key, _)| key),
+        )
+    }
+
     /// Why the institution may not act at `now_ms`, if it may not.
     pub fn inactive_reason(&self, now_ms: i64) -> Option<String> {
         if self.status == EntryStatus::Suspended {

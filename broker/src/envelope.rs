@@ -196,7 +196,10 @@ pub fn open(bytes: &[u8], directory: &Directory, recipient: &str) -> Result<Enve
 pub fn is_encrypted(message_type: MessageType) -> bool {
     matches!(
         message_type,
-        MessageType::Chunk | MessageType::Manifest | MessageType::Notice
+        MessageType::Chunk
+            | MessageType::Manifest
+            | MessageType::Notice
+            | MessageType::SealedReceipt
     )
 }
 
@@ -215,17 +218,7 @@ pub fn open_payload<M: Message + Default>(
     if !is_encrypted(message_type) {
         return payload(envelope);
     }
-    let context = context(&envelope.message_id, &envelope.sender, &envelope.recipient);
-    let plain = crate::crypto::decrypt(keys, &context, &envelope.payload).map_err(|e| {
-        Rejection::new(
-            "decrypt",
-            format!(
-                "payload of {} cannot be decrypted: {e}",
-                envelope.message_id
-            ),
-        )
-        .about(envelope)
-    })?;
+    let plain = decrypt_payload(envelope, keys)?;
     M::decode(plain.as_slice()).map_err(|e| {
         Rejection::new(
             "decode",
@@ -233,6 +226,26 @@ pub fn open_payload<M: Message + Default>(
                 "payload of {} is not a valid {}: {e}",
                 envelope.message_id,
                 message_type.as_str_name()
+            ),
+        )
+        .about(envelope)
+    })
+}
+
+/// The decrypted bytes of an opened envelope's encrypted payload, exactly as
+/// the sender encrypted them (a sealed receipt's signed envelope is kept byte
+/// for byte: its SHA-256 is what the chain of custody names).
+pub fn decrypt_payload(
+    envelope: &Envelope,
+    keys: &[SigningIdentity],
+) -> Result<Vec<u8>, Rejection> {
+    let context = context(&envelope.message_id, &envelope.sender, &envelope.recipient);
+    crate::crypto::decrypt(keys, &context, &envelope.payload).map_err(|e| {
+        Rejection::new(
+            "decrypt",
+            format!(
+                "payload of {} cannot be decrypted: {e}",
+                envelope.message_id
             ),
         )
         .about(envelope)

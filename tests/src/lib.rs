@@ -152,6 +152,75 @@ impl Federation {
         .await;
     }
 
+    /// Rotates an institution's signing (and so encryption) key as the
+    /// sector does it with `ecointegra directory sign --retire-key OLD` and
+    /// `directory publish`: a new key in its key file; the old one kept as
+    /// `<id>-retired-v<version>.key` and added to its config's
+    /// `previous_signing_key_files` (what is in flight to it stays readable);
+    /// and its entry of `version`, listing the old key as retired at
+    /// `retired_at_ms`, signed by the authority, written to the bootstrap
+    /// directory and published on the directory topic. Stop its node first;
+    /// it signs with the new key once started again. Returns the old key.
+    pub async fn rotate_key(&self, id: &str, version: u64, retired_at_ms: i64) -> SigningIdentity {
+        let old = self.identity(id);
+        let kept = format!("{id}-retired-v{version}.key");
+        std::fs::rename(self.key_path(id), self.root.join(&kept)).unwrap();
+        let new = SigningIdentity::generate();
+        new.save(&self.key_path(id)).unwrap();
+        let config = std::fs::read_to_string(self.config_path(id)).unwrap();
+        let config = if config.contains("previous_signing_key_files = [") {
+            config.replace(
+                "previous_signing_key_files = [",
+                &format!("previous_signing_key_files = [\"{kept}\", "),
+            )
+        } else {
+            config.replace(
+                "[keys]\n",
+                &format!("[keys]\nprevious_signing_key_files = [\"{kept}\"]\n"),
+            )
+        };
+        std::fs::write(self.config_path(id), config).unwrap();
+        let mut entry = entry_for(id, &id.to_uppercase(), &new, version);
+        entry
+            .retired_signing_keys
+            .push(ecointegra_proto::v1::RetiredKey {
+                signing_key: old.public_key().as_bytes().to_vec(),
+                accept_until_ms: retired_at_ms,
+            });
+        let signed = self.authority().sign(&entry);
+        let path = self.root.join("directory.toml");
+        let file: ecointegra_broker::directory::DirectoryFile =
+            toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut entries: Vec<SignedDirectoryEntry> = file
+            .entry
+            .iter()
+            .filter(|e| e.institution_id != id)
+            .map(|e| e.to_signed().unwrap())
+            .collect();
+        entries.push(signed.clone());
+        ecointegra_broker::directory::write_file(&path, &entries).unwrap();
+        self.publish_entry(&signed).await;
+        old
+    }
+
+    /// Waits until node `of` holds `id`'s directory entry of `version` (it
+    /// records each entry it applies).
+    pub async fn directory_version(&self, of: &str, id: &str, version: u64) {
+        let query = format!(
+            "SELECT COALESCE(MAX(version), 0) FROM directory_entries WHERE institution_id = '{id}'"
+        );
+        let what = format!("{of} to apply {id}'s directory entry of version {version} (version)");
+        eventually(&what, async || {
+            let held = count_rows(&self.store_path(of), &query);
+            if held >= version as i64 {
+                Ok(())
+            } else {
+                Err(held)
+            }
+        })
+        .await;
+    }
+
     pub fn institutions(&self) -> &[String] {
         &self.institutions
     }

@@ -635,3 +635,155 @@ async fn a_transfer_id_cannot_be_pre_empted() {
     assert_eq!(letters[0].claimed_sender, "minam", "{letters:#?}");
     oefa.shutdown().await;
 }
+
+/// Listed institutions forge receipts for senamhi's transfer to oefa while
+/// oefa's node is down: minam signs one as if it had received it, and oefa's
+/// own key signs receipts with the wrong origin, hop, previous receipt and
+/// tracking code. Each is dead-lettered naming what differs, none marks the
+/// filing delivered, and when oefa's node comes up its genuine receipt does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_receipts_are_dead_lettered_and_the_genuine_one_delivers() {
+    use ecointegra_proto::v1::{DocumentDigest, GetReceiptRequest, MessageType, Receipt};
+
+    let federation = Federation::new("hostile-receipts", &["senamhi", "oefa", "minam"]);
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = senamhi.client.clone();
+    let doc = Doc::new("acta.pdf", 4_000, 17);
+    let filed = submit(
+        &mut origin,
+        header("oefa", "Acta"),
+        std::slice::from_ref(&doc),
+    )
+    .await
+    .unwrap();
+    let sent = wait_for_status(&mut origin, &filed.tracking_code, FilingStatus::Sent, WAIT).await;
+    let transfer_id = sent.transfer_id.clone();
+    // The receipt oefa would sign, but for each forgery.
+    let honest = Receipt {
+        transfer_id: transfer_id.clone(),
+        tracking_code: filed.tracking_code.clone(),
+        receiving_institution: "oefa".into(),
+        registry_number: "OEFA-2026-999999".into(),
+        received_at_ms: ecointegra_broker::now_ms(),
+        documents: vec![DocumentDigest {
+            index: 0,
+            name: doc.name.clone(),
+            media_type: "application/pdf".into(),
+            size: doc.len,
+            sha256: hex::decode(doc.sha256_hex()).unwrap(),
+            chunk_count: 1,
+        }],
+        origin: "senamhi".into(),
+        previous_receipt_sha256: Vec::new(),
+        hop: 1,
+    };
+    let senamhi_key = federation.identity("senamhi").encryption_public_key();
+    let forge = |by: &str, edit: &dyn Fn(&mut Receipt)| {
+        let mut receipt = honest.clone();
+        edit(&mut receipt);
+        let sealer = listed_sealer(&federation, by);
+        let id = format!("{transfer_id}/receipt");
+        let signed = sealer.seal(
+            id.clone(),
+            MessageType::Receipt,
+            "senamhi",
+            receipt.encode_to_vec(),
+        );
+        sealer
+            .seal_encrypted(
+                id,
+                MessageType::SealedReceipt,
+                "senamhi",
+                &senamhi_key,
+                &signed.encode_to_vec(),
+            )
+            .unwrap()
+            .encode_to_vec()
+    };
+    let code = &filed.tracking_code;
+    let tail = if code.ends_with("FFFF") {
+        "0000"
+    } else {
+        "FFFF"
+    };
+    let other_code = format!("{}{tail}", &code[..code.len() - 4]);
+    // Who signs, what the forgery changes, and what its dead letter says.
+    type Forgery<'a> = (&'a str, &'a dyn Fn(&mut Receipt), &'a str);
+    let forgeries: [Forgery; 5] = [
+        (
+            "minam",
+            &|r| r.receiving_institution = "minam".into(),
+            "signed by minam, but the transfer was sent to oefa",
+        ),
+        (
+            "oefa",
+            &|r| r.origin = "minam".into(),
+            "names minam as origin, but senamhi sent the transfer",
+        ),
+        (
+            "oefa",
+            &|r| r.hop = 2,
+            "names hop 2, but the transfer was hop 1",
+        ),
+        (
+            "oefa",
+            &|r| r.previous_receipt_sha256 = vec![9; 32],
+            "names previous receipt \"0909",
+        ),
+        (
+            "oefa",
+            &|r| r.tracking_code = other_code.clone(),
+            "names tracking code",
+        ),
+    ];
+    let inbox = federation.topic_inbox("senamhi");
+    for (by, edit, _) in &forgeries {
+        produce_raw(&inbox, &transfer_id, &forge(by, *edit)).await;
+    }
+
+    let letters = read_dead_letters(&federation.topic_dlq("senamhi"), forgeries.len());
+    assert_eq!(letters.len(), forgeries.len(), "{letters:#?}");
+    for (by, _, why) in &forgeries {
+        assert!(
+            letters.iter().any(|l| l.reason_code == "receipt"
+                && l.claimed_sender == *by
+                && l.reason.contains(why)),
+            "no dead letter from {by} saying {why:?}: {letters:#?}"
+        );
+    }
+    // Every forgery was applied and refused: the filing is as it was.
+    let store = federation.store_path("senamhi");
+    assert_eq!(
+        get(&mut origin, &filed.tracking_code).await.unwrap().status,
+        FilingStatus::Sent as i32,
+        "no forged receipt marked the filing delivered"
+    );
+    assert_eq!(count_rows(&store, "SELECT COUNT(*) FROM receipts"), 0);
+
+    // oefa's node comes up: its genuine receipt delivers the filing.
+    let mut oefa = federation.start("oefa").await;
+    wait_for_status(
+        &mut origin,
+        &filed.tracking_code,
+        FilingStatus::Delivered,
+        WAIT,
+    )
+    .await;
+    let receipt = origin
+        .get_receipt(GetReceiptRequest {
+            tracking_code: filed.tracking_code.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(receipt.verified);
+    let held = get(&mut oefa.client, &filed.tracking_code).await.unwrap();
+    assert_eq!(
+        receipt.receipt.unwrap().registry_number,
+        held.registry_number,
+        "the receipt stored is oefa's own"
+    );
+    assert_eq!(count_rows(&store, "SELECT COUNT(*) FROM receipts"), 1);
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}

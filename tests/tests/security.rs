@@ -6,7 +6,8 @@ use ecointegra_broker::directory::{Authority, entry_for};
 use ecointegra_broker::envelope::Sealer;
 use ecointegra_broker::keys::SigningIdentity;
 use ecointegra_proto::v1::{
-    DeadLetter, EntryStatus, FilingStatus, MessageType, Notice, RetiredKey,
+    DeadLetter, Direction, EntryStatus, Envelope, FilingStatus, ForwardFilingRequest,
+    GetReceiptRequest, MessageType, Notice, ReceiveFilingRequest,
 };
 use ecointegra_tests::*;
 use prost::Message;
@@ -78,6 +79,117 @@ async fn raw_topics_carry_no_document_text_and_no_personal_data() {
                 record.topic()
             );
         }
+    }
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+/// Receipts name documents and a registry number: on Kafka they travel
+/// encrypted for the origin, the first one and those sent again from the
+/// destination's store alike. What the origin's inbox topic holds, read
+/// with a plain consumer, shows none of it; the origin still holds the
+/// signed receipt in clear, and it verifies through GetReceipt and
+/// GetReceiptChain and on its own with the signer's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_cross_kafka_encrypted_and_still_verify() {
+    let federation = Federation::with_settings(
+        "sealed-receipts",
+        &["senamhi", "oefa"],
+        "\n[transfer]\nreceipt_timeout_secs = 1\n",
+    );
+    // oefa's node is down: senamhi sends the transfer again and again, so
+    // oefa answers the first copy with its receipt and each later copy with
+    // the receipt sent again from its store.
+    let senamhi = federation.start("senamhi").await;
+    let mut origin = senamhi.client.clone();
+    let doc = Doc::new("Informe-Quebrada-Huaycoloro.pdf", 2_000, 5);
+    let filed = submit(
+        &mut origin,
+        header("oefa", "Denuncia"),
+        std::slice::from_ref(&doc),
+    )
+    .await
+    .unwrap();
+    let code = filed.tracking_code.clone();
+    let store = federation.store_path("senamhi");
+    eventually(
+        "the transfer to be sent three times (attempts)",
+        async || {
+            let attempts = count_rows(&store, "SELECT COALESCE(MAX(attempts), 0) FROM outbox");
+            if attempts >= 3 { Ok(()) } else { Err(attempts) }
+        },
+    )
+    .await;
+    let mut oefa = federation.start("oefa").await;
+    wait_for_status(&mut origin, &code, FilingStatus::Delivered, PATIENCE).await;
+    settled(&federation, &["senamhi", "oefa"]).await;
+    let registry_number = get(&mut oefa.client, &code).await.unwrap().registry_number;
+
+    let receipt = origin
+        .get_receipt(GetReceiptRequest {
+            tracking_code: code.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(receipt.verified, "{receipt:?}");
+    let signed = receipt.receipt.clone().unwrap();
+    assert_eq!(signed.registry_number, registry_number);
+    assert_eq!(signed.documents[0].name, doc.name);
+    let envelope = Envelope::decode(receipt.signed_envelope.as_slice()).unwrap();
+    assert_eq!(envelope.message_type, MessageType::Receipt as i32);
+    let key = ed25519_dalek::VerifyingKey::from_bytes(
+        receipt.signer_public_key.as_slice().try_into().unwrap(),
+    )
+    .unwrap();
+    ecointegra_broker::envelope::verify_signature(&envelope, &key)
+        .expect("anyone with oefa's key verifies the stored receipt");
+    let chain = origin
+        .get_receipt_chain(GetReceiptRequest {
+            tracking_code: code.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(chain.verified);
+    assert_eq!(
+        chain.receipts,
+        std::slice::from_ref(&receipt.signed_envelope)
+    );
+
+    // Every record of senamhi's inbox: senamhi has applied them all.
+    let inbox = federation.topic_inbox("senamhi");
+    let total = count_rows(
+        &store,
+        &format!("SELECT COALESCE(SUM(next_offset), 0) FROM inbox_offsets WHERE topic = '{inbox}'"),
+    ) as usize;
+    let records = read_topic(&inbox, total, Duration::from_secs(30));
+    assert_eq!(records.len(), total);
+    assert!(
+        total >= 2,
+        "the receipt, and at least one sent again from oefa's store ({total} records)"
+    );
+    let digest = hex::decode(doc.sha256_hex()).unwrap();
+    let needles: [(&str, &[u8]); 3] = [
+        ("the registry number", registry_number.as_bytes()),
+        ("the document's name", doc.name.as_bytes()),
+        ("the document's SHA-256", &digest),
+    ];
+    for record in &records {
+        let bytes = record.payload().unwrap();
+        for (what, needle) in needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{what} appears in clear on {inbox}"
+            );
+        }
+        let sealed = Envelope::decode(bytes).unwrap();
+        assert_eq!(
+            sealed.message_type,
+            MessageType::SealedReceipt as i32,
+            "{}",
+            sealed.message_id
+        );
     }
     senamhi.shutdown().await;
     oefa.shutdown().await;
@@ -267,32 +379,9 @@ async fn a_key_rotation_mid_flight_still_delivers() {
     senamhi.shutdown().await;
 
     // senamhi rotates: a new key, the old one retired with an hour's grace.
-    let old = federation.identity("senamhi");
-    let new = SigningIdentity::generate();
-    std::fs::rename(
-        federation.key_path("senamhi"),
-        federation.root.join("senamhi-old.key"),
-    )
-    .unwrap();
-    new.save(&federation.key_path("senamhi")).unwrap();
-    let mut entry = entry_for("senamhi", "SENAMHI", &new, 2);
-    entry.retired_signing_keys.push(RetiredKey {
-        signing_key: old.public_key().as_bytes().to_vec(),
-        accept_until_ms: ecointegra_broker::now_ms() + 3_600_000,
-    });
     federation
-        .publish_entry(&federation.authority().sign(&entry))
+        .rotate_key("senamhi", 2, ecointegra_broker::now_ms() + 3_600_000)
         .await;
-    federation.write_config("senamhi", &bootstrap(), "");
-    let config = std::fs::read_to_string(federation.config_path("senamhi")).unwrap();
-    std::fs::write(
-        federation.config_path("senamhi"),
-        config.replace(
-            "[keys]\n",
-            "[keys]\nprevious_signing_key_files = [\"senamhi-old.key\"]\n",
-        ),
-    )
-    .unwrap();
 
     let [senamhi, oefa] = federation.start_all().await;
     let (mut origin, mut destination) = (senamhi.client.clone(), oefa.client.clone());
@@ -326,6 +415,111 @@ async fn a_key_rotation_mid_flight_still_delivers() {
     .await;
     senamhi.shutdown().await;
     oefa.shutdown().await;
+}
+
+/// A filing delivered senamhi → oefa, its receipt signed with oefa's first
+/// key; then oefa's key is rotated through the signed directory, the old key
+/// retired there and then; then oefa forwards the filing to minam. minam
+/// verifies the receipt the forward carries with the key oefa had when it
+/// signed, so the forward is delivered, and the chain verifies at every node
+/// holding it, its first receipt still under oefa's old key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filing_receipted_before_a_key_rotation_is_forwarded_after_it_and_its_chain_verifies() {
+    let federation = Federation::new("rotation-chain", &["senamhi", "oefa", "minam"]);
+    let [senamhi, oefa, mut minam] = federation.start_all().await;
+    let mut origin = senamhi.client.clone();
+    let filed = deliver_sample(&mut origin, "oefa").await;
+    let code = filed.tracking_code.clone();
+    // Everything oefa signed with its first key is out and applied.
+    settled(&federation, &["senamhi", "oefa", "minam"]).await;
+    let tracking = format!("{}.tracking", federation.prefix);
+    for id in ["senamhi", "oefa", "minam"] {
+        caught_up(&federation, id, &tracking).await;
+    }
+    oefa.shutdown().await;
+
+    let old = federation
+        .rotate_key("oefa", 2, ecointegra_broker::now_ms())
+        .await;
+    let new = federation.identity("oefa");
+    for id in ["senamhi", "minam"] {
+        federation.directory_version(id, "oefa", 2).await;
+    }
+    let mut oefa = federation.start("oefa").await;
+    oefa.client
+        .receive_filing(ReceiveFilingRequest {
+            tracking_code: code.clone(),
+            action_id: "rec-1".into(),
+            registry_number: "OEFA-INT-0001".into(),
+            office: "Mesa de partes".into(),
+        })
+        .await
+        .unwrap();
+    oefa.client
+        .forward_filing(ForwardFilingRequest {
+            tracking_code: code.clone(),
+            action_id: "fwd-1".into(),
+            destination: "minam".into(),
+            note: "Competencia del ministerio".into(),
+        })
+        .await
+        .unwrap();
+    let at_minam = wait_for_filing(&mut minam.client, &code, "forwarded to minam", |f| {
+        f.status == FilingStatus::Delivered as i32 && f.direction == Direction::Inbound as i32
+    })
+    .await;
+    assert_eq!(at_minam.origin, "oefa");
+    assert_eq!(at_minam.documents[0].sha256, sample_doc().sha256_hex());
+
+    // The chain: hop 1 signed by oefa's retired key, hop 2 by minam.
+    let chain_at = async |client: &mut Client, hops: usize| {
+        eventually(
+            &format!("a chain of {hops} receipts"),
+            async || match client
+                .get_receipt_chain(GetReceiptRequest {
+                    tracking_code: code.clone(),
+                })
+                .await
+            {
+                Ok(chain) if chain.get_ref().receipts.len() == hops => Ok(chain.into_inner()),
+                other => Err(other.map(|c| c.into_inner().receipts.len())),
+            },
+        )
+        .await
+    };
+    for client in [&mut minam.client, &mut oefa.client] {
+        let chain = chain_at(client, 2).await;
+        assert!(chain.verified, "the chain across the rotation verifies");
+        let first = Envelope::decode(chain.receipts[0].as_slice()).unwrap();
+        assert_eq!(first.sender, "oefa");
+        ecointegra_broker::envelope::verify_signature(&first, &old.public_key())
+            .expect("hop 1 is signed with oefa's old key");
+        assert!(ecointegra_broker::envelope::verify_signature(&first, &new.public_key()).is_err());
+    }
+    // senamhi's copy of the first receipt still verifies, with the old key.
+    let chain = chain_at(&mut origin, 1).await;
+    assert!(chain.verified);
+    let receipt = origin
+        .get_receipt(GetReceiptRequest {
+            tracking_code: code.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(receipt.verified, "{receipt:?}");
+    assert_eq!(receipt.signer_public_key, old.public_key().as_bytes());
+    settled(&federation, &["oefa", "minam"]).await;
+    assert_eq!(
+        count_rows(
+            &federation.store_path("minam"),
+            "SELECT COUNT(*) FROM dead_letters"
+        ),
+        0,
+        "minam dead-lettered nothing"
+    );
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+    minam.shutdown().await;
 }
 
 /// A test CA and certificates it issues (rcgen).

@@ -5,7 +5,7 @@
 use super::open::Opened;
 use super::{Consumers, Stop};
 use crate::error::Result;
-use crate::store::{self, DocumentRow, Position, ReceiptRow};
+use crate::store::{self, DocumentRow, NewFiling, Position, ReceiptRow};
 use ecointegra_broker::directory::Directory;
 use ecointegra_broker::envelope::Rejection;
 use ecointegra_proto::v1::{Direction, DocumentDigest, Envelope, FilingStatus, Notice, Receipt};
@@ -117,14 +117,16 @@ impl Batch<'_> {
                 ),
             ));
         };
-        if filing.destination != envelope.sender || receipt.receiving_institution != envelope.sender
-        {
+        // Anything else leaves the filing as it was, awaiting its receipt.
+        if let Err(problem) = receipt_fits(
+            &receipt,
+            &filing,
+            &envelope.sender,
+            self.cx.trust.institution(),
+        ) {
             return Err(reject(
                 "receipt",
-                format!(
-                    "receipt for transfer {} signed by {}, but it was sent to {}",
-                    receipt.transfer_id, envelope.sender, filing.destination
-                ),
+                format!("receipt for transfer {}: {problem}", receipt.transfer_id),
             ));
         }
         if let Err(problem) = digests_match(&receipt.documents, &filing.documents) {
@@ -195,6 +197,87 @@ impl Batch<'_> {
     }
 }
 
+/// Is `receipt`, signed by `signer`, the receipt of the transfer this
+/// institution (`me`) sent as `filing`? Each check names what differs. (That
+/// the transfer is one this institution sent, and the documents' digests,
+/// are checked beside it.)
+pub fn receipt_fits(
+    receipt: &Receipt,
+    filing: &NewFiling,
+    signer: &str,
+    me: &str,
+) -> Result<(), String> {
+    signed_by_destination(receipt, filing, signer)?;
+    from_us(receipt, me)?;
+    same_tracking_code(receipt, filing)?;
+    same_hop(receipt, filing)?;
+    same_previous_receipt(receipt, filing)
+}
+
+/// Only the transfer's destination signs its receipt, as its receiver.
+fn signed_by_destination(
+    receipt: &Receipt,
+    filing: &NewFiling,
+    signer: &str,
+) -> Result<(), String> {
+    if signer != filing.destination {
+        return Err(format!(
+            "signed by {signer}, but the transfer was sent to {}",
+            filing.destination
+        ));
+    }
+    if receipt.receiving_institution != signer {
+        return Err(format!(
+            "names {} as receiver, but {signer} signed it",
+            receipt.receiving_institution
+        ));
+    }
+    Ok(())
+}
+
+fn from_us(receipt: &Receipt, me: &str) -> Result<(), String> {
+    if receipt.origin != me {
+        return Err(format!(
+            "names {} as origin, but {me} sent the transfer",
+            receipt.origin
+        ));
+    }
+    Ok(())
+}
+
+fn same_tracking_code(receipt: &Receipt, filing: &NewFiling) -> Result<(), String> {
+    if receipt.tracking_code != filing.tracking_code {
+        return Err(format!(
+            "names tracking code {}, but the transfer carried {}",
+            receipt.tracking_code, filing.tracking_code
+        ));
+    }
+    Ok(())
+}
+
+fn same_hop(receipt: &Receipt, filing: &NewFiling) -> Result<(), String> {
+    if receipt.hop != filing.hop {
+        return Err(format!(
+            "names hop {}, but the transfer was hop {}",
+            receipt.hop, filing.hop
+        ));
+    }
+    Ok(())
+}
+
+/// The receipt chains onto the receipt the transfer named as the previous
+/// one (none for a filing's first hop).
+fn same_previous_receipt(receipt: &Receipt, filing: &NewFiling) -> Result<(), String> {
+    if receipt.previous_receipt_sha256 != filing.previous_receipt_sha256 {
+        return Err(format!(
+            "names previous receipt {:?}, but the transfer named {:?}",
+            hex::encode(&receipt.previous_receipt_sha256),
+            hex::encode(&filing.previous_receipt_sha256)
+        ));
+    }
+    Ok(())
+}
+
 /// Do the receipt's digests name exactly the documents we hold?
 pub fn digests_match(receipt: &[DocumentDigest], ours: &[DocumentRow]) -> Result<(), String> {
     if receipt.len() != ours.len() {
@@ -217,4 +300,71 @@ pub fn digests_match(receipt: &[DocumentDigest], ours: &[DocumentRow]) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// senamhi's forward of a filing to oefa, as senamhi's store holds it.
+    fn sent() -> NewFiling {
+        NewFiling {
+            tracking_code: "SENAMHI-2026-0123ABCD".into(),
+            transfer_id: "ab".repeat(16),
+            direction: Direction::Outbound,
+            origin: "senamhi".into(),
+            destination: "oefa".into(),
+            hop: 2,
+            previous_receipt_sha256: vec![7; 32],
+            ..Default::default()
+        }
+    }
+
+    fn receipt() -> Receipt {
+        Receipt {
+            transfer_id: "ab".repeat(16),
+            tracking_code: "SENAMHI-2026-0123ABCD".into(),
+            receiving_institution: "oefa".into(),
+            origin: "senamhi".into(),
+            hop: 2,
+            previous_receipt_sha256: vec![7; 32],
+            ..Default::default()
+        }
+    }
+
+    fn refused(edit: impl Fn(&mut Receipt), signer: &str) -> String {
+        let mut r = receipt();
+        edit(&mut r);
+        receipt_fits(&r, &sent(), signer, "senamhi").unwrap_err()
+    }
+
+    #[test]
+    fn the_receipt_of_the_transfer_sent_fits() {
+        assert_eq!(receipt_fits(&receipt(), &sent(), "oefa", "senamhi"), Ok(()));
+    }
+
+    #[test]
+    fn a_receipt_that_differs_from_the_transfer_sent_is_refused_naming_what_differs() {
+        let why = refused(|r| r.receiving_institution = "minam".into(), "minam");
+        assert_eq!(why, "signed by minam, but the transfer was sent to oefa");
+        let why = refused(|r| r.receiving_institution = "minam".into(), "oefa");
+        assert_eq!(why, "names minam as receiver, but oefa signed it");
+        let why = refused(|r| r.origin = "minam".into(), "oefa");
+        assert_eq!(why, "names minam as origin, but senamhi sent the transfer");
+        let why = refused(|r| r.tracking_code = "SENAMHI-2026-FFFFFFFF".into(), "oefa");
+        assert_eq!(
+            why,
+            "names tracking code SENAMHI-2026-FFFFFFFF, but the transfer carried SENAMHI-2026-0123ABCD"
+        );
+        let why = refused(|r| r.hop = 1, "oefa");
+        assert_eq!(why, "names hop 1, but the transfer was hop 2");
+        let why = refused(|r| r.previous_receipt_sha256 = vec![8; 32], "oefa");
+        assert!(
+            why.starts_with("names previous receipt \"0808")
+                && why.contains("but the transfer named \"0707"),
+            "{why}"
+        );
+        let why = refused(|r| r.previous_receipt_sha256.clear(), "oefa");
+        assert!(why.starts_with("names previous receipt \"\""), "{why}");
+    }
 }

@@ -1,9 +1,9 @@
 //! Property-based fuzzing of every decoder of what arrives from the wire
-//! (envelope, chunk, manifest, receipt, notice, tracking event, directory
-//! entry), on stable Rust, bounded: 100,000 inputs each, mutated from valid
-//! encodings (bytes flipped, cut, inserted, repeated) and plain noise, each
-//! decoded and, when it decodes, checked as a consumer checks it. The
-//! property: no input makes a decoder or a check panic.
+//! (envelope, chunk, manifest, receipt, sealed receipt, notice, tracking
+//! event, directory entry), on stable Rust, bounded: 100,000 inputs each,
+//! mutated from valid encodings (bytes flipped, cut, inserted, repeated) and
+//! plain noise, each decoded and, when it decodes, checked as a consumer
+//! checks it. The property: no input makes a decoder or a check panic.
 
 use super::open::{Opened, open};
 use super::{Feed, check_for_fuzzing};
@@ -254,4 +254,38 @@ fn envelopes_directory_entries_and_receipt_chains_never_panic() {
     run(&chain, 8, |b| {
         let _ = crate::lifecycle::custody::verify_chain(&[b.to_vec()], &directory);
     });
+
+    // A sealed receipt: the signed receipt it carries, mutated once opened.
+    let receipt = Receipt {
+        transfer_id: "ab".repeat(16),
+        tracking_code: "OEFA-2026-0123ABCD".into(),
+        receiving_institution: "senamhi".into(),
+        documents: vec![digest()],
+        origin: "oefa".into(),
+        hop: 1,
+        ..Default::default()
+    };
+    let id = format!("{}/receipt", "ab".repeat(16));
+    let inner = sealer
+        .seal(
+            id.clone(),
+            MessageType::Receipt,
+            "oefa",
+            receipt.encode_to_vec(),
+        )
+        .encode_to_vec();
+    let outer = sealer
+        .seal_encrypted(id, MessageType::SealedReceipt, "oefa", &key, &inner)
+        .unwrap();
+    assert!(matches!(
+        open(&trust, Feed::Inbox, &outer.encode_to_vec()),
+        Ok(Opened::Receipt { .. })
+    ));
+    let mut opened = 0;
+    run(&[inner], 9, |b| {
+        if check_for_fuzzing::receipt_inside(&outer, b, &directory).is_ok() {
+            opened += 1;
+        }
+    });
+    assert!(opened < INPUTS);
 }

@@ -101,14 +101,26 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
                 digests: HashMap::new(),
             })
         }
-        Ok(MessageType::Receipt) => {
-            let receipt: Receipt = envelope::payload(&envelope)?;
+        Ok(MessageType::SealedReceipt) => {
+            // The signed receipt itself, byte for byte: what is stored and
+            // chained by its SHA-256.
+            let raw = envelope::decrypt_payload(&envelope, &trust.keyring)?;
+            let receipt = receipt_inside(&envelope, &raw, &directory)
+                .map_err(|p| Rejection::new("receipt", p).about(&envelope))?;
             Ok(Opened::Receipt {
                 envelope,
                 receipt,
-                raw: value.to_vec(),
+                raw,
             })
         }
+        Ok(MessageType::Receipt) => Err(Rejection::new(
+            "type",
+            format!(
+                "receipt {} arrived in clear: receipts travel encrypted for their origin (SEALED_RECEIPT)",
+                envelope.message_id
+            ),
+        )
+        .about(&envelope)),
         Ok(MessageType::Notice) => {
             let notice: Notice = envelope::open_payload(&envelope, &trust.keyring)?;
             Ok(Opened::Notice { envelope, notice })
@@ -122,6 +134,40 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
         )
         .about(&envelope)),
     }
+}
+
+/// The signed receipt a sealed receipt carries, verified as anyone holding
+/// it would verify it ([`crate::lifecycle::custody::verify_receipt`]: signed
+/// by its receiver with a key in force when it signed), and the same message
+/// as the envelope that carried it: same signer, same recipient, same id.
+pub(crate) fn receipt_inside(
+    outer: &Envelope,
+    inner: &[u8],
+    directory: &ecointegra_broker::directory::Directory,
+) -> Result<Receipt, String> {
+    let signed = crate::lifecycle::custody::verify_receipt(inner, directory)
+        .map_err(|e| format!("the receipt {} carries: {e}", outer.message_id))?;
+    same_message(outer, &signed.envelope)?;
+    Ok(signed.receipt)
+}
+
+/// Does the signed receipt name the sender, recipient and id of the
+/// envelope that carried it?
+fn same_message(outer: &Envelope, inner: &Envelope) -> Result<(), String> {
+    for (what, carried, carrier) in [
+        ("signer", &inner.sender, &outer.sender),
+        ("recipient", &inner.recipient, &outer.recipient),
+        ("message id", &inner.message_id, &outer.message_id),
+    ] {
+        if carried != carrier {
+            return Err(format!(
+                "the receipt inside names {what} {:?}, the envelope carrying it {:?}",
+                short(carried),
+                short(carrier)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every identifier and bound of an opened record, checked before anything
@@ -337,7 +383,7 @@ pub(crate) fn check_event(event: &TrackingEvent) -> Result<(), String> {
 pub(crate) mod checks {
     pub(crate) use super::{
         check_chunk as chunk, check_event as event, check_manifest as manifest,
-        check_notice as notice, check_receipt as receipt,
+        check_notice as notice, check_receipt as receipt, receipt_inside,
     };
 }
 
@@ -457,6 +503,133 @@ mod tests {
         let c = chunk(b"data", b"data");
         let elsewhere = sealed_chunk(&s, "minam", &c);
         assert_eq!(refused(&elsewhere).code, "recipient");
+    }
+
+    fn receipt() -> Receipt {
+        Receipt {
+            transfer_id: "ab".repeat(16),
+            tracking_code: "OEFA-2026-0123ABCD".into(),
+            receiving_institution: "senamhi".into(),
+            registry_number: "SENAMHI-2026-000001".into(),
+            origin: "oefa".into(),
+            hop: 1,
+            ..Default::default()
+        }
+    }
+
+    /// `receipt` signed by `sealer` for oefa, as it is stored.
+    fn signed(sealer: &Sealer, receipt: &Receipt) -> Envelope {
+        sealer.seal(
+            format!("{}/receipt", receipt.transfer_id),
+            MessageType::Receipt,
+            "oefa",
+            receipt.encode_to_vec(),
+        )
+    }
+
+    /// A signed receipt as senamhi's relay sends it: encrypted for oefa.
+    fn sealed(s: &Sector, inner: &[u8], id: &str) -> Vec<u8> {
+        s.senamhi
+            .seal_encrypted(
+                id.into(),
+                MessageType::SealedReceipt,
+                "oefa",
+                &s.oefa_key,
+                inner,
+            )
+            .unwrap()
+            .encode_to_vec()
+    }
+
+    #[test]
+    fn a_sealed_receipt_opens_to_the_signed_receipt_byte_for_byte() {
+        let s = sector();
+        let inner = signed(&s.senamhi, &receipt()).encode_to_vec();
+        let id = format!("{}/receipt", "ab".repeat(16));
+        let wire = sealed(&s, &inner, &id);
+        assert!(
+            !wire.windows(19).any(|w| w == b"SENAMHI-2026-000001"),
+            "the registry number travels encrypted"
+        );
+        let Opened::Receipt {
+            envelope,
+            receipt: opened,
+            raw,
+        } = open(&s.oefa, Feed::Inbox, &wire).unwrap()
+        else {
+            panic!("not a receipt")
+        };
+        assert_eq!(envelope.sender, "senamhi");
+        assert_eq!(
+            raw, inner,
+            "what is stored and chained is the signed receipt"
+        );
+        assert_eq!(opened, receipt());
+    }
+
+    #[test]
+    fn a_receipt_in_clear_or_not_matching_its_carrier_is_refused() {
+        let s = sector();
+        let refused = |value: &[u8]| match open(&s.oefa, Feed::Inbox, value) {
+            Err(rejection) => rejection,
+            Ok(_) => panic!("opened"),
+        };
+        let id = format!("{}/receipt", "ab".repeat(16));
+        let clear = signed(&s.senamhi, &receipt()).encode_to_vec();
+        let rejection = refused(&clear);
+        assert_eq!(rejection.code, "type");
+        assert!(
+            rejection.reason.contains("arrived in clear"),
+            "{rejection:?}"
+        );
+
+        // The receipt inside is signed with a key senamhi never had.
+        let forged = Sealer::new("senamhi", SigningIdentity::generate());
+        let rejection = refused(&sealed(
+            &s,
+            &signed(&forged, &receipt()).encode_to_vec(),
+            &id,
+        ));
+        assert_eq!(rejection.code, "receipt");
+        assert!(
+            rejection
+                .reason
+                .contains("does not verify against any key of senamhi"),
+            "{rejection:?}"
+        );
+        // A receipt not the carrier's own message: signed by another, for
+        // another recipient, under another id.
+        let by_oefa = {
+            let mut r = receipt();
+            r.receiving_institution = "oefa".into();
+            signed(&s.oefa.sealer, &r).encode_to_vec()
+        };
+        let elsewhere = s
+            .senamhi
+            .seal(
+                format!("{}/receipt", "ab".repeat(16)),
+                MessageType::Receipt,
+                "minam",
+                receipt().encode_to_vec(),
+            )
+            .encode_to_vec();
+        for (inner, id, differs) in [
+            (&by_oefa, id.clone(), "signer \"oefa\""),
+            (&elsewhere, id.clone(), "recipient \"minam\""),
+            (&clear, format!("{}/receipt", "cd".repeat(16)), "message id"),
+        ] {
+            let rejection = refused(&sealed(&s, inner, &id));
+            assert_eq!(rejection.code, "receipt", "{rejection:?}");
+            assert!(
+                rejection
+                    .reason
+                    .contains(&format!("the receipt inside names {differs}")),
+                "{rejection:?}"
+            );
+        }
+        // Not a signed receipt at all.
+        let rejection = refused(&sealed(&s, b"\xff\xff", &id));
+        assert_eq!(rejection.code, "receipt");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use crate::lifecycle::deadlines::{Calendar, Day};
 use crate::lifecycle::workflow::Action;
 use crate::store::{DocumentRow, FilingRow};
 use crate::submit::DocPart;
-use ecointegra_broker::envelope;
 use ecointegra_proto::v1::filing_service_server::FilingService;
 use ecointegra_proto::v1::{
     AnswerFilingRequest, ArchiveFilingRequest, DueFiling, ForwardFilingRequest,
@@ -275,10 +274,16 @@ impl FilingService for FilingApi {
             source: std::io::Error::other(e),
         })?;
         let directory = self.services.desk.trust.directory();
-        let signer_key = directory.get(&stored.signer).map(|i| i.signing_key);
-        let verified = signer_key
-            .is_some_and(|key| envelope::verify_signature(&sealed, &key).is_ok())
+        // Verified with the key its signer had in force when it signed, which
+        // a later key rotation may have retired: that is the key returned.
+        let checked = crate::lifecycle::custody::verify_receipt(&stored.envelope, &directory)
+            .ok()
+            .filter(|checked| checked.envelope.sender == stored.signer);
+        let verified = checked.is_some()
             && crate::consume::apply::digests_match(&receipt.documents, &filing.documents).is_ok();
+        let signer_key = checked
+            .map(|c| c.key)
+            .or_else(|| directory.get(&stored.signer).map(|i| i.signing_key));
         Ok(Response::new(GetReceiptResponse {
             receipt: Some(receipt),
             signed_envelope: stored.envelope,

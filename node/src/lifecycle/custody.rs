@@ -1,37 +1,102 @@
 //! The chain of custody: every hop's signed receipt names the SHA-256 of the
 //! previous hop's receipt, so the chain verifies end to end.
+//!
+//! A receipt is verified with the keys its signer had in force when it
+//! signed (the time under its signature): a key rotation leaves the receipts
+//! signed before it verifiable for good, and a retired key signs nothing new.
 
 use ecointegra_broker::directory::Directory;
 use ecointegra_broker::envelope;
-use ecointegra_proto::v1::{Envelope, Receipt};
+use ecointegra_proto::v1::{Envelope, MessageType, Receipt};
+use ed25519_dalek::VerifyingKey;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-/// Verifies signed receipt envelopes given in hop order: each signature against
-/// the directory, each receipt signed by the institution that received, and
-/// each naming the digest of the one before it. Returns the receipts.
+/// A signed receipt that verified.
+#[derive(Debug, Clone)]
+pub struct SignedReceipt {
+    pub envelope: Envelope,
+    pub receipt: Receipt,
+    /// The signer's key that verified it: its current key, or one it retired
+    /// after signing.
+    pub key: VerifyingKey,
+}
+
+/// Verifies one signed receipt envelope, as anyone who holds it can: a
+/// RECEIPT envelope, signed by the institution it names as receiver, with a
+/// key that institution had in force when it signed.
+pub fn verify_receipt(bytes: &[u8], directory: &Directory) -> Result<SignedReceipt, String> {
+    let envelope = Envelope::decode(bytes).map_err(|e| format!("it is not an envelope: {e}"))?;
+    if envelope.message_type != MessageType::Receipt as i32 {
+        return Err(format!(
+            "{} is a message of type {}, not a receipt",
+            envelope.message_id, envelope.message_type
+        ));
+    }
+    let receipt = Receipt::decode(envelope.payload.as_slice())
+        .map_err(|e| format!("it is unreadable: {e}"))?;
+    let key = key_in_force(&envelope, &receipt, directory)?;
+    if receipt.receiving_institution != envelope.sender {
+        return Err(format!(
+            "it names {} as receiver but is signed by {}",
+            receipt.receiving_institution, envelope.sender
+        ));
+    }
+    Ok(SignedReceipt {
+        envelope,
+        receipt,
+        key,
+    })
+}
+
+/// When a receipt was signed, as its signature vouches: the later of its
+/// envelope's time and the receipt's own.
+pub fn signed_at(envelope: &Envelope, receipt: &Receipt) -> i64 {
+    envelope.created_at_ms.max(receipt.received_at_ms)
+}
+
+/// The signer's key that verifies the receipt among those it had in force
+/// when it signed; a key retired before then verifies nothing.
+fn key_in_force(
+    envelope: &Envelope,
+    receipt: &Receipt,
+    directory: &Directory,
+) -> Result<VerifyingKey, String> {
+    let signer = directory.get(&envelope.sender).ok_or_else(|| {
+        format!(
+            "it is signed by {}, who is not in the directory",
+            envelope.sender
+        )
+    })?;
+    let verifies = |key: &VerifyingKey| envelope::verify_signature(envelope, key).is_ok();
+    let at = signed_at(envelope, receipt);
+    if let Some(key) = signer.signing_keys_at(at).find(|key| verifies(key)) {
+        return Ok(*key);
+    }
+    match signer.retired_keys.iter().find(|(key, _)| verifies(key)) {
+        Some((_, until)) => Err(format!(
+            "it is signed at {} with a key {} retired at {}",
+            crate::ids::format_utc(at),
+            envelope.sender,
+            crate::ids::format_utc(*until)
+        )),
+        None => Err(format!(
+            "its signature does not verify against any key of {}",
+            envelope.sender
+        )),
+    }
+}
+
+/// Verifies signed receipt envelopes given in hop order: each one by
+/// [`verify_receipt`], and each naming the digest of the one before it.
+/// Returns the receipts.
 pub fn verify_chain(envelopes: &[Vec<u8>], directory: &Directory) -> Result<Vec<Receipt>, String> {
     let mut receipts = Vec::with_capacity(envelopes.len());
     let mut previous: Vec<u8> = Vec::new();
     for (i, bytes) in envelopes.iter().enumerate() {
-        let sealed = Envelope::decode(bytes.as_slice())
-            .map_err(|e| format!("receipt {i} is not an envelope: {e}"))?;
-        let signer = directory.get(&sealed.sender).ok_or_else(|| {
-            format!(
-                "receipt {i} is signed by {}, who is not in the directory",
-                sealed.sender
-            )
-        })?;
-        envelope::verify_signature(&sealed, &signer.signing_key)
-            .map_err(|e| format!("receipt {i}: {e}"))?;
-        let receipt = Receipt::decode(sealed.payload.as_slice())
-            .map_err(|e| format!("receipt {i} is unreadable: {e}"))?;
-        if receipt.receiving_institution != sealed.sender {
-            return Err(format!(
-                "receipt {i} names {} as receiver but is signed by {}",
-                receipt.receiving_institution, sealed.sender
-            ));
-        }
+        let receipt = verify_receipt(bytes, directory)
+            .map_err(|e| format!("receipt {i}: {e}"))?
+            .receipt;
         if receipt.previous_receipt_sha256 != previous {
             return Err(format!(
                 "receipt {i} (hop {}) names previous digest {:?}, but the previous receipt's is {:?}",
@@ -160,7 +225,10 @@ pub fn may_send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ecointegra_proto::v1::{Transfer, TransferKind};
+    use ecointegra_broker::directory::entry_for;
+    use ecointegra_broker::envelope::Sealer;
+    use ecointegra_broker::keys::SigningIdentity;
+    use ecointegra_proto::v1::{RetiredKey, Transfer, TransferKind};
 
     const CODE: &str = "SENAMHI-2026-0123ABCD";
 
@@ -226,5 +294,154 @@ mod tests {
         assert!(may_send(&forward, &foreign, "oefa").is_err());
         let gap = [receipt(2, "senamhi", "oefa", "t1")];
         assert!(may_send(&forward, &gap, "oefa").is_err());
+    }
+
+    /// A sector where oefa rotated its signing key: `old` retired at
+    /// `retired_at_ms`, `new` current.
+    struct Rotated {
+        directory: Directory,
+        old: SigningIdentity,
+        new: SigningIdentity,
+        minam: SigningIdentity,
+    }
+
+    fn rotated(retired_at_ms: i64) -> Rotated {
+        let (old, new, minam) = (
+            SigningIdentity::generate(),
+            SigningIdentity::generate(),
+            SigningIdentity::generate(),
+        );
+        let mut directory = Directory::default();
+        let mut oefa = entry_for("oefa", "OEFA", &new, 2);
+        oefa.retired_signing_keys.push(RetiredKey {
+            signing_key: old.public_key().as_bytes().to_vec(),
+            accept_until_ms: retired_at_ms,
+        });
+        directory.insert(&oefa).unwrap();
+        directory
+            .insert(&entry_for("minam", "MINAM", &minam, 1))
+            .unwrap();
+        Rotated {
+            directory,
+            old,
+            new,
+            minam,
+        }
+    }
+
+    /// `receipt` signed by `identity`, its envelope dated `at_ms`.
+    fn signed(identity: &SigningIdentity, receipt: &Receipt, at_ms: i64) -> Vec<u8> {
+        let mut sealed = Sealer::new(receipt.receiving_institution.clone(), identity.clone()).seal(
+            format!("{}/receipt", receipt.transfer_id),
+            MessageType::Receipt,
+            &receipt.origin,
+            receipt.encode_to_vec(),
+        );
+        sealed.created_at_ms = at_ms;
+        sealed.signature = identity.sign(&envelope::canonical_bytes(&sealed)).to_vec();
+        sealed.encode_to_vec()
+    }
+
+    fn at(mut receipt: Receipt, received_at_ms: i64) -> Receipt {
+        receipt.received_at_ms = received_at_ms;
+        receipt
+    }
+
+    const ROTATION: i64 = 1_780_000_000_000;
+
+    #[test]
+    fn a_retired_key_verifies_what_it_signed_before_its_retirement() {
+        let s = rotated(ROTATION);
+        let hop1 = receipt(1, "senamhi", "oefa", "t1");
+        let before = signed(
+            &s.old,
+            &at(hop1.clone(), ROTATION - 60_000),
+            ROTATION - 60_000,
+        );
+        let verified = verify_receipt(&before, &s.directory).unwrap();
+        assert_eq!(
+            verified.key,
+            s.old.public_key(),
+            "the retired key verified it"
+        );
+        assert!(verify_chain(&[before], &s.directory).is_ok());
+        // Signed at the very time of retirement: still in force.
+        let last = signed(&s.old, &at(hop1.clone(), ROTATION), ROTATION);
+        assert!(verify_receipt(&last, &s.directory).is_ok());
+        // The current key verifies whatever the time.
+        let by_new = signed(&s.new, &at(hop1, ROTATION + 60_000), ROTATION + 60_000);
+        assert_eq!(
+            verify_receipt(&by_new, &s.directory).unwrap().key,
+            s.new.public_key()
+        );
+    }
+
+    #[test]
+    fn a_retired_key_verifies_nothing_signed_after_its_retirement() {
+        let s = rotated(ROTATION);
+        let hop1 = receipt(1, "senamhi", "oefa", "t1");
+        let after = signed(&s.old, &at(hop1.clone(), ROTATION + 1), ROTATION + 1);
+        let why = verify_receipt(&after, &s.directory).unwrap_err();
+        assert!(why.contains("with a key oefa retired at"), "{why}");
+        assert!(verify_chain(&[after], &s.directory).is_err());
+        // Both times are under the signature: backdating one is not enough.
+        let half = signed(&s.old, &at(hop1.clone(), ROTATION + 1), ROTATION - 60_000);
+        assert!(verify_receipt(&half, &s.directory).is_err());
+        let half = signed(&s.old, &at(hop1.clone(), ROTATION - 60_000), ROTATION + 1);
+        assert!(verify_receipt(&half, &s.directory).is_err());
+        // A key oefa never had verifies nothing at any time.
+        let stranger = signed(&SigningIdentity::generate(), &hop1, ROTATION - 60_000);
+        let why = verify_receipt(&stranger, &s.directory).unwrap_err();
+        assert!(
+            why.contains("does not verify against any key of oefa"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_chain_signed_across_a_rotation_verifies() {
+        let s = rotated(ROTATION);
+        let hop1 = signed(
+            &s.old,
+            &at(receipt(1, "senamhi", "oefa", "t1"), ROTATION - 60_000),
+            ROTATION - 60_000,
+        );
+        let mut second = at(receipt(2, "oefa", "minam", "t2"), ROTATION + 60_000);
+        second.previous_receipt_sha256 = Sha256::digest(&hop1).to_vec();
+        let hop2 = signed(&s.minam, &second, ROTATION + 60_000);
+        let chain = verify_chain(&[hop1.clone(), hop2.clone()], &s.directory).unwrap();
+        assert_eq!(chain.len(), 2);
+        // Had oefa retired the key before it signed hop 1, the chain breaks there.
+        let early = rotated(ROTATION - 120_000);
+        let why = verify_chain(&[hop1], &early.directory).unwrap_err();
+        assert!(why.starts_with("receipt 0:"), "{why}");
+    }
+
+    #[test]
+    fn only_a_receipt_signed_by_its_receiver_is_one() {
+        let s = rotated(ROTATION);
+        let hop1 = receipt(1, "senamhi", "oefa", "t1");
+        let mut notice = Sealer::new("oefa", s.new.clone()).seal(
+            "t1/receipt".into(),
+            MessageType::Notice,
+            "senamhi",
+            hop1.encode_to_vec(),
+        );
+        notice.signature = s.new.sign(&envelope::canonical_bytes(&notice)).to_vec();
+        let why = verify_receipt(&notice.encode_to_vec(), &s.directory).unwrap_err();
+        assert!(why.contains("not a receipt"), "{why}");
+        // minam signs a receipt naming oefa as receiver.
+        let mut claimed = Sealer::new("minam", s.minam.clone()).seal(
+            "t1/receipt".into(),
+            MessageType::Receipt,
+            "senamhi",
+            hop1.encode_to_vec(),
+        );
+        claimed.signature = s.minam.sign(&envelope::canonical_bytes(&claimed)).to_vec();
+        let why = verify_receipt(&claimed.encode_to_vec(), &s.directory).unwrap_err();
+        assert!(
+            why.contains("names oefa as receiver but is signed by minam"),
+            "{why}"
+        );
     }
 }

@@ -283,18 +283,20 @@ async fn publish_envelopes(relay: Arc<Relay>, batch: Vec<(OutboxRow, u32)>) -> D
 }
 
 async fn enqueue_envelope(relay: &Relay, row: &OutboxRow, traceparent: &str) -> Result<Pending> {
-    let bytes = row.envelope.as_deref().unwrap_or_default();
-    let envelope = Envelope::decode(bytes).map_err(|e| Error::Io {
+    let stored = row.envelope.as_deref().unwrap_or_default();
+    let envelope = Envelope::decode(stored).map_err(|e| Error::Io {
         context: "an outbox envelope is unreadable".into(),
         source: std::io::Error::other(e),
     })?;
+    let envelope = on_the_wire(relay, envelope, stored)?;
+    let bytes = envelope.encode_to_vec();
     let pending = relay
         .kafka
         .publisher
         .enqueue(
             &row.topic,
             &row.record_key,
-            bytes,
+            &bytes,
             &meta_of(&envelope),
             &[(crate::telemetry::trace::HEADER, traceparent)],
         )
@@ -302,6 +304,40 @@ async fn enqueue_envelope(relay: &Relay, row: &OutboxRow, traceparent: &str) -> 
     relay.metrics.produced(&row.topic, bytes.len());
     tracing::debug!(message_id = %envelope.message_id, topic = %row.topic, "Envelope published.");
     Ok(pending)
+}
+
+/// What goes on Kafka for a stored envelope. A receipt is kept signed in
+/// the clear, so anyone who holds it can verify it, but it names documents
+/// and a registry number: it travels encrypted for its recipient, byte for
+/// byte the payload of a SEALED_RECEIPT envelope (the first time, and every
+/// time it is sent again from the store). Everything else is stored as it
+/// travels: encrypted for a peer's inbox, or a tracking event every node reads.
+fn on_the_wire(relay: &Relay, envelope: Envelope, stored: &[u8]) -> Result<Envelope> {
+    if envelope.message_type != MessageType::Receipt as i32 {
+        return Ok(envelope);
+    }
+    let recipient = &envelope.recipient;
+    let key = relay
+        .trust
+        .directory()
+        .get(recipient)
+        .map(|i| i.encryption_key)
+        .ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "{recipient} is not in the directory; its receipt waits"
+            ))
+        })?;
+    relay
+        .trust
+        .sealer
+        .seal_encrypted(
+            envelope.message_id.clone(),
+            MessageType::SealedReceipt,
+            recipient,
+            &key,
+            stored,
+        )
+        .map_err(|e| Error::FailedPrecondition(format!("cannot encrypt for {recipient}: {e}")))
 }
 
 fn meta_of(envelope: &Envelope) -> RecordMeta<'_> {
