@@ -111,8 +111,8 @@ pub fn sector_acls(topics: &Topics, directory: &Directory, now_ms: i64) -> BTree
 #[derive(Debug, Default)]
 pub struct Changes {
     pub create_topics: Vec<TopicPlan>,
-    /// Per topic, settings that fall short: key, value held, value wanted.
-    pub alter_topics: Vec<(String, Vec<(&'static str, String, String)>)>,
+    /// Per topic, the settings that fall short.
+    pub alter_topics: Vec<(String, Vec<SettingChange>)>,
     /// Institutions without a SCRAM-SHA-512 user.
     pub create_users: Vec<String>,
     pub add_acls: Vec<AclBinding>,
@@ -131,6 +131,14 @@ impl Changes {
             && self.add_acls.is_empty()
             && self.remove_acls.is_empty()
     }
+}
+
+/// A topic setting that falls short: the value held and the value wanted.
+#[derive(Debug, Clone)]
+pub struct SettingChange {
+    pub key: &'static str,
+    pub have: String,
+    pub want: String,
 }
 
 /// The sector as the directory describes it.
@@ -171,7 +179,7 @@ pub async fn survey(
     let mut changes = Changes::default();
 
     let plans = topics::sector_plans(sector.topics, &ids, sector.spec);
-    let mut alter: BTreeMap<String, Vec<(&'static str, String, String)>> = BTreeMap::new();
+    let mut alter: BTreeMap<String, Vec<SettingChange>> = BTreeMap::new();
     for shortfall in topics::shortfalls(admin, &plans, timeout).await? {
         match shortfall {
             Shortfall::Missing { topic } => changes
@@ -182,7 +190,10 @@ pub async fn survey(
                 key,
                 have,
                 want,
-            } => alter.entry(topic).or_default().push((key, have, want)),
+            } => alter
+                .entry(topic)
+                .or_default()
+                .push(SettingChange { key, have, want }),
             other => changes.problems.push(other.to_string()),
         }
     }
@@ -247,10 +258,8 @@ pub async fn apply(
     topics::create_missing(admin, &changes.create_topics).await?;
     for (topic, settings) in &changes.alter_topics {
         let topic = topic.clone();
-        let settings: Vec<(&'static str, String)> = settings
-            .iter()
-            .map(|(k, _, want)| (*k, want.clone()))
-            .collect();
+        let settings: Vec<(&'static str, String)> =
+            settings.iter().map(|s| (s.key, s.want.clone())).collect();
         blocking(admin, move |admin| {
             let settings: Vec<(&str, &str)> =
                 settings.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -288,43 +288,47 @@ fn consume_one(config: &ClientConfig, group: &str, topic: &str) -> Result<Vec<u8
     Err(KafkaError::Canceled)
 }
 
-/// Commits offset 0 of `topic`'s partition 0 for `group`: `Ok` if Kafka
-/// refused with the group authorisation error (reported by the commit, or by
-/// the coordinator look-up before it), else `Err` with what happened.
-fn commit_for(config: &ClientConfig, group: &str, topic: &str) -> Result<(), String> {
+/// Commits offset 0 of `topic`'s partition 0 for `group`, without joining
+/// it. A refusal shows in the commit, or as the error of the coordinator
+/// look-up before it (the commit then only says it is waiting for one).
+fn commit_for(config: &ClientConfig, group: &str, topic: &str) -> Result<(), KafkaError> {
     let consumer: BaseConsumer = config.clone().set("group.id", group).create().unwrap();
     let mut offsets = TopicPartitionList::new();
     offsets
         .add_partition_offset(topic, 0, Offset::Offset(0))
         .unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        let committed = consumer.commit(&offsets, CommitMode::Sync);
-        if refused_with(
-            committed.clone(),
-            RDKafkaErrorCode::GroupAuthorizationFailed,
-        )
-        .is_ok()
-        {
-            return Ok(());
-        }
-        if committed.is_ok() {
-            return Err("the commit succeeded".into());
-        }
-        seen.push(format!("commit: {committed:?}"));
-        if let Some(Err(error)) = consumer.poll(Duration::from_millis(500)) {
-            if code(&error) == Some(RDKafkaErrorCode::GroupAuthorizationFailed) {
-                return Ok(());
-            }
-            seen.push(format!("poll: {error}"));
-        }
+    let committed = consumer.commit(&offsets, CommitMode::Sync);
+    if committed.is_err()
+        && let Some(Err(error)) = consumer.poll(Duration::from_millis(500))
+    {
+        return Err(error);
     }
-    Err(seen.join("; "))
+    committed
 }
 
-/// The ACL error of a client operation, as `Err(what happened)` otherwise, so
-/// that [`eventually`] reports it.
+/// Tries `attempt` until Kafka refuses it with `expected` (another error, a
+/// broker not ready, is tried again for up to a minute); panics at once if it
+/// is allowed.
+async fn refused<T: std::fmt::Debug>(
+    what: &str,
+    expected: RDKafkaErrorCode,
+    mut attempt: impl AsyncFnMut() -> Result<T, KafkaError>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match attempt().await {
+            Ok(value) => panic!("{what} was allowed: {value:?}"),
+            Err(e) if code(&e) == Some(expected) => return,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{what}: expected {expected:?}, but the last error was {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// `Ok` if a client operation was refused with `expected`, else `Err(what
+/// happened)` for [`soon`] to report.
 fn refused_with<T: std::fmt::Debug>(
     result: Result<T, KafkaError>,
     expected: RDKafkaErrorCode,
@@ -430,24 +434,31 @@ async fn secure_an_institution_may_do_its_own_work_and_nothing_else() {
     .await;
     let [_, _, b_group] = sector::consumer_groups(&topics, b);
     let [_, _, c_group] = sector::consumer_groups(&topics, c);
-    let read = tokio::task::block_in_place(|| consume_one(&as_b, &b_group, &topics.inbox(b)));
-    assert_eq!(read.unwrap(), b"secure-cluster test");
+    let read = eventually("b reads its own inbox", async || {
+        tokio::task::block_in_place(|| consume_one(&as_b, &b_group, &topics.inbox(b)))
+    })
+    .await;
+    assert_eq!(read, b"secure-cluster test");
 
     // Everything else is refused with the authorisation error.
-    tokio::task::block_in_place(|| {
-        refused_with(
-            consume_one(&as_b, &b_group, &topics.inbox(c)),
-            RDKafkaErrorCode::TopicAuthorizationFailed,
-        )
-    })
-    .expect("b reading c's inbox");
-    refused_with(
-        produce(&as_b, false, &topics.directory()).await,
+    refused(
+        "b reading c's inbox",
         RDKafkaErrorCode::TopicAuthorizationFailed,
+        async || tokio::task::block_in_place(|| consume_one(&as_b, &b_group, &topics.inbox(c))),
     )
-    .expect("b writing the directory");
-    tokio::task::block_in_place(|| commit_for(&as_b, &c_group, &topics.inbox(b)))
-        .expect("b committing offsets for c's group");
+    .await;
+    refused(
+        "b writing the directory",
+        RDKafkaErrorCode::TopicAuthorizationFailed,
+        async || produce(&as_b, false, &topics.directory()).await,
+    )
+    .await;
+    refused(
+        "b committing offsets for c's group",
+        RDKafkaErrorCode::GroupAuthorizationFailed,
+        async || tokio::task::block_in_place(|| commit_for(&as_b, &c_group, &topics.inbox(b))),
+    )
+    .await;
 
     let b_admin: AdminClient<DefaultClientContext> = as_b.create().unwrap();
     let options = AdminOptions::new().request_timeout(Some(TIMEOUT));
@@ -574,6 +585,8 @@ async fn secure_a_suspended_institution_writes_no_peer_inbox() {
     })
     .await;
     let [_, _, b_group] = sector::consumer_groups(&topics, b);
-    let read = tokio::task::block_in_place(|| consume_one(&as_b, &b_group, &topics.inbox(b)));
-    assert!(read.is_ok(), "{read:?}");
+    eventually("b, suspended, reads its own inbox", async || {
+        tokio::task::block_in_place(|| consume_one(&as_b, &b_group, &topics.inbox(b)))
+    })
+    .await;
 }

@@ -210,9 +210,15 @@ fn print_changes(changes: &Changes, given: &BTreeMap<String, String>) {
         );
     }
     for (topic, settings) in &changes.alter_topics {
-        for (key, have, want) in settings {
-            let have = if have.is_empty() { "(unset)" } else { have };
-            println!("set topic {topic}: {key} {have} -> {want}");
+        for setting in settings {
+            let have = match setting.have.as_str() {
+                "" => "(unset)",
+                have => have,
+            };
+            println!(
+                "set topic {topic}: {} {have} -> {}",
+                setting.key, setting.want
+            );
         }
     }
     for user in &changes.create_users {
