@@ -6,22 +6,36 @@
 #   that stop and restart the broker are skipped (they need this script's broker).
 # - Otherwise the dev broker (deploy/kafka/kafka.sh) is installed and started,
 #   and stopped at the end if this run started it.
+# - The secure-cluster tests (tests/tests/secure_cluster.rs, named secure_*)
+#   get a 3-broker secure cluster of their own (TLS, SASL/SCRAM, ACLs), started
+#   once, on other ports and another data directory, for them alone, then
+#   stopped. The other passes skip them; with KAFKA_BOOTSTRAP given they are
+#   skipped altogether.
 # Exits non-zero if anything failed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 kafka="$root/deploy/kafka/kafka.sh"
+given_bootstrap="${KAFKA_BOOTSTRAP:-}"
+# The secure cluster's place: away from the dev broker (9092) and from
+# deploy/kafka/secure-check.sh (9192).
+secure_env=(KAFKA_PORT="${ECOINTEGRA_SECURE_KAFKA_PORT:-9292}"
+  KAFKA_DATA_DIR="${TMPDIR:-/tmp}/ecointegra-tests-secure-kafka-$(id -u)"
+  KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx384m -Xms128m}")
 started_here=0
-if [[ -z "${KAFKA_BOOTSTRAP:-}" ]]; then
+secure_started=0
+cleanup() {
+  if [[ $secure_started -eq 1 ]]; then env "${secure_env[@]}" "$kafka" stop || true; fi
+  if [[ $started_here -eq 1 ]]; then "$kafka" stop || true; fi
+}
+trap cleanup EXIT
+if [[ -z "$given_bootstrap" ]]; then
   if ! "$kafka" status >/dev/null 2>&1; then
     started_here=1
   fi
   eval "$("$kafka" start)"
   export ECOINTEGRA_KAFKA_SCRIPT="$kafka"
-  if [[ $started_here -eq 1 ]]; then
-    trap '"$kafka" stop || true' EXIT
-  fi
 fi
 export KAFKA_BOOTSTRAP
 echo "tests/run.sh: Kafka at $KAFKA_BOOTSTRAP" >&2
@@ -37,14 +51,33 @@ export ECOINTEGRA_BIN="$target_dir/debug/ecointegra"
 status=0
 log="$(mktemp)"
 # Everything that can run side by side (each test has its own topic prefix).
-cargo test --workspace --locked --no-fail-fast -- --skip serial_ 2>&1 | tee -a "$log" || status=1
+cargo test --workspace --locked --no-fail-fast -- --skip serial_ --skip secure_ 2>&1 | tee -a "$log" || status=1
 # Tests that stop and start the broker itself run alone.
 if [[ -n "${ECOINTEGRA_KAFKA_SCRIPT:-}" ]]; then
   cargo test --workspace --tests --locked --no-fail-fast -- serial_ --test-threads=1 2>&1 | tee -a "$log" || status=1
 else
   echo "tests/run.sh: KAFKA_BOOTSTRAP was given; skipping the tests that restart the broker" >&2
 fi
-# One closing line over both passes.
+# The secure-cluster tests, one at a time, on their own cluster; its
+# variables (KAFKA_BOOTSTRAP and the rest) stay inside the subshell.
+if [[ -z "$given_bootstrap" ]]; then
+  secure_started=1
+  if secure_vars="$(env "${secure_env[@]}" "$kafka" start --brokers 3 --secure)"; then
+    (
+      eval "$secure_vars"
+      export ECOINTEGRA_SECURE_KAFKA="$KAFKA_BOOTSTRAP" KAFKA_OPERATOR_LIBRDKAFKA KAFKA_SECURE_CA
+      cargo test -p ecointegra-tests --test secure_cluster --locked --no-fail-fast -- --test-threads=1
+    ) 2>&1 | tee -a "$log" || status=1
+  else
+    echo "tests/run.sh: the secure cluster did not start" >&2
+    status=1
+  fi
+  env "${secure_env[@]}" "$kafka" stop || true
+  secure_started=0
+else
+  echo "tests/run.sh: KAFKA_BOOTSTRAP was given; skipping the secure-cluster tests" >&2
+fi
+# One closing line over every pass.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }' "$log" || status=1
 rm -f "$log"

@@ -182,6 +182,10 @@ pub async fn create_missing(
     admin: &AdminClient<DefaultClientContext>,
     plans: &[TopicPlan],
 ) -> Result<(), Error> {
+    if plans.is_empty() {
+        // librdkafka refuses a request for no topics.
+        return Ok(());
+    }
     let new_topics: Vec<NewTopic<'_>> = plans.iter().map(TopicPlan::new_topic).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
@@ -202,6 +206,65 @@ pub async fn create_missing(
     Ok(())
 }
 
+/// One way a cluster's topic falls short of its plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shortfall {
+    Missing {
+        topic: String,
+    },
+    /// The cluster's metadata names an error for the topic (e.g. not
+    /// authorised to describe it).
+    Unreadable {
+        topic: String,
+        reason: String,
+    },
+    SettingsUnreadable {
+        topic: String,
+        reason: String,
+    },
+    NoPartitions {
+        topic: String,
+    },
+    FewReplicas {
+        topic: String,
+        have: i32,
+        want: i32,
+    },
+    /// A setting lower than planned (`max.message.bytes`,
+    /// `min.insync.replicas`, `retention.ms`) or, for any other, different.
+    Setting {
+        topic: String,
+        key: &'static str,
+        have: String,
+        want: String,
+    },
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shortfall::Missing { topic } => write!(f, "topic {topic} does not exist"),
+            Shortfall::Unreadable { topic, reason } => {
+                write!(f, "topic {topic} cannot be read: {reason}")
+            }
+            Shortfall::SettingsUnreadable { topic, reason } => {
+                write!(f, "the settings of topic {topic} cannot be read: {reason}")
+            }
+            Shortfall::NoPartitions { topic } => write!(f, "topic {topic} has no partitions"),
+            Shortfall::FewReplicas { topic, have, want } => write!(
+                f,
+                "topic {topic} has {have} replica(s) per partition; the sector runs {want}"
+            ),
+            Shortfall::Setting {
+                topic,
+                key,
+                have,
+                want,
+            } => write!(f, "topic {topic} has {key}={have}; the sector runs {want}"),
+        }
+    }
+}
+
 /// What differs between the topics of `plans` and the cluster, in words an
 /// operator can act on: a topic missing, fewer replicas or partitions than
 /// planned, or a setting that falls short (`max.message.bytes` or
@@ -212,6 +275,19 @@ pub async fn check(
     plans: &[TopicPlan],
     timeout: Duration,
 ) -> Result<Vec<String>, Error> {
+    Ok(shortfalls(admin, plans, timeout)
+        .await?
+        .iter()
+        .map(ToString::to_string)
+        .collect())
+}
+
+/// What [`check`] reports, one [`Shortfall`] each.
+pub async fn shortfalls(
+    admin: &AdminClient<DefaultClientContext>,
+    plans: &[TopicPlan],
+    timeout: Duration,
+) -> Result<Vec<Shortfall>, Error> {
     use rdkafka::admin::{ConfigSource, ResourceSpecifier};
     let metadata = admin
         .inner()
@@ -220,21 +296,25 @@ pub async fn check(
     let mut problems = Vec::new();
     let mut present = Vec::new();
     for plan in plans {
+        let topic_name = || plan.name.clone();
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == plan.name) else {
-            problems.push(format!("topic {} does not exist", plan.name));
+            problems.push(Shortfall::Missing {
+                topic: topic_name(),
+            });
             continue;
         };
         if let Some(error) = topic.error() {
-            problems.push(format!(
-                "topic {} cannot be read: {:?}",
-                plan.name,
-                RDKafkaErrorCode::from(error)
-            ));
+            problems.push(Shortfall::Unreadable {
+                topic: topic_name(),
+                reason: format!("{:?}", RDKafkaErrorCode::from(error)),
+            });
             continue;
         }
         let partitions = topic.partitions();
         if partitions.is_empty() || (partitions.len() as i32) < plan.partitions.min(1) {
-            problems.push(format!("topic {} has no partitions", plan.name));
+            problems.push(Shortfall::NoPartitions {
+                topic: topic_name(),
+            });
         }
         let replicas = partitions
             .iter()
@@ -242,10 +322,11 @@ pub async fn check(
             .min()
             .unwrap_or(0);
         if replicas < plan.replication_factor {
-            problems.push(format!(
-                "topic {} has {replicas} replica(s) per partition; the sector runs {}",
-                plan.name, plan.replication_factor
-            ));
+            problems.push(Shortfall::FewReplicas {
+                topic: topic_name(),
+                have: replicas,
+                want: plan.replication_factor,
+            });
         }
         present.push(plan);
     }
@@ -265,10 +346,10 @@ pub async fn check(
         let resource = match result {
             Ok(resource) => resource,
             Err(code) => {
-                problems.push(format!(
-                    "the settings of topic {} cannot be read: {code:?}",
-                    plan.name
-                ));
+                problems.push(Shortfall::SettingsUnreadable {
+                    topic: plan.name.clone(),
+                    reason: format!("{code:?}"),
+                });
                 continue;
             }
         };
@@ -297,10 +378,12 @@ pub async fn check(
                 _ => have != *want,
             };
             if short {
-                problems.push(format!(
-                    "topic {} has {key}={have}; the sector runs {want}",
-                    plan.name
-                ));
+                problems.push(Shortfall::Setting {
+                    topic: plan.name.clone(),
+                    key,
+                    have,
+                    want: want.clone(),
+                });
             }
         }
     }

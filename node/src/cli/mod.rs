@@ -3,6 +3,7 @@
 mod actions;
 mod directory;
 mod ops;
+mod sector;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -46,6 +47,10 @@ enum Command {
     /// The sector directory: authority key, signed entries, publication.
     #[command(subcommand)]
     Directory(crate::cli::directory::DirectoryCommand),
+    /// The sector operator's tools: provision the Kafka cluster (topics,
+    /// users, ACLs) from the signed directory.
+    #[command(subcommand)]
+    Sector(crate::cli::sector::SectorCommand),
     /// Submit, read and download filings through a node's gRPC service.
     #[command(subcommand)]
     Filing(FilingCommand),
@@ -326,6 +331,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Filing(command) => filing(command).await?,
         Command::Directory(command) => crate::cli::directory::run(command).await?,
+        Command::Sector(command) => return crate::cli::sector::run(command).await,
         Command::Track {
             node,
             verification,
