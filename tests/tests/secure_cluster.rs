@@ -590,3 +590,93 @@ async fn secure_a_suspended_institution_writes_no_peer_inbox() {
     })
     .await;
 }
+
+impl Sector {
+    /// Writes institution `id`'s node config for this cluster, as production
+    /// runs it: topics provisioned (the node only checks them), three
+    /// replicas, SASL_SSL with `password`.
+    fn production_config(&self, cluster: &Cluster, id: &str, password: &str) {
+        let options = format!(
+            "\n[kafka.options]\n\"security.protocol\" = \"SASL_SSL\"\n\
+             \"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"{id}\"\n\
+             \"sasl.password\" = \"{password}\"\n\"ssl.ca.location\" = \"{}\"\n",
+            cluster.ca.display()
+        );
+        self.federation
+            .write_config(id, &cluster.bootstrap, &options);
+        let path = self.federation.config_path(id);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("development = true", "development = false")
+            .replace("replication_factor = 1", "replication_factor = 3");
+        std::fs::write(&path, text).unwrap();
+    }
+}
+
+/// Nodes run as production runs them, on the provisioned topics and ACLs
+/// with their own institutions' credentials: a filing travels and is
+/// receipted. A node with a wrong password is not ready and says why (an
+/// authentication failure), accepts filings meanwhile, and delivers them
+/// once its credentials are fixed.
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_nodes_deliver_with_their_own_credentials_and_a_wrong_password_says_why() {
+    use ecointegra_proto::v1::FilingStatus;
+    let cluster = cluster();
+    let sector = Sector::new("secure-nodes");
+    sector.provision(&cluster, &[]);
+    let [_, b, c] = &sector.ids;
+    sector.production_config(&cluster, c, PASSWORD_C);
+    sector.production_config(&cluster, b, "not-the-password");
+    let dest = sector.federation.start(c).await;
+
+    // b with a wrong password: not ready, and saying why.
+    let origin = sector.federation.start(b).await;
+    let kafka = origin.node().services().watch.kafka.clone();
+    let why = eventually("b to say why it is not ready", async || {
+        let problems = kafka.problems.borrow().clone();
+        match problems
+            .iter()
+            .find(|p| p.contains("Authentication failed"))
+        {
+            Some(p) => Ok(p.clone()),
+            None => Err(problems),
+        }
+    })
+    .await;
+    assert!(why.contains("not reachable"), "{why}");
+    let mut client = origin.client.clone();
+    let accepted = ecointegra_tests::submit_sample(&mut client, c).await;
+    origin.shutdown().await;
+
+    // Its credentials fixed, b delivers what it had accepted.
+    sector.production_config(&cluster, b, PASSWORD_B);
+    let origin = sector.federation.start(b).await;
+    let mut client = origin.client.clone();
+    let delivered = ecointegra_tests::wait_for_status(
+        &mut client,
+        &accepted.tracking_code,
+        FilingStatus::Delivered,
+        ecointegra_tests::PATIENCE,
+    )
+    .await;
+    assert_eq!(
+        delivered.documents[0].sha256,
+        ecointegra_tests::sample_doc().sha256_hex()
+    );
+    let mut at_c = dest.client.clone();
+    let (sha, _) = ecointegra_tests::download_sha256(&mut at_c, &accepted.tracking_code, 0).await;
+    assert_eq!(sha, ecointegra_tests::sample_doc().sha256_hex());
+    assert!(
+        origin
+            .node()
+            .services()
+            .watch
+            .kafka
+            .problems
+            .borrow()
+            .is_empty()
+    );
+    assert_eq!(ecointegra_tests::inbound_count(&sector.federation, c), 1);
+    origin.shutdown().await;
+    dest.shutdown().await;
+}
