@@ -66,6 +66,8 @@ if [[ -z "$given_bootstrap" ]]; then
     (
       eval "$secure_vars"
       export ECOINTEGRA_SECURE_KAFKA="$KAFKA_BOOTSTRAP" KAFKA_OPERATOR_LIBRDKAFKA KAFKA_SECURE_CA
+      # The cluster's place, for the tests that stop and start its brokers.
+      export "${secure_env[@]}" ECOINTEGRA_KAFKA_SCRIPT="$kafka"
       cargo test -p ecointegra-tests --test secure_cluster --locked --no-fail-fast -- --test-threads=1
     ) 2>&1 | tee -a "$log" || status=1
   else

@@ -680,3 +680,198 @@ async fn secure_nodes_deliver_with_their_own_credentials_and_a_wrong_password_sa
     origin.shutdown().await;
     dest.shutdown().await;
 }
+
+// ---- brokers failing under the nodes --------------------------------------
+
+/// The pid of broker `n` of the secure cluster (`kafka.sh` keeps it under
+/// its data directory, which tests/run.sh exports for these tests).
+fn broker_pid(n: i32) -> String {
+    let dir = std::env::var("KAFKA_DATA_DIR").expect("KAFKA_DATA_DIR is set by tests/run.sh");
+    std::fs::read_to_string(format!("{dir}/broker-{n}/kafka.pid"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn signal_broker(n: i32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &broker_pid(n)])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} broker {n}");
+}
+
+/// Starts whatever brokers of the secure cluster are down, and waits until
+/// all three answer.
+fn restart_missing_brokers() {
+    ecointegra_tests::kafka_script(&["start", "--brokers", "3", "--secure"]);
+}
+
+/// The broker leading `partition` of `topic`.
+fn leader(cluster: &Cluster, topic: &str, partition: i32) -> i32 {
+    let metadata = cluster
+        .operator()
+        .inner()
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .unwrap();
+    metadata.topics()[0].partitions()[partition as usize].leader()
+}
+
+/// Two institutions' nodes (b sends, c receives), in production mode with
+/// their own credentials, on a freshly provisioned sector.
+struct Pair {
+    sector: Sector,
+    origin: ecointegra_tests::Running,
+    dest: ecointegra_tests::Running,
+    filed: Vec<String>,
+}
+
+impl Pair {
+    async fn start(test: &str, cluster: &Cluster) -> Self {
+        let sector = Sector::new(test);
+        sector.provision(cluster, &[]);
+        let [_, b, c] = &sector.ids;
+        sector.production_config(cluster, c, PASSWORD_C);
+        sector.production_config(cluster, b, PASSWORD_B);
+        let dest = sector.federation.start(c).await;
+        let origin = sector.federation.start(b).await;
+        Pair {
+            sector,
+            origin,
+            dest,
+            filed: Vec::new(),
+        }
+    }
+
+    fn inbox(&self) -> String {
+        self.sector.topics().inbox(&self.sector.ids[2])
+    }
+
+    /// Submits `n` filings from b to c; each is accepted whatever Kafka is
+    /// doing.
+    async fn submit(&mut self, n: usize) {
+        let mut client = self.origin.client.clone();
+        for _ in 0..n {
+            let filed = ecointegra_tests::submit_sample(&mut client, &self.sector.ids[2]).await;
+            self.filed.push(filed.tracking_code);
+        }
+    }
+
+    /// Every accepted filing delivered with its receipt, exactly one copy of
+    /// each at c, and its timeline complete at b.
+    async fn assert_each_delivered_once(self) {
+        use ecointegra_proto::v1::FilingStatus;
+        let mut client = self.origin.client.clone();
+        for code in &self.filed {
+            ecointegra_tests::wait_for_status(
+                &mut client,
+                code,
+                FilingStatus::Delivered,
+                ecointegra_tests::PATIENCE,
+            )
+            .await;
+        }
+        let [_, b, c] = &self.sector.ids;
+        let count = |id: &str, sql: &str| {
+            ecointegra_tests::count_rows(&self.sector.federation.store_path(id), sql)
+        };
+        assert_eq!(
+            ecointegra_tests::inbound_count(&self.sector.federation, c),
+            self.filed.len() as i64,
+            "one copy of each filing at the destination"
+        );
+        assert_eq!(
+            count(b, "SELECT COUNT(*) FROM receipts"),
+            self.filed.len() as i64,
+            "one receipt per filing at the origin"
+        );
+        // REGISTERED, SENT and DELIVERED of each, at the origin too.
+        let steps = format!(
+            "SELECT COUNT(*) FROM tracking_events WHERE tracking_code IN ({})",
+            self.filed
+                .iter()
+                .map(|c| format!("'{c}'"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        eventually(
+            "every filing's timeline at the origin",
+            async || match count(b, &steps) {
+                n if n >= 3 * self.filed.len() as i64 => Ok(n),
+                n => Err(n),
+            },
+        )
+        .await;
+        assert_eq!(count(c, "SELECT COUNT(*) FROM dead_letters"), 0);
+        self.origin.shutdown().await;
+        self.dest.shutdown().await;
+    }
+}
+
+/// While filings stream to c, the broker leading c's inbox is killed, then
+/// (once it is back) the one leading the tracking topic: every accepted
+/// filing is delivered once with its receipt and its timeline, and neither
+/// node restarts.
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_losing_a_partition_leader_loses_no_filing() {
+    let cluster = cluster();
+    let mut pair = Pair::start("secure-leader", &cluster).await;
+    pair.submit(3).await;
+    let inbox_leader = leader(&cluster, &pair.inbox(), 0);
+    signal_broker(inbox_leader, "-KILL");
+    pair.submit(3).await;
+    restart_missing_brokers();
+    let tracking = pair.sector.topics().tracking();
+    let tracking_leader = leader(&cluster, &tracking, 0);
+    signal_broker(tracking_leader, "-KILL");
+    pair.submit(3).await;
+    restart_missing_brokers();
+    pair.assert_each_delivered_once().await;
+}
+
+/// Every broker paused (SIGSTOP) for longer than the producer's
+/// `message.timeout.ms` (5 s in the tests' configs), then resumed: the
+/// filings accepted meanwhile are delivered once each.
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_brokers_paused_past_the_producer_timeout_lose_nothing() {
+    let cluster = cluster();
+    let mut pair = Pair::start("secure-pause", &cluster).await;
+    pair.submit(2).await;
+    for n in 1..=3 {
+        signal_broker(n, "-STOP");
+    }
+    let paused = Instant::now();
+    pair.submit(3).await;
+    // The fault itself: a partition that outlasts the producer's timeout.
+    tokio::time::sleep(Duration::from_secs(7).saturating_sub(paused.elapsed())).await;
+    for n in 1..=3 {
+        signal_broker(n, "-CONT");
+    }
+    pair.submit(2).await;
+    pair.assert_each_delivered_once().await;
+}
+
+/// The three brokers restarted one by one while filings flow: nothing lost,
+/// nothing twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_a_rolling_restart_of_the_brokers_loses_and_duplicates_nothing() {
+    let cluster = cluster();
+    let mut pair = Pair::start("secure-rolling", &cluster).await;
+    for n in 1..=3 {
+        pair.submit(2).await;
+        let pid = broker_pid(n);
+        signal_broker(n, "-TERM");
+        // Stopped: its process is gone.
+        eventually(
+            &format!("broker {n} to stop"),
+            async || match std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                false => Ok(()),
+                true => Err(pid.clone()),
+            },
+        )
+        .await;
+        pair.submit(2).await;
+        restart_missing_brokers();
+    }
+    pair.assert_each_delivered_once().await;
+}

@@ -214,14 +214,17 @@ async fn publish_row(relay: Arc<Relay>, row: OutboxRow, failures: u32) -> Done {
         row.full_sends,
     );
     let probe = send == Next::Probe;
-    let result = publish_transfer(&relay, &row, probe).await;
+    let mut manifest_seq = None;
+    let result = publish_transfer(&relay, &row, probe, &mut manifest_seq).await;
     let failed = result.is_err();
     let now = ecointegra_broker::now_ms();
     let recorded = match result {
-        Ok(()) => {
+        Ok(tracking_seq) => {
             relay
                 .store
-                .run(move |s| s.transfer_published(&row, probe, now.saturating_add(wait)))
+                .run(move |s| {
+                    s.transfer_published(&row, probe, tracking_seq, now.saturating_add(wait))
+                })
                 .await
         }
         Err(error) => {
@@ -229,7 +232,7 @@ async fn publish_row(relay: Arc<Relay>, row: OutboxRow, failures: u32) -> Done {
             relay.metrics.publish_failed();
             relay
                 .store
-                .run(move |s| s.outbox_retry_at(&[id], retry_at(now, failures)))
+                .run(move |s| s.transfer_failed(&row, manifest_seq, retry_at(now, failures)))
                 .await
         }
     };
@@ -352,7 +355,15 @@ fn meta_of(envelope: &Envelope) -> RecordMeta<'_> {
 
 /// Publishes every chunk of every document, then the manifest, and waits
 /// until Kafka has acknowledged them all.
-async fn publish_transfer(relay: &Relay, row: &OutboxRow, probe: bool) -> Result<()> {
+/// Publishes a transfer; returns the timeline step its manifest carried,
+/// which is also left in `manifest_seq` as soon as the manifest is handed to
+/// Kafka (so a failed publication still knows it).
+async fn publish_transfer(
+    relay: &Relay,
+    row: &OutboxRow,
+    probe: bool,
+    manifest_seq: &mut Option<u64>,
+) -> Result<u64> {
     let transfer_id = row.record_key.clone();
     let lookup = transfer_id.clone();
     let filing = relay
@@ -373,12 +384,21 @@ async fn publish_transfer(relay: &Relay, row: &OutboxRow, probe: bool) -> Result
             )
         });
     let traceparent = trace.to_string();
-    let published = publish_records(relay, row, &filing, &topic, &traceparent, probe).await;
+    let published = publish_records(
+        relay,
+        row,
+        &filing,
+        &topic,
+        &traceparent,
+        probe,
+        manifest_seq,
+    )
+    .await;
     if published.is_err() {
         span.record("otel.status_code", "error");
     }
     drop(span);
-    let attempt = published?;
+    let (attempt, tracking_seq) = published?;
     tracing::info!(
         tracking_code = %filing.tracking_code,
         destination = %filing.destination,
@@ -386,12 +406,12 @@ async fn publish_transfer(relay: &Relay, row: &OutboxRow, probe: bool) -> Result
         probe,
         "Transfer published."
     );
-    Ok(())
+    Ok(tracking_seq)
 }
 
 /// Every record of a transfer (only its manifest for a `probe`), each
-/// carrying `traceparent`; returns the attempt published once Kafka has
-/// acknowledged them all.
+/// carrying `traceparent`; returns the attempt published and the timeline
+/// step its manifest carried, once Kafka has acknowledged them all.
 async fn publish_records(
     relay: &Relay,
     row: &OutboxRow,
@@ -399,7 +419,8 @@ async fn publish_records(
     topic: &str,
     traceparent: &str,
     probe: bool,
-) -> Result<u32> {
+    manifest_seq: &mut Option<u64>,
+) -> Result<(u32, u64)> {
     let transfer_id = &row.record_key;
     // Content is encrypted for the destination: Kafka sees only ciphertext.
     let recipient_key = relay
@@ -524,6 +545,7 @@ async fn publish_records(
         MessageType::Manifest,
         manifest.encode_to_vec(),
     )?;
+    *manifest_seq = Some(tracking_seq);
     send(
         relay,
         topic,
@@ -536,7 +558,7 @@ async fn publish_records(
     while let Some(p) = pending.pop_front() {
         p.delivered().await?;
     }
-    Ok(attempt)
+    Ok((attempt, tracking_seq))
 }
 
 async fn send(

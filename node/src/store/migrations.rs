@@ -18,6 +18,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_initial.sql")),
     M::up(include_str!("migrations/0002_partials_per_sender.sql")),
     M::up(include_str!("migrations/0003_resend_rounds.sql")),
+    M::up(include_str!("migrations/0004_outbox_manifest_seq.sql")),
 ];
 
 /// The newest schema version this release knows.
@@ -187,7 +188,7 @@ mod tests {
         let renamed = |rows: &[String]| -> Vec<String> {
             // Columns added since (the outbox's re-send round) hold their
             // defaults: without them, every row reads as before.
-            let added = ", Integer(0), Integer(0), Integer(0)]";
+            let added = ", Integer(0), Integer(0), Integer(0), Integer(0)]";
             let mut rows: Vec<String> = rows
                 .iter()
                 .filter(|r| !r.contains("partial"))

@@ -39,11 +39,15 @@ impl Store {
     }
 
     /// A transfer went out, whole or (`probe`) as its manifest alone: wait
-    /// for its receipt until `next_attempt_at_ms`.
+    /// for its receipt until `next_attempt_at_ms`. Its first publication is
+    /// the filing's SENT step, numbered right after `tracking_seq`, the step
+    /// its manifest carried (the destination's DELIVERED counts on it), even
+    /// when the receipt came back before Kafka's acknowledgement did.
     pub fn transfer_published(
         &self,
         row: &OutboxRow,
         probe: bool,
+        tracking_seq: u64,
         next_attempt_at_ms: i64,
     ) -> Result<()> {
         self.write(|tx| {
@@ -55,36 +59,18 @@ impl Store {
             )
             .map_err(Error::store("cannot update the outbox"))?;
             if let Some(filing_id) = row.filing_id {
-                let changed = tx
-                    .execute(
-                        "UPDATE filings SET status = ?2 WHERE id = ?1 AND status = ?3",
-                        params![
-                            filing_id,
-                            FilingStatus::Sent as i64,
-                            FilingStatus::Registered as i64
-                        ],
-                    )
-                    .map_err(Error::store("cannot update the filing"))?;
-                let filing = query_filings(tx, "id = ?1", [filing_id])?
-                    .into_iter()
-                    .next();
-                if let Some(f) = filing.filter(|f| changed == 1 && f.kind != TransferKind::Answer) {
-                    self.emit(
-                        tx,
-                        Step {
-                            tracking_code: &f.tracking_code,
-                            key: format!("{}/SENT", f.transfer_id),
-                            status: FilingStatus::Sent,
-                            hop: f.hop,
-                            actor_role: "node",
-                            holder: &self.institution,
-                            verifier: Vec::new(),
-                            due_date: "",
-                            kind: f.kind,
-                            counterpart: &f.destination,
-                            after_seq: 0,
-                        },
-                    )?;
+                let first = row.attempts == 0 && !probe;
+                tx.execute(
+                    "UPDATE filings SET status = ?2 WHERE id = ?1 AND status = ?3",
+                    params![
+                        filing_id,
+                        FilingStatus::Sent as i64,
+                        FilingStatus::Registered as i64
+                    ],
+                )
+                .map_err(Error::store("cannot update the filing"))?;
+                if first {
+                    sent_step(self, tx, filing_id, tracking_seq)?;
                 }
             }
             Ok(())
@@ -139,10 +125,36 @@ impl Store {
         })
     }
 
-    /// Publications that failed: retry them at `next_attempt_at_ms`.
-    pub fn outbox_retry_at(&self, ids: &[i64], next_attempt_at_ms: i64) -> Result<()> {
-        let failed: Vec<(i64, i64)> = ids.iter().map(|&id| (id, next_attempt_at_ms)).collect();
-        self.envelopes_published(&[], &failed)
+    /// A transfer's publication failed (Kafka did not acknowledge it): retry
+    /// at `next_attempt_at_ms`. If its first manifest went out carrying
+    /// timeline step `manifest_seq`, remember it: the records may have
+    /// arrived all the same, and then the receipt brings the SENT step. If the
+    /// receipt already came (the entry is gone), that step is taken now.
+    pub fn transfer_failed(
+        &self,
+        row: &OutboxRow,
+        manifest_seq: Option<u64>,
+        next_attempt_at_ms: i64,
+    ) -> Result<()> {
+        self.write(|tx| {
+            let first = row.attempts == 0;
+            let seq = manifest_seq.filter(|_| first).unwrap_or(0) as i64;
+            let kept = exec(
+                tx,
+                "UPDATE outbox SET next_attempt_at_ms = ?2,
+                    manifest_seq = CASE WHEN manifest_seq = 0 THEN ?3 ELSE manifest_seq END
+                 WHERE id = ?1",
+                params![row.id, next_attempt_at_ms, seq],
+            )
+            .map_err(Error::store("cannot update the outbox"))?;
+            if kept == 0
+                && seq > 0
+                && let Some(filing_id) = row.filing_id
+            {
+                sent_step(self, tx, filing_id, seq as u64)?;
+            }
+            Ok(())
+        })
     }
 
     /// Envelopes Kafka acknowledged leave the outbox; those it did not,
@@ -183,4 +195,44 @@ pub(crate) fn queue_envelope(
     )
     .map(drop)
     .map_err(Error::store("cannot queue an envelope"))
+}
+
+/// The SENT step of the outbound filing `filing_id`, numbered right after
+/// `manifest_seq`, the timeline step its manifest carried (the destination's
+/// DELIVERED step counts on it). Taken once, whichever of Kafka's
+/// acknowledgement and the receipt comes first; not for an answer, whose
+/// steps the answering institution's ANSWERED already tells.
+pub(crate) fn sent_step(
+    store: &Store,
+    tx: &Connection,
+    filing_id: i64,
+    manifest_seq: u64,
+) -> Result<()> {
+    let Some(f) = query_filings(tx, "id = ?1", [filing_id])?
+        .into_iter()
+        .next()
+    else {
+        return Ok(());
+    };
+    if f.kind == TransferKind::Answer {
+        return Ok(());
+    }
+    store.emit_at(
+        tx,
+        Step {
+            tracking_code: &f.tracking_code,
+            key: format!("{}/SENT", f.transfer_id),
+            status: FilingStatus::Sent,
+            hop: f.hop,
+            actor_role: "node",
+            holder: store.institution(),
+            verifier: Vec::new(),
+            due_date: "",
+            kind: f.kind,
+            counterpart: &f.destination,
+            after_seq: 0,
+        },
+        manifest_seq + 1,
+    )?;
+    Ok(())
 }

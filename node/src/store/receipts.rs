@@ -39,6 +39,24 @@ impl Store {
         receipt: &ReceiptRow,
     ) -> Result<()> {
         self.apply(c, position, Some(message_id), |tx| {
+            // Kafka never acknowledged the publication, yet it arrived: its
+            // SENT step, numbered after the step its manifest carried.
+            let unacknowledged: Option<i64> = tx
+                .query_row(
+                    "SELECT o.manifest_seq FROM outbox o JOIN filings f ON f.id = o.filing_id
+                     WHERE o.kind = ?1 AND o.filing_id = ?2 AND o.manifest_seq > 0 AND f.status = ?3",
+                    params![
+                        OutboxKind::Transfer as i64,
+                        filing_id,
+                        FilingStatus::Registered as i64
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(Error::store("cannot read the outbox"))?;
+            if let Some(seq) = unacknowledged {
+                super::outbox::sent_step(self, tx, filing_id, seq as u64)?;
+            }
             if insert_receipt(tx, receipt)? {
                 exec(tx,
                     "UPDATE filings SET status = ?2, delivered_at_ms = ?3 WHERE id = ?1 AND status IN (?4, ?5)",

@@ -8,6 +8,13 @@ impl Store {
     pub(crate) fn emit(&self, tx: &Connection, step: Step<'_>) -> Result<u64> {
         let known = clock(tx, step.tracking_code)?;
         let seq = known.max(step.after_seq) + 1;
+        self.emit_at(tx, step, seq)
+    }
+
+    /// Queues this node's step `step` of a filing's timeline as step number
+    /// `seq` exactly: for a step others already counted on (the SENT step the
+    /// destination's DELIVERED follows), even if later steps arrived first.
+    pub(crate) fn emit_at(&self, tx: &Connection, step: Step<'_>, seq: u64) -> Result<u64> {
         let event = TrackingEvent {
             event_id: format!("{}/{}", self.institution, step.key),
             tracking_code: step.tracking_code.to_owned(),
@@ -23,7 +30,10 @@ impl Store {
             transfer_kind: step.kind as i32,
             counterpart: step.counterpart.to_owned(),
         };
-        insert_event(tx, &event)?;
+        if !insert_event(tx, &event)? {
+            // This step was taken before (its id is known): once is enough.
+            return Ok(seq);
+        }
         let sealed = self.sealer.seal(
             event.event_id.clone(),
             MessageType::TrackingEvent,
