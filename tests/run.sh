@@ -68,7 +68,8 @@ if [[ -z "$given_bootstrap" ]]; then
       export ECOINTEGRA_SECURE_KAFKA="$KAFKA_BOOTSTRAP" KAFKA_OPERATOR_LIBRDKAFKA KAFKA_SECURE_CA
       # The cluster's place, for the tests that stop and start its brokers.
       export "${secure_env[@]}" ECOINTEGRA_KAFKA_SCRIPT="$kafka"
-      cargo test -p ecointegra-tests --test secure_cluster --locked --no-fail-fast -- --test-threads=1
+      # --workspace, as the passes above: the same features, nothing rebuilt.
+      cargo test --workspace --test secure_cluster --locked --no-fail-fast -- --test-threads=1
     ) 2>&1 | tee -a "$log" || status=1
   else
     echo "tests/run.sh: the secure cluster did not start" >&2

@@ -875,3 +875,83 @@ async fn secure_a_rolling_restart_of_the_brokers_loses_and_duplicates_nothing() 
     }
     pair.assert_each_delivered_once().await;
 }
+
+/// A node's views of the shared topics rebuilt from the beginning: its
+/// timeline and directory views and its positions on the tracking and
+/// directory topics dropped while it is stopped, it re-reads both topics
+/// whole and ends with exactly the views it had.
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_a_full_replay_of_the_shared_topics_ends_with_identical_views() {
+    let cluster = cluster();
+    let mut pair = Pair::start("secure-replay", &cluster).await;
+    pair.submit(3).await;
+    let Pair {
+        sector,
+        origin,
+        dest,
+        filed,
+    } = pair;
+    let b = sector.ids[1].clone();
+    let store = sector.federation.store_path(&b);
+    let views = || {
+        let c = rusqlite::Connection::open(&store).unwrap();
+        let rows = |sql: &str| -> Vec<(String, Vec<u8>)> {
+            let mut stmt = c.prepare(sql).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        (
+            rows("SELECT event_id, event FROM tracking_events ORDER BY event_id"),
+            rows("SELECT institution_id, signed FROM directory_entries ORDER BY institution_id"),
+        )
+    };
+    // Every filing's three steps are in b's view first.
+    let mut client = origin.client.clone();
+    for code in &filed {
+        ecointegra_tests::wait_for_status(
+            &mut client,
+            code,
+            ecointegra_proto::v1::FilingStatus::Delivered,
+            ecointegra_tests::PATIENCE,
+        )
+        .await;
+    }
+    let expected = eventually("b's view of every filing's timeline", async || {
+        let (events, directory) = views();
+        if events.len() >= 3 * filed.len() {
+            Ok((events, directory))
+        } else {
+            Err(events.len())
+        }
+    })
+    .await;
+    origin.shutdown().await;
+
+    let topics = sector.topics();
+    let c = rusqlite::Connection::open(&store).unwrap();
+    c.execute_batch("DELETE FROM tracking_events; DELETE FROM directory_entries;")
+        .unwrap();
+    c.execute(
+        "DELETE FROM inbox_offsets WHERE topic IN (?1, ?2)",
+        [topics.tracking(), topics.directory()],
+    )
+    .unwrap();
+    drop(c);
+    assert!(views().0.is_empty());
+
+    let origin = sector.federation.start(&b).await;
+    let replayed = eventually("b to re-read the shared topics", async || {
+        let now = views();
+        if now.0.len() >= expected.0.len() && now.1.len() >= expected.1.len() {
+            Ok(now)
+        } else {
+            Err((now.0.len(), now.1.len()))
+        }
+    })
+    .await;
+    assert_eq!(replayed, expected, "the rebuilt views differ");
+    origin.shutdown().await;
+    dest.shutdown().await;
+}
