@@ -240,21 +240,6 @@ async fn produce(config: &ClientConfig, idempotent: bool, topic: &str) -> Result
         .map_err(|(e, _)| e)
 }
 
-/// [`eventually`] within a minute: the brokers apply ACL changes from the
-/// metadata log, a moment after the provisioning saw them.
-async fn soon<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("gave up waiting for {what}; last seen: {seen}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
 fn code(error: &KafkaError) -> Option<RDKafkaErrorCode> {
     match error {
         // rdkafka_error_code() does not look inside these two.
@@ -307,28 +292,26 @@ fn commit_for(config: &ClientConfig, group: &str, topic: &str) -> Result<(), Kaf
 }
 
 /// Tries `attempt` until Kafka refuses it with `expected` (another error, a
-/// broker not ready, is tried again for up to a minute); panics at once if it
-/// is allowed.
+/// broker not ready or an ACL not yet applied, is tried again); panics at
+/// once if it is allowed.
 async fn refused<T: std::fmt::Debug>(
     what: &str,
     expected: RDKafkaErrorCode,
     mut attempt: impl AsyncFnMut() -> Result<T, KafkaError>,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match attempt().await {
+    eventually(
+        &format!("{what} to be refused with {expected:?}"),
+        async || match attempt().await {
             Ok(value) => panic!("{what} was allowed: {value:?}"),
-            Err(e) if code(&e) == Some(expected) => return,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("{what}: expected {expected:?}, but the last error was {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+            Err(e) if code(&e) == Some(expected) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+    .await
 }
 
 /// `Ok` if a client operation was refused with `expected`, else `Err(what
-/// happened)` for [`soon`] to report.
+/// happened)` for [`eventually`] to report.
 fn refused_with<T: std::fmt::Debug>(
     result: Result<T, KafkaError>,
     expected: RDKafkaErrorCode,
@@ -567,7 +550,7 @@ async fn secure_a_suspended_institution_writes_no_peer_inbox() {
     assert!(!out.contains("add ACL"), "{out}");
 
     // Refused from now on, to a node's idempotent producer as to any other.
-    soon("b refused writing c's inbox", async || {
+    eventually("b refused writing c's inbox", async || {
         refused_with(
             produce(&as_b, false, &topics.inbox(c)).await,
             RDKafkaErrorCode::TopicAuthorizationFailed,
@@ -840,10 +823,20 @@ async fn secure_brokers_paused_past_the_producer_timeout_lose_nothing() {
     for n in 1..=3 {
         signal_broker(n, "-STOP");
     }
-    let paused = Instant::now();
     pair.submit(3).await;
-    // The fault itself: a partition that outlasts the producer's timeout.
-    tokio::time::sleep(Duration::from_secs(7).saturating_sub(paused.elapsed())).await;
+    // The partition outlasts the producer's timeout: a transfer's first
+    // publication has failed (it waits for a retry, never acknowledged).
+    let store = pair.sector.federation.store_path(&pair.sector.ids[1]);
+    eventually("a publication to time out while the brokers are paused", async || {
+        match ecointegra_tests::count_rows(
+            &store,
+            "SELECT COUNT(*) FROM outbox WHERE kind = 1 AND attempts = 0 AND next_attempt_at_ms > 0",
+        ) {
+            0 => Err(0),
+            n => Ok(n),
+        }
+    })
+    .await;
     for n in 1..=3 {
         signal_broker(n, "-CONT");
     }
