@@ -649,16 +649,15 @@ async fn secure_nodes_deliver_with_their_own_credentials_and_a_wrong_password_sa
     let mut at_c = dest.client.clone();
     let (sha, _) = ecointegra_tests::download_sha256(&mut at_c, &accepted.tracking_code, 0).await;
     assert_eq!(sha, ecointegra_tests::sample_doc().sha256_hex());
-    assert!(
-        origin
-            .node()
-            .services()
-            .watch
-            .kafka
-            .problems
-            .borrow()
-            .is_empty()
-    );
+    // Health is probed on its own schedule, and a probe may have run while
+    // the earlier tests' brokers were still settling: wait for b's report
+    // to come clean rather than read it once.
+    let kafka = origin.node().services().watch.kafka.clone();
+    eventually("b to report no Kafka problems", async || {
+        let problems = kafka.problems.borrow().clone();
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    })
+    .await;
     assert_eq!(ecointegra_tests::inbound_count(&sector.federation, c), 1);
     origin.shutdown().await;
     dest.shutdown().await;
