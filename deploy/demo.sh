@@ -3,21 +3,37 @@
 # three institutions, minam, senamhi and oefa, each with its own key, config
 # and data directory under .demo/ (git-ignored).
 #
-#   deploy/demo.sh up      build, start Kafka and the three nodes, file a sample
-#                          filing from senamhi to oefa and show its receipt
-#   deploy/demo.sh down    stop the nodes, and Kafka if `up` started it
+#   deploy/demo.sh up [--brokers N] [--secure]
+#                          build, start Kafka and the three nodes, file a sample
+#                          filing from senamhi to oefa and show its receipt.
+#                          Without options: on the development broker
+#                          (deploy/kafka/kafka.sh start, port 9092), and the
+#                          nodes create their topics. With --brokers N (N >= 2)
+#                          or --secure: on a cluster of its own (data under
+#                          .demo-N[-secure]/kafka, ports from 9392). --secure
+#                          (3 brokers unless --brokers says more) runs it as
+#                          production does: TLS, SASL/SCRAM, ACLs; the sector
+#                          operator provisions topics, users and ACLs from the
+#                          signed directory (ecointegra sector provision) and
+#                          each node connects with its own institution's user.
+#   deploy/demo.sh down    stop the nodes, and Kafka if `up` started it (every
+#                          demo under .demo*/ unless DEMO_DIR is set)
 #   deploy/demo.sh status  what runs, and where
 #
-# Environment: DEMO_DIR (default <repo>/.demo), DEMO_PREFIX (topic prefix;
+# Environment: DEMO_DIR (default <repo>/.demo, or .demo-N[-secure] with the
+# options above), DEMO_PREFIX (topic prefix;
 # default: one made when .demo/ is first created, kept in .demo/prefix, so a new
 # federation with new keys never reads an old one's records), DEMO_BASE_PORT (gRPC of minam, senamhi, oefa: base, +1,
-# +2; default 50051). KAFKA_* variables reach deploy/kafka/kafka.sh.
+# +2; default 50051), DEMO_KAFKA_PORT (first broker port of a cluster of the
+# demo's own; default 9392). KAFKA_* variables reach deploy/kafka/kafka.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-demo="${DEMO_DIR:-$root/.demo}"
+demo="${DEMO_DIR:-}"
 prefix="${DEMO_PREFIX:-}"
 base_port="${DEMO_BASE_PORT:-50051}"
-kafka="$root/deploy/kafka/kafka.sh"
+kafka_script="$root/deploy/kafka/kafka.sh"
+brokers=1
+secure=0
 institutions=(minam senamhi oefa)
 declare -A names=(
   [minam]="Ministerio del Ambiente"
@@ -27,6 +43,48 @@ declare -A names=(
 
 say() { printf 'demo: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
+
+# The demo's Kafka: the development broker, or a cluster of the demo's own
+# whose place (data directory, ports) is kept in $demo/kafka.env.
+kafka() {
+  local settings=()
+  if [[ -f "$demo/kafka.env" ]]; then mapfile -t settings < "$demo/kafka.env"; fi
+  env "${settings[@]}" "$kafka_script" "$@"
+}
+
+parse_up_options() {
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --brokers)
+        [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || die "--brokers takes a number"
+        brokers="$2"; shift 2 ;;
+      --secure) secure=1; shift ;;
+      *) die "unknown option $1; usage: deploy/demo.sh up [--brokers N] [--secure]" ;;
+    esac
+  done
+  if [[ $secure -eq 1 && $brokers -eq 1 ]]; then brokers=3; fi
+  if [[ $secure -eq 1 && $brokers -lt 3 ]]; then
+    die "--secure runs as production does, replication factor 3: it needs --brokers 3 or more"
+  fi
+  if [[ -z "$demo" ]]; then
+    demo="$root/.demo"
+    if [[ $brokers -gt 1 || $secure -eq 1 ]]; then
+      demo="$root/.demo-$brokers$([[ $secure -eq 1 ]] && echo -secure)"
+    fi
+  fi
+  mkdir -p "$demo"
+  if [[ $brokers -gt 1 || $secure -eq 1 ]]; then
+    printf '%s\n' "KAFKA_DATA_DIR=$demo/kafka" "KAFKA_PORT=${DEMO_KAFKA_PORT:-9392}" \
+      "KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx384m -Xms128m}" > "$demo/kafka.env"
+  else
+    rm -f "$demo/kafka.env"
+  fi
+}
+
+# Replication as the cluster allows: 3 copies from three brokers on.
+replication() { echo $(( brokers < 3 ? brokers : 3 )); }
+
+random_password() { head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32; }
 
 port_of() {
   local i
@@ -73,14 +131,38 @@ write_federation() {
       chmod 600 "$demo/$role.token"
     fi
   done
+  # On a secure cluster each institution has its own Kafka user; the sector
+  # operator creates them with these passwords when provisioning.
+  if [[ $secure -eq 1 && ! -f "$demo/kafka-passwords" ]]; then
+    (umask 077; for id in "${institutions[@]}"; do echo "$id=$(random_password)"; done > "$demo/kafka-passwords")
+  fi
   for id in "${institutions[@]}"; do
-    cat > "$demo/$id.toml" <<TOML
+    (umask 077; node_config "$id" > "$demo/$id.toml")
+  done
+}
+
+# The node config of institution $1.
+node_config() {
+  local id="$1" development=true kafka_options=""
+  if [[ $secure -eq 1 ]]; then
+    development=false
+    kafka_options="
+# Its own institution's Kafka user (deploy/demo.sh made the password; the sector
+# operator provisioned the user and its ACLs).
+[kafka.options]
+\"security.protocol\" = \"SASL_SSL\"
+\"sasl.mechanisms\" = \"SCRAM-SHA-512\"
+\"sasl.username\" = \"$id\"
+\"sasl.password\" = \"$(sed -n "s/^$id=//p" "$demo/kafka-passwords")\"
+\"ssl.ca.location\" = \"$KAFKA_SECURE_CA\""
+  fi
+  cat <<TOML
 # Written by deploy/demo.sh; see deploy/config/node.example.toml for every key.
 institution = "$id"
 data_dir = "$id-data"
-# One local broker: the node creates its topics (production: the sector operator
-# provisions them, and the node only checks them).
-development = true
+# true: the node creates its topics (one local cluster); false, as in production:
+# the sector operator provisions them, and the node only checks them.
+development = $development
 
 [grpc]
 listen = "127.0.0.1:$(port_of "$id")"
@@ -96,8 +178,8 @@ listen = "127.0.0.1:$(web_port_of "$id")"
 [kafka]
 bootstrap_servers = "$KAFKA_BOOTSTRAP"
 topic_prefix = "$prefix"
-# The demo's single local broker keeps one copy of each record.
-replication_factor = 1
+# Copies of each record: as many as the demo's brokers, up to 3.
+replication_factor = $(replication)
 
 [keys]
 signing_key_file = "$id.key"
@@ -113,8 +195,8 @@ $(cat "$demo/system.auth.toml")
 $(cat "$demo/clerk.auth.toml")
 
 $(cat "$demo/operator.auth.toml")
+$kafka_options
 TOML
-  done
 }
 
 sample_pdf() {
@@ -137,11 +219,26 @@ cmd_up() {
   say "building ecointegra (cargo build) ..."
   (cd "$root" && cargo build --bin ecointegra --quiet)
   local exe; exe="$(bin)"
-  if ! "$kafka" status >/dev/null 2>&1; then
-    mkdir -p "$demo"; touch "$demo/kafka.started-by-demo"
+  if ! kafka status >/dev/null 2>&1; then
+    touch "$demo/kafka.started-by-demo"
   fi
-  eval "$("$kafka" start)"
+  local start=(start)
+  [[ $brokers -gt 1 ]] && start+=(--brokers "$brokers")
+  [[ $secure -eq 1 ]] && start+=(--secure)
+  eval "$(kafka "${start[@]}")"
   write_federation "$exe"
+  local publish=()
+  if [[ $secure -eq 1 ]]; then
+    say "provisioning topics, users and ACLs from the signed directory ..."
+    "$exe" sector provision --directory "$demo/directory.toml" \
+      --authority-public-key "$(cat "$demo/authority.pub")" \
+      --bootstrap-servers "$KAFKA_BOOTSTRAP" --admin-config "$KAFKA_OPERATOR_LIBRDKAFKA" \
+      --topic-prefix "$prefix" --replication-factor "$(replication)" \
+      --credentials "$demo/kafka-passwords" >> "$demo/provision.log" \
+      || die "provisioning failed; see $demo/provision.log"
+    # Only the sector operator may write the directory topic.
+    publish=(--client-config "$KAFKA_OPERATOR_LIBRDKAFKA")
+  fi
   local id
   for id in "${institutions[@]}"; do
     if running "$demo/$id.pid"; then
@@ -160,11 +257,11 @@ cmd_up() {
       sleep 0.1
     done
   done
-  # The nodes created the topics; the signed entries also go to the compacted
-  # directory topic, where nodes pick up later changes (new institutions,
-  # rotations, suspensions).
+  # The topics exist (the nodes created them, or provisioning did); the signed
+  # entries also go to the compacted directory topic, where nodes pick up later
+  # changes (new institutions, rotations, suspensions).
   "$exe" directory publish --bootstrap-servers "$KAFKA_BOOTSTRAP" --topic-prefix "$prefix" \
-    --file "$demo/directory.toml" >/dev/null
+    "${publish[@]}" --file "$demo/directory.toml" >/dev/null
   say "federation up; filing a sample from senamhi to oefa ..."
   export ECOINTEGRA_TOKEN
   ECOINTEGRA_TOKEN="$(cat "$demo/system.token")"
@@ -230,14 +327,14 @@ cmd_down() {
     rm -f "$demo/$id.pid"
   done
   if [[ -f "$demo/kafka.started-by-demo" ]]; then
-    "$kafka" stop
+    kafka stop
     rm -f "$demo/kafka.started-by-demo"
   fi
 }
 
 cmd_status() {
   local id
-  echo "Kafka:    $("$kafka" status 2>/dev/null || echo 'not running')"
+  echo "Kafka:    $(kafka status 2>/dev/null | sed -n 's/^KAFKA_BOOTSTRAP=//p' | grep . || echo 'not running')$([[ -f "$demo/kafka.env" ]] && echo " (the demo's own cluster, $demo/kafka)")"
   for id in "${institutions[@]}"; do
     if running "$demo/$id.pid"; then
       printf '%-8s  gRPC 127.0.0.1:%s  console http://127.0.0.1:%s/  metrics http://127.0.0.1:%s/metrics  pid %s  log %s\n' "$id" \
@@ -248,9 +345,22 @@ cmd_status() {
   done
 }
 
+# down and status: DEMO_DIR, or every demo there is.
+each_demo() {
+  if [[ -n "$demo" ]]; then "$@"; return; fi
+  local dir found=0
+  for dir in "$root"/.demo "$root"/.demo-*; do
+    [[ -d "$dir" ]] || continue
+    found=1; demo="$dir"
+    [[ "$dir" == "$root/.demo" ]] || echo "== $dir"
+    "$@"
+  done
+  [[ $found -eq 1 ]] || say "no demo here (deploy/demo.sh up starts one)"
+}
+
 case "${1:-}" in
-  up) cmd_up ;;
-  down) cmd_down ;;
-  status) cmd_status ;;
-  *) echo "usage: deploy/demo.sh up|down|status" >&2; exit 2 ;;
+  up) shift; parse_up_options "$@"; cmd_up ;;
+  down) each_demo cmd_down ;;
+  status) each_demo cmd_status ;;
+  *) echo "usage: deploy/demo.sh up [--brokers N] [--secure] | down | status" >&2; exit 2 ;;
 esac

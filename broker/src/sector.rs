@@ -45,6 +45,10 @@ pub fn consumer_groups(topics: &Topics, institution: &str) -> [String; 3] {
 /// - DESCRIBE and DESCRIBE_CONFIGS every topic its node uses (a node checks
 ///   its topics' settings): its inbox and DLQ, the shared topics, every
 ///   other institution's inbox;
+/// - DESCRIBE every other institution's inbox group (`<prefix>.node.<peer>`):
+///   its operators see how far each destination has read what it sent (the
+///   lag in `queues`). DESCRIBE reads a group's offsets and members; it
+///   neither joins nor commits (that takes READ);
 /// - with `may_write` only: WRITE every other institution's inbox, the
 ///   tracking topic and its own DLQ. A suspended or expired institution keeps
 ///   reading but writes nothing.
@@ -61,11 +65,8 @@ pub fn institution_acls(
     let allow = |operation, resource_type, name: &str| {
         AclBinding::allow(&user, operation, resource_type, name)
     };
-    let peers: Vec<String> = institutions
-        .iter()
-        .filter(|p| **p != id)
-        .map(|p| topics.inbox(p))
-        .collect();
+    let peer_ids = institutions.iter().filter(|p| **p != id);
+    let peers: Vec<String> = peer_ids.clone().map(|p| topics.inbox(p)).collect();
     let mut acls = BTreeSet::new();
     let readable = [
         topics.inbox(id),
@@ -78,6 +79,14 @@ pub fn institution_acls(
     }
     for group in consumer_groups(topics, id) {
         acls.insert(allow(Operation::Read, ResourceType::Group, &group));
+    }
+    for peer in peer_ids {
+        let [.., inbox_group] = consumer_groups(topics, peer);
+        acls.insert(allow(
+            Operation::Describe,
+            ResourceType::Group,
+            &inbox_group,
+        ));
     }
     for topic in readable.iter().chain(&peers) {
         acls.insert(allow(Operation::Describe, ResourceType::Topic, topic));
@@ -343,10 +352,12 @@ mod tests {
             "Topic eco.inbox.b",
             "Topic eco.inbox.c",
             "Topic eco.tracking",
+            "Group eco.node.a",
+            "Group eco.node.c",
         ];
         assert_eq!(names(&acls, Operation::Describe), described);
-        assert_eq!(names(&acls, Operation::DescribeConfigs), described);
-        assert_eq!(acls.len(), 7 + 4 + 6 + 6);
+        assert_eq!(names(&acls, Operation::DescribeConfigs), described[..6]);
+        assert_eq!(acls.len(), 7 + 4 + 8 + 6);
 
         // Suspended: the same, without a single WRITE.
         let suspended = institution_acls(&topics, "b", &["a", "b", "c"], false);

@@ -348,9 +348,9 @@ async fn secure_provisioning_is_planned_then_applied_then_idempotent() {
     assert!(plan.contains(&format!(
         "create user {b}: SCRAM-SHA-512, password from --credentials"
     )));
-    // 23 ACLs per institution in a sector of three (broker::sector's unit
+    // 25 ACLs per institution in a sector of three (broker::sector's unit
     // test lists them).
-    assert_eq!(plan.matches("\nadd ACL User:").count(), 3 * 23, "{plan}");
+    assert_eq!(plan.matches("\nadd ACL User:").count(), 3 * 25, "{plan}");
     assert!(!plan.contains("password of user"), "{plan}");
     let before = held(&cluster, &sector).await;
     assert_eq!(before.shortfalls.len(), 8, "{:?}", before.shortfalls);
@@ -375,7 +375,7 @@ async fn secure_provisioning_is_planned_then_applied_then_idempotent() {
     assert_eq!(after.users, [a.clone(), b.clone(), c.clone()]);
     let planned = sector::sector_acls(&topics, &sector.directory(), ecointegra_broker::now_ms());
     assert_eq!(after.acls, planned);
-    assert_eq!(after.acls.len(), 3 * 23);
+    assert_eq!(after.acls.len(), 3 * 25);
 
     // a's random password, printed once, is a's password.
     let password = done
@@ -655,10 +655,32 @@ async fn secure_nodes_deliver_with_their_own_credentials_and_a_wrong_password_sa
     let kafka = origin.node().services().watch.kafka.clone();
     eventually("b to report no Kafka problems", async || {
         let problems = kafka.problems.borrow().clone();
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     })
     .await;
     assert_eq!(ecointegra_tests::inbound_count(&sector.federation, c), 1);
+
+    // b's operators see how far c has read b's records: b may describe c's
+    // inbox group (not commit for it; the ACL test checks that).
+    let watch = origin.node().services().watch.clone();
+    let lag = eventually("b's queue report to know c's lag", async || {
+        let watch = watch.clone();
+        let report =
+            tokio::task::spawn_blocking(move || ecointegra_node::telemetry::queues::queues(&watch))
+                .await
+                .unwrap()
+                .unwrap();
+        match report.institutions.iter().find(|r| r.institution == *c) {
+            Some(row) if row.lag_known => Ok(row.inbox_lag_records),
+            other => Err(other.cloned()),
+        }
+    })
+    .await;
+    assert_eq!(lag, 0, "c has applied everything b sent");
     origin.shutdown().await;
     dest.shutdown().await;
 }

@@ -7,6 +7,7 @@ use clap::Subcommand;
 use ecointegra_broker::directory::{self, Authority, DirectoryFile, EntryToml};
 use ecointegra_broker::keys::SigningIdentity;
 use ecointegra_proto::v1::{EntryStatus, RetiredKey, SignedDirectoryEntry};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -55,6 +56,11 @@ pub(crate) enum DirectoryCommand {
     Publish {
         #[arg(long, default_value = "127.0.0.1:9092")]
         bootstrap_servers: String,
+        /// librdkafka client settings, KEY=VALUE lines (TLS, SASL): on a
+        /// secure cluster, the sector operator's (only it writes the
+        /// directory topic).
+        #[arg(long)]
+        client_config: Option<PathBuf>,
         #[arg(long, default_value = "ecointegra")]
         topic_prefix: String,
         #[arg(long)]
@@ -72,6 +78,10 @@ pub(crate) enum DirectoryCommand {
         /// Also read `<prefix>.directory` from these brokers.
         #[arg(long)]
         bootstrap_servers: Option<String>,
+        /// librdkafka client settings for those brokers, KEY=VALUE lines
+        /// (TLS, SASL): any identity that may read the directory topic.
+        #[arg(long, requires = "bootstrap_servers")]
+        client_config: Option<PathBuf>,
         #[arg(long, default_value = "ecointegra")]
         topic_prefix: String,
     },
@@ -139,12 +149,14 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
         }
         DirectoryCommand::Publish {
             bootstrap_servers,
+            client_config,
             topic_prefix,
             file,
         } => {
             use prost::Message;
             let settings = ecointegra_broker::kafka::KafkaSettings {
                 bootstrap_servers,
+                options: client_options(client_config.as_deref())?,
                 ..Default::default()
             };
             let publisher = ecointegra_broker::kafka::Publisher::new(
@@ -178,6 +190,7 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
             authority_public_key,
             file,
             bootstrap_servers,
+            client_config,
             topic_prefix,
         } => {
             let anchor = ecointegra_broker::keys::parse_public_key(&authority_public_key)
@@ -188,9 +201,11 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
             };
             if let Some(servers) = bootstrap_servers {
                 let topic = ecointegra_broker::topics::Topics::new(topic_prefix).directory();
-                let entries =
-                    tokio::task::spawn_blocking(move || read_directory_topic(&servers, &topic))
-                        .await??;
+                let options = client_options(client_config.as_deref())?;
+                let entries = tokio::task::spawn_blocking(move || {
+                    read_directory_topic(&servers, &options, &topic)
+                })
+                .await??;
                 for (offset, signed) in entries {
                     let applied = ecointegra_broker::directory::verify_entry(&signed, &anchor)
                         .and_then(|entry| directory.insert(&entry).map(drop));
@@ -217,15 +232,27 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
 }
 
 /// Every record of the directory topic, from the beginning to its end.
+/// The client settings in `path`, if given.
+fn client_options(path: Option<&Path>) -> anyhow::Result<BTreeMap<String, String>> {
+    path.map_or_else(|| Ok(BTreeMap::new()), super::sector::read_properties)
+}
+
+/// Every record of the directory topic, read by assignment: no consumer
+/// group is joined or committed, so a reader needs READ on the topic alone.
 fn read_directory_topic(
     servers: &str,
+    options: &BTreeMap<String, String>,
     topic: &str,
 ) -> anyhow::Result<Vec<(i64, SignedDirectoryEntry)>> {
     use prost::Message as _;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
     use std::time::{Duration, Instant};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+    let mut config = rdkafka::ClientConfig::new();
+    for (key, value) in options {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config
         .set("bootstrap.servers", servers)
         .set("group.id", "ecointegra-directory-list")
         .set("enable.auto.commit", "false")

@@ -271,8 +271,9 @@ fn key_values(path: &Path, what: &str) -> anyhow::Result<Vec<(String, String)>> 
     Ok(pairs)
 }
 
-/// A librdkafka properties file: the sector operator's client settings.
-fn read_properties(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+/// A librdkafka properties file (`KEY=VALUE` lines): a client's settings
+/// for a secure cluster, such as the sector operator's.
+pub(super) fn read_properties(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let mut options = BTreeMap::new();
     for (key, value) in key_values(path, "KEY=VALUE")? {
         if key == "bootstrap.servers" {
