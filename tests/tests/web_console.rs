@@ -314,14 +314,49 @@ fn form_post(path: &str, cookie: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The `Set-Cookie` header that sets `name` in a response's head.
+fn set_cookie<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: "))
+        .find(|c| c.starts_with(&format!("{name}=")))
+}
+
+/// Opens the sign-in form as a browser does: returns its CSRF cookie
+/// (`eco_entrada=...`) and the token the form carries.
+async fn sign_in_form(addr: &str, headers: &str) -> (String, String) {
+    let request =
+        format!("GET /entrar HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n");
+    let (status, head, page) = http(addr, request.as_bytes()).await;
+    assert_eq!(status, 200, "{head}");
+    let cookie =
+        set_cookie(&head, "eco_entrada").unwrap_or_else(|| panic!("no CSRF cookie: {head}"));
+    let csrf = csrf_of(&page);
+    assert_eq!(
+        cookie.split(';').next().unwrap(),
+        format!("eco_entrada={csrf}")
+    );
+    (cookie.split(';').next().unwrap().to_owned(), csrf)
+}
+
+/// Posts the sign-in form (fetched first) with `token` and the extra
+/// request `headers` (each ending in CRLF): the answer.
+async fn post_sign_in(addr: &str, token: &str, headers: &str) -> (u16, String, String) {
+    let (cookie, csrf) = sign_in_form(addr, headers).await;
+    let body = format!("csrf={csrf}&token={token}");
+    let request = format!(
+        "POST /entrar HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nCookie: {cookie}\r\n\
+         {headers}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http(addr, request.as_bytes()).await
+}
+
 /// Signs in with `token`; returns the session cookie (`eco_sesion=...`).
 async fn sign_in(addr: &str, token: &str) -> String {
-    let (status, head, _) = http(addr, &form_post("/entrar", "", &format!("token={token}"))).await;
+    let (status, head, _) = post_sign_in(addr, token, "").await;
     assert_eq!(status, 303, "{head}");
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .unwrap_or_else(|| panic!("no session cookie: {head}"));
+    let cookie =
+        set_cookie(&head, "eco_sesion").unwrap_or_else(|| panic!("no session cookie: {head}"));
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
@@ -361,8 +396,7 @@ async fn the_console_checks_roles_and_csrf_and_an_aborted_upload_leaves_nothing(
     let (status, head, _) = http(&addr, &get("/mesa", "")).await;
     assert_eq!(status, 303);
     assert!(head.contains("location: /entrar?volver=%2Fmesa"), "{head}");
-    let (status, _, body) =
-        http(&addr, &form_post("/entrar", "", &format!("token={system}"))).await;
+    let (status, _, body) = post_sign_in(&addr, system, "").await;
     assert_eq!(status, 401);
     assert!(body.contains("La clave no es válida"), "{body}");
 
@@ -731,12 +765,10 @@ async fn a_tampered_or_short_session_cookie_or_csrf_token_is_refused() {
     let addr = web_addr(&federation, "senamhi");
 
     // The session cookie keeps its attributes (no Secure over plain HTTP).
-    let (status, head, _) = http(&addr, &form_post("/entrar", "", &format!("token={CLERK}"))).await;
+    let (status, head, _) = post_sign_in(&addr, CLERK, "").await;
     assert_eq!(status, 303, "{head}");
-    let set_cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .unwrap_or_else(|| panic!("no session cookie: {head}"));
+    let set_cookie =
+        set_cookie(&head, "eco_sesion").unwrap_or_else(|| panic!("no session cookie: {head}"));
     let mut attributes: Vec<&str> = set_cookie.split("; ").skip(1).collect();
     attributes.sort_unstable();
     assert_eq!(
@@ -835,4 +867,157 @@ async fn a_tampered_or_short_session_cookie_or_csrf_token_is_refused() {
     );
     let (status, _, _) = http(&addr, &get_request("/mesa", &cookie)).await;
     assert_eq!(status, 303, "the session is closed");
+}
+
+/// A GET with extra request `headers` (each ending in CRLF).
+fn get_with(path: &str, cookie: &str, headers: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nCookie: {cookie}\r\n\
+         {headers}\r\n"
+    )
+    .into_bytes()
+}
+
+/// What an attacker tries on the sign-in: a form posted from elsewhere
+/// (no CSRF token), return paths that lead to another site, a forged
+/// `X-Forwarded-*` from a client that is not a trusted proxy, and locking
+/// every clerk out by failing tracking look-ups behind the shared proxy.
+/// Honest use keeps working, and a sign-in outlives a restart of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_resists_csrf_open_redirects_forged_proxies_and_lock_outs() {
+    let proxied = settings().replace("[web]\n", "[web]\ntrusted_proxies = [\"127.0.0.1\"]\n");
+    let federation = Federation::with_settings("web-sign-in", &["senamhi"], &proxied);
+    let direct = Federation::with_settings("web-sign-in-direct", &["oefa"], &settings());
+    let senamhi = federation.start("senamhi").await;
+    let oefa = direct.start("oefa").await;
+    let addr = web_addr(&federation, "senamhi");
+    let oefa_addr = web_addr(&direct, "oefa");
+
+    // CSRF: a sign-in without the form's token, or with another one, is
+    // refused, and opens no session.
+    let body = format!("token={CLERK}");
+    let (status, head, _) = http(&addr, &form_post("/entrar", "", &body)).await;
+    assert_eq!(status, 403, "{head}");
+    assert!(set_cookie(&head, "eco_sesion").is_none(), "{head}");
+    let (cookie, csrf) = sign_in_form(&addr, "").await;
+    let forged = format!("csrf={}0&token={CLERK}", &csrf[..63]);
+    let (status, head, _) = http(&addr, &form_post("/entrar", &cookie, &forged)).await;
+    assert_eq!(status, 403, "{head}");
+    assert!(set_cookie(&head, "eco_sesion").is_none(), "{head}");
+    let (other_cookie, _) = sign_in_form(&addr, "").await;
+    let mixed = format!("csrf={csrf}&token={CLERK}");
+    let (status, _, _) = http(&addr, &form_post("/entrar", &other_cookie, &mixed)).await;
+    assert_eq!(status, 403, "a token from another form");
+
+    // Return paths: only a path on this site.
+    for evil in [
+        "/\t/evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example/",
+        "/ /evil.example",
+        "/\u{1}/evil.example",
+        "evil.example",
+    ] {
+        let volver = url_encode(evil);
+        let (cookie, csrf) = sign_in_form(&addr, "").await;
+        let body = format!("csrf={csrf}&volver={volver}&token={CLERK}");
+        let (status, head, _) = http(&addr, &form_post("/entrar", &cookie, &body)).await;
+        assert_eq!(status, 303, "{evil:?}: {head}");
+        assert!(head.contains("\r\nlocation: /mesa\r\n"), "{evil:?}: {head}");
+        let (status, head, _) = http(
+            &addr,
+            &get_request(&format!("/idioma?lang=en&volver={volver}"), ""),
+        )
+        .await;
+        assert_eq!(status, 303, "{evil:?}: {head}");
+        assert!(head.contains("\r\nlocation: /\r\n"), "{evil:?}: {head}");
+    }
+    let (cookie, csrf) = sign_in_form(&addr, "").await;
+    let back = url_encode("/mesa/nuevo?x=1");
+    let body = format!("csrf={csrf}&volver={back}&token={CLERK}");
+    let (_, head, _) = http(&addr, &form_post("/entrar", &cookie, &body)).await;
+    assert!(head.contains("\r\nlocation: /mesa/nuevo?x=1\r\n"), "{head}");
+
+    // The session cookie is Secure when a trusted proxy says the request
+    // came over TLS; a client that says so itself is not believed.
+    let https = "X-Forwarded-Proto: https\r\nX-Forwarded-For: 198.51.100.20\r\n";
+    let (_, head, _) = post_sign_in(&addr, CLERK, https).await;
+    let secure = set_cookie(&head, "eco_sesion").unwrap();
+    assert!(secure.contains("; Secure"), "{secure}");
+    let (_, head, _) = post_sign_in(&oefa_addr, CLERK, https).await;
+    let plain = set_cookie(&head, "eco_sesion").unwrap();
+    assert!(
+        !plain.contains("Secure"),
+        "a forged X-Forwarded-Proto was believed: {plain}"
+    );
+
+    // Behind the proxy, one citizen's failed look-ups lock out that citizen
+    // only: not the clerks behind the same proxy, not even that citizen's
+    // sign-in.
+    let citizen = "X-Forwarded-For: 198.51.100.7\r\n";
+    let lookup = "/seguimiento?codigo=SENAMHI-2026-AAAAAAAA&verificacion=WRONG123";
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        statuses.push(http(&addr, &get_with(lookup, "", citizen)).await.0);
+    }
+    assert_eq!(statuses[..10], [404; 10], "{statuses:?}");
+    assert_eq!(statuses[10], 429, "{statuses:?}");
+    // Another address of the citizen's IPv6 /64 would be the same client;
+    // this one is another.
+    let clerk = "X-Forwarded-For: 198.51.100.8\r\n";
+    assert_eq!(http(&addr, &get_with(lookup, "", clerk)).await.0, 404);
+    assert_eq!(post_sign_in(&addr, CLERK, clerk).await.0, 303);
+    assert_eq!(post_sign_in(&addr, CLERK, citizen).await.0, 303);
+    // Failed sign-ins have their own limit, per client too.
+    let guesser = "X-Forwarded-For: 2001:db8:7:7::1\r\n";
+    for n in 0..10 {
+        let (status, _, _) = post_sign_in(&addr, "guess", guesser).await;
+        assert_eq!(status, 401, "attempt {n}");
+    }
+    let same_64 = "X-Forwarded-For: 2001:db8:7:7:ffff::2\r\n";
+    let (status, _, body) = post_sign_in(&addr, CLERK, same_64).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("Demasiados intentos"), "{body}");
+    assert_eq!(post_sign_in(&addr, CLERK, clerk).await.0, 303);
+
+    // Without trusted proxies, forwarding headers are ignored: the lock-out
+    // is the connection's address, whatever a client writes.
+    for n in 0..10 {
+        let forged = format!("X-Forwarded-For: 203.0.113.{n}\r\n");
+        assert_eq!(post_sign_in(&oefa_addr, "guess", &forged).await.0, 401);
+    }
+    let fresh = "X-Forwarded-For: 203.0.113.99\r\n";
+    assert_eq!(post_sign_in(&oefa_addr, CLERK, fresh).await.0, 429);
+
+    // A session outlives a restart of the node; signing out ends it.
+    let session = sign_in(&addr, CLERK).await;
+    senamhi.shutdown().await;
+    let senamhi = federation.start("senamhi").await;
+    let addr = web_addr(&federation, "senamhi");
+    let (status, head, page) = http(&addr, &get_request("/mesa", &session)).await;
+    assert_eq!(status, 200, "signed out by a restart: {head}");
+    let csrf = csrf_of(&page);
+    let (status, _, _) = http(
+        &addr,
+        &form_post("/salir", &session, &format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (status, _, _) = http(&addr, &get_request("/mesa", &session)).await;
+    assert_eq!(status, 303, "the session ended");
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -451,6 +451,9 @@ impl Config {
                 ),
             ));
         }
+        if let Err(why) = crate::clients::TrustedProxies::parse(&self.web.trusted_proxies) {
+            return Err(ConfigError::field("web.trusted_proxies", why));
+        }
         if self.transfer.max_filing_size < self.transfer.max_document_size {
             return Err(ConfigError::field(
                 "transfer.max_filing_size",
@@ -707,6 +710,15 @@ pub struct WebConfig {
     /// `https://tramites.minam.gob.pe`), printed in the verification link of
     /// a cargo. Unset: the address the request came to.
     pub public_url: Option<String>,
+    /// Reverse proxies (addresses or ADDRESS/PREFIX blocks) whose
+    /// `Forwarded` / `X-Forwarded-For` / `X-Forwarded-Proto` headers are
+    /// believed: the client address limits count, and whether the request
+    /// came over TLS (the session cookie is then `Secure`). Nobody else's.
+    pub trusted_proxies: Vec<String>,
+    /// Failed sign-ins one client (an IPv4 address, an IPv6 /64) may make
+    /// per minute before the sign-in page refuses it. Failed tracking
+    /// look-ups have their own limit, `tracking.max_failures_per_minute`.
+    pub max_sign_in_failures_per_minute: u32,
 }
 
 impl Default for WebConfig {
@@ -715,6 +727,8 @@ impl Default for WebConfig {
             listen: None,
             session_minutes: 480,
             public_url: None,
+            trusted_proxies: Vec::new(),
+            max_sign_in_failures_per_minute: 10,
         }
     }
 }

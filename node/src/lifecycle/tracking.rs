@@ -13,10 +13,7 @@ use ecointegra_broker::envelope::{self, Rejection};
 use ecointegra_proto::v1::{
     Envelope, FilingStatus, MessageType, TimelineEntry, TrackRequest, TrackResponse, TrackingEvent,
 };
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 pub use crate::ids::BROADCAST;
@@ -50,33 +47,8 @@ pub fn event_of(envelope: &Envelope) -> Result<TrackingEvent, Rejection> {
     Ok(event)
 }
 
-/// Failed look-ups per client address within the current minute.
-#[derive(Default)]
-pub struct Limiter {
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-impl Limiter {
-    pub(crate) fn blocked(&self, client: IpAddr, limit: u32) -> bool {
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&client) {
-            Some((since, count)) if since.elapsed() < Duration::from_secs(60) => *count >= limit,
-            _ => false,
-        }
-    }
-
-    pub(crate) fn fail(&self, client: IpAddr) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 100_000 {
-            map.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
-        }
-        let entry = map.entry(client).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= Duration::from_secs(60) {
-            *entry = (Instant::now(), 0);
-        }
-        entry.1 += 1;
-    }
-}
+/// Failed look-ups per client within the current minute.
+pub use crate::clients::Limiter;
 
 /// Looks a filing up for a citizen. `client` is who asks, for rate limiting.
 pub async fn track(

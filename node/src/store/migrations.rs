@@ -19,6 +19,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0002_partials_per_sender.sql")),
     M::up(include_str!("migrations/0003_resend_rounds.sql")),
     M::up(include_str!("migrations/0004_outbox_manifest_seq.sql")),
+    M::up(include_str!("migrations/0005_web_sessions.sql")),
 ];
 
 /// The newest schema version this release knows.

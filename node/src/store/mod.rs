@@ -17,6 +17,7 @@ pub mod migrations;
 pub mod ops;
 pub mod outbox;
 pub mod receipts;
+pub mod sessions;
 pub mod traces;
 pub mod tracking;
 

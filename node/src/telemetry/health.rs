@@ -47,7 +47,7 @@ pub async fn run(
             kafka.up.send_replace(up);
             last = Some(up);
         }
-        if up && !config.manage_topics() && probes % TOPIC_CHECK_EVERY == 0 {
+        if up && !config.manage_topics() && probes.is_multiple_of(TOPIC_CHECK_EVERY) {
             let checked = check_topics(&config, &kafka).await;
             if checked != topic_problems {
                 match checked.is_empty() {

@@ -10,9 +10,14 @@
 //! - [`operator`]: queues, throughput and latency, dead letters (operator role).
 //!
 //! Clerks and operators sign in with their API token (the same tokens and roles
-//! as gRPC); the console keeps a server-side session behind an HttpOnly,
-//! SameSite=Strict cookie, and every form carries the session's CSRF token.
-//! Input goes through the same functions, and so the same rules, as gRPC.
+//! as gRPC); the console keeps a server-side session, in the node's store so
+//! restarts keep it, behind an HttpOnly, SameSite=Strict cookie (Secure when
+//! the request came over TLS), and every form carries a CSRF token: the
+//! session's, or, on the sign-in form, one bound to a cookie of its own.
+//! Failed sign-ins are limited per client, apart from tracking look-ups;
+//! behind a reverse proxy listed in `web.trusted_proxies` the client is the
+//! address the proxy forwarded for. Input goes through the same functions, and
+//! so the same rules, as gRPC.
 
 mod citizen;
 mod desk;
@@ -21,6 +26,7 @@ mod operator;
 mod page;
 mod text;
 
+use crate::clients::{Limiter, TrustedProxies};
 use crate::config::WebConfig;
 use crate::error::{Error, Result};
 use crate::grpc::Services;
@@ -34,10 +40,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -63,11 +67,17 @@ pub fn spawn(
         return Ok(None);
     };
     let config = services.desk.config.clone();
+    let proxies = TrustedProxies::parse(&config.web.trusted_proxies).map_err(|why| {
+        Error::Config(crate::config::ConfigError {
+            message: format!("web.trusted_proxies: {why}"),
+        })
+    })?;
     let web = Arc::new(Web {
         auth: Authenticator::new(config.auth.clone()),
         desk: services.desk.clone(),
         services,
-        sessions: Mutex::new(HashMap::new()),
+        proxies,
+        sign_in_limiter: Limiter::default(),
     });
     crate::telemetry::http::serve(
         &config.data_dir,
@@ -121,14 +131,16 @@ fn router(web: Arc<Web>) -> Router {
         .with_state(web)
 }
 
-/// The console's state: the node's, and the signed-in sessions.
+/// The console's state: the node's, who may forward, and failed sign-ins.
 pub struct Web {
-    /// Intake, clerk actions and citizen look-ups.
+    /// Intake, clerk actions and citizen look-ups; its store keeps the
+    /// sessions.
     desk: Desk,
     /// Queues and dead letters, for operators.
     services: Arc<Services>,
     auth: Authenticator,
-    sessions: Mutex<HashMap<String, Session>>,
+    proxies: TrustedProxies,
+    sign_in_limiter: Limiter,
 }
 
 /// A signed-in clerk or operator.
@@ -139,11 +151,12 @@ pub struct Session {
     pub name: String,
     /// Every form of the session carries it back.
     pub csrf: String,
-    expires: Instant,
 }
 
 const SESSION_COOKIE: &str = "eco_sesion";
 const LANG_COOKIE: &str = "eco_idioma";
+/// The sign-in form's CSRF token, before there is a session.
+const SIGN_IN_COOKIE: &str = "eco_entrada";
 
 /// What every page needs about its request: language, who is signed in,
 /// where the request came from.
@@ -154,6 +167,9 @@ pub struct Ctx {
     /// or signing in.
     pub here: String,
     pub client: IpAddr,
+    /// The request came over TLS: to a trusted proxy that says so, or to a
+    /// `web.public_url` that is https.
+    pub tls: bool,
     /// `scheme://host` the request came to, or `web.public_url`.
     pub base_url: String,
     /// This institution's name, for the page header.
@@ -229,13 +245,15 @@ impl FromRequestParts<Arc<Web>> for Ctx {
             .get(LANG_COOKIE)
             .and_then(|l| Lang::parse(l.value()))
             .unwrap_or_default();
-        let session = cookies
-            .get(SESSION_COOKIE)
-            .and_then(|id| web.session(id.value()));
-        let client = parts
+        let session = match cookies.get(SESSION_COOKIE) {
+            Some(id) => web.session(id.value()).await,
+            None => None,
+        };
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        let origin = web.proxies.origin(peer, &parts.headers);
         let host = parts
             .headers
             .get(header::HOST)
@@ -247,6 +265,7 @@ impl FromRequestParts<Arc<Web>> for Ctx {
             .unwrap_or("localhost");
         let base_url = match &web.desk.config.web.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
+            None if origin.tls => format!("https://{host}"),
             None => format!("http://{host}"),
         };
         Ok(Ctx {
@@ -256,7 +275,8 @@ impl FromRequestParts<Arc<Web>> for Ctx {
                 .uri
                 .path_and_query()
                 .map_or("/".into(), |p| p.as_str().to_owned()),
-            client,
+            client: origin.client,
+            tls: origin.tls || base_url.starts_with("https://"),
             base_url,
             institution: page::institution(&web.desk.trust.directory(), web.desk.institution()),
         })
@@ -264,39 +284,53 @@ impl FromRequestParts<Arc<Web>> for Ctx {
 }
 
 impl Web {
-    fn session(&self, id: &str) -> Option<Session> {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        match sessions.get(id) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                sessions.remove(id);
-                None
+    /// The session behind cookie value `id`, if it is current. A store that
+    /// cannot be read signs nobody in (and says so in the log).
+    async fn session(&self, id: &str) -> Option<Session> {
+        let id = id.to_owned();
+        let now = ecointegra_broker::now_ms();
+        let row = self.desk.store.run(move |s| s.session(&id, now)).await;
+        let row = match row {
+            Ok(row) => row?,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot read a console session.");
+                return None;
             }
-            None => None,
-        }
+        };
+        let role = match row.role.as_str() {
+            "clerk" => Role::Clerk,
+            "operator" => Role::Operator,
+            _ => return None,
+        };
+        Some(Session {
+            role,
+            name: row.name,
+            csrf: row.csrf,
+        })
     }
 
-    fn open_session(&self, role: Role, name: String) -> String {
+    /// Opens a session for `name` with `role`; returns the cookie's value.
+    async fn open_session(&self, role: Role, name: String) -> Result<String> {
         let id = crate::ids::random_hex(32);
-        let minutes = u64::from(self.desk.config.web.session_minutes.max(1));
-        let session = Session {
-            role,
+        let minutes = i64::from(self.desk.config.web.session_minutes.max(1));
+        let now = ecointegra_broker::now_ms();
+        let row = crate::store::sessions::SessionRow {
+            role: role.name().to_owned(),
             name,
             csrf: crate::ids::random_hex(32),
-            expires: Instant::now() + Duration::from_secs(minutes * 60),
+            expires_at_ms: now + minutes * 60_000,
         };
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        sessions.insert(id.clone(), session);
-        id
+        let cookie = id.clone();
+        self.desk
+            .store
+            .run(move |s| s.open_session(&id, &row, now))
+            .await?;
+        Ok(cookie)
     }
 
-    fn close_session(&self, id: &str) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+    async fn close_session(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.desk.store.run(move |s| s.close_session(&id)).await
     }
 }
 
@@ -311,9 +345,30 @@ fn session_cookie(value: String, secure: bool) -> Cookie<'static> {
         .build()
 }
 
-/// A path on this site to go back to: never another site.
+/// A path on this site to go back to, never another site: it starts with a
+/// single `/` and has no backslash, whitespace or control character (which
+/// browsers skip or turn into `/`: `/\t/evil.example` goes to another site).
 fn local_path(path: Option<&str>) -> Option<&str> {
-    path.filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.contains('\\'))
+    path.filter(|p| {
+        p.starts_with('/')
+            && !p.starts_with("//")
+            && p.len() <= 2048
+            && !p
+                .chars()
+                .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+    })
+}
+
+/// The sign-in form's CSRF cookie: HttpOnly, SameSite=Strict, for the
+/// sign-in page alone, and gone after an hour.
+fn sign_in_cookie(value: String, secure: bool) -> Cookie<'static> {
+    Cookie::build((SIGN_IN_COOKIE, value))
+        .path("/entrar")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .max_age(time::Duration::hours(1))
+        .build()
 }
 
 #[derive(Deserialize)]
@@ -321,8 +376,17 @@ struct SignInQuery {
     volver: Option<String>,
 }
 
-async fn sign_in_form(ctx: Ctx, Query(q): Query<SignInQuery>) -> Response {
-    page::sign_in(&ctx, q.volver.as_deref(), None, StatusCode::OK)
+/// The sign-in form, with a fresh CSRF token in it and in its cookie.
+async fn sign_in_form(ctx: Ctx, jar: CookieJar, Query(q): Query<SignInQuery>) -> Response {
+    let token = crate::ids::random_hex(32);
+    let form = page::sign_in(
+        &ctx,
+        &token,
+        local_path(q.volver.as_deref()),
+        None,
+        StatusCode::OK,
+    );
+    (jar.add(sign_in_cookie(token, ctx.tls)), form).into_response()
 }
 
 async fn sign_in(
@@ -332,11 +396,21 @@ async fn sign_in(
     Form(form): Form<forms::Fields>,
 ) -> Response {
     let t = ctx.t();
-    let back = form.get("volver");
-    let limit = web.desk.config.tracking.max_failures_per_minute;
-    if web.desk.limiter.blocked(ctx.client, limit) {
+    let back = local_path(form.get("volver"));
+    // The form must carry the token its cookie holds: another site cannot
+    // sign a browser in (to an account of the attacker's).
+    let Some(expected) = jar.get(SIGN_IN_COOKIE).map(|c| c.value().to_owned()) else {
+        return page::message(&ctx, StatusCode::FORBIDDEN, t.csrf_title, t.csrf_body);
+    };
+    let presented = form.get("csrf").unwrap_or_default();
+    if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        return page::message(&ctx, StatusCode::FORBIDDEN, t.csrf_title, t.csrf_body);
+    }
+    let limit = web.desk.config.web.max_sign_in_failures_per_minute;
+    if web.sign_in_limiter.blocked(ctx.client, limit) {
         return page::sign_in(
             &ctx,
+            &expected,
             back,
             Some(t.too_many_attempts),
             StatusCode::TOO_MANY_REQUESTS,
@@ -344,18 +418,33 @@ async fn sign_in(
     }
     let caller = form.get("token").and_then(|token| web.auth.by_token(token));
     let Some(caller) = caller.filter(|c| matches!(c.role, Role::Clerk | Role::Operator)) else {
-        web.desk.limiter.fail(ctx.client);
-        return page::sign_in(&ctx, back, Some(t.sign_in_failed), StatusCode::UNAUTHORIZED);
+        web.sign_in_limiter.fail(ctx.client);
+        tracing::warn!(client = %ctx.client, "Web console sign-in refused.");
+        return page::sign_in(
+            &ctx,
+            &expected,
+            back,
+            Some(t.sign_in_failed),
+            StatusCode::UNAUTHORIZED,
+        );
     };
     tracing::info!(user = %caller.name, role = caller.role.name(), "Web console sign-in.");
     let home = match caller.role {
         Role::Operator => "/operacion",
         _ => "/mesa",
     };
-    let id = web.open_session(caller.role, caller.name);
-    let cookie = session_cookie(id, ctx.base_url.starts_with("https://"));
-    let target = local_path(back).unwrap_or(home);
-    (jar.add(cookie), Redirect::to(target)).into_response()
+    let id = match web.open_session(caller.role, caller.name).await {
+        Ok(id) => id,
+        Err(e) => return failure(&ctx, e),
+    };
+    let mut used = sign_in_cookie(String::new(), ctx.tls);
+    used.set_max_age(time::Duration::ZERO);
+    let target = back.unwrap_or(home);
+    (
+        jar.add(used).add(session_cookie(id, ctx.tls)),
+        Redirect::to(target),
+    )
+        .into_response()
 }
 
 async fn sign_out(
@@ -369,11 +458,13 @@ async fn sign_out(
     {
         return denied;
     }
-    if let Some(id) = jar.get(SESSION_COOKIE) {
-        web.close_session(id.value());
+    if let Some(id) = jar.get(SESSION_COOKIE)
+        && let Err(e) = web.close_session(id.value()).await
+    {
+        return failure(&ctx, e);
     }
     // Emptied and expired at once, with the attributes it was set with.
-    let mut gone = session_cookie(String::new(), false);
+    let mut gone = session_cookie(String::new(), ctx.tls);
     gone.set_max_age(time::Duration::ZERO);
     (jar.add(gone), Redirect::to("/")).into_response()
 }

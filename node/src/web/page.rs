@@ -83,11 +83,18 @@ pub fn message(ctx: &Ctx, status: StatusCode, title: &str, text: &str) -> Respon
 }
 
 /// The sign-in page, with an error when the last attempt failed.
-pub fn sign_in(ctx: &Ctx, back: Option<&str>, error: Option<&str>, status: StatusCode) -> Response {
+pub fn sign_in(
+    ctx: &Ctx,
+    csrf: &str,
+    back: Option<&str>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let t = ctx.t();
     let body = html! {
         p { (t.sign_in_intro) }
         form.card.narrow method="post" action="/entrar" {
+            input type="hidden" name="csrf" value=(csrf);
             @if let Some(back) = back {
                 input type="hidden" name="volver" value=(back);
             }
