@@ -13,11 +13,13 @@ const LAYERS: &[(&str, u32)] = &[
     ("telemetry", 7),
     ("store", 8),
     ("trust", 9),
+    ("audit", 9),
     ("kafka", 9),
     ("error", 10),
     ("ids", 11),
     ("config", 12),
     ("retry", 12),
+    ("clients", 13),
 ];
 
 fn rank(module: &str) -> Option<u32> {

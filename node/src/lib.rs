@@ -28,6 +28,7 @@
 //! benchmark in its own crate (`tests/bench`).
 
 pub mod app;
+pub mod audit;
 pub mod clients;
 pub mod config;
 pub mod consume;

@@ -946,3 +946,51 @@ pub async fn settled(federation: &Federation, ids: &[&str]) {
     })
     .await
 }
+
+/// Adds `Authorization: Bearer <token>` to every call, when there is one.
+#[derive(Clone)]
+pub struct Bearer(pub Option<String>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        Ok(request)
+    }
+}
+
+pub type AuthChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+pub type AuthClient = ecointegra_proto::v1::filing_service_client::FilingServiceClient<AuthChannel>;
+
+async fn channel_as(addr: SocketAddr, token: Option<&str>) -> AuthChannel {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic::service::interceptor::InterceptedService::new(channel, Bearer(token.map(str::to_owned)))
+}
+
+/// A filing client of the node at `addr` calling with `token` (None: none).
+pub async fn client_as(addr: SocketAddr, token: Option<&str>) -> AuthClient {
+    ecointegra_proto::v1::filing_service_client::FilingServiceClient::new(
+        channel_as(addr, token).await,
+    )
+}
+
+/// An operations client of the node at `addr` calling with `token`.
+pub async fn operations_as(
+    addr: SocketAddr,
+    token: Option<&str>,
+) -> ecointegra_proto::v1::operations_service_client::OperationsServiceClient<AuthChannel> {
+    ecointegra_proto::v1::operations_service_client::OperationsServiceClient::new(
+        channel_as(addr, token).await,
+    )
+}

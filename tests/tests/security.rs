@@ -566,39 +566,6 @@ mod pki {
     }
 }
 
-#[derive(Clone)]
-struct Bearer(Option<String>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        }
-        Ok(request)
-    }
-}
-
-type AuthClient = ecointegra_proto::v1::filing_service_client::FilingServiceClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
->;
-
-async fn client_as(addr: std::net::SocketAddr, token: Option<&str>) -> AuthClient {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    ecointegra_proto::v1::filing_service_client::FilingServiceClient::with_interceptor(
-        channel,
-        Bearer(token.map(str::to_owned)),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_is_allowed_what_it_may_do_and_refused_the_rest() {
     use ecointegra_proto::v1::{GetFilingRequest, StreamInboxRequest, TrackRequest};

@@ -63,6 +63,10 @@ enum Command {
     /// Dead letters: list, show, replay once the cause is fixed, discard.
     #[command(subcommand)]
     Dlq(crate::cli::ops::DlqCommand),
+    /// The node's audit log (operators): every state-changing call, who made
+    /// it with which role, from which address, what it was about and how it
+    /// ended, oldest first.
+    Audit(crate::cli::ops::AuditArgs),
     /// Follow a filing across institutions with its tracking and verification codes.
     Track {
         /// Any institution's node, e.g. 127.0.0.1:50051.
@@ -340,6 +344,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Queues(args) => crate::cli::ops::queues(args).await?,
         Command::Dlq(command) => crate::cli::ops::dlq(command).await?,
         Command::Resend(args) => crate::cli::ops::resend(args).await?,
+        Command::Audit(args) => crate::cli::ops::audit(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

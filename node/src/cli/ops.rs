@@ -5,8 +5,8 @@ use crate::cli::describe_status;
 use ecointegra_proto::v1::operations_service_client::OperationsServiceClient;
 use ecointegra_proto::v1::{
     DeadLetterEntry, DeadLetterState, DiscardDeadLetterRequest, GetDeadLetterRequest,
-    GetQueuesRequest, GetQueuesResponse, ListDeadLettersRequest, ReplayDeadLettersRequest,
-    ResendTransferRequest,
+    GetQueuesRequest, GetQueuesResponse, ListAuditLogRequest, ListDeadLettersRequest,
+    ReplayDeadLettersRequest, ResendTransferRequest,
 };
 use std::time::Duration;
 
@@ -27,6 +27,17 @@ pub(crate) struct ResendArgs {
     node: String,
     /// The transfer, as `ecointegra queues` names it among the filings in trouble.
     transfer_id: String,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct AuditArgs {
+    /// The node's gRPC address, e.g. 127.0.0.1:50051.
+    #[arg(long)]
+    node: String,
+    /// Only entries since then: a date (2026-12-01, UTC), a Unix time in
+    /// milliseconds, or a span back from now (90s, 30m, 12h, 7d).
+    #[arg(long)]
+    since: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -68,8 +79,9 @@ pub(crate) enum DlqCommand {
         id: i64,
         #[arg(long)]
         reason: String,
-        /// Who decides; defaults to $USER (with neither, the node records the
-        /// name of the caller's token or certificate).
+        /// A note on who decides, e.g. a person's name; defaults to $USER. The
+        /// node records the caller's authenticated identity (its token's or
+        /// certificate's name) with this note after it.
         #[arg(long)]
         by: Option<String>,
     },
@@ -201,6 +213,77 @@ pub(crate) async fn resend(args: ResendArgs) -> anyhow::Result<()> {
         args.transfer_id, answer.tracking_code, answer.destination
     );
     Ok(())
+}
+
+pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let now = ecointegra_broker::now_ms();
+    let since_ms = match &args.since {
+        Some(text) => parse_since(text, now).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--since {text:?}: give a date (2026-12-01), milliseconds, or 90s/30m/12h/7d"
+            )
+        })?,
+        None => 0,
+    };
+    let mut client = connect(&args.node).await?;
+    let mut after_id = 0;
+    println!(
+        "{:<6} {:<20} {:<16} {:<8} {:<24} {:<20} {:<26} OUTCOME",
+        "ID", "AT", "WHO", "ROLE", "FROM", "ACTION", "TARGET"
+    );
+    loop {
+        let page = client
+            .list_audit_log(ListAuditLogRequest {
+                since_ms,
+                limit: 1000,
+                after_id,
+            })
+            .await
+            .map_err(describe_status)?
+            .into_inner()
+            .entries;
+        for e in &page {
+            println!(
+                "{:<6} {:<20} {:<16} {:<8} {:<24} {:<20} {:<26} {}",
+                e.id,
+                ecointegra_node::ids::format_utc(e.at_ms),
+                e.actor,
+                e.role,
+                if e.address.is_empty() {
+                    "-"
+                } else {
+                    &e.address
+                },
+                e.action,
+                if e.target.is_empty() { "-" } else { &e.target },
+                e.outcome
+            );
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => after_id = last.id,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// `--since`: a date (UTC midnight), milliseconds, or a span back from `now`.
+fn parse_since(text: &str, now_ms: i64) -> Option<i64> {
+    let text = text.trim();
+    if let Some(day) = ecointegra_node::config::day::Day::parse(text) {
+        return Some(day.0 * 86_400_000);
+    }
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    let unit = match text.chars().last()? {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        _ => return None,
+    };
+    let count: i64 = text[..text.len() - 1].parse().ok().filter(|n| *n >= 0)?;
+    Some(now_ms - count.checked_mul(unit)?)
 }
 
 pub(crate) async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
@@ -362,4 +445,19 @@ pub(crate) async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod audit_tests {
+    #[test]
+    fn since_takes_dates_milliseconds_and_spans() {
+        let now = 1_800_000_000_000;
+        assert_eq!(super::parse_since("1970-01-02", now), Some(86_400_000));
+        assert_eq!(super::parse_since("1234", now), Some(1234));
+        assert_eq!(super::parse_since("30m", now), Some(now - 1_800_000));
+        assert_eq!(super::parse_since("7d", now), Some(now - 7 * 86_400_000));
+        for bad in ["", "yesterday", "2026-02-30", "-5m", "5w"] {
+            assert_eq!(super::parse_since(bad, now), None, "{bad:?}");
+        }
+    }
 }

@@ -10,9 +10,11 @@
 //! becomes a new dead letter.
 
 use super::Consumers;
+use crate::audit::Actor;
 use crate::error::{Error, Result};
+use crate::store::Store;
 use ecointegra_broker::kafka::RecordMeta;
-use ecointegra_proto::v1::{DeadLetter, Envelope, MessageType, ReplayOutcome};
+use ecointegra_proto::v1::{DeadLetter, DeadLetterEntry, Envelope, MessageType, ReplayOutcome};
 use prost::Message;
 
 /// Header on a replayed record naming the dead letter it replays.
@@ -31,6 +33,41 @@ pub async fn recorded(cx: &Consumers, position: (i32, i64), letter: &DeadLetter)
     if let Err(error) = result {
         tracing::error!(%error, "Cannot record a dead letter locally; it is on the DLQ topic.");
     }
+}
+
+/// [`replay`] for `actor`, in the audit log.
+pub async fn replay_for(cx: &Consumers, actor: &Actor, id: i64) -> Result<ReplayOutcome> {
+    let outcome = replay(cx, id).await;
+    cx.store
+        .audit(actor, "replay dead letter", &id.to_string(), &outcome)
+        .await;
+    outcome
+}
+
+/// Marks dead letter `id` as dealt with by `actor` (its authenticated
+/// identity, with `note` after it when given: who the operator says
+/// decided), for `reason`; in the audit log. Returns the entry and whether
+/// this call discarded it (false: it was discarded before).
+pub async fn discard_for(
+    store: &Store,
+    actor: &Actor,
+    id: i64,
+    note: &str,
+    reason: &str,
+) -> Result<(DeadLetterEntry, bool)> {
+    let by = match note.trim() {
+        "" => actor.name.clone(),
+        note if note == actor.name => actor.name.clone(),
+        note => format!("{} ({note})", actor.name),
+    };
+    let reason = reason.to_owned();
+    let result = store
+        .run(move |s| s.discard_dead_letter(id, &by, &reason))
+        .await;
+    store
+        .audit(actor, "discard dead letter", &id.to_string(), &result)
+        .await;
+    result
 }
 
 /// Replays one dead letter, unless it was replayed before. The dead letter is

@@ -29,6 +29,16 @@ pub struct Caller {
     pub name: String,
 }
 
+/// Who made a gRPC request, as the authentication layer identified them,
+/// and from which address.
+pub fn actor_of<T>(request: &tonic::Request<T>) -> crate::audit::Actor {
+    let address = request.remote_addr().map(|a| a.ip());
+    match request.extensions().get::<Caller>() {
+        Some(c) => crate::audit::Actor::new(c.name.clone(), c.role, address),
+        None => crate::audit::Actor::new("anonymous", Role::Public, address),
+    }
+}
+
 /// The roles that may call a gRPC method.
 pub fn allowed(path: &str) -> &'static [Role] {
     use Role::*;

@@ -44,10 +44,7 @@ impl FilingService for FilingApi {
         &self,
         request: Request<Streaming<SubmitFilingRequest>>,
     ) -> Result<Response<SubmitFilingResponse>, Status> {
-        let who = request
-            .extensions()
-            .get::<crate::grpc::auth::Caller>()
-            .map_or_else(|| "anonymous".to_owned(), |c| c.name.clone());
+        let who = crate::grpc::auth::actor_of(&request);
         let caller = crate::telemetry::trace::from_metadata(request.metadata());
         let (span, trace) =
             crate::telemetry::trace::start_span(self.services.otlp.as_deref(), caller, || {
@@ -329,20 +326,23 @@ impl FilingService for FilingApi {
         &self,
         request: Request<ReceiveFilingRequest>,
     ) -> Result<Response<Filing>, Status> {
+        let actor = crate::grpc::auth::actor_of(&request);
         let r = request.into_inner();
         let action = Action::Receive {
             registry_number: r.registry_number,
             office: r.office,
         };
-        self.act(r.tracking_code, r.action_id, action).await
+        self.act(&actor, r.tracking_code, r.action_id, action).await
     }
 
     async fn observe_filing(
         &self,
         request: Request<ObserveFilingRequest>,
     ) -> Result<Response<Filing>, Status> {
+        let actor = crate::grpc::auth::actor_of(&request);
         let r = request.into_inner();
         self.act(
+            &actor,
             r.tracking_code,
             r.action_id,
             Action::Observe { reason: r.reason },
@@ -354,8 +354,10 @@ impl FilingService for FilingApi {
         &self,
         request: Request<RejectFilingRequest>,
     ) -> Result<Response<Filing>, Status> {
+        let actor = crate::grpc::auth::actor_of(&request);
         let r = request.into_inner();
         self.act(
+            &actor,
             r.tracking_code,
             r.action_id,
             Action::Reject { reason: r.reason },
@@ -367,18 +369,20 @@ impl FilingService for FilingApi {
         &self,
         request: Request<ForwardFilingRequest>,
     ) -> Result<Response<Filing>, Status> {
+        let actor = crate::grpc::auth::actor_of(&request);
         let r = request.into_inner();
         let action = Action::Forward {
             destination: r.destination.trim().to_owned(),
             note: r.note,
         };
-        self.act(r.tracking_code, r.action_id, action).await
+        self.act(&actor, r.tracking_code, r.action_id, action).await
     }
 
     async fn answer_filing(
         &self,
         request: Request<Streaming<AnswerFilingRequest>>,
     ) -> Result<Response<Filing>, Status> {
+        let actor = crate::grpc::auth::actor_of(&request);
         let mut parts = request.into_inner();
         let header = match parts.message().await? {
             Some(AnswerFilingRequest {
@@ -404,7 +408,7 @@ impl FilingService for FilingApi {
             note: header.note,
             documents,
         };
-        self.act(header.tracking_code, header.action_id, action)
+        self.act(&actor, header.tracking_code, header.action_id, action)
             .await
     }
 
@@ -412,8 +416,10 @@ impl FilingService for FilingApi {
         &self,
         request: Request<ArchiveFilingRequest>,
     ) -> Result<Response<Filing>, Status> {
+        let actor = crate::grpc::auth::actor_of(&request);
         let r = request.into_inner();
         self.act(
+            &actor,
             r.tracking_code,
             r.action_id,
             Action::Archive { note: r.note },
@@ -450,6 +456,7 @@ impl FilingService for FilingApi {
 impl FilingApi {
     async fn act(
         &self,
+        actor: &crate::audit::Actor,
         tracking_code: String,
         action_id: String,
         action: Action,
@@ -459,7 +466,7 @@ impl FilingApi {
             tracking_code,
             action_id,
             action,
-            "clerk",
+            actor,
         )
         .await?;
         Ok(Response::new(filing))

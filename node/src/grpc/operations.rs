@@ -7,9 +7,9 @@ use crate::error::{Error, Result};
 use ecointegra_proto::v1::operations_service_server::{OperationsService, OperationsServiceServer};
 use ecointegra_proto::v1::{
     DeadLetterDetail, DeadLetterEntry, DiscardDeadLetterRequest, GetDeadLetterRequest,
-    GetQueuesRequest, GetQueuesResponse, ListDeadLettersRequest, ListDeadLettersResponse,
-    ReplayDeadLettersRequest, ReplayDeadLettersResponse, ResendTransferRequest,
-    ResendTransferResponse,
+    GetQueuesRequest, GetQueuesResponse, ListAuditLogRequest, ListAuditLogResponse,
+    ListDeadLettersRequest, ListDeadLettersResponse, ReplayDeadLettersRequest,
+    ReplayDeadLettersResponse, ResendTransferRequest, ResendTransferResponse,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -79,6 +79,7 @@ impl OperationsService for OperationsApi {
         &self,
         request: Request<ReplayDeadLettersRequest>,
     ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
+        let actor = crate::grpc::auth::actor_of(&request);
         let request = request.into_inner();
         let ids = match (request.all_open, request.ids.is_empty()) {
             (true, true) => {
@@ -104,8 +105,10 @@ impl OperationsService for OperationsApi {
         // In order, each acknowledged before the next: chunks stay before
         // their manifest.
         for id in ids {
-            outcomes
-                .push(crate::consume::dead_letters::replay(&self.services.consumers, id).await?);
+            outcomes.push(
+                crate::consume::dead_letters::replay_for(&self.services.consumers, &actor, id)
+                    .await?,
+            );
         }
         Ok(Response::new(ReplayDeadLettersResponse { outcomes }))
     }
@@ -114,23 +117,17 @@ impl OperationsService for OperationsApi {
         &self,
         request: Request<DiscardDeadLetterRequest>,
     ) -> Result<Response<DeadLetterEntry>, Status> {
-        // Who: as given, or as the caller authenticated.
-        let caller = request
-            .extensions()
-            .get::<crate::grpc::auth::Caller>()
-            .map(|c| c.name.clone());
-        let mut r = request.into_inner();
-        if r.by.trim().is_empty()
-            && let Some(name) = caller.filter(|n| n != "anonymous")
-        {
-            r.by = name;
-        }
-        let (entry, changed) = self
-            .services
-            .watch
-            .store
-            .run(move |s| s.discard_dead_letter(r.id, &r.by, &r.reason))
-            .await?;
+        // Who: the caller as authenticated; `by` is only a note.
+        let actor = crate::grpc::auth::actor_of(&request);
+        let r = request.into_inner();
+        let (entry, changed) = crate::consume::dead_letters::discard_for(
+            &self.services.watch.store,
+            &actor,
+            r.id,
+            &r.by,
+            &r.reason,
+        )
+        .await?;
         if changed {
             self.services.watch.metrics.dead_letter_discarded();
             tracing::info!(
@@ -147,21 +144,48 @@ impl OperationsService for OperationsApi {
         &self,
         request: Request<ResendTransferRequest>,
     ) -> Result<Response<ResendTransferResponse>, Status> {
+        let actor = crate::grpc::auth::actor_of(&request);
         let transfer_id = request.into_inner().transfer_id;
-        if !crate::ids::is_transfer_id(&transfer_id) {
-            return Err(Error::invalid("transfer_id", "is not a transfer id").into());
-        }
-        let (tracking_code, destination) = self
-            .services
-            .watch
-            .store
-            .run(move |s| s.resend_transfer(&transfer_id))
-            .await?;
+        let target = transfer_id.clone();
+        let resent = if crate::ids::is_transfer_id(&transfer_id) {
+            self.services
+                .watch
+                .store
+                .run(move |s| s.resend_transfer(&transfer_id))
+                .await
+        } else {
+            Err(Error::invalid("transfer_id", "is not a transfer id"))
+        };
+        let store = &self.services.watch.store;
+        store
+            .audit(&actor, "resend transfer", &target, &resent)
+            .await;
+        let (tracking_code, destination) = resent?;
         self.services.desk.relay_wake.notify_one();
         tracing::info!(%tracking_code, %destination, "Transfer re-sent by an operator.");
         Ok(Response::new(ResendTransferResponse {
             tracking_code,
             destination,
+        }))
+    }
+
+    async fn list_audit_log(
+        &self,
+        request: Request<ListAuditLogRequest>,
+    ) -> Result<Response<ListAuditLogResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 1000,
+            n => n.min(10_000),
+        };
+        let entries = self
+            .services
+            .watch
+            .store
+            .run(move |s| s.audit_log(r.since_ms, r.after_id, limit))
+            .await?;
+        Ok(Response::new(ListAuditLogResponse {
+            entries: entries.iter().map(crate::audit::Entry::to_proto).collect(),
         }))
     }
 }

@@ -95,7 +95,14 @@ pub async fn track(
         status: last.status,
         current_holder: last.holder.clone(),
         due_date,
-        timeline: timeline.iter().map(entry).collect(),
+        // Who acted at an institution is for its own people, not citizens.
+        timeline: timeline
+            .iter()
+            .map(|e| TimelineEntry {
+                actor: String::new(),
+                ..entry(e)
+            })
+            .collect(),
         answer_documents: answer
             .map(|a| {
                 a.documents
@@ -157,6 +164,7 @@ pub(crate) fn entry(event: &TrackingEvent) -> TimelineEntry {
         due_date: event.due_date.clone(),
         transfer_kind: event.transfer_kind,
         counterpart: event.counterpart.clone(),
+        actor: event.actor.clone(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! what must travel (a notice, a new transfer) and the sector tracking event,
 //! all in one transaction, once per client-supplied action id.
 
+use crate::audit::Actor;
 use crate::error::{Error, Result, Violation};
 use crate::lifecycle::Desk;
 use crate::lifecycle::validate::{self, MAX_HOPS, MAX_NOTE_CHARS};
@@ -146,11 +147,26 @@ pub async fn act(
     tracking_code: String,
     action_id: String,
     action: Action,
-    actor_role: &'static str,
+    actor: &Actor,
+) -> Result<Filing> {
+    let what = format!("{} filing", action.name());
+    let target = tracking_code.trim().to_uppercase();
+    let result = act_unaudited(desk, tracking_code, action_id, action, actor).await;
+    desk.store.audit(actor, &what, &target, &result).await;
+    result
+}
+
+async fn act_unaudited(
+    desk: &Desk,
+    tracking_code: String,
+    action_id: String,
+    action: Action,
+    actor: &Actor,
 ) -> Result<Filing> {
     check_fields(desk, &tracking_code, &action_id, &action)?;
     let code = tracking_code.trim().to_uppercase();
     let desk2 = desk.clone();
+    let actor = actor.clone();
     let response = desk
         .store
         .run(move |s| {
@@ -174,7 +190,7 @@ pub async fn act(
                 other => (other, Vec::new()),
             };
             s.perform_action(&format!("{}/{action_id}", action.name()), |tx| {
-                let filing = apply(&desk2, s, tx, &code, &action, docs, actor_role)?;
+                let filing = apply(&desk2, s, tx, &code, &action, docs, &actor)?;
                 Ok(filing.to_proto().encode_to_vec())
             })
         })
@@ -193,7 +209,7 @@ fn apply(
     code: &str,
     action: &Action,
     answer_documents: Vec<DocumentRow>,
-    actor_role: &str,
+    actor: &Actor,
 ) -> Result<FilingRow> {
     let me = desk.institution();
     let filing = store::held_filing(tx, code)?
@@ -235,7 +251,8 @@ fn apply(
             key: format!("{}/{}", filing.transfer_id, status_name(result)),
             status: result,
             hop: filing.hop,
-            actor_role,
+            actor_role: actor.role.name(),
+            actor: &actor.name,
             holder: &holder,
             verifier: Vec::new(),
             due_date: "",
@@ -295,7 +312,7 @@ fn apply(
                 note,
                 filing.documents.clone(),
             )?;
-            s.insert_outbound(tx, &next, actor_role)?;
+            s.insert_outbound(tx, &next, actor)?;
         }
         Action::Answer { note, .. } => {
             let next = follow_up(
@@ -317,7 +334,7 @@ fn apply(
                 };
                 store::insert_filing(tx, me, s.utc_offset_minutes(), &here)?;
             } else {
-                s.insert_outbound(tx, &next, actor_role)?;
+                s.insert_outbound(tx, &next, actor)?;
             }
         }
         Action::Receive { .. } | Action::Archive { .. } => {}

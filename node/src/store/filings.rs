@@ -102,6 +102,7 @@ impl Store {
     pub fn insert_submission(
         &self,
         filing: &NewFiling,
+        actor: &crate::audit::Actor,
         idempotency_key: Option<&str>,
         response: impl FnOnce(&str) -> Vec<u8>,
     ) -> Result<Submitted> {
@@ -119,7 +120,7 @@ impl Store {
                     return Ok(Submitted::Existing(existing));
                 }
             }
-            let (filing_id, registry_number) = self.insert_outbound(tx, filing, "system")?;
+            let (filing_id, registry_number) = self.insert_outbound(tx, filing, actor)?;
             if let Some(key) = idempotency_key {
                 exec(
                     tx,
@@ -140,7 +141,7 @@ impl Store {
         &self,
         tx: &Connection,
         filing: &NewFiling,
-        actor_role: &str,
+        actor: &crate::audit::Actor,
     ) -> Result<(i64, String)> {
         let (filing_id, registry_number) =
             insert_filing(tx, &self.institution, self.utc_offset_minutes, filing)?;
@@ -171,7 +172,8 @@ impl Store {
                     key: format!("{}/REGISTERED", filing.transfer_id),
                     status: FilingStatus::Registered,
                     hop: filing.hop,
-                    actor_role,
+                    actor_role: actor.role.name(),
+                    actor: &actor.name,
                     holder: &self.institution,
                     verifier,
                     due_date: "",

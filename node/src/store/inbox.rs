@@ -124,6 +124,7 @@ impl Store {
                     status: FilingStatus::Delivered,
                     hop: filing.hop,
                     actor_role: "node",
+                    actor: "",
                     holder: &self.institution,
                     verifier: Vec::new(),
                     due_date: &filing.due_date,

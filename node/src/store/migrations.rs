@@ -20,6 +20,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0003_resend_rounds.sql")),
     M::up(include_str!("migrations/0004_outbox_manifest_seq.sql")),
     M::up(include_str!("migrations/0005_web_sessions.sql")),
+    M::up(include_str!("migrations/0006_audit_log.sql")),
 ];
 
 /// The newest schema version this release knows.

@@ -7,6 +7,7 @@
 //!
 //! The schema is a list of numbered [`migrations`], applied when the store opens.
 
+pub mod audit;
 pub mod blobs;
 pub mod dead_letters;
 pub mod directory;
@@ -223,6 +224,8 @@ pub struct Step<'a> {
     pub status: FilingStatus,
     pub hop: u32,
     pub actor_role: &'a str,
+    /// Who acted (see `TrackingEvent.actor`); empty for the node itself.
+    pub actor: &'a str,
     pub holder: &'a str,
     pub verifier: Vec<u8>,
     pub due_date: &'a str,

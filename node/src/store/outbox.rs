@@ -225,6 +225,7 @@ pub(crate) fn sent_step(
             status: FilingStatus::Sent,
             hop: f.hop,
             actor_role: "node",
+            actor: "",
             holder: store.institution(),
             verifier: Vec::new(),
             due_date: "",

@@ -29,6 +29,7 @@ impl Store {
             due_date: step.due_date.to_owned(),
             transfer_kind: step.kind as i32,
             counterpart: step.counterpart.to_owned(),
+            actor: step.actor.to_owned(),
         };
         if !insert_event(tx, &event)? {
             // This step was taken before (its id is known): once is enough.

@@ -207,9 +207,13 @@ fn check_total(documents: &[(DocumentRow, TempFile)], next: u64, max_total: u64)
     Ok(())
 }
 
-/// Accepts a filing from a stream of request parts, for `caller` (the name
-/// of its token or certificate: idempotency keys are the caller's own).
-pub async fn submit<S>(desk: &Desk, caller: &str, mut parts: S) -> Result<SubmitFilingResponse>
+/// Accepts a filing from a stream of request parts, for `caller` (its
+/// REGISTERED step names them; idempotency keys are the caller's own).
+pub async fn submit<S>(
+    desk: &Desk,
+    caller: &crate::audit::Actor,
+    mut parts: S,
+) -> Result<SubmitFilingResponse>
 where
     S: Stream<Item = Result<SubmitFilingRequest>> + Unpin,
 {
@@ -243,7 +247,24 @@ where
 /// files a filing of its own, and learns nothing of the first.
 pub async fn accept<S>(
     desk: &Desk,
-    caller: &str,
+    caller: &crate::audit::Actor,
+    header: FilingHeader,
+    documents: S,
+) -> Result<SubmitFilingResponse>
+where
+    S: Stream<Item = Result<DocPart>> + Unpin,
+{
+    let answer = accept_unaudited(desk, caller, header, documents).await;
+    let code = answer.as_ref().map_or("", |a| a.tracking_code.as_str());
+    desk.store
+        .audit(caller, "submit filing", code, &answer)
+        .await;
+    answer
+}
+
+async fn accept_unaudited<S>(
+    desk: &Desk,
+    caller: &crate::audit::Actor,
     mut header: FilingHeader,
     documents: S,
 ) -> Result<SubmitFilingResponse>
@@ -285,7 +306,7 @@ where
     }
     let idempotency_key = Some(header.idempotency_key.trim())
         .filter(|k| !k.is_empty())
-        .map(|key| caller_key(caller, key));
+        .map(|key| caller_key(&caller.name, key));
     if let Some(key) = idempotency_key.clone()
         && let Some(answer) = desk.store.run(move |s| s.idempotent_response(&key)).await?
     {
@@ -379,6 +400,7 @@ where
     .await;
     let blobs = desk.blobs.clone();
     let encoded = answer.encode_to_vec();
+    let actor = caller.clone();
     let submitted = desk
         .store
         .run(move |store| {
@@ -387,7 +409,7 @@ where
             for (row, temp) in documents {
                 blobs.adopt(&temp.keep(), &row.sha256)?;
             }
-            store.insert_submission(&filing, idempotency_key.as_deref(), |_| encoded)
+            store.insert_submission(&filing, &actor, idempotency_key.as_deref(), |_| encoded)
         })
         .await?;
     match submitted {

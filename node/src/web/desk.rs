@@ -325,8 +325,8 @@ pub async fn new_filing(State(web): State<Arc<Web>>, ctx: Ctx, multipart: Multip
             );
         }
     };
-    let caller = format!("web:{}", session.name);
-    let submitted = crate::submit::accept(&web.desk, &caller, header, &mut documents).await;
+    let submitted =
+        crate::submit::accept(&web.desk, &ctx.actor(&session), header, &mut documents).await;
     // Whatever was not read (the rules failed first) is read and dropped, so
     // the browser gets its answer rather than a reset connection.
     drain(&mut documents).await;
@@ -989,7 +989,7 @@ async fn perform(
         code.to_owned(),
         fields.value("action_id").to_owned(),
         action,
-        "clerk",
+        &ctx.actor(session),
     )
     .await;
     let (problems, failed, status) = match result {

@@ -181,6 +181,11 @@ impl Ctx {
         self.lang.texts()
     }
 
+    /// Who `session` is, calling from this request's client.
+    pub fn actor(&self, session: &Session) -> crate::audit::Actor {
+        crate::audit::Actor::new(session.name.clone(), session.role, Some(self.client))
+    }
+
     /// The session if its role is `role`; otherwise the answer to send: the
     /// sign-in page, or 403 for someone signed in with another role.
     #[allow(clippy::result_large_err)] // the Err is the page to send, used at once
@@ -420,6 +425,13 @@ async fn sign_in(
     let Some(caller) = caller.filter(|c| matches!(c.role, Role::Clerk | Role::Operator)) else {
         web.sign_in_limiter.fail(ctx.client);
         tracing::warn!(client = %ctx.client, "Web console sign-in refused.");
+        let nobody = crate::audit::Actor::new("anonymous", Role::Public, Some(ctx.client));
+        let refused: std::result::Result<(), &str> =
+            Err("refused: not a clerk's or operator's token");
+        web.desk
+            .store
+            .audit(&nobody, "console sign-in", "", &refused)
+            .await;
         return page::sign_in(
             &ctx,
             &expected,
@@ -433,7 +445,13 @@ async fn sign_in(
         Role::Operator => "/operacion",
         _ => "/mesa",
     };
-    let id = match web.open_session(caller.role, caller.name).await {
+    let actor = crate::audit::Actor::new(caller.name.clone(), caller.role, Some(ctx.client));
+    let opened = web.open_session(caller.role, caller.name).await;
+    web.desk
+        .store
+        .audit(&actor, "console sign-in", "", &opened)
+        .await;
+    let id = match opened {
         Ok(id) => id,
         Err(e) => return failure(&ctx, e),
     };
@@ -458,10 +476,18 @@ async fn sign_out(
     {
         return denied;
     }
-    if let Some(id) = jar.get(SESSION_COOKIE)
-        && let Err(e) = web.close_session(id.value()).await
-    {
-        return failure(&ctx, e);
+    if let Some(id) = jar.get(SESSION_COOKIE) {
+        let closed = web.close_session(id.value()).await;
+        if let Some(session) = &ctx.session {
+            let actor = ctx.actor(session);
+            web.desk
+                .store
+                .audit(&actor, "console sign-out", "", &closed)
+                .await;
+        }
+        if let Err(e) = closed {
+            return failure(&ctx, e);
+        }
     }
     // Emptied and expired at once, with the attributes it was set with.
     let mut gone = session_cookie(String::new(), ctx.tls);

@@ -474,7 +474,8 @@ pub async fn replay(
         Ok(s) => s,
         Err(denied) => return denied,
     };
-    match crate::consume::dead_letters::replay(&web.services.consumers, id).await {
+    let actor = ctx.actor(&session);
+    match crate::consume::dead_letters::replay_for(&web.services.consumers, &actor, id).await {
         Ok(outcome) => {
             tracing::info!(dead_letter = id, operator = %session.name, replayed = outcome.replayed, "Dead letter replayed from the console.");
             Redirect::to(&format!("/operacion/dlq/{id}")).into_response()
@@ -497,14 +498,9 @@ pub async fn discard(
         Ok(s) => s,
         Err(denied) => return denied,
     };
-    let reason = form.value("reason").to_owned();
-    let by = session.name.clone();
-    match web
-        .desk
-        .store
-        .run(move |s| s.discard_dead_letter(id, &by, &reason))
-        .await
-    {
+    let reason = form.value("reason");
+    let actor = ctx.actor(&session);
+    match crate::consume::dead_letters::discard_for(&web.desk.store, &actor, id, "", reason).await {
         Ok(_) => {
             tracing::info!(dead_letter = id, operator = %session.name, "Dead letter discarded from the console.");
             Redirect::to(&format!("/operacion/dlq/{id}")).into_response()
