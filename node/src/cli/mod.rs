@@ -1,6 +1,7 @@
 //! The `ecointegra` command-line tool.
 
 mod actions;
+mod backup;
 mod directory;
 mod ops;
 mod sector;
@@ -67,6 +68,14 @@ enum Command {
     /// it with which role, from which address, what it was about and how it
     /// ended, oldest first.
     Audit(crate::cli::ops::AuditArgs),
+    /// Back the node up while it runs: a consistent snapshot of its store
+    /// (SQLite's online backup) and every document it references, with a
+    /// manifest of SHA-256s, into a backup set where documents are copied
+    /// once. `backup verify DIR` checks a set or a snapshot.
+    Backup(crate::cli::backup::BackupArgs),
+    /// Restore a snapshot (or a set's newest) into the node's empty data
+    /// directory; started, the node reads on from the positions it held.
+    Restore(crate::cli::backup::RestoreArgs),
     /// Follow a filing across institutions with its tracking and verification codes.
     Track {
         /// Any institution's node, e.g. 127.0.0.1:50051.
@@ -345,6 +354,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dlq(command) => crate::cli::ops::dlq(command).await?,
         Command::Resend(args) => crate::cli::ops::resend(args).await?,
         Command::Audit(args) => crate::cli::ops::audit(args).await?,
+        Command::Backup(args) => crate::cli::backup::backup(args)?,
+        Command::Restore(args) => crate::cli::backup::restore(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
