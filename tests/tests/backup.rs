@@ -29,7 +29,7 @@ async fn deliver(senamhi: &mut Client, n: u64) -> (String, String, Doc) {
     let filed = submit(
         senamhi,
         header("oefa", &format!("Respaldo {n}")),
-        &[doc.clone()],
+        std::slice::from_ref(&doc),
     )
     .await
     .unwrap();
