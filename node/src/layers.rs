@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("store", 8),
     ("trust", 9),
     ("kafka", 9),
+    ("verification", 10),
     ("error", 10),
     ("ids", 11),
     ("config", 12),
