@@ -295,7 +295,7 @@ fn apply(
                 note,
                 filing.documents.clone(),
             )?;
-            s.insert_outbound(tx, &next, actor_role)?;
+            s.insert_outbound(tx, &next, actor_role, Vec::new())?;
         }
         Action::Answer { note, .. } => {
             let next = follow_up(
@@ -317,7 +317,7 @@ fn apply(
                 };
                 store::insert_filing(tx, me, s.utc_offset_minutes(), &here)?;
             } else {
-                s.insert_outbound(tx, &next, actor_role)?;
+                s.insert_outbound(tx, &next, actor_role, Vec::new())?;
             }
         }
         Action::Receive { .. } | Action::Archive { .. } => {}
