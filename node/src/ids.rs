@@ -1,5 +1,6 @@
 //! Identifiers: transfer ids, tracking codes, registry numbers, and the
-//! random characters of verification codes ([`crate::verification`]).
+//! random characters of verification codes (the `verification` module makes
+//! and checks those).
 
 pub use crate::config::day::civil_from_days;
 

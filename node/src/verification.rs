@@ -415,6 +415,46 @@ mod tests {
         assert!(check(raised.as_bytes()).is_ok());
     }
 
+    /// 100,000 verifiers mutated from a real one (digits inserted into the
+    /// parameters, bytes flipped, cut): parsing never panics, and nothing out
+    /// of bounds passes.
+    #[test]
+    fn mutated_verifiers_never_panic_nor_pass_out_of_bounds() {
+        let seed = super::verifier(FILING, "K7Q2-9XWD-M4TA-PR3E");
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n.max(1) as u64) as usize
+        };
+        let mut accepted = 0;
+        for _ in 0..100_000 {
+            let mut bytes = seed.clone();
+            for _ in 0..1 + next(3) {
+                let at = next(bytes.len() + 1);
+                match next(4) {
+                    0 => bytes.insert(at, b'0' + next(10) as u8),
+                    1 => bytes.truncate(at),
+                    2 if at < bytes.len() => bytes[at] ^= 1 << next(8),
+                    _ => bytes.insert(at, b"$,=9"[next(4)]),
+                }
+            }
+            if let Ok(Form::Argon2id { params, salt, hash }) = parse(&bytes) {
+                accepted += 1;
+                assert!(params.m_cost() <= MAX_M_COST, "{bytes:?}");
+                assert!(params.t_cost() <= MAX_T_COST, "{bytes:?}");
+                assert!(params.p_cost() <= MAX_P_COST, "{bytes:?}");
+                assert!(
+                    u64::from(params.m_cost()) * u64::from(params.t_cost()) <= MAX_WORK,
+                    "{bytes:?}"
+                );
+                assert!(salt.len() >= 8 && (16..=64).contains(&hash.len()));
+            }
+        }
+        assert!(accepted > 0, "no mutation kept a valid form");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hashing_runs_off_the_runtime() {
         let verifier = off_runtime(|| super::verifier(FILING, "K7Q2-9XWD-M4TA-PR3E")).await;
