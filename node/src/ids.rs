@@ -1,4 +1,6 @@
-//! Identifiers: transfer ids, tracking and verification codes, registry numbers.
+//! Identifiers: transfer ids, tracking codes, registry numbers, and the
+//! random characters of verification codes (the `verification` module makes
+//! and checks those).
 
 pub use crate::config::day::civil_from_days;
 
@@ -103,18 +105,6 @@ pub fn tracking_code(institution: &str, now_ms: i64, utc_offset_minutes: i32) ->
         year_of(now_ms, utc_offset_minutes),
         random_code(8)
     )
-}
-
-/// What the sector stores to check a verification code: SHA-256 over a domain
-/// tag, the tracking code and the verification code (normalised to upper case).
-pub fn verifier(tracking_code: &str, verification_code: &str) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(b"ecointegra.v1.verifier\0");
-    hasher.update(tracking_code.trim().to_uppercase().as_bytes());
-    hasher.update(b"\0");
-    hasher.update(verification_code.trim().to_uppercase().as_bytes());
-    hasher.finalize().to_vec()
 }
 
 /// A registry number, e.g. `OEFA-2026-000042`.

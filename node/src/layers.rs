@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("trust", 9),
     ("audit", 9),
     ("kafka", 9),
+    ("verification", 10),
     ("error", 10),
     ("ids", 11),
     ("config", 12),

@@ -18,11 +18,13 @@
 //! At the bottom are the leaves: [`config`] (the config tree and its
 //! validation), [`trust`] (the signed directory in force and this
 //! institution's keys), [`kafka`] (the producer and topic names),
-//! [`error`], [`ids`] and [`retry`] (the backoff of every retry loop).
+//! [`verification`] (citizens' verification codes and their Argon2id
+//! verifiers), [`error`], [`ids`] and [`retry`] (the backoff of every retry
+//! loop).
 //!
 //! No module imports one above it in this order (the test `layers` below
 //! checks it): app; web; grpc; submit; relay; consume; lifecycle; telemetry;
-//! store; trust, kafka; error; ids, config, retry.
+//! store; trust, kafka; verification, error; ids, config, retry.
 //!
 //! The command-line tool lives behind the binary (`src/cli`), and the
 //! benchmark in its own crate (`tests/bench`).
@@ -43,6 +45,7 @@ pub mod store;
 pub mod submit;
 pub mod telemetry;
 pub mod trust;
+pub mod verification;
 pub mod web;
 
 pub use app::Node;

@@ -321,7 +321,7 @@ async fn only_the_custody_chain_changes_what_a_citizen_sees() {
     .await;
 
     let minam = listed_sealer(&federation, "minam");
-    let stolen = "ZZZZZZZZ";
+    let stolen = "ZZZZ-ZZZZ-ZZZZ-ZZZZ";
     let forged = [
         TrackingEvent {
             event_id: "minam/forged-registration".into(),
@@ -329,7 +329,7 @@ async fn only_the_custody_chain_changes_what_a_citizen_sees() {
             institution: "minam".into(),
             status: FilingStatus::Registered as i32,
             seq: 0,
-            verifier: ecointegra_node::ids::verifier(&filed.tracking_code, stolen),
+            verifier: ecointegra_node::verification::verifier(&filed.tracking_code, stolen),
             holder: "minam".into(),
             ..Default::default()
         },

@@ -14,7 +14,6 @@ use ecointegra_proto::v1::{
     Envelope, FilingStatus, MessageType, TimelineEntry, TrackRequest, TrackResponse, TrackingEvent,
 };
 use std::net::IpAddr;
-use subtle::ConstantTimeEq;
 
 pub use crate::ids::BROADCAST;
 
@@ -64,8 +63,6 @@ pub async fn track(
         ));
     }
     let code = request.tracking_code.trim().to_uppercase();
-    // Computed whether or not the code exists, so both answers cost the same.
-    let presented = crate::ids::verifier(&code, &request.verification_code);
     let lookup = code.clone();
     let (timeline, answer) = desk
         .store
@@ -76,7 +73,13 @@ pub async fn track(
         .iter()
         .find(|e| is_registration(&code, e) && !e.verifier.is_empty())
         .map(|e| e.verifier.clone());
-    let matches = expected.is_some_and(|v| bool::from(v.ct_eq(&presented)));
+    // One Argon2id evaluation whether or not the filing exists, so both
+    // answers cost the same.
+    let (filing, typed) = (code.clone(), request.verification_code);
+    let matches = crate::verification::off_runtime(move || {
+        crate::verification::verifies(expected.as_deref(), &filing, &typed)
+    })
+    .await;
     if !matches {
         desk.limiter.fail(client);
         return Err(Error::NotFound(

@@ -312,7 +312,7 @@ fn apply(
                 note,
                 filing.documents.clone(),
             )?;
-            s.insert_outbound(tx, &next, actor)?;
+            s.insert_outbound(tx, &next, actor, Vec::new())?;
         }
         Action::Answer { note, .. } => {
             let next = follow_up(
@@ -334,7 +334,7 @@ fn apply(
                 };
                 store::insert_filing(tx, me, s.utc_offset_minutes(), &here)?;
             } else {
-                s.insert_outbound(tx, &next, actor)?;
+                s.insert_outbound(tx, &next, actor, Vec::new())?;
             }
         }
         Action::Receive { .. } | Action::Archive { .. } => {}

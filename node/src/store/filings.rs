@@ -98,11 +98,14 @@ impl Store {
     }
 
     /// Stores an accepted submission and its outbox entry in one transaction.
+    /// `verifier` is its verification code's, for the registration event
+    /// ([`crate::verification::verifier`]; empty for a correction).
     /// `response` builds the client's answer from the registry number.
     pub fn insert_submission(
         &self,
         filing: &NewFiling,
         actor: &crate::audit::Actor,
+        verifier: Vec<u8>,
         idempotency_key: Option<&str>,
         response: impl FnOnce(&str) -> Vec<u8>,
     ) -> Result<Submitted> {
@@ -120,7 +123,7 @@ impl Store {
                     return Ok(Submitted::Existing(existing));
                 }
             }
-            let (filing_id, registry_number) = self.insert_outbound(tx, filing, actor)?;
+            let (filing_id, registry_number) = self.insert_outbound(tx, filing, actor, verifier)?;
             if let Some(key) = idempotency_key {
                 exec(
                     tx,
@@ -137,11 +140,14 @@ impl Store {
     }
 
     /// Stores an outbound filing with its outbox entry and its REGISTERED step.
+    /// The step of an original filing carries `verifier`, made beforehand
+    /// and off the store's thread: it takes tens of milliseconds.
     pub(crate) fn insert_outbound(
         &self,
         tx: &Connection,
         filing: &NewFiling,
         actor: &crate::audit::Actor,
+        verifier: Vec<u8>,
     ) -> Result<(i64, String)> {
         let (filing_id, registry_number) =
             insert_filing(tx, &self.institution, self.utc_offset_minutes, filing)?;
@@ -161,7 +167,7 @@ impl Store {
             TransferKind::Original | TransferKind::Correction
         ) {
             let verifier = if filing.kind == TransferKind::Original {
-                crate::ids::verifier(&filing.tracking_code, &filing.verification_code)
+                verifier
             } else {
                 Vec::new()
             };

@@ -324,7 +324,7 @@ where
     let (tracking_code, verification_code, kind, related, hop, previous) = match corrected {
         None => (
             crate::ids::tracking_code(&me, now, desk.config.deadlines.utc_offset_minutes),
-            crate::ids::random_code(8),
+            crate::verification::new_code(),
             TransferKind::Original,
             String::new(),
             1,
@@ -398,6 +398,20 @@ where
         &filing.tracking_code,
     )
     .await;
+    // A correction keeps the code its original registered.
+    let verifier = match filing.kind {
+        TransferKind::Original => {
+            let (code, verification) = (
+                filing.tracking_code.clone(),
+                filing.verification_code.clone(),
+            );
+            crate::verification::off_runtime(move || {
+                crate::verification::verifier(&code, &verification)
+            })
+            .await
+        }
+        _ => Vec::new(),
+    };
     let blobs = desk.blobs.clone();
     let encoded = answer.encode_to_vec();
     let actor = caller.clone();
@@ -409,7 +423,13 @@ where
             for (row, temp) in documents {
                 blobs.adopt(&temp.keep(), &row.sha256)?;
             }
-            store.insert_submission(&filing, &actor, idempotency_key.as_deref(), |_| encoded)
+            store.insert_submission(
+                &filing,
+                &actor,
+                verifier,
+                idempotency_key.as_deref(),
+                |_| encoded,
+            )
         })
         .await?;
     match submitted {

@@ -104,7 +104,7 @@ texts! {
     tracking_code: "Código de seguimiento", "Tracking code";
     tracking_code_help: "Por ejemplo: SENAMHI-2026-7K3M9Q2P", "For example: SENAMHI-2026-7K3M9Q2P";
     verification_code: "Clave de verificación", "Verification code";
-    verification_code_help: "8 letras y números, en su cargo.", "8 letters and digits, on your receipt.";
+    verification_code_help: "16 letras y números en grupos de cuatro (p. ej. K7Q2-9XWD-M4TA-PR3E), en su cargo; los cargos anteriores tienen 8.", "16 letters and digits in groups of four (e.g. K7Q2-9XWD-M4TA-PR3E), on your receipt; older receipts have 8.";
     track_button: "Consultar", "Track";
     track_not_found: "No encontramos un trámite con ese código y esa clave de verificación. Revise ambos datos.", "We found no filing with that tracking code and verification code. Check both.";
     track_result_title: "Estado del trámite", "Filing status";
