@@ -729,6 +729,24 @@ pub fn count_rows(store: &Path, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// Waits until the node whose store is `store` holds the registration of
+/// `code`, so a citizen's look-up there can succeed (failed look-ups are
+/// rate-limited per client: polling before that would lock the test out).
+pub async fn registration_known(store: &Path, code: &str) {
+    let sql = format!(
+        "SELECT COUNT(*) FROM tracking_events WHERE tracking_code = '{code}' \
+         AND event_id LIKE '%/REGISTERED'"
+    );
+    eventually(
+        &format!("{code}'s registration in {}", store.display()),
+        async || match count_rows(store, &sql) {
+            0 => Err(()),
+            _ => Ok(()),
+        },
+    )
+    .await;
+}
+
 /// A config entry for an API token of `role`, as `ecointegra keys token`
 /// writes it: the token's SHA-256, never the token.
 pub fn token_entry(name: &str, role: &str, token: &str) -> String {

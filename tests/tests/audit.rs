@@ -124,14 +124,7 @@ async fn every_change_names_who_made_it_and_the_log_keeps_it() {
         .await
         .unwrap();
     // Asked once oefa holds the registration (failed look-ups are limited).
-    eventually("oefa to hold the registration", async || {
-        let events = events(&federation, "oefa", &code);
-        match step_in(&events, FilingStatus::Registered) {
-            Some(_) => Ok(()),
-            None => Err(events),
-        }
-    })
-    .await;
+    registration_known(&federation.store_path("oefa"), &code).await;
     let tracked =
         ecointegra_proto::v1::tracking_service_client::TrackingServiceClient::new(channel)
             .track(TrackRequest {

@@ -40,11 +40,15 @@ async fn track(
 /// (events from other institutions arrive through the tracking topic); fails
 /// with the timeline last seen if it never does.
 async fn track_until(
+    store: &std::path::Path,
     addr: SocketAddr,
     code: &str,
     verification: &str,
     steps: usize,
 ) -> TrackResponse {
+    // Asked once the node knows the registration: failed look-ups count
+    // against the client's limit.
+    registration_known(store, code).await;
     let mut tracker = tracker(addr).await;
     let what = format!("{steps} steps in the timeline of {code} at {addr}");
     eventually(&what, async || {
@@ -315,8 +319,20 @@ async fn a_filing_travels_observed_corrected_forwarded_and_answered_with_one_tim
         ("senamhi", FilingStatus::Delivered),
     ];
     let mut timelines = Vec::new();
-    for addr in [senamhi.grpc_addr(), oefa.grpc_addr(), minam.grpc_addr()] {
-        let answer = track_until(addr, &code, &filed.verification_code, expected.len()).await;
+    for (id, addr) in [
+        ("senamhi", senamhi.grpc_addr()),
+        ("oefa", oefa.grpc_addr()),
+        ("minam", minam.grpc_addr()),
+    ] {
+        let store = federation.store_path(id);
+        let answer = track_until(
+            &store,
+            addr,
+            &code,
+            &filed.verification_code,
+            expected.len(),
+        )
+        .await;
         let steps: Vec<(String, i32)> = answer
             .timeline
             .iter()
@@ -484,7 +500,7 @@ async fn invalid_transitions_name_the_state_and_repeated_actions_are_no_ops() {
 
     // One RECEIVED and one ARCHIVED step, though each was asked twice.
     let store = federation.store_path("oefa");
-    let timeline = track_until(oefa.grpc_addr(), &code, &filed.verification_code, 5)
+    let timeline = track_until(&store, oefa.grpc_addr(), &code, &filed.verification_code, 5)
         .await
         .timeline;
     let statuses: Vec<i32> = timeline.iter().map(|e| e.status).collect();
@@ -504,7 +520,14 @@ async fn replayed_tracking_events_do_not_duplicate_the_timeline() {
     let [mut senamhi, oefa] = federation.start_all().await;
     let filed = submit_sample(&mut senamhi.client, "oefa").await;
     let code = filed.tracking_code;
-    track_until(oefa.grpc_addr(), &code, &filed.verification_code, 3).await;
+    track_until(
+        &federation.store_path("oefa"),
+        oefa.grpc_addr(),
+        &code,
+        &filed.verification_code,
+        3,
+    )
+    .await;
     // Publish every tracking record again, then make oefa re-read the topic
     // from the start as well.
     let topic = format!("{}.tracking", federation.prefix);
@@ -687,6 +710,7 @@ async fn due_dates_skip_weekends_and_configured_holidays() {
         "{listed:?}"
     );
     let timeline = track_until(
+        &federation.store_path("oefa"),
         oefa.grpc_addr(),
         &general.tracking_code,
         &general.verification_code,

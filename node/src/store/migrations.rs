@@ -44,6 +44,14 @@ pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {
         });
     }
     if found < LATEST {
+        let tables: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(Error::store("cannot read the schema"))?;
+        if tables > 0 {
+            let copy = keep_copy(conn, path, found)?;
+            tracing::info!(store = %path.display(), copy = %copy.display(), version = found,
+                "Store copied before its migration.");
+        }
         Migrations::from_slice(MIGRATIONS)
             .to_latest(conn)
             .map_err(|source| Error::Migration {
@@ -55,6 +63,30 @@ pub(crate) fn apply(conn: &mut Connection, path: &Path) -> Result<()> {
         tracing::info!(store = %path.display(), from = found, to = LATEST, "Store schema migrated.");
     }
     Ok(())
+}
+
+/// Copies the store, as it is before a migration, next to it:
+/// `<store>.v<version>-<time>.bak` (SQLite's online backup, one consistent
+/// file, for the node's user only). Going back to the release before the
+/// upgrade is stopping the node and putting this file in the store's place.
+fn keep_copy(conn: &Connection, path: &Path, version: u32) -> Result<std::path::PathBuf> {
+    let stamp = crate::ids::format_utc(ecointegra_broker::now_ms()).replace(':', "-");
+    let copy = path.with_extension(format!("sqlite3.v{version}-{stamp}.bak"));
+    crate::store::blobs::private_file()
+        .write(true)
+        .create_new(true)
+        .open(&copy)
+        .map_err(Error::io(format!("cannot create {}", copy.display())))?;
+    let mut target =
+        Connection::open(&copy).map_err(Error::store(format!("cannot open {}", copy.display())))?;
+    rusqlite::backup::Backup::new(conn, &mut target)
+        .and_then(|b| b.run_to_completion(i32::MAX, std::time::Duration::ZERO, None))
+        .and_then(|()| target.pragma_update(None, "journal_mode", "DELETE"))
+        .map_err(Error::store(format!(
+            "cannot copy the store to {} before migrating it",
+            copy.display()
+        )))?;
+    Ok(copy)
 }
 
 #[cfg(test)]
@@ -170,6 +202,15 @@ mod tests {
         let path = dir.0.join("node.sqlite3");
         drop(open(&path).unwrap());
         assert_eq!(dump(&path).version, LATEST);
+        let files = std::fs::read_dir(&dir.0).unwrap().count();
+        assert!(
+            !std::fs::read_dir(&dir.0).unwrap().any(|e| e
+                .unwrap()
+                .path()
+                .to_string_lossy()
+                .ends_with(".bak")),
+            "a new store needs no copy ({files} files)"
+        );
     }
 
     #[test]
@@ -203,6 +244,19 @@ mod tests {
             rows
         };
         assert_eq!(renamed(&upgraded.rows), renamed(&before.rows));
+
+        // The store as it was is kept beside it, whole.
+        let copies: Vec<PathBuf> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".bak"))
+            .collect();
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        assert!(
+            copies[0].to_string_lossy().contains("node.sqlite3.v0-"),
+            "{copies:?}"
+        );
+        assert_eq!(dump(&copies[0]), before);
 
         // Every row is still readable through the store.
         let sent = store.filing_copy("TC-OUT-0001", None).unwrap().unwrap();
