@@ -92,6 +92,27 @@ async fn the_debian_package_installs_runs_a_node_as_its_own_user_and_purges_clea
             "{line} missing from the unit"
         );
     }
+    // systemd's own checks of the unit, where systemd is installed (it need
+    // not run): it parses cleanly, and its sandbox rates "OK" or better.
+    if Path::new("/usr/bin/systemd-analyze").exists() {
+        let unit = "/lib/systemd/system/ecointegra.service";
+        let verify = Command::new("systemd-analyze")
+            .args(["verify", unit])
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success() && verify.stderr.is_empty(),
+            "systemd-analyze verify: {verify:?}"
+        );
+        let security = run("systemd-analyze", &["security", "--offline=true", unit]);
+        let exposure: f64 = security
+            .lines()
+            .find_map(|l| l.split("ecointegra.service: ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level in {security}"));
+        assert!(exposure <= 2.0, "exposure {exposure}: {security}");
+    }
 
     // The administrator's part: the institution's key and the signed
     // directory beside the config, the config's values for this site.
