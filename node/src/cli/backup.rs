@@ -18,10 +18,9 @@
 
 use anyhow::{Context, bail};
 use ecointegra_node::config::Config;
-use ecointegra_node::store::blobs::{private_dir, private_file};
+use ecointegra_node::store::blobs::{digest_file, private_dir, private_file};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MANIFEST: &str = "manifest.json";
@@ -225,38 +224,20 @@ fn blob_path(root: &Path, sha: &str) -> PathBuf {
     root.join("blobs").join(&sha[..2]).join(sha)
 }
 
-/// Copies `from` to `to` (created for the owner only, through a temporary
-/// name, fsynced) checking its SHA-256 is `sha`; returns its size.
+/// Copies `from` to `to` (for the owner only, through a temporary name,
+/// fsynced) checking its SHA-256 is `sha`; returns its size.
 fn copy_checked(from: &Path, to: &Path, sha: &str) -> anyhow::Result<u64> {
     let dir = to.parent().expect("a blob path has a parent");
     private_dir(dir)?;
     let temp = dir.join(format!(".{sha}.tmp"));
-    let mut source =
-        std::fs::File::open(from).with_context(|| format!("cannot read {}", from.display()))?;
-    let mut target = private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = source.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        target.write_all(&buffer[..n])?;
-        size += n as u64;
-    }
-    target.sync_all()?;
-    drop(target);
-    let got = hex::encode(hasher.finalize());
+    std::fs::copy(from, &temp).with_context(|| format!("cannot copy {}", from.display()))?;
+    std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::File::open(&temp)?.sync_all()?;
+    let (got, size) = hash_file(&temp)?;
     if got != sha {
         let _ = std::fs::remove_file(&temp);
         bail!(
-            "{} is damaged: its SHA-256 is {got}, not the {sha} it is named by",
+            "{} is damaged: its SHA-256 is {got}, not {sha} as recorded",
             from.display()
         );
     }
@@ -265,20 +246,10 @@ fn copy_checked(from: &Path, to: &Path, sha: &str) -> anyhow::Result<u64> {
     Ok(size)
 }
 
+/// A file's SHA-256 (hex) and size.
 fn hash_file(path: &Path) -> anyhow::Result<(String, u64)> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok((hex::encode(hasher.finalize()), size));
-        }
-        hasher.update(&buffer[..n]);
-        size += n as u64;
-    }
+    let (sha, size) = digest_file(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((hex::encode(sha), size))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -411,17 +382,11 @@ pub(crate) fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         )?;
     }
     // The store last: a data directory with a store is a restored one.
-    let temp = data_dir.join(".node.sqlite3.tmp");
-    let (sha, _) = {
-        std::fs::copy(snapshot.join(STORE), &temp)?;
-        std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        std::fs::File::open(&temp)?.sync_all()?;
-        hash_file(&temp)?
-    };
-    if sha != manifest.store.sha256 {
-        bail!("the store changed while it was copied");
-    }
-    std::fs::rename(&temp, data_dir.join("node.sqlite3"))?;
+    copy_checked(
+        &snapshot.join(STORE),
+        &data_dir.join("node.sqlite3"),
+        &manifest.store.sha256,
+    )?;
     sync_dir(data_dir)?;
     let age_h = (ecointegra_broker::now_ms() - manifest.created_at_ms) as f64 / 3_600_000.0;
     println!(
