@@ -43,9 +43,34 @@ echo "tests/run.sh: Kafka at $KAFKA_BOOTSTRAP" >&2
 # The web console's tests drive a real headless Chromium.
 tests/browser/setup.sh
 
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+
+# The release before, for the rolling-upgrade test (tests/tests/upgrade.rs):
+# built once from the commit tests/previous-release names, and kept outside
+# the clone. In a target directory of its own: the same workspace at another
+# commit would share this tree's artifact names, and its older files would
+# pass for fresh.
+cache="${ECOINTEGRA_CACHE:-$HOME/.cache/ecointegra}"
+previous="$(tr -d '[:space:]' < tests/previous-release)"
+export ECOINTEGRA_PREVIOUS_BIN="$cache/previous/ecointegra-$previous"
+if [[ ! -x "$ECOINTEGRA_PREVIOUS_BIN" ]]; then
+  if git cat-file -e "$previous^{commit}" 2>/dev/null; then
+    work="$cache/previous/build"
+    rm -rf "$work" && mkdir -p "$work/src"
+    git archive "$previous" | tar -x -C "$work/src"
+    if (cd "$work/src" && CARGO_TARGET_DIR="$work/target" CARGO_PROFILE_DEV_DEBUG=false cargo build --locked -p ecointegra-node --bin ecointegra); then
+      cp "$work/target/debug/ecointegra" "$ECOINTEGRA_PREVIOUS_BIN"
+    else
+      echo "tests/run.sh: the release before ($previous) did not build; the upgrade test will fail" >&2
+    fi
+    rm -rf "$work"
+  else
+    echo "tests/run.sh: this clone lacks commit $previous (tests/previous-release); the upgrade test will fail" >&2
+  fi
+fi
+
 # The integration tests run the real `ecointegra` binary as separate processes.
 cargo build --workspace --all-targets --locked
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 export ECOINTEGRA_BIN="$target_dir/debug/ecointegra"
 
 status=0
@@ -68,8 +93,14 @@ if [[ -z "$given_bootstrap" ]]; then
       export ECOINTEGRA_SECURE_KAFKA="$KAFKA_BOOTSTRAP" KAFKA_OPERATOR_LIBRDKAFKA KAFKA_SECURE_CA
       # The cluster's place, for the tests that stop and start its brokers.
       export "${secure_env[@]}" ECOINTEGRA_KAFKA_SCRIPT="$kafka"
+      # The container image, Compose file and Helm chart, statically; with
+      # this cluster, the chart's Kafka ACLs are compared with the plan of
+      # `ecointegra sector provision --dry-run`.
+      static=0
+      deploy/check-static.sh || static=1
       # --workspace, as the passes above: the same features, nothing rebuilt.
       cargo test --workspace --test secure_cluster --locked --no-fail-fast -- --test-threads=1
+      exit $(( $? || static ))
     ) 2>&1 | tee -a "$log" || status=1
   else
     echo "tests/run.sh: the secure cluster did not start" >&2

@@ -3,35 +3,54 @@
 //! The signature covers the canonical bytes of the envelope: a domain tag and
 //! every field but the signature, each length-prefixed, in a fixed order. It
 //! therefore does not depend on how a protobuf encoder lays out the message.
+//!
+//! Envelope schemas: 1, and 2, which also signs the newest schema its sender
+//! reads and the id of the key that signed. A node reads both and writes to
+//! each institution the newest that institution has said it reads
+//! ([`Negotiation`]), so nodes of this release and of the one before work
+//! side by side during a rolling upgrade.
 
 use crate::directory::Directory;
 use crate::keys::SigningIdentity;
 use ecointegra_proto::v1::{Envelope, MessageType};
 use ed25519_dalek::{Signature, VerifyingKey};
 use prost::Message;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
-/// The envelope schema this code writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The newest envelope schema this code writes and reads.
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest it reads (and writes to an institution not known to read newer).
+pub const OLDEST_READ: u32 = 1;
+/// The recipient of records every node reads (the tracking topic).
+pub const BROADCAST: &str = "*";
 
-const DOMAIN: &[u8] = b"ecointegra.v1.Envelope\0";
+const DOMAIN_V1: &[u8] = b"ecointegra.v1.Envelope\0";
+const DOMAIN_V2: &[u8] = b"ecointegra.v2.Envelope\0";
 
-/// The bytes the sender signs.
+/// The bytes the sender signs, laid out as the envelope's schema says.
 pub fn canonical_bytes(envelope: &Envelope) -> Vec<u8> {
+    let v2 = envelope.schema_version >= 2;
     let mut out = Vec::with_capacity(
-        DOMAIN.len()
-            + 64
+        DOMAIN_V2.len()
+            + 80
             + envelope.message_id.len()
             + envelope.sender.len()
             + envelope.recipient.len()
             + envelope.payload.len(),
     );
-    out.extend_from_slice(DOMAIN);
+    out.extend_from_slice(if v2 { DOMAIN_V2 } else { DOMAIN_V1 });
     put_bytes(&mut out, envelope.message_id.as_bytes());
     out.extend_from_slice(&(envelope.message_type as u32).to_be_bytes());
     put_bytes(&mut out, envelope.sender.as_bytes());
     put_bytes(&mut out, envelope.recipient.as_bytes());
     out.extend_from_slice(&envelope.created_at_ms.to_be_bytes());
     out.extend_from_slice(&envelope.schema_version.to_be_bytes());
+    if v2 {
+        out.extend_from_slice(&envelope.reads_up_to.to_be_bytes());
+        put_bytes(&mut out, &envelope.key_id);
+    }
     put_bytes(&mut out, &envelope.payload);
     out
 }
@@ -41,11 +60,91 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// The id of a signing key: the first 8 bytes of its SHA-256.
+pub fn key_id(key: &VerifyingKey) -> [u8; 8] {
+    let digest = Sha256::digest(key.as_bytes());
+    digest[..8].try_into().expect("a SHA-256 has 8 bytes")
+}
+
+/// Which envelope schema to write to whom, learnt from what the other
+/// institutions sign: the schema-2 field `reads_up_to`, and the tracking
+/// events every node publishes (`sender_reads_up_to`). An institution not
+/// heard from yet gets [`OLDEST_READ`]; the broadcast topic gets the oldest
+/// any institution of the directory reads. Only a signed record newer than
+/// the last one learnt from changes what is known of an institution, so an
+/// institution that goes back to an older release is written to as such
+/// after its first tracking event.
+#[derive(Debug, Default)]
+pub struct Negotiation {
+    book: RwLock<Book>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    /// Institution -> (newest schema it reads, when it said so).
+    peers: HashMap<String, (u32, i64)>,
+    /// The other institutions of the directory: who reads broadcasts.
+    members: Vec<String>,
+}
+
+impl Book {
+    fn reads(&self, institution: &str) -> u32 {
+        self.peers
+            .get(institution)
+            .map_or(OLDEST_READ, |(reads, _)| {
+                (*reads).clamp(OLDEST_READ, SCHEMA_VERSION)
+            })
+    }
+}
+
+impl Negotiation {
+    /// The schema to write to `recipient` ([`BROADCAST`]: to every member).
+    pub fn version_for(&self, recipient: &str) -> u32 {
+        let book = self.book.read().unwrap_or_else(|e| e.into_inner());
+        if recipient == BROADCAST {
+            return book
+                .members
+                .iter()
+                .map(|m| book.reads(m))
+                .min()
+                .unwrap_or(SCHEMA_VERSION);
+        }
+        book.reads(recipient)
+    }
+
+    /// `institution` said, in a record it signed at `at_ms`, that it reads
+    /// schemas up to `reads_up_to` (0: an older node, schema 1). Returns
+    /// whether what is known of it changed.
+    pub fn learn(&self, institution: &str, reads_up_to: u32, at_ms: i64) -> bool {
+        let reads_up_to = reads_up_to.max(OLDEST_READ);
+        let mut book = self.book.write().unwrap_or_else(|e| e.into_inner());
+        match book.peers.get_mut(institution) {
+            Some((known, since)) if *since <= at_ms => {
+                *since = at_ms;
+                std::mem::replace(known, reads_up_to) != reads_up_to
+            }
+            Some(_) => false,
+            None => {
+                book.peers
+                    .insert(institution.to_owned(), (reads_up_to, at_ms));
+                reads_up_to != OLDEST_READ
+            }
+        }
+    }
+
+    /// The other institutions of the directory (they all read broadcasts).
+    pub fn set_members(&self, members: impl IntoIterator<Item = String>) {
+        let mut book = self.book.write().unwrap_or_else(|e| e.into_inner());
+        book.members = members.into_iter().collect();
+    }
+}
+
 /// Seals payloads as one institution.
 #[derive(Debug, Clone)]
 pub struct Sealer {
     institution: String,
     identity: SigningIdentity,
+    negotiation: Arc<Negotiation>,
 }
 
 impl Sealer {
@@ -53,7 +152,13 @@ impl Sealer {
         Self {
             institution: institution.into(),
             identity,
+            negotiation: Arc::default(),
         }
+    }
+
+    /// What this sealer knows of which schema each institution reads.
+    pub fn negotiation(&self) -> &Negotiation {
+        &self.negotiation
     }
 
     pub fn institution(&self) -> &str {
@@ -64,9 +169,23 @@ impl Sealer {
         &self.identity
     }
 
-    /// A signed envelope carrying `payload` to `recipient`.
+    /// A signed envelope carrying `payload` to `recipient`, in the newest
+    /// schema the recipient reads.
     pub fn seal(
         &self,
+        message_id: String,
+        message_type: MessageType,
+        recipient: &str,
+        payload: Vec<u8>,
+    ) -> Envelope {
+        let version = self.negotiation.version_for(recipient);
+        self.seal_as(version, message_id, message_type, recipient, payload)
+    }
+
+    /// A signed envelope in schema `version` (1 or 2).
+    pub fn seal_as(
+        &self,
+        version: u32,
         message_id: String,
         message_type: MessageType,
         recipient: &str,
@@ -78,10 +197,14 @@ impl Sealer {
             sender: self.institution.clone(),
             recipient: recipient.to_owned(),
             created_at_ms: crate::now_ms(),
-            schema_version: SCHEMA_VERSION,
+            schema_version: version,
             payload,
-            signature: Vec::new(),
+            ..Default::default()
         };
+        if version >= 2 {
+            envelope.reads_up_to = SCHEMA_VERSION;
+            envelope.key_id = key_id(&self.identity.public_key()).to_vec();
+        }
         envelope.signature = self.identity.sign(&canonical_bytes(&envelope)).to_vec();
         envelope
     }
@@ -140,11 +263,11 @@ pub fn open(bytes: &[u8], directory: &Directory, recipient: &str) -> Result<Enve
     let envelope = Envelope::decode(bytes)
         .map_err(|e| Rejection::new("decode", format!("not an ecointegra envelope: {e}")))?;
     let reject = |code, reason: String| Err(Rejection::new(code, reason).about(&envelope));
-    if envelope.schema_version != SCHEMA_VERSION {
+    if !(OLDEST_READ..=SCHEMA_VERSION).contains(&envelope.schema_version) {
         return reject(
             "schema",
             format!(
-                "schema version {} is not supported (expected {SCHEMA_VERSION})",
+                "envelope schema {} is not supported: this node reads schemas {OLDEST_READ} to {SCHEMA_VERSION}",
                 envelope.schema_version
             ),
         );
@@ -171,6 +294,22 @@ pub fn open(bytes: &[u8], directory: &Directory, recipient: &str) -> Result<Enve
     if let Some(reason) = sender.inactive_reason(now) {
         return reject("sender-inactive", reason);
     }
+    if envelope.schema_version >= 2 {
+        return match signed_by(&envelope, sender) {
+            Err(reason) => reject("signature", reason),
+            Ok((key, accept_until_ms)) => match verify_signature(&envelope, key) {
+                Err(reason) => reject("signature", reason),
+                Ok(()) if now > accept_until_ms => reject(
+                    "key-retired",
+                    format!(
+                        "{} is signed with a key {} retired and no longer accepts",
+                        envelope.message_id, envelope.sender
+                    ),
+                ),
+                Ok(()) => Ok(envelope),
+            },
+        };
+    }
     let Err(reason) = verify_signature(&envelope, &sender.signing_key) else {
         return Ok(envelope);
     };
@@ -190,6 +329,38 @@ pub fn open(bytes: &[u8], directory: &Directory, recipient: &str) -> Result<Enve
         }
     }
     reject("signature", reason)
+}
+
+/// The key a schema-2 envelope names (current or retired) and until when it
+/// is accepted.
+fn signed_by<'a>(
+    envelope: &Envelope,
+    sender: &'a crate::directory::Institution,
+) -> Result<(&'a VerifyingKey, i64), String> {
+    if envelope.key_id.len() != 8 {
+        return Err(format!(
+            "{} names no signing key (key_id must be 8 bytes, not {})",
+            envelope.message_id,
+            envelope.key_id.len()
+        ));
+    }
+    let named = |key: &VerifyingKey| key_id(key).as_slice() == envelope.key_id.as_slice();
+    if named(&sender.signing_key) {
+        return Ok((&sender.signing_key, i64::MAX));
+    }
+    sender
+        .retired_keys
+        .iter()
+        .find(|(key, _)| named(key))
+        .map(|(key, until)| (key, *until))
+        .ok_or_else(|| {
+            format!(
+                "{} is signed with key {}, which the directory does not list for {}",
+                envelope.message_id,
+                hex::encode(&envelope.key_id),
+                envelope.sender
+            )
+        })
 }
 
 /// Payload types that travel encrypted for their recipient.
@@ -432,5 +603,137 @@ mod rotation_tests {
         let stranger = SigningIdentity::generate();
         let err = open_payload::<ecointegra_proto::v1::Chunk>(&envelope, &[stranger]).unwrap_err();
         assert_eq!(err.code, "decrypt");
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use crate::directory::entry_for;
+    use ecointegra_proto::v1::RetiredKey;
+
+    fn sector(senamhi: &SigningIdentity) -> Directory {
+        let mut directory = Directory::default();
+        directory
+            .insert(&entry_for("senamhi", "SENAMHI", senamhi, 1))
+            .unwrap();
+        directory
+    }
+
+    #[test]
+    fn both_schemas_open_and_neither_can_pass_for_the_other() {
+        let senamhi = SigningIdentity::generate();
+        let directory = sector(&senamhi);
+        let sealer = Sealer::new("senamhi", senamhi.clone());
+        for version in [1, 2] {
+            let envelope = sealer.seal_as(version, "m".into(), MessageType::Chunk, "oefa", vec![7]);
+            assert_eq!(
+                open(&envelope.encode_to_vec(), &directory, "oefa").unwrap(),
+                envelope
+            );
+        }
+        // Schema 1 as an older node writes it: no schema-2 fields on the wire.
+        let v1 = sealer.seal_as(1, "m".into(), MessageType::Chunk, "oefa", vec![7]);
+        assert_eq!((v1.reads_up_to, v1.key_id.len()), (0, 0));
+
+        let v2 = sealer.seal_as(2, "m".into(), MessageType::Chunk, "oefa", vec![7]);
+        assert_eq!(v2.reads_up_to, SCHEMA_VERSION);
+        // Relabelled, or with what it says it reads changed: the signature
+        // no longer holds.
+        for forged in [
+            Envelope {
+                schema_version: 1,
+                ..v2.clone()
+            },
+            Envelope {
+                reads_up_to: 1,
+                ..v2.clone()
+            },
+        ] {
+            let err = open(&forged.encode_to_vec(), &directory, "oefa").unwrap_err();
+            assert_eq!(err.code, "signature", "{err}");
+        }
+        let future = Envelope {
+            schema_version: 3,
+            ..v2.clone()
+        };
+        let err = open(&future.encode_to_vec(), &directory, "oefa").unwrap_err();
+        assert_eq!(err.code, "schema");
+        assert!(err.reason.contains("reads schemas 1 to 2"), "{err}");
+    }
+
+    #[test]
+    fn a_schema_2_envelope_is_checked_against_the_key_it_names() {
+        let old = SigningIdentity::generate();
+        let new = SigningIdentity::generate();
+        let mut entry = entry_for("senamhi", "SENAMHI", &new, 2);
+        entry.retired_signing_keys.push(RetiredKey {
+            signing_key: old.public_key().as_bytes().to_vec(),
+            accept_until_ms: crate::now_ms() + 60_000,
+        });
+        let mut directory = Directory::default();
+        directory.insert(&entry).unwrap();
+        let by_old = Sealer::new("senamhi", old.clone()).seal_as(
+            2,
+            "m".into(),
+            MessageType::Chunk,
+            "oefa",
+            vec![],
+        );
+        assert!(open(&by_old.encode_to_vec(), &directory, "oefa").is_ok());
+        entry.version = 3;
+        entry.retired_signing_keys[0].accept_until_ms = crate::now_ms() - 1;
+        directory.insert(&entry).unwrap();
+        let err = open(&by_old.encode_to_vec(), &directory, "oefa").unwrap_err();
+        assert_eq!(err.code, "key-retired");
+
+        let stranger = Sealer::new("senamhi", SigningIdentity::generate()).seal_as(
+            2,
+            "m".into(),
+            MessageType::Chunk,
+            "oefa",
+            vec![],
+        );
+        let err = open(&stranger.encode_to_vec(), &directory, "oefa").unwrap_err();
+        assert_eq!(err.code, "signature");
+        assert!(err.reason.contains("does not list"), "{err}");
+        // Naming the current key does not help a signature by another.
+        let mut named = stranger.clone();
+        named.key_id = key_id(&new.public_key()).to_vec();
+        let err = open(&named.encode_to_vec(), &directory, "oefa").unwrap_err();
+        assert_eq!(err.code, "signature");
+    }
+
+    #[test]
+    fn each_institution_is_written_the_newest_schema_it_said_it_reads() {
+        let negotiation = Negotiation::default();
+        negotiation.set_members(["senamhi".to_owned(), "oefa".to_owned()]);
+        // Not heard from: the schema every release reads.
+        assert_eq!(negotiation.version_for("oefa"), 1);
+        assert_eq!(negotiation.version_for(BROADCAST), 1);
+        assert!(negotiation.learn("oefa", 2, 100));
+        assert_eq!(negotiation.version_for("oefa"), 2);
+        // The broadcast waits for every member.
+        assert_eq!(negotiation.version_for(BROADCAST), 1);
+        assert!(!negotiation.learn("senamhi", 0, 100));
+        assert!(negotiation.learn("senamhi", 2, 101));
+        assert_eq!(negotiation.version_for(BROADCAST), 2);
+        // A newer release than this one is written what this one writes.
+        negotiation.learn("senamhi", 9, 102);
+        assert_eq!(negotiation.version_for("senamhi"), SCHEMA_VERSION);
+        // An older record (read again after a restart) changes nothing; a
+        // newer one from a node that went back to the older release does.
+        assert!(!negotiation.learn("oefa", 0, 50));
+        assert_eq!(negotiation.version_for("oefa"), 2);
+        assert!(negotiation.learn("oefa", 0, 150));
+        assert_eq!(negotiation.version_for("oefa"), 1);
+        assert_eq!(negotiation.version_for(BROADCAST), 1);
+
+        let sealer = Sealer::new("minam", SigningIdentity::generate());
+        sealer.negotiation().learn("oefa", 2, 1);
+        let envelope = sealer.seal("m".into(), MessageType::Chunk, "oefa", vec![]);
+        assert_eq!(envelope.schema_version, 2);
+        let envelope = sealer.seal("m".into(), MessageType::Chunk, "senamhi", vec![]);
+        assert_eq!(envelope.schema_version, 1);
     }
 }

@@ -5,7 +5,7 @@
 pub use crate::config::day::civil_from_days;
 
 /// The recipient of sector-wide envelopes (the tracking topic).
-pub const BROADCAST: &str = "*";
+pub use ecointegra_broker::envelope::BROADCAST;
 
 /// Crockford's base32 alphabet: no I, L, O or U, so codes read aloud well.
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";

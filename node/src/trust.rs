@@ -27,12 +27,14 @@ impl Trust {
         keyring: Vec<SigningIdentity>,
         directory: Directory,
     ) -> Self {
-        Self {
+        let trust = Self {
             sealer,
             anchor,
             keyring,
-            directory: RwLock::new(Arc::new(directory)),
-        }
+            directory: RwLock::new(Arc::default()),
+        };
+        trust.set_directory(directory);
+        trust
     }
 
     /// This institution's id.
@@ -48,8 +50,16 @@ impl Trust {
             .clone()
     }
 
-    /// Replaces the directory (a newer signed entry arrived).
+    /// Replaces the directory (a newer signed entry arrived). Its other
+    /// institutions are those that read what this one broadcasts.
     pub fn set_directory(&self, directory: Directory) {
+        let me = self.institution();
+        self.sealer.negotiation().set_members(
+            directory
+                .institutions()
+                .map(|i| i.id.clone())
+                .filter(|id| id != me),
+        );
         *self.directory.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(directory);
     }
 }

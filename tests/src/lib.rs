@@ -305,6 +305,12 @@ impl Federation {
     /// Starts a node as a real `ecointegra node run` process, and waits until
     /// it listens.
     pub async fn spawn(&self, id: &str) -> NodeProcess {
+        self.spawn_with(id, &binary()).await
+    }
+
+    /// [`Federation::spawn`], with another build of the node (the release
+    /// before, say).
+    pub async fn spawn_with(&self, id: &str, binary: &Path) -> NodeProcess {
         let data_dir = self.data_dir(id);
         let addr_file = data_dir.join("grpc.addr");
         let _ = std::fs::remove_file(&addr_file);
@@ -314,7 +320,7 @@ impl Federation {
             .append(true)
             .open(&log_path)
             .unwrap();
-        let child = Command::new(binary())
+        let child = Command::new(binary)
             .args(["node", "run", "--config"])
             .arg(self.config_path(id))
             .env("ECOINTEGRA_LOG", "info,rdkafka=warn")
@@ -796,6 +802,53 @@ pub fn read_topic(
     while out.len() < count && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
             out.push(message.detach());
+        }
+    }
+    out
+}
+
+/// Every record a topic holds now, from the beginning to its end, in each
+/// partition's order.
+pub fn read_all(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(30);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for partition in metadata.topics()[0].partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition.id(), timeout)
+            .unwrap();
+        if high > low {
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Offset(low))
+                .unwrap();
+            ends.push((partition.id(), high));
+        }
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let mut out = Vec::new();
+    let at_end = |consumer: &BaseConsumer| {
+        let positions = consumer.position().unwrap();
+        ends.iter().all(|(partition, end)| {
+            matches!(
+                positions.find_partition(topic, *partition).map(|p| p.offset()),
+                Some(Offset::Offset(at)) if at >= *end
+            )
+        })
+    };
+    while !at_end(&consumer) {
+        assert!(Instant::now() < deadline, "{topic} was not read to its end");
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            out.push(message.unwrap().detach());
         }
     }
     out

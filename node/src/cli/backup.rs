@@ -248,7 +248,8 @@ fn copy_checked(from: &Path, to: &Path, sha: &str) -> anyhow::Result<u64> {
 
 /// A file's SHA-256 (hex) and size.
 fn hash_file(path: &Path) -> anyhow::Result<(String, u64)> {
-    let (sha, size) = digest_file(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (sha, size) =
+        digest_file(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok((hex::encode(sha), size))
 }
 

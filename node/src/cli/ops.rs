@@ -126,7 +126,7 @@ pub fn render_queues(report: &GetQueuesResponse) -> String {
         }
     );
     out.push_str(&format!(
-        "{:<12} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>8} {:<24} {:>7}\n",
+        "{:<12} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>8} {:<24} {:>7} {:>6}\n",
         "INSTITUTION",
         "LAG",
         "LAG AGE",
@@ -136,7 +136,8 @@ pub fn render_queues(report: &GetQueuesResponse) -> String {
         "DLQ OPEN",
         "LAST MIN",
         "LAST DELIVERY",
-        "KiB/MIN"
+        "KiB/MIN",
+        "SCHEMA"
     ));
     for q in &report.institutions {
         let name = if q.local {
@@ -153,7 +154,7 @@ pub fn render_queues(report: &GetQueuesResponse) -> String {
             ("?".into(), "?".into())
         };
         out.push_str(&format!(
-            "{:<12} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>8} {:<24} {:>7}\n",
+            "{:<12} {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} {:>8} {:<24} {:>7} {:>6}\n",
             name,
             lag,
             age,
@@ -172,11 +173,13 @@ pub fn render_queues(report: &GetQueuesResponse) -> String {
             } else {
                 "-".into()
             },
+            q.envelope_schema,
         ));
     }
     out.push_str(
         "\n* this node. LAG: records of the institution's inbox its node has not applied; \
-                  PENDING: our transfers awaiting its receipt.\n",
+                  PENDING: our transfers awaiting its receipt; \
+                  SCHEMA: the envelope schema written to it (local: the newest this node reads).\n",
     );
     if report.troubled.is_empty() {
         out.push_str("\nNo filing in trouble.\n");

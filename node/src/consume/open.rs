@@ -53,8 +53,10 @@ pub enum Opened {
 }
 
 /// Decodes, verifies and decrypts one record's value read from `feed`.
-/// Blocking (signatures, hashing), and pure: it reads the directory in force
-/// and this institution's keys, and writes nothing. A large manifest's
+/// Blocking (signatures, hashing), and pure but for one thing: what a signed
+/// record says of the envelope schemas its sender reads is noted in the
+/// sealer's negotiation. It reads the directory in force and this
+/// institution's keys, and writes nothing. A large manifest's
 /// documents are hashed later, by [`super::assemble::large_digests`].
 pub fn open(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> {
     let opened = decode(trust, feed, value)?;
@@ -70,6 +72,13 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
                 envelope::open(value, &directory, crate::lifecycle::tracking::BROADCAST)?;
             let event = crate::lifecycle::tracking::event_of(&envelope)?;
             check_event(&event).map_err(|p| Rejection::new("identifier", p).about(&envelope))?;
+            // Signed by its sender: the newest schema its node reads (0 from
+            // a node of the release before: schema 1).
+            trust.sealer.negotiation().learn(
+                &envelope.sender,
+                event.sender_reads_up_to.max(envelope.reads_up_to),
+                envelope.created_at_ms,
+            );
             return Ok(Opened::Tracking(event));
         }
         Feed::Directory => {
@@ -83,6 +92,13 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
         Feed::Inbox => {}
     }
     let envelope = envelope::open(value, &directory, trust.institution())?;
+    if envelope.schema_version >= 2 {
+        trust.sealer.negotiation().learn(
+            &envelope.sender,
+            envelope.reads_up_to,
+            envelope.created_at_ms,
+        );
+    }
     match MessageType::try_from(envelope.message_type) {
         Ok(MessageType::Chunk) => {
             let chunk: Chunk = envelope::open_payload(&envelope, &trust.keyring)?;

@@ -30,6 +30,7 @@ impl Store {
             transfer_kind: step.kind as i32,
             counterpart: step.counterpart.to_owned(),
             actor: step.actor.to_owned(),
+            sender_reads_up_to: ecointegra_broker::envelope::SCHEMA_VERSION,
         };
         if !insert_event(tx, &event)? {
             // This step was taken before (its id is known): once is enough.

@@ -144,6 +144,11 @@ pub fn queues(watch: &Watch) -> Result<GetQueuesResponse> {
             } else {
                 0
             },
+            envelope_schema: if local {
+                ecointegra_broker::envelope::SCHEMA_VERSION
+            } else {
+                watch.trust.sealer.negotiation().version_for(id)
+            },
         });
     }
 

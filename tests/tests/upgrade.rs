@@ -1,0 +1,241 @@
+//! A rolling upgrade across an envelope schema change, with two builds of the
+//! node: the release before (`ECOINTEGRA_PREVIOUS_BIN`, which tests/run.sh
+//! builds from the commit named in `tests/previous-release`), which reads and
+//! writes envelope schema 1 only, and this one, which reads 1 and 2 and
+//! writes to each institution the newest it has said it reads. The nodes are
+//! upgraded one at a time while filings flow between every pair, as a sector
+//! would over days: nothing may be lost, dead-lettered or applied twice.
+
+use ecointegra_proto::v1::{Envelope, GetQueuesRequest};
+use ecointegra_tests::*;
+use prost::Message as _;
+use rdkafka::Message as _;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+const OPERATOR_TOKEN: &str = "token-de-operador-de-actualizacion";
+
+fn previous_release() -> PathBuf {
+    let path = std::env::var("ECOINTEGRA_PREVIOUS_BIN").expect(
+        "ECOINTEGRA_PREVIOUS_BIN names the node of the release before: \
+         tests/run.sh builds it from the commit in tests/previous-release",
+    );
+    let path = PathBuf::from(path);
+    assert!(path.is_file(), "{} does not exist", path.display());
+    path
+}
+
+/// The (sender, schema) of every envelope a topic holds now.
+fn schemas(topic: &str) -> BTreeSet<(String, u32)> {
+    read_all(topic)
+        .iter()
+        .map(|m| {
+            let envelope = Envelope::decode(m.payload().unwrap_or_default()).unwrap();
+            (envelope.sender, envelope.schema_version)
+        })
+        .collect()
+}
+
+fn set(pairs: &[(&str, u32)]) -> BTreeSet<(String, u32)> {
+    pairs.iter().map(|(s, v)| (s.to_string(), *v)).collect()
+}
+
+/// The envelope schema the node at `process` writes to `peer`, as its
+/// operator sees it in the queue report.
+async fn schema_written(process: &NodeProcess, peer: &str) -> u32 {
+    let mut ops = operations_as(process.addr, Some(OPERATOR_TOKEN)).await;
+    let report = ops
+        .get_queues(GetQueuesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    report
+        .institutions
+        .iter()
+        .find(|q| q.institution == peer)
+        .map_or(0, |q| q.envelope_schema)
+}
+
+async fn writes(process: &NodeProcess, of: &str, peer: &str, schema: u32) {
+    eventually(
+        &format!("{of} to write schema {schema} to {peer}"),
+        async || match schema_written(process, peer).await {
+            s if s == schema => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_upgrade_across_an_envelope_schema_loses_nothing() {
+    let previous = previous_release();
+    let settings = format!(
+        "\n[auth]\nanonymous_role = \"system\"\n\n{}",
+        token_entry("operador", "operator", OPERATOR_TOKEN)
+    );
+    let federation = Federation::with_settings("upgrade", &["minam", "senamhi", "oefa"], &settings);
+    let mut minam = federation.spawn_with("minam", &previous).await;
+    let mut senamhi = federation.spawn_with("senamhi", &previous).await;
+    let mut oefa = federation.spawn_with("oefa", &previous).await;
+    // (destination, tracking code) of every filing, delivered: its origin
+    // holds the destination's signed receipt.
+    let mut filed: Vec<(&str, String)> = Vec::new();
+    filed.push((
+        "oefa",
+        deliver_sample(&mut senamhi.client, "oefa")
+            .await
+            .tracking_code,
+    ));
+
+    // oefa first: it reads what the others write and writes them schema 1.
+    oefa.terminate();
+    oefa = federation.spawn("oefa").await;
+    filed.push((
+        "oefa",
+        deliver_sample(&mut senamhi.client, "oefa")
+            .await
+            .tracking_code,
+    ));
+    filed.push((
+        "senamhi",
+        deliver_sample(&mut oefa.client, "senamhi")
+            .await
+            .tracking_code,
+    ));
+    filed.push((
+        "minam",
+        deliver_sample(&mut oefa.client, "minam")
+            .await
+            .tracking_code,
+    ));
+    assert_eq!(
+        schemas(&federation.topic_inbox("senamhi")),
+        set(&[("oefa", 1)]),
+        "the release before was written only what it reads"
+    );
+
+    // Then senamhi: once each has heard the other say so, the two write
+    // schema 2 to each other, and still schema 1 to minam and the tracking
+    // topic that minam reads.
+    senamhi.terminate();
+    senamhi = federation.spawn("senamhi").await;
+    filed.push((
+        "oefa",
+        deliver_sample(&mut senamhi.client, "oefa")
+            .await
+            .tracking_code,
+    ));
+    writes(&senamhi, "senamhi", "oefa", 2).await;
+    writes(&oefa, "oefa", "senamhi", 2).await;
+    assert_eq!(schema_written(&oefa, "minam").await, 1);
+    filed.push((
+        "oefa",
+        deliver_sample(&mut senamhi.client, "oefa")
+            .await
+            .tracking_code,
+    ));
+    filed.push((
+        "senamhi",
+        deliver_sample(&mut oefa.client, "senamhi")
+            .await
+            .tracking_code,
+    ));
+    filed.push((
+        "minam",
+        deliver_sample(&mut senamhi.client, "minam")
+            .await
+            .tracking_code,
+    ));
+    assert!(schemas(&federation.topic_inbox("oefa")).contains(&("senamhi".into(), 2)));
+    assert!(schemas(&federation.topic_inbox("senamhi")).contains(&("oefa".into(), 2)));
+    assert_eq!(
+        schemas(&federation.topic_inbox("minam")),
+        set(&[("oefa", 1), ("senamhi", 1)])
+    );
+    let tracking = format!("{}.tracking", federation.config("oefa").kafka.topic_prefix);
+    assert!(
+        schemas(&tracking).iter().all(|(_, v)| *v == 1),
+        "minam still runs the release before and reads the tracking topic"
+    );
+
+    // Last minam: once every node has heard every other since its upgrade
+    // (a filing step each), everyone writes schema 2, the tracking topic too.
+    minam.terminate();
+    minam = federation.spawn("minam").await;
+    filed.push((
+        "oefa",
+        deliver_sample(&mut minam.client, "oefa")
+            .await
+            .tracking_code,
+    ));
+    filed.push((
+        "minam",
+        deliver_sample(&mut oefa.client, "minam")
+            .await
+            .tracking_code,
+    ));
+    filed.push((
+        "senamhi",
+        deliver_sample(&mut minam.client, "senamhi")
+            .await
+            .tracking_code,
+    ));
+    for (process, of) in [(&minam, "minam"), (&senamhi, "senamhi"), (&oefa, "oefa")] {
+        for peer in ["minam", "senamhi", "oefa"] {
+            if peer != of {
+                writes(process, of, peer, 2).await;
+            }
+        }
+    }
+    filed.push((
+        "minam",
+        deliver_sample(&mut senamhi.client, "minam")
+            .await
+            .tracking_code,
+    ));
+    let broadcast = schemas(&tracking);
+    assert!(broadcast.contains(&("minam".into(), 2)), "{broadcast:?}");
+    assert!(broadcast.contains(&("senamhi".into(), 2)), "{broadcast:?}");
+    assert!(schemas(&federation.topic_inbox("minam")).contains(&("senamhi".into(), 2)));
+
+    // Nothing lost, nothing twice: each filing once at its destination, its
+    // whole timeline at every node, no dead letter anywhere.
+    for (destination, code) in &filed {
+        let at_destination = count_rows(
+            &federation.store_path(destination),
+            &format!(
+                "SELECT COUNT(*) FROM filings WHERE tracking_code = '{code}' AND direction = 2"
+            ),
+        );
+        assert_eq!(at_destination, 1, "{code} at {destination}");
+        let events = |id: &str| {
+            count_rows(
+                &federation.store_path(id),
+                &format!("SELECT COUNT(*) FROM tracking_events WHERE tracking_code = '{code}'"),
+            )
+        };
+        eventually(&format!("{code}'s timeline at every node"), async || {
+            let counts = [events("minam"), events("senamhi"), events("oefa")];
+            if counts[0] >= 3 && counts.iter().all(|c| *c == counts[0]) {
+                Ok(())
+            } else {
+                Err(counts)
+            }
+        })
+        .await;
+    }
+    for id in ["minam", "senamhi", "oefa"] {
+        assert_eq!(
+            count_rows(
+                &federation.store_path(id),
+                "SELECT COUNT(*) FROM dead_letters"
+            ),
+            0,
+            "dead letters at {id}"
+        );
+    }
+    assert_eq!(inbound_count(&federation, "oefa"), 5);
+    assert_eq!(inbound_count(&federation, "senamhi"), 3);
+    assert_eq!(inbound_count(&federation, "minam"), 4);
+}
