@@ -9,6 +9,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("submit", 3),
     ("relay", 4),
     ("consume", 5),
+    ("evidence", 5),
     ("lifecycle", 6),
     ("telemetry", 7),
     ("store", 8),

@@ -35,6 +35,7 @@ pub mod clients;
 pub mod config;
 pub mod consume;
 pub mod error;
+pub mod evidence;
 pub mod grpc;
 pub mod ids;
 pub mod kafka;

@@ -19,6 +19,14 @@ if [[ ! -x "$chromium" ]]; then
 fi
 "$chromium" --version 2>/dev/null >&2
 
+# The printed cargos are read back as a reader would: pdftotext and pdftoppm
+# (poppler-utils), and the QR code on the rendered page with zbarimg.
+if ! command -v pdftotext >/dev/null || ! command -v zbarimg >/dev/null; then
+  say "installing poppler-utils and zbar-tools (apt-get) ..."
+  ${sudo:-} apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive ${sudo:-} apt-get install -y -qq poppler-utils zbar-tools >/dev/null
+fi
+
 command -v node >/dev/null || { say "Node.js is missing (node 20 or newer)"; exit 1; }
 # npm ci again only when the lock file changed since the last install.
 stamp="$here/node_modules/.lock-sha256"

@@ -288,6 +288,12 @@ async fn clerks_forward_a_filing_citizen_tracks_it_and_operator_replays_a_dead_l
 
 /// One HTTP/1.1 exchange over a fresh connection: (status, head, body).
 async fn http(addr: &str, request: &[u8]) -> (u16, String, String) {
+    let (status, head, body) = http_bytes(addr, request).await;
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// [`http`], with the body as bytes (a PDF, a ZIP file).
+async fn http_bytes(addr: &str, request: &[u8]) -> (u16, String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr.trim_start_matches("http://"))
         .await
@@ -295,14 +301,18 @@ async fn http(addr: &str, request: &[u8]) -> (u16, String, String) {
     stream.write_all(request).await.unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(answer.len());
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let body = answer.get(split + 4..).unwrap_or_default().to_vec();
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, head.to_owned(), body.to_owned())
+    (status, head, body)
 }
 
 fn form_post(path: &str, cookie: &str, body: &str) -> Vec<u8> {
@@ -1020,4 +1030,154 @@ fn url_encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Runs a tool on a file the test wrote; its standard output.
+fn tool(dir: &Path, program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs (tests/browser/setup.sh installs it): {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a reader of a PDF sees: its text (pdftotext), and the QR code on its
+/// first page, rendered (pdftoppm) and decoded (zbarimg).
+fn read_pdf(dir: &Path, name: &str, pdf: &[u8]) -> (String, String) {
+    assert!(
+        pdf.starts_with(b"%PDF-"),
+        "not a PDF: {:?}",
+        &pdf[..pdf.len().min(64)]
+    );
+    std::fs::write(dir.join(format!("{name}.pdf")), pdf).unwrap();
+    let text = tool(dir, "pdftotext", &["-layout", &format!("{name}.pdf"), "-"]);
+    tool(
+        dir,
+        "pdftoppm",
+        &[
+            "-png",
+            "-r",
+            "150",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-singlefile",
+            &format!("{name}.pdf"),
+            name,
+        ],
+    );
+    let qr = tool(
+        dir,
+        "zbarimg",
+        &["--quiet", "--raw", &format!("{name}.png")],
+    );
+    (text, qr.trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cargos_print_as_pdfs_with_a_qr_code_and_evidence_downloads_verify() {
+    let federation = Federation::with_settings("web-pdf", &["senamhi", "oefa"], &settings());
+    let [mut senamhi, _oefa] = federation.start_all().await;
+    let authority = hex::encode(federation.authority().public_key().as_bytes());
+    // Beside the browser test's screenshots, which that test clears.
+    let dir = artifacts().with_file_name("cargo-pdf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let doc = Doc::new("solicitud de información.pdf", 20_000, 3);
+    let filed = submit(
+        &mut senamhi.client,
+        header("oefa", "Consulta"),
+        std::slice::from_ref(&doc),
+    )
+    .await
+    .unwrap();
+    let code = filed.tracking_code.clone();
+    wait_for_status(
+        &mut senamhi.client,
+        &code,
+        FilingStatus::Delivered,
+        PATIENCE,
+    )
+    .await;
+    let addr = web_addr(&federation, "senamhi");
+    let query = format!(
+        "codigo={}&verificacion={}",
+        url_encode(&code),
+        url_encode(&filed.verification_code)
+    );
+
+    // The citizen's cargo de recepción: the receipt, the document's digest,
+    // and a QR code of the link that verifies the receipt, which does.
+    let (status, head, pdf) =
+        http_bytes(&addr, &get_request(&format!("/cargo.pdf?{query}"), "")).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: application/pdf"), "{head}");
+    let (text, qr) = read_pdf(&dir, "recepcion", &pdf);
+    assert!(
+        text.contains("Cargo de recepción") && text.contains(&code),
+        "{text}"
+    );
+    assert!(text.contains(&doc.sha256_hex()), "{text}");
+    assert!(text.contains("solicitud de información.pdf"), "{text}");
+    let verify_path = format!("/verificar?codigo={code}&recibo=");
+    let at = qr.find(&verify_path).unwrap_or_else(|| panic!("QR: {qr}"));
+    let (status, _, page) = http(&addr, &get_request(&qr[at..], "")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Cargo auténtico"), "{page}");
+
+    // The clerk's cargo de presentación: both codes, the digest, and a QR
+    // code of the tracking link (without the verification code).
+    let cookie = sign_in(&addr, CLERK).await;
+    let path = format!("/mesa/tramite/{code}/cargo.pdf");
+    let (status, _, _) = http_bytes(&addr, &get_request(&path, "")).await;
+    assert_eq!(status, 303, "the desk's cargo needs a signed-in clerk");
+    let (status, head, pdf) = http_bytes(&addr, &get_request(&path, &cookie)).await;
+    assert_eq!(status, 200, "{head}");
+    let (text, qr) = read_pdf(&dir, "presentacion", &pdf);
+    assert!(
+        text.contains(&code) && text.contains(&filed.verification_code),
+        "{text}"
+    );
+    assert!(text.contains(&doc.sha256_hex()), "{text}");
+    assert!(qr.ends_with(&format!("/seguimiento?codigo={code}")), "{qr}");
+    assert!(!qr.contains(&filed.verification_code), "{qr}");
+
+    // Evidence: the citizen's without documents, the clerk's with them; both
+    // verify offline. A wrong verification code gets no bundle.
+    let verify = |name: &str, zip: &[u8]| {
+        std::fs::write(dir.join(name), zip).unwrap();
+        let out = Command::new(binary())
+            .args(["evidence", "verify", "--authority-public-key", &authority])
+            .arg(dir.join(name))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{name}: {text}");
+        text
+    };
+    let (status, head, zip) =
+        http_bytes(&addr, &get_request(&format!("/evidencia?{query}"), "")).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: application/zip"), "{head}");
+    let text = verify("ciudadano.zip", &zip);
+    assert!(!text.contains("Documento"), "{text}");
+    let (status, _, zip) = http_bytes(
+        &addr,
+        &get_request(&format!("/mesa/tramite/{code}/evidencia"), &cookie),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = verify("mesa.zip", &zip);
+    assert!(
+        text.contains("Documento solicitud de información.pdf: íntegro"),
+        "{text}"
+    );
+    let wrong = format!(
+        "codigo={}&verificacion=ZZZZ-ZZZZ-ZZZZ-ZZZZ",
+        url_encode(&code)
+    );
+    let (status, _, _) = http_bytes(&addr, &get_request(&format!("/evidencia?{wrong}"), "")).await;
+    assert_eq!(status, 404);
 }

@@ -3,6 +3,7 @@
 mod actions;
 mod backup;
 mod directory;
+mod evidence;
 mod ops;
 mod sector;
 
@@ -76,6 +77,10 @@ enum Command {
     /// Restore a snapshot (or a set's newest) into the node's empty data
     /// directory; started, the node reads on from the positions it held.
     Restore(crate::cli::backup::RestoreArgs),
+    /// Evidence bundles: `export` a filing's from a node, `verify` one
+    /// offline with the sector authority's public key.
+    #[command(subcommand)]
+    Evidence(crate::cli::evidence::EvidenceCommand),
     /// Follow a filing across institutions with its tracking and verification codes.
     Track {
         /// Any institution's node, e.g. 127.0.0.1:50051.
@@ -345,6 +350,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Filing(command) => filing(command).await?,
         Command::Directory(command) => crate::cli::directory::run(command).await?,
         Command::Sector(command) => return crate::cli::sector::run(command).await,
+        Command::Evidence(command) => return crate::cli::evidence::run(command).await,
         Command::Track {
             node,
             verification,

@@ -83,8 +83,10 @@ impl Batch<'_> {
                 raw,
             } => self.receipt(c, envelope, receipt, raw, position),
             Opened::Notice { envelope, notice } => self.notice(c, envelope, notice, position),
-            Opened::Tracking(event) => {
-                self.cx.store.apply_tracking_event(c, position, &event)?;
+            Opened::Tracking { event, signed } => {
+                self.cx
+                    .store
+                    .apply_tracking_event(c, position, &event, &signed)?;
                 Ok(Applied::Nothing)
             }
             Opened::Directory { signed, entry } => self.directory_entry(c, signed, entry, position),

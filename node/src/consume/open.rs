@@ -45,7 +45,11 @@ pub enum Opened {
         envelope: Envelope,
         notice: Notice,
     },
-    Tracking(TrackingEvent),
+    Tracking {
+        event: TrackingEvent,
+        /// The record's value: the envelope exactly as its sender signed it.
+        signed: Vec<u8>,
+    },
     Directory {
         signed: SignedDirectoryEntry,
         entry: DirectoryEntry,
@@ -79,7 +83,10 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
                 event.sender_reads_up_to.max(envelope.reads_up_to),
                 envelope.created_at_ms,
             );
-            return Ok(Opened::Tracking(event));
+            return Ok(Opened::Tracking {
+                event,
+                signed: value.to_vec(),
+            });
         }
         Feed::Directory => {
             let signed = SignedDirectoryEntry::decode(value).map_err(|e| {
@@ -205,7 +212,7 @@ fn check(opened: &Opened) -> Result<(), Rejection> {
             (envelope, check_notice(&envelope.message_id, notice))
         }
         // Checked as it is opened, where its envelope names the sender.
-        Opened::Tracking(_) | Opened::Directory { .. } => return Ok(()),
+        Opened::Tracking { .. } | Opened::Directory { .. } => return Ok(()),
     };
     problem.map_err(|p| Rejection::new("identifier", p).about(envelope))
 }
@@ -692,7 +699,7 @@ mod tests {
         };
         assert!(matches!(
             open(&s.oefa, Feed::Tracking, &sealed(&event("senamhi"))),
-            Ok(Opened::Tracking(_))
+            Ok(Opened::Tracking { .. })
         ));
         let Err(rejection) = open(&s.oefa, Feed::Tracking, &sealed(&event("oefa"))) else {
             panic!("an event claiming another institution opened")

@@ -9,9 +9,10 @@ use crate::store::{DocumentRow, FilingRow};
 use crate::submit::DocPart;
 use ecointegra_proto::v1::filing_service_server::FilingService;
 use ecointegra_proto::v1::{
-    AnswerFilingRequest, ArchiveFilingRequest, DueFiling, ForwardFilingRequest,
-    GetReceiptChainResponse, ListDueRequest, ListDueResponse, ObserveFilingRequest,
-    ReceiveFilingRequest, RejectFilingRequest, answer_filing_request,
+    AnswerFilingRequest, ArchiveFilingRequest, DueFiling, ExportEvidenceRequest,
+    ExportEvidenceResponse, ForwardFilingRequest, GetReceiptChainResponse, ListDueRequest,
+    ListDueResponse, ObserveFilingRequest, ReceiveFilingRequest, RejectFilingRequest,
+    answer_filing_request,
 };
 use ecointegra_proto::v1::{
     DownloadDocumentRequest, DownloadDocumentResponse, Envelope, Filing, GetFilingRequest,
@@ -320,6 +321,41 @@ impl FilingService for FilingApi {
             receipts,
             verified,
         }))
+    }
+
+    type ExportEvidenceStream = ResponseStream<ExportEvidenceResponse>;
+
+    async fn export_evidence(
+        &self,
+        request: Request<ExportEvidenceRequest>,
+    ) -> Result<Response<Self::ExportEvidenceStream>, Status> {
+        let request = request.into_inner();
+        let code = request.tracking_code.trim().to_uppercase();
+        if code.is_empty() {
+            return Err(Error::invalid("tracking_code", "is required").into());
+        }
+        let file =
+            crate::evidence::bundle(&self.services.desk, &code, request.with_documents).await?;
+        let mut file = tokio::fs::File::from_std(file);
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let mut buffer = vec![0u8; DOWNLOAD_CHUNK];
+                let next = match file.read(&mut buffer).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buffer.truncate(n);
+                        Ok(ExportEvidenceResponse { data: buffer })
+                    }
+                    Err(e) => Err(Error::io("cannot read the evidence bundle")(e).into()),
+                };
+                let failed = next.is_err();
+                if tx.send(next).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn receive_filing(

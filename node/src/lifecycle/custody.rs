@@ -62,6 +62,17 @@ fn key_in_force(
     receipt: &Receipt,
     directory: &Directory,
 ) -> Result<VerifyingKey, String> {
+    signer_key(envelope, signed_at(envelope, receipt), directory)
+}
+
+/// The key of an envelope's signer that verifies it among those the signer
+/// had in force at `at` (when the envelope says it was signed); a key retired
+/// before then verifies nothing.
+pub fn signer_key(
+    envelope: &Envelope,
+    at: i64,
+    directory: &Directory,
+) -> Result<VerifyingKey, String> {
     let signer = directory.get(&envelope.sender).ok_or_else(|| {
         format!(
             "it is signed by {}, who is not in the directory",
@@ -69,7 +80,6 @@ fn key_in_force(
         )
     })?;
     let verifies = |key: &VerifyingKey| envelope::verify_signature(envelope, key).is_ok();
-    let at = signed_at(envelope, receipt);
     if let Some(key) = signer.signing_keys_at(at).find(|key| verifies(key)) {
         return Ok(*key);
     }

@@ -32,23 +32,20 @@ impl Store {
             actor: step.actor.to_owned(),
             sender_reads_up_to: ecointegra_broker::envelope::SCHEMA_VERSION,
         };
-        if !insert_event(tx, &event)? {
+        let sealed = self
+            .sealer
+            .seal(
+                event.event_id.clone(),
+                MessageType::TrackingEvent,
+                crate::ids::BROADCAST,
+                event.encode_to_vec(),
+            )
+            .encode_to_vec();
+        if !insert_event(tx, &event, &sealed)? {
             // This step was taken before (its id is known): once is enough.
             return Ok(seq);
         }
-        let sealed = self.sealer.seal(
-            event.event_id.clone(),
-            MessageType::TrackingEvent,
-            crate::ids::BROADCAST,
-            event.encode_to_vec(),
-        );
-        queue_envelope(
-            tx,
-            &self.tracking_topic,
-            "*",
-            step.tracking_code,
-            &sealed.encode_to_vec(),
-        )?;
+        queue_envelope(tx, &self.tracking_topic, "*", step.tracking_code, &sealed)?;
         Ok(seq)
     }
 
@@ -72,6 +69,34 @@ impl Store {
         })
     }
 
+    /// The timeline of a filing with the envelope each step was signed in
+    /// (None for a step stored before envelopes were kept), in order.
+    pub fn signed_timeline(
+        &self,
+        tracking_code: &str,
+    ) -> Result<Vec<(TrackingEvent, Option<Vec<u8>>)>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT event, envelope FROM tracking_events WHERE tracking_code = ?1
+                     ORDER BY seq, timestamp_ms, institution, event_id",
+                )
+                .map_err(Error::store("cannot read the timeline"))?;
+            let rows = stmt
+                .query_map([tracking_code], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(Error::store("cannot read the timeline"))?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(event, signed)| {
+                    Some((TrackingEvent::decode(event.as_slice()).ok()?, signed))
+                })
+                .collect())
+        })
+    }
+
     /// The logical clock of a filing's timeline here.
     pub fn tracking_seq(&self, tracking_code: &str) -> Result<u64> {
         self.read(|c| clock(c, tracking_code))
@@ -86,9 +111,12 @@ impl Store {
         c: &Connection,
         position: Position<'_>,
         event: &TrackingEvent,
+        signed: &[u8],
     ) -> Result<()> {
-        self.apply(c, position, None, |tx| insert_event(tx, event).map(drop))
-            .map(drop)
+        self.apply(c, position, None, |tx| {
+            insert_event(tx, event, signed).map(drop)
+        })
+        .map(drop)
     }
 }
 
@@ -117,17 +145,20 @@ pub(crate) fn advance_clock(tx: &Connection, tracking_code: &str, seq: u64) -> R
     .map_err(Error::store("cannot advance the timeline clock"))
 }
 
-pub(crate) fn insert_event(tx: &Connection, event: &TrackingEvent) -> Result<bool> {
+/// Stores a tracking event with the envelope its institution signed it in;
+/// false if its id was known.
+pub(crate) fn insert_event(tx: &Connection, event: &TrackingEvent, signed: &[u8]) -> Result<bool> {
     exec(tx,
-        "INSERT OR IGNORE INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, event)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR IGNORE INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, event, envelope)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             event.event_id,
             event.tracking_code,
             event.seq as i64,
             event.timestamp_ms,
             event.institution,
-            event.encode_to_vec()
+            event.encode_to_vec(),
+            signed
         ],
     )
     .map(|n| n == 1)

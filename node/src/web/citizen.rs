@@ -4,8 +4,9 @@
 
 use super::forms::url_encode;
 use super::page::{self, Attrs, when};
-use super::{Ctx, Web, failure};
+use super::{Ctx, Web, evidence_download, failure, pdf_response};
 use crate::error::Error;
+use crate::evidence::pdf::{Cargo, Section};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 pub struct Codes {
     #[serde(default)]
     codigo: String,
@@ -247,6 +248,12 @@ pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Co
         Ok(r) => r,
         Err(e) => return failure(&ctx, e),
     };
+    let query = format!(
+        "codigo={}&verificacion={}",
+        url_encode(&found.tracking_code),
+        url_encode(codes.verificacion.trim())
+    );
+    let downloads = (format!("/cargo.pdf?{query}"), format!("/evidencia?{query}"));
     let holders = if receipts.is_empty() {
         let directory = web.desk.trust.directory();
         let mut holders: Vec<String> = found
@@ -263,7 +270,13 @@ pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Co
         @if receipts.is_empty() {
             p.notice { (t.cargo_elsewhere) " " (holders) }
         } @else {
-            p.no-print { button type="button" data-print { (t.print) } }
+            p.no-print {
+                button type="button" data-print { (t.print) }
+                " "
+                a.button href=(downloads.0) { (t.download_pdf) }
+                " "
+                a href=(downloads.1) { (t.download_evidence) }
+            }
             p { (t.cargo_intro) }
             @if let Err(why) = &verified {
                 p.notice.bad role="alert" { (t.chain_invalid) ": " (why) }
@@ -274,6 +287,86 @@ pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Query(codes): Query<Co
         }
     };
     page::render(&ctx, StatusCode::OK, t.cargo_title, body)
+}
+
+/// The cargo de recepción as a PDF: every signed receipt this node holds,
+/// with its documents' digests, and a QR code of the link that verifies the
+/// latest one.
+pub async fn cargo_pdf(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Query(codes): Query<Codes>,
+) -> Response {
+    let found = match tracked(&web, &ctx, &codes).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let (receipts, verified) = match receipts(&web, &found.tracking_code).await {
+        Ok(r) => r,
+        Err(e) => return failure(&ctx, e),
+    };
+    let Some((_, latest)) = receipts.last() else {
+        // Not held here: the page says who holds it.
+        return cargo(State(web), ctx, Query(codes)).await;
+    };
+    let t = ctx.t();
+    let directory = web.desk.trust.directory();
+    let offset = web.desk.config.deadlines.utc_offset_minutes;
+    let signature = if verified.is_ok() {
+        t.signature_valid
+    } else {
+        t.signature_invalid
+    };
+    let cargo = Cargo {
+        title: t.cargo_title.into(),
+        issuer: page::institution(&directory, web.desk.institution()),
+        fields: vec![(t.tracking_code.into(), found.tracking_code.clone())],
+        sections: receipts
+            .iter()
+            .map(|(r, digest)| Section {
+                heading: format!(
+                    "{} {}: {}",
+                    t.receipt,
+                    r.hop,
+                    page::institution(&directory, &r.receiving_institution)
+                ),
+                fields: vec![
+                    (t.sent_by.into(), page::institution(&directory, &r.origin)),
+                    (t.received_at.into(), when(r.received_at_ms, offset)),
+                    (t.registry_number.into(), r.registry_number.clone()),
+                    (t.signature.into(), signature.into()),
+                    (t.receipt_digest.into(), digest.clone()),
+                ],
+                documents: r
+                    .documents
+                    .iter()
+                    .map(|d| (d.name.clone(), d.size, hex::encode(&d.sha256)))
+                    .collect(),
+                documents_heading: t.documents.into(),
+            })
+            .collect(),
+        link: format!(
+            "{}/verificar?codigo={}&recibo={latest}",
+            ctx.base_url,
+            url_encode(&found.tracking_code)
+        ),
+        link_caption: t.verify_at.into(),
+    };
+    pdf_response(&found.tracking_code, &cargo)
+}
+
+/// The filing's evidence bundle, without its documents, for whoever holds
+/// both codes.
+pub async fn evidence(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Query(codes): Query<Codes>,
+) -> Response {
+    let found = match tracked(&web, &ctx, &codes).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    evidence_download(&web, &ctx, &found.tracking_code, false).await
 }
 
 #[derive(Deserialize)]

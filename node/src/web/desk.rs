@@ -5,8 +5,9 @@
 
 use super::forms::{self, Fields, url_encode};
 use super::page::{self, Attrs, when};
-use super::{Ctx, Web, failure};
+use super::{Ctx, Web, evidence_download, failure, pdf_response};
 use crate::error::{Error, Violation};
+use crate::evidence::pdf::{Cargo, Section};
 use crate::grpc::auth::Role;
 use crate::lifecycle::deadlines::{Calendar, Day};
 use crate::lifecycle::workflow::Action;
@@ -666,8 +667,12 @@ async fn filing_page(
             dt { (t.due_date) } dd { (page::or_dash(&filing.due_date)) }
             dt { (t.note) } dd { (page::or_dash(&filing.note)) }
         }
-        @if filing.direction == Direction::Outbound {
-            p { a.button href={ "/mesa/tramite/" (link) "/cargo" } { (t.desk_cargo) } }
+        p {
+            @if filing.direction == Direction::Outbound {
+                a.button href={ "/mesa/tramite/" (link) "/cargo" } { (t.desk_cargo) }
+                " "
+            }
+            a href={ "/mesa/tramite/" (link) "/evidencia" } { (t.download_evidence) }
         }
         h2 { (t.documents) }
         div.table-wrap {
@@ -1112,24 +1117,97 @@ pub async fn document(
         .into_response()
 }
 
-/// The cargo the clerk prints for the citizen: both codes, the documents and
-/// their digests, and the destination's signed receipt once it arrived.
-pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Path(code): Path<String>) -> Response {
-    if let Err(denied) = ctx.require(Role::Clerk) {
-        return denied;
-    }
-    let t = ctx.t();
+/// The filing this desk registered under `code`, for its cargo de
+/// presentación (clerks only); `Err` is the page to show instead.
+async fn presented(web: &Web, ctx: &Ctx, code: &str) -> Result<FilingRow, Response> {
+    ctx.require(Role::Clerk)?;
     let lookup = code.trim().to_uppercase();
-    let filing = match web
+    match web
         .desk
         .store
         .run(move |s| s.latest(&lookup, Direction::Outbound))
         .await
     {
-        Ok(Some(f)) if f.kind != TransferKind::Answer => f,
-        Ok(_) => return failure(&ctx, Error::NotFound(format!("filing {code}"))),
-        Err(e) => return failure(&ctx, e),
+        Ok(Some(f)) if f.kind != TransferKind::Answer => Ok(f),
+        Ok(_) => Err(failure(ctx, Error::NotFound(format!("filing {code}")))),
+        Err(e) => Err(failure(ctx, e)),
+    }
+}
+
+/// The cargo de presentación as a PDF: both codes, where and when it was
+/// filed, the documents with their SHA-256, and a QR code of the tracking
+/// link (the verification code is never in a link).
+pub async fn cargo_pdf(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Path(code): Path<String>,
+) -> Response {
+    let filing = match presented(&web, &ctx, &code).await {
+        Ok(filing) => filing,
+        Err(page) => return page,
     };
+    let t = ctx.t();
+    let directory = web.desk.trust.directory();
+    let offset = web.desk.config.deadlines.utc_offset_minutes;
+    let cargo = Cargo {
+        title: t.desk_cargo.into(),
+        issuer: page::institution(&directory, &filing.origin),
+        fields: vec![
+            (t.tracking_code.into(), filing.tracking_code.clone()),
+            (t.verification_code.into(), filing.verification_code.clone()),
+        ],
+        sections: vec![Section {
+            heading: filing.subject.clone(),
+            fields: vec![
+                (
+                    t.filed_at.into(),
+                    format!(
+                        "{} · {}",
+                        page::institution(&directory, &filing.origin),
+                        when(filing.registered_at_ms, offset)
+                    ),
+                ),
+                (t.sender.into(), filing.sender_party.name.clone()),
+                (
+                    t.destination.into(),
+                    page::institution(&directory, &filing.destination),
+                ),
+                (t.folios.into(), filing.folio_count.to_string()),
+            ],
+            documents: filing
+                .documents
+                .iter()
+                .map(|d| (d.name.clone(), d.size, hex::encode(&d.sha256)))
+                .collect(),
+            documents_heading: t.documents.into(),
+        }],
+        link: format!(
+            "{}/seguimiento?codigo={}",
+            ctx.base_url,
+            url_encode(&filing.tracking_code)
+        ),
+        link_caption: format!("{} {}", t.keep_codes, t.follow_at),
+    };
+    pdf_response(&filing.tracking_code, &cargo)
+}
+
+/// The filing's evidence bundle with its documents, for the clerks of an
+/// institution that holds it.
+pub async fn evidence(State(web): State<Arc<Web>>, ctx: Ctx, Path(code): Path<String>) -> Response {
+    if let Err(denied) = ctx.require(Role::Clerk) {
+        return denied;
+    }
+    evidence_download(&web, &ctx, &code.trim().to_uppercase(), true).await
+}
+
+/// The cargo the clerk prints for the citizen: both codes, the documents and
+/// their digests, and the destination's signed receipt once it arrived.
+pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Path(code): Path<String>) -> Response {
+    let filing = match presented(&web, &ctx, &code).await {
+        Ok(filing) => filing,
+        Err(page) => return page,
+    };
+    let t = ctx.t();
     let directory = web.desk.trust.directory();
     let offset = web.desk.config.deadlines.utc_offset_minutes;
     let track_link = format!(
@@ -1155,6 +1233,8 @@ pub async fn cargo(State(web): State<Arc<Web>>, ctx: Ctx, Path(code): Path<Strin
             a href={ "/mesa/tramite/" (link) } { (t.back_to_filing) }
             " "
             a href=(receipt_link) { (t.see_cargo) }
+            " "
+            a.button href={ "/mesa/tramite/" (link) "/cargo.pdf" } { (t.download_pdf) }
         }
         section.card.receipt {
             h2 { (t.desk_cargo) }

@@ -95,6 +95,8 @@ fn router(web: Arc<Web>) -> Router {
         .route("/", get(citizen::home))
         .route("/seguimiento", get(citizen::track))
         .route("/cargo", get(citizen::cargo))
+        .route("/cargo.pdf", get(citizen::cargo_pdf))
+        .route("/evidencia", get(citizen::evidence))
         .route("/verificar", get(citizen::verify))
         .route("/entrar", get(sign_in_form).post(sign_in))
         .route("/salir", post(sign_out))
@@ -111,6 +113,8 @@ fn router(web: Arc<Web>) -> Router {
         )
         .route("/mesa/tramite/{code}", get(desk::filing))
         .route("/mesa/tramite/{code}/cargo", get(desk::cargo))
+        .route("/mesa/tramite/{code}/cargo.pdf", get(desk::cargo_pdf))
+        .route("/mesa/tramite/{code}/evidencia", get(desk::evidence))
         .route(
             "/mesa/tramite/{code}/documento/{index}",
             get(desk::document),
@@ -561,6 +565,54 @@ async fn security_headers(mut response: Response) -> Response {
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response
+}
+
+/// A filing's evidence bundle as a download (see [`crate::evidence`]).
+async fn evidence_download(web: &Web, ctx: &Ctx, code: &str, with_documents: bool) -> Response {
+    let file = match crate::evidence::bundle(&web.desk, code, with_documents).await {
+        Ok(file) => file,
+        Err(e) => return failure(ctx, e),
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or_default();
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        tokio::fs::File::from_std(file),
+        256 * 1024,
+    ));
+    let name: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    (
+        [
+            (header::CONTENT_TYPE, "application/zip".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"evidencia-{name}.zip\""),
+            ),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A cargo as a PDF file, shown inline.
+fn pdf_response(code: &str, cargo: &crate::evidence::pdf::Cargo) -> Response {
+    let name: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    (
+        [
+            (header::CONTENT_TYPE, "application/pdf".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"cargo-{name}.pdf\""),
+            ),
+        ],
+        crate::evidence::pdf::render(cargo),
+    )
+        .into_response()
 }
 
 /// The answer to a failed call: a page saying what went wrong, in the

@@ -167,6 +167,8 @@ texts! {
     upload_progress: "Progreso de la carga", "Upload progress";
     submit_filing: "Registrar y enviar", "Register and send";
     desk_cargo: "Cargo de presentación", "Filing receipt";
+    download_pdf: "Descargar PDF", "Download PDF";
+    download_evidence: "Descargar evidencia (ZIP, verificable sin conexión con ecointegra evidence verify)", "Download evidence (ZIP, verifiable offline with ecointegra evidence verify)";
     copy: "Copia", "Copy";
     copy_held: "recibida de", "received from";
     copy_sent: "registro del envío a", "record of the transfer to";
