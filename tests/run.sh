@@ -42,6 +42,9 @@ echo "tests/run.sh: Kafka at $KAFKA_BOOTSTRAP" >&2
 
 # The web console's tests drive a real headless Chromium.
 tests/browser/setup.sh
+# The notification tests mail through a real SMTP server (aiosmtpd).
+ECOINTEGRA_SMTPD_PYTHON="$(tests/mail/setup.sh)"
+export ECOINTEGRA_SMTPD_PYTHON
 
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 

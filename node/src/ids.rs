@@ -7,6 +7,19 @@ pub use crate::config::day::civil_from_days;
 /// The recipient of sector-wide envelopes (the tracking topic).
 pub use ecointegra_broker::envelope::BROADCAST;
 
+/// What a query-string value or a path segment keeps as it is: letters,
+/// digits and `-_.~` (RFC 3986's unreserved characters).
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a query-string value or a path segment.
+pub fn url_encode(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, UNRESERVED).to_string()
+}
+
 /// Crockford's base32 alphabet: no I, L, O or U, so codes read aloud well.
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 

@@ -8,6 +8,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("grpc", 2),
     ("submit", 3),
     ("relay", 4),
+    ("notify", 4),
     ("consume", 5),
     ("evidence", 5),
     ("lifecycle", 6),

@@ -40,6 +40,7 @@ pub mod grpc;
 pub mod ids;
 pub mod kafka;
 pub mod lifecycle;
+pub mod notify;
 pub mod relay;
 pub mod retry;
 pub mod store;

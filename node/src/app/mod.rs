@@ -52,7 +52,8 @@ impl Node {
             sealer.clone(),
             topics.tracking(),
         )?
-        .with_utc_offset(config.deadlines.utc_offset_minutes);
+        .with_utc_offset(config.deadlines.utc_offset_minutes)
+        .with_notifications(crate::notify::rules(&config));
         let blobs = Blobs::open(&config.data_dir)?;
         let anchor = ecointegra_broker::keys::parse_public_key(&config.keys.authority_public_key)
             .map_err(|e| {
@@ -101,6 +102,7 @@ impl Node {
             crate::telemetry::otlp::start(&config.telemetry, &config.institution).map(Arc::new);
         let config = Arc::new(config);
         let trust = Arc::new(Trust::new(sealer, anchor, keyring, directory));
+        let notifier = crate::notify::Notifier::new(&config, store.clone(), trust.clone())?;
         let kafka = Arc::new(Kafka::new(
             config.institution.clone(),
             publisher,
@@ -179,6 +181,9 @@ impl Node {
             cancel.clone(),
         ));
         tracker.spawn(crate::relay::run(relay, cancel.clone()));
+        if let Some(notifier) = notifier {
+            tracker.spawn(crate::notify::run(notifier, cancel.clone()));
+        }
         tracker.spawn(crate::consume::inbox::run(
             consumers.clone(),
             cancel.clone(),

@@ -181,6 +181,25 @@ pub fn render_queues(report: &GetQueuesResponse) -> String {
                   PENDING: our transfers awaiting its receipt; \
                   SCHEMA: the envelope schema written to it (local: the newest this node reads).\n",
     );
+    for n in &report.notifications {
+        let what = if n.target.is_empty() {
+            n.channel.clone()
+        } else {
+            format!("{} {}", n.channel, n.target)
+        };
+        out.push_str(&format!(
+            "\nNotifications ({what}): {} sent, {} pending ({} failing, oldest {}){}\n",
+            n.sent,
+            n.pending,
+            n.failing,
+            duration(n.oldest_pending_seconds),
+            if n.last_error.is_empty() {
+                String::new()
+            } else {
+                format!("; last error: {}", n.last_error)
+            }
+        ));
+    }
     if report.troubled.is_empty() {
         out.push_str("\nNo filing in trouble.\n");
     } else {

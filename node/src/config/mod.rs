@@ -64,6 +64,61 @@ pub struct Config {
     #[serde(default)]
     pub web: WebConfig,
     pub auth: AuthConfig,
+    /// Telling people when a filing moves: citizens by e-mail, institutional
+    /// systems by webhook.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// `[notify]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Mail to the citizens who gave an address, when their filing moves.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    /// JSON POSTs to the institution's own systems.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[notify.smtp]`: the institution's mail server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// `starttls` (the default), `tls` (implicit TLS, port 465) or `none`
+    /// (a relay on loopback only).
+    #[serde(default = "SmtpConfig::default_security")]
+    pub security: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the password (never the password itself).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The sender, e.g. `Mesa de partes OEFA <mesadepartes@oefa.gob.pe>`.
+    pub from: String,
+}
+
+impl SmtpConfig {
+    fn default_security() -> String {
+        "starttls".into()
+    }
+}
+
+/// `[[notify.webhooks]]`: one endpoint of the institution's systems.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `https://...` (or `http://` on loopback).
+    pub url: String,
+    /// The statuses to send (e.g. `["DELIVERED", "OBSERVED"]`); empty: all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// A file holding the signing secret (`whsec_` and base64, as Standard
+    /// Webhooks writes it, or any text).
+    pub secret_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -311,6 +366,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             web: WebConfig::default(),
             auth: AuthConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -359,7 +415,21 @@ impl Config {
                 [&mut t.cert_file, &mut t.key_file]
                     .into_iter()
                     .chain(t.client_ca_file.as_mut())
-            })) {
+            }))
+            .chain(
+                config
+                    .notify
+                    .smtp
+                    .iter_mut()
+                    .flat_map(|s| s.password_file.as_mut()),
+            )
+            .chain(
+                config
+                    .notify
+                    .webhooks
+                    .iter_mut()
+                    .map(|h| &mut h.secret_file),
+            ) {
                 if path.is_relative() {
                     *path = base.join(&*path);
                 }
@@ -496,6 +566,43 @@ impl Config {
                     &format!("deadlines.holidays[{i}]"),
                     format!("{holiday:?} is not a date (YYYY-MM-DD)"),
                 ));
+            }
+        }
+        if let Some(smtp) = &self.notify.smtp {
+            if !["starttls", "tls", "none"].contains(&smtp.security.as_str()) {
+                return Err(ConfigError::field(
+                    "notify.smtp.security",
+                    format!("{:?}: use starttls, tls or none", smtp.security),
+                ));
+            }
+            if smtp.from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(ConfigError::field(
+                    "notify.smtp.from",
+                    format!("{:?} is not a mail address", smtp.from),
+                ));
+            }
+        }
+        for (i, hook) in self.notify.webhooks.iter().enumerate() {
+            let field = format!("notify.webhooks[{i}]");
+            if !(hook.url.starts_with("https://") || hook.url.starts_with("http://"))
+                || hook.url.parse::<http::Uri>().is_err()
+            {
+                return Err(ConfigError::field(
+                    &format!("{field}.url"),
+                    format!("{:?} is not an http(s) URL", hook.url),
+                ));
+            }
+            for event in &hook.events {
+                if ecointegra_proto::v1::FilingStatus::from_str_name(&format!(
+                    "FILING_STATUS_{event}"
+                ))
+                .is_none()
+                {
+                    return Err(ConfigError::field(
+                        &format!("{field}.events"),
+                        format!("{event:?} is not a filing status (DELIVERED, OBSERVED, ...)"),
+                    ));
+                }
             }
         }
         if !(-720..=840).contains(&self.deadlines.utc_offset_minutes) {

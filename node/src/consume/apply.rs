@@ -188,7 +188,7 @@ impl Batch<'_> {
             position,
             &super::processed_key(&envelope),
             filing.id,
-            (status, &notice.reason),
+            (status, &notice.reason, &envelope.sender),
             clock,
         )?;
         Ok(Applied::Notice {

@@ -140,14 +140,14 @@ impl Store {
     }
 
     /// What the destination did with one of our transfers (observed,
-    /// rejected): `(status, reason)`, and the clock `(tracking code, seq)`.
+    /// rejected): `(status, reason, by whom)`, and the clock `(tracking code, seq)`.
     pub fn apply_notice(
         &self,
         c: &Connection,
         position: Position<'_>,
         message_id: &str,
         filing_id: i64,
-        (status, reason): (FilingStatus, &str),
+        (status, reason, by): (FilingStatus, &str, &str),
         tracking: (&str, u64),
     ) -> Result<()> {
         self.apply(c, position, Some(message_id), |tx| {
@@ -157,6 +157,7 @@ impl Store {
                 params![filing_id, status as i64, reason],
             )
             .map_err(Error::store("cannot update the filing"))?;
+            self.queue_notice_mail(tx, message_id, tracking.0, (status, reason), by)?;
             advance_clock(tx, tracking.0, tracking.1)
         })
         .map(drop)

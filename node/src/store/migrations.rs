@@ -22,6 +22,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0005_web_sessions.sql")),
     M::up(include_str!("migrations/0006_audit_log.sql")),
     M::up(include_str!("migrations/0007_tracking_envelopes.sql")),
+    M::up(include_str!("migrations/0008_notifications.sql")),
 ];
 
 /// The newest schema version this release knows.

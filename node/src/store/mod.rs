@@ -15,6 +15,7 @@ pub mod filings;
 pub mod group_commit;
 pub mod inbox;
 pub mod migrations;
+pub mod notifications;
 pub mod ops;
 pub mod outbox;
 pub mod receipts;
@@ -257,6 +258,8 @@ pub struct Store {
     /// The institution's offset from UTC in minutes: registry numbers take
     /// their year from its clock.
     utc_offset_minutes: i32,
+    /// Who is told of which steps ([`notifications`]).
+    notify: Arc<notifications::Rules>,
 }
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
@@ -291,7 +294,14 @@ impl Store {
             sealer,
             tracking_topic,
             utc_offset_minutes: 0,
+            notify: Arc::default(),
         })
+    }
+
+    /// Queues notifications by `rules` from now on.
+    pub fn with_notifications(mut self, rules: notifications::Rules) -> Self {
+        self.notify = Arc::new(rules);
+        self
     }
 
     /// Numbers registries by the year at `minutes` from UTC (the sector's

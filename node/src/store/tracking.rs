@@ -45,6 +45,7 @@ impl Store {
             // This step was taken before (its id is known): once is enough.
             return Ok(seq);
         }
+        self.queue_step(tx, &event)?;
         queue_envelope(tx, &self.tracking_topic, "*", step.tracking_code, &sealed)?;
         Ok(seq)
     }
@@ -114,7 +115,10 @@ impl Store {
         signed: &[u8],
     ) -> Result<()> {
         self.apply(c, position, None, |tx| {
-            insert_event(tx, event, signed).map(drop)
+            if insert_event(tx, event, signed)? {
+                self.queue_step(tx, event)?;
+            }
+            Ok(())
         })
         .map(drop)
     }

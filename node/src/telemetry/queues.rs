@@ -263,12 +263,31 @@ pub fn queues(watch: &Watch) -> Result<GetQueuesResponse> {
             dead_letter_id: letter.id,
         });
     }
+    let notifications = watch
+        .store
+        .notification_backlog()?
+        .into_iter()
+        .map(|b| ecointegra_proto::v1::NotificationQueue {
+            channel: b.channel,
+            target: b.target,
+            pending: b.pending,
+            failing: b.failing,
+            oldest_pending_seconds: if b.pending > 0 {
+                seconds(now - b.oldest_pending_ms)
+            } else {
+                0.0
+            },
+            last_error: b.last_error,
+            sent: b.sent,
+        })
+        .collect();
     Ok(GetQueuesResponse {
         institution: me,
         generated_at_ms: now,
         kafka_reachable,
         institutions: rows,
         troubled,
+        notifications,
     })
 }
 

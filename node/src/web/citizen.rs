@@ -370,6 +370,39 @@ pub async fn evidence(
 }
 
 #[derive(Deserialize)]
+pub struct Unsubscribe {
+    #[serde(default)]
+    codigo: String,
+    #[serde(default)]
+    clave: String,
+}
+
+/// The unsubscribe link of a filing's mail: no more mail about it.
+pub async fn unsubscribe(
+    State(web): State<Arc<Web>>,
+    ctx: Ctx,
+    Query(q): Query<Unsubscribe>,
+) -> Response {
+    let t = ctx.t();
+    let (code, key) = (q.codigo.trim().to_uppercase(), q.clave.trim().to_owned());
+    match web
+        .desk
+        .store
+        .run(move |s| s.unsubscribe(&code, &key))
+        .await
+    {
+        Ok(true) => page::message(
+            &ctx,
+            StatusCode::OK,
+            t.unsubscribed_title,
+            t.unsubscribed_body,
+        ),
+        Ok(false) => failure(&ctx, Error::NotFound("mail subscription".into())),
+        Err(e) => failure(&ctx, e),
+    }
+}
+
+#[derive(Deserialize)]
 pub struct VerifyQuery {
     #[serde(default)]
     codigo: String,

@@ -5,7 +5,6 @@ use crate::error::{Error, Result};
 use crate::submit::DocPart;
 use axum::extract::Multipart;
 use ecointegra_proto::v1::DocumentHeader;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -149,18 +148,7 @@ pub async fn upload(mut multipart: Multipart) -> Result<(Fields, ReceiverStream<
     Ok((fields, ReceiverStream::new(rx)))
 }
 
-/// What a query-string value or a path segment keeps as it is: letters,
-/// digits and `-_.~` (RFC 3986's unreserved characters).
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// Percent-encodes a query-string value or a path segment.
-pub fn url_encode(value: &str) -> String {
-    utf8_percent_encode(value, UNRESERVED).to_string()
-}
+pub use crate::ids::url_encode;
 
 #[cfg(test)]
 mod tests {

@@ -97,6 +97,7 @@ fn router(web: Arc<Web>) -> Router {
         .route("/cargo", get(citizen::cargo))
         .route("/cargo.pdf", get(citizen::cargo_pdf))
         .route("/evidencia", get(citizen::evidence))
+        .route("/baja", get(citizen::unsubscribe))
         .route("/verificar", get(citizen::verify))
         .route("/entrar", get(sign_in_form).post(sign_in))
         .route("/salir", post(sign_out))

@@ -160,6 +160,33 @@ async fn queue_table(web: &Web, ctx: &Ctx) -> Markup {
                 }
             }
         }
+        @if !report.notifications.is_empty() {
+            h3 { (t.notifications) }
+            div.table-wrap {
+                table {
+                    thead {
+                        tr {
+                            th scope="col" { (t.channel) }
+                            th scope="col" { (t.sent) }
+                            th scope="col" { (t.pending) }
+                            th scope="col" { (t.failing) }
+                            th scope="col" { (t.last_error) }
+                        }
+                    }
+                    tbody {
+                        @for n in &report.notifications {
+                            tr {
+                                td { (n.channel) " " code { (n.target) } }
+                                td { (n.sent) }
+                                td { (n.pending) }
+                                td.bad[n.failing > 0] { (n.failing) }
+                                td { (n.last_error) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         @if !report.troubled.is_empty() {
             h3 { (t.troubled) }
             ul.troubled {

@@ -168,6 +168,14 @@ texts! {
     submit_filing: "Registrar y enviar", "Register and send";
     desk_cargo: "Cargo de presentación", "Filing receipt";
     download_pdf: "Descargar PDF", "Download PDF";
+    notifications: "Notificaciones", "Notifications";
+    channel: "Canal", "Channel";
+    sent: "Enviadas", "Sent";
+    pending: "Pendientes", "Pending";
+    failing: "Con fallos", "Failing";
+    last_error: "Último error", "Last error";
+    unsubscribed_title: "Correos del trámite", "Mail about the filing";
+    unsubscribed_body: "Ya no recibirá correos sobre este trámite. Puede seguirlo en el portal con sus códigos.", "You will receive no more mail about this filing. You can follow it at the portal with your codes.";
     download_evidence: "Descargar evidencia (ZIP, verificable sin conexión con ecointegra evidence verify)", "Download evidence (ZIP, verifiable offline with ecointegra evidence verify)";
     copy: "Copia", "Copy";
     copy_held: "recibida de", "received from";

@@ -1,0 +1,431 @@
+//! Sends the notification outbox ([`crate::store::notifications`]): mail to
+//! citizens over SMTP (lettre: STARTTLS, implicit TLS, or plain to a relay on
+//! loopback) and JSON calls to the institution's webhooks (hyper's HTTP/1.1
+//! client, signed with HMAC-SHA256 as Standard Webhooks do). Each is retried
+//! with backoff until it goes: a mail server or an endpoint that is down
+//! delays notifications, never loses them. A notification is marked sent once
+//! the server accepted it; a crash in between sends it again, with the same
+//! Message-ID / `webhook-id`, so receivers can tell.
+
+use crate::config::{Config, SmtpConfig, WebhookConfig};
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::store::notifications::{Pending, Rules, Told};
+use crate::trust::Trust;
+use base64::Engine;
+use ecointegra_proto::v1::FilingStatus;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the outbox is looked at.
+const POLL: Duration = Duration::from_millis(500);
+/// The longest wait between two attempts.
+const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Who is told of what, from the configuration.
+pub fn rules(config: &Config) -> Rules {
+    Rules {
+        mail: config.notify.smtp.is_some(),
+        webhooks: config
+            .notify
+            .webhooks
+            .iter()
+            .map(|h| {
+                let statuses = h
+                    .events
+                    .iter()
+                    .filter_map(|e| FilingStatus::from_str_name(&format!("FILING_STATUS_{e}")))
+                    .collect();
+                (h.url.clone(), statuses)
+            })
+            .collect(),
+    }
+}
+
+/// Sends notifications.
+pub struct Notifier {
+    store: Store,
+    trust: Arc<Trust>,
+    mail: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
+    /// Webhook URL to its signing key.
+    hooks: HashMap<String, Vec<u8>>,
+    /// The console's address, for the links in mail.
+    portal: String,
+}
+
+impl Notifier {
+    /// `None` when nothing is to be sent.
+    pub fn new(config: &Config, store: Store, trust: Arc<Trust>) -> Result<Option<Self>> {
+        if config.notify.smtp.is_none() && config.notify.webhooks.is_empty() {
+            return Ok(None);
+        }
+        let mail = config.notify.smtp.as_ref().map(mailer).transpose()?;
+        let mut hooks = HashMap::new();
+        for hook in &config.notify.webhooks {
+            hooks.insert(hook.url.clone(), secret(hook)?);
+        }
+        let portal = match (&config.web.public_url, config.web.listen) {
+            (Some(url), _) => url.trim_end_matches('/').to_owned(),
+            (None, Some(addr)) => format!("http://{addr}"),
+            (None, None) => String::new(),
+        };
+        Ok(Some(Self {
+            store,
+            trust,
+            mail,
+            hooks,
+            portal,
+        }))
+    }
+
+    async fn send(&self, pending: &Pending) -> std::result::Result<(), String> {
+        match pending.channel.as_str() {
+            "mail" => self.mail(pending).await,
+            "webhook" => self.call(pending).await,
+            other => Err(format!("unknown channel {other}")),
+        }
+    }
+
+    async fn mail(&self, pending: &Pending) -> std::result::Result<(), String> {
+        let Some((transport, from)) = &self.mail else {
+            return Err("[notify.smtp] is not configured".into());
+        };
+        let to: Mailbox = pending
+            .target
+            .parse()
+            .map_err(|e| format!("{:?} is not a mail address: {e}", pending.target))?;
+        let text = MailText::of(&pending.told, &self.trust, &self.portal);
+        let id = hex::encode(
+            &Sha256::digest(format!("{}\0{}", pending.told.event_id, pending.target))[..16],
+        );
+        let message = Message::builder()
+            .from(from.clone())
+            .to(to)
+            .subject(format!(
+                "[{}] {}",
+                pending.told.tracking_code, text.headline
+            ))
+            .message_id(Some(format!("<{id}@ecointegra>")))
+            .multipart(MultiPart::alternative_plain_html(text.plain(), text.html()))
+            .map_err(|e| format!("cannot build the mail: {e}"))?;
+        transport
+            .send(message)
+            .await
+            .map(drop)
+            .map_err(|e| format!("the mail server did not take it: {e}"))
+    }
+
+    async fn call(&self, pending: &Pending) -> std::result::Result<(), String> {
+        let key = self
+            .hooks
+            .get(&pending.target)
+            .ok_or_else(|| format!("{} is no longer a configured webhook", pending.target))?;
+        let told = &pending.told;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "type": format!("filing.{}", told.status.to_lowercase()),
+            "timestamp": crate::ids::format_utc(told.at_ms),
+            "data": {
+                "tracking_code": told.tracking_code,
+                "status": told.status,
+                "institution": told.institution,
+                "hop": told.hop,
+                "holder": told.holder,
+                "at_ms": told.at_ms,
+            }
+        }))
+        .expect("JSON serialises");
+        let timestamp = (ecointegra_broker::now_ms() / 1000).to_string();
+        let signature = sign(key, &told.event_id, &timestamp, &body);
+        tokio::time::timeout(
+            TIMEOUT,
+            post(
+                &pending.target,
+                &body,
+                &[
+                    ("webhook-id", told.event_id.as_str()),
+                    ("webhook-timestamp", timestamp.as_str()),
+                    ("webhook-signature", signature.as_str()),
+                ],
+            ),
+        )
+        .await
+        .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))?
+    }
+}
+
+/// The Standard Webhooks signature: `v1,` and the base64 HMAC-SHA256 of
+/// `id.timestamp.body`.
+pub fn sign(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    let tag = ring::hmac::sign(&key, &signed);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+    )
+}
+
+/// Sends due notifications until cancelled.
+pub async fn run(notifier: Notifier, cancel: CancellationToken) {
+    loop {
+        let now = ecointegra_broker::now_ms();
+        let due = notifier
+            .store
+            .run(move |s| s.due_notifications(now, 32))
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "Cannot read the notification outbox.");
+                Vec::new()
+            });
+        for pending in due {
+            let outcome = notifier.send(&pending).await.map_err(|why| {
+                let wait = (1000i64 << pending.attempts.min(20)).min(MAX_BACKOFF_MS);
+                tracing::info!(
+                    channel = %pending.channel,
+                    tracking_code = %pending.told.tracking_code,
+                    attempts = pending.attempts + 1,
+                    retry_in_ms = wait,
+                    reason = %why,
+                    "A notification did not go; it is tried again later."
+                );
+                (why, ecointegra_broker::now_ms() + wait)
+            });
+            let id = pending.id;
+            if let Err(error) = notifier
+                .store
+                .run(move |s| s.notification_sent(id, outcome))
+                .await
+            {
+                tracing::warn!(%error, "Cannot record a notification.");
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+fn mailer(smtp: &SmtpConfig) -> Result<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)> {
+    let bad =
+        |field: &str, why: String| Error::FailedPrecondition(format!("notify.smtp.{field}: {why}"));
+    let builder = match smtp.security.as_str() {
+        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),
+        "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host),
+        _ => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            &smtp.host,
+        )),
+    }
+    .map_err(|e| bad("host", e.to_string()))?;
+    let mut builder = builder.port(smtp.port).timeout(Some(TIMEOUT));
+    if let Some(user) = &smtp.username {
+        let password = match &smtp.password_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| bad("password_file", format!("{}: {e}", path.display())))?
+                .trim()
+                .to_owned(),
+            None => String::new(),
+        };
+        builder = builder.credentials(Credentials::new(user.clone(), password));
+    }
+    let from = smtp
+        .from
+        .parse()
+        .map_err(|e| bad("from", format!("{:?}: {e}", smtp.from)))?;
+    Ok((builder.build(), from))
+}
+
+/// A webhook's signing key: `whsec_` and base64 as Standard Webhooks write
+/// it, or the file's bytes.
+fn secret(hook: &WebhookConfig) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(&hook.secret_file).map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "notify.webhooks secret_file {}: {e}",
+            hook.secret_file.display()
+        ))
+    })?;
+    let text = text.trim();
+    Ok(match text.strip_prefix("whsec_") {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| {
+                Error::FailedPrecondition(format!(
+                    "notify.webhooks secret_file {}: not base64 after whsec_: {e}",
+                    hook.secret_file.display()
+                ))
+            })?,
+        None => text.as_bytes().to_vec(),
+    })
+}
+
+/// POSTs a JSON body; Ok on a 2xx answer.
+async fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> std::result::Result<(), String> {
+    use http_body_util::Full;
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let https = uri.scheme_str() == Some("https");
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("{url} names no host"))?
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let mut request = http::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(
+            http::header::HOST,
+            uri.authority().map_or(host.as_str(), |a| a.as_str()),
+        )
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::USER_AGENT, "ecointegra");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(hyper::body::Bytes::copy_from_slice(body)))
+        .map_err(|e| e.to_string())?;
+    let status = if https {
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| format!("{host}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {host}: {e}"))?;
+        exchange(hyper_util::rt::TokioIo::new(tls), request).await?
+    } else {
+        exchange(hyper_util::rt::TokioIo::new(tcp), request).await?
+    };
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {status}"))
+    }
+}
+
+async fn exchange<T>(
+    io: T,
+    request: http::Request<http_body_util::Full<hyper::body::Bytes>>,
+) -> std::result::Result<http::StatusCode, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(response.status())
+}
+
+/// A notification's words, in Spanish.
+struct MailText {
+    headline: String,
+    lines: Vec<String>,
+    links: Vec<(String, String)>,
+}
+
+impl MailText {
+    fn of(told: &Told, trust: &Trust, portal: &str) -> Self {
+        let directory = trust.directory();
+        let name = |id: &str| {
+            directory
+                .get(id)
+                .map(|i| i.name.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| id.to_uppercase())
+        };
+        let (at, by, holder) = (
+            crate::ids::format_utc(told.at_ms),
+            name(&told.institution),
+            name(&told.holder),
+        );
+        let headline = match told.status.as_str() {
+            "DELIVERED" => format!("Su trámite fue entregado a {by}"),
+            "FORWARDED" => format!("{by} derivó su trámite a {holder}"),
+            "OBSERVED" => format!("{by} observó su trámite"),
+            "REJECTED" => format!("{by} rechazó su trámite"),
+            "ANSWERED" => format!("{by} respondió su trámite"),
+            "ARCHIVED" => format!("{by} archivó su trámite"),
+            other => format!("Su trámite cambió de estado: {other}"),
+        };
+        let mut lines = vec![
+            format!("Código de seguimiento: {}", told.tracking_code),
+            format!("Fecha: {at} (UTC)"),
+        ];
+        match told.status.as_str() {
+            "OBSERVED" => lines.push(format!("Qué corregir: {}", told.reason)),
+            "REJECTED" => lines.push(format!("Motivo: {}", told.reason)),
+            _ => {}
+        }
+        let mut links = Vec::new();
+        if !portal.is_empty() {
+            let code = crate::ids::url_encode(&told.tracking_code);
+            let follow = if told.status == "ANSWERED" {
+                "Vea la respuesta (con la clave de verificación de su cargo)"
+            } else {
+                "Siga su trámite (con la clave de verificación de su cargo)"
+            };
+            links.push((
+                follow.to_owned(),
+                format!("{portal}/seguimiento?codigo={code}"),
+            ));
+            links.push((
+                "No recibir más correos de este trámite".to_owned(),
+                format!(
+                    "{portal}/baja?codigo={code}&clave={}",
+                    crate::ids::url_encode(&told.unsubscribe)
+                ),
+            ));
+        }
+        Self {
+            headline,
+            lines,
+            links,
+        }
+    }
+
+    fn plain(&self) -> String {
+        let mut text = format!("{}.\n\n", self.headline);
+        for line in &self.lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        for (label, url) in &self.links {
+            text.push_str(&format!("\n{label}:\n{url}\n"));
+        }
+        text.push_str("\nEste mensaje lo envía el sistema de trámites del sector ambiental; no lo responda.\n");
+        text
+    }
+
+    fn html(&self) -> String {
+        maud::html! {
+            p { strong { (self.headline) "." } }
+            @for line in &self.lines { p { (line) } }
+            @for (label, url) in &self.links { p { a href=(url) { (label) } } }
+            p { small { "Este mensaje lo envía el sistema de trámites del sector ambiental; no lo responda." } }
+        }
+        .into_string()
+    }
+}
