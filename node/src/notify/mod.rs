@@ -429,3 +429,102 @@ impl MailText {
         .into_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ecointegra_broker::directory::{Directory, entry_for};
+    use ecointegra_broker::envelope::Sealer;
+    use ecointegra_broker::keys::SigningIdentity;
+
+    fn told(status: &str, reason: &str) -> Told {
+        Told {
+            event_id: format!("oefa/{status}"),
+            tracking_code: "SENAMHI-2026-000001".into(),
+            status: status.into(),
+            institution: "oefa".into(),
+            hop: 1,
+            holder: "minam".into(),
+            at_ms: 1_780_000_000_000,
+            reason: reason.into(),
+            unsubscribe: "CLAVE&X".into(),
+        }
+    }
+
+    #[test]
+    fn each_step_reads_as_the_citizen_expects_and_html_is_escaped() {
+        let identity = SigningIdentity::generate();
+        let mut directory = Directory::default();
+        directory
+            .insert(&entry_for("oefa", "OEFA", &identity, 1))
+            .unwrap();
+        directory
+            .insert(&entry_for(
+                "minam",
+                "MINAM",
+                &SigningIdentity::generate(),
+                1,
+            ))
+            .unwrap();
+        let trust = Trust::new(
+            Sealer::new("senamhi", identity.clone()),
+            identity.public_key(),
+            vec![identity],
+            directory,
+        );
+        let portal = "https://tramites.senamhi.gob.pe";
+        for (status, headline, line) in [
+            ("DELIVERED", "Su trámite fue entregado a OEFA", ""),
+            ("FORWARDED", "OEFA derivó su trámite a MINAM", ""),
+            (
+                "OBSERVED",
+                "OEFA observó su trámite",
+                "Qué corregir: <b>Falta</b> la firma",
+            ),
+            (
+                "REJECTED",
+                "OEFA rechazó su trámite",
+                "Motivo: <b>Falta</b> la firma",
+            ),
+            ("ANSWERED", "OEFA respondió su trámite", "Vea la respuesta"),
+            ("ARCHIVED", "OEFA archivó su trámite", ""),
+        ] {
+            let text = MailText::of(&told(status, "<b>Falta</b> la firma"), &trust, portal);
+            assert_eq!(text.headline, headline);
+            let plain = text.plain();
+            assert!(plain.contains(line), "{status}: {plain}");
+            assert!(plain.contains("Código de seguimiento: SENAMHI-2026-000001"));
+            assert!(
+                plain.contains(&format!(
+                    "{portal}/baja?codigo=SENAMHI-2026-000001&clave=CLAVE%26X"
+                )),
+                "{plain}"
+            );
+            let html = text.html();
+            assert!(!html.contains("<b>Falta"), "{html}");
+        }
+        // Without the console's address, no links.
+        assert!(
+            MailText::of(&told("DELIVERED", ""), &trust, "")
+                .links
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn signatures_follow_standard_webhooks() {
+        // The example of the Standard Webhooks specification.
+        let key = base64::engine::general_purpose::STANDARD
+            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap();
+        assert_eq!(
+            sign(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+}
