@@ -183,11 +183,12 @@ pub fn verify(path: &Path, authority: &VerifyingKey, lang: Lang) -> Result<Vec<C
     for name in &index.events {
         match read(&mut zip, name, MAX_RECORD).and_then(|b| event(&b, &directory, &code)) {
             Ok(event) => {
-                let status = FilingStatus::try_from(event.status)
+                let status_es = crate::lifecycle::tracking::status_label(event.status);
+                let status_en = FilingStatus::try_from(event.status)
                     .map(|s| {
                         s.as_str_name()
                             .trim_start_matches("FILING_STATUS_")
-                            .to_owned()
+                            .to_lowercase()
                     })
                     .unwrap_or_else(|_| event.status.to_string());
                 if event.status == FilingStatus::Delivered as i32 {
@@ -197,11 +198,11 @@ pub fn verify(path: &Path, authority: &VerifyingKey, lang: Lang) -> Result<Vec<C
                 check(
                     true,
                     format!(
-                        "Paso: {} {status} el {when} (salto {}), firmado por {}",
+                        "Paso: {status_es} en {} el {when} (salto {}), firmado por {}",
                         event.institution, event.hop, event.institution
                     ),
                     format!(
-                        "Step: {} {status} on {when} (hop {}), signed by {}",
+                        "Step: {status_en} at {} on {when} (hop {}), signed by {}",
                         event.institution, event.hop, event.institution
                     ),
                 );
