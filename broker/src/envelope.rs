@@ -294,41 +294,45 @@ pub fn open(bytes: &[u8], directory: &Directory, recipient: &str) -> Result<Enve
     if let Some(reason) = sender.inactive_reason(now) {
         return reject("sender-inactive", reason);
     }
-    if envelope.schema_version >= 2 {
-        return match signed_by(&envelope, sender) {
-            Err(reason) => reject("signature", reason),
-            Ok((key, accept_until_ms)) => match verify_signature(&envelope, key) {
-                Err(reason) => reject("signature", reason),
-                Ok(()) if now > accept_until_ms => reject(
-                    "key-retired",
-                    format!(
-                        "{} is signed with a key {} retired and no longer accepts",
-                        envelope.message_id, envelope.sender
-                    ),
-                ),
-                Ok(()) => Ok(envelope),
-            },
-        };
-    }
-    let Err(reason) = verify_signature(&envelope, &sender.signing_key) else {
-        return Ok(envelope);
+    let accept_until_ms = match accepted_until(&envelope, sender) {
+        Ok(until) => until,
+        Err(reason) => return reject("signature", reason),
     };
     // Signed before a key rotation: accepted while the retired key is.
-    for (key, accept_until_ms) in &sender.retired_keys {
-        if verify_signature(&envelope, key).is_ok() {
-            if now <= *accept_until_ms {
-                return Ok(envelope);
-            }
-            return reject(
-                "key-retired",
-                format!(
-                    "{} is signed with a key {} retired and no longer accepts",
-                    envelope.message_id, envelope.sender
-                ),
-            );
-        }
+    if now > accept_until_ms {
+        return reject(
+            "key-retired",
+            format!(
+                "{} is signed with a key {} retired and no longer accepts",
+                envelope.message_id, envelope.sender
+            ),
+        );
     }
-    reject("signature", reason)
+    Ok(envelope)
+}
+
+/// Checks the signature with the key that made it, and returns until when
+/// that key is accepted (`i64::MAX` for the current one): the key a schema-2
+/// envelope names; for schema 1, the current key, or else a retired one that
+/// verifies.
+fn accepted_until(
+    envelope: &Envelope,
+    sender: &crate::directory::Institution,
+) -> Result<i64, String> {
+    if envelope.schema_version >= 2 {
+        let (key, accept_until_ms) = signed_by(envelope, sender)?;
+        verify_signature(envelope, key)?;
+        return Ok(accept_until_ms);
+    }
+    let Err(reason) = verify_signature(envelope, &sender.signing_key) else {
+        return Ok(i64::MAX);
+    };
+    sender
+        .retired_keys
+        .iter()
+        .find(|(key, _)| verify_signature(envelope, key).is_ok())
+        .map(|(_, accept_until_ms)| *accept_until_ms)
+        .ok_or(reason)
 }
 
 /// The key a schema-2 envelope names (current or retired) and until when it
@@ -541,30 +545,37 @@ mod rotation_tests {
         let old = SigningIdentity::generate();
         let new = SigningIdentity::generate();
         let mut entry = entry_for("senamhi", "SENAMHI", &new, 2);
-        entry.retired_signing_keys.push(RetiredKey {
-            signing_key: old.public_key().as_bytes().to_vec(),
-            accept_until_ms: crate::now_ms() + 60_000,
-        });
+        // Both schemas: 1 finds the retired key that verifies, 2 names it.
+        for version in [1, 2] {
+            entry.version = 2;
+            entry.retired_signing_keys = vec![RetiredKey {
+                signing_key: old.public_key().as_bytes().to_vec(),
+                accept_until_ms: crate::now_ms() + 60_000,
+            }];
+            let mut directory = Directory::default();
+            directory.insert(&entry).unwrap();
+            let by_old = Sealer::new("senamhi", old.clone()).seal_as(
+                version,
+                "m".into(),
+                MessageType::Chunk,
+                "oefa",
+                vec![1],
+            );
+            assert!(open(&by_old.encode_to_vec(), &directory, "oefa").is_ok());
+
+            entry.version = 3;
+            entry.retired_signing_keys[0].accept_until_ms = crate::now_ms() - 1;
+            directory.insert(&entry).unwrap();
+            assert_eq!(
+                open(&by_old.encode_to_vec(), &directory, "oefa")
+                    .unwrap_err()
+                    .code,
+                "key-retired",
+                "schema {version}"
+            );
+        }
+
         let mut directory = Directory::default();
-        directory.insert(&entry).unwrap();
-        let by_old = Sealer::new("senamhi", old.clone()).seal(
-            "m".into(),
-            MessageType::Chunk,
-            "oefa",
-            vec![1],
-        );
-        assert!(open(&by_old.encode_to_vec(), &directory, "oefa").is_ok());
-
-        entry.version = 3;
-        entry.retired_signing_keys[0].accept_until_ms = crate::now_ms() - 1;
-        directory.insert(&entry).unwrap();
-        assert_eq!(
-            open(&by_old.encode_to_vec(), &directory, "oefa")
-                .unwrap_err()
-                .code,
-            "key-retired"
-        );
-
         entry.version = 4;
         entry.status = EntryStatus::Suspended as i32;
         directory.insert(&entry).unwrap();
@@ -610,7 +621,6 @@ mod rotation_tests {
 mod schema_tests {
     use super::*;
     use crate::directory::entry_for;
-    use ecointegra_proto::v1::RetiredKey;
 
     fn sector(senamhi: &SigningIdentity) -> Directory {
         let mut directory = Directory::default();
@@ -664,29 +674,8 @@ mod schema_tests {
 
     #[test]
     fn a_schema_2_envelope_is_checked_against_the_key_it_names() {
-        let old = SigningIdentity::generate();
         let new = SigningIdentity::generate();
-        let mut entry = entry_for("senamhi", "SENAMHI", &new, 2);
-        entry.retired_signing_keys.push(RetiredKey {
-            signing_key: old.public_key().as_bytes().to_vec(),
-            accept_until_ms: crate::now_ms() + 60_000,
-        });
-        let mut directory = Directory::default();
-        directory.insert(&entry).unwrap();
-        let by_old = Sealer::new("senamhi", old.clone()).seal_as(
-            2,
-            "m".into(),
-            MessageType::Chunk,
-            "oefa",
-            vec![],
-        );
-        assert!(open(&by_old.encode_to_vec(), &directory, "oefa").is_ok());
-        entry.version = 3;
-        entry.retired_signing_keys[0].accept_until_ms = crate::now_ms() - 1;
-        directory.insert(&entry).unwrap();
-        let err = open(&by_old.encode_to_vec(), &directory, "oefa").unwrap_err();
-        assert_eq!(err.code, "key-retired");
-
+        let directory = sector(&new);
         let stranger = Sealer::new("senamhi", SigningIdentity::generate()).seal_as(
             2,
             "m".into(),
