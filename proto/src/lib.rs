@@ -14,6 +14,19 @@ pub mod v1 {
     tonic::include_proto!("ecointegra.v1");
 }
 
+impl v1::FilingStatus {
+    /// The status's name as clients and configurations write it: without the
+    /// `FILING_STATUS_` prefix, e.g. `DELIVERED`.
+    pub fn short_name(self) -> &'static str {
+        self.as_str_name().trim_start_matches("FILING_STATUS_")
+    }
+
+    /// The status a short name (`DELIVERED`) names.
+    pub fn from_short_name(name: &str) -> Option<Self> {
+        Self::from_str_name(&format!("FILING_STATUS_{name}"))
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every ecointegra .proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ecointegra_descriptor.bin"));

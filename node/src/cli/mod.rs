@@ -624,7 +624,7 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
 
 pub(crate) fn status_name(status: i32) -> &'static str {
     FilingStatus::try_from(status)
-        .map(|s| s.as_str_name().trim_start_matches("FILING_STATUS_"))
+        .map(FilingStatus::short_name)
         .unwrap_or("UNKNOWN")
 }
 

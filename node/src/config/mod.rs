@@ -593,11 +593,7 @@ impl Config {
                 ));
             }
             for event in &hook.events {
-                if ecointegra_proto::v1::FilingStatus::from_str_name(&format!(
-                    "FILING_STATUS_{event}"
-                ))
-                .is_none()
-                {
+                if ecointegra_proto::v1::FilingStatus::from_short_name(event).is_none() {
                     return Err(ConfigError::field(
                         &format!("{field}.events"),
                         format!("{event:?} is not a filing status (DELIVERED, OBSERVED, ...)"),

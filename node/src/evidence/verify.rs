@@ -185,11 +185,7 @@ pub fn verify(path: &Path, authority: &VerifyingKey, lang: Lang) -> Result<Vec<C
             Ok(event) => {
                 let status_es = crate::lifecycle::tracking::status_label(event.status);
                 let status_en = FilingStatus::try_from(event.status)
-                    .map(|s| {
-                        s.as_str_name()
-                            .trim_start_matches("FILING_STATUS_")
-                            .to_lowercase()
-                    })
+                    .map(|s| s.short_name().to_lowercase())
                     .unwrap_or_else(|_| event.status.to_string());
                 if event.status == FilingStatus::Delivered as i32 {
                     delivered_hops.push((event.hop, event.institution.clone()));

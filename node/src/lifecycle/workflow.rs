@@ -74,7 +74,7 @@ impl Action {
 
 /// Status name as clients see it, e.g. `DELIVERED`.
 pub fn status_name(status: FilingStatus) -> &'static str {
-    status.as_str_name().trim_start_matches("FILING_STATUS_")
+    status.short_name()
 }
 
 fn check_fields(desk: &Desk, tracking_code: &str, action_id: &str, action: &Action) -> Result<()> {

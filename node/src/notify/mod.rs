@@ -41,7 +41,7 @@ pub fn rules(config: &Config) -> Rules {
                 let statuses = h
                     .events
                     .iter()
-                    .filter_map(|e| FilingStatus::from_str_name(&format!("FILING_STATUS_{e}")))
+                    .filter_map(|e| FilingStatus::from_short_name(e))
                     .collect();
                 (h.url.clone(), statuses)
             })

@@ -71,14 +71,6 @@ pub struct Backlog {
     pub sent: i64,
 }
 
-pub fn status_name(status: i32) -> String {
-    FilingStatus::try_from(status)
-        .unwrap_or_default()
-        .as_str_name()
-        .trim_start_matches("FILING_STATUS_")
-        .to_owned()
-}
-
 impl Store {
     /// Queues what a newly stored step tells: to each webhook that wants its
     /// status, for filings this institution holds, and to the citizen who
@@ -92,7 +84,7 @@ impl Store {
         let told = Told {
             event_id: event.event_id.clone(),
             tracking_code: event.tracking_code.clone(),
-            status: status_name(event.status),
+            status: status.short_name().to_owned(),
             institution: event.institution.clone(),
             hop: event.hop,
             holder: event.holder.clone(),
@@ -128,7 +120,7 @@ impl Store {
         let told = Told {
             event_id: format!("notice/{message_id}"),
             tracking_code: tracking_code.to_owned(),
-            status: status_name(status as i32),
+            status: status.short_name().to_owned(),
             institution: by.to_owned(),
             hop: 0,
             holder: self.institution.clone(),

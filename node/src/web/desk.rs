@@ -404,8 +404,8 @@ pub async fn inbox(State(web): State<Arc<Web>>, ctx: Ctx, Query(q): Query<InboxQ
         return denied;
     }
     let t = ctx.t();
-    let status = FilingStatus::from_str_name(&format!("FILING_STATUS_{}", q.estado.to_uppercase()))
-        .filter(|_| !q.estado.is_empty());
+    let status =
+        FilingStatus::from_short_name(&q.estado.to_uppercase()).filter(|_| !q.estado.is_empty());
     let from = q.desde.trim().to_owned();
     let rows = web
         .desk

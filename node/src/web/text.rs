@@ -361,7 +361,7 @@ pub fn localize(lang: Lang, message: &str) -> String {
         && let Some((_, wanted)) = need.split_once(" needs it to be ")
     {
         let word = |name: &str| {
-            FilingStatus::from_str_name(&format!("FILING_STATUS_{name}"))
+            FilingStatus::from_short_name(name)
                 .map_or(name.to_lowercase(), |s| Lang::Es.status(s).to_lowercase())
         };
         let wanted: Vec<String> = wanted.split(" or ").map(word).collect();
