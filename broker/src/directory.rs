@@ -198,8 +198,7 @@ impl Directory {
             path: path.to_owned(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let file: DirectoryFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let file = DirectoryFile::read(path)?;
         let mut directory = Directory::default();
         for (i, entry) in file.entry.iter().enumerate() {
             let signed = entry
@@ -251,6 +250,18 @@ impl Directory {
 pub struct DirectoryFile {
     #[serde(default)]
     pub entry: Vec<EntryToml>,
+}
+
+impl DirectoryFile {
+    /// Reads and parses a bootstrap file (its entries are not verified).
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let bad = |reason: String| Error::Directory {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| bad(e.to_string()))
+    }
 }
 
 /// One signed entry, readable.

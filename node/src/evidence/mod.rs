@@ -80,7 +80,7 @@ pub struct Material {
 /// and the directory topic, the newest verified one of each) and, with
 /// `with_documents`, the documents this node holds. `None` if the node holds
 /// no copy of the filing.
-pub fn gather(
+fn gather(
     store: &Store,
     blobs: &Blobs,
     anchor: &VerifyingKey,
@@ -164,44 +164,9 @@ pub fn gather(
     }))
 }
 
-/// Gathers a filing's evidence and writes the bundle to a file in the data
-/// directory that is unlinked at once: it lives while it is read, and
-/// nothing is left behind whatever the reader does. Blocking.
-pub fn bundle_file(
-    store: &Store,
-    blobs: &Blobs,
-    anchor: &VerifyingKey,
-    directory_file: &Path,
-    tracking_code: &str,
-    with_documents: bool,
-) -> Result<std::fs::File> {
-    let Some(material) = gather(
-        store,
-        blobs,
-        anchor,
-        directory_file,
-        tracking_code,
-        with_documents,
-    )?
-    else {
-        return Err(Error::NotFound(format!("filing {tracking_code}")));
-    };
-    let path = blobs.temp_path();
-    let file = crate::store::blobs::private_file()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(Error::io(format!("cannot create {}", path.display())))?;
-    let _ = std::fs::remove_file(&path);
-    let mut file = material
-        .write(file)
-        .map_err(Error::io("cannot write the evidence bundle"))?;
-    std::io::Seek::rewind(&mut file).map_err(Error::io("cannot read the evidence bundle"))?;
-    Ok(file)
-}
-
-/// [`bundle_file`] for a node's desk, off the async threads.
+/// Gathers a filing's evidence, off the async threads, and writes the bundle
+/// to a file in the data directory that is unlinked at once: it lives while
+/// it is read, and nothing is left behind whatever the reader does.
 pub async fn bundle(
     desk: &crate::lifecycle::Desk,
     tracking_code: &str,
@@ -212,14 +177,29 @@ pub async fn bundle(
     let code = tracking_code.to_owned();
     desk.store
         .run(move |store| {
-            bundle_file(
+            let material = gather(
                 store,
                 &blobs,
                 &anchor,
                 &directory_file,
                 &code,
                 with_documents,
-            )
+            )?
+            .ok_or_else(|| Error::NotFound(format!("filing {code}")))?;
+            let path = blobs.temp_path();
+            let file = crate::store::blobs::private_file()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(Error::io(format!("cannot create {}", path.display())))?;
+            let _ = std::fs::remove_file(&path);
+            let mut file = material
+                .write(file)
+                .map_err(Error::io("cannot write the evidence bundle"))?;
+            std::io::Seek::rewind(&mut file)
+                .map_err(Error::io("cannot read the evidence bundle"))?;
+            Ok(file)
         })
         .await
 }
@@ -232,11 +212,8 @@ fn signed_entries(
     directory_file: &Path,
 ) -> Result<BTreeMap<String, SignedDirectoryEntry>> {
     let mut all = store.directory_entries()?;
-    let text = std::fs::read_to_string(directory_file).map_err(|e| {
-        Error::FailedPrecondition(format!("cannot read {}: {e}", directory_file.display()))
-    })?;
-    let file: DirectoryFile = toml::from_str(&text)
-        .map_err(|e| Error::FailedPrecondition(format!("{}: {e}", directory_file.display())))?;
+    let file = DirectoryFile::read(directory_file)
+        .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
     all.extend(file.entry.iter().filter_map(|e| e.to_signed().ok()));
     let mut newest: BTreeMap<String, (u64, SignedDirectoryEntry)> = BTreeMap::new();
     for signed in all {

@@ -579,16 +579,12 @@ async fn evidence_download(web: &Web, ctx: &Ctx, code: &str, with_documents: boo
         tokio::fs::File::from_std(file),
         256 * 1024,
     ));
-    let name: String = code
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect();
     (
         [
             (header::CONTENT_TYPE, "application/zip".to_owned()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"evidencia-{name}.zip\""),
+                format!("attachment; filename=\"evidencia-{}.zip\"", file_stem(code)),
             ),
             (header::CONTENT_LENGTH, size.to_string()),
         ],
@@ -597,18 +593,21 @@ async fn evidence_download(web: &Web, ctx: &Ctx, code: &str, with_documents: boo
         .into_response()
 }
 
+/// A tracking code as part of a download's file name: letters, digits, `-`.
+fn file_stem(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
+
 /// A cargo as a PDF file, shown inline.
 fn pdf_response(code: &str, cargo: &crate::evidence::pdf::Cargo) -> Response {
-    let name: String = code
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect();
     (
         [
             (header::CONTENT_TYPE, "application/pdf".to_owned()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("inline; filename=\"cargo-{name}.pdf\""),
+                format!("inline; filename=\"cargo-{}.pdf\"", file_stem(code)),
             ),
         ],
         crate::evidence::pdf::render(cargo),
