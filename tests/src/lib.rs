@@ -694,6 +694,23 @@ pub async fn submit_sample(client: &mut Client, destination: &str) -> SubmitFili
 /// (DELIVERED): the destination's inbox exists and its node is consuming.
 pub async fn deliver_sample(client: &mut Client, destination: &str) -> SubmitFilingResponse {
     let filed = submit_sample(client, destination).await;
+    delivered(client, filed).await
+}
+
+/// Submits a filing and waits until the origin holds its receipt.
+pub async fn deliver(
+    client: &mut Client,
+    header: FilingHeader,
+    docs: &[Doc],
+) -> SubmitFilingResponse {
+    let filed = submit(client, header, docs)
+        .await
+        .unwrap_or_else(|status| panic!("a filing was refused: {status:?}"));
+    delivered(client, filed).await
+}
+
+/// Waits until the origin of `filed` holds its receipt (DELIVERED).
+async fn delivered(client: &mut Client, filed: SubmitFilingResponse) -> SubmitFilingResponse {
     wait_for_status(
         client,
         &filed.tracking_code,
@@ -702,6 +719,25 @@ pub async fn deliver_sample(client: &mut Client, destination: &str) -> SubmitFil
     )
     .await;
     filed
+}
+
+/// Writes `bundle` to `path` and checks it as its holder would, with the
+/// real `ecointegra evidence verify` and the sector authority's key (hex):
+/// whether it passed, and what it printed.
+pub fn verify_evidence(path: &Path, bundle: &[u8], authority: &str, lang: &str) -> (bool, String) {
+    std::fs::write(path, bundle).unwrap();
+    let out = Command::new(binary())
+        .args(["evidence", "verify", "--authority-public-key", authority])
+        .args(["--lang", lang])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 /// Downloads a document, returning its SHA-256 (hex) and length.

@@ -13,7 +13,6 @@ use ecointegra_tests::*;
 use prost::Message;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Command;
 
 async fn export(client: &mut Client, code: &str, with_documents: bool) -> Vec<u8> {
     let mut stream = client
@@ -33,26 +32,7 @@ async fn export(client: &mut Client, code: &str, with_documents: bool) -> Vec<u8
 
 /// Runs `ecointegra evidence verify`: (exit success, what it printed).
 fn verify(dir: &Path, name: &str, bundle: &[u8], authority: &str, lang: &str) -> (bool, String) {
-    let path = dir.join(name);
-    std::fs::write(&path, bundle).unwrap();
-    let out = Command::new(binary())
-        .args([
-            "evidence",
-            "verify",
-            "--authority-public-key",
-            authority,
-            "--lang",
-            lang,
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    verify_evidence(&dir.join(name), bundle, authority, lang)
 }
 
 /// The entries of a bundle, in order.
@@ -99,21 +79,13 @@ async fn evidence_bundles_verify_offline_and_every_kind_of_tampering_is_named() 
 
     // senamhi files to oefa; oefa receives it and forwards it to minam.
     let doc = Doc::new("denuncia.pdf", 300_000, 7);
-    let filed = submit(
+    let filed = deliver(
         &mut senamhi.client,
         header("oefa", "Denuncia"),
         std::slice::from_ref(&doc),
     )
-    .await
-    .unwrap();
-    let code = filed.tracking_code.clone();
-    wait_for_status(
-        &mut senamhi.client,
-        &code,
-        FilingStatus::Delivered,
-        PATIENCE,
-    )
     .await;
+    let code = filed.tracking_code.clone();
     wait_for_filing(&mut oefa.client, &code, "delivered at oefa", |f| {
         f.status == FilingStatus::Delivered as i32 && f.direction == Direction::Inbound as i32
     })

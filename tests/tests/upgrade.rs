@@ -69,7 +69,7 @@ async fn writes(process: &NodeProcess, of: &str, peer: &str, schema: u32) {
 
 /// Files a sample filing from `from` to `to`, waits until `from` holds its
 /// receipt, and notes it in `filed`.
-async fn deliver(
+async fn deliver_noted(
     filed: &mut Vec<(&'static str, String)>,
     from: &mut NodeProcess,
     to: &'static str,
@@ -91,14 +91,14 @@ async fn a_rolling_upgrade_across_an_envelope_schema_loses_nothing() {
     // (destination, tracking code) of every filing, delivered: its origin
     // holds the destination's signed receipt.
     let mut filed: Vec<(&str, String)> = Vec::new();
-    deliver(&mut filed, &mut senamhi, "oefa").await;
+    deliver_noted(&mut filed, &mut senamhi, "oefa").await;
 
     // oefa first: it reads what the others write and writes them schema 1.
     oefa.terminate();
     oefa = federation.spawn("oefa").await;
-    deliver(&mut filed, &mut senamhi, "oefa").await;
-    deliver(&mut filed, &mut oefa, "senamhi").await;
-    deliver(&mut filed, &mut oefa, "minam").await;
+    deliver_noted(&mut filed, &mut senamhi, "oefa").await;
+    deliver_noted(&mut filed, &mut oefa, "senamhi").await;
+    deliver_noted(&mut filed, &mut oefa, "minam").await;
     assert_eq!(
         schemas(&federation.topic_inbox("senamhi")),
         set(&[("oefa", 1)]),
@@ -110,13 +110,13 @@ async fn a_rolling_upgrade_across_an_envelope_schema_loses_nothing() {
     // topic that minam reads.
     senamhi.terminate();
     senamhi = federation.spawn("senamhi").await;
-    deliver(&mut filed, &mut senamhi, "oefa").await;
+    deliver_noted(&mut filed, &mut senamhi, "oefa").await;
     writes(&senamhi, "senamhi", "oefa", 2).await;
     writes(&oefa, "oefa", "senamhi", 2).await;
     assert_eq!(schema_written(&oefa, "minam").await, 1);
-    deliver(&mut filed, &mut senamhi, "oefa").await;
-    deliver(&mut filed, &mut oefa, "senamhi").await;
-    deliver(&mut filed, &mut senamhi, "minam").await;
+    deliver_noted(&mut filed, &mut senamhi, "oefa").await;
+    deliver_noted(&mut filed, &mut oefa, "senamhi").await;
+    deliver_noted(&mut filed, &mut senamhi, "minam").await;
     assert!(schemas(&federation.topic_inbox("oefa")).contains(&("senamhi".into(), 2)));
     assert!(schemas(&federation.topic_inbox("senamhi")).contains(&("oefa".into(), 2)));
     assert_eq!(
@@ -133,9 +133,9 @@ async fn a_rolling_upgrade_across_an_envelope_schema_loses_nothing() {
     // (a filing step each), everyone writes schema 2, the tracking topic too.
     minam.terminate();
     minam = federation.spawn("minam").await;
-    deliver(&mut filed, &mut minam, "oefa").await;
-    deliver(&mut filed, &mut oefa, "minam").await;
-    deliver(&mut filed, &mut minam, "senamhi").await;
+    deliver_noted(&mut filed, &mut minam, "oefa").await;
+    deliver_noted(&mut filed, &mut oefa, "minam").await;
+    deliver_noted(&mut filed, &mut minam, "senamhi").await;
     for (process, of) in [(&minam, "minam"), (&senamhi, "senamhi"), (&oefa, "oefa")] {
         for peer in ["minam", "senamhi", "oefa"] {
             if peer != of {
@@ -143,7 +143,7 @@ async fn a_rolling_upgrade_across_an_envelope_schema_loses_nothing() {
             }
         }
     }
-    deliver(&mut filed, &mut senamhi, "minam").await;
+    deliver_noted(&mut filed, &mut senamhi, "minam").await;
     let broadcast = schemas(&tracking);
     assert!(broadcast.contains(&("minam".into(), 2)), "{broadcast:?}");
     assert!(broadcast.contains(&("senamhi".into(), 2)), "{broadcast:?}");

@@ -1086,21 +1086,13 @@ async fn cargos_print_as_pdfs_with_a_qr_code_and_evidence_downloads_verify() {
     let dir = artifacts().with_file_name("cargo-pdf");
     std::fs::create_dir_all(&dir).unwrap();
     let doc = Doc::new("solicitud de información.pdf", 20_000, 3);
-    let filed = submit(
+    let filed = deliver(
         &mut senamhi.client,
         header("oefa", "Consulta"),
         std::slice::from_ref(&doc),
     )
-    .await
-    .unwrap();
-    let code = filed.tracking_code.clone();
-    wait_for_status(
-        &mut senamhi.client,
-        &code,
-        FilingStatus::Delivered,
-        PATIENCE,
-    )
     .await;
+    let code = filed.tracking_code.clone();
     let addr = web_addr(&federation, "senamhi");
     let query = format!(
         "codigo={}&verificacion={}",
@@ -1147,14 +1139,8 @@ async fn cargos_print_as_pdfs_with_a_qr_code_and_evidence_downloads_verify() {
     // Evidence: the citizen's without documents, the clerk's with them; both
     // verify offline. A wrong verification code gets no bundle.
     let verify = |name: &str, zip: &[u8]| {
-        std::fs::write(dir.join(name), zip).unwrap();
-        let out = Command::new(binary())
-            .args(["evidence", "verify", "--authority-public-key", &authority])
-            .arg(dir.join(name))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{name}: {text}");
+        let (ok, text) = verify_evidence(&dir.join(name), zip, &authority, "es");
+        assert!(ok, "{name}: {text}");
         text
     };
     let (status, head, zip) =
