@@ -45,6 +45,9 @@ tests/browser/setup.sh
 # The notification tests mail through a real SMTP server (aiosmtpd).
 ECOINTEGRA_SMTPD_PYTHON="$(tests/mail/setup.sh)"
 export ECOINTEGRA_SMTPD_PYTHON
+# The PIDE adapter's tests play both SGDs with Python's zeep (PyPI, pinned).
+ECOINTEGRA_PIDE_PYTHON="$(tests/pide/setup.sh)"
+export ECOINTEGRA_PIDE_PYTHON
 
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 

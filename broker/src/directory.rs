@@ -100,6 +100,8 @@ pub struct Institution {
     pub version: u64,
     /// Earlier signing keys and until when they are still accepted.
     pub retired_keys: Vec<(VerifyingKey, i64)>,
+    /// The first two digits of the CUOs its node issues (0: none assigned).
+    pub cuo_prefix: u32,
 }
 
 impl Institution {
@@ -117,6 +119,16 @@ impl Institution {
             VerifyingKey::from_bytes(&array)
                 .map_err(|_| format!("institution {id}: {what} is not an Ed25519 key"))
         };
+        if !entry.ruc.is_empty()
+            && (entry.ruc.len() != 11 || !entry.ruc.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!("institution {id}: ruc must be 11 digits"));
+        }
+        if entry.cuo_prefix != 0 && !(10..=99).contains(&entry.cuo_prefix) {
+            return Err(format!(
+                "institution {id}: cuo_prefix must be 10 to 99 (or 0: none)"
+            ));
+        }
         let status = EntryStatus::try_from(entry.status).unwrap_or_default();
         if status == EntryStatus::Unspecified {
             return Err(format!(
@@ -147,6 +159,7 @@ impl Institution {
                     ))
                 })
                 .collect::<Result<_, String>>()?,
+            cuo_prefix: entry.cuo_prefix,
         })
     }
 
@@ -242,6 +255,13 @@ impl Directory {
     pub fn institutions(&self) -> impl Iterator<Item = &Institution> {
         self.entries.values()
     }
+
+    /// The institution whose RUC is `ruc`.
+    pub fn by_ruc(&self, ruc: &str) -> Option<&Institution> {
+        self.entries
+            .values()
+            .find(|i| !ruc.is_empty() && i.ruc == ruc)
+    }
 }
 
 /// The bootstrap file.
@@ -282,7 +302,14 @@ pub struct EntryToml {
     pub version: u64,
     #[serde(default)]
     pub retired_signing_keys: Vec<RetiredKeyToml>,
+    /// Written only when assigned, so releases before it read the file.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cuo_prefix: u32,
     pub signature: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -316,6 +343,7 @@ impl EntryToml {
                     accept_until_ms: r.accept_until_ms,
                 })
                 .collect(),
+            cuo_prefix: e.cuo_prefix,
             signature: hex::encode(&signed.signature),
         })
     }
@@ -348,6 +376,7 @@ impl EntryToml {
                     })
                 })
                 .collect::<Result<_, String>>()?,
+            cuo_prefix: self.cuo_prefix,
         })
     }
 
@@ -373,6 +402,7 @@ pub fn entry_for(id: &str, name: &str, identity: &SigningIdentity, version: u64)
         valid_until_ms: 0,
         version,
         retired_signing_keys: Vec::new(),
+        cuo_prefix: 0,
     }
 }
 

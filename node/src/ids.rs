@@ -145,9 +145,38 @@ pub fn format_utc(ms: i64) -> String {
     )
 }
 
+/// A Unix time in milliseconds as an `xs:dateTime` at `utc_offset_minutes`
+/// from UTC, e.g. `2027-02-01T08:44:55.857-05:00` (as PIDE writes dates).
+pub fn format_local(ms: i64, utc_offset_minutes: i32) -> String {
+    let local = ms + i64::from(utc_offset_minutes) * 60_000;
+    let (y, m, d) = civil_from_days(local.div_euclid(86_400_000));
+    let secs = local.div_euclid(1000).rem_euclid(86_400);
+    let sign = if utc_offset_minutes < 0 { '-' } else { '+' };
+    let offset = utc_offset_minutes.unsigned_abs();
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}{sign}{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        local.rem_euclid(1000),
+        offset / 60,
+        offset % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_times_are_written_as_pide_writes_them() {
+        // 2027-02-01T13:44:55.857Z, in Lima (UTC-5).
+        assert_eq!(
+            format_local(1_801_489_495_857, -300),
+            "2027-02-01T08:44:55.857-05:00"
+        );
+        assert_eq!(format_local(0, 0), "1970-01-01T00:00:00.000+00:00");
+    }
 
     #[test]
     fn ids_made_here_are_valid_and_hostile_ones_are_not() {

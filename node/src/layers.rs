@@ -5,10 +5,11 @@
 const LAYERS: &[(&str, u32)] = &[
     ("app", 0),
     ("web", 1),
+    ("notify", 1),
     ("grpc", 2),
+    ("pide", 2),
     ("submit", 3),
     ("relay", 4),
-    ("notify", 4),
     ("consume", 5),
     ("evidence", 5),
     ("lifecycle", 6),
@@ -23,6 +24,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("config", 12),
     ("retry", 12),
     ("clients", 13),
+    ("outcall", 13),
 ];
 
 fn rank(module: &str) -> Option<u32> {

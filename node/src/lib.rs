@@ -22,9 +22,14 @@
 //! verifiers), [`error`], [`ids`] and [`retry`] (the backoff of every retry
 //! loop).
 //!
+//! [`pide`] speaks PIDE's `IOTramite` SOAP contract with the institution's
+//! document-management system, and [`notify`] sends what the node tells
+//! outside (mail, webhooks, deliveries to that system) through [`outcall`].
+//!
 //! No module imports one above it in this order (the test `layers` below
-//! checks it): app; web; grpc; submit; relay; consume; lifecycle; telemetry;
-//! store; trust, kafka; verification, error; ids, config, retry.
+//! checks it): app; web, notify; grpc, pide; submit; relay; consume;
+//! lifecycle; telemetry; store; trust, kafka; verification, error; ids,
+//! config, retry; clients, outcall.
 //!
 //! The command-line tool lives behind the binary (`src/cli`), and the
 //! benchmark in its own crate (`tests/bench`).
@@ -41,6 +46,8 @@ pub mod ids;
 pub mod kafka;
 pub mod lifecycle;
 pub mod notify;
+pub mod outcall;
+pub mod pide;
 pub mod relay;
 pub mod retry;
 pub mod store;

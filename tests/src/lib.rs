@@ -203,6 +203,33 @@ impl Federation {
         old
     }
 
+    /// Changes an institution's entry in the bootstrap directory (before its
+    /// nodes start), signed again by the authority: e.g. its RUC and CUO
+    /// prefix for the PIDE adapter, or its status.
+    pub fn edit_entry(&self, id: &str, change: impl FnOnce(&mut DirectoryEntry)) {
+        use prost::Message;
+        let path = self.root.join("directory.toml");
+        let file: ecointegra_broker::directory::DirectoryFile =
+            toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut change = Some(change);
+        let entries: Vec<SignedDirectoryEntry> = file
+            .entry
+            .iter()
+            .map(|e| {
+                let signed = e.to_signed().unwrap();
+                match change.take_if(|_| e.institution_id == id) {
+                    Some(change) => {
+                        let mut entry = DirectoryEntry::decode(signed.entry.as_slice()).unwrap();
+                        change(&mut entry);
+                        self.authority().sign(&entry)
+                    }
+                    None => signed,
+                }
+            })
+            .collect();
+        ecointegra_broker::directory::write_file(&path, &entries).unwrap();
+    }
+
     /// Waits until node `of` holds `id`'s directory entry of `version` (it
     /// records each entry it applies).
     pub async fn directory_version(&self, of: &str, id: &str, version: u64) {

@@ -42,7 +42,7 @@ pub struct Node {
 impl Node {
     /// Opens the store, connects the Kafka clients and starts every task. Kafka
     /// need not be reachable: the node serves (NOT_SERVING) and catches up.
-    pub async fn start(config: Config) -> Result<Node> {
+    pub async fn start(mut config: Config) -> Result<Node> {
         let lock = lock_data_dir(&config.data_dir)?;
         let identity = SigningIdentity::load(&config.keys.signing_key_file)?;
         let sealer = Sealer::new(config.institution.clone(), identity.clone());
@@ -96,13 +96,21 @@ impl Node {
             .map_err(Error::io("no local address"))?;
         let http_listener = crate::telemetry::http::bind(&config.http).await?;
         let web_listener = crate::web::bind(&config.web).await?;
+        let pide_listener = crate::pide::bind(&config).await?;
+        // Links given to the SGD name the address bound (port 0 picks one).
+        if let (Some(pide), Some(listener)) = (config.pide.as_mut(), &pide_listener) {
+            pide.listen = listener
+                .local_addr()
+                .map_err(Error::io("no local address"))?;
+        }
         let latest_inbound = store.inbox_page(None, 1)?.first().map_or(0, |f| f.id);
         let cancel = CancellationToken::new();
         let otlp =
             crate::telemetry::otlp::start(&config.telemetry, &config.institution).map(Arc::new);
         let config = Arc::new(config);
         let trust = Arc::new(Trust::new(sealer, anchor, keyring, directory));
-        let notifier = crate::notify::Notifier::new(&config, store.clone(), trust.clone())?;
+        let notifier =
+            crate::notify::Notifier::new(&config, store.clone(), blobs.clone(), trust.clone())?;
         let kafka = Arc::new(Kafka::new(
             config.institution.clone(),
             publisher,
@@ -173,6 +181,12 @@ impl Node {
         let tracker = TaskTracker::new();
         crate::telemetry::http::spawn(watch.clone(), http_listener, &tracker, cancel.clone())?;
         crate::web::spawn(services.clone(), web_listener, &tracker, cancel.clone())?;
+        crate::pide::spawn(
+            services.desk.clone(),
+            pide_listener,
+            &tracker,
+            cancel.clone(),
+        )?;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         tracker.spawn(crate::telemetry::health::run(
             config.clone(),

@@ -33,6 +33,10 @@ pub(crate) enum DirectoryCommand {
         name: String,
         #[arg(long, default_value = "")]
         ruc: String,
+        /// The first two digits (10 to 99) of the CUOs its node issues for
+        /// the PIDE adapter; each institution its own. 0: none.
+        #[arg(long, default_value_t = 0)]
+        cuo_prefix: u32,
         /// active or suspended.
         #[arg(long, default_value = "active")]
         status: String,
@@ -109,6 +113,7 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
             id,
             name,
             ruc,
+            cuo_prefix,
             status,
             version,
             retire_key,
@@ -120,6 +125,7 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
             let institution = SigningIdentity::load(&institution_key)?;
             let mut entry = directory::entry_for(&id, &name, &institution, version);
             entry.ruc = ruc;
+            entry.cuo_prefix = cuo_prefix;
             entry.valid_until_ms = valid_until_ms;
             entry.status = match status.as_str() {
                 "active" => EntryStatus::Active as i32,

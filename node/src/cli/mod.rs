@@ -468,6 +468,7 @@ async fn filing(command: FilingCommand) -> anyhow::Result<()> {
                 idempotency_key,
                 filing_type,
                 corrects_tracking_code: corrects,
+                sgd: None,
             };
             let mut client = connect(&node).await?;
             let answer = client

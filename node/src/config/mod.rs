@@ -68,6 +68,88 @@ pub struct Config {
     /// systems by webhook.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// The PIDE `IOTramite` adapter: the institution's document-management
+    /// system (SGD) sends and receives filings through the node as it did
+    /// through PIDE.
+    #[serde(default)]
+    pub pide: Option<PideConfig>,
+}
+
+/// `[pide]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PideConfig {
+    /// Where the node serves PIDE's hub side to the SGD: SOAP 1.1 at
+    /// `/IOTramite` (WSDL at `/IOTramite?wsdl`), and the annex links.
+    pub listen: SocketAddr,
+    /// How the SGD reaches that listener (e.g. through a TLS proxy), for the
+    /// annex links given to it; default `http://<listen>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The SGD's user name when it calls the node (HTTP Basic).
+    pub username: String,
+    /// A file holding the SGD's password (never the password itself).
+    pub password_file: PathBuf,
+    /// The SGD's own endpoint (PIDE's entity side): filings for this
+    /// institution are delivered to it, and the cargos of those it sent are
+    /// pushed to it. Absent: the SGD only sends and asks.
+    #[serde(default)]
+    pub sgd_url: Option<String>,
+    /// Credentials the node calls the SGD with (HTTP Basic), if it wants any.
+    #[serde(default)]
+    pub sgd_username: Option<String>,
+    #[serde(default)]
+    pub sgd_password_file: Option<PathBuf>,
+    /// The largest SOAP request taken, in bytes, checked before parsing
+    /// (the main PDF travels inside it, in base64).
+    #[serde(default = "PideConfig::default_max_request_bytes")]
+    pub max_request_bytes: u64,
+    /// How long fetching one annex from `vurldocanx` may take.
+    #[serde(default = "PideConfig::default_fetch_timeout_secs")]
+    pub fetch_timeout_secs: u64,
+    /// How long a link to a delivered filing's annexes works.
+    #[serde(default = "PideConfig::default_link_minutes")]
+    pub link_minutes: u64,
+    /// What `getTipoDocumento` answers: the document types of the sector.
+    #[serde(default = "PideConfig::default_document_types")]
+    pub document_types: Vec<DocumentType>,
+}
+
+/// One document type of `getTipoDocumento`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentType {
+    pub code: String,
+    pub name: String,
+}
+
+impl PideConfig {
+    fn default_max_request_bytes() -> u64 {
+        64 << 20
+    }
+    fn default_fetch_timeout_secs() -> u64 {
+        60
+    }
+    fn default_link_minutes() -> u64 {
+        7 * 24 * 60
+    }
+    fn default_document_types() -> Vec<DocumentType> {
+        [
+            ("01", "OFICIO"),
+            ("02", "CARTA"),
+            ("03", "MEMORANDO"),
+            ("04", "INFORME"),
+            ("05", "SOLICITUD"),
+            ("06", "RESOLUCION"),
+            ("07", "OFICIO MULTIPLE"),
+        ]
+        .into_iter()
+        .map(|(code, name)| DocumentType {
+            code: code.into(),
+            name: name.into(),
+        })
+        .collect()
+    }
 }
 
 /// `[notify]`.
@@ -367,6 +449,7 @@ impl Default for Config {
             web: WebConfig::default(),
             auth: AuthConfig::default(),
             notify: NotifyConfig::default(),
+            pide: None,
         }
     }
 }
@@ -429,7 +512,10 @@ impl Config {
                     .webhooks
                     .iter_mut()
                     .map(|h| &mut h.secret_file),
-            ) {
+            )
+            .chain(config.pide.iter_mut().flat_map(|p| {
+                std::iter::once(&mut p.password_file).chain(p.sgd_password_file.as_mut())
+            })) {
                 if path.is_relative() {
                     *path = base.join(&*path);
                 }
@@ -523,6 +609,28 @@ impl Config {
         }
         if let Err(why) = crate::clients::TrustedProxies::parse(&self.web.trusted_proxies) {
             return Err(ConfigError::field("web.trusted_proxies", why));
+        }
+        if let Some(pide) = &self.pide {
+            if pide.username.trim().is_empty() {
+                return Err(ConfigError::field("pide.username", "must not be empty"));
+            }
+            if pide.max_request_bytes < 1024 {
+                return Err(ConfigError::field(
+                    "pide.max_request_bytes",
+                    "must be at least 1024",
+                ));
+            }
+            if pide.fetch_timeout_secs == 0 || pide.link_minutes == 0 {
+                return Err(ConfigError::field(
+                    "pide.fetch_timeout_secs",
+                    "and pide.link_minutes must be at least 1",
+                ));
+            }
+            if let Some(url) = &pide.sgd_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(ConfigError::field("pide.sgd_url", "must be an http(s) URL"));
+            }
         }
         if self.transfer.max_filing_size < self.transfer.max_document_size {
             return Err(ConfigError::field(
@@ -628,7 +736,8 @@ impl Config {
 /// The top-level tables and keys of [`Config`]. Other `ECOINTEGRA_*` variables
 /// (`ECOINTEGRA_CONFIG`, `ECOINTEGRA_LOG`, tools' own) are not configuration;
 /// an unknown key inside a known table is still rejected.
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
+    "pide",
     "institution",
     "data_dir",
     "grpc",

@@ -164,7 +164,8 @@ impl Batch<'_> {
         let reject =
             |code, reason: String| Stop::from(Rejection::new(code, reason).about(&envelope));
         let status = FilingStatus::try_from(notice.status).unwrap_or_default();
-        if !matches!(status, FilingStatus::Observed | FilingStatus::Rejected) {
+        let carries_cargo = notice.cargo.is_some() && status == FilingStatus::Received;
+        if !matches!(status, FilingStatus::Observed | FilingStatus::Rejected) && !carries_cargo {
             return Err(reject(
                 "notice",
                 format!("a notice cannot set status {}", notice.status),
@@ -187,8 +188,9 @@ impl Batch<'_> {
             c,
             position,
             &super::processed_key(&envelope),
-            filing.id,
+            (filing.id, &filing.transfer_id),
             (status, &notice.reason, &envelope.sender),
+            notice.cargo.as_ref().filter(|_| filing.sgd.is_some()),
             clock,
         )?;
         Ok(Applied::Notice {

@@ -377,6 +377,7 @@ impl Batch<'_> {
                 transfer.filed_at.clone()
             },
             previous_receipt_sha256: transfer.previous_receipt_sha256.clone(),
+            sgd: transfer.sgd.clone(),
         };
         let sealer = cx.trust.sealer.clone();
         let origin = envelope.sender.clone();

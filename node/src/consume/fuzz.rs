@@ -157,6 +157,12 @@ fn payload_decoders_and_their_checks_never_panic() {
         reason: "Falta la firma".into(),
         tracking_seq: 4,
         at_ms: 1,
+        cargo: Some(ecointegra_proto::v1::SgdCargo {
+            flag: "O".into(),
+            registry_number: "2027-000123".into(),
+            pdf: b"%PDF-1.4".to_vec(),
+            ..Default::default()
+        }),
     }
     .encode_to_vec();
     run(&[notice], 4, |b| {

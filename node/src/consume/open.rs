@@ -5,7 +5,7 @@
 use super::Feed;
 use crate::ids;
 use crate::lifecycle::validate::{
-    MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, MAX_HOPS, MAX_NOTE_CHARS, MAX_SUBJECT_CHARS,
+    self, MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, MAX_HOPS, MAX_NOTE_CHARS, MAX_SUBJECT_CHARS,
     MAX_TRACKING_SEQ,
 };
 use crate::trust::Trust;
@@ -312,6 +312,9 @@ pub(crate) fn check_manifest(id: &str, manifest: &Manifest) -> Result<(), String
     if !t.related_transfer_id.is_empty() {
         transfer_id(&t.related_transfer_id)?;
     }
+    if let Some(broken) = t.sgd.as_ref().and_then(|s| validate::sgd_document(s).pop()) {
+        return Err(format!("sgd.{}: {}", broken.field, broken.description));
+    }
     if t.hop == 0 {
         return Err("hop 0: the first transfer of a filing is hop 1".into());
     }
@@ -368,6 +371,13 @@ pub(crate) fn check_notice(id: &str, notice: &Notice) -> Result<(), String> {
         ));
     }
     at_most(notice.tracking_seq, MAX_TRACKING_SEQ, "tracking clock")?;
+    if let Some(broken) = notice
+        .cargo
+        .as_ref()
+        .and_then(|c| validate::sgd_cargo(c).pop())
+    {
+        return Err(format!("cargo.{}: {}", broken.field, broken.description));
+    }
     at_most(
         notice.reason.chars().count() as u64,
         MAX_NOTE_CHARS as u64,
@@ -383,6 +393,9 @@ pub(crate) fn check_event(event: &TrackingEvent) -> Result<(), String> {
             "only the institution {} belongs to registers it",
             event.tracking_code
         ));
+    }
+    if !event.cuo.is_empty() && (!registration || !validate::digits(&event.cuo, 10)) {
+        return Err("only a registration carries a CUO, of 10 digits".into());
     }
     if !event.verifier.is_empty() && !registration {
         return Err(

@@ -228,6 +228,9 @@ fn win_ansi(text: &str) -> Vec<u8> {
 
 /// The QR code of `link`, at the first page's top right, with its quiet zone.
 fn draw_qr(content: &mut Content, link: &str) {
+    if link.is_empty() {
+        return;
+    }
     let Ok(qr) = QrCode::encode_text(link, QrCodeEcc::Medium) else {
         return;
     };

@@ -367,6 +367,7 @@ impl FilingService for FilingApi {
         let action = Action::Receive {
             registry_number: r.registry_number,
             office: r.office,
+            cargo: None,
         };
         self.act(&actor, r.tracking_code, r.action_id, action).await
     }
@@ -381,7 +382,10 @@ impl FilingService for FilingApi {
             &actor,
             r.tracking_code,
             r.action_id,
-            Action::Observe { reason: r.reason },
+            Action::Observe {
+                reason: r.reason,
+                cargo: None,
+            },
         )
         .await
     }

@@ -168,6 +168,7 @@ pub(crate) fn entry(event: &TrackingEvent) -> TimelineEntry {
         transfer_kind: event.transfer_kind,
         counterpart: event.counterpart.clone(),
         actor: event.actor.clone(),
+        cuo: event.cuo.clone(),
     }
 }
 

@@ -4,7 +4,9 @@
 use crate::error::Violation;
 use crate::store::NewFiling;
 use ecointegra_broker::directory::Directory;
-use ecointegra_proto::v1::{DocumentHeader, FilingHeader, IdentityDocumentType, Party};
+use ecointegra_proto::v1::{
+    DocumentHeader, FilingHeader, IdentityDocumentType, Party, SgdCargo, SgdDocument,
+};
 
 pub const MAX_SUBJECT_CHARS: usize = 500;
 pub const MAX_NAME_BYTES: usize = 255;
@@ -21,6 +23,84 @@ pub const MAX_TRACKING_SEQ: u64 = 1 << 40;
 /// The largest document any node may send (16 TiB): a bound on sizes and
 /// offsets from the wire, far above `transfer.max_document_size`.
 pub const MAX_DOCUMENT_BYTES: u64 = 1 << 44;
+
+/// Characters of any one PIDE text field (names, units, numbers, dates).
+pub const MAX_SGD_FIELD_CHARS: usize = 500;
+
+/// Is `text` exactly `len` ASCII digits?
+pub fn digits(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Checks PIDE's fields of a filing, each named as PIDE names it.
+pub fn sgd_document(sgd: &SgdDocument) -> Vec<Violation> {
+    let mut v = Vec::new();
+    if !digits(&sgd.cuo, 10) {
+        v.push(Violation::new("vcuo", "must be a CUO: 10 digits"));
+    }
+    if !sgd.cuo_ref.is_empty() && !digits(&sgd.cuo_ref, 10) {
+        v.push(Violation::new(
+            "vcuoref",
+            "must be empty or a CUO: 10 digits",
+        ));
+    }
+    for (ruc, field) in [
+        (&sgd.sender_ruc, "vrucentrem"),
+        (&sgd.recipient_ruc, "vrucentrec"),
+    ] {
+        if !digits(ruc, 11) {
+            v.push(Violation::new(field, "must be a RUC: 11 digits"));
+        }
+    }
+    for (text, field) in [
+        (&sgd.sender_entity_name, "vnomentemi"),
+        (&sgd.sender_unit, "vuniorgrem"),
+        (&sgd.document_type, "ccodtipdoc"),
+        (&sgd.document_number, "vnumdoc"),
+        (&sgd.document_date, "dfecdoc"),
+        (&sgd.destination_unit, "vuniorgdst"),
+        (&sgd.addressee_name, "vnomdst"),
+        (&sgd.addressee_position, "vnomcardst"),
+        (&sgd.sender_person_document_type, "ctipdociderem"),
+        (&sgd.sender_person_document_number, "vnumdociderem"),
+    ] {
+        if text.chars().count() > MAX_SGD_FIELD_CHARS {
+            v.push(Violation::new(
+                field,
+                format!("must be at most {MAX_SGD_FIELD_CHARS} characters"),
+            ));
+        }
+    }
+    v
+}
+
+/// Checks a cargo's fields, each named as PIDE names it.
+pub fn sgd_cargo(cargo: &SgdCargo) -> Vec<Violation> {
+    let mut v = Vec::new();
+    if !matches!(cargo.flag.as_str(), "R" | "O") {
+        v.push(Violation::new(
+            "cflgest",
+            "must be R (received) or O (observed)",
+        ));
+    }
+    for (text, field, max) in [
+        (&cargo.registry_number, "vnumregstd", MAX_SGD_FIELD_CHARS),
+        (&cargo.registry_year, "vanioregstd", 4),
+        (&cargo.registered_at, "dfecregstd", MAX_SGD_FIELD_CHARS),
+        (&cargo.unit, "vuniorgstd", MAX_SGD_FIELD_CHARS),
+        (&cargo.user, "vusuregstd", MAX_SGD_FIELD_CHARS),
+        (&cargo.observation, "vobs", MAX_NOTE_CHARS),
+        (&cargo.annexes_received, "vdesanxstdrec", MAX_NOTE_CHARS),
+    ] {
+        if text.chars().count() > max {
+            v.push(Violation::new(
+                field,
+                format!("must be at most {max} characters"),
+            ));
+        }
+    }
+    v
+}
 
 /// Checks a filing header; `me` is this node's institution.
 pub fn filing_header(header: &FilingHeader, directory: &Directory, me: &str) -> Vec<Violation> {
@@ -60,6 +140,12 @@ pub fn filing_header(header: &FilingHeader, directory: &Directory, me: &str) -> 
             "header.idempotency_key",
             format!("must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
         ));
+    }
+    if let Some(sgd) = &header.sgd {
+        v.extend(sgd_document(sgd).into_iter().map(|x| Violation {
+            field: format!("header.sgd.{}", x.field),
+            ..x
+        }));
     }
     match &header.sender_party {
         None => v.push(Violation::new("header.sender_party", "is required")),

@@ -9,7 +9,9 @@ use crate::lifecycle::Desk;
 use crate::lifecycle::validate::{self, MAX_HOPS, MAX_NOTE_CHARS};
 use crate::store::blobs::TempFile;
 use crate::store::{self, DocumentRow, FilingRow, NewFiling, Step};
-use ecointegra_proto::v1::{Direction, Filing, FilingStatus, MessageType, Notice, TransferKind};
+use ecointegra_proto::v1::{
+    Direction, Filing, FilingStatus, MessageType, Notice, SgdCargo, TransferKind,
+};
 use prost::Message;
 use rusqlite::Connection;
 
@@ -17,9 +19,12 @@ pub enum Action {
     Receive {
         registry_number: String,
         office: String,
+        /// The cargo of this institution's SGD, when it acted (PIDE).
+        cargo: Option<SgdCargo>,
     },
     Observe {
         reason: String,
+        cargo: Option<SgdCargo>,
     },
     Reject {
         reason: String,
@@ -102,11 +107,12 @@ fn check_fields(desk: &Desk, tracking_code: &str, action_id: &str, action: &Acti
         Action::Receive {
             registry_number,
             office,
+            ..
         } => {
             required(&mut v, "registry_number", registry_number);
             required(&mut v, "office", office);
         }
-        Action::Observe { reason } | Action::Reject { reason } => {
+        Action::Observe { reason, .. } | Action::Reject { reason } => {
             required(&mut v, "reason", reason)
         }
         Action::Forward { destination, .. } => {
@@ -230,7 +236,7 @@ fn apply(
     let result = action.result();
     let (note, holder, counterpart): (&str, String, String) = match action {
         Action::Receive { .. } => ("", me.to_owned(), String::new()),
-        Action::Observe { reason } => (reason, filing.origin.clone(), filing.origin.clone()),
+        Action::Observe { reason, .. } => (reason, filing.origin.clone(), filing.origin.clone()),
         Action::Reject { reason } => (reason, me.to_owned(), filing.origin.clone()),
         Action::Forward { destination, note } => (note, destination.clone(), destination.clone()),
         Action::Answer { note, .. } => (note, filing.filed_at.clone(), filing.filed_at.clone()),
@@ -240,9 +246,14 @@ fn apply(
     if let Action::Receive {
         registry_number,
         office,
+        ..
     } = action
     {
         store::set_received(tx, filing.id, registry_number.trim(), office.trim())?;
+    }
+    let cargo = sgd_cargo(desk, &filing, action, actor);
+    if let Some(cargo) = &cargo {
+        store::sgd::store_cargo(tx, &filing.transfer_id, cargo)?;
     }
     let seq = s.emit(
         tx,
@@ -259,47 +270,15 @@ fn apply(
             kind: filing.kind,
             counterpart: &counterpart,
             after_seq: 0,
+            cuo: "",
         },
     )?;
     match action {
-        Action::Observe { reason } | Action::Reject { reason } => {
-            let notice = Notice {
-                transfer_id: filing.transfer_id.clone(),
-                tracking_code: code.to_owned(),
-                status: result as i32,
-                reason: reason.trim().to_owned(),
-                tracking_seq: seq,
-                at_ms: ecointegra_broker::now_ms(),
-            };
-            // The reason may name people: it travels encrypted for the sender.
-            let key = desk
-                .trust
-                .directory()
-                .get(&filing.origin)
-                .map(|i| i.encryption_key)
-                .ok_or_else(|| {
-                    Error::FailedPrecondition(format!("{} is not in the directory", filing.origin))
-                })?;
-            let sealed = desk
-                .trust
-                .sealer
-                .seal_encrypted(
-                    format!("{}/notice/{}", filing.transfer_id, status_name(result)),
-                    MessageType::Notice,
-                    &filing.origin,
-                    &key,
-                    &notice.encode_to_vec(),
-                )
-                .map_err(|e| {
-                    Error::FailedPrecondition(format!("cannot encrypt the notice: {e}"))
-                })?;
-            store::queue_envelope(
-                tx,
-                &desk.topics.inbox(&filing.origin),
-                &filing.origin,
-                &filing.transfer_id,
-                &sealed.encode_to_vec(),
-            )?;
+        Action::Observe { reason, .. } | Action::Reject { reason } => {
+            tell_origin(desk, tx, &filing, (result, reason.trim()), seq, cargo)?;
+        }
+        Action::Receive { .. } if cargo.is_some() => {
+            tell_origin(desk, tx, &filing, (result, ""), seq, cargo)?;
         }
         Action::Forward { destination, note } => {
             let next = follow_up(
@@ -343,6 +322,90 @@ fn apply(
         .into_iter()
         .next()
         .expect("the filing was just read"))
+}
+
+/// Tells the filing's origin what this institution did with it (a notice,
+/// encrypted for it: the reason and the cargo may name people).
+fn tell_origin(
+    desk: &Desk,
+    tx: &Connection,
+    filing: &FilingRow,
+    (status, reason): (FilingStatus, &str),
+    seq: u64,
+    cargo: Option<SgdCargo>,
+) -> Result<()> {
+    let notice = Notice {
+        transfer_id: filing.transfer_id.clone(),
+        tracking_code: filing.tracking_code.clone(),
+        status: status as i32,
+        reason: reason.to_owned(),
+        tracking_seq: seq,
+        at_ms: ecointegra_broker::now_ms(),
+        cargo,
+    };
+    let key = desk
+        .trust
+        .directory()
+        .get(&filing.origin)
+        .map(|i| i.encryption_key)
+        .ok_or_else(|| {
+            Error::FailedPrecondition(format!("{} is not in the directory", filing.origin))
+        })?;
+    let sealed = desk
+        .trust
+        .sealer
+        .seal_encrypted(
+            format!("{}/notice/{}", filing.transfer_id, status_name(status)),
+            MessageType::Notice,
+            &filing.origin,
+            &key,
+            &notice.encode_to_vec(),
+        )
+        .map_err(|e| Error::FailedPrecondition(format!("cannot encrypt the notice: {e}")))?;
+    store::queue_envelope(
+        tx,
+        &desk.topics.inbox(&filing.origin),
+        &filing.origin,
+        &filing.transfer_id,
+        &sealed.encode_to_vec(),
+    )
+}
+
+/// The cargo a receive or an observation gives a filing whose origin's SGD
+/// awaits one (it came over PIDE): the SGD's own when it acted, otherwise
+/// made from what the clerk entered.
+fn sgd_cargo(desk: &Desk, filing: &FilingRow, action: &Action, actor: &Actor) -> Option<SgdCargo> {
+    filing.sgd.as_ref().filter(|s| !s.issued_at_destination)?;
+    let offset = desk.config.deadlines.utc_offset_minutes;
+    let now = ecointegra_broker::now_ms();
+    let made = |flag: &str, registry_number: &str, unit: &str, observation: &str| SgdCargo {
+        flag: flag.to_owned(),
+        registry_number: registry_number.to_owned(),
+        registry_year: crate::ids::year_of(now, offset).to_string(),
+        registered_at: crate::ids::format_local(now, offset),
+        unit: unit.to_owned(),
+        user: actor.name.clone(),
+        observation: observation.to_owned(),
+        annexes_received: String::new(),
+        pdf: Vec::new(),
+    };
+    match action {
+        Action::Receive { cargo: Some(c), .. } | Action::Observe { cargo: Some(c), .. } => {
+            Some(c.clone())
+        }
+        Action::Receive {
+            registry_number,
+            office,
+            ..
+        } => Some(made("R", registry_number.trim(), office.trim(), "")),
+        Action::Observe { reason, .. } => Some(made(
+            "O",
+            &filing.internal_registry_number,
+            &filing.office,
+            reason.trim(),
+        )),
+        _ => None,
+    }
 }
 
 /// A new transfer of a filing this node holds: a forward or an answer.
@@ -394,6 +457,7 @@ fn follow_up(
         due_date: String::new(),
         filed_at: filing.filed_at.clone(),
         previous_receipt_sha256: previous,
+        sgd: None,
     };
     validate::manifest_fits(&next, prior_receipt_bytes, max_record_bytes)
         .map_err(|v| Error::InvalidArgument(vec![v]))?;
@@ -411,8 +475,12 @@ mod tests {
             Action::Receive {
                 registry_number: text(),
                 office: text(),
+                cargo: None,
             },
-            Action::Observe { reason: text() },
+            Action::Observe {
+                reason: text(),
+                cargo: None,
+            },
             Action::Reject { reason: text() },
             Action::Forward {
                 destination: text(),

@@ -46,6 +46,7 @@ pub fn rules(config: &Config) -> Rules {
                 (h.url.clone(), statuses)
             })
             .collect(),
+        sgd: config.pide.as_ref().and_then(|p| p.sgd_url.clone()),
     }
 }
 
@@ -58,12 +59,20 @@ pub struct Notifier {
     hooks: HashMap<String, Vec<u8>>,
     /// The console's address, for the links in mail.
     portal: String,
+    /// The institution's SGD, over PIDE.
+    sgd: Option<crate::pide::sgd::Sgd>,
 }
 
 impl Notifier {
     /// `None` when nothing is to be sent.
-    pub fn new(config: &Config, store: Store, trust: Arc<Trust>) -> Result<Option<Self>> {
-        if config.notify.smtp.is_none() && config.notify.webhooks.is_empty() {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        blobs: crate::store::blobs::Blobs,
+        trust: Arc<Trust>,
+    ) -> Result<Option<Self>> {
+        let sgd = crate::pide::sgd::Sgd::new(config, store.clone(), blobs, trust.clone())?;
+        if config.notify.smtp.is_none() && config.notify.webhooks.is_empty() && sgd.is_none() {
             return Ok(None);
         }
         let mail = config.notify.smtp.as_ref().map(mailer).transpose()?;
@@ -82,6 +91,7 @@ impl Notifier {
             mail,
             hooks,
             portal,
+            sgd,
         }))
     }
 
@@ -89,6 +99,10 @@ impl Notifier {
         match pending.channel.as_str() {
             "mail" => self.mail(pending).await,
             "webhook" => self.call(pending).await,
+            "sgd" => match &self.sgd {
+                Some(sgd) => sgd.send(&pending.told).await,
+                None => Err("[pide] sgd_url is not configured".into()),
+            },
             other => Err(format!("unknown channel {other}")),
         }
     }
@@ -268,75 +282,20 @@ fn secret(hook: &WebhookConfig) -> Result<Vec<u8>> {
 
 /// POSTs a JSON body; Ok on a 2xx answer.
 async fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> std::result::Result<(), String> {
-    use http_body_util::Full;
-    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let https = uri.scheme_str() == Some("https");
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("{url} names no host"))?
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-    let mut request = http::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(
-            http::header::HOST,
-            uri.authority().map_or(host.as_str(), |a| a.as_str()),
-        )
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::USER_AGENT, "ecointegra");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Full::new(hyper::body::Bytes::copy_from_slice(body)))
-        .map_err(|e| e.to_string())?;
-    let status = if https {
-        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
-            tokio_rustls::rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| format!("{host}: {e}"))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS with {host}: {e}"))?;
-        exchange(hyper_util::rt::TokioIo::new(tls), request).await?
-    } else {
-        exchange(hyper_util::rt::TokioIo::new(tcp), request).await?
-    };
-    if status.is_success() {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    let response = crate::outcall::send(
+        http::Method::POST,
+        url,
+        &all,
+        crate::outcall::full(body.to_vec()),
+    )
+    .await?;
+    if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("{url} answered {status}"))
+        Err(format!("{url} answered {}", response.status()))
     }
-}
-
-async fn exchange<T>(
-    io: T,
-    request: http::Request<http_body_util::Full<hyper::body::Bytes>>,
-) -> std::result::Result<http::StatusCode, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(response.status())
 }
 
 /// A notification's words, in Spanish.
@@ -448,6 +407,7 @@ mod tests {
             at_ms: 1_780_000_000_000,
             reason: reason.into(),
             unsubscribe: "CLAVE&X".into(),
+            transfer_id: String::new(),
         }
     }
 

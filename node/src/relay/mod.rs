@@ -534,6 +534,7 @@ async fn publish_records(
             prior_receipts,
             filing_type: filing.filing_type.clone(),
             filed_at: filing.filed_at.clone(),
+            sgd: filing.sgd.clone(),
         }),
         documents: digests,
         attempt,

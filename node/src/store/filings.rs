@@ -186,6 +186,7 @@ impl Store {
                     kind: filing.kind,
                     counterpart: &filing.destination,
                     after_seq: 0,
+                    cuo: filing.cuo(),
                 },
             )?;
         }
@@ -366,8 +367,8 @@ pub(crate) fn insert_filing(
         "INSERT INTO filings (tracking_code, verification_code, transfer_id, direction, status, origin,
             destination, subject, sender_party, folio_count, registered_at_ms, delivered_at_ms,
             registry_number, origin_registry_number, kind, related_transfer_id, note, hop, filing_type,
-            due_date, filed_at, previous_receipt_sha256)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+            due_date, filed_at, previous_receipt_sha256, sgd, cuo)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
         params![
             filing.tracking_code,
             filing.verification_code,
@@ -391,6 +392,8 @@ pub(crate) fn insert_filing(
             filing.due_date,
             filing.filed_at,
             filing.previous_receipt_sha256,
+            filing.sgd.as_ref().map(Message::encode_to_vec),
+            filing.cuo(),
         ],
     )
     .map_err(Error::store("cannot insert the filing"))?;
@@ -408,7 +411,7 @@ pub(crate) fn insert_filing(
 pub(crate) const FILING_COLUMNS: &str = "id, tracking_code, verification_code, transfer_id, direction, status, origin,
     destination, subject, sender_party, folio_count, registered_at_ms, delivered_at_ms, registry_number,
     origin_registry_number, kind, related_transfer_id, note, hop, filing_type, due_date, internal_registry_number,
-    office, filed_at, previous_receipt_sha256";
+    office, filed_at, previous_receipt_sha256, sgd";
 
 pub(crate) fn query_filing(
     c: &Connection,
@@ -458,6 +461,9 @@ pub(crate) fn query_filings(
                     due_date: r.get(20)?,
                     filed_at: r.get(23)?,
                     previous_receipt_sha256: r.get(24)?,
+                    sgd: r
+                        .get::<_, Option<Vec<u8>>>(25)?
+                        .and_then(|b| ecointegra_proto::v1::SgdDocument::decode(b.as_slice()).ok()),
                 },
             })
         })

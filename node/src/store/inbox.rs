@@ -131,7 +131,14 @@ impl Store {
                     kind: filing.kind,
                     counterpart: &filing.origin,
                     after_seq: delivery.after_seq,
+                    cuo: "",
                 },
+            )?;
+            self.queue_sgd(
+                tx,
+                (&filing.tracking_code, &filing.transfer_id),
+                FilingStatus::Delivered,
+                &filing.origin,
             )?;
             inserted = Some(filing_id);
             Ok(())
@@ -140,14 +147,18 @@ impl Store {
     }
 
     /// What the destination did with one of our transfers (observed,
-    /// rejected): `(status, reason, by whom)`, and the clock `(tracking code, seq)`.
+    /// rejected; received, for a filing our SGD handed in):
+    /// `(status, reason, by whom)`, the destination's cargo if it sent one,
+    /// and the clock `(tracking code, seq)`.
+    #[allow(clippy::too_many_arguments)]
     pub fn apply_notice(
         &self,
         c: &Connection,
         position: Position<'_>,
         message_id: &str,
-        filing_id: i64,
+        (filing_id, transfer_id): (i64, &str),
         (status, reason, by): (FilingStatus, &str, &str),
+        cargo: Option<&ecointegra_proto::v1::SgdCargo>,
         tracking: (&str, u64),
     ) -> Result<()> {
         self.apply(c, position, Some(message_id), |tx| {
@@ -157,7 +168,13 @@ impl Store {
                 params![filing_id, status as i64, reason],
             )
             .map_err(Error::store("cannot update the filing"))?;
-            self.queue_notice_mail(tx, message_id, tracking.0, (status, reason), by)?;
+            if status != FilingStatus::Received {
+                self.queue_notice_mail(tx, message_id, tracking.0, (status, reason), by)?;
+            }
+            if let Some(cargo) = cargo {
+                super::sgd::store_cargo(tx, transfer_id, cargo)?;
+                self.queue_sgd(tx, (tracking.0, transfer_id), status, by)?;
+            }
             advance_clock(tx, tracking.0, tracking.1)
         })
         .map(drop)

@@ -23,6 +23,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0006_audit_log.sql")),
     M::up(include_str!("migrations/0007_tracking_envelopes.sql")),
     M::up(include_str!("migrations/0008_notifications.sql")),
+    M::up(include_str!("migrations/0009_pide.sql")),
 ];
 
 /// The newest schema version this release knows.
@@ -242,6 +243,10 @@ mod tests {
                         (Some(kept), _) if r.starts_with("outbox: ") => format!("{kept}]"),
                         // The signed envelope of a step, not kept before.
                         (_, Some(kept)) if r.starts_with("tracking_events: ") => format!("{kept}]"),
+                        // A filing's PIDE fields and CUO: none before.
+                        _ if r.starts_with("filings: ") => r
+                            .strip_suffix(", Null, Text(\"\")]")
+                            .map_or_else(|| r.clone(), |kept| format!("{kept}]")),
                         _ => r.clone(),
                     },
                 )

@@ -20,6 +20,7 @@ pub mod ops;
 pub mod outbox;
 pub mod receipts;
 pub mod sessions;
+pub mod sgd;
 pub mod traces;
 pub mod tracking;
 
@@ -87,6 +88,16 @@ pub struct NewFiling {
     /// The institution where the citizen filed.
     pub filed_at: String,
     pub previous_receipt_sha256: Vec<u8>,
+    /// PIDE's fields, for a filing an SGD handed in (or one delivered to
+    /// this institution's SGD, once it has a CUO).
+    pub sgd: Option<ecointegra_proto::v1::SgdDocument>,
+}
+
+impl NewFiling {
+    /// The CUO of a filing that came from or went to an SGD; empty otherwise.
+    pub fn cuo(&self) -> &str {
+        self.sgd.as_ref().map_or("", |s| s.cuo.as_str())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +141,7 @@ impl FilingRow {
             hop: row.hop,
             filed_at: row.filed_at.clone(),
             copies: Vec::new(),
+            sgd: row.sgd.clone(),
         }
     }
 
@@ -234,6 +246,8 @@ pub struct Step<'a> {
     pub counterpart: &'a str,
     /// The logical clock of what caused this step elsewhere (0 if nothing).
     pub after_seq: u64,
+    /// On the registration of a filing an SGD handed in: its CUO.
+    pub cuo: &'a str,
 }
 
 /// Outcome of storing a submission.

@@ -15,6 +15,9 @@ pub struct Rules {
     pub mail: bool,
     /// Webhook URLs, each with the statuses it wants (empty: all).
     pub webhooks: Vec<(String, Vec<FilingStatus>)>,
+    /// The institution's SGD over PIDE (`[pide] sgd_url`): filings delivered
+    /// here go to it, and the cargos of those it handed in come back to it.
+    pub sgd: Option<String>,
 }
 
 /// The steps a citizen is mailed of from the sector's timeline; observations
@@ -46,6 +49,9 @@ pub struct Told {
     /// Mail: the key of the filing's unsubscribe link.
     #[serde(default)]
     pub unsubscribe: String,
+    /// SGD: the transfer delivered, or whose cargo arrived.
+    #[serde(default)]
+    pub transfer_id: String,
 }
 
 /// A notification to send.
@@ -91,6 +97,7 @@ impl Store {
             at_ms: event.timestamp_ms,
             reason: String::new(),
             unsubscribe: String::new(),
+            transfer_id: String::new(),
         };
         if !rules.webhooks.is_empty() && held_here(tx, &event.tracking_code)? {
             for (url, wanted) in &rules.webhooks {
@@ -103,6 +110,34 @@ impl Store {
             self.queue_mail(tx, told)?;
         }
         Ok(())
+    }
+
+    /// Queues, for the institution's SGD, a transfer delivered here
+    /// (`DELIVERED`) or the cargo of one it handed in (`RECEIVED`,
+    /// `OBSERVED`).
+    pub(crate) fn queue_sgd(
+        &self,
+        tx: &Connection,
+        (tracking_code, transfer_id): (&str, &str),
+        status: FilingStatus,
+        by: &str,
+    ) -> Result<()> {
+        let Some(url) = &self.notify.sgd else {
+            return Ok(());
+        };
+        let told = Told {
+            event_id: format!("sgd/{transfer_id}/{}", status.short_name()),
+            tracking_code: tracking_code.to_owned(),
+            status: status.short_name().to_owned(),
+            institution: by.to_owned(),
+            hop: 0,
+            holder: self.institution.clone(),
+            at_ms: ecointegra_broker::now_ms(),
+            reason: String::new(),
+            unsubscribe: String::new(),
+            transfer_id: transfer_id.to_owned(),
+        };
+        insert(tx, "sgd", url, &told)
     }
 
     /// Queues an observation or a rejection for the citizen, with its reason.
@@ -127,6 +162,7 @@ impl Store {
             at_ms: ecointegra_broker::now_ms(),
             reason: reason.to_owned(),
             unsubscribe: String::new(),
+            transfer_id: String::new(),
         };
         self.queue_mail(tx, told)
     }

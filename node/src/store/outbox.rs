@@ -232,6 +232,7 @@ pub(crate) fn sent_step(
             kind: f.kind,
             counterpart: &f.destination,
             after_seq: 0,
+            cuo: "",
         },
         manifest_seq + 1,
     )?;

@@ -31,6 +31,7 @@ impl Store {
             counterpart: step.counterpart.to_owned(),
             actor: step.actor.to_owned(),
             sender_reads_up_to: ecointegra_broker::envelope::SCHEMA_VERSION,
+            cuo: step.cuo.to_owned(),
         };
         let sealed = self
             .sealer

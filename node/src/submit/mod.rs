@@ -218,6 +218,12 @@ where
     S: Stream<Item = Result<SubmitFilingRequest>> + Unpin,
 {
     let header = match parts.next().await.transpose()?.and_then(|p| p.part) {
+        Some(Part::Header(header)) if header.sgd.is_some() => {
+            return Err(Error::invalid(
+                "header.sgd",
+                "is set by the PIDE adapter only, for what an SGD hands in",
+            ));
+        }
         Some(Part::Header(header)) => header,
         _ => {
             return Err(Error::invalid(
@@ -363,6 +369,7 @@ where
         due_date: String::new(),
         filed_at: me,
         previous_receipt_sha256: previous,
+        sgd: header.sgd.clone(),
     };
     let prior_receipt_bytes = match &filing.kind {
         TransferKind::Correction => {

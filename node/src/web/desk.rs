@@ -304,6 +304,7 @@ fn filing_header(fields: &Fields) -> Result<FilingHeader, Vec<Violation>> {
             .value("header.corrects_tracking_code")
             .trim()
             .to_owned(),
+        sgd: None,
     })
 }
 
@@ -749,12 +750,16 @@ fn action_forms(web: &Web, ctx: &Ctx, filing: &FilingRow, shown: &Shown<'_>) -> 
             Action::Receive {
                 registry_number: nothing(),
                 office: nothing(),
+                cargo: None,
             },
         ),
         (
             "observar",
             t.act_observe,
-            Action::Observe { reason: nothing() },
+            Action::Observe {
+                reason: nothing(),
+                cargo: None,
+            },
         ),
         (
             "rechazar",
@@ -928,9 +933,11 @@ pub async fn act(
         "recibir" => Action::Receive {
             registry_number: value("registry_number"),
             office: value("office"),
+            cargo: None,
         },
         "observar" => Action::Observe {
             reason: value("reason"),
+            cargo: None,
         },
         "rechazar" => Action::Reject {
             reason: value("reason"),
