@@ -276,7 +276,7 @@ async fn citizens_are_mailed_each_step_once_and_webhooks_are_retried_until_taken
         .trim()
         .replace("https://tramites.senamhi.gob.pe", "");
     let web = std::fs::read_to_string(federation.data_dir("senamhi").join("web.addr")).unwrap();
-    let (status, page) = get(web.trim(), &link).await;
+    let (status, page) = http_get(web.trim(), &link).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Ya no recibirá correos"), "{page}");
     let from_oefa = format!(
@@ -359,22 +359,4 @@ async fn citizens_are_mailed_each_step_once_and_webhooks_are_retried_until_taken
         ["DELIVERED", "DELIVERED", "OBSERVED"],
         "{calls:#?}"
     );
-}
-
-/// GET over a fresh connection: (status, body).
-async fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, answer)
 }

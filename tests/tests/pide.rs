@@ -249,7 +249,9 @@ async fn file_appears(what: &str, path: &Path) {
 async fn a_filing_travels_from_one_sgd_to_another_and_its_cargo_comes_back() {
     let (port_a, port_b) = (free_port(), free_port());
     let federation = federation("pide-journey", |id| match id {
-        "senamhi" => format!("sgd_url = \"http://127.0.0.1:{port_a}/Tramite\"\n"),
+        "senamhi" => format!(
+            "sgd_url = \"http://127.0.0.1:{port_a}/Tramite\"\n\n[web]\nlisten = \"127.0.0.1:0\"\n"
+        ),
         "oefa" => format!(
             "sgd_url = \"http://127.0.0.1:{port_b}/Tramite\"\n\n[auth]\n\
              anonymous_role = \"system\"\n{}",
@@ -497,6 +499,51 @@ async fn a_filing_travels_from_one_sgd_to_another_and_its_cargo_comes_back() {
         ]
     );
     assert_eq!(timeline[0].cuo, cuo);
+    // The citizen's page at senamhi's portal shows the CUO with the steps.
+    let web = std::fs::read_to_string(federation.data_dir("senamhi").join("web.addr")).unwrap();
+    let (status, page) = http_get(
+        web.trim(),
+        &format!("/seguimiento?codigo={code}&verificacion={verification}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(&format!("CUO <code>{cuo}</code>")), "{page}");
+
+    // SGD B observes it after all: senamhi's node pushes the observation.
+    let observed = call(
+        &hub_b,
+        "cargoResponse",
+        serde_json::json!({
+            "vrucentrem": RUC_OEFA, "vrucentrec": RUC_SENAMHI, "vcuo": cuo,
+            "vnumregstd": registry, "vanioregstd": "2027",
+            "dfecregstd": "2027-02-02T10:00:00.000-05:00",
+            "vuniorgstd": "Dirección de Evaluación Ambiental", "vusuregstd": "atorres",
+            "vobs": "Falta el anexo de aforos de enero", "cflgest": "O",
+        }),
+    )
+    .unwrap();
+    assert_eq!(observed["vcodres"], "0000", "{observed}");
+    wait_for_status(&mut client_a, &code, FilingStatus::Observed, PATIENCE).await;
+    let pushes = dir_a.join("cargos").join(format!("{cuo}.calls"));
+    eventually("the observation pushed to SGD A", async || {
+        match lines(pushes.clone()) {
+            2 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await;
+    let pushed = read_json(&dir_a.join("cargos").join(format!("{cuo}.json")));
+    assert_eq!(pushed["cflgest"], "O");
+    assert_eq!(pushed["vobs"], "Falta el anexo de aforos de enero");
+    assert_eq!(pushed["vusuregstd"], "atorres");
+    let state = call(
+        &hub_a,
+        "consultarTramiteResponse",
+        serde_json::json!({"vrucentrem": RUC_SENAMHI, "vrucentrec": RUC_OEFA, "vcuo": cuo}),
+    )
+    .unwrap();
+    assert_eq!(state["cflgest"], "O", "{state}");
+    assert!(!dir_a.join("errors.log").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,7 +142,19 @@ pub(crate) async fn run(command: DirectoryCommand) -> anyhow::Result<()> {
             let signed = authority.sign(&entry);
             directory::verify_entry(&signed, &authority.public_key())
                 .map_err(anyhow::Error::msg)?;
-            let mut entries: Vec<SignedDirectoryEntry> = read_file(&file)?
+            let others = read_file(&file)?;
+            if let Some(taken) = others
+                .entry
+                .iter()
+                .find(|e| cuo_prefix != 0 && e.cuo_prefix == cuo_prefix && e.institution_id != id)
+            {
+                bail!(
+                    "--cuo-prefix {cuo_prefix} is {}'s: each institution needs its own, so CUOs \
+                     stay unique across the sector",
+                    taken.institution_id
+                );
+            }
+            let mut entries: Vec<SignedDirectoryEntry> = others
                 .entry
                 .iter()
                 .filter(|e| e.institution_id != id)

@@ -183,6 +183,17 @@ impl Batch<'_> {
                 ),
             ));
         };
+        // A cargo (and so a RECEIVED notice) only for a filing this
+        // institution's SGD handed in: its SGD awaits it.
+        if notice.cargo.is_some() && filing.sgd.is_none() {
+            return Err(reject(
+                "notice",
+                format!(
+                    "a cargo for transfer {}, which no SGD of this institution handed in",
+                    notice.transfer_id
+                ),
+            ));
+        }
         let clock = (notice.tracking_code.as_str(), notice.tracking_seq);
         self.cx.store.apply_notice(
             c,
@@ -190,7 +201,7 @@ impl Batch<'_> {
             &super::processed_key(&envelope),
             (filing.id, &filing.transfer_id),
             (status, &notice.reason, &envelope.sender),
-            notice.cargo.as_ref().filter(|_| filing.sgd.is_some()),
+            notice.cargo.as_ref(),
             clock,
         )?;
         Ok(Applied::Notice {

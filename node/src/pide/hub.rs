@@ -285,7 +285,7 @@ async fn recepcionar(pide: &Pide, call: &Call) -> Result<String, Refusal> {
 /// What a taken filing is answered: the codes the citizen follows it with.
 fn accepted(tracking_code: &str, verification_code: &str) -> String {
     format!(
-        "Trámite recibido; código de seguimiento {tracking_code}, código de verificación          {verification_code}"
+        "Trámite recibido; código de seguimiento {tracking_code}, código de verificación {verification_code}"
     )
 }
 

@@ -647,6 +647,13 @@ async fn filing_page(
         }
         dl.summary.card {
             dt { (t.tracking_code) } dd.code { (filing.tracking_code) }
+            @if let Some(sgd) = filing.sgd.as_ref().filter(|s| !s.cuo.is_empty()) {
+                dt { "CUO (PIDE)" }
+                dd.code { (sgd.cuo) }
+                @if !sgd.document_number.is_empty() {
+                    dt { (t.sgd_document) } dd { (sgd.document_number) }
+                }
+            }
             dt { (t.copy) } dd { (copy_label(ctx, &directory, &filing)) }
             dt { (t.status) } dd { (page::status(ctx, filing.status)) }
             dt { (t.subject) } dd { (filing.subject) }

@@ -384,6 +384,9 @@ pub fn timeline(
                     @if entry.transfer_kind == TransferKind::Correction as i32 {
                         " (" (t.correction) ")"
                     }
+                    @if !entry.cuo.is_empty() {
+                        " · CUO " code { (entry.cuo) }
+                    }
                 }
             }
         }

@@ -167,6 +167,7 @@ texts! {
     upload_progress: "Progreso de la carga", "Upload progress";
     submit_filing: "Registrar y enviar", "Register and send";
     desk_cargo: "Cargo de presentación", "Filing receipt";
+    sgd_document: "Documento del SGD", "Document (SGD)";
     download_pdf: "Descargar PDF", "Download PDF";
     notifications: "Notificaciones", "Notifications";
     channel: "Canal", "Channel";
