@@ -400,6 +400,16 @@ async fn a_filing_travels_from_one_sgd_to_another_and_its_cargo_comes_back() {
         std::fs::read(received.join("anexos/plano-año.pdf")).unwrap(),
         plano
     );
+    // The annexes' link works with its token only.
+    let link = taken["vurldocanx"].as_str().unwrap().to_owned();
+    let node_b = std::fs::read_to_string(federation.data_dir("oefa").join("pide.addr")).unwrap();
+    let path = link.split_once(node_b.trim()).unwrap().1.to_owned();
+    let (status, _) = http_get(node_b.trim(), &format!("{path}plano-a%C3%B1o.pdf")).await;
+    assert_eq!(status, 200, "{link}");
+    let token = path.trim_start_matches("/anexos/").trim_end_matches('/');
+    let guessed = path.replace(token, &"A".repeat(token.len()));
+    let (status, _) = http_get(node_b.trim(), &format!("{guessed}plano-a%C3%B1o.pdf")).await;
+    assert_eq!(status, 404, "another token opens nothing");
 
     // The cargo: oefa RECEIVED it under SGD B's registry number...
     let sent = dir_b.join("cargos-sent").join(format!("{cuo}.json"));

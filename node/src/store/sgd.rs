@@ -190,3 +190,63 @@ fn next_cuo(tx: &Connection, prefix: u32) -> Result<String> {
     }
     Ok(format!("{prefix:02}{n:08}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ecointegra_broker::envelope::Sealer;
+    use ecointegra_broker::keys::SigningIdentity;
+
+    fn store() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "ecointegra-sgd-{}-{}",
+            std::process::id(),
+            crate::ids::random_code(8)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sealer = Sealer::new("oefa", SigningIdentity::generate());
+        let store = Store::open(&dir.join("node.sqlite3"), sealer, "eco.tracking".into()).unwrap();
+        (store, dir)
+    }
+
+    #[test]
+    fn annex_links_open_their_transfer_until_they_expire() {
+        let (store, dir) = store();
+        let now = ecointegra_broker::now_ms();
+        let live = store.sgd_link("transfer-1", now + 60_000).unwrap();
+        let dead = store.sgd_link("transfer-2", now - 1).unwrap();
+        assert_eq!(live.len(), 32);
+        assert_ne!(live, dead);
+        assert_eq!(
+            store.sgd_link_transfer(&live).unwrap().as_deref(),
+            Some("transfer-1")
+        );
+        assert_eq!(store.sgd_link_transfer(&dead).unwrap(), None, "expired");
+        assert_eq!(store.sgd_link_transfer("guess").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn cuos_carry_the_prefix_and_never_repeat() {
+        let (store, dir) = store();
+        let first = store.next_cuo(12).unwrap();
+        let second = store.next_cuo(12).unwrap();
+        assert_eq!(first, "1200000001");
+        assert_eq!(second, "1200000002");
+        // The first request under a CUO stays; a twin finds it.
+        let request = |digest: u8| SgdRequest {
+            request_sha256: vec![digest; 32],
+            tracking_code: "OEFA-2027-ABCDEFGH".into(),
+            transfer_id: "t".into(),
+        };
+        assert_eq!(
+            store.record_sgd_request(&first, &request(1)).unwrap(),
+            request(1)
+        );
+        assert_eq!(
+            store.record_sgd_request(&first, &request(2)).unwrap(),
+            request(1)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
