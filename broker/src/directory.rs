@@ -256,6 +256,15 @@ impl Directory {
         self.entries.values()
     }
 
+    /// An institution's name as the directory gives it, its id in capitals
+    /// otherwise: how people see it.
+    pub fn display_name(&self, id: &str) -> String {
+        match self.get(id) {
+            Some(i) if !i.name.is_empty() => i.name.clone(),
+            _ => id.to_uppercase(),
+        }
+    }
+
     /// The institution whose RUC is `ruc`.
     pub fn by_ruc(&self, ruc: &str) -> Option<&Institution> {
         self.entries

@@ -1148,3 +1148,35 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, answer)
 }
+
+/// Waits until `sql` (a `SELECT COUNT(*)`) counts `n` rows in `store`.
+pub async fn rows_become(what: &str, store: &Path, sql: &str, n: i64) {
+    eventually(what, async || match count_rows(store, sql) {
+        found if found == n => Ok(()),
+        found => Err(found),
+    })
+    .await;
+}
+
+/// A filing's timeline as a citizen sees it at the node on `addr`.
+pub async fn track(
+    addr: SocketAddr,
+    tracking_code: &str,
+    verification_code: &str,
+) -> Vec<ecointegra_proto::v1::TimelineEntry> {
+    let mut tracking =
+        ecointegra_proto::v1::tracking_service_client::TrackingServiceClient::connect(format!(
+            "http://{addr}"
+        ))
+        .await
+        .unwrap();
+    tracking
+        .track(ecointegra_proto::v1::TrackRequest {
+            tracking_code: tracking_code.into(),
+            verification_code: verification_code.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .timeline
+}

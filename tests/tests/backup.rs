@@ -4,7 +4,7 @@
 //! its documents, its receipt and the citizen's timeline; the backup set
 //! copies each document once and `backup verify` catches a damaged one.
 
-use ecointegra_proto::v1::{FilingStatus, TrackRequest};
+use ecointegra_proto::v1::FilingStatus;
 use ecointegra_tests::*;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -160,22 +160,7 @@ async fn a_node_restored_from_a_backup_catches_up_and_applies_nothing_twice() {
             },
         )
         .await;
-        let mut tracking =
-            ecointegra_proto::v1::tracking_service_client::TrackingServiceClient::connect(format!(
-                "http://{}",
-                oefa.grpc_addr()
-            ))
-            .await
-            .unwrap();
-        let timeline = tracking
-            .track(TrackRequest {
-                tracking_code: code.clone(),
-                verification_code: verification.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .timeline;
+        let timeline = track(oefa.grpc_addr(), code, verification).await;
         let statuses: Vec<i32> = timeline.iter().map(|e| e.status).collect();
         assert_eq!(
             statuses,

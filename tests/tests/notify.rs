@@ -188,13 +188,7 @@ async fn citizens_are_mailed_each_step_once_and_webhooks_are_retried_until_taken
     // The mail server is down: both mails wait, and the operator sees why.
     let failing = "SELECT COUNT(*) FROM notifications WHERE channel = 'mail' \
                    AND sent_at_ms = 0 AND attempts > 0";
-    eventually("both mails to fail once", async || {
-        match count_rows(&store, failing) {
-            2 => Ok(()),
-            n => Err(n),
-        }
-    })
-    .await;
+    rows_become("both mails to fail once", &store, failing, 2).await;
     let mut ops = operations_as(senamhi.grpc_addr(), Some(OPERATOR)).await;
     let report = ops
         .get_queues(GetQueuesRequest {})
@@ -217,11 +211,7 @@ async fn citizens_are_mailed_each_step_once_and_webhooks_are_retried_until_taken
     // It comes up: each step is mailed, once.
     let _smtpd = Smtpd::start(smtp_port, &maildir);
     let sent = "SELECT COUNT(*) FROM notifications WHERE channel = 'mail' AND sent_at_ms > 0";
-    eventually("both mails sent", async || match count_rows(&store, sent) {
-        2 => Ok(()),
-        n => Err(n),
-    })
-    .await;
+    rows_become("both mails sent", &store, sent, 2).await;
     let mails = mails(&maildir);
     assert_eq!(mails.len(), 2, "{mails:#?}");
     let ids: std::collections::BTreeSet<&str> = mails

@@ -12,7 +12,7 @@
 //! The SGDs are called as blocking child processes: the nodes run in this
 //! test's process on other runtime threads (multi-threaded tests).
 
-use ecointegra_proto::v1::{FilingStatus, GetQueuesRequest, TrackRequest};
+use ecointegra_proto::v1::{FilingStatus, GetQueuesRequest};
 use ecointegra_tests::*;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -333,15 +333,12 @@ async fn a_filing_travels_from_one_sgd_to_another_and_its_cargo_comes_back() {
     let mut client_b = oefa.client.clone();
     wait_for_status(&mut client_b, &code, FilingStatus::Delivered, PATIENCE).await;
     let store_b = federation.store_path("oefa");
-    eventually("the SGD delivery to fail", async || {
-        match count_rows(
-            &store_b,
-            "SELECT COUNT(*) FROM notifications WHERE channel = 'sgd' AND attempts > 0 AND sent_at_ms = 0",
-        ) {
-            1 => Ok(()),
-            n => Err(n),
-        }
-    })
+    rows_become(
+        "the SGD delivery to fail",
+        &store_b,
+        "SELECT COUNT(*) FROM notifications WHERE channel = 'sgd' AND attempts > 0 AND sent_at_ms = 0",
+        1,
+    )
     .await;
     let mut ops = operations_as(oefa.grpc_addr(), Some(OPERATOR)).await;
     let report = ops
@@ -455,15 +452,11 @@ async fn a_filing_travels_from_one_sgd_to_another_and_its_cargo_comes_back() {
     // Each SGD got each thing once, and refused nothing.
     let lines = |path: PathBuf| std::fs::read_to_string(path).unwrap().lines().count();
     assert_eq!(lines(received.join("calls")), 1);
-    eventually(
+    rows_become(
         "the cargo push recorded as sent",
-        async || match count_rows(
-            &store_a,
-            "SELECT COUNT(*) FROM notifications WHERE channel = 'sgd' AND sent_at_ms > 0",
-        ) {
-            1 => Ok(()),
-            n => Err(n),
-        },
+        &store_a,
+        "SELECT COUNT(*) FROM notifications WHERE channel = 'sgd' AND sent_at_ms > 0",
+        1,
     )
     .await;
     assert_eq!(lines(dir_a.join("cargos").join(format!("{cuo}.calls"))), 1);
@@ -471,23 +464,8 @@ async fn a_filing_travels_from_one_sgd_to_another_and_its_cargo_comes_back() {
     assert!(!dir_b.join("errors.log").exists());
 
     // The citizen follows every step, and the registration names the CUO.
-    let mut tracking =
-        ecointegra_proto::v1::tracking_service_client::TrackingServiceClient::connect(format!(
-            "http://{}",
-            senamhi.grpc_addr()
-        ))
-        .await
-        .unwrap();
     let timeline = eventually("senamhi to know oefa's RECEIVED step", async || {
-        let timeline = tracking
-            .track(TrackRequest {
-                tracking_code: code.clone(),
-                verification_code: verification.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .timeline;
+        let timeline = track(senamhi.grpc_addr(), &code, &verification).await;
         if timeline
             .iter()
             .any(|e| e.status == FilingStatus::Received as i32)

@@ -308,13 +308,7 @@ struct MailText {
 impl MailText {
     fn of(told: &Told, trust: &Trust, portal: &str) -> Self {
         let directory = trust.directory();
-        let name = |id: &str| {
-            directory
-                .get(id)
-                .map(|i| i.name.clone())
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| id.to_uppercase())
-        };
+        let name = |id: &str| directory.display_name(id);
         let (at, by, holder) = (
             crate::ids::format_utc(told.at_ms),
             name(&told.institution),

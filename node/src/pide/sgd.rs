@@ -351,13 +351,7 @@ fn cargo_pdf_with(trust: &Trust, offset: i32, filing: &FilingRow, cargo: &SgdCar
         return cargo.pdf.clone();
     }
     let directory = trust.directory();
-    let name = |id: &str| {
-        directory
-            .get(id)
-            .map(|i| i.name.clone())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| id.to_uppercase())
-    };
+    let name = |id: &str| directory.display_name(id);
     let sgd = filing.sgd.clone().unwrap_or_default();
     let state = if cargo.flag == "O" {
         "Observado"

@@ -395,10 +395,7 @@ pub fn timeline(
 
 /// An institution's name as the directory gives it, its id otherwise.
 pub fn institution(directory: &Directory, id: &str) -> String {
-    match directory.get(id) {
-        Some(i) if !i.name.is_empty() => i.name.clone(),
-        _ => id.to_uppercase(),
-    }
+    directory.display_name(id)
 }
 
 /// The text, or a dash when there is none.
