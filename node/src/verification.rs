@@ -19,8 +19,9 @@
 //! before anything is computed.
 
 use argon2::password_hash::phc::{Output, PasswordHash, Salt};
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
-use std::sync::OnceLock;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use base64::Engine;
+use std::sync::{Mutex, OnceLock};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
@@ -102,11 +103,39 @@ pub fn verifier(tracking_code: &str, code: &str) -> Vec<u8> {
     getrandom::fill(&mut salt).expect("the OS random source is available");
     let params =
         Params::new(M_COST, T_COST, P_COST, Some(HASH_BYTES)).expect("the parameters are valid");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_with_salt(&password(tracking_code, &code), &salt)
-        .expect("a 16-byte salt and a 32-byte output are valid")
-        .to_string()
-        .into_bytes()
+    let mut hash = [0u8; HASH_BYTES];
+    argon2id(params, &password(tracking_code, &code), &salt, &mut hash)
+        .expect("a 16-byte salt and a 32-byte output are valid");
+    // The PHC string format: base64 without padding.
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+    format!(
+        "$argon2id$v=19$m={M_COST},t={T_COST},p={P_COST}${}${}",
+        b64(&salt),
+        b64(&hash)
+    )
+    .into_bytes()
+}
+
+/// One Argon2id evaluation in memory reused from earlier ones. Evaluations
+/// run at most one per core ([`off_runtime`]), on whichever blocking
+/// threads the runtime has: each allocating its own 19 MiB left the
+/// allocator holding that much per thread it ever ran on (hundreds of MiB
+/// under load). Buffers larger than the default parameters need (a verifier
+/// from the wire may ask for up to [`MAX_M_COST`]) are not kept.
+fn argon2id(params: Params, password: &[u8], salt: &[u8], out: &mut [u8]) -> argon2::Result<()> {
+    static POOL: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+    let needed = params.block_count();
+    let taken = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut blocks = taken.unwrap_or_default();
+    if blocks.len() < needed {
+        blocks.resize(needed, Block::default());
+    }
+    let result = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into_with_memory(password, salt, out, &mut blocks[..]);
+    if blocks.len() <= M_COST as usize {
+        POOL.lock().unwrap_or_else(|e| e.into_inner()).push(blocks);
+    }
+    result
 }
 
 /// The verifier the first release published: SHA-256 over a domain tag, the
@@ -233,9 +262,7 @@ pub fn verifies(verifier: Option<&[u8]>, tracking_code: &str, typed: &str) -> bo
     match verifier.map(parse) {
         Some(Ok(Form::Argon2id { params, salt, hash })) => {
             let mut out = vec![0u8; hash.len()];
-            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-                .hash_password_into(&password, &salt, &mut out)
-                .is_ok()
+            argon2id(params, &password, &salt, &mut out).is_ok()
                 && bool::from(out.ct_eq(hash.as_bytes()))
         }
         Some(Ok(Form::Legacy(expected))) => {
@@ -254,11 +281,7 @@ pub fn verifies(verifier: Option<&[u8]>, tracking_code: &str, typed: &str) -> bo
 fn dummy(password: &[u8]) {
     let params = Params::new(M_COST, T_COST, P_COST, Some(HASH_BYTES)).expect("valid parameters");
     let mut out = [0u8; HASH_BYTES];
-    let _ = Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password_into(
-        password,
-        b"ecointegra.dummy.salt",
-        &mut out,
-    );
+    let _ = argon2id(params, password, b"ecointegra.dummy.salt", &mut out);
 }
 
 /// Runs `f` (a verifier to make or check) on the blocking pool, at most one
@@ -351,6 +374,28 @@ mod tests {
         // Bound to its filing.
         assert!(!verifies(Some(&verifier), "SENAMHI-2026-7K3M9Q2Q", code));
         assert!(!verifies(None, FILING, code));
+    }
+
+    #[test]
+    fn verifiers_are_the_argon2_crates_own_phc_strings() {
+        use argon2::PasswordHasher;
+        // One the crate's hasher made (as releases before pooled memory did)
+        // verifies here...
+        let code = normalize("K7Q2-9XWD-M4TA-PR3O").unwrap();
+        let params = Params::new(M_COST, T_COST, P_COST, Some(HASH_BYTES)).unwrap();
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+            .hash_password_with_salt(&password(FILING, &code), &[9u8; SALT_BYTES])
+            .unwrap()
+            .to_string();
+        assert!(verifies(Some(theirs.as_bytes()), FILING, &code));
+        // ... and one made here is what the crate makes for the same salt.
+        let ours = String::from_utf8(super::verifier(FILING, &code)).unwrap();
+        let salt = PasswordHash::new(&ours).unwrap().salt.unwrap();
+        let again = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_with_salt(&password(FILING, &code), &salt)
+            .unwrap()
+            .to_string();
+        assert_eq!(ours, again);
     }
 
     #[test]

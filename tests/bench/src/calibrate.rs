@@ -1,9 +1,13 @@
 //! The machine's physical limits, measured before the load: SHA-256 speed,
-//! Ed25519 signatures and verifications per second, and the latency of a small
-//! write plus fsync in the directory the nodes keep their data in. Every
-//! filing costs at least its bytes' hashing, one signature per record and
-//! several fsyncs; these numbers say how far the results are from that floor.
+//! Ed25519 signatures and verifications per second, one HPKE key agreement
+//! (sealing and opening a few bytes, as the nodes' crypto does it), the
+//! ChaCha20-Poly1305 speed of a sealed record's bytes, one Argon2id
+//! verifier of a citizen's code (as the node computes it), and the latency
+//! of a small write plus fsync in the directory the nodes keep their data
+//! in. [`Floor`] turns them into the least a filing costs with every
+//! guarantee kept, so a result shows its distance to that limit.
 
+use ecointegra_broker::crypto;
 use ecointegra_broker::keys::SigningIdentity;
 use ed25519_dalek::{Signature, Verifier};
 use serde::Serialize;
@@ -22,6 +26,51 @@ pub struct Calibration {
     pub fsync_p50_us: u64,
     pub fsync_p99_us: u64,
     pub fsync_samples: u64,
+    /// Sealing and opening 32 bytes for a recipient (HPKE: the key
+    /// agreements, the key schedule, a tiny AEAD), microseconds.
+    pub hpke_seal_open_us: f64,
+    /// Sealing and opening 1 MiB: the AEAD's bytes, GB/s (each way).
+    pub aead_gb_per_s: f64,
+    /// One Argon2id verifier of a citizen's verification code, milliseconds.
+    pub argon2id_ms: f64,
+}
+
+/// The least CPU and disk one filing of a size needs with every guarantee
+/// the system keeps: one Argon2id verifier (the citizen's code); its bytes
+/// hashed at both ends, sealed at the origin and opened at the destination;
+/// one key agreement per transfer and one per receipt; one signature made
+/// and checked per record (each chunk, the manifest, the receipt) and per
+/// tracking step (registered, sent, delivered: each checked by both nodes);
+/// the document written once at each end, and three durable commits (the
+/// submission, the delivery, the receipt's arrival) of a page each.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Floor {
+    pub cpu_ms: f64,
+    /// Of which the Argon2id verifier.
+    pub argon2id_ms: f64,
+    pub disk_kib: f64,
+    /// What `cores` cores could move at that CPU cost.
+    pub max_filings_per_s: f64,
+}
+
+impl Floor {
+    pub fn of(c: &Calibration, size: u64, chunk_size: u64, cores: usize) -> Floor {
+        let bytes = size as f64;
+        let records = size.div_ceil(chunk_size).max(1) as f64 + 2.0;
+        let (steps, checks_per_step) = (3.0, 2.0);
+        let signing_ms = (records + steps) * 1000.0 / c.ed25519_signs_per_s
+            + (records + steps * checks_per_step) * 1000.0 / c.ed25519_verifies_per_s;
+        let hashing_ms = 2.0 * bytes / (c.sha256_gb_per_s * 1e6);
+        let aead_ms = 2.0 * bytes / (c.aead_gb_per_s * 1e6);
+        let agreements_ms = 2.0 * c.hpke_seal_open_us / 1000.0;
+        let cpu_ms = c.argon2id_ms + signing_ms + hashing_ms + aead_ms + agreements_ms;
+        Floor {
+            cpu_ms,
+            argon2id_ms: c.argon2id_ms,
+            disk_kib: 2.0 * bytes / 1024.0 + 3.0 * 4.0,
+            max_filings_per_s: cores as f64 * 1000.0 / cpu_ms,
+        }
+    }
 }
 
 /// Measures, for about a second (`quick`) or a few seconds. Blocking.
@@ -81,7 +130,45 @@ pub fn run(dir: &Path, quick: bool) -> anyhow::Result<Calibration> {
     drop(file);
     std::fs::remove_file(&path)?;
 
+    // HPKE, as the nodes seal a record: a few bytes (the key agreements
+    // dominate), then 1 MiB (the AEAD's bytes on top).
+    let recipient = SigningIdentity::generate();
+    let recipient_key = recipient.encryption_public_key();
+    let keyring = [recipient];
+    let round_trip = |plaintext: &[u8]| -> anyhow::Result<()> {
+        let sealed =
+            crypto::encrypt(&recipient_key, b"bench", plaintext).map_err(anyhow::Error::msg)?;
+        crypto::decrypt(&keyring, b"bench", &sealed).map_err(anyhow::Error::msg)?;
+        Ok(())
+    };
+    let timed = |plaintext: &[u8], at_least: u32| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let mut rounds = 0u32;
+        while rounds < at_least || started.elapsed() < budget / 2 {
+            round_trip(plaintext)?;
+            rounds += 1;
+        }
+        Ok(started.elapsed().as_secs_f64() / f64::from(rounds))
+    };
+    let small_s = timed(&[7u8; 32], 20)?;
+    let large_s = timed(&buffer, 3)?;
+    let aead_gb_per_s = 2.0 * buffer.len() as f64 / (large_s - small_s).max(1e-9) / 1e9;
+
+    let started = Instant::now();
+    let mut verifiers = 0u32;
+    while verifiers < 3 || started.elapsed() < budget / 2 {
+        std::hint::black_box(ecointegra_node::verification::verifier(
+            "OEFA-2026-ABCDEFGH",
+            "K7Q2-9XWD-M4TA-PR3E",
+        ));
+        verifiers += 1;
+    }
+    let argon2id_ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(verifiers);
+
     Ok(Calibration {
+        hpke_seal_open_us: small_s * 1e6,
+        aead_gb_per_s,
+        argon2id_ms,
         sha256_gb_per_s,
         ed25519_signs_per_s,
         ed25519_verifies_per_s,
@@ -89,4 +176,39 @@ pub fn run(dir: &Path, quick: bool) -> anyhow::Result<Calibration> {
         fsync_p99_us: latencies.value_at_quantile(0.99),
         fsync_samples: samples,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Calibration {
+        Calibration {
+            sha256_gb_per_s: 1.0,
+            ed25519_signs_per_s: 50_000.0,
+            ed25519_verifies_per_s: 25_000.0,
+            fsync_p50_us: 200,
+            fsync_p99_us: 400,
+            fsync_samples: 20,
+            hpke_seal_open_us: 100.0,
+            aead_gb_per_s: 1.0,
+            argon2id_ms: 20.0,
+        }
+    }
+
+    #[test]
+    fn the_floor_adds_up_what_every_filing_must_cost() {
+        // 1 KiB: one chunk, so 3 records and 3 steps: 6 signatures (0.12 ms)
+        // and 9 checks (0.36 ms); 2 KiB hashed and 2 KiB sealed and opened
+        // (0.004 ms); two key agreements (0.2 ms); the verifier (20 ms).
+        let floor = Floor::of(&machine(), 1024, 512 * 1024, 2);
+        assert!((floor.cpu_ms - 20.684).abs() < 0.01, "{floor:?}");
+        assert_eq!(floor.argon2id_ms, 20.0);
+        assert_eq!(floor.disk_kib, 2.0 + 12.0);
+        assert!((floor.max_filings_per_s - 2000.0 / 20.684).abs() < 0.1);
+        // 1 MiB: two chunks, and the bytes count.
+        let floor = Floor::of(&machine(), 1 << 20, 512 * 1024, 2);
+        assert!(floor.cpu_ms > 20.0 + 4.0 * 1.048, "{floor:?}");
+        assert_eq!(floor.disk_kib, 2048.0 + 12.0);
+    }
 }

@@ -204,12 +204,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         tokio::task::spawn_blocking(move || calibrate::run(&calibration_dir, quick)).await??;
     println!(
         "calibration: SHA-256 {:.2} GB/s, Ed25519 {:.0} signatures/s and {:.0} verifications/s, \
-         4 KiB write+fsync p50 {} µs p99 {} µs",
+         4 KiB write+fsync p50 {} µs p99 {} µs, HPKE seal+open {:.0} µs, ChaCha20-Poly1305 \
+         {:.2} GB/s, Argon2id verifier {:.1} ms",
         calibration.sha256_gb_per_s,
         calibration.ed25519_signs_per_s,
         calibration.ed25519_verifies_per_s,
         calibration.fsync_p50_us,
-        calibration.fsync_p99_us
+        calibration.fsync_p99_us,
+        calibration.hpke_seal_open_us,
+        calibration.aead_gb_per_s,
+        calibration.argon2id_ms
     );
 
     let defaults = Config::default();
@@ -261,7 +265,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             Err(e) => println!("could not delete this run's topics ({prefix}.*): {e:#}"),
         }
     }
-    let sizes = measured?;
+    let mut sizes = measured?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for size in &mut sizes {
+        size.floor = Some(calibrate::Floor::of(
+            &calibration,
+            size.size_bytes,
+            chunk_size,
+            cores,
+        ));
+    }
 
     for size in &sizes {
         for (arm, r) in [("baseline", &size.baseline), ("system", &size.system)] {
@@ -310,6 +323,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     for size in &report.sizes {
         report::print_size(size);
     }
+    println!();
+    report::print_floors(&report.sizes);
+    println!(
+        "(floor: the least CPU and disk a filing needs with every guarantee kept, from the \
+         calibration; floor filings/s: what the machine's cores could move at that CPU)"
+    );
     println!(
         "(filings/s and MB/s: closed loop; latencies: open loop at half the system's maximum, \
          submit to receipt (baseline: send to reply); CPU: nodes for the system, this process \
@@ -583,6 +602,7 @@ async fn measure(
             baseline: baseline_report,
             system: system_report,
             ratio_system_over_baseline: ratios,
+            floor: None,
         };
         if !rss_reset {
             size_report.system.errors.push(

@@ -53,6 +53,8 @@ pub struct SizeReport {
     pub baseline: ArmReport,
     pub system: ArmReport,
     pub ratio_system_over_baseline: Ratio,
+    /// The least a filing of this size costs with every guarantee kept.
+    pub floor: Option<super::calibrate::Floor>,
 }
 
 #[derive(Debug, Serialize)]
@@ -247,6 +249,31 @@ pub fn print_size(size: &SizeReport) {
             report.cpu_s_per_filing * 1000.0,
             report.disk_bytes_written_per_filing / 1024.0,
             rss
+        );
+    }
+}
+
+/// Where the system stands against the floor of each size.
+pub fn print_floors(sizes: &[SizeReport]) {
+    println!(
+        "{:<8} {:>14} {:>12} {:>14} {:>16} {:>14}",
+        "size", "floor CPU ms", "of which", "floor disk KiB", "floor filings/s", "system/floor"
+    );
+    for size in sizes {
+        let Some(floor) = size.floor else { continue };
+        let system = &size.system;
+        println!(
+            "{:<8} {:>14.2} {:>12} {:>14.1} {:>16.1} {:>14}",
+            size.label,
+            floor.cpu_ms,
+            format!("{:.1} Argon2id", floor.argon2id_ms),
+            floor.disk_kib,
+            floor.max_filings_per_s,
+            format!(
+                "CPU {:.1}×, disk {:.1}×",
+                system.cpu_s_per_filing * 1000.0 / floor.cpu_ms,
+                system.disk_bytes_written_per_filing / 1024.0 / floor.disk_kib
+            ),
         );
     }
 }
