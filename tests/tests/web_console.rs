@@ -910,7 +910,9 @@ async fn sign_in_resists_csrf_open_redirects_forged_proxies_and_lock_outs() {
     assert_eq!(status, 403, "{head}");
     assert!(set_cookie(&head, "eco_sesion").is_none(), "{head}");
     let (cookie, csrf) = sign_in_form(&addr, "").await;
-    let forged = format!("csrf={}0&token={CLERK}", &csrf[..63]);
+    // The form's token with its last character changed (to another one).
+    let last = if csrf.ends_with('0') { '1' } else { '0' };
+    let forged = format!("csrf={}{last}&token={CLERK}", &csrf[..63]);
     let (status, head, _) = http(&addr, &form_post("/entrar", &cookie, &forged)).await;
     assert_eq!(status, 403, "{head}");
     assert!(set_cookie(&head, "eco_sesion").is_none(), "{head}");
