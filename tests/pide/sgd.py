@@ -31,7 +31,7 @@ A hostile sender: POSTs a file as it is
 
 A receiving SGD: the entity endpoint (entity.wsdl) the node delivers to
     sgd.py serve --port P --dir D [--user U --password P] [--fail-first N]
-                 [--hub URL [--hub-user U --hub-password P] [--cargo-delay S]]
+                 [--hub URL [--hub-user U --hub-password P]]
   Listens on 127.0.0.1; prints `listening <port>` once bound (--port 0 picks one).
   POST to any path is the SOAP endpoint, namespace http://ws.wsiotramite.segdi.gob.pe/.
   It checks strictly: Content-Type text/xml (charset, if given, utf-8), a
@@ -56,11 +56,11 @@ A receiving SGD: the entity endpoint (entity.wsdl) the node delivers to
       CUO again with the same fields answers 0000 and appends to calls; with
       other fields it answers -1 "CUO ya recibido". A failed download answers
       -1 naming the annex and records nothing.
-      With --hub, after a first delivery (and --cargo-delay seconds, default 1)
-      it sends its cargo to the hub's cargoResponse like a real receiving SGD
-      (vrucentrem = its own RUC, the filing's vrucentrec; vrucentrec = the
-      filing's sender; cflgest "R"; a one-page PDF), and writes the request
-      and the hub's answer to D/cargos-sent/<vcuo>.json.
+      With --hub, once it has answered a first delivery, it sends its cargo
+      to the hub's cargoResponse like a real receiving SGD (vrucentrem = its
+      own RUC, the filing's vrucentrec; vrucentrec = the filing's sender;
+      cflgest "R"; a one-page PDF), and writes the request and the hub's
+      answer to D/cargos-sent/<vcuo>.json.
     - cargoResponse (the entity's CargoTramite, starting at vcuo): bcarstd goes
       to D/cargos/<vcuo>.pdf, a line is appended to D/cargos/<vcuo>.calls,
       then D/cargos/<vcuo>.json is written (bcarstd as {"sha256", "length"}).
@@ -419,7 +419,7 @@ class EntityDouble:
         self.staging = directory / ".staging"
         for folder in (self.received, self.cargos, self.staging, directory / "anexos"):
             folder.mkdir(parents=True, exist_ok=True)
-        self.hub = hub  # None, or dict(url, user, password, delay)
+        self.hub = hub  # None, or dict(url, user, password)
         self._failures_left = fail_first
         self._lock = threading.Lock()
         self._cuo_locks = {}
@@ -553,7 +553,6 @@ class EntityDouble:
     # -- the cargo a receiving SGD sends back through the hub
 
     def _send_cargo_to_hub(self, filing):
-        time.sleep(self.hub["delay"])
         vcuo = filing["vcuo"]
         registered = now_lima()
         annexes = filing.get("lstanexos", [])
@@ -797,8 +796,7 @@ def command_serve(args):
     directory = Path(args.dir)
     hub = None
     if args.hub:
-        hub = {"url": args.hub, "user": args.hub_user, "password": args.hub_password,
-               "delay": args.cargo_delay}
+        hub = {"url": args.hub, "user": args.hub_user, "password": args.hub_password}
     server = ThreadingHTTPServer(("127.0.0.1", args.port), EntityHandler)
     server.daemon_threads = True
     server.double = EntityDouble(directory, args.fail_first, hub)
@@ -844,7 +842,6 @@ def main(argv=None):
     serve.add_argument("--hub", help="the node's hub URL, to send cargos back to")
     serve.add_argument("--hub-user")
     serve.add_argument("--hub-password")
-    serve.add_argument("--cargo-delay", type=float, default=1.0)
     serve.set_defaults(run=command_serve)
 
     args = parser.parse_args(argv)

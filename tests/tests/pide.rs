@@ -367,8 +367,6 @@ async fn a_filing_travels_from_one_sgd_to_another_and_its_cargo_comes_back() {
             "sgd",
             "--hub-password",
             "clave-del-sgd",
-            "--cargo-delay",
-            "0.2",
         ],
     );
     let received = dir_b.join("received").join(&cuo);
