@@ -1180,3 +1180,24 @@ pub async fn track(
         .into_inner()
         .timeline
 }
+
+/// The notification queue of `channel` as the operator sees it at the node
+/// on `addr` (the queue report's `notifications`), with an operator's token.
+pub async fn notification_queue(
+    addr: SocketAddr,
+    operator_token: &str,
+    channel: &str,
+) -> ecointegra_proto::v1::NotificationQueue {
+    let mut ops = operations_as(addr, Some(operator_token)).await;
+    let report = ops
+        .get_queues(ecointegra_proto::v1::GetQueuesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    report
+        .notifications
+        .iter()
+        .find(|n| n.channel == channel)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {channel} queue in {report:#?}"))
+}

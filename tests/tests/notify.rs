@@ -3,7 +3,7 @@
 //! installs) that is down at first; the institution's webhook is called once
 //! per step, signed, after failing twice.
 
-use ecointegra_proto::v1::{FilingStatus, GetQueuesRequest, ObserveFilingRequest};
+use ecointegra_proto::v1::{FilingStatus, ObserveFilingRequest};
 use ecointegra_tests::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -189,17 +189,7 @@ async fn citizens_are_mailed_each_step_once_and_webhooks_are_retried_until_taken
     let failing = "SELECT COUNT(*) FROM notifications WHERE channel = 'mail' \
                    AND sent_at_ms = 0 AND attempts > 0";
     rows_become("both mails to fail once", &store, failing, 2).await;
-    let mut ops = operations_as(senamhi.grpc_addr(), Some(OPERATOR)).await;
-    let report = ops
-        .get_queues(GetQueuesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let mail = report
-        .notifications
-        .iter()
-        .find(|n| n.channel == "mail")
-        .unwrap_or_else(|| panic!("{report:#?}"));
+    let mail = notification_queue(senamhi.grpc_addr(), OPERATOR, "mail").await;
     assert_eq!(
         (mail.pending, mail.failing, mail.sent),
         (2, 2, 0),

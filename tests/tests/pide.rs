@@ -12,7 +12,7 @@
 //! The SGDs are called as blocking child processes: the nodes run in this
 //! test's process on other runtime threads (multi-threaded tests).
 
-use ecointegra_proto::v1::{FilingStatus, GetQueuesRequest};
+use ecointegra_proto::v1::FilingStatus;
 use ecointegra_tests::*;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -340,17 +340,7 @@ async fn a_filing_travels_from_one_sgd_to_another_and_its_cargo_comes_back() {
         1,
     )
     .await;
-    let mut ops = operations_as(oefa.grpc_addr(), Some(OPERATOR)).await;
-    let report = ops
-        .get_queues(GetQueuesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let queue = report
-        .notifications
-        .iter()
-        .find(|n| n.channel == "sgd")
-        .unwrap_or_else(|| panic!("{report:#?}"));
+    let queue = notification_queue(oefa.grpc_addr(), OPERATOR, "sgd").await;
     assert_eq!((queue.pending, queue.failing), (1, 1), "{queue:?}");
     assert!(queue.last_error.contains("cannot connect"), "{queue:?}");
 

@@ -72,6 +72,20 @@ fn result(element: &str, outcome: Result<String, Refusal>) -> String {
     xml::message(xml::HUB_NS, element, &out)
 }
 
+/// Refuses a request whose `vrucentrem` is not this institution's RUC;
+/// returns the RUC.
+fn sender_is_me(pide: &Pide, call: &Call) -> Result<String, Refusal> {
+    let me = my_ruc(pide)?;
+    let sender = call.get("vrucentrem").trim();
+    if sender != me {
+        return Err(refuse(
+            "vrucentrem",
+            format!("{sender:?} is not this institution's RUC ({me})"),
+        ));
+    }
+    Ok(me)
+}
+
 /// This institution's RUC, or the refusal of a node the directory gives none.
 fn my_ruc(pide: &Pide) -> Result<String, Refusal> {
     pide.my_ruc().ok_or_else(|| Refusal {
@@ -102,14 +116,7 @@ fn int(call: &Call, field: &str) -> Result<i64, Refusal> {
 /// A filing the SGD sends to another entity.
 async fn recepcionar(pide: &Pide, call: &Call) -> Result<String, Refusal> {
     let desk = &pide.desk;
-    let me = my_ruc(pide)?;
-    let sender = call.get("vrucentrem").trim();
-    if sender != me {
-        return Err(refuse(
-            "vrucentrem",
-            format!("{sender:?} is not this institution's RUC ({me})"),
-        ));
-    }
+    let me = sender_is_me(pide, call)?;
     let recipient = call.get("vrucentrec").trim();
     let directory = desk.trust.directory();
     let destination = directory
@@ -180,7 +187,7 @@ async fn recepcionar(pide: &Pide, call: &Call) -> Result<String, Refusal> {
     let sgd = SgdDocument {
         cuo: cuo.to_owned(),
         cuo_ref: call.get("vcuoref").trim().to_owned(),
-        sender_ruc: sender.to_owned(),
+        sender_ruc: me.clone(),
         recipient_ruc: recipient.to_owned(),
         sender_entity_name: call.get("vnomentemi").trim().to_owned(),
         sender_unit: call.get("vuniorgrem").trim().to_owned(),
@@ -563,49 +570,9 @@ async fn cargo(pide: &Pide, call: &Call) -> Result<String, Refusal> {
 /// receiver's cargo arrives, then `R` or `O` with the cargo's data.
 async fn consultar(pide: &Pide, call: &Call) -> String {
     let element = "consultarTramiteResponseResponse";
-    let refused = |code: &str, description: String| {
-        let mut out = String::from("<return>");
-        xml::required(&mut out, "vcodres", code);
-        xml::required(&mut out, "vdesres", &description);
-        out.push_str("</return>");
-        xml::message(xml::HUB_NS, element, &out)
-    };
-    let me = match my_ruc(pide) {
-        Ok(me) => me,
-        Err(r) => return refused(r.code, r.description),
-    };
-    let sender = call.get("vrucentrem").trim();
-    if sender != me {
-        return refused(
-            REFUSED,
-            format!("vrucentrem: {sender:?} is not this institution's RUC ({me})"),
-        );
-    }
-    let cuo = call.get("vcuo").trim().to_owned();
-    if !validate::digits(&cuo, 10) {
-        return refused(REFUSED, format!("vcuo: {cuo:?} is not a CUO: 10 digits"));
-    }
-    let lookup = cuo.clone();
-    let found = pide
-        .desk
-        .store
-        .run(move |s| {
-            let Some(filing) = s.filing_by_cuo(&lookup, Direction::Outbound)? else {
-                return Ok(None);
-            };
-            let cargo = s.sgd_cargo(&filing.transfer_id)?;
-            Ok(Some((filing, cargo)))
-        })
-        .await;
-    let (filing, cargo) = match found {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            return refused(
-                NOT_FOUND,
-                format!("vcuo: no filing with CUO {cuo} was sent by this institution"),
-            );
-        }
-        Err(e) => return refused(REFUSED, format!("the node cannot answer now: {e}")),
+    let (filing, cargo) = match sent_by_cuo(pide, call).await {
+        Ok(found) => found,
+        Err(refusal) => return result(element, Err(refusal)),
     };
     let mut out = String::from("<return>");
     xml::required(&mut out, "vcodres", OK);
@@ -646,6 +613,38 @@ async fn consultar(pide: &Pide, call: &Call) -> String {
     }
     out.push_str("</return>");
     xml::message(xml::HUB_NS, element, &out)
+}
+
+/// The filing this institution's SGD sent under the request's `vcuo`, and
+/// its cargo if one arrived.
+async fn sent_by_cuo(
+    pide: &Pide,
+    call: &Call,
+) -> Result<(crate::store::FilingRow, Option<SgdCargo>), Refusal> {
+    sender_is_me(pide, call)?;
+    let cuo = call.get("vcuo").trim().to_owned();
+    if !validate::digits(&cuo, 10) {
+        return Err(refuse("vcuo", format!("{cuo:?} is not a CUO: 10 digits")));
+    }
+    let lookup = cuo.clone();
+    pide.desk
+        .store
+        .run(move |s| {
+            let Some(filing) = s.filing_by_cuo(&lookup, Direction::Outbound)? else {
+                return Ok(None);
+            };
+            let cargo = s.sgd_cargo(&filing.transfer_id)?;
+            Ok(Some((filing, cargo)))
+        })
+        .await
+        .map_err(|e| Refusal {
+            code: REFUSED,
+            description: format!("the node cannot answer now: {e}"),
+        })?
+        .ok_or_else(|| Refusal {
+            code: NOT_FOUND,
+            description: format!("vcuo: no filing with CUO {cuo} was sent by this institution"),
+        })
 }
 
 /// `getTipoDocumento`: the configured document types.

@@ -126,7 +126,28 @@ impl Store {
             return Ok(());
         };
         let told = Told {
-            event_id: format!("sgd/{transfer_id}/{}", status.short_name()),
+            transfer_id: transfer_id.to_owned(),
+            ..self.told_now(
+                format!("sgd/{transfer_id}/{}", status.short_name()),
+                tracking_code,
+                status,
+                by,
+            )
+        };
+        insert(tx, "sgd", url, &told)
+    }
+
+    /// What this node tells now of `status`, which `by` set on a filing it
+    /// holds (no hop: not a step of the sector's timeline).
+    fn told_now(
+        &self,
+        event_id: String,
+        tracking_code: &str,
+        status: FilingStatus,
+        by: &str,
+    ) -> Told {
+        Told {
+            event_id,
             tracking_code: tracking_code.to_owned(),
             status: status.short_name().to_owned(),
             institution: by.to_owned(),
@@ -135,9 +156,8 @@ impl Store {
             at_ms: ecointegra_broker::now_ms(),
             reason: String::new(),
             unsubscribe: String::new(),
-            transfer_id: transfer_id.to_owned(),
-        };
-        insert(tx, "sgd", url, &told)
+            transfer_id: String::new(),
+        }
     }
 
     /// Queues an observation or a rejection for the citizen, with its reason.
@@ -153,16 +173,8 @@ impl Store {
             return Ok(());
         }
         let told = Told {
-            event_id: format!("notice/{message_id}"),
-            tracking_code: tracking_code.to_owned(),
-            status: status.short_name().to_owned(),
-            institution: by.to_owned(),
-            hop: 0,
-            holder: self.institution.clone(),
-            at_ms: ecointegra_broker::now_ms(),
             reason: reason.to_owned(),
-            unsubscribe: String::new(),
-            transfer_id: String::new(),
+            ..self.told_now(format!("notice/{message_id}"), tracking_code, status, by)
         };
         self.queue_mail(tx, told)
     }
