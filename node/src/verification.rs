@@ -7,9 +7,13 @@
 //!
 //! The registration event on the tracking topic, which every node and every
 //! reader of Kafka sees, carries the code's verifier: Argon2id with a random
-//! salt per filing, as a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$
+//! salt per filing, as a PHC string (`$argon2id$v=19$m=256,t=1,p=1$<salt>$
 //! <hash>`), so the parameters travel with it and may change later. Guessing a
-//! code offline from it costs up to 2^80 Argon2id evaluations of 19 MiB each.
+//! code offline from it costs up to 2^80 Argon2id evaluations of 256 KiB each:
+//! the code's 80 random bits, not the cost of one guess, are what protect it,
+//! so the memory is sized for a node that registers thousands of filings a
+//! second, not for a password a person chose. Verifiers made with other
+//! parameters (19 MiB and 2 passes until December 2026) keep verifying.
 //!
 //! Filings registered before carry the old form: 32 bytes of SHA-256 over the
 //! tracking and (8-character) verification codes. [`verifies`] dispatches on
@@ -31,10 +35,13 @@ pub const CODE_CHARS: usize = 16;
 /// Characters in a verification code of the first release (40 bits).
 pub const LEGACY_CODE_CHARS: usize = 8;
 
-/// Memory of one evaluation, in KiB: 19 MiB, OWASP's first Argon2id choice.
-pub const M_COST: u32 = 19 * 1024;
-/// Passes over the memory.
-pub const T_COST: u32 = 2;
+/// Memory of one evaluation, in KiB. Not OWASP's 19 MiB for passwords: a
+/// code is 80 random bits, so even at this size exhausting one filing's codes
+/// takes millions of years on hardware a million times faster than a core,
+/// while a registration costs a fraction of a millisecond instead of 20.
+pub const M_COST: u32 = 256;
+/// Passes over the memory (RFC 9106 allows one for Argon2id).
+pub const T_COST: u32 = 1;
 /// Lanes.
 pub const P_COST: u32 = 1;
 
@@ -50,6 +57,9 @@ pub const MAX_WORK: u64 = 256 * 1024;
 /// The longest verifier accepted from the wire, in bytes.
 pub const MAX_VERIFIER_BYTES: usize = 256;
 
+/// The largest buffer (in 1 KiB blocks) kept for reuse: what the verifiers
+/// of releases before December 2026 need (m = 19 MiB), which keep verifying.
+const POOLED_BLOCKS: usize = 19 * 1024;
 const SALT_BYTES: usize = 16;
 const HASH_BYTES: usize = 32;
 const LEGACY_BYTES: usize = 32;
@@ -95,8 +105,8 @@ pub fn normalize(typed: &str) -> Option<String> {
 }
 
 /// The verifier of `code` for the filing `tracking_code`: Argon2id with a
-/// fresh random salt, as a PHC string. Takes tens of milliseconds and 19 MiB:
-/// call it through [`off_runtime`] from async code.
+/// fresh random salt, as a PHC string. Takes a fraction of a millisecond and
+/// 256 KiB: call it through [`off_runtime`] from async code.
 pub fn verifier(tracking_code: &str, code: &str) -> Vec<u8> {
     let code = normalize(code).unwrap_or_else(|| code.trim().to_uppercase());
     let mut salt = [0u8; SALT_BYTES];
@@ -118,10 +128,11 @@ pub fn verifier(tracking_code: &str, code: &str) -> Vec<u8> {
 
 /// One Argon2id evaluation in memory reused from earlier ones. Evaluations
 /// run at most one per core ([`off_runtime`]), on whichever blocking
-/// threads the runtime has: each allocating its own 19 MiB left the
-/// allocator holding that much per thread it ever ran on (hundreds of MiB
-/// under load). Buffers larger than the default parameters need (a verifier
-/// from the wire may ask for up to [`MAX_M_COST`]) are not kept.
+/// threads the runtime has: each allocating its own memory (19 MiB with the
+/// parameters of earlier releases) left the allocator holding that much per
+/// thread it ever ran on (hundreds of MiB under load). Buffers larger than
+/// those earlier parameters need (a verifier from the wire may ask for up to
+/// [`MAX_M_COST`]) are not kept.
 fn argon2id(params: Params, password: &[u8], salt: &[u8], out: &mut [u8]) -> argon2::Result<()> {
     static POOL: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
     let needed = params.block_count();
@@ -132,7 +143,7 @@ fn argon2id(params: Params, password: &[u8], salt: &[u8], out: &mut [u8]) -> arg
     }
     let result = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into_with_memory(password, salt, out, &mut blocks[..]);
-    if blocks.len() <= M_COST as usize {
+    if blocks.len() <= POOLED_BLOCKS {
         POOL.lock().unwrap_or_else(|e| e.into_inner()).push(blocks);
     }
     result
@@ -359,10 +370,7 @@ mod tests {
         let code = "K7Q2-9XWD-M4TA-PR3O";
         let verifier = super::verifier(FILING, code);
         let text = std::str::from_utf8(&verifier).unwrap();
-        assert!(
-            text.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-            "{text}"
-        );
+        assert!(text.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{text}");
         assert!(check(&verifier).is_ok());
         // A salt per filing: the same code gives another verifier.
         assert_ne!(super::verifier(FILING, code), verifier);
@@ -379,15 +387,18 @@ mod tests {
     #[test]
     fn verifiers_are_the_argon2_crates_own_phc_strings() {
         use argon2::PasswordHasher;
-        // One the crate's hasher made (as releases before pooled memory did)
-        // verifies here...
+        // One the crate's hasher made (as releases before pooled memory did,
+        // with their 19 MiB and 2 passes) verifies here...
         let code = normalize("K7Q2-9XWD-M4TA-PR3O").unwrap();
-        let params = Params::new(M_COST, T_COST, P_COST, Some(HASH_BYTES)).unwrap();
-        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        let earlier = Params::new(19 * 1024, 2, P_COST, Some(HASH_BYTES)).unwrap();
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, earlier)
             .hash_password_with_salt(&password(FILING, &code), &[9u8; SALT_BYTES])
             .unwrap()
             .to_string();
+        assert!(theirs.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{theirs}");
         assert!(verifies(Some(theirs.as_bytes()), FILING, &code));
+        assert!(!verifies(Some(theirs.as_bytes()), FILING, "K7Q2-9XWD-M4TA-PR31"));
+        let params = Params::new(M_COST, T_COST, P_COST, Some(HASH_BYTES)).unwrap();
         // ... and one made here is what the crate makes for the same salt.
         let ours = String::from_utf8(super::verifier(FILING, &code)).unwrap();
         let salt = PasswordHash::new(&ours).unwrap().salt.unwrap();
