@@ -1,9 +1,9 @@
 //! A rolling upgrade across an envelope schema change, with two builds of the
 //! node: the release before (`ECOINTEGRA_PREVIOUS_BIN`, which tests/run.sh
 //! builds from the commit named in `tests/previous-release`), which reads and
-//! writes envelope schema 1 only, and this one, which reads 1 and 2 and
-//! writes to each institution the newest it has said it reads. The nodes are
-//! upgraded one at a time while filings flow between every pair, as a sector
+//! writes envelope schemas up to [`PREVIOUS_NEWEST`] only, and this one, which
+//! reads up to [`NEWEST`] and writes to each institution the newest it has said
+//! it reads. The nodes are upgraded one at a time while filings flow between every pair, as a sector
 //! would over days: nothing may be lost, dead-lettered or applied twice.
 
 use ecointegra_proto::v1::{Envelope, GetQueuesRequest};
@@ -12,6 +12,11 @@ use prost::Message as _;
 use rdkafka::Message as _;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+
+/// The newest envelope schema this release writes.
+const NEWEST: u32 = ecointegra_broker::envelope::SCHEMA_VERSION;
+/// The newest the release before reads (and writes).
+const PREVIOUS_NEWEST: u32 = 2;
 
 const OPERATOR_TOKEN: &str = "token-de-operador-de-actualizacion";
 
@@ -36,8 +41,19 @@ fn schemas(topic: &str) -> BTreeSet<(String, u32)> {
         .collect()
 }
 
-fn set(pairs: &[(&str, u32)]) -> BTreeSet<(String, u32)> {
-    pairs.iter().map(|(s, v)| (s.to_string(), *v)).collect()
+/// Whether every envelope `topic` holds is of a schema the release before
+/// reads, and which institutions wrote them.
+fn readable_by_the_release_before(topic: &str) -> BTreeSet<String> {
+    let held = schemas(topic);
+    assert!(
+        held.iter().all(|(_, v)| *v <= PREVIOUS_NEWEST),
+        "{topic} holds a schema the release before cannot read: {held:?}"
+    );
+    held.into_iter().map(|(sender, _)| sender).collect()
+}
+
+fn set(senders: &[&str]) -> BTreeSet<String> {
+    senders.iter().map(|s| s.to_string()).collect()
 }
 
 /// The envelope schema the node at `process` writes to `peer`, as its
@@ -93,44 +109,42 @@ async fn a_rolling_upgrade_across_an_envelope_schema_loses_nothing() {
     let mut filed: Vec<(&str, String)> = Vec::new();
     deliver_noted(&mut filed, &mut senamhi, "oefa").await;
 
-    // oefa first: it reads what the others write and writes them schema 1.
+    // oefa first: it reads what the others write and writes them what they
+    // read.
     oefa.terminate();
     oefa = federation.spawn("oefa").await;
     deliver_noted(&mut filed, &mut senamhi, "oefa").await;
     deliver_noted(&mut filed, &mut oefa, "senamhi").await;
     deliver_noted(&mut filed, &mut oefa, "minam").await;
     assert_eq!(
-        schemas(&federation.topic_inbox("senamhi")),
-        set(&[("oefa", 1)]),
-        "the release before was written only what it reads"
+        readable_by_the_release_before(&federation.topic_inbox("senamhi")),
+        set(&["oefa"]),
     );
 
     // Then senamhi: once each has heard the other say so, the two write
-    // schema 2 to each other, and still schema 1 to minam and the tracking
-    // topic that minam reads.
+    // the newest schema to each other, and still what minam reads to minam
+    // and to the tracking topic that minam reads.
     senamhi.terminate();
     senamhi = federation.spawn("senamhi").await;
     deliver_noted(&mut filed, &mut senamhi, "oefa").await;
-    writes(&senamhi, "senamhi", "oefa", 2).await;
-    writes(&oefa, "oefa", "senamhi", 2).await;
-    assert_eq!(schema_written(&oefa, "minam").await, 1);
+    writes(&senamhi, "senamhi", "oefa", NEWEST).await;
+    writes(&oefa, "oefa", "senamhi", NEWEST).await;
+    assert!(schema_written(&oefa, "minam").await <= PREVIOUS_NEWEST);
     deliver_noted(&mut filed, &mut senamhi, "oefa").await;
     deliver_noted(&mut filed, &mut oefa, "senamhi").await;
     deliver_noted(&mut filed, &mut senamhi, "minam").await;
-    assert!(schemas(&federation.topic_inbox("oefa")).contains(&("senamhi".into(), 2)));
-    assert!(schemas(&federation.topic_inbox("senamhi")).contains(&("oefa".into(), 2)));
+    assert!(schemas(&federation.topic_inbox("oefa")).contains(&("senamhi".into(), NEWEST)));
+    assert!(schemas(&federation.topic_inbox("senamhi")).contains(&("oefa".into(), NEWEST)));
     assert_eq!(
-        schemas(&federation.topic_inbox("minam")),
-        set(&[("oefa", 1), ("senamhi", 1)])
+        readable_by_the_release_before(&federation.topic_inbox("minam")),
+        set(&["oefa", "senamhi"])
     );
+    // minam still runs the release before and reads the tracking topic.
     let tracking = format!("{}.tracking", federation.config("oefa").kafka.topic_prefix);
-    assert!(
-        schemas(&tracking).iter().all(|(_, v)| *v == 1),
-        "minam still runs the release before and reads the tracking topic"
-    );
+    readable_by_the_release_before(&tracking);
 
     // Last minam: once every node has heard every other since its upgrade
-    // (a filing step each), everyone writes schema 2, the tracking topic too.
+    // (a filing step each), everyone writes the newest schema, the tracking topic too.
     minam.terminate();
     minam = federation.spawn("minam").await;
     deliver_noted(&mut filed, &mut minam, "oefa").await;
@@ -139,15 +153,15 @@ async fn a_rolling_upgrade_across_an_envelope_schema_loses_nothing() {
     for (process, of) in [(&minam, "minam"), (&senamhi, "senamhi"), (&oefa, "oefa")] {
         for peer in ["minam", "senamhi", "oefa"] {
             if peer != of {
-                writes(process, of, peer, 2).await;
+                writes(process, of, peer, NEWEST).await;
             }
         }
     }
     deliver_noted(&mut filed, &mut senamhi, "minam").await;
     let broadcast = schemas(&tracking);
-    assert!(broadcast.contains(&("minam".into(), 2)), "{broadcast:?}");
-    assert!(broadcast.contains(&("senamhi".into(), 2)), "{broadcast:?}");
-    assert!(schemas(&federation.topic_inbox("minam")).contains(&("senamhi".into(), 2)));
+    assert!(broadcast.contains(&("minam".into(), NEWEST)), "{broadcast:?}");
+    assert!(broadcast.contains(&("senamhi".into(), NEWEST)), "{broadcast:?}");
+    assert!(schemas(&federation.topic_inbox("minam")).contains(&("senamhi".into(), NEWEST)));
 
     // Nothing lost, nothing twice: each filing once at its destination, its
     // whole timeline at every node, no dead letter anywhere.
