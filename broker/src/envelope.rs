@@ -38,7 +38,11 @@ const DOMAIN_V3: &[u8] = b"ecointegra.v3.Envelope\0";
 pub fn canonical_bytes(envelope: &Envelope) -> Vec<u8> {
     let schema = envelope.schema_version;
     let by_digest = schema >= 3;
-    let payload_bytes = if by_digest { 32 } else { envelope.payload.len() };
+    let payload_bytes = if by_digest {
+        32
+    } else {
+        envelope.payload.len()
+    };
     let mut out = Vec::with_capacity(
         DOMAIN_V3.len()
             + 80

@@ -395,9 +395,16 @@ mod tests {
             .hash_password_with_salt(&password(FILING, &code), &[9u8; SALT_BYTES])
             .unwrap()
             .to_string();
-        assert!(theirs.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{theirs}");
+        assert!(
+            theirs.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{theirs}"
+        );
         assert!(verifies(Some(theirs.as_bytes()), FILING, &code));
-        assert!(!verifies(Some(theirs.as_bytes()), FILING, "K7Q2-9XWD-M4TA-PR31"));
+        assert!(!verifies(
+            Some(theirs.as_bytes()),
+            FILING,
+            "K7Q2-9XWD-M4TA-PR31"
+        ));
         let params = Params::new(M_COST, T_COST, P_COST, Some(HASH_BYTES)).unwrap();
         // ... and one made here is what the crate makes for the same salt.
         let ours = String::from_utf8(super::verifier(FILING, &code)).unwrap();

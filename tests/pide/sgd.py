@@ -62,8 +62,9 @@ A receiving SGD: the entity endpoint (entity.wsdl) the node delivers to
       cflgest "R"; a one-page PDF), and writes the request and the hub's
       answer to D/cargos-sent/<vcuo>.json.
     - cargoResponse (the entity's CargoTramite, starting at vcuo): bcarstd goes
-      to D/cargos/<vcuo>.pdf, a line is appended to D/cargos/<vcuo>.calls,
-      then D/cargos/<vcuo>.json is written (bcarstd as {"sha256", "length"}).
+      to D/cargos/<vcuo>.pdf, D/cargos/<vcuo>.json is written (bcarstd as
+      {"sha256", "length"}), then a line is appended to D/cargos/<vcuo>.calls
+      (last, so a reader that counts the lines finds the files complete).
     - consultarTramiteResponse (request = the CUO string): cflgest "P" with
       vcodres 0000 when D/received/<vcuo>/request.json exists, else vcodres 0001.
     - GET /anexos/<path> serves D/anexos/<path> (no auth); GET /slow/<any>
@@ -527,9 +528,9 @@ class EntityDouble:
             if "bcarstd" in fields:
                 write_atomic(self.cargos / f"{vcuo}.pdf", fields["bcarstd"])
                 record["bcarstd"] = digest(fields["bcarstd"])
-            append_line(self.cargos / f"{vcuo}.calls", utc_stamp())
             write_atomic(self.cargos / f"{vcuo}.json",
                          json.dumps(record, ensure_ascii=False, indent=1).encode())
+            append_line(self.cargos / f"{vcuo}.calls", utc_stamp())
         return answer_envelope(operation, [("vcodres", "0000"), ("vdesres", "OK")]), None
 
     def consultar(self, request):

@@ -244,6 +244,7 @@ async fn a_filing_can_be_sent_on_only_by_who_holds_it() {
                 size: 0,
                 sha256: Sha256::digest(b"").to_vec(),
                 chunk_count: 0,
+                data: Vec::new(),
             }],
             attempt: 1,
             chunk_size: 1024,
@@ -510,6 +511,12 @@ impl Crafted {
     }
 
     fn manifest(&self, attempt: u32, probe: bool) -> Vec<u8> {
+        self.manifest_carrying(attempt, probe, None)
+    }
+
+    /// A manifest for the document; with `inline`, one that carries these
+    /// bytes as the document instead of announcing chunks.
+    fn manifest_carrying(&self, attempt: u32, probe: bool, inline: Option<&[u8]>) -> Vec<u8> {
         use ecointegra_proto::v1::{DocumentDigest, Manifest, MessageType, Transfer, TransferKind};
         let manifest = Manifest {
             transfer: Some(Transfer {
@@ -529,7 +536,11 @@ impl Crafted {
                 media_type: "application/pdf".into(),
                 size: self.document.len() as u64,
                 sha256: Sha256::digest(&self.document).to_vec(),
-                chunk_count: self.document.len().div_ceil(1024) as u32,
+                chunk_count: match inline {
+                    Some(_) => 0,
+                    None => self.document.len().div_ceil(1024) as u32,
+                },
+                data: inline.map(<[u8]>::to_vec).unwrap_or_default(),
             }],
             attempt,
             chunk_size: 1024,
@@ -604,6 +615,36 @@ async fn a_corrupt_transfer_sent_again_is_delivered() {
     oefa.shutdown().await;
 }
 
+/// The same for a small filing whose document travels inside its manifest:
+/// a copy with one byte changed is dead-lettered for its digest, and the
+/// good one sent after it is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_small_filing_sent_again_is_delivered() {
+    let federation = Federation::new("hostile-corrupt-inline", &["senamhi", "oefa"]);
+    let oefa = federation.start("oefa").await;
+    let code = "SENAMHI-2026-R3EM4TAP";
+    let senamhi = Crafted::new(
+        &federation,
+        "senamhi",
+        code,
+        &ecointegra_node::ids::bound_transfer_id("senamhi", code),
+    );
+    let mut bad = senamhi.document.clone();
+    bad[2_500] ^= 1;
+    let records = [
+        senamhi.manifest_carrying(1, false, Some(&bad)),
+        senamhi.manifest_carrying(2, false, Some(&senamhi.document)),
+    ];
+    senamhi.publish(&federation, &records).await;
+
+    senamhi.assert_held(&mut oefa.client.clone()).await;
+    assert_eq!(inbound_count(&federation, "oefa"), 1);
+    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 1);
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0].reason_code, "digest", "{letters:#?}");
+    oefa.shutdown().await;
+}
+
 /// A listed institution (minam) that learned senamhi's transfer id (it is
 /// on every record's key) gets a complete filing of its own to oefa first,
 /// under that id, to make oefa refuse senamhi's as already known. A
@@ -672,6 +713,7 @@ async fn forged_receipts_are_dead_lettered_and_the_genuine_one_delivers() {
             size: doc.len,
             sha256: hex::decode(doc.sha256_hex()).unwrap(),
             chunk_count: 1,
+            data: Vec::new(),
         }],
         origin: "senamhi".into(),
         previous_receipt_sha256: Vec::new(),

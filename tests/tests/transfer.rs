@@ -72,6 +72,76 @@ fn receipt_count(federation: &Federation, id: &str) -> i64 {
     count_rows(&federation.store_path(id), "SELECT COUNT(*) FROM receipts")
 }
 
+/// A small filing travels as its manifest alone, with the documents inside,
+/// sealed and encrypted like any chunk, once the sender knows the
+/// destination reads envelope schema 3 (every envelope says what its sender
+/// reads: here, the first filing's receipt); a larger one goes as chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_filing_travels_as_one_encrypted_record() {
+    let federation = Federation::new("inline", &["senamhi", "oefa"]);
+    let [mut senamhi, mut oefa] = federation.start_all().await;
+
+    let small = [
+        Doc::new("vacio.pdf", 0, 4),
+        Doc::new("carta.pdf", 1024, 5),
+        Doc::new("anexo.pdf", 20_000, 6),
+    ];
+    let large = [Doc::new("expediente.pdf", 600_000, 7)];
+    let mut transfers = Vec::new();
+    for docs in [&large[..], &small[..]] {
+        let answer = submit(&mut senamhi.client, header("oefa", "Carta"), docs)
+            .await
+            .unwrap();
+        assert_delivered(
+            &mut senamhi.client,
+            &mut oefa.client,
+            &answer.tracking_code,
+            docs,
+        )
+        .await;
+        transfers.push(answer.transfer_id);
+    }
+    assert_eq!(inbound_count(&federation, "oefa"), 2);
+
+    // What crossed Kafka, by transfer: the record key is the transfer id.
+    let records = read_all(&federation.topic_inbox("oefa"));
+    let kinds = |transfer_id: &str| -> Vec<MessageType> {
+        use rdkafka::Message as _;
+        records
+            .iter()
+            .filter(|r| r.key() == Some(transfer_id.as_bytes()))
+            .map(|r| {
+                Envelope::decode(r.payload().unwrap())
+                    .unwrap()
+                    .message_type()
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds(&transfers[0]),
+        [
+            MessageType::Chunk,
+            MessageType::Chunk,
+            MessageType::Manifest
+        ]
+    );
+    assert_eq!(kinds(&transfers[1]), [MessageType::Manifest]);
+    // The documents inside the manifest are not readable on the topic.
+    let mut sample = Vec::new();
+    small[2].for_each_piece(64, |piece| {
+        if sample.is_empty() {
+            sample = piece.to_vec();
+        }
+    });
+    for record in &records {
+        use rdkafka::Message as _;
+        let bytes = record.payload().unwrap();
+        assert!(!bytes.windows(sample.len()).any(|w| w == sample));
+    }
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_of_0_b_1_kib_and_5_mib_arrive_intact() {
     let federation = Federation::new("sizes", &["senamhi", "oefa"]);

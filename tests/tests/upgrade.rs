@@ -159,8 +159,14 @@ async fn a_rolling_upgrade_across_an_envelope_schema_loses_nothing() {
     }
     deliver_noted(&mut filed, &mut senamhi, "minam").await;
     let broadcast = schemas(&tracking);
-    assert!(broadcast.contains(&("minam".into(), NEWEST)), "{broadcast:?}");
-    assert!(broadcast.contains(&("senamhi".into(), NEWEST)), "{broadcast:?}");
+    assert!(
+        broadcast.contains(&("minam".into(), NEWEST)),
+        "{broadcast:?}"
+    );
+    assert!(
+        broadcast.contains(&("senamhi".into(), NEWEST)),
+        "{broadcast:?}"
+    );
     assert!(schemas(&federation.topic_inbox("minam")).contains(&("senamhi".into(), NEWEST)));
 
     // Nothing lost, nothing twice: each filing once at its destination, its

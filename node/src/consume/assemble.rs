@@ -1,6 +1,8 @@
 //! Assembling transfers: chunks written in order into partial files, and a
 //! manifest whose documents all arrived and hash right adopted into the blob
 //! store as an inbound filing, with its signed receipt queued for the origin.
+//! A small filing's documents may come inside its manifest instead of as
+//! chunks: they are written to the same partial files and adopted alike.
 //! Memory stays bounded whatever the document size: chunks go to disk as they
 //! come, and documents are hashed from disk.
 
@@ -261,7 +263,13 @@ impl Batch<'_> {
                 .partial_path(&envelope.sender, &transfer.transfer_id, doc.index)
                 .map_err(|e| reject("identifier", e.to_string()))?;
             let partial = store::partial(c, &envelope.sender, &transfer.transfer_id, doc.index)?;
-            if doc.size == 0 && partial.is_none() {
+            if !doc.data.is_empty() {
+                // Carried whole in the manifest (checked when opened): one
+                // file, written here, made durable before it is adopted.
+                write_at(&path, 0, &doc.data)
+                    .map_err(Error::io(format!("cannot write {}", path.display())))?;
+                self.dirty.insert(path.clone());
+            } else if doc.size == 0 && partial.is_none() {
                 crate::store::blobs::private_file()
                     .write(true)
                     .create(true)
@@ -283,6 +291,7 @@ impl Batch<'_> {
             }
             let (digest, size) = match digests.get(&doc.index) {
                 Some(known) => *known,
+                None if !doc.data.is_empty() => (Sha256::digest(&doc.data).into(), doc.size),
                 // Hashing it here would hold every other writer up.
                 None if total > LARGE_TRANSFER && !first => return Err(Stop::Later),
                 None => digest_partial(&cx.blobs, &path, &doc.sha256)
@@ -381,7 +390,11 @@ impl Batch<'_> {
         };
         let sealer = cx.trust.sealer.clone();
         let origin = envelope.sender.clone();
-        let documents = manifest.documents.clone();
+        // The receipt names the documents; it does not carry them back.
+        let mut documents = manifest.documents.clone();
+        for doc in &mut documents {
+            doc.data = Vec::new();
+        }
         let (transfer_id, tracking_code, hop, previous) = (
             filing.transfer_id.clone(),
             filing.tracking_code.clone(),

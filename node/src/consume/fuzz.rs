@@ -100,6 +100,7 @@ fn digest() -> DocumentDigest {
         size: 10,
         sha256: vec![7; 32],
         chunk_count: 1,
+        data: Vec::new(),
     }
 }
 

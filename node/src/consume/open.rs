@@ -344,6 +344,16 @@ pub(crate) fn check_manifest(id: &str, manifest: &Manifest) -> Result<(), String
         at_most(doc.size, MAX_DOCUMENT_BYTES, "document size")?;
         // Each chunk carries at least one byte: no more chunks than bytes.
         at_most(doc.chunk_count.into(), doc.size.max(1), "chunk count")?;
+        // A document carried inside the manifest is whole there.
+        if !doc.data.is_empty() && (doc.chunk_count != 0 || doc.data.len() as u64 != doc.size) {
+            return Err(format!(
+                "document {} carries {} bytes in the manifest, but declares {} bytes in {} chunks",
+                doc.index,
+                doc.data.len(),
+                doc.size,
+                doc.chunk_count
+            ));
+        }
     }
     Ok(())
 }
@@ -789,6 +799,12 @@ mod tests {
                 .encode_to_vec()
         };
         assert!(open(&s.oefa, Feed::Inbox, &manifest(&|_| {})).is_ok());
+        // A document whole inside the manifest.
+        let inline = manifest(&|m| {
+            m.documents[0].data = b"data".to_vec();
+            m.documents[0].chunk_count = 0;
+        });
+        assert!(open(&s.oefa, Feed::Inbox, &inline).is_ok());
         for edit in [
             &(|m: &mut Manifest| m.transfer.as_mut().unwrap().hop = 0) as &dyn Fn(&mut Manifest),
             &|m: &mut Manifest| m.transfer.as_mut().unwrap().hop = 10_000,
@@ -798,6 +814,12 @@ mod tests {
             &|m: &mut Manifest| m.transfer.as_mut().unwrap().note = "x".repeat(MAX_NOTE_CHARS + 1),
             &|m: &mut Manifest| m.documents = vec![m.documents[0].clone(); MAX_DOCUMENTS + 1],
             &|m: &mut Manifest| m.documents[0].chunk_count = 1_000_000,
+            // Inline bytes that are not the whole document, or with chunks too.
+            &|m: &mut Manifest| {
+                m.documents[0].data = b"abc".to_vec();
+                m.documents[0].chunk_count = 0;
+            },
+            &|m: &mut Manifest| m.documents[0].data = b"data".to_vec(),
             // An id another institution made, or an unbound one.
             &|m: &mut Manifest| {
                 m.transfer.as_mut().unwrap().transfer_id =

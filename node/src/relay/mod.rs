@@ -1,7 +1,9 @@
 //! The outbox relay: publishes what the store queued, with the idempotent
 //! producer, keyed by transfer id.
 //!
-//! A transfer goes out as its documents' chunks, in order, then its manifest.
+//! A transfer goes out as its documents' chunks, in order, then its manifest;
+//! a small one, to an institution that reads it, as its manifest alone with
+//! the documents inside.
 //! Its outbox entry stays until the signed receipt arrives. If none comes
 //! within `transfer.receipt_timeout_secs`, the manifest goes again alone (a
 //! probe, with a new attempt number: a destination that holds the filing, or
@@ -18,7 +20,7 @@ use crate::kafka::Kafka;
 use crate::retry::Policy;
 use crate::store::Store;
 use crate::store::blobs::Blobs;
-use crate::store::{FilingRow, OutboxKind, OutboxRow};
+use crate::store::{DocumentRow, FilingRow, OutboxKind, OutboxRow};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::otlp::Otlp;
 use crate::trust::Trust;
@@ -36,6 +38,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Records of one transfer awaiting acknowledgement at once: bounds memory.
 const WINDOW: usize = 16;
+/// A filing of at most this many bytes (and at most one chunk) travels
+/// inside its manifest to an institution that reads envelope schema 3.
+const INLINE_MAX: u64 = 64 * 1024;
 /// Waits before publishing an outbox entry again after Kafka did not take
 /// it, by how many times in a row it failed: 2 s, doubling up to 30 s.
 const RETRY: Policy = Policy::new(Duration::from_secs(2), Duration::from_secs(30));
@@ -451,55 +456,39 @@ async fn publish_records(
     };
     let chunk_size = relay.config.transfer.chunk_size as u64;
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
+    // A small filing travels inside its manifest (one record, one seal), to
+    // an institution that reads schema 3: older ones wait for chunks.
+    let total: u64 = filing.documents.iter().map(|d| d.size).sum();
+    let mut inline = total <= INLINE_MAX.min(chunk_size)
+        && relay
+            .trust
+            .sealer
+            .negotiation()
+            .version_for(&filing.destination)
+            >= 3;
     let mut digests = Vec::with_capacity(filing.documents.len());
-
     for doc in &filing.documents {
-        let chunk_count = doc.size.div_ceil(chunk_size) as u32;
+        let data = if inline {
+            let path = relay.blobs.path(&doc.sha256);
+            tokio::fs::read(&path)
+                .await
+                .map_err(Error::io(format!("cannot read {}", path.display())))?
+        } else {
+            Vec::new()
+        };
         digests.push(DocumentDigest {
             index: doc.index,
             name: doc.name.clone(),
             media_type: doc.media_type.clone(),
             size: doc.size,
             sha256: doc.sha256.clone(),
-            chunk_count,
+            chunk_count: if inline {
+                0
+            } else {
+                doc.size.div_ceil(chunk_size) as u32
+            },
+            data,
         });
-        if probe {
-            continue;
-        }
-        let path = relay.blobs.path(&doc.sha256);
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(Error::io(format!("cannot open {}", path.display())))?;
-        for seq in 0..chunk_count {
-            let offset = seq as u64 * chunk_size;
-            let len = chunk_size.min(doc.size - offset) as usize;
-            let mut data = vec![0u8; len];
-            file.read_exact(&mut data)
-                .await
-                .map_err(Error::io(format!("cannot read {}", path.display())))?;
-            let chunk = Chunk {
-                transfer_id: transfer_id.clone(),
-                document_index: doc.index,
-                seq,
-                offset,
-                sha256: Sha256::digest(&data).to_vec(),
-                data,
-            };
-            let envelope = seal(
-                format!("{transfer_id}/chunk/{}/{seq}", doc.index),
-                MessageType::Chunk,
-                chunk.encode_to_vec(),
-            )?;
-            send(
-                relay,
-                topic,
-                transfer_id,
-                &envelope,
-                traceparent,
-                &mut pending,
-            )
-            .await?;
-        }
     }
 
     // The chain of custody so far: every receipt of earlier hops.
@@ -514,7 +503,7 @@ async fn publish_records(
         .map(|r| r.envelope)
         .collect();
     let attempt = row.attempts + 1;
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         transfer: Some(Transfer {
             transfer_id: transfer_id.clone(),
             tracking_code: filing.tracking_code.clone(),
@@ -541,6 +530,26 @@ async fn publish_records(
         chunk_size: chunk_size as u32,
         probe,
     };
+    if inline && manifest.encoded_len() as u64 > chunk_size {
+        // Too long with its chain of custody for one record: chunks after all.
+        inline = false;
+        for doc in &mut manifest.documents {
+            doc.data = Vec::new();
+            doc.chunk_count = doc.size.div_ceil(chunk_size) as u32;
+        }
+    }
+    if !inline && !probe {
+        for doc in &filing.documents {
+            let chunks = Chunks {
+                relay,
+                topic,
+                transfer_id,
+                traceparent,
+                chunk_size,
+            };
+            chunks.send(doc, &seal, &mut pending).await?;
+        }
+    }
     let envelope = seal(
         format!("{transfer_id}/manifest/{attempt}"),
         MessageType::Manifest,
@@ -560,6 +569,62 @@ async fn publish_records(
         p.delivered().await?;
     }
     Ok((attempt, tracking_seq))
+}
+
+/// Where a transfer's chunks go.
+struct Chunks<'a> {
+    relay: &'a Relay,
+    topic: &'a str,
+    transfer_id: &'a str,
+    traceparent: &'a str,
+    chunk_size: u64,
+}
+
+impl Chunks<'_> {
+    /// Publishes `doc` as its chunks, in order, each sealed by `seal`.
+    async fn send(
+        &self,
+        doc: &DocumentRow,
+        seal: &impl Fn(String, MessageType, Vec<u8>) -> Result<Envelope>,
+        pending: &mut VecDeque<Pending>,
+    ) -> Result<()> {
+        let (transfer_id, chunk_size) = (self.transfer_id, self.chunk_size);
+        let path = self.relay.blobs.path(&doc.sha256);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(Error::io(format!("cannot open {}", path.display())))?;
+        for seq in 0..doc.size.div_ceil(chunk_size) as u32 {
+            let offset = seq as u64 * chunk_size;
+            let len = chunk_size.min(doc.size - offset) as usize;
+            let mut data = vec![0u8; len];
+            file.read_exact(&mut data)
+                .await
+                .map_err(Error::io(format!("cannot read {}", path.display())))?;
+            let chunk = Chunk {
+                transfer_id: transfer_id.to_owned(),
+                document_index: doc.index,
+                seq,
+                offset,
+                sha256: Sha256::digest(&data).to_vec(),
+                data,
+            };
+            let envelope = seal(
+                format!("{transfer_id}/chunk/{}/{seq}", doc.index),
+                MessageType::Chunk,
+                chunk.encode_to_vec(),
+            )?;
+            send(
+                self.relay,
+                self.topic,
+                transfer_id,
+                &envelope,
+                self.traceparent,
+                pending,
+            )
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 async fn send(
