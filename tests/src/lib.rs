@@ -277,6 +277,10 @@ impl Federation {
         format!("{}.inbox.{id}", self.prefix)
     }
 
+    pub fn topic_tracking(&self) -> String {
+        format!("{}.tracking", self.prefix)
+    }
+
     pub fn topic_dlq(&self, id: &str) -> String {
         format!("{}.dlq.{id}", self.prefix)
     }
@@ -1052,7 +1056,8 @@ pub async fn caught_up(federation: &Federation, id: &str, topic: &str) {
 
 /// Waits until the nodes of `ids` are quiet: no envelope (a receipt, a
 /// tracking event) waits in any of their outboxes, and then each has applied
-/// every record in its inbox up to the end Kafka reports. Whatever the test
+/// every record in its inbox and in the tracking topic up to the end Kafka
+/// reports. Whatever the test
 /// caused before has had its effect at every node by then, so a test waits for
 /// this before asserting that something did *not* happen (no second filing, no
 /// second receipt, no new dead letter).
@@ -1069,11 +1074,13 @@ pub async fn settled(federation: &Federation, ids: &[&str]) {
                 return Err(format!("{id} has {queued} envelopes to publish"));
             }
         }
+        let tracking = federation.topic_tracking();
         for id in ids {
-            let inbox = federation.topic_inbox(id);
-            let left = unapplied(federation, id, &inbox, &ends.of(&inbox));
-            if left.iter().any(|&n| n > 0) {
-                return Err(format!("{id} has {left:?} records of {inbox} to apply"));
+            for topic in [federation.topic_inbox(id), tracking.clone()] {
+                let left = unapplied(federation, id, &topic, &ends.of(&topic));
+                if left.iter().any(|&n| n > 0) {
+                    return Err(format!("{id} has {left:?} records of {topic} to apply"));
+                }
             }
         }
         Ok(())

@@ -198,19 +198,8 @@ async fn bad_records_inside_a_batch_are_dead_lettered_and_the_rest_of_the_batch_
         "{letters:#?}"
     );
     // Nothing stalled: the destination's stored offsets move past every
-    // record of its inbox, bad ones included (2 records a filing, 3 bad).
-    let records = 2 * filings.len() as i64 + 3;
-    let what = format!("oefa's stored offsets to reach all {records} records (stored)");
-    eventually(&what, async || {
-        let next = count_rows(
-            &federation.store_path("oefa"),
-            &format!(
-                "SELECT COALESCE(SUM(next_offset), 0) FROM inbox_offsets WHERE topic = '{inbox}'"
-            ),
-        );
-        if next == records { Ok(()) } else { Err(next) }
-    })
-    .await;
+    // record of its inbox, bad ones included.
+    caught_up(&federation, "oefa", &inbox).await;
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }

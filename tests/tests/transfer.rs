@@ -74,8 +74,9 @@ fn receipt_count(federation: &Federation, id: &str) -> i64 {
 
 /// A small filing travels as its manifest alone, with the documents inside,
 /// sealed and encrypted like any chunk, once the sender knows the
-/// destination reads envelope schema 3 (every envelope says what its sender
-/// reads: here, the first filing's receipt); a larger one goes as chunks.
+/// destination reads envelope schema 3 (every envelope and tracking event
+/// says what its sender reads: here, the first filing's receipt and tracking
+/// events); a larger one goes as chunks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_filing_travels_as_one_encrypted_record() {
     let federation = Federation::new("inline", &["senamhi", "oefa"]);
@@ -100,6 +101,11 @@ async fn a_small_filing_travels_as_one_encrypted_record() {
         )
         .await;
         transfers.push(answer.transfer_id);
+        // What oefa signed since has reached senamhi: its receipt, which
+        // may have gone out in schema 1 (oefa had not heard senamhi yet),
+        // and its tracking events, which say what it reads whatever their
+        // schema.
+        settled(&federation, &["senamhi", "oefa"]).await;
     }
     assert_eq!(inbound_count(&federation, "oefa"), 2);
 
