@@ -45,6 +45,29 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The line for `action` on `target` by `actor`, ending now in `outcome`
+    /// (its id is the log's to give).
+    pub fn of<T, E: std::fmt::Display>(
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        outcome: &std::result::Result<T, E>,
+    ) -> Self {
+        Self {
+            id: 0,
+            at_ms: ecointegra_broker::now_ms(),
+            actor: actor.name.clone(),
+            role: actor.role.name().to_owned(),
+            address: actor.address.map(|a| a.to_string()).unwrap_or_default(),
+            action: action.to_owned(),
+            target: target.chars().take(200).collect(),
+            outcome: match outcome {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => e.to_string().chars().take(500).collect(),
+            },
+        }
+    }
+
     pub fn to_proto(&self) -> ecointegra_proto::v1::AuditEntry {
         ecointegra_proto::v1::AuditEntry {
             id: self.id,

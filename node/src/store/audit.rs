@@ -3,7 +3,28 @@
 use super::Store;
 use crate::audit::{Actor, Entry};
 use crate::error::{Error, Result};
-use rusqlite::params;
+use rusqlite::{Connection, params};
+
+/// Appends `entry` in the caller's transaction: a call's effect and its
+/// line in the log commit together.
+pub fn insert(c: &Connection, entry: &Entry) -> Result<()> {
+    super::exec(
+        c,
+        "INSERT INTO audit_log (at_ms, actor, role, address, action, target, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            entry.at_ms,
+            entry.actor,
+            entry.role,
+            entry.address,
+            entry.action,
+            entry.target,
+            entry.outcome
+        ],
+    )
+    .map(drop)
+    .map_err(Error::store("cannot write the audit log"))
+}
 
 impl Store {
     /// Appends `action` on `target` by `actor`, ending in `outcome`, from
@@ -16,19 +37,7 @@ impl Store {
         target: &str,
         outcome: &std::result::Result<T, E>,
     ) {
-        let entry = Entry {
-            id: 0,
-            at_ms: ecointegra_broker::now_ms(),
-            actor: actor.name.clone(),
-            role: actor.role.name().to_owned(),
-            address: actor.address.map(|a| a.to_string()).unwrap_or_default(),
-            action: action.to_owned(),
-            target: target.chars().take(200).collect(),
-            outcome: match outcome {
-                Ok(_) => "ok".to_owned(),
-                Err(e) => e.to_string().chars().take(500).collect(),
-            },
-        };
+        let entry = Entry::of(actor, action, target, outcome);
         if let Err(e) = self.run(move |s| s.append_audit(&entry)).await {
             tracing::error!(error = %e, %action, "Cannot write the audit log.");
         }
@@ -36,23 +45,7 @@ impl Store {
 
     /// Appends `entry` (its id is the log's to give).
     pub fn append_audit(&self, entry: &Entry) -> Result<()> {
-        self.write(|c| {
-            c.execute(
-                "INSERT INTO audit_log (at_ms, actor, role, address, action, target, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    entry.at_ms,
-                    entry.actor,
-                    entry.role,
-                    entry.address,
-                    entry.action,
-                    entry.target,
-                    entry.outcome
-                ],
-            )
-            .map(drop)
-            .map_err(Error::store("cannot write the audit log"))
-        })
+        self.write(|c| insert(c, entry))
     }
 
     /// Up to `limit` entries at or after `since_ms` with ids above

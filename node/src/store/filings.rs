@@ -100,7 +100,9 @@ impl Store {
     /// Stores an accepted submission and its outbox entry in one transaction.
     /// `verifier` is its verification code's, for the registration event
     /// ([`crate::verification::verifier`]; empty for a correction).
-    /// `response` builds the client's answer from the registry number.
+    /// `response` builds the client's answer from the registry number;
+    /// `with_it` writes what else commits with a new filing (its trace
+    /// context and audit line), in the same transaction.
     pub fn insert_submission(
         &self,
         filing: &NewFiling,
@@ -108,6 +110,7 @@ impl Store {
         verifier: Vec<u8>,
         idempotency_key: Option<&str>,
         response: impl FnOnce(&str) -> Vec<u8>,
+        with_it: impl FnOnce(&Connection) -> Result<()>,
     ) -> Result<Submitted> {
         self.write(|tx| {
             if let Some(key) = idempotency_key {
@@ -132,6 +135,7 @@ impl Store {
                 )
                 .map_err(Error::store("cannot record the idempotency key"))?;
             }
+            with_it(tx)?;
             Ok(Submitted::New {
                 filing_id,
                 registry_number,

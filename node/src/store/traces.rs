@@ -18,16 +18,6 @@ pub fn keep(c: &Connection, key: &str, traceparent: &str) -> Result<()> {
 }
 
 impl Store {
-    /// Keeps a `traceparent` under record keys (first one wins).
-    pub fn save_trace(&self, keys: &[&str], traceparent: &str) -> Result<()> {
-        self.write(|tx| {
-            for key in keys {
-                keep(tx, key, traceparent)?;
-            }
-            Ok(())
-        })
-    }
-
     /// The `traceparent` kept under a record key.
     pub fn trace_of(&self, key: &str) -> Result<Option<String>> {
         self.read(|c| {

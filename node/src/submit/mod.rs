@@ -261,11 +261,39 @@ where
     S: Stream<Item = Result<DocPart>> + Unpin,
 {
     let answer = accept_unaudited(desk, caller, header, documents).await;
+    match answer {
+        // A new filing's audit line committed with it.
+        Ok(Accepted::New(answer)) => Ok(answer),
+        Ok(Accepted::Again(answer)) => {
+            let answer = Ok(answer);
+            audit_submission(desk, caller, &answer).await;
+            answer
+        }
+        Err(error) => {
+            let answer = Err(error);
+            audit_submission(desk, caller, &answer).await;
+            answer
+        }
+    }
+}
+
+/// What a submission came to.
+enum Accepted {
+    /// Stored now, with its audit line.
+    New(SubmitFilingResponse),
+    /// Stored before under the same idempotency key: the first answer again.
+    Again(SubmitFilingResponse),
+}
+
+const SUBMIT: &str = "submit filing";
+
+async fn audit_submission(
+    desk: &Desk,
+    caller: &crate::audit::Actor,
+    answer: &Result<SubmitFilingResponse>,
+) {
     let code = answer.as_ref().map_or("", |a| a.tracking_code.as_str());
-    desk.store
-        .audit(caller, "submit filing", code, &answer)
-        .await;
-    answer
+    desk.store.audit(caller, SUBMIT, code, answer).await;
 }
 
 async fn accept_unaudited<S>(
@@ -273,7 +301,7 @@ async fn accept_unaudited<S>(
     caller: &crate::audit::Actor,
     mut header: FilingHeader,
     documents: S,
-) -> Result<SubmitFilingResponse>
+) -> Result<Accepted>
 where
     S: Stream<Item = Result<DocPart>> + Unpin,
 {
@@ -316,7 +344,7 @@ where
     if let Some(key) = idempotency_key.clone()
         && let Some(answer) = desk.store.run(move |s| s.idempotent_response(&key)).await?
     {
-        return decode_answer(&answer);
+        return decode_answer(&answer).map(Accepted::Again);
     }
 
     let documents = receive_documents(desk, documents).await?;
@@ -399,12 +427,9 @@ where
         status: FilingStatus::Registered as i32,
     };
 
-    crate::telemetry::trace::remember_submission(
-        &desk.store,
-        &filing.transfer_id,
-        &filing.tracking_code,
-    )
-    .await;
+    let context = crate::telemetry::trace::submission_context(&filing.tracking_code);
+    let audited =
+        crate::audit::Entry::of(caller, SUBMIT, &filing.tracking_code, &Ok::<_, Error>(()));
     // A correction keeps the code its original registered.
     let verifier = match filing.kind {
         TransferKind::Original => {
@@ -436,6 +461,11 @@ where
                 verifier,
                 idempotency_key.as_deref(),
                 |_| encoded,
+                |tx| {
+                    let keys = [filing.transfer_id.as_str(), filing.tracking_code.as_str()];
+                    crate::telemetry::trace::keep_submission(tx, &keys, &context)?;
+                    crate::store::audit::insert(tx, &audited)
+                },
             )
         })
         .await?;
@@ -444,9 +474,9 @@ where
             desk.metrics
                 .filing_submitted(answer.documents.iter().map(|d| d.size).sum());
             desk.relay_wake.notify_one();
-            Ok(answer)
+            Ok(Accepted::New(answer))
         }
-        Submitted::Existing(first) => decode_answer(&first),
+        Submitted::Existing(first) => decode_answer(&first).map(Accepted::Again),
     }
 }
 

@@ -190,11 +190,6 @@ pub fn current() -> Option<TraceContext> {
     CURRENT.try_with(|c| *c).ok()
 }
 
-/// Keeps a context under record keys (first one wins).
-pub fn save(store: &Store, keys: &[&str], context: &TraceContext) -> crate::error::Result<()> {
-    store.save_trace(keys, &context.to_string())
-}
-
 fn lookup(store: &Store, key: &str) -> Option<TraceContext> {
     store
         .trace_of(key)
@@ -203,9 +198,10 @@ fn lookup(store: &Store, key: &str) -> Option<TraceContext> {
         .and_then(|v| TraceContext::parse(&v))
 }
 
-/// Before a submission is stored: keeps the call's trace for its transfer, so
-/// the relay continues it.
-pub async fn remember_submission(store: &Store, transfer_id: &str, tracking_code: &str) {
+/// The trace a submission continues, logged; kept under its transfer id and
+/// tracking code (with [`keep_submission`]) in the transaction that stores
+/// it, so the relay continues it.
+pub fn submission_context(tracking_code: &str) -> TraceContext {
     let context = current().unwrap_or_else(TraceContext::root);
     tracing::info!(
         trace_id = %context.trace_id(),
@@ -213,13 +209,18 @@ pub async fn remember_submission(store: &Store, transfer_id: &str, tracking_code
         %tracking_code,
         "Submission traced."
     );
-    let (transfer_id, tracking_code) = (transfer_id.to_owned(), tracking_code.to_owned());
-    let saved = store
-        .run(move |s| save(s, &[&transfer_id, &tracking_code], &context))
-        .await;
-    if let Err(error) = saved {
-        tracing::warn!(%error, "Cannot keep a trace context; the transfer starts a new trace.");
-    }
+    context
+}
+
+/// Keeps a submission's context in the caller's transaction.
+pub fn keep_submission(
+    c: &rusqlite::Connection,
+    keys: &[&str],
+    context: &TraceContext,
+) -> crate::error::Result<()> {
+    let parent = context.to_string();
+    keys.iter()
+        .try_for_each(|key| crate::store::traces::keep(c, key, &parent))
 }
 
 /// The context kept for records keyed by `key`, which what is sent for them
