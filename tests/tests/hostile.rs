@@ -582,15 +582,7 @@ async fn a_corrupt_transfer_sent_again_is_delivered() {
     let federation = Federation::new("hostile-corrupt", &["senamhi", "oefa"]);
     let oefa = federation.start("oefa").await;
     // The test plays senamhi's node, which sends a corrupt copy first.
-    let code = "SENAMHI-2026-K7Q29XWD";
-    let senamhi = Crafted::new(
-        &federation,
-        "senamhi",
-        code,
-        &ecointegra_node::ids::bound_transfer_id("senamhi", code),
-    );
-    let mut bad = senamhi.document.clone();
-    bad[2_500] ^= 1;
+    let (senamhi, bad) = corrupt_copy(&federation, "SENAMHI-2026-K7Q29XWD");
     // Corrupt, then a probe, then the whole transfer again: one partition.
     let mut records = senamhi.chunks(&bad);
     records.push(senamhi.manifest(1, false));
@@ -599,12 +591,8 @@ async fn a_corrupt_transfer_sent_again_is_delivered() {
     records.push(senamhi.manifest(3, false));
     senamhi.publish(&federation, &records).await;
 
-    senamhi.assert_held(&mut oefa.client.clone()).await;
-    assert_eq!(inbound_count(&federation, "oefa"), 1);
     // The corrupt copy, and only it, was dead-lettered; the probe was not.
-    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 1);
-    assert_eq!(letters.len(), 1, "{letters:#?}");
-    assert_eq!(letters[0].reason_code, "digest", "{letters:#?}");
+    held_once_after_one_digest_letter(&federation, &senamhi, &oefa).await;
     assert_eq!(
         count_rows(
             &federation.store_path("oefa"),
@@ -622,27 +610,39 @@ async fn a_corrupt_transfer_sent_again_is_delivered() {
 async fn a_corrupt_small_filing_sent_again_is_delivered() {
     let federation = Federation::new("hostile-corrupt-inline", &["senamhi", "oefa"]);
     let oefa = federation.start("oefa").await;
-    let code = "SENAMHI-2026-R3EM4TAP";
-    let senamhi = Crafted::new(
-        &federation,
-        "senamhi",
-        code,
-        &ecointegra_node::ids::bound_transfer_id("senamhi", code),
-    );
-    let mut bad = senamhi.document.clone();
-    bad[2_500] ^= 1;
+    let (senamhi, bad) = corrupt_copy(&federation, "SENAMHI-2026-R3EM4TAP");
     let records = [
         senamhi.manifest_carrying(1, false, Some(&bad)),
         senamhi.manifest_carrying(2, false, Some(&senamhi.document)),
     ];
     senamhi.publish(&federation, &records).await;
 
+    held_once_after_one_digest_letter(&federation, &senamhi, &oefa).await;
+    oefa.shutdown().await;
+}
+
+/// senamhi, played by the test, for filing `code`, and a copy of its
+/// document with one byte changed.
+fn corrupt_copy(federation: &Federation, code: &str) -> (Crafted, Vec<u8>) {
+    let transfer_id = ecointegra_node::ids::bound_transfer_id("senamhi", code);
+    let senamhi = Crafted::new(federation, "senamhi", code, &transfer_id);
+    let mut bad = senamhi.document.clone();
+    bad[2_500] ^= 1;
+    (senamhi, bad)
+}
+
+/// oefa holds senamhi's filing, once, with the right bytes, and dead-lettered
+/// exactly one record, for its digest.
+async fn held_once_after_one_digest_letter(
+    federation: &Federation,
+    senamhi: &Crafted,
+    oefa: &Running,
+) {
     senamhi.assert_held(&mut oefa.client.clone()).await;
-    assert_eq!(inbound_count(&federation, "oefa"), 1);
+    assert_eq!(inbound_count(federation, "oefa"), 1);
     let letters = read_dead_letters(&federation.topic_dlq("oefa"), 1);
     assert_eq!(letters.len(), 1, "{letters:#?}");
     assert_eq!(letters[0].reason_code, "digest", "{letters:#?}");
-    oefa.shutdown().await;
 }
 
 /// A listed institution (minam) that learned senamhi's transfer id (it is
