@@ -84,12 +84,29 @@ pub async fn serve(
             desk: services.desk.clone(),
         }))
         .add_service(operations::server(services.clone()))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), cancel.cancelled())
+        .serve_with_incoming_shutdown(without_nagle(listener), cancel.cancelled())
         .await;
     if let Err(error) = result {
         tracing::error!(%error, "gRPC server failed.");
         cancel.cancel();
     }
+}
+
+/// The accepted connections with Nagle's algorithm off. Given its own
+/// listener, tonic ignores its `tcp_nodelay` setting: HTTP/2 window updates
+/// then waited for the client's delayed ACKs (about 40 ms each), and a 1 GiB
+/// upload crawled at 34 MB/s with both ends idle.
+fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::warn!(%error, "Cannot turn Nagle's algorithm off for a gRPC connection.");
+            }
+        })
+    })
 }
 
 /// The server's TLS settings from its PEM files.
