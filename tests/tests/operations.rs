@@ -574,12 +574,10 @@ async fn metrics_parse_and_count_what_the_test_caused() {
     // What the transfers put on the topic (a chunk and a manifest, or a
     // manifest alone once senamhi knows oefa reads schema 3), keyed by
     // transfer id.
-    let transferred = {
-        read_all(&oefa_inbox)
-            .iter()
-            .filter(|r| transfers.iter().any(|t| r.key() == Some(t.as_bytes())))
-            .count()
-    };
+    let transferred = read_all(&oefa_inbox)
+        .iter()
+        .filter(|r| transfers.iter().any(|t| r.key() == Some(t.as_bytes())))
+        .count();
     assert!((3..=4).contains(&transferred), "{transferred} records");
     assert_eq!(
         sample(

@@ -128,3 +128,19 @@ fn server_tls(
     }
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::without_nagle;
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = Box::pin(without_nagle(listener));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream = accepted.next().await.unwrap().unwrap();
+        assert!(stream.nodelay().unwrap(), "TCP_NODELAY is set");
+    }
+}

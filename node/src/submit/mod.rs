@@ -260,21 +260,15 @@ pub async fn accept<S>(
 where
     S: Stream<Item = Result<DocPart>> + Unpin,
 {
-    let answer = accept_unaudited(desk, caller, header, documents).await;
-    match answer {
+    let answer = match accept_unaudited(desk, caller, header, documents).await {
         // A new filing's audit line committed with it.
-        Ok(Accepted::New(answer)) => Ok(answer),
-        Ok(Accepted::Again(answer)) => {
-            let answer = Ok(answer);
-            audit_submission(desk, caller, &answer).await;
-            answer
-        }
-        Err(error) => {
-            let answer = Err(error);
-            audit_submission(desk, caller, &answer).await;
-            answer
-        }
-    }
+        Ok(Accepted::New(answer)) => return Ok(answer),
+        Ok(Accepted::Again(answer)) => Ok(answer),
+        Err(error) => Err(error),
+    };
+    let code = answer.as_ref().map_or("", |a| a.tracking_code.as_str());
+    desk.store.audit(caller, SUBMIT, code, &answer).await;
+    answer
 }
 
 /// What a submission came to.
@@ -286,15 +280,6 @@ enum Accepted {
 }
 
 const SUBMIT: &str = "submit filing";
-
-async fn audit_submission(
-    desk: &Desk,
-    caller: &crate::audit::Actor,
-    answer: &Result<SubmitFilingResponse>,
-) {
-    let code = answer.as_ref().map_or("", |a| a.tracking_code.as_str());
-    desk.store.audit(caller, SUBMIT, code, answer).await;
-}
 
 async fn accept_unaudited<S>(
     desk: &Desk,
