@@ -216,6 +216,52 @@ mod tests {
         );
     }
 
+    fn page_size(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_store_has_small_pages_and_an_old_one_keeps_its_own() {
+        let dir = TempDir::new("pages");
+        let new = dir.0.join("new.sqlite3");
+        let store = open(&new).unwrap();
+        store.write(|_| Ok(())).unwrap();
+        drop(store);
+        assert_eq!(page_size(&new), crate::store::PAGE_SIZE);
+
+        // The connections a store runs on checkpoint by its own threshold
+        // and trim the WAL file after.
+        let conn = crate::store::open_connection(&new).unwrap();
+        let setting =
+            |name: &str| -> i64 { conn.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
+        assert_eq!(
+            setting("wal_autocheckpoint"),
+            crate::store::WAL_AUTOCHECKPOINT
+        );
+        assert_eq!(
+            setting("journal_size_limit"),
+            crate::store::JOURNAL_SIZE_LIMIT
+        );
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+
+        // A store of 4 KiB pages opens, migrates and stays at 4 KiB: its
+        // rows are not rewritten behind the operator's back.
+        let old = dir.0.join("old.sqlite3");
+        std::fs::write(&old, PREVIOUS_RELEASE).unwrap();
+        assert_eq!(page_size(&old), 4096);
+        let store = open(&old).unwrap();
+        store.write(|_| Ok(())).unwrap();
+        drop(store);
+        assert_eq!(page_size(&old), 4096);
+        assert_eq!(dump(&old).version, LATEST);
+    }
+
     #[test]
     fn a_store_of_the_previous_release_is_adopted_and_stays_readable() {
         let dir = TempDir::new("previous");
