@@ -14,15 +14,22 @@ use ecointegra_proto::v1::{
 };
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio_stream::{Stream, StreamExt};
+
+/// Bytes of a document an upload holds before it writes them out: a small
+/// document is created, written and fsynced in one step on a blocking
+/// thread, a large one in steps of this size, not one per gRPC message.
+const WRITE_AT: usize = 256 * 1024;
 
 /// One document being received.
 struct Upload {
     index: usize,
     header: DocumentHeader,
     temp: TempFile,
-    file: tokio::fs::File,
+    /// Created at the first write-out.
+    file: Option<std::fs::File>,
+    /// Received, hashed, not yet written (under [`WRITE_AT`] between calls).
+    pending: Vec<u8>,
     hasher: Sha256,
     written: u64,
     /// False for an unsized document, whose `declared_size` is the maximum
@@ -31,25 +38,53 @@ struct Upload {
 }
 
 impl Upload {
-    async fn start(desk: &Desk, index: usize, header: DocumentHeader, sized: bool) -> Result<Self> {
-        let temp = TempFile::new(desk.blobs.temp_path());
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(temp.path())
-            .await
-            .map_err(Error::io("cannot create an upload file"))?;
-        Ok(Self {
+    fn start(desk: &Desk, index: usize, header: DocumentHeader, sized: bool) -> Self {
+        Self {
             index,
             header,
-            temp,
-            file,
+            temp: TempFile::new(desk.blobs.temp_path()),
+            file: None,
+            pending: Vec::new(),
             hasher: Sha256::new(),
             written: 0,
             sized,
+        }
+    }
+
+    /// Writes out what is pending (creating the file first if need be), and
+    /// with `sync` makes the file durable: one hop to a blocking thread.
+    async fn write_out(&mut self, sync: bool) -> Result<()> {
+        let file = self.file.take();
+        let pending = std::mem::take(&mut self.pending);
+        let path = self.temp.path().to_owned();
+        let (file, mut pending) = tokio::task::spawn_blocking(move || -> Result<_> {
+            use std::io::Write;
+            let mut file = match file {
+                Some(file) => file,
+                None => crate::store::blobs::private_file()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .map_err(Error::io("cannot create an upload file"))?,
+            };
+            file.write_all(&pending)
+                .map_err(Error::io("cannot write an upload file"))?;
+            if sync {
+                file.sync_all()
+                    .map_err(Error::io("cannot sync an upload file"))?;
+            }
+            Ok((file, pending))
         })
+        .await
+        .map_err(|e| Error::Io {
+            context: "an upload task failed".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+        pending.clear();
+        self.file = Some(file);
+        self.pending = pending;
+        Ok(())
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<()> {
@@ -66,16 +101,16 @@ impl Upload {
             ));
         }
         self.hasher.update(data);
-        self.file
-            .write_all(data)
-            .await
-            .map_err(Error::io("cannot write an upload file"))?;
+        self.pending.extend_from_slice(data);
         self.written = total;
+        if self.pending.len() >= WRITE_AT {
+            self.write_out(false).await?;
+        }
         Ok(())
     }
 
     /// Checks the size, makes the bytes durable and returns the document.
-    async fn finish(self) -> Result<(DocumentRow, TempFile)> {
+    async fn finish(mut self) -> Result<(DocumentRow, TempFile)> {
         if self.sized && self.written != self.header.declared_size {
             return Err(Error::invalid(
                 format!("documents[{}].declared_size", self.index),
@@ -85,10 +120,7 @@ impl Upload {
                 ),
             ));
         }
-        self.file
-            .sync_all()
-            .await
-            .map_err(Error::io("cannot sync an upload file"))?;
+        self.write_out(true).await?;
         let media_type = if self.header.media_type.is_empty() {
             "application/octet-stream".to_owned()
         } else {
@@ -176,7 +208,7 @@ where
         if sized {
             check_total(&documents, doc.declared_size, max_total)?;
         }
-        current = Some(Upload::start(desk, index, doc, sized).await?);
+        current = Some(Upload::start(desk, index, doc, sized));
     }
     if let Some(upload) = current.take() {
         documents.push(upload.finish().await?);
