@@ -369,15 +369,10 @@ async fn publish_transfer(
     probe: bool,
     manifest_seq: &mut Option<u64>,
 ) -> Result<u64> {
-    let transfer_id = row.record_key.clone();
-    let lookup = transfer_id.clone();
-    let filing = relay
-        .store
-        .run(move |s| s.filing_by_transfer(&lookup))
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("the filing of transfer {transfer_id}")))?;
+    let mut source = Source::load(relay, &row.record_key).await?;
+    let filing = &source.filing;
     let topic = relay.kafka.topics.inbox(&filing.destination);
-    let submitted = crate::telemetry::trace::kept_context(&relay.store, &transfer_id).await;
+    let submitted = source.submitted.take();
     let (span, trace) =
         crate::telemetry::trace::start_span(relay.otlp.as_deref(), submitted, || {
             tracing::info_span!(
@@ -392,7 +387,7 @@ async fn publish_transfer(
     let published = publish_records(
         relay,
         row,
-        &filing,
+        &mut source,
         &topic,
         &traceparent,
         probe,
@@ -405,13 +400,70 @@ async fn publish_transfer(
     drop(span);
     let (attempt, tracking_seq) = published?;
     tracing::info!(
-        tracking_code = %filing.tracking_code,
-        destination = %filing.destination,
+        tracking_code = %source.filing.tracking_code,
+        destination = %source.filing.destination,
         attempt,
         probe,
         "Transfer published."
     );
     Ok(tracking_seq)
+}
+
+/// What publishing a transfer reads, read in one call on a blocking thread
+/// (four hops to blocking threads for a one-document filing before).
+struct Source {
+    filing: FilingRow,
+    /// The trace its submission left.
+    submitted: Option<crate::telemetry::trace::TraceContext>,
+    /// The receipts of the hops before this one: the chain of custody.
+    prior_receipts: Vec<Vec<u8>>,
+    /// The filing's timeline step, which the manifest carries.
+    tracking_seq: u64,
+    /// Each document's bytes, for a filing small enough to travel inside
+    /// its manifest (see [`INLINE_MAX`]).
+    small: Option<Vec<Vec<u8>>>,
+}
+
+impl Source {
+    async fn load(relay: &Relay, transfer_id: &str) -> Result<Self> {
+        let transfer_id = transfer_id.to_owned();
+        let blobs = relay.blobs.clone();
+        let small_max = INLINE_MAX.min(relay.config.transfer.chunk_size as u64);
+        relay
+            .store
+            .run(move |s| {
+                let filing = s.filing_by_transfer(&transfer_id)?.ok_or_else(|| {
+                    Error::NotFound(format!("the filing of transfer {transfer_id}"))
+                })?;
+                let submitted = crate::telemetry::trace::kept(s, &transfer_id);
+                let prior_receipts = s
+                    .receipt_chain(&filing.tracking_code)?
+                    .into_iter()
+                    .filter(|r| r.hop < filing.hop)
+                    .map(|r| r.envelope)
+                    .collect();
+                let tracking_seq = s.tracking_seq(&filing.tracking_code)?;
+                let total: u64 = filing.documents.iter().map(|d| d.size).sum();
+                let small = if total <= small_max {
+                    let read = |doc: &DocumentRow| {
+                        let path = blobs.path(&doc.sha256);
+                        std::fs::read(&path)
+                            .map_err(Error::io(format!("cannot read {}", path.display())))
+                    };
+                    Some(filing.documents.iter().map(read).collect::<Result<_>>()?)
+                } else {
+                    None
+                };
+                Ok(Self {
+                    filing,
+                    submitted,
+                    prior_receipts,
+                    tracking_seq,
+                    small,
+                })
+            })
+            .await
+    }
 }
 
 /// Every record of a transfer (only its manifest for a `probe`), each
@@ -420,13 +472,14 @@ async fn publish_transfer(
 async fn publish_records(
     relay: &Relay,
     row: &OutboxRow,
-    filing: &FilingRow,
+    source: &mut Source,
     topic: &str,
     traceparent: &str,
     probe: bool,
     manifest_seq: &mut Option<u64>,
 ) -> Result<(u32, u64)> {
     let transfer_id = &row.record_key;
+    let filing = &source.filing;
     // Content is encrypted for the destination: Kafka sees only ciphertext.
     let recipient_key = relay
         .trust
@@ -458,24 +511,19 @@ async fn publish_records(
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
     // A small filing travels inside its manifest (one record, one seal), to
     // an institution that reads schema 3: older ones wait for chunks.
-    let total: u64 = filing.documents.iter().map(|d| d.size).sum();
-    let mut inline = total <= INLINE_MAX.min(chunk_size)
-        && relay
+    let small = source.small.take().filter(|_| {
+        relay
             .trust
             .sealer
             .negotiation()
             .version_for(&filing.destination)
-            >= 3;
+            >= 3
+    });
+    let mut inline = small.is_some();
+    let mut small = small.unwrap_or_default().into_iter();
     let mut digests = Vec::with_capacity(filing.documents.len());
     for doc in &filing.documents {
-        let data = if inline {
-            let path = relay.blobs.path(&doc.sha256);
-            tokio::fs::read(&path)
-                .await
-                .map_err(Error::io(format!("cannot read {}", path.display())))?
-        } else {
-            Vec::new()
-        };
+        let data = small.next().unwrap_or_default();
         digests.push(DocumentDigest {
             index: doc.index,
             name: doc.name.clone(),
@@ -491,17 +539,10 @@ async fn publish_records(
         });
     }
 
-    // The chain of custody so far: every receipt of earlier hops.
-    let code = filing.tracking_code.clone();
-    let (chain, tracking_seq) = relay
-        .store
-        .run(move |s| Ok((s.receipt_chain(&code)?, s.tracking_seq(&code)?)))
-        .await?;
-    let prior_receipts: Vec<Vec<u8>> = chain
-        .into_iter()
-        .filter(|r| r.hop < filing.hop)
-        .map(|r| r.envelope)
-        .collect();
+    let (prior_receipts, tracking_seq) = (
+        std::mem::take(&mut source.prior_receipts),
+        source.tracking_seq,
+    );
     let attempt = row.attempts + 1;
     let mut manifest = Manifest {
         transfer: Some(Transfer {

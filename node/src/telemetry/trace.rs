@@ -224,10 +224,9 @@ pub fn keep_submission(
 }
 
 /// The context kept for records keyed by `key`, which what is sent for them
-/// continues.
-pub async fn kept_context(store: &Store, key: &str) -> Option<TraceContext> {
-    let key = key.to_owned();
-    store.run(move |s| Ok(lookup(s, &key))).await.ok().flatten()
+/// continues (a blocking read: from a store task).
+pub fn kept(store: &Store, key: &str) -> Option<TraceContext> {
+    lookup(store, key)
 }
 
 /// The `traceparent` for records keyed by each of `keys`, looked up at once.
