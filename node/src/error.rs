@@ -108,6 +108,15 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 
+    /// For a task on a blocking thread that panicked or was cancelled.
+    pub fn task(context: impl Into<String>) -> impl FnOnce(tokio::task::JoinError) -> Self {
+        let context = context.into();
+        move |e| Error::Io {
+            context,
+            source: std::io::Error::other(e),
+        }
+    }
+
     pub fn store(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Self {
         let context = context.into();
         move |source| Error::Store { context, source }

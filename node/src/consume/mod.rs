@@ -270,10 +270,7 @@ async fn connect(cx: &Arc<Consumers>, feed: Feed) -> Result<Arc<InboxConsumer>> 
     let c = consumer.clone();
     let partitions = tokio::task::spawn_blocking(move || c.partitions(Duration::from_secs(5)))
         .await
-        .map_err(|e| Error::Io {
-            context: "metadata task failed".into(),
-            source: std::io::Error::other(e),
-        })??;
+        .map_err(Error::task("metadata task failed"))??;
     let topic_for_store = topic.clone();
     let stored = cx
         .store

@@ -25,10 +25,7 @@ pub struct OperationsApi {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Io {
-            context: "an operations task failed".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?
+        .map_err(Error::task("an operations task failed"))?
 }
 
 #[tonic::async_trait]

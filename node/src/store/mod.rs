@@ -365,10 +365,7 @@ impl Store {
         let store = self.clone();
         tokio::task::spawn_blocking(move || f(&store))
             .await
-            .map_err(|e| Error::Io {
-                context: "a store task failed".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?
+            .map_err(Error::task("a store task failed"))?
     }
 
     /// Runs `f` as one atomic effect and returns once it is durable. Effects

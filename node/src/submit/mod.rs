@@ -77,10 +77,7 @@ impl Upload {
             Ok((file, pending))
         })
         .await
-        .map_err(|e| Error::Io {
-            context: "an upload task failed".into(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+        .map_err(Error::task("an upload task failed"))??;
         pending.clear();
         self.file = Some(file);
         self.pending = pending;

@@ -190,7 +190,9 @@ pub fn current() -> Option<TraceContext> {
     CURRENT.try_with(|c| *c).ok()
 }
 
-fn lookup(store: &Store, key: &str) -> Option<TraceContext> {
+/// The context kept for records keyed by `key`, which what is sent for them
+/// continues (a blocking read: from a store task).
+pub fn kept(store: &Store, key: &str) -> Option<TraceContext> {
     store
         .trace_of(key)
         .ok()
@@ -223,17 +225,11 @@ pub fn keep_submission(
         .try_for_each(|key| crate::store::traces::keep(c, key, &parent))
 }
 
-/// The context kept for records keyed by `key`, which what is sent for them
-/// continues (a blocking read: from a store task).
-pub fn kept(store: &Store, key: &str) -> Option<TraceContext> {
-    lookup(store, key)
-}
-
 /// The `traceparent` for records keyed by each of `keys`, looked up at once.
 pub async fn outgoing_many(store: &Store, keys: Vec<String>) -> Vec<String> {
     let count = keys.len();
     let parents = store
-        .run(move |s| Ok(keys.iter().map(|k| lookup(s, k)).collect::<Vec<_>>()))
+        .run(move |s| Ok(keys.iter().map(|k| kept(s, k)).collect::<Vec<_>>()))
         .await
         .unwrap_or_else(|_| vec![None; count]);
     parents
