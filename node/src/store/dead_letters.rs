@@ -3,6 +3,7 @@
 //! whether it was replayed or discarded (by whom, why).
 
 use super::Store;
+use super::{exec, row};
 use crate::error::{Error, Result};
 use ecointegra_proto::v1::{
     DeadLetter, DeadLetterDetail, DeadLetterEntry, DeadLetterState, Envelope, MessageType,
@@ -48,7 +49,8 @@ fn entry(r: &Row<'_>) -> rusqlite::Result<DeadLetterEntry> {
 }
 
 fn get_entry(c: &Connection, id: i64) -> Result<Option<DeadLetterEntry>> {
-    c.query_row(
+    row(
+        c,
         &format!("SELECT {COLUMNS} FROM dead_letters WHERE id = ?1"),
         [id],
         entry,
@@ -90,7 +92,7 @@ impl Store {
         letter: &DeadLetter,
     ) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            exec(tx,
             "INSERT OR IGNORE INTO dead_letters (dlq_topic, dlq_partition, dlq_offset, source_topic,
                 source_partition, source_offset, reason_code, reason, claimed_sender, message_id,
                 record_key, dead_at_ms, size, letter)
@@ -137,7 +139,7 @@ impl Store {
 
     pub fn dead_letter_counts(&self) -> Result<(i64, i64)> {
         self.read(|c| {
-        c.query_row(
+        row(c,
             "SELECT COALESCE(SUM(replayed_at_ms = 0 AND discarded_at_ms = 0), 0), COUNT(*) FROM dead_letters",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -151,11 +153,13 @@ impl Store {
             let Some(entry) = get_entry(c, id)? else {
                 return Err(Error::NotFound(format!("dead letter {id}")));
             };
-            let bytes: Vec<u8> = c
-                .query_row("SELECT letter FROM dead_letters WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .map_err(Error::store("cannot read dead letters"))?;
+            let bytes: Vec<u8> = row(
+                c,
+                "SELECT letter FROM dead_letters WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(Error::store("cannot read dead letters"))?;
             Ok((entry, bytes))
         })?;
         let letter = DeadLetter::decode(letter.as_slice()).map_err(|e| Error::Io {
@@ -198,8 +202,8 @@ impl Store {
         }
         let now = ecointegra_broker::now_ms();
         self.write(|tx| {
-        let changed = tx
-            .execute(
+        let changed = exec(tx,
+
                 "UPDATE dead_letters SET discarded_at_ms = ?2, discarded_by = ?3, discard_reason = ?4
                  WHERE id = ?1 AND discarded_at_ms = 0",
                 params![id, now, by.trim(), reason.trim()],
@@ -232,16 +236,19 @@ impl Store {
             if entry.replayed_at_ms > 0 {
                 return Ok(Err(entry.replayed_at_ms));
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE dead_letters SET replayed_at_ms = ?2 WHERE id = ?1 AND replayed_at_ms = 0",
                 params![id, now],
             )
             .map_err(Error::store("cannot update a dead letter"))?;
-            let bytes: Vec<u8> = tx
-                .query_row("SELECT letter FROM dead_letters WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .map_err(Error::store("cannot read dead letters"))?;
+            let bytes: Vec<u8> = row(
+                tx,
+                "SELECT letter FROM dead_letters WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(Error::store("cannot read dead letters"))?;
             Ok(Ok(bytes))
         })
     }
@@ -249,7 +256,8 @@ impl Store {
     /// Releases a claim whose replay Kafka did not take.
     pub fn release_dead_letter(&self, id: i64) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE dead_letters SET replayed_at_ms = 0 WHERE id = ?1",
                 [id],
             )

@@ -20,7 +20,7 @@ pub fn held_filing(c: &Connection, tracking_code: &str) -> Result<Option<FilingR
 
 /// Sets a filing's status, and its note unless `note` is empty.
 pub fn set_status(c: &Connection, filing_id: i64, status: FilingStatus, note: &str) -> Result<()> {
-    c.execute(
+    exec(c,
         "UPDATE filings SET status = ?2, note = CASE WHEN ?3 = '' THEN note ELSE ?3 END WHERE id = ?1",
         params![filing_id, status as i64, note],
     )
@@ -35,7 +35,8 @@ pub fn set_received(
     registry_number: &str,
     office: &str,
 ) -> Result<()> {
-    c.execute(
+    exec(
+        c,
         "UPDATE filings SET internal_registry_number = ?2, office = ?3 WHERE id = ?1",
         params![filing_id, registry_number, office],
     )
@@ -87,7 +88,8 @@ impl Store {
 impl Store {
     pub fn idempotent_response(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.read(|c| {
-            c.query_row(
+            row(
+                c,
                 "SELECT response FROM idempotency WHERE key = ?1",
                 [key],
                 |r| r.get(0),
@@ -114,14 +116,14 @@ impl Store {
     ) -> Result<Submitted> {
         self.write(|tx| {
             if let Some(key) = idempotency_key {
-                let existing: Option<Vec<u8>> = tx
-                    .query_row(
-                        "SELECT response FROM idempotency WHERE key = ?1",
-                        [key],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(Error::store("cannot read idempotency keys"))?;
+                let existing: Option<Vec<u8>> = row(
+                    tx,
+                    "SELECT response FROM idempotency WHERE key = ?1",
+                    [key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(Error::store("cannot read idempotency keys"))?;
                 if let Some(existing) = existing {
                     return Ok(Submitted::Existing(existing));
                 }
@@ -310,14 +312,14 @@ impl Store {
         action: impl FnOnce(&Connection) -> Result<Vec<u8>>,
     ) -> Result<Vec<u8>> {
         self.write(|tx| {
-            let done: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT response FROM actions WHERE action_id = ?1",
-                    [action_id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(Error::store("cannot read actions"))?;
+            let done: Option<Vec<u8>> = row(
+                tx,
+                "SELECT response FROM actions WHERE action_id = ?1",
+                [action_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Error::store("cannot read actions"))?;
             if let Some(response) = done {
                 return Ok(response);
             }
@@ -358,14 +360,14 @@ pub(crate) fn insert_filing(
         utc_offset_minutes,
     );
     let counter = format!("registry-{year}");
-    let sequence: i64 = tx
-        .query_row(
-            "INSERT INTO counters (name, value) VALUES (?1, 1)
+    let sequence: i64 = row(
+        tx,
+        "INSERT INTO counters (name, value) VALUES (?1, 1)
              ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
-            [&counter],
-            |r| r.get(0),
-        )
-        .map_err(Error::store("cannot number the filing"))?;
+        [&counter],
+        |r| r.get(0),
+    )
+    .map_err(Error::store("cannot number the filing"))?;
     let registry_number = crate::ids::registry_number(institution, year, sequence);
     exec(tx,
         "INSERT INTO filings (tracking_code, verification_code, transfer_id, direction, status, origin,

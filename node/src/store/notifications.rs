@@ -182,19 +182,19 @@ impl Store {
     /// Mail for the citizen who filed `told`'s filing here, if they gave an
     /// address and did not unsubscribe.
     fn queue_mail(&self, tx: &Connection, mut told: Told) -> Result<()> {
-        let party: Option<Vec<u8>> = tx
-            .query_row(
-                "SELECT sender_party FROM filings WHERE tracking_code = ?1 AND direction = ?2
+        let party: Option<Vec<u8>> = row(
+            tx,
+            "SELECT sender_party FROM filings WHERE tracking_code = ?1 AND direction = ?2
                  AND origin = ?3 ORDER BY id LIMIT 1",
-                params![
-                    told.tracking_code,
-                    ecointegra_proto::v1::Direction::Outbound as i64,
-                    self.institution
-                ],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(Error::store("cannot read the filing's sender"))?;
+            params![
+                told.tracking_code,
+                ecointegra_proto::v1::Direction::Outbound as i64,
+                self.institution
+            ],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(Error::store("cannot read the filing's sender"))?;
         let Some(email) = party
             .and_then(|b| Party::decode(b.as_slice()).ok())
             .map(|p| p.email.trim().to_owned())
@@ -208,13 +208,13 @@ impl Store {
             params![told.tracking_code, crate::ids::random_code(24)],
         )
         .map_err(Error::store("cannot record the mail subscription"))?;
-        let (token, unsubscribed): (String, i64) = tx
-            .query_row(
-                "SELECT token, unsubscribed_at_ms FROM mail_subscriptions WHERE tracking_code = ?1",
-                [&told.tracking_code],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(Error::store("cannot read the mail subscription"))?;
+        let (token, unsubscribed): (String, i64) = row(
+            tx,
+            "SELECT token, unsubscribed_at_ms FROM mail_subscriptions WHERE tracking_code = ?1",
+            [&told.tracking_code],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(Error::store("cannot read the mail subscription"))?;
         if unsubscribed > 0 {
             return Ok(());
         }
@@ -234,7 +234,8 @@ impl Store {
                 params![code, token, ecointegra_broker::now_ms()],
             )
             .map_err(Error::store("cannot unsubscribe"))?;
-            tx.query_row(
+            row(
+                tx,
                 "SELECT COUNT(*) FROM mail_subscriptions WHERE tracking_code = ?1 AND token = ?2",
                 params![code, token],
                 |r| r.get::<_, i64>(0),
@@ -342,7 +343,8 @@ impl Store {
 }
 
 fn held_here(tx: &Connection, tracking_code: &str) -> Result<bool> {
-    tx.query_row(
+    row(
+        tx,
         "SELECT 1 FROM filings WHERE tracking_code = ?1 LIMIT 1",
         [tracking_code],
         |_| Ok(()),

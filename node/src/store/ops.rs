@@ -1,6 +1,6 @@
 //! Reads for the operators' queue report: the outbox and recent deliveries.
 
-use super::{OutboxKind, Store};
+use super::{OutboxKind, Store, row};
 use crate::error::{Error, Result};
 use ecointegra_proto::v1::Direction;
 use rusqlite::params;
@@ -57,7 +57,7 @@ impl Store {
         now: i64,
     ) -> Result<(i64, i64)> {
         self.read(|c| {
-        c.query_row(
+        row(c,
             "SELECT COALESCE(MAX(delivered_at_ms), 0), COALESCE(SUM(delivered_at_ms >= ?3), 0)
              FROM filings WHERE direction = ?1 AND delivered_at_ms > 0 AND (?2 = '' OR destination = ?2)",
             params![direction as i64, destination.unwrap_or(""), now - 60_000],

@@ -60,7 +60,8 @@ impl Store {
             .map_err(Error::store("cannot update the outbox"))?;
             if let Some(filing_id) = row.filing_id {
                 let first = row.attempts == 0 && !probe;
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE filings SET status = ?2 WHERE id = ?1 AND status = ?3",
                     params![
                         filing_id,

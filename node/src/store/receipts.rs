@@ -41,8 +41,8 @@ impl Store {
         self.apply(c, position, Some(message_id), |tx| {
             // Kafka never acknowledged the publication, yet it arrived: its
             // SENT step, numbered after the step its manifest carried.
-            let unacknowledged: Option<i64> = tx
-                .query_row(
+            let unacknowledged: Option<i64> = row(tx,
+
                     "SELECT o.manifest_seq FROM outbox o JOIN filings f ON f.id = o.filing_id
                      WHERE o.kind = ?1 AND o.filing_id = ?2 AND o.manifest_seq > 0 AND f.status = ?3",
                     params![
@@ -92,13 +92,13 @@ impl Store {
         topic: &str,
     ) -> Result<()> {
         self.apply(c, position, Some(message_id), |tx| {
-            let envelope: Vec<u8> = tx
-                .query_row(
-                    "SELECT envelope FROM receipts WHERE transfer_id = ?1",
-                    [transfer_id],
-                    |r| r.get(0),
-                )
-                .map_err(Error::store("cannot read the receipt"))?;
+            let envelope: Vec<u8> = row(
+                tx,
+                "SELECT envelope FROM receipts WHERE transfer_id = ?1",
+                [transfer_id],
+                |r| r.get(0),
+            )
+            .map_err(Error::store("cannot read the receipt"))?;
             queue_envelope(tx, topic, recipient, transfer_id, &envelope)
         })
         .map(drop)

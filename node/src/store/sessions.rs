@@ -2,7 +2,7 @@
 //! Kept in the store so a restart signs nobody out; looked up by the SHA-256
 //! of the cookie's value.
 
-use super::Store;
+use super::{Store, exec, row};
 use crate::error::{Error, Result};
 use rusqlite::{OptionalExtension, params};
 
@@ -25,12 +25,14 @@ impl Store {
     /// Records session `id`; forgets every session expired at `now_ms`.
     pub fn open_session(&self, id: &str, row: &SessionRow, now_ms: i64) -> Result<()> {
         self.write(|c| {
-            c.execute(
+            exec(
+                c,
                 "DELETE FROM web_sessions WHERE expires_at_ms <= ?1",
                 params![now_ms],
             )
             .and_then(|_| {
-                c.execute(
+                exec(
+                    c,
                     "INSERT OR REPLACE INTO web_sessions
                      (id_sha256, role, name, csrf, expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![key(id), row.role, row.name, row.csrf, row.expires_at_ms],
@@ -44,7 +46,8 @@ impl Store {
     /// Session `id`, unless it is unknown or expired at `now_ms`.
     pub fn session(&self, id: &str, now_ms: i64) -> Result<Option<SessionRow>> {
         self.read(|c| {
-            c.query_row(
+            row(
+                c,
                 "SELECT role, name, csrf, expires_at_ms FROM web_sessions
                  WHERE id_sha256 = ?1 AND expires_at_ms > ?2",
                 params![key(id), now_ms],
@@ -65,7 +68,8 @@ impl Store {
     /// Ends session `id`.
     pub fn close_session(&self, id: &str) -> Result<()> {
         self.write(|c| {
-            c.execute(
+            exec(
+                c,
                 "DELETE FROM web_sessions WHERE id_sha256 = ?1",
                 params![key(id)],
             )

@@ -18,7 +18,7 @@ impl Store {
     /// The request first accepted under `cuo`, if any.
     pub fn sgd_request(&self, cuo: &str) -> Result<Option<SgdRequest>> {
         self.read(|c| {
-            c.query_row(
+            row(c,
                 "SELECT request_sha256, tracking_code, transfer_id FROM sgd_requests WHERE cuo = ?1",
                 [cuo],
                 |r| {
@@ -109,14 +109,14 @@ impl Store {
     /// The cargo of a transfer, if one arrived.
     pub fn sgd_cargo(&self, transfer_id: &str) -> Result<Option<SgdCargo>> {
         self.read(|c| {
-            let bytes: Option<Vec<u8>> = c
-                .query_row(
-                    "SELECT cargo FROM sgd_cargos WHERE transfer_id = ?1",
-                    [transfer_id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(Error::store("cannot read cargos"))?;
+            let bytes: Option<Vec<u8>> = row(
+                c,
+                "SELECT cargo FROM sgd_cargos WHERE transfer_id = ?1",
+                [transfer_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Error::store("cannot read cargos"))?;
             Ok(bytes.and_then(|b| SgdCargo::decode(b.as_slice()).ok()))
         })
     }
@@ -146,7 +146,8 @@ impl Store {
     /// The transfer a link's token opens, while it has not expired.
     pub fn sgd_link_transfer(&self, token: &str) -> Result<Option<String>> {
         self.read(|c| {
-            c.query_row(
+            row(
+                c,
                 "SELECT transfer_id FROM sgd_links WHERE token = ?1 AND expires_at_ms >= ?2",
                 params![token, ecointegra_broker::now_ms()],
                 |r| r.get(0),
@@ -175,14 +176,14 @@ pub(crate) fn store_cargo(tx: &Connection, transfer_id: &str, cargo: &SgdCargo) 
 }
 
 fn next_cuo(tx: &Connection, prefix: u32) -> Result<String> {
-    let n: i64 = tx
-        .query_row(
-            "INSERT INTO counters (name, value) VALUES ('cuo', 1)
+    let n: i64 = row(
+        tx,
+        "INSERT INTO counters (name, value) VALUES ('cuo', 1)
              ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(Error::store("cannot issue a CUO"))?;
+        [],
+        |r| r.get(0),
+    )
+    .map_err(Error::store("cannot issue a CUO"))?;
     if n >= 100_000_000 {
         return Err(Error::FailedPrecondition(
             "this node has issued all 100,000,000 CUOs of its prefix".into(),

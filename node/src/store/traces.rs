@@ -1,7 +1,7 @@
 //! Trace contexts kept under record keys, so what a node sends later for a
 //! transfer continues the trace that brought it.
 
-use super::Store;
+use super::{Store, row};
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -21,7 +21,8 @@ impl Store {
     /// The `traceparent` kept under a record key.
     pub fn trace_of(&self, key: &str) -> Result<Option<String>> {
         self.read(|c| {
-            c.query_row(
+            row(
+                c,
                 "SELECT traceparent FROM trace_contexts WHERE record_key = ?1",
                 [key],
                 |r| r.get::<_, String>(0),

@@ -128,7 +128,8 @@ impl Store {
 /// The highest step number known for a filing, from its timeline or from a
 /// transfer or notice that carried another node's clock.
 pub(crate) fn clock(c: &Connection, tracking_code: &str) -> Result<u64> {
-    c.query_row(
+    row(
+        c,
         "SELECT MAX(COALESCE((SELECT MAX(seq) FROM tracking_events WHERE tracking_code = ?1), 0),
                     COALESCE((SELECT seq FROM tracking_clocks WHERE tracking_code = ?1), 0))",
         [tracking_code],
