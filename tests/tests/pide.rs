@@ -705,6 +705,11 @@ async fn bad_requests_are_refused_naming_the_field_and_store_nothing() {
     let temp = federation.data_dir("senamhi").join("blobs");
     let blobs = walk(&temp);
     assert!(blobs.is_empty(), "no document kept: {blobs:?}");
+    assert_eq!(
+        count_rows(&store, "SELECT COUNT(*) FROM document_contents"),
+        0,
+        "no document kept in the store"
+    );
 
     // The CUO, once used, is not used again for other content.
     let answer = call(&hub, "recepcionarTramiteResponse", good.clone()).unwrap();

@@ -77,6 +77,7 @@ fn receipt_count(federation: &Federation, id: &str) -> i64 {
 /// destination reads envelope schema 3 (every envelope and tracking event
 /// says what its sender reads: here, the first filing's receipt and tracking
 /// events); a larger one goes as chunks.
+/// Small documents are kept inside each node's store, not as files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_filing_travels_as_one_encrypted_record() {
     let federation = Federation::new("inline", &["senamhi", "oefa"]);
@@ -132,6 +133,28 @@ async fn a_small_filing_travels_as_one_encrypted_record() {
         ]
     );
     assert_eq!(kinds(&transfers[1]), [MessageType::Manifest]);
+    // At both ends the small documents are kept inside the store, with no
+    // file of their own, and the large one is a file and only that.
+    for node in ["senamhi", "oefa"] {
+        for (doc, in_store) in small.iter().map(|d| (d, true)).chain([(&large[0], false)]) {
+            let hex = doc.sha256_hex();
+            let rows = count_rows(
+                &federation.store_path(node),
+                &format!("SELECT COUNT(*) FROM document_contents WHERE sha256 = x'{hex}'"),
+            );
+            let file = federation
+                .data_dir(node)
+                .join("blobs")
+                .join(&hex[..2])
+                .join(&hex);
+            assert_eq!(
+                (rows, file.exists()),
+                (i64::from(in_store), !in_store),
+                "{} at {node}",
+                doc.name
+            );
+        }
+    }
     // The documents inside the manifest are not readable on the topic.
     let mut sample = Vec::new();
     small[2].for_each_piece(64, |piece| {

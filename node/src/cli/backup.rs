@@ -88,10 +88,10 @@ pub(crate) fn backup(args: BackupArgs) -> anyhow::Result<()> {
         (Some(BackupCommand::Verify { dir }), _, _) => {
             for (snapshot, manifest) in verify(&dir)? {
                 println!(
-                    "ok: {} ({}, {} documents, store {} bytes)",
+                    "ok: {} ({}, {}, store {} bytes)",
                     snapshot.display(),
                     ecointegra_node::ids::format_utc(manifest.created_at_ms),
-                    manifest.documents.len(),
+                    document_files(manifest.documents.len()),
                     manifest.store.size
                 );
             }
@@ -169,15 +169,21 @@ fn take(config: &Config, out: &Path) -> anyhow::Result<()> {
     std::fs::rename(&partial, &snapshot)?;
     sync_dir(out)?;
     println!(
-        "backup {}: store {} bytes (schema {}), {} documents ({} copied, {} already in the set)",
+        "backup {}: store {} bytes (schema {}), {} ({} copied, {} already in the set)",
         snapshot.display(),
         store_size,
         schema_version,
-        documents.len(),
+        document_files(documents.len()),
         copied,
         documents.len() - copied
     );
     Ok(())
+}
+
+/// "1 document file", "3 document files": small documents kept inside the
+/// store are in its copy, not counted here.
+fn document_files(n: usize) -> String {
+    format!("{n} document file{}", if n == 1 { "" } else { "s" })
 }
 
 fn fresh_snapshot_dir(out: &Path, now_ms: i64) -> anyhow::Result<PathBuf> {
@@ -194,12 +200,23 @@ fn fresh_snapshot_dir(out: &Path, now_ms: i64) -> anyhow::Result<PathBuf> {
     unreachable!()
 }
 
-/// The documents a store references (hex SHA-256, sorted), its positions and
+/// The document files a store references (hex SHA-256, sorted; a small
+/// document kept in the store itself travels with it), its positions and
 /// its schema version.
 fn read_snapshot(store: &Path) -> anyhow::Result<(Vec<String>, Vec<Position>, u32)> {
     let conn =
         rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut stmt = conn.prepare("SELECT DISTINCT sha256 FROM documents ORDER BY sha256")?;
+    let keeps: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'document_contents'",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(if keeps {
+        "SELECT DISTINCT sha256 FROM documents \
+         WHERE sha256 NOT IN (SELECT sha256 FROM document_contents) ORDER BY sha256"
+    } else {
+        "SELECT DISTINCT sha256 FROM documents ORDER BY sha256"
+    })?;
     let documents = stmt
         .query_map([], |r| r.get::<_, Vec<u8>>(0))?
         .map(|r| r.map(hex::encode))
@@ -391,11 +408,11 @@ pub(crate) fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     sync_dir(data_dir)?;
     let age_h = (ecointegra_broker::now_ms() - manifest.created_at_ms) as f64 / 3_600_000.0;
     println!(
-        "restored {} ({}, {age_h:.1} h old) into {}: {} documents, store schema {}",
+        "restored {} ({}, {age_h:.1} h old) into {}: {}, store schema {}",
         snapshot.display(),
         ecointegra_node::ids::format_utc(manifest.created_at_ms),
         data_dir.display(),
-        manifest.documents.len(),
+        document_files(manifest.documents.len()),
         manifest.schema_version
     );
     println!("Started, the node reads on from these positions:");

@@ -2,7 +2,9 @@
 //! manifest whose documents all arrived and hash right adopted into the blob
 //! store as an inbound filing, with its signed receipt queued for the origin.
 //! A small filing's documents may come inside its manifest instead of as
-//! chunks: they are written to the same partial files and adopted alike.
+//! chunks: each small one is kept in the store with the filing (see
+//! [`crate::store::blobs`]), a larger one written to the same partial file
+//! and adopted alike.
 //! Memory stays bounded whatever the document size: chunks go to disk as they
 //! come, and documents are hashed from disk.
 
@@ -10,11 +12,12 @@ use super::apply::{Applied, Batch};
 use super::{Consumers, Corrupt, Fault, LARGE_TRANSFER, Stop};
 use crate::error::{Error, Result};
 use crate::lifecycle::deadlines::{Calendar, Day};
+use crate::store::blobs::KEPT_MAX;
 use crate::store::{self, Delivery, DocumentRow, NewFiling, Partial, Position, ReceiptRow};
 use ecointegra_broker::envelope::Rejection;
 use ecointegra_proto::v1::{
-    Chunk, Direction, Envelope, FilingStatus, Manifest, MessageType, Receipt, Transfer,
-    TransferKind,
+    Chunk, Direction, DocumentDigest, Envelope, FilingStatus, Manifest, MessageType, Receipt,
+    Transfer, TransferKind,
 };
 use prost::Message as _;
 use rusqlite::Connection;
@@ -263,20 +266,15 @@ impl Batch<'_> {
                 .partial_path(&envelope.sender, &transfer.transfer_id, doc.index)
                 .map_err(|e| reject("identifier", e.to_string()))?;
             let partial = store::partial(c, &envelope.sender, &transfer.transfer_id, doc.index)?;
-            if !doc.data.is_empty() {
-                // Carried whole in the manifest (checked when opened): one
-                // file, written here, made durable before it is adopted.
+            if kept_whole(doc) {
+                // Carried whole in the manifest (checked when opened), or
+                // empty, and small: kept in the store with the filing below.
+            } else if !doc.data.is_empty() {
+                // Carried whole, larger: one file, written here, made durable
+                // before it is adopted.
                 write_at(&path, 0, &doc.data)
                     .map_err(Error::io(format!("cannot write {}", path.display())))?;
                 self.dirty.insert(path.clone());
-            } else if doc.size == 0 && partial.is_none() {
-                crate::store::blobs::private_file()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(Error::io(format!("cannot create {}", path.display())))?;
             } else {
                 let (chunks, bytes) = partial
                     .filter(|p| p.sender == envelope.sender)
@@ -291,7 +289,9 @@ impl Batch<'_> {
             }
             let (digest, size) = match digests.get(&doc.index) {
                 Some(known) => *known,
-                None if !doc.data.is_empty() => (Sha256::digest(&doc.data).into(), doc.size),
+                None if kept_whole(doc) || !doc.data.is_empty() => {
+                    (Sha256::digest(&doc.data).into(), doc.size)
+                }
                 // Hashing it here would hold every other writer up.
                 None if total > LARGE_TRANSFER && !first => return Err(Stop::Later),
                 None => digest_partial(&cx.blobs, &path, &doc.sha256)
@@ -436,14 +436,14 @@ impl Batch<'_> {
             // The sender's SENT step follows what it knew when it published.
             after_seq: transfer.tracking_seq + 1,
         };
-        for doc in &delivery.filing.documents {
+        for doc in &manifest.documents {
+            if kept_whole(doc) {
+                store::blobs::keep(c, &doc.sha256, &doc.data)?;
+                continue;
+            }
             let path = cx
                 .blobs
-                .partial_path(
-                    &delivery.filing.origin,
-                    &delivery.filing.transfer_id,
-                    doc.index,
-                )
+                .partial_path(&envelope.sender, &transfer.transfer_id, doc.index)
                 .map_err(|e| Stop::from(Rejection::new("identifier", e.to_string())))?;
             // Adopted files must be whole and durable before they are renamed.
             if self.dirty.remove(&path) {
@@ -464,6 +464,12 @@ impl Batch<'_> {
             None => Applied::Nothing,
         })
     }
+}
+
+/// Is this document of a manifest kept in the store? One small enough that
+/// came whole inside the manifest, or an empty one: no chunk, no file.
+fn kept_whole(doc: &DocumentDigest) -> bool {
+    doc.size <= KEPT_MAX && doc.data.len() as u64 == doc.size
 }
 
 /// Writes `data` at `offset`, dropping any tail a crash left beyond it. Not

@@ -28,7 +28,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The format tag of `index.json`.
 pub const FORMAT: &str = "ecointegra-evidence/1";
@@ -71,8 +71,8 @@ pub struct Material {
     receipts: Vec<Vec<u8>>,
     events: Vec<Vec<u8>>,
     directory: Vec<Vec<u8>>,
-    /// The document files, in `index.documents` order.
-    document_paths: Vec<PathBuf>,
+    /// Where the documents are, in `index.documents` order.
+    documents: Vec<crate::store::blobs::Stored>,
 }
 
 /// Gathers a filing's evidence from a node's store: its receipts, its signed
@@ -118,7 +118,7 @@ fn gather(
         }
     }
     let mut documents = Vec::new();
-    let mut document_paths = Vec::new();
+    let mut stored = Vec::new();
     if with_documents {
         for copy in &copies {
             for doc in &copy.documents {
@@ -135,7 +135,7 @@ fn gather(
                     size: doc.size,
                     sha256: hex::encode(&doc.sha256),
                 });
-                document_paths.push(blobs.path(&doc.sha256));
+                stored.push(store.locate(blobs, &doc.sha256, doc.size)?);
             }
         }
     }
@@ -160,7 +160,7 @@ fn gather(
         receipts: chain.into_iter().map(|r| r.envelope).collect(),
         events,
         directory,
-        document_paths,
+        documents: stored,
     }))
 }
 
@@ -275,12 +275,11 @@ impl Material {
         for (name, bytes) in self.index.directory.iter().zip(&self.directory) {
             put(&mut zip, name, bytes)?;
         }
-        for (doc, path) in self.index.documents.iter().zip(&self.document_paths) {
+        for (doc, stored) in self.index.documents.iter().zip(&self.documents) {
             let large = doc.size >= u32::MAX as u64;
             zip.start_file(&doc.file, options.large_file(large))
                 .map_err(std::io::Error::other)?;
-            let mut file = std::fs::File::open(path)?;
-            std::io::copy(&mut file, &mut zip)?;
+            std::io::copy(&mut stored.reader()?, &mut zip)?;
         }
         zip.finish().map_err(std::io::Error::other)
     }

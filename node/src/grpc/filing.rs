@@ -118,10 +118,11 @@ impl FilingService for FilingApi {
                 ))
             })?
             .clone();
-        let path = self.services.desk.blobs.path(&document.sha256);
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(Error::io(format!("cannot open {}", path.display())))?;
+        let desk = &self.services.desk;
+        let mut file = desk
+            .store
+            .open_document(&desk.blobs, &document.sha256, document.size)
+            .await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let first =

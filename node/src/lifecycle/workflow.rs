@@ -7,7 +7,7 @@ use crate::audit::Actor;
 use crate::error::{Error, Result, Violation};
 use crate::lifecycle::Desk;
 use crate::lifecycle::validate::{self, MAX_HOPS, MAX_NOTE_CHARS};
-use crate::store::blobs::TempFile;
+use crate::store::blobs::Received;
 use crate::store::{self, DocumentRow, FilingRow, NewFiling, Step};
 use ecointegra_proto::v1::{
     Direction, Filing, FilingStatus, MessageType, Notice, SgdCargo, TransferKind,
@@ -35,7 +35,7 @@ pub enum Action {
     },
     Answer {
         note: String,
-        documents: Vec<(DocumentRow, TempFile)>,
+        documents: Vec<(DocumentRow, Received)>,
     },
     Archive {
         note: String,
@@ -177,12 +177,15 @@ async fn act_unaudited(
         .store
         .run(move |s| {
             // Answer documents are moved into the store first: a crash leaves an
-            // unreferenced file, never a filing without its bytes.
-            let (action, docs) = match action {
+            // unreferenced file, never a filing without its bytes. Small ones
+            // are kept in the action's own transaction.
+            let (action, docs, kept) = match action {
                 Action::Answer { note, documents } => {
-                    let mut rows = Vec::new();
-                    for (row, temp) in documents {
-                        desk2.blobs.adopt(&temp.keep(), &row.sha256)?;
+                    let (mut rows, mut kept) = (Vec::new(), Vec::new());
+                    for (row, received) in documents {
+                        if let Some(bytes) = received.store(&desk2.blobs, &row.sha256)? {
+                            kept.push((row.sha256.clone(), bytes));
+                        }
                         rows.push(row);
                     }
                     (
@@ -191,11 +194,15 @@ async fn act_unaudited(
                             documents: Vec::new(),
                         },
                         rows,
+                        kept,
                     )
                 }
-                other => (other, Vec::new()),
+                other => (other, Vec::new(), Vec::new()),
             };
             s.perform_action(&format!("{}/{action_id}", action.name()), |tx| {
+                for (sha256, bytes) in &kept {
+                    crate::store::blobs::keep(tx, sha256, bytes)?;
+                }
                 let filing = apply(&desk2, s, tx, &code, &action, docs, &actor)?;
                 Ok(filing.to_proto().encode_to_vec())
             })

@@ -280,10 +280,15 @@ async fn annex(
             return (StatusCode::SERVICE_UNAVAILABLE, "try again later\n").into_response();
         }
     };
-    let file = match tokio::fs::File::open(pide.desk.blobs.path(&document.sha256)).await {
+    let desk = &pide.desk;
+    let opened = desk
+        .store
+        .open_document(&desk.blobs, &document.sha256, document.size)
+        .await;
+    let file = match opened {
         Ok(file) => file,
         Err(error) => {
-            tracing::warn!(%error, "An annex's file cannot be opened.");
+            tracing::warn!(%error, "An annex cannot be opened.");
             return not_found();
         }
     };

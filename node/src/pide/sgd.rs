@@ -184,9 +184,11 @@ impl Sgd {
         tail.push_str("</request>");
         tail.push_str(&xml::close(element));
 
-        let file = tokio::fs::File::open(self.blobs.path(&main.sha256))
+        let file = self
+            .store
+            .open_document(&self.blobs, &main.sha256, main.size)
             .await
-            .map_err(|e| format!("the main document's file cannot be opened: {e}"))?;
+            .map_err(|e| format!("the main document cannot be opened: {e}"))?;
         let (pieces, body) = crate::outcall::channel(4);
         tokio::spawn(async move {
             let _ = stream_base64(file, head, tail, &pieces).await;
@@ -303,7 +305,7 @@ impl Sgd {
 
 /// Writes `head`, the file in base64, and `tail` into a streamed body.
 async fn stream_base64(
-    mut file: tokio::fs::File,
+    mut file: crate::store::blobs::Content,
     head: String,
     tail: String,
     pieces: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,

@@ -446,9 +446,12 @@ impl Source {
                 let total: u64 = filing.documents.iter().map(|d| d.size).sum();
                 let small = if total <= small_max {
                     let read = |doc: &DocumentRow| {
-                        let path = blobs.path(&doc.sha256);
-                        std::fs::read(&path)
-                            .map_err(Error::io(format!("cannot read {}", path.display())))
+                        s.locate(&blobs, &doc.sha256, doc.size)?
+                            .read()
+                            .map_err(Error::io(format!(
+                                "cannot read document {} of {transfer_id}",
+                                doc.index
+                            )))
                     };
                     Some(filing.documents.iter().map(read).collect::<Result<_>>()?)
                 } else {
@@ -630,17 +633,19 @@ impl Chunks<'_> {
         pending: &mut VecDeque<Pending>,
     ) -> Result<()> {
         let (transfer_id, chunk_size) = (self.transfer_id, self.chunk_size);
-        let path = self.relay.blobs.path(&doc.sha256);
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(Error::io(format!("cannot open {}", path.display())))?;
+        let mut file = self
+            .relay
+            .store
+            .open_document(&self.relay.blobs, &doc.sha256, doc.size)
+            .await?;
         for seq in 0..doc.size.div_ceil(chunk_size) as u32 {
             let offset = seq as u64 * chunk_size;
             let len = chunk_size.min(doc.size - offset) as usize;
             let mut data = vec![0u8; len];
-            file.read_exact(&mut data)
-                .await
-                .map_err(Error::io(format!("cannot read {}", path.display())))?;
+            file.read_exact(&mut data).await.map_err(Error::io(format!(
+                "cannot read document {} of {transfer_id}",
+                doc.index
+            )))?;
             let chunk = Chunk {
                 transfer_id: transfer_id.to_owned(),
                 document_index: doc.index,

@@ -24,6 +24,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0007_tracking_envelopes.sql")),
     M::up(include_str!("migrations/0008_notifications.sql")),
     M::up(include_str!("migrations/0009_pide.sql")),
+    M::up(include_str!("migrations/0010_document_contents.sql")),
 ];
 
 /// The newest schema version this release knows.

@@ -6,7 +6,7 @@
 use crate::error::{Error, Result, Violation};
 use crate::lifecycle::Desk;
 use crate::lifecycle::validate;
-use crate::store::blobs::TempFile;
+use crate::store::blobs::{KEPT_MAX, Received, TempFile};
 use crate::store::{DocumentRow, FilingRow, NewFiling, Submitted};
 use ecointegra_proto::v1::{
     Direction, DocumentHeader, FilingHeader, FilingStatus, SubmitFilingRequest,
@@ -106,8 +106,9 @@ impl Upload {
         Ok(())
     }
 
-    /// Checks the size, makes the bytes durable and returns the document.
-    async fn finish(mut self) -> Result<(DocumentRow, TempFile)> {
+    /// Checks the size and returns the document: a small one's bytes, to be
+    /// kept in the store with its filing, or any other's fsynced file.
+    async fn finish(mut self) -> Result<(DocumentRow, Received)> {
         if self.sized && self.written != self.header.declared_size {
             return Err(Error::invalid(
                 format!("documents[{}].declared_size", self.index),
@@ -117,7 +118,14 @@ impl Upload {
                 ),
             ));
         }
-        self.write_out(true).await?;
+        let received = if self.file.is_none() && self.written <= KEPT_MAX {
+            // Never written out: no file was created.
+            self.temp.keep();
+            Received::Kept(std::mem::take(&mut self.pending))
+        } else {
+            self.write_out(true).await?;
+            Received::File(self.temp)
+        };
         let media_type = if self.header.media_type.is_empty() {
             "application/octet-stream".to_owned()
         } else {
@@ -130,7 +138,7 @@ impl Upload {
             size: self.written,
             sha256: self.hasher.finalize().to_vec(),
         };
-        Ok((row, self.temp))
+        Ok((row, received))
     }
 }
 
@@ -145,15 +153,16 @@ pub enum DocPart {
     Chunk(Vec<u8>),
 }
 
-/// Receives documents (each a header and its bytes) into fsynced temporary
-/// files, checking every rule. The files vanish if anything fails.
-pub async fn receive_documents<S>(desk: &Desk, mut parts: S) -> Result<Vec<(DocumentRow, TempFile)>>
+/// Receives documents (each a header and its bytes), checking every rule: a
+/// small one into memory, any other into a fsynced temporary file. The files
+/// vanish if anything fails.
+pub async fn receive_documents<S>(desk: &Desk, mut parts: S) -> Result<Vec<(DocumentRow, Received)>>
 where
     S: Stream<Item = Result<DocPart>> + Unpin,
 {
     let max_size = desk.config.transfer.max_document_size;
     let max_total = desk.config.transfer.max_filing_size;
-    let mut documents: Vec<(DocumentRow, TempFile)> = Vec::new();
+    let mut documents: Vec<(DocumentRow, Received)> = Vec::new();
     let mut current: Option<Upload> = None;
     while let Some(part) = parts.next().await.transpose()? {
         let (doc, sized) = match part {
@@ -222,7 +231,7 @@ where
 
 /// Refuses documents that together (with `next` bytes still to come) exceed
 /// `transfer.max_filing_size`.
-fn check_total(documents: &[(DocumentRow, TempFile)], next: u64, max_total: u64) -> Result<()> {
+fn check_total(documents: &[(DocumentRow, Received)], next: u64, max_total: u64) -> Result<()> {
     let total = documents.iter().map(|(row, _)| row.size).sum::<u64>() + next;
     if total > max_total {
         return Err(Error::invalid(
@@ -465,9 +474,13 @@ where
         .store
         .run(move |store| {
             // Files first: a crash between the two leaves an unreferenced
-            // blob, never a filing without its bytes.
-            for (row, temp) in documents {
-                blobs.adopt(&temp.keep(), &row.sha256)?;
+            // blob, never a filing without its bytes. Small documents are
+            // kept in the filing's own transaction.
+            let mut kept = Vec::new();
+            for (row, received) in documents {
+                if let Some(bytes) = received.store(&blobs, &row.sha256)? {
+                    kept.push((row.sha256, bytes));
+                }
             }
             store.insert_submission(
                 &filing,
@@ -476,6 +489,9 @@ where
                 idempotency_key.as_deref(),
                 |_| encoded,
                 |tx| {
+                    for (sha256, bytes) in &kept {
+                        crate::store::blobs::keep(tx, sha256, bytes)?;
+                    }
                     let keys = [filing.transfer_id.as_str(), filing.tracking_code.as_str()];
                     crate::telemetry::trace::keep_submission(tx, &keys, &context)?;
                     crate::store::audit::insert(tx, &audited)

@@ -1078,15 +1078,14 @@ pub async fn document(
     let Some(doc) = filing.documents.iter().find(|d| d.index == index) else {
         return failure(&ctx, Error::NotFound(format!("document {index}")));
     };
-    let path = web.desk.blobs.path(&doc.sha256);
-    let file = match tokio::fs::File::open(&path).await {
+    let desk = &web.desk;
+    let file = match desk
+        .store
+        .open_document(&desk.blobs, &doc.sha256, doc.size)
+        .await
+    {
         Ok(f) => f,
-        Err(e) => {
-            return failure(
-                &ctx,
-                Error::io(format!("cannot open {}", path.display()))(e),
-            );
-        }
+        Err(e) => return failure(&ctx, e),
     };
     let inline = q.ver.is_some() && PREVIEWABLE.contains(&doc.media_type.as_str());
     let content_type = if inline {
