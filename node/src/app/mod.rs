@@ -157,6 +157,7 @@ impl Node {
             relay_wake,
             inbox_head: inbox_head.clone(),
             stalls: stalls.clone(),
+            running: Default::default(),
         });
         let watch = Arc::new(Watch {
             config: config.clone(),

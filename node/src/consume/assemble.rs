@@ -24,6 +24,62 @@ use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Partial documents at most: past this many at once, a document's digest
+/// is read from its file instead (each state is about 200 bytes).
+const RUNNING_MAX: usize = 1024;
+
+/// The SHA-256 of partial documents, fed as their chunks are written in
+/// order, so a complete document's digest needs no second pass over its file
+/// (which, its pages dropped from the cache once durable, would be read from
+/// disk). In memory only: after a restart, or for a document whose chunks
+/// did not all come through here in order (a batch rolled back, a resend
+/// starting over), the file is read instead. A state is only used when it
+/// has taken exactly the document's bytes, from its first.
+#[derive(Default)]
+pub struct Running(std::sync::Mutex<HashMap<PathBuf, (Sha256, u64)>>);
+
+impl Running {
+    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (Sha256, u64)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `data` was written at `offset` of the partial document at `path`
+    /// (hashed outside the lock: a chunk takes a while).
+    fn feed(&self, path: &Path, offset: u64, data: &[u8]) {
+        let state = {
+            let mut states = self.states();
+            let state = states.remove(path);
+            if offset == 0 {
+                (states.len() < RUNNING_MAX).then(|| (Sha256::new(), 0))
+            } else {
+                state.filter(|(_, bytes)| *bytes == offset)
+            }
+        };
+        if let Some((mut hasher, bytes)) = state {
+            hasher.update(data);
+            let fed = (hasher, bytes + data.len() as u64);
+            self.states().insert(path.to_owned(), fed);
+        }
+    }
+
+    /// The digest of the `size` bytes at `path`, if they all came through
+    /// here in order.
+    fn digest(&self, path: &Path, size: u64) -> Option<([u8; 32], u64)> {
+        match self.states().get(path) {
+            Some((hasher, bytes)) if *bytes == size => {
+                Some((hasher.clone().finalize().into(), size))
+            }
+            _ => None,
+        }
+    }
+
+    /// The document at `path` was adopted or discarded.
+    pub(super) fn forget(&self, path: &Path) {
+        self.states().remove(path);
+    }
+}
 
 /// For a large transfer, the digests of the documents whose chunks have all
 /// been stored already (committed earlier), computed without the writer's
@@ -58,7 +114,12 @@ pub(super) fn large_digests(
             else {
                 continue;
             };
-            if let Ok(digest) = crate::store::blobs::digest_file(&path) {
+            let digest = cx
+                .running
+                .digest(&path, doc.size)
+                .map(Ok)
+                .unwrap_or_else(|| crate::store::blobs::digest_file(&path));
+            if let Ok(digest) = digest {
                 digests.insert(doc.index, digest);
             }
         }
@@ -140,6 +201,7 @@ impl Batch<'_> {
             .map_err(|e| reject("identifier", e.to_string()))?;
         write_at(&path, partial.bytes, &chunk.data)
             .map_err(Error::io(format!("cannot write {}", path.display())))?;
+        self.cx.running.feed(&path, partial.bytes, &chunk.data);
         self.dirty.insert(path);
         let next = Partial {
             sender: partial.sender,
@@ -294,8 +356,11 @@ impl Batch<'_> {
                 }
                 // Hashing it here would hold every other writer up.
                 None if total > LARGE_TRANSFER && !first => return Err(Stop::Later),
-                None => digest_partial(&cx.blobs, &path, &doc.sha256)
-                    .map_err(Error::io(format!("cannot read {}", path.display())))?,
+                None => match cx.running.digest(&path, doc.size) {
+                    Some(digest) => digest,
+                    None => digest_partial(&cx.blobs, &path, &doc.sha256)
+                        .map_err(Error::io(format!("cannot read {}", path.display())))?,
+                },
             };
             if size != doc.size || digest.as_slice() != doc.sha256.as_slice() {
                 problems.push(format!(
@@ -450,6 +515,7 @@ impl Batch<'_> {
                 sync_file(&path)?;
             }
             cx.blobs.adopt(&path, &doc.sha256)?;
+            cx.running.forget(&path);
         }
         let filing_id =
             cx.store
@@ -489,7 +555,9 @@ fn write_at(path: &std::path::Path, offset: u64, data: &[u8]) -> std::io::Result
 /// the blob store, fsynced on the way) is gone from here: nothing to do.
 pub(super) fn sync_file(path: &std::path::Path) -> Result<()> {
     match std::fs::OpenOptions::new().write(true).open(path) {
-        Ok(file) => file.sync_data(),
+        Ok(file) => file
+            .sync_data()
+            .map(|()| crate::store::blobs::drop_cached(&file)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
@@ -547,6 +615,46 @@ fn verify_prior_receipts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_digest_counts_only_a_document_fed_whole_and_in_order() {
+        let running = Running::default();
+        let (a, b) = (Path::new("a"), Path::new("b"));
+        let whole: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let digest = |bytes: &[u8]| -> [u8; 32] { Sha256::digest(bytes).into() };
+
+        // In order, from the first byte: the digest of the whole.
+        running.feed(a, 0, &whole[..1000]);
+        assert_eq!(running.digest(a, 3000), None, "not all of it yet");
+        running.feed(a, 1000, &whole[1000..2000]);
+        running.feed(a, 2000, &whole[2000..]);
+        assert_eq!(running.digest(a, 3000), Some((digest(&whole), 3000)));
+
+        // A chunk fed twice (its batch rolled back, then sent again): gone,
+        // and what follows cannot bring it back.
+        running.feed(b, 0, &whole[..1000]);
+        running.feed(b, 1000, &whole[1000..2000]);
+        running.feed(b, 1000, &whole[1000..2000]);
+        running.feed(b, 2000, &whole[2000..]);
+        assert_eq!(running.digest(b, 3000), None);
+        // Starting over from the first byte starts a new digest.
+        for start in [0, 1000, 2000] {
+            running.feed(b, start, &whole[start as usize..start as usize + 1000]);
+        }
+        assert_eq!(running.digest(b, 3000), Some((digest(&whole), 3000)));
+        running.forget(b);
+        assert_eq!(running.digest(b, 3000), None);
+        // A gap (a chunk that never came through here): gone.
+        running.feed(b, 0, &whole[..1000]);
+        running.feed(b, 2000, &whole[2000..]);
+        assert_eq!(running.digest(b, 2000), None);
+
+        // At most RUNNING_MAX documents at once; past that, the file is read.
+        for i in 0..RUNNING_MAX + 10 {
+            running.feed(Path::new(&format!("many/{i}")), 0, b"x");
+        }
+        assert_eq!(running.states().len(), RUNNING_MAX);
+    }
 
     fn scratch(name: &str) -> std::path::PathBuf {
         let dir =

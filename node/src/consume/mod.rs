@@ -78,6 +78,8 @@ pub struct Consumers {
     pub inbox_head: Arc<watch::Sender<i64>>,
     /// Consumers held at a record they cannot get past yet, and why.
     pub stalls: Arc<Stalls>,
+    /// The running digests of partial documents.
+    pub running: assemble::Running,
 }
 
 /// Why a record was not applied.
@@ -573,7 +575,9 @@ async fn discard_partials(
     documents: &[DocumentDigest],
 ) -> Result<()> {
     for doc in documents {
-        let _ = std::fs::remove_file(cx.blobs.partial_path(sender, transfer_id, doc.index)?);
+        let path = cx.blobs.partial_path(sender, transfer_id, doc.index)?;
+        let _ = std::fs::remove_file(&path);
+        cx.running.forget(&path);
     }
     let (sender, transfer_id) = (sender.to_owned(), transfer_id.to_owned());
     cx.store

@@ -669,6 +669,7 @@ impl Chunks<'_> {
             )
             .await?;
         }
+        file.done();
         Ok(())
     }
 }

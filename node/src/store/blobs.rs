@@ -124,7 +124,24 @@ impl Blobs {
     }
 }
 
-/// SHA-256 and length of a file, read in bounded pieces.
+/// Lets the kernel drop a document file's cached pages: a node is done with
+/// them once it has made them durable, sent or hashed them. Written once and
+/// read again rarely, they would otherwise fill the page cache (a node moving
+/// gigabytes grows it by as much) and push out what is read often; and a
+/// write into pages the cache reuses costs a fifth of one into pages it has
+/// never held (10 MiB: 4.8 against 25.8 ms of CPU on a bench machine). Dirty
+/// pages stay until written back. Only advice: a failure changes nothing.
+pub fn drop_cached(file: &impl std::os::fd::AsFd) {
+    let _ = nix::fcntl::posix_fadvise(
+        file,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+}
+
+/// SHA-256 and length of a file, read in bounded pieces (its pages then
+/// dropped from the cache).
 pub fn digest_file(path: &Path) -> std::io::Result<([u8; 32], u64)> {
     use sha2::{Digest, Sha256};
     let mut file = File::open(path)?;
@@ -139,6 +156,7 @@ pub fn digest_file(path: &Path) -> std::io::Result<([u8; 32], u64)> {
         hasher.update(&buffer[..n]);
         total += n as u64;
     }
+    drop_cached(&file);
     Ok((hasher.finalize().into(), total))
 }
 
@@ -243,6 +261,15 @@ impl Stored {
 pub enum Content {
     Kept(std::io::Cursor<Vec<u8>>),
     File(tokio::fs::File),
+}
+
+impl Content {
+    /// The reader is done with it: a file's pages may leave the cache.
+    pub fn done(&self) {
+        if let Content::File(file) = self {
+            drop_cached(file);
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for Content {
