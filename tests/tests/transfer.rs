@@ -77,7 +77,7 @@ fn receipt_count(federation: &Federation, id: &str) -> i64 {
 /// destination reads envelope schema 3 (every envelope and tracking event
 /// says what its sender reads: here, the first filing's receipt and tracking
 /// events); a larger one goes as chunks.
-/// Small documents are kept inside each node's store, not as files.
+/// Documents of at most 32 KiB are kept inside each node's store, others as files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_filing_travels_as_one_encrypted_record() {
     let federation = Federation::new("inline", &["senamhi", "oefa"]);
@@ -87,6 +87,7 @@ async fn a_small_filing_travels_as_one_encrypted_record() {
         Doc::new("vacio.pdf", 0, 4),
         Doc::new("carta.pdf", 1024, 5),
         Doc::new("anexo.pdf", 20_000, 6),
+        Doc::new("informe.pdf", 100_000, 8),
     ];
     let large = [Doc::new("expediente.pdf", 600_000, 7)];
     let mut transfers = Vec::new();
@@ -133,10 +134,12 @@ async fn a_small_filing_travels_as_one_encrypted_record() {
         ]
     );
     assert_eq!(kinds(&transfers[1]), [MessageType::Manifest]);
-    // At both ends the small documents are kept inside the store, with no
-    // file of their own, and the large one is a file and only that.
+    // At both ends the documents of at most 32 KiB are kept inside the
+    // store, with no file of their own, and the others are a file and only
+    // that (at oefa the 100 KB one written from inside the manifest).
     for node in ["senamhi", "oefa"] {
-        for (doc, in_store) in small.iter().map(|d| (d, true)).chain([(&large[0], false)]) {
+        for doc in small.iter().chain(&large) {
+            let in_store = doc.len <= 32 * 1024;
             let hex = doc.sha256_hex();
             let rows = count_rows(
                 &federation.store_path(node),

@@ -38,9 +38,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Records of one transfer awaiting acknowledgement at once: bounds memory.
 const WINDOW: usize = 16;
-/// A filing of at most this many bytes (and at most one chunk) travels
-/// inside its manifest to an institution that reads envelope schema 3.
-const INLINE_MAX: u64 = 64 * 1024;
+/// A filing of at most this many bytes (and at most one chunk, and one
+/// record with its chain of custody) travels inside its manifest to an
+/// institution that reads envelope schema 3: one record, one seal, one
+/// signature instead of a chunk per document and a manifest.
+const INLINE_MAX: u64 = 256 * 1024;
 /// Waits before publishing an outbox entry again after Kafka did not take
 /// it, by how many times in a row it failed: 2 s, doubling up to 30 s.
 const RETRY: Policy = Policy::new(Duration::from_secs(2), Duration::from_secs(30));
