@@ -331,7 +331,7 @@ impl Batch<'_> {
             if kept_whole(doc) {
                 // Carried whole in the manifest (checked when opened), or
                 // empty, and small: kept in the store with the filing below.
-            } else if !doc.data.is_empty() {
+            } else if carried_whole(doc) {
                 // Carried whole, larger: one file, written here, made durable
                 // before it is adopted.
                 write_at(&path, 0, &doc.data)
@@ -351,9 +351,7 @@ impl Batch<'_> {
             }
             let (digest, size) = match digests.get(&doc.index) {
                 Some(known) => *known,
-                None if kept_whole(doc) || !doc.data.is_empty() => {
-                    (Sha256::digest(&doc.data).into(), doc.size)
-                }
+                None if carried_whole(doc) => (Sha256::digest(&doc.data).into(), doc.size),
                 // Hashing it here would hold every other writer up.
                 None if total > LARGE_TRANSFER && !first => return Err(Stop::Later),
                 None => match cx.running.digest(&path, doc.size) {
@@ -532,10 +530,15 @@ impl Batch<'_> {
     }
 }
 
-/// Is this document of a manifest kept in the store? One small enough that
-/// came whole inside the manifest, or an empty one: no chunk, no file.
+/// Did this document of a manifest come whole inside it (its length was
+/// checked when opened), or is it empty: no chunk to wait for?
+fn carried_whole(doc: &DocumentDigest) -> bool {
+    doc.data.len() as u64 == doc.size
+}
+
+/// Is it kept in the store: carried whole and small? No file.
 fn kept_whole(doc: &DocumentDigest) -> bool {
-    doc.size <= KEPT_MAX && doc.data.len() as u64 == doc.size
+    doc.size <= KEPT_MAX && carried_whole(doc)
 }
 
 /// Writes `data` at `offset`, dropping any tail a crash left beyond it. Not

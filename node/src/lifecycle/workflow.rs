@@ -7,7 +7,7 @@ use crate::audit::Actor;
 use crate::error::{Error, Result, Violation};
 use crate::lifecycle::Desk;
 use crate::lifecycle::validate::{self, MAX_HOPS, MAX_NOTE_CHARS};
-use crate::store::blobs::Received;
+use crate::store::blobs::{Received, ToKeep};
 use crate::store::{self, DocumentRow, FilingRow, NewFiling, Step};
 use ecointegra_proto::v1::{
     Direction, Filing, FilingStatus, MessageType, Notice, SgdCargo, TransferKind,
@@ -176,18 +176,11 @@ async fn act_unaudited(
     let response = desk
         .store
         .run(move |s| {
-            // Answer documents are moved into the store first: a crash leaves an
-            // unreferenced file, never a filing without its bytes. Small ones
-            // are kept in the action's own transaction.
+            // Answer documents' files are moved into the store first, small
+            // ones kept in the action's own transaction.
             let (action, docs, kept) = match action {
                 Action::Answer { note, documents } => {
-                    let (mut rows, mut kept) = (Vec::new(), Vec::new());
-                    for (row, received) in documents {
-                        if let Some(bytes) = received.store(&desk2.blobs, &row.sha256)? {
-                            kept.push((row.sha256.clone(), bytes));
-                        }
-                        rows.push(row);
-                    }
+                    let (rows, kept) = ToKeep::store(&desk2.blobs, documents)?;
                     (
                         Action::Answer {
                             note,
@@ -197,12 +190,10 @@ async fn act_unaudited(
                         kept,
                     )
                 }
-                other => (other, Vec::new(), Vec::new()),
+                other => (other, Vec::new(), ToKeep::default()),
             };
             s.perform_action(&format!("{}/{action_id}", action.name()), |tx| {
-                for (sha256, bytes) in &kept {
-                    crate::store::blobs::keep(tx, sha256, bytes)?;
-                }
+                kept.keep(tx)?;
                 let filing = apply(&desk2, s, tx, &code, &action, docs, &actor)?;
                 Ok(filing.to_proto().encode_to_vec())
             })

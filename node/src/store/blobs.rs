@@ -10,7 +10,7 @@
 //! renamed into place, so a file under `blobs/` is always whole. Readers ask
 //! [`Store::locate`] or [`Store::open_document`], which know both places.
 
-use super::{Store, exec, row};
+use super::{DocumentRow, Store, exec, row};
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::fs::File;
@@ -217,15 +217,36 @@ pub enum Received {
     File(TempFile),
 }
 
-impl Received {
-    /// Stores it for good: a file moved into the blob store (before the
-    /// transaction that references it), or small bytes handed back to be
-    /// kept in that transaction.
-    pub fn store(self, blobs: &Blobs, sha256: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self {
-            Received::Kept(bytes) => Ok(Some(bytes)),
-            Received::File(temp) => blobs.adopt(&temp.keep(), sha256).map(|_| None),
+/// Small documents' bytes (by SHA-256) waiting for the transaction that
+/// references them.
+#[derive(Debug, Default)]
+pub struct ToKeep(Vec<(Vec<u8>, Vec<u8>)>);
+
+impl ToKeep {
+    /// Stores received documents for good: each file moved into the blob
+    /// store now, before the transaction that references it (a crash leaves
+    /// an unreferenced file, never a filing without its bytes); each small
+    /// one's bytes held for that transaction ([`ToKeep::keep`]).
+    pub fn store(
+        blobs: &Blobs,
+        documents: Vec<(DocumentRow, Received)>,
+    ) -> Result<(Vec<DocumentRow>, Self)> {
+        let (mut rows, mut kept) = (Vec::with_capacity(documents.len()), Vec::new());
+        for (row, received) in documents {
+            match received {
+                Received::Kept(bytes) => kept.push((row.sha256.clone(), bytes)),
+                Received::File(temp) => drop(blobs.adopt(&temp.keep(), &row.sha256)?),
+            }
+            rows.push(row);
         }
+        Ok((rows, Self(kept)))
+    }
+
+    /// Keeps them, in the caller's transaction.
+    pub(crate) fn keep(&self, c: &Connection) -> Result<()> {
+        self.0
+            .iter()
+            .try_for_each(|(sha256, bytes)| keep(c, sha256, bytes))
     }
 }
 
@@ -363,7 +384,7 @@ mod tests {
         for bytes in [&large, &older] {
             let temp = TempFile::new(blobs.temp_path());
             std::fs::write(temp.path(), bytes).unwrap();
-            Received::File(temp).store(&blobs, &digest(bytes)).unwrap();
+            blobs.adopt(&temp.keep(), &digest(bytes)).unwrap();
         }
         let kept: i64 = store
             .read(|c| {

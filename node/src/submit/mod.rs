@@ -6,7 +6,7 @@
 use crate::error::{Error, Result, Violation};
 use crate::lifecycle::Desk;
 use crate::lifecycle::validate;
-use crate::store::blobs::{KEPT_MAX, Received, TempFile};
+use crate::store::blobs::{KEPT_MAX, Received, TempFile, ToKeep};
 use crate::store::{DocumentRow, FilingRow, NewFiling, Submitted};
 use ecointegra_proto::v1::{
     Direction, DocumentHeader, FilingHeader, FilingStatus, SubmitFilingRequest,
@@ -473,15 +473,8 @@ where
     let submitted = desk
         .store
         .run(move |store| {
-            // Files first: a crash between the two leaves an unreferenced
-            // blob, never a filing without its bytes. Small documents are
-            // kept in the filing's own transaction.
-            let mut kept = Vec::new();
-            for (row, received) in documents {
-                if let Some(bytes) = received.store(&blobs, &row.sha256)? {
-                    kept.push((row.sha256, bytes));
-                }
-            }
+            // Files first; small documents in the filing's own transaction.
+            let (_, kept) = ToKeep::store(&blobs, documents)?;
             store.insert_submission(
                 &filing,
                 &actor,
@@ -489,9 +482,7 @@ where
                 idempotency_key.as_deref(),
                 |_| encoded,
                 |tx| {
-                    for (sha256, bytes) in &kept {
-                        crate::store::blobs::keep(tx, sha256, bytes)?;
-                    }
+                    kept.keep(tx)?;
                     let keys = [filing.transfer_id.as_str(), filing.tracking_code.as_str()];
                     crate::telemetry::trace::keep_submission(tx, &keys, &context)?;
                     crate::store::audit::insert(tx, &audited)
