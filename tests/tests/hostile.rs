@@ -375,6 +375,88 @@ async fn only_the_custody_chain_changes_what_a_citizen_sees() {
     oefa.shutdown().await;
 }
 
+/// A node reads its own steps back from the tracking topic and takes one as
+/// known without verifying it only if it is, byte for byte, the envelope it
+/// signed and stored. senamhi's registration replayed changes nothing and is
+/// not dead-lettered; the same event id under senamhi's name with another
+/// status, signed by minam, is dead-lettered at senamhi as at oefa, and the
+/// timeline keeps senamhi's own step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_knows_its_own_steps_only_byte_for_byte() {
+    use ecointegra_proto::v1::{Envelope, MessageType, TrackingEvent};
+
+    let federation = Federation::new("hostile-own-steps", &["senamhi", "oefa", "minam"]);
+    let senamhi = federation.start("senamhi").await;
+    let oefa = federation.start("oefa").await;
+    let mut origin = senamhi.client.clone();
+    let filed = deliver_sample(&mut origin, "oefa").await;
+    let store = federation.store_path("senamhi");
+    registration_known(&store, &filed.tracking_code).await;
+    let (event_id, event, genuine): (String, Vec<u8>, Vec<u8>) = {
+        let conn =
+            rusqlite::Connection::open_with_flags(&store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.query_row(
+            "SELECT event_id, event, envelope FROM tracking_events
+             WHERE tracking_code = ?1 AND institution = 'senamhi' AND event_id LIKE '%/REGISTERED'",
+            [&filed.tracking_code],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+    };
+    let mut archived = TrackingEvent::decode(event.as_slice()).unwrap();
+    archived.status = FilingStatus::Archived as i32;
+    let mut forged: Envelope = listed_sealer(&federation, "minam").seal(
+        event_id.clone(),
+        MessageType::TrackingEvent,
+        ecointegra_node::ids::BROADCAST,
+        archived.encode_to_vec(),
+    );
+    forged.sender = "senamhi".into();
+    let steps = format!(
+        "SELECT COUNT(*) FROM tracking_events WHERE tracking_code = '{}'",
+        filed.tracking_code
+    );
+    // Registered, sent, delivered: the timeline as it stays.
+    let steps_before = eventually("senamhi to hold 3 steps", async || {
+        match count_rows(&store, &steps) {
+            n if n >= 3 => Ok(n),
+            n => Err(n),
+        }
+    })
+    .await;
+    let tracking = format!("{}.tracking", federation.prefix);
+    // Same key, same partition: the replay is read before the forgery.
+    produce_raw(&tracking, &filed.tracking_code, &genuine).await;
+    produce_raw(&tracking, &filed.tracking_code, &forged.encode_to_vec()).await;
+
+    for node in ["senamhi", "oefa"] {
+        let letters = read_dead_letters(&federation.topic_dlq(node), 1);
+        assert_eq!(letters.len(), 1, "the forgery dead-lettered at {node}");
+        assert_eq!(letters[0].reason_code, "signature", "{letters:#?}");
+        assert_eq!(letters[0].claimed_sender, "senamhi");
+        assert_eq!(letters[0].message_id, event_id);
+        assert_eq!(letters[0].original_value, forged.encode_to_vec());
+        assert_eq!(
+            read_all(&federation.topic_dlq(node)).len(),
+            1,
+            "only the forgery is dead-lettered at {node}, not the replay"
+        );
+    }
+    let kept = count_rows(
+        &store,
+        &format!(
+            "SELECT COUNT(*) FROM tracking_events WHERE event_id = '{event_id}' AND envelope = x'{}'",
+            hex::encode(&genuine)
+        ),
+    );
+    assert_eq!(kept, 1, "senamhi's own step stays as it signed it");
+    assert_eq!(count_rows(&store, &steps), steps_before, "no step added");
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
 /// Another listed institution learns the id of senamhi's transfer before its
 /// chunks arrive (transfer ids are not secret) and sends chunks under it
 /// first, with message ids that name them exactly: they are its own, and

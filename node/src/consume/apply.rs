@@ -89,6 +89,16 @@ impl Batch<'_> {
                     .apply_tracking_event(c, position, &event, &signed)?;
                 Ok(Applied::Nothing)
             }
+            Opened::OwnTracking { event_id, value } => {
+                if store::tracking::signed_here(c, &event_id, &value)? {
+                    // Its own step coming back, byte for byte as it signed
+                    // and stored it: already in the timeline.
+                    self.cx.store.apply_nothing(c, position, None)?;
+                    return Ok(Applied::Nothing);
+                }
+                let opened = super::open::tracking(&self.cx.trust, &value)?;
+                self.apply(c, opened, position, first)
+            }
             Opened::Directory { signed, entry } => self.directory_entry(c, signed, entry, position),
         }
     }

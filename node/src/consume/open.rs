@@ -50,6 +50,14 @@ pub enum Opened {
         /// The record's value: the envelope exactly as its sender signed it.
         signed: Vec<u8>,
     },
+    /// A tracking event that names this institution as its sender, not yet
+    /// verified: if the timeline holds these very bytes under its id, this
+    /// node signed them and there is nothing to check or do; if not, it is
+    /// verified like any other ([`tracking`]) inside the batch.
+    OwnTracking {
+        event_id: String,
+        value: Vec<u8>,
+    },
     Directory {
         signed: SignedDirectoryEntry,
         entry: DirectoryEntry,
@@ -72,20 +80,13 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
     let directory = trust.directory();
     match feed {
         Feed::Tracking => {
-            let envelope =
-                envelope::open(value, &directory, crate::lifecycle::tracking::BROADCAST)?;
-            let event = crate::lifecycle::tracking::event_of(&envelope)?;
-            check_event(&event).map_err(|p| Rejection::new("identifier", p).about(&envelope))?;
-            // Signed by its sender: the newest schema its node reads (0 from
-            // a node of the release before: schema 1).
-            trust.sealer.negotiation().learn(
-                &envelope.sender,
-                event.sender_reads_up_to.max(envelope.reads_up_to),
-                envelope.created_at_ms,
-            );
-            return Ok(Opened::Tracking {
-                event,
-                signed: value.to_vec(),
+            // Every node reads the whole topic, its own steps included.
+            return Ok(match own_event_id(trust, value) {
+                Some(event_id) => Opened::OwnTracking {
+                    event_id,
+                    value: value.to_vec(),
+                },
+                None => tracking(trust, value)?,
             });
         }
         Feed::Directory => {
@@ -159,6 +160,34 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
     }
 }
 
+/// A tracking event, verified against the directory in force and checked.
+pub(crate) fn tracking(trust: &Trust, value: &[u8]) -> Result<Opened, Rejection> {
+    let directory = trust.directory();
+    let envelope = envelope::open(value, &directory, crate::lifecycle::tracking::BROADCAST)?;
+    let event = crate::lifecycle::tracking::event_of(&envelope)?;
+    check_event(&event).map_err(|p| Rejection::new("identifier", p).about(&envelope))?;
+    // Signed by its sender: the newest schema its node reads (0 from a node
+    // of the release before: schema 1).
+    trust.sealer.negotiation().learn(
+        &envelope.sender,
+        event.sender_reads_up_to.max(envelope.reads_up_to),
+        envelope.created_at_ms,
+    );
+    Ok(Opened::Tracking {
+        event,
+        signed: value.to_vec(),
+    })
+}
+
+/// The id of a tracking event that says it comes from this institution
+/// (its message id), read without verifying anything: what it is for is
+/// only to be compared with what this node stored when it signed it.
+fn own_event_id(trust: &Trust, value: &[u8]) -> Option<String> {
+    let envelope = Envelope::decode(value).ok()?;
+    (envelope.sender == trust.institution() && !envelope.message_id.is_empty())
+        .then_some(envelope.message_id)
+}
+
 /// The signed receipt a sealed receipt carries, verified as anyone holding
 /// it would verify it ([`crate::lifecycle::custody::verify_receipt`]: signed
 /// by its receiver with a key in force when it signed), and the same message
@@ -212,7 +241,9 @@ fn check(opened: &Opened) -> Result<(), Rejection> {
             (envelope, check_notice(&envelope.message_id, notice))
         }
         // Checked as it is opened, where its envelope names the sender.
-        Opened::Tracking { .. } | Opened::Directory { .. } => return Ok(()),
+        Opened::Tracking { .. } | Opened::OwnTracking { .. } | Opened::Directory { .. } => {
+            return Ok(());
+        }
     };
     problem.map_err(|p| Rejection::new("identifier", p).about(envelope))
 }

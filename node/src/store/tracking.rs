@@ -139,6 +139,20 @@ pub(crate) fn clock(c: &Connection, tracking_code: &str) -> Result<u64> {
     .map_err(Error::store("cannot read the timeline"))
 }
 
+/// Whether the timeline holds tracking event `event_id` signed in exactly
+/// the envelope `value` (as this node stores each step it signs).
+pub(crate) fn signed_here(c: &Connection, event_id: &str, value: &[u8]) -> Result<bool> {
+    row(
+        c,
+        "SELECT envelope = ?2 FROM tracking_events WHERE event_id = ?1",
+        params![event_id, value],
+        |r| r.get::<_, Option<bool>>(0),
+    )
+    .optional()
+    .map(|same| same.flatten().unwrap_or(false))
+    .map_err(Error::store("cannot read the timeline"))
+}
+
 /// Learns that another node has reached step `seq` of a filing.
 pub(crate) fn advance_clock(tx: &Connection, tracking_code: &str, seq: u64) -> Result<()> {
     exec(
