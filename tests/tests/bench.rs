@@ -59,6 +59,10 @@ fn bench_smoke_runs_both_arms_and_counts_match() {
             assert_eq!(size[arm]["duplicates"], 0);
             assert_eq!(size[arm]["hash_mismatches"], 0);
             assert!(size[arm]["closed_loop"]["filings_per_s"].as_f64().unwrap() > 0.0);
+            // The disk's sync latency was measured beside the open loop.
+            let synced = &size[arm]["open_loop"]["disk_sync_ms"];
+            assert!(synced["count"].as_u64().unwrap() > 0, "{synced}");
+            assert!(synced["p99"].as_f64().unwrap() > 0.0, "{synced}");
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

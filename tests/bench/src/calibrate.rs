@@ -12,9 +12,69 @@ use ecointegra_broker::keys::SigningIdentity;
 use ed25519_dalek::{Signature, Verifier};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+const SYNC_BLOCK: usize = 4096;
+
+/// Writes 4 KiB at `offset` of `file` and fsyncs it; microseconds.
+fn timed_sync(file: &std::fs::File, offset: u64) -> std::io::Result<u64> {
+    let started = Instant::now();
+    file.write_all_at(&[0xa5u8; SYNC_BLOCK], offset)?;
+    file.sync_all()?;
+    Ok(started.elapsed().as_micros() as u64)
+}
+
+/// How often the [`SyncProbe`] syncs: often enough to see stalls of a few
+/// tens of milliseconds, seldom enough to add little to the disk's load.
+const PROBE_EVERY: Duration = Duration::from_millis(20);
+
+/// Times a 4 KiB rewrite and fsync of one file beside the nodes' data, every
+/// [`PROBE_EVERY`], while a phase runs: what a durable commit waits for on
+/// this disk under that phase's load (the calibration's is the idle disk's).
+pub struct SyncProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<hdrhistogram::Histogram<u64>>>,
+    path: PathBuf,
+}
+
+impl SyncProbe {
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("sync-probe");
+        let file = std::fs::File::create(&path)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new().name("sync-probe".into()).spawn({
+            let stop = stop.clone();
+            move || {
+                // At least one sample, however short the phase.
+                let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
+                loop {
+                    latencies.saturating_record(timed_sync(&file, 0)?);
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(latencies);
+                    }
+                    std::thread::sleep(PROBE_EVERY);
+                }
+            }
+        })?;
+        Ok(Self { stop, thread, path })
+    }
+
+    /// Stops the probe and returns its latencies (µs).
+    pub fn finish(self) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let latencies = self
+            .thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sync probe panicked"))??;
+        std::fs::remove_file(&self.path)?;
+        Ok(latencies)
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Calibration {
@@ -115,16 +175,12 @@ pub fn run(dir: &Path, quick: bool) -> anyhow::Result<Calibration> {
 
     std::fs::create_dir_all(dir)?;
     let path = dir.join("fsync-probe");
-    let mut file = std::fs::File::create(&path)?;
-    let block = [0xa5u8; 4096];
+    let file = std::fs::File::create(&path)?;
     let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
     let started = Instant::now();
     let mut samples = 0u64;
     while started.elapsed() < budget || samples < 20 {
-        let t = Instant::now();
-        file.write_all(&block)?;
-        file.sync_all()?;
-        latencies.saturating_record(t.elapsed().as_micros() as u64);
+        latencies.saturating_record(timed_sync(&file, samples * SYNC_BLOCK as u64)?);
         samples += 1;
     }
     drop(file);

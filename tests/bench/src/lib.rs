@@ -35,7 +35,7 @@ use load::{Arm, Phase};
 use procfs::{Delta, Sample};
 use report::{ArmReport, Counts, OpenLoop, Ratio, Report, SizeReport, Throughput};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -250,7 +250,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let measured = measure(&plan, &system, &baseline).await;
+    let measured = measure(&plan, &system, &baseline, &root.join("sync-probe")).await;
     let mut problems = match &measured {
         Ok(_) => system.verify_stores(),
         Err(_) => Vec::new(),
@@ -423,6 +423,8 @@ struct Tally {
     closed: Phase,
     closed_rounds: Vec<Throughput>,
     open: Phase,
+    /// The sync probe's latencies during the open loops (µs).
+    open_syncs: hdrhistogram::Histogram<u64>,
     usage: Vec<Delta>,
     duplicates_before: u64,
     mismatches_before: u64,
@@ -434,6 +436,7 @@ impl Tally {
             closed: Phase::new(),
             closed_rounds: Vec::new(),
             open: Phase::new(),
+            open_syncs: hdrhistogram::Histogram::new(3).expect("3 significant figures are valid"),
             usage: vec![Delta::default(); processes],
             duplicates_before,
             mismatches_before,
@@ -451,6 +454,7 @@ async fn measure(
     plan: &Plan,
     system: &Arc<System>,
     baseline: &Arc<Baseline>,
+    probe_dir: &Path,
 ) -> anyhow::Result<Vec<SizeReport>> {
     let seqs = Arc::new(AtomicU64::new(0));
     let arms = [Arm::Baseline(baseline.clone()), Arm::System(system.clone())];
@@ -529,15 +533,18 @@ async fn measure(
             for round in 1..=rounds {
                 for (i, arm) in arms.iter().enumerate() {
                     let before = processes[i].read();
+                    let probe = calibrate::SyncProbe::start(probe_dir)?;
                     let phase = load::open_loop(arm, size, rate, count, &seqs).await;
+                    let synced = probe.finish()?;
                     let after = processes[i].read();
                     let receipted = report::LatencySummary::of(&phase.latency.receipted);
                     println!(
-                        "[{label}] round {round}/{rounds} {:<8} open loop at {rate:>7.1}/s: {:>5} filings, submit-to-receipt p50 {:>8.1} ms p99 {:>8.1} ms{}",
+                        "[{label}] round {round}/{rounds} {:<8} open loop at {rate:>7.1}/s: {:>5} filings, submit-to-receipt p50 {:>8.1} ms p99 {:>8.1} ms, disk sync p99 {:>6.1} ms{}",
                         arm.name(),
                         phase.receipted,
                         receipted.p50,
                         receipted.p99,
+                        synced.value_at_quantile(0.99) as f64 / 1000.0,
                         if phase.errors.is_empty() {
                             String::new()
                         } else {
@@ -547,6 +554,7 @@ async fn measure(
                     let tally = &mut tallies[i];
                     tally.add_usage(&before, &after);
                     tally.open.merge(&phase);
+                    tally.open_syncs.add(&synced)?;
                 }
             }
         }
@@ -652,6 +660,7 @@ fn arm_report(
         filings: tally.open.receipted,
         achieved_per_s: tally.open.filings_per_s(),
         latency_ms: report::latencies(&tally.open),
+        disk_sync_ms: report::LatencySummary::of(&tally.open_syncs),
     });
     let mut errors = all.errors.clone();
     errors.truncate(5);

@@ -128,6 +128,9 @@ pub struct OpenLoop {
     pub achieved_per_s: f64,
     /// From each filing's intended start (corrected for coordinated omission).
     pub latency_ms: BTreeMap<&'static str, LatencySummary>,
+    /// A 4 KiB write and fsync beside the nodes' data, timed every 20 ms
+    /// during the phase: what a durable commit waited for on the disk.
+    pub disk_sync_ms: LatencySummary,
 }
 
 #[derive(Debug, Serialize, Clone, Copy, Default)]
