@@ -393,9 +393,11 @@ async fn a_node_knows_its_own_steps_only_byte_for_byte() {
     let store = federation.store_path("senamhi");
     registration_known(&store, &filed.tracking_code).await;
     let (event_id, event, genuine): (String, Vec<u8>, Vec<u8>) = {
-        let conn =
-            rusqlite::Connection::open_with_flags(&store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .unwrap();
+        let conn = rusqlite::Connection::open_with_flags(
+            &store,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         conn.query_row(
             "SELECT event_id, event, envelope FROM tracking_events

@@ -47,20 +47,22 @@ impl SyncProbe {
         let path = dir.join("sync-probe");
         let file = std::fs::File::create(&path)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new().name("sync-probe".into()).spawn({
-            let stop = stop.clone();
-            move || {
-                // At least one sample, however short the phase.
-                let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
-                loop {
-                    latencies.saturating_record(timed_sync(&file, 0)?);
-                    if stop.load(Ordering::Relaxed) {
-                        return Ok(latencies);
+        let thread = std::thread::Builder::new()
+            .name("sync-probe".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    // At least one sample, however short the phase.
+                    let mut latencies = crate::report::micros();
+                    loop {
+                        latencies.saturating_record(timed_sync(&file, 0)?);
+                        if stop.load(Ordering::Relaxed) {
+                            return Ok(latencies);
+                        }
+                        std::thread::sleep(PROBE_EVERY);
                     }
-                    std::thread::sleep(PROBE_EVERY);
                 }
-            }
-        })?;
+            })?;
         Ok(Self { stop, thread, path })
     }
 
@@ -176,7 +178,7 @@ pub fn run(dir: &Path, quick: bool) -> anyhow::Result<Calibration> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("fsync-probe");
     let file = std::fs::File::create(&path)?;
-    let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut latencies = crate::report::micros();
     let started = Instant::now();
     let mut samples = 0u64;
     while started.elapsed() < budget || samples < 20 {

@@ -436,7 +436,7 @@ impl Tally {
             closed: Phase::new(),
             closed_rounds: Vec::new(),
             open: Phase::new(),
-            open_syncs: hdrhistogram::Histogram::new(3).expect("3 significant figures are valid"),
+            open_syncs: report::micros(),
             usage: vec![Delta::default(); processes],
             duplicates_before,
             mismatches_before,
@@ -539,12 +539,13 @@ async fn measure(
                     let after = processes[i].read();
                     let receipted = report::LatencySummary::of(&phase.latency.receipted);
                     println!(
-                        "[{label}] round {round}/{rounds} {:<8} open loop at {rate:>7.1}/s: {:>5} filings, submit-to-receipt p50 {:>8.1} ms p99 {:>8.1} ms, disk sync p99 {:>6.1} ms{}",
+                        "[{label}] round {round}/{rounds} {:<8} open loop at {rate:>7.1}/s: {:>5} filings, submit-to-receipt p50 {:>8.1} ms p99 {:>8.1} ms, disk sync p99 {:>6.1} ms max {:>6.1} ms{}",
                         arm.name(),
                         phase.receipted,
                         receipted.p50,
                         receipted.p99,
                         synced.value_at_quantile(0.99) as f64 / 1000.0,
+                        synced.max() as f64 / 1000.0,
                         if phase.errors.is_empty() {
                             String::new()
                         } else {

@@ -133,6 +133,14 @@ pub struct OpenLoop {
     pub disk_sync_ms: LatencySummary,
 }
 
+/// A histogram of latencies in microseconds, from 1 µs to an hour. Its range
+/// is fixed on purpose: `saturating_record` clamps to the range a histogram
+/// has *before* it would grow, so one made with `Histogram::new` (which starts
+/// at about 2 ms) reported every longer stall as 2 ms.
+pub fn micros() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant histogram bounds are valid")
+}
+
 #[derive(Debug, Serialize, Clone, Copy, Default)]
 pub struct LatencySummary {
     pub count: u64,
@@ -278,5 +286,23 @@ pub fn print_floors(sizes: &[SizeReport]) {
                 system.disk_bytes_written_per_filing / 1024.0 / floor.disk_kib
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_of_a_quarter_second_reads_as_one() {
+        let mut h = micros();
+        for _ in 0..99 {
+            h.saturating_record(400);
+        }
+        h.saturating_record(250_000);
+        let summary = LatencySummary::of(&h);
+        assert_eq!(summary.count, 100);
+        assert!((249.0..=251.0).contains(&summary.max), "{summary:?}");
+        assert!(summary.p50 < 0.5, "{summary:?}");
     }
 }
