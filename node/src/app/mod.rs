@@ -123,6 +123,10 @@ impl Node {
             },
         ));
         let metrics = Arc::new(Metrics::new(&config.institution));
+        store.observe_commits({
+            let metrics = metrics.clone();
+            move |took| metrics.store_committed(took)
+        });
         let stalls = Arc::new(crate::telemetry::Stalls::default());
         let relay_wake = Arc::new(Notify::new());
         let inbox_head = Arc::new(watch::Sender::new(latest_inbound));

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use rusqlite::Connection;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Effects in one transaction at most.
@@ -37,6 +37,9 @@ pub struct Writer {
     /// Writers waiting for the connection: while any wait, the open
     /// transaction is left for one of them to commit.
     arriving: AtomicUsize,
+    /// Told how long each commit took (its WAL write, sync and any
+    /// checkpoint): what every durable answer waits for.
+    observer: OnceLock<Box<dyn Fn(Duration) + Send + Sync>>,
 }
 
 struct State {
@@ -71,7 +74,14 @@ impl Writer {
             }),
             ended: Condvar::new(),
             arriving: AtomicUsize::new(0),
+            observer: OnceLock::new(),
         }
+    }
+
+    /// Has `observer` told the duration of every commit from now on (the
+    /// first observer set stays).
+    pub fn observe_commits(&self, observer: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.observer.set(Box::new(observer));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -163,8 +173,14 @@ impl Writer {
         if !due {
             return;
         }
+        let started = Instant::now();
         let failure = match state.conn.execute_batch("COMMIT") {
-            Ok(()) => None,
+            Ok(()) => {
+                if let (Some(observe), true) = (self.observer.get(), state.members > 0) {
+                    observe(started.elapsed());
+                }
+                None
+            }
             Err(e) => {
                 let _ = state.conn.execute_batch("ROLLBACK");
                 tracing::error!(error = %e, effects = state.members, "Store commit failed.");
@@ -243,6 +259,26 @@ mod tests {
         let (commits, effects) = w.commits();
         assert_eq!(effects, 1600);
         assert!(commits <= effects);
+    }
+
+    #[test]
+    fn every_commit_is_timed_for_the_observer() {
+        let w = writer();
+        let timed = Arc::new(Mutex::new(Vec::new()));
+        w.observe_commits({
+            let timed = timed.clone();
+            move |took| timed.lock().unwrap().push(took)
+        });
+        for v in 0..3 {
+            w.write(|c| {
+                c.execute("INSERT INTO t (v) VALUES (?1)", [v])
+                    .map_err(Error::store("insert"))
+            })
+            .unwrap();
+        }
+        let timed = timed.lock().unwrap();
+        assert_eq!(timed.len() as u64, w.commits().0, "{timed:?}");
+        assert_eq!(timed.len(), 3);
     }
 
     #[test]

@@ -389,6 +389,11 @@ impl Store {
         self.writer.commits()
     }
 
+    /// Tells `observer` how long each commit takes from now on.
+    pub fn observe_commits(&self, observer: impl Fn(std::time::Duration) + Send + Sync + 'static) {
+        self.writer.observe_commits(observer)
+    }
+
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         f(&conn)

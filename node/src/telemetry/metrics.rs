@@ -32,6 +32,12 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
 ];
 
+/// Upper bounds of the store-commit buckets, in seconds: from an idle disk's
+/// sync to a checkpoint or a device stall.
+const COMMIT_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
@@ -116,6 +122,8 @@ pub struct Metrics {
     record_bytes: Family<RecordLabels, Counter>,
     /// From registration at the desk to the stored receipt, in seconds.
     delivery_latency: Histogram,
+    /// Each store commit, in seconds.
+    store_commit_latency: Histogram,
     /// Dead letters by reason code.
     dead_letters: Family<ReasonLabel, Counter>,
     dead_letters_replayed: Counter,
@@ -141,6 +149,7 @@ impl Metrics {
             records: Family::default(),
             record_bytes: Family::default(),
             delivery_latency: Histogram::new(LATENCY_BUCKETS),
+            store_commit_latency: Histogram::new(COMMIT_BUCKETS),
             dead_letters: Family::default(),
             dead_letters_replayed: Counter::default(),
             dead_letters_discarded: Counter::default(),
@@ -190,6 +199,12 @@ impl Metrics {
             "From registration at the desk to the destination's stored receipt",
             Unit::Seconds,
             m.delivery_latency.clone(),
+        );
+        registry.register_with_unit(
+            "store_commit_latency",
+            "Each store commit (WAL write, sync and any checkpoint): what every durable answer waits for",
+            Unit::Seconds,
+            m.store_commit_latency.clone(),
         );
         registry.register(
             "dead_letters",
@@ -258,6 +273,11 @@ impl Metrics {
     pub fn receipted(&self, latency: Duration) {
         self.delivered.inc();
         self.delivery_latency.observe(latency.as_secs_f64());
+    }
+
+    /// A store commit that took `took`.
+    pub fn store_committed(&self, took: Duration) {
+        self.store_commit_latency.observe(took.as_secs_f64());
     }
 
     /// A publication Kafka did not acknowledge; it will be retried.
@@ -574,6 +594,8 @@ mod tests {
         m.dead_lettered("decode");
         m.receipted(Duration::from_millis(300));
         m.receipted(Duration::from_secs(20));
+        m.store_committed(Duration::from_micros(700));
+        m.store_committed(Duration::from_millis(120));
         let text = render(&m, Gauges::default());
         for line in [
             "# TYPE ecointegra_filings_submitted counter\n",
@@ -585,6 +607,11 @@ mod tests {
             "ecointegra_delivery_latency_seconds_bucket{institution=\"oefa\",le=\"0.5\"} 1\n",
             "ecointegra_delivery_latency_seconds_bucket{institution=\"oefa\",le=\"30.0\"} 2\n",
             "ecointegra_delivery_latency_seconds_count{institution=\"oefa\"} 2\n",
+            "# TYPE ecointegra_store_commit_latency_seconds histogram\n",
+            "ecointegra_store_commit_latency_seconds_bucket{institution=\"oefa\",le=\"0.001\"} 1\n",
+            "ecointegra_store_commit_latency_seconds_bucket{institution=\"oefa\",le=\"0.1\"} 1\n",
+            "ecointegra_store_commit_latency_seconds_bucket{institution=\"oefa\",le=\"0.25\"} 2\n",
+            "ecointegra_store_commit_latency_seconds_count{institution=\"oefa\"} 2\n",
             "ecointegra_kafka_up{institution=\"oefa\"} 0\n",
         ] {
             assert!(text.contains(line), "{line:?} in\n{text}");
