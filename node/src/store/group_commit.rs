@@ -176,7 +176,9 @@ impl Writer {
         let started = Instant::now();
         let failure = match state.conn.execute_batch("COMMIT") {
             Ok(()) => {
-                if let (Some(observe), true) = (self.observer.get(), state.members > 0) {
+                if state.members > 0
+                    && let Some(observe) = self.observer.get()
+                {
                     observe(started.elapsed());
                 }
                 None

@@ -14,8 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SYNC_BLOCK: usize = 4096;
@@ -36,7 +35,8 @@ const PROBE_EVERY: Duration = Duration::from_millis(20);
 /// [`PROBE_EVERY`], while a phase runs: what a durable commit waits for on
 /// this disk under that phase's load (the calibration's is the idle disk's).
 pub struct SyncProbe {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the probe: its thread waits on this, not on a timer.
+    stop: mpsc::Sender<()>,
     thread: std::thread::JoinHandle<anyhow::Result<hdrhistogram::Histogram<u64>>>,
     path: PathBuf,
 }
@@ -46,20 +46,19 @@ impl SyncProbe {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("sync-probe");
         let file = std::fs::File::create(&path)?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("sync-probe".into())
-            .spawn({
-                let stop = stop.clone();
-                move || {
-                    // At least one sample, however short the phase.
-                    let mut latencies = crate::report::micros();
-                    loop {
-                        latencies.saturating_record(timed_sync(&file, 0)?);
-                        if stop.load(Ordering::Relaxed) {
-                            return Ok(latencies);
-                        }
-                        std::thread::sleep(PROBE_EVERY);
+            .spawn(move || {
+                // At least one sample, however short the phase; then one per
+                // PROBE_EVERY until the probe is stopped.
+                let mut latencies = crate::report::micros();
+                loop {
+                    latencies.saturating_record(timed_sync(&file, 0)?);
+                    if let Err(mpsc::RecvTimeoutError::Disconnected) =
+                        stopped.recv_timeout(PROBE_EVERY)
+                    {
+                        return Ok(latencies);
                     }
                 }
             })?;
@@ -68,7 +67,7 @@ impl SyncProbe {
 
     /// Stops the probe and returns its latencies (µs).
     pub fn finish(self) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop);
         let latencies = self
             .thread
             .join()

@@ -538,14 +538,15 @@ async fn measure(
                     let synced = probe.finish()?;
                     let after = processes[i].read();
                     let receipted = report::LatencySummary::of(&phase.latency.receipted);
+                    let disk_sync = report::LatencySummary::of(&synced);
                     println!(
                         "[{label}] round {round}/{rounds} {:<8} open loop at {rate:>7.1}/s: {:>5} filings, submit-to-receipt p50 {:>8.1} ms p99 {:>8.1} ms, disk sync p99 {:>6.1} ms max {:>6.1} ms{}",
                         arm.name(),
                         phase.receipted,
                         receipted.p50,
                         receipted.p99,
-                        synced.value_at_quantile(0.99) as f64 / 1000.0,
-                        synced.max() as f64 / 1000.0,
+                        disk_sync.p99,
+                        disk_sync.max,
                         if phase.errors.is_empty() {
                             String::new()
                         } else {
