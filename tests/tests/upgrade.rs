@@ -6,7 +6,9 @@
 //! it reads. The nodes are upgraded one at a time while filings flow between every pair, as a sector
 //! would over days: nothing may be lost, dead-lettered or applied twice.
 
-use ecointegra_proto::v1::{Envelope, GetQueuesRequest};
+use ecointegra_broker::envelope::{CHUNKS_UNDIGESTED, open_payload};
+use ecointegra_broker::keys::SigningIdentity;
+use ecointegra_proto::v1::{Chunk, Envelope, GetQueuesRequest, MessageType};
 use ecointegra_tests::*;
 use prost::Message as _;
 use rdkafka::Message as _;
@@ -50,6 +52,21 @@ fn readable_by_the_release_before(topic: &str) -> BTreeSet<String> {
         "{topic} holds a schema the release before cannot read: {held:?}"
     );
     held.into_iter().map(|(sender, _)| sender).collect()
+}
+
+/// The (envelope schema, length of the chunk's own digest) of every chunk
+/// `topic` holds, decrypted with its recipient's key.
+fn chunk_digests(topic: &str, recipient: &SigningIdentity) -> Vec<(u32, usize)> {
+    read_all(topic)
+        .iter()
+        .filter_map(|m| Envelope::decode(m.payload()?).ok())
+        .filter(|e| e.message_type == MessageType::Chunk as i32)
+        .map(|e| {
+            let chunk: Chunk =
+                open_payload(&e, std::slice::from_ref(recipient)).expect("a chunk opens");
+            (e.schema_version, chunk.sha256.len())
+        })
+        .collect()
 }
 
 fn set(senders: &[&str]) -> BTreeSet<String> {
@@ -169,6 +186,37 @@ async fn a_rolling_upgrade_across_an_envelope_schema_loses_nothing() {
     );
     assert!(schemas(&federation.topic_inbox("minam")).contains(&("senamhi".into(), NEWEST)));
 
+    // Chunks carry a SHA-256 of their own to a node that reads no newer than
+    // schema 3, and none from schema 4 on (the AEAD, the signature and the
+    // document's digest cover them): a document of two chunks still arrives whole.
+    let plano = [Doc::new("plano.pdf", 700_000, 7)];
+    let sent = deliver(&mut senamhi.client, header("oefa", "Plano"), &plano).await;
+    filed.push(("oefa", sent.tracking_code.clone()));
+    let (sha, len) = download_sha256(&mut oefa.client, &sent.tracking_code, 0).await;
+    assert_eq!((sha, len), (plano[0].sha256_hex(), plano[0].len));
+    let digests = chunk_digests(
+        &federation.topic_inbox("oefa"),
+        &federation.identity("oefa"),
+    );
+    let newest: Vec<usize> = digests
+        .iter()
+        .filter(|(schema, _)| *schema == NEWEST)
+        .map(|(_, len)| *len)
+        .collect();
+    assert!(
+        newest.len() >= 2 && newest.iter().all(|len| *len == 0),
+        "{digests:?}"
+    );
+    let older: Vec<usize> = digests
+        .iter()
+        .filter(|(schema, _)| *schema < CHUNKS_UNDIGESTED)
+        .map(|(_, len)| *len)
+        .collect();
+    assert!(
+        !older.is_empty() && older.iter().all(|len| *len == 32),
+        "{digests:?}"
+    );
+
     // Nothing lost, nothing twice: each filing once at its destination, its
     // whole timeline at every node, no dead letter anywhere.
     for (destination, code) in &filed {
@@ -205,7 +253,7 @@ async fn a_rolling_upgrade_across_an_envelope_schema_loses_nothing() {
             "dead letters at {id}"
         );
     }
-    assert_eq!(inbound_count(&federation, "oefa"), 5);
+    assert_eq!(inbound_count(&federation, "oefa"), 6);
     assert_eq!(inbound_count(&federation, "senamhi"), 3);
     assert_eq!(inbound_count(&federation, "minam"), 4);
 }

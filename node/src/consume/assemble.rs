@@ -148,10 +148,18 @@ impl Batch<'_> {
             return Ok(Applied::Nothing);
         }
         if !hash_ok {
+            let fault = if chunk.sha256.is_empty() {
+                format!(
+                    "it carries no SHA-256 of its own, which envelope schema {} requires",
+                    envelope.schema_version
+                )
+            } else {
+                "the SHA-256 of its data does not match the chunk's digest".to_owned()
+            };
             return Err(reject(
                 "chunk-hash",
                 format!(
-                    "chunk {} of document {} of transfer {}: the SHA-256 of its data does not match the chunk's digest",
+                    "chunk {} of document {} of transfer {}: {fault}",
                     chunk.seq, chunk.document_index, chunk.transfer_id
                 ),
             ));

@@ -10,7 +10,7 @@ use crate::lifecycle::validate::{
 };
 use crate::trust::Trust;
 use ecointegra_broker::directory::is_institution_id;
-use ecointegra_broker::envelope::{self, Rejection};
+use ecointegra_broker::envelope::{self, CHUNKS_UNDIGESTED, Rejection};
 use ecointegra_proto::v1::{
     Chunk, DirectoryEntry, Envelope, FilingStatus, Manifest, MessageType, Notice, Receipt,
     SignedDirectoryEntry, TrackingEvent,
@@ -27,6 +27,8 @@ pub enum Opened {
     Chunk {
         envelope: Envelope,
         chunk: Chunk,
+        /// Whether the chunk's own digest holds: the SHA-256 of its data when
+        /// it carries one; from schema [`CHUNKS_UNDIGESTED`] on it need not.
         hash_ok: bool,
     },
     Manifest {
@@ -110,7 +112,11 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
     match MessageType::try_from(envelope.message_type) {
         Ok(MessageType::Chunk) => {
             let chunk: Chunk = envelope::open_payload(&envelope, &trust.keyring)?;
-            let hash_ok = Sha256::digest(&chunk.data).as_slice() == chunk.sha256.as_slice();
+            let hash_ok = if chunk.sha256.is_empty() {
+                envelope.schema_version >= CHUNKS_UNDIGESTED
+            } else {
+                Sha256::digest(&chunk.data).as_slice() == chunk.sha256.as_slice()
+            };
             Ok(Opened::Chunk {
                 envelope,
                 chunk,
@@ -307,7 +313,7 @@ pub(crate) fn check_chunk(id: &str, chunk: &Chunk) -> Result<(), String> {
         "document index",
     )?;
     at_most(chunk.offset, MAX_DOCUMENT_BYTES, "chunk offset")?;
-    if chunk.sha256.len() != 32 {
+    if !chunk.sha256.is_empty() && chunk.sha256.len() != 32 {
         return Err("the chunk's digest is not a SHA-256".into());
     }
     message_id(
@@ -559,6 +565,47 @@ mod tests {
             panic!("not a chunk")
         };
         assert!(!hash_ok);
+    }
+
+    #[test]
+    fn a_chunk_needs_no_digest_of_its_own_from_schema_4_only() {
+        let s = sector();
+        let hash_ok = |schema: u32, chunk: &Chunk| {
+            let sealed = s
+                .senamhi
+                .seal_encrypted_as(
+                    schema,
+                    format!("{}/chunk/0/0", chunk.transfer_id),
+                    MessageType::Chunk,
+                    "oefa",
+                    &s.oefa_key,
+                    &chunk.encode_to_vec(),
+                )
+                .unwrap()
+                .encode_to_vec();
+            match open(&s.oefa, Feed::Inbox, &sealed) {
+                Ok(Opened::Chunk { hash_ok, .. }) => Ok(hash_ok),
+                Ok(_) => panic!("not a chunk"),
+                Err(rejection) => Err(rejection.reason),
+            }
+        };
+        let undigested = Chunk {
+            sha256: Vec::new(),
+            ..chunk(b"%PDF-1.7", b"")
+        };
+        assert_eq!(hash_ok(3, &undigested), Ok(false));
+        assert_eq!(hash_ok(CHUNKS_UNDIGESTED, &undigested), Ok(true));
+        // A digest it does carry is checked in every schema.
+        let wrong = chunk(b"%PDF-1.7", b"otra cosa");
+        assert_eq!(hash_ok(CHUNKS_UNDIGESTED, &wrong), Ok(false));
+        let right = chunk(b"%PDF-1.7", b"%PDF-1.7");
+        assert_eq!(hash_ok(CHUNKS_UNDIGESTED, &right), Ok(true));
+        let truncated = Chunk {
+            sha256: vec![1; 31],
+            ..right
+        };
+        let reason = hash_ok(CHUNKS_UNDIGESTED, &truncated).unwrap_err();
+        assert!(reason.contains("not a SHA-256"), "{reason}");
     }
 
     #[test]

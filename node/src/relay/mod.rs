@@ -24,6 +24,7 @@ use crate::store::{DocumentRow, FilingRow, OutboxKind, OutboxRow};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::otlp::Otlp;
 use crate::trust::Trust;
+use ecointegra_broker::envelope::CHUNKS_UNDIGESTED;
 use ecointegra_broker::kafka::{Pending, RecordMeta};
 use ecointegra_proto::v1::{Chunk, DocumentDigest, Envelope, Manifest, MessageType, Transfer};
 use prost::Message;
@@ -497,11 +498,18 @@ async fn publish_records(
                 filing.destination
             ))
         })?;
+    // One schema for every record of the transfer: what they carry depends on it.
+    let schema = relay
+        .trust
+        .sealer
+        .negotiation()
+        .version_for(&filing.destination);
     let seal = |id: String, message_type: MessageType, payload: Vec<u8>| {
         relay
             .trust
             .sealer
-            .seal_encrypted(
+            .seal_encrypted_as(
+                schema,
                 id,
                 message_type,
                 &filing.destination,
@@ -516,14 +524,7 @@ async fn publish_records(
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
     // A small filing travels inside its manifest (one record, one seal), to
     // an institution that reads schema 3: older ones wait for chunks.
-    let small = source.small.take().filter(|_| {
-        relay
-            .trust
-            .sealer
-            .negotiation()
-            .version_for(&filing.destination)
-            >= 3
-    });
+    let small = source.small.take().filter(|_| schema >= 3);
     let mut inline = small.is_some();
     let mut small = small.unwrap_or_default().into_iter();
     let mut digests = Vec::with_capacity(filing.documents.len());
@@ -592,6 +593,7 @@ async fn publish_records(
                 transfer_id,
                 traceparent,
                 chunk_size,
+                digest: schema < CHUNKS_UNDIGESTED,
             };
             chunks.send(doc, &seal, &mut pending).await?;
         }
@@ -624,6 +626,9 @@ struct Chunks<'a> {
     transfer_id: &'a str,
     traceparent: &'a str,
     chunk_size: u64,
+    /// Whether each chunk carries its SHA-256 (for a destination that reads
+    /// only schemas before [`CHUNKS_UNDIGESTED`]).
+    digest: bool,
 }
 
 impl Chunks<'_> {
@@ -653,7 +658,11 @@ impl Chunks<'_> {
                 document_index: doc.index,
                 seq,
                 offset,
-                sha256: Sha256::digest(&data).to_vec(),
+                sha256: if self.digest {
+                    Sha256::digest(&data).to_vec()
+                } else {
+                    Vec::new()
+                },
                 data,
             };
             let envelope = seal(
