@@ -271,7 +271,8 @@ impl Sealer {
         payload: &[u8],
     ) -> Result<Envelope, String> {
         let context = context(&message_id, &self.institution, recipient);
-        let sealed = crate::crypto::encrypt(recipient_key, &context, payload)?;
+        let cipher = crate::crypto::Cipher::of_schema(version);
+        let sealed = crate::crypto::encrypt(cipher, recipient_key, &context, payload)?;
         Ok(self.seal_as(version, message_id, message_type, recipient, sealed))
     }
 }
@@ -465,7 +466,8 @@ pub fn decrypt_payload(
     keys: &[SigningIdentity],
 ) -> Result<Vec<u8>, Rejection> {
     let context = context(&envelope.message_id, &envelope.sender, &envelope.recipient);
-    crate::crypto::decrypt(keys, &context, &envelope.payload).map_err(|e| {
+    let cipher = crate::crypto::Cipher::of_schema(envelope.schema_version);
+    crate::crypto::decrypt(cipher, keys, &context, &envelope.payload).map_err(|e| {
         Rejection::new(
             "decrypt",
             format!(

@@ -1,7 +1,7 @@
 //! The machine's physical limits, measured before the load: SHA-256 speed,
 //! Ed25519 signatures and verifications per second, one HPKE key agreement
 //! (sealing and opening a few bytes, as the nodes' crypto does it), the
-//! ChaCha20-Poly1305 speed of a sealed record's bytes, one Argon2id
+//! speed of the AEAD the newest envelope schema seals with, one Argon2id
 //! verifier of a citizen's code (as the node computes it), and the latency
 //! of a small write plus fsync in the directory the nodes keep their data
 //! in. [`Floor`] turns them into the least a filing costs with every
@@ -90,7 +90,8 @@ pub struct Calibration {
     /// Sealing and opening 32 bytes for a recipient (HPKE: the key
     /// agreements, the key schedule, a tiny AEAD), microseconds.
     pub hpke_seal_open_us: f64,
-    /// Sealing and opening 1 MiB: the AEAD's bytes, GB/s (each way).
+    /// Sealing and opening 1 MiB: the AEAD's bytes, GB/s (each way), with
+    /// the AEAD of the newest envelope schema.
     pub aead_gb_per_s: f64,
     /// One Argon2id verifier of a citizen's verification code, milliseconds.
     pub argon2id_ms: f64,
@@ -192,10 +193,11 @@ pub fn run(dir: &Path, quick: bool) -> anyhow::Result<Calibration> {
     let recipient = SigningIdentity::generate();
     let recipient_key = recipient.encryption_public_key();
     let keyring = [recipient];
+    let cipher = crypto::Cipher::of_schema(ecointegra_broker::envelope::SCHEMA_VERSION);
     let round_trip = |plaintext: &[u8]| -> anyhow::Result<()> {
-        let sealed =
-            crypto::encrypt(&recipient_key, b"bench", plaintext).map_err(anyhow::Error::msg)?;
-        crypto::decrypt(&keyring, b"bench", &sealed).map_err(anyhow::Error::msg)?;
+        let sealed = crypto::encrypt(cipher, &recipient_key, b"bench", plaintext)
+            .map_err(anyhow::Error::msg)?;
+        crypto::decrypt(cipher, &keyring, b"bench", &sealed).map_err(anyhow::Error::msg)?;
         Ok(())
     };
     let timed = |plaintext: &[u8], at_least: u32| -> anyhow::Result<f64> {

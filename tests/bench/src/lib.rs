@@ -204,7 +204,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         tokio::task::spawn_blocking(move || calibrate::run(&calibration_dir, quick)).await??;
     println!(
         "calibration: SHA-256 {:.2} GB/s, Ed25519 {:.0} signatures/s and {:.0} verifications/s, \
-         4 KiB write+fsync p50 {} µs p99 {} µs, HPKE seal+open {:.0} µs, ChaCha20-Poly1305 \
+         4 KiB write+fsync p50 {} µs p99 {} µs, HPKE seal+open {:.0} µs, {} \
          {:.2} GB/s, Argon2id verifier {:.1} ms",
         calibration.sha256_gb_per_s,
         calibration.ed25519_signs_per_s,
@@ -212,6 +212,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         calibration.fsync_p50_us,
         calibration.fsync_p99_us,
         calibration.hpke_seal_open_us,
+        ecointegra_broker::crypto::Cipher::of_schema(ecointegra_broker::envelope::SCHEMA_VERSION)
+            .name(),
         calibration.aead_gb_per_s,
         calibration.argon2id_ms
     );
