@@ -47,6 +47,9 @@ pub struct Batch<'a> {
     pub dirty: HashSet<PathBuf>,
     /// The directory as the entries applied in this batch leave it.
     pub directory: Option<Directory>,
+    /// Partial files adopted into the blob store by this batch's filings:
+    /// removed once it has committed.
+    pub adopted: Vec<PathBuf>,
 }
 
 impl Batch<'_> {
@@ -57,6 +60,13 @@ impl Batch<'_> {
             super::assemble::sync_file(&path)?;
         }
         Ok(())
+    }
+
+    /// The batch committed: the partial files its filings adopted go.
+    pub fn committed(&mut self) {
+        for path in self.adopted.drain(..) {
+            self.cx.blobs.forget_partial(&path);
+        }
     }
 
     pub fn apply(

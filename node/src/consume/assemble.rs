@@ -507,6 +507,7 @@ impl Batch<'_> {
             // The sender's SENT step follows what it knew when it published.
             after_seq: transfer.tracking_seq + 1,
         };
+        let mut adopted = Vec::new();
         for doc in &manifest.documents {
             if kept_whole(doc) {
                 store::blobs::keep(c, &doc.sha256, &doc.data)?;
@@ -520,12 +521,15 @@ impl Batch<'_> {
             if self.dirty.remove(&path) {
                 sync_file(&path)?;
             }
-            cx.blobs.adopt(&path, &doc.sha256)?;
+            cx.blobs.adopt_partial(&path, &doc.sha256)?;
             cx.running.forget(&path);
+            adopted.push(path);
         }
         let filing_id =
             cx.store
                 .apply_delivery(c, position, &super::processed_key(&envelope), &delivery)?;
+        // Removed once the batch has committed: until then a crash may need them.
+        self.adopted.extend(adopted);
         Ok(match filing_id {
             Some(filing_id) => Applied::Delivered {
                 filing_id,
@@ -552,11 +556,25 @@ fn kept_whole(doc: &DocumentDigest) -> bool {
 /// Writes `data` at `offset`, dropping any tail a crash left beyond it. Not
 /// durable yet: the batch fsyncs the file before it commits.
 fn write_at(path: &std::path::Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
-    let mut file = crate::store::blobs::private_file()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
+    use std::os::unix::fs::MetadataExt;
+    let open = || {
+        crate::store::blobs::private_file()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+    };
+    let mut file = open()?;
+    if file.metadata()?.nlink() > 1 {
+        // Linked into the blob store by a filing whose transaction never
+        // committed (a crash): written into a copy of its own, so the blob
+        // stays as it was.
+        drop(file);
+        let copy = PathBuf::from(format!("{}.copy", path.display()));
+        std::fs::copy(path, &copy)?;
+        std::fs::rename(&copy, path)?;
+        file = open()?;
+    }
     file.set_len(offset)?;
     file.seek(SeekFrom::Start(offset))?;
     file.write_all(data)
@@ -573,6 +591,25 @@ pub(super) fn sync_file(path: &std::path::Path) -> Result<()> {
         Err(e) => Err(e),
     }
     .map_err(Error::io(format!("cannot sync {}", path.display())))
+}
+
+/// Removes the partial files no partial document of the store counts: those
+/// its filing adopted before a crash kept them from being removed, and
+/// those written in a batch that never committed (its records come again).
+/// Run before the inbox is read.
+pub(super) fn sweep_partials(cx: &Consumers) -> Result<()> {
+    for (path, named) in cx.blobs.partial_files() {
+        let counted = match named {
+            Some((sender, transfer_id, index)) => {
+                cx.store.partial(&sender, &transfer_id, index)?.is_some()
+            }
+            None => false,
+        };
+        if !counted {
+            cx.blobs.forget_partial(&path);
+        }
+    }
+    Ok(())
 }
 
 /// The digest of a complete partial document. If a crash came after the file
@@ -694,8 +731,49 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A manifest adopts a partial document, and its batch never commits (a
+    /// crash): the chunks after the last committed one come again and are
+    /// written into the same file, which still holds the ones before, so the
+    /// document is whole when the manifest comes again.
+    #[test]
+    fn a_partial_adopted_by_a_batch_that_never_committed_is_still_whole() {
+        let dir = scratch("uncommitted");
+        let blobs = crate::store::blobs::Blobs::open(&dir).unwrap();
+        let partial = blobs.partial_path("senamhi", &"ab".repeat(16), 0).unwrap();
+        let sha = Sha256::digest(b"hola mundo").to_vec();
+        // The first chunk committed in a batch before; the second in the
+        // batch whose manifest adopted the document and then crashed.
+        write_at(&partial, 0, b"hola ").unwrap();
+        write_at(&partial, 5, b"mundo").unwrap();
+        sync_file(&partial).unwrap();
+        let blob = blobs.adopt_partial(&partial, &sha).unwrap();
+        assert_eq!(std::fs::read(&blob).unwrap(), b"hola mundo");
+        // After the restart: the second chunk again (into a copy: the blob
+        // is not written through its link), then the manifest.
+        write_at(&partial, 5, b"mundo").unwrap();
+        assert_eq!(std::fs::read(&blob).unwrap(), b"hola mundo");
+        {
+            use std::os::unix::fs::MetadataExt;
+            let (a, b) = (
+                std::fs::metadata(&partial).unwrap(),
+                std::fs::metadata(&blob).unwrap(),
+            );
+            assert_ne!(a.ino(), b.ino());
+        }
+        let (digest, size) = digest_partial(&blobs, &partial, &sha).unwrap();
+        assert_eq!((digest.to_vec(), size), (sha.clone(), 10));
+        assert_eq!(blobs.adopt_partial(&partial, &sha).unwrap(), blob);
+        // Once committed, the partial file goes; the blob stays.
+        assert_eq!(blobs.partial_files().len(), 1);
+        blobs.forget_partial(&partial);
+        assert!(blobs.partial_files().is_empty());
+        assert_eq!(std::fs::read(&blob).unwrap(), b"hola mundo");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A partial file already adopted into the blob store (a crash between
-    /// the rename and the commit) is read from the blob it became.
+    /// the rename and the commit, as a release before this one adopted) is
+    /// read from the blob it became.
     #[test]
     fn an_adopted_partial_is_read_from_its_blob() {
         let dir = scratch("adopted");

@@ -268,6 +268,12 @@ async fn connect(cx: &Arc<Consumers>, feed: Feed) -> Result<Arc<InboxConsumer>> 
             format!("{}.directory", cx.kafka.group_id()),
         ),
     };
+    if feed == Feed::Inbox {
+        let cx = cx.clone();
+        tokio::task::spawn_blocking(move || assemble::sweep_partials(&cx))
+            .await
+            .map_err(Error::task("partial sweep failed"))??;
+    }
     let consumer = Arc::new(InboxConsumer::new(&settings, &group, &topic)?);
     let c = consumer.clone();
     let partitions = tokio::task::spawn_blocking(move || c.partitions(Duration::from_secs(5)))
@@ -528,6 +534,7 @@ async fn apply_batch(
                 cx: &cx,
                 dirty: HashSet::new(),
                 directory: None,
+                adopted: Vec::new(),
             };
             let mut applied = Vec::with_capacity(opened.len());
             let mut stop = None;
@@ -560,6 +567,7 @@ async fn apply_batch(
                 }
                 batch.sync()
             })?;
+            batch.committed();
             if let Some(directory) = batch.directory {
                 cx.trust.set_directory(directory);
             }

@@ -52,6 +52,9 @@ pub struct Blobs {
     root: PathBuf,
 }
 
+/// The sender, transfer id and document index of a partial document.
+pub type PartialKey = (String, String, u32);
+
 impl Blobs {
     pub fn open(data_dir: &Path) -> Result<Self> {
         let blobs = Self {
@@ -101,6 +104,57 @@ impl Blobs {
             .root
             .join("partial")
             .join(format!("{sender}.{transfer_id}.{index}")))
+    }
+
+    /// Links a whole, fsynced partial document into the store under its
+    /// digest, leaving the partial file where it is: the transaction that
+    /// adopts it may yet not commit (a crash), and then its last chunks are
+    /// written again into that file, which must still hold the first ones.
+    /// The partial file goes once that transaction has committed
+    /// ([`Blobs::forget_partial`]), or at the next start ([`Blobs::partial_files`]).
+    pub fn adopt_partial(&self, partial: &Path, sha256: &[u8]) -> Result<PathBuf> {
+        let target = self.path(sha256);
+        let dir = target.parent().expect("blob paths have a parent");
+        private_dir(dir).map_err(Error::io("cannot create a blob directory"))?;
+        if !target.exists() {
+            std::fs::hard_link(partial, &target).map_err(Error::io(format!(
+                "cannot link {} into the store",
+                partial.display()
+            )))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(Error::io("cannot sync a blob directory"))?;
+        }
+        Ok(target)
+    }
+
+    /// Removes a partial document its filing no longer needs (adopted, and
+    /// committed). A crash before this leaves it to the next start.
+    pub fn forget_partial(&self, partial: &Path) {
+        let _ = std::fs::remove_file(partial);
+    }
+
+    /// Every partial document file: its path, and the sender, transfer id
+    /// and document index its name says (None for a name that says none).
+    pub fn partial_files(&self) -> Vec<(PathBuf, Option<PartialKey>)> {
+        let Ok(entries) = std::fs::read_dir(self.root.join("partial")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let mut parts = name.splitn(3, '.');
+                let parsed = match (parts.next(), parts.next(), parts.next()) {
+                    (Some(sender), Some(transfer), Some(index)) => index
+                        .parse()
+                        .ok()
+                        .map(|index| (sender.to_owned(), transfer.to_owned(), index)),
+                    _ => None,
+                };
+                (entry.path(), parsed)
+            })
+            .collect()
     }
 
     /// Moves a whole, fsynced file into the store under its digest. Where the
