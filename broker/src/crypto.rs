@@ -13,6 +13,7 @@
 //! `hpke` crate, in both directions.
 
 use crate::keys::SigningIdentity;
+use curve25519_dalek::montgomery::MontgomeryPoint;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem, Serializable};
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -69,20 +70,47 @@ impl Cipher {
     }
 }
 
-fn keypair(
-    identity: &SigningIdentity,
-) -> (
-    <X25519HkdfSha256 as Kem>::PrivateKey,
-    <X25519HkdfSha256 as Kem>::PublicKey,
-) {
-    X25519HkdfSha256::derive_keypair(&identity.encryption_ikm())
+/// An institution's X25519 key pair, derived from its identity
+/// (DeriveKeyPair of RFC 9180) once, when first used.
+#[derive(Clone)]
+pub(crate) struct EncryptionKey {
+    secret: [u8; 32],
+    pub(crate) public: [u8; 32],
 }
 
-pub(crate) fn public_key(identity: &SigningIdentity) -> [u8; 32] {
-    let bytes = keypair(identity).1.to_bytes();
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&bytes);
-    out
+impl EncryptionKey {
+    pub(crate) fn derive(ikm: &[u8]) -> Self {
+        let (secret, public) = X25519HkdfSha256::derive_keypair(ikm);
+        let mut key = Self {
+            secret: [0; 32],
+            public: [0; 32],
+        };
+        key.secret.copy_from_slice(&secret.to_bytes());
+        key.public.copy_from_slice(&public.to_bytes());
+        key
+    }
+
+    /// Decap of DHKEM(X25519, HKDF-SHA256): the shared secret of `encapped`,
+    /// with this key's public half already known (the `hpke` crate derives
+    /// it again from the secret at every call: a scalar multiplication).
+    fn decap(&self, encapped: &[u8; 32]) -> Option<[u8; 32]> {
+        let dh = MontgomeryPoint(*encapped)
+            .mul_clamped(self.secret)
+            .to_bytes();
+        // A low-order point gives an all-zero secret: refused (RFC 9180,
+        // 7.1.4), without a comparison whose time depends on the secret.
+        if dh.iter().fold(0u8, |acc, b| acc | b) == 0 {
+            return None;
+        }
+        let labels = Labels(KEM_SUITE);
+        let prk = labels.extract(b"", b"eae_prk", &dh);
+        let mut context = [0u8; 64];
+        context[..32].copy_from_slice(encapped);
+        context[32..].copy_from_slice(&self.public);
+        let mut shared = [0u8; 32];
+        labels.expand(&prk, b"shared_secret", &context, &mut shared);
+        Some(shared)
+    }
 }
 
 /// A length for ring's HKDF-Expand.
@@ -94,28 +122,29 @@ impl hkdf::KeyType for Len {
     }
 }
 
-/// The key schedule of HPKE's base mode: the AEAD's key and base nonce for
-/// `shared_secret` (the KEM's) and `info`.
-struct Schedule {
-    suite_id: [u8; 10],
+/// The KEM's suite id, which its labels carry.
+const KEM_SUITE: &[u8] = &[b'K', b'E', b'M', 0x00, 0x20];
+
+/// HPKE's suite id for `cipher`, which the key schedule's labels carry.
+fn hpke_suite(cipher: Cipher) -> [u8; 10] {
+    let mut suite_id = [0u8; 10];
+    suite_id[..4].copy_from_slice(b"HPKE");
+    suite_id[4..6].copy_from_slice(&KEM_ID.to_be_bytes());
+    suite_id[6..8].copy_from_slice(&KDF_ID.to_be_bytes());
+    suite_id[8..].copy_from_slice(&cipher.hpke_id().to_be_bytes());
+    suite_id
 }
 
-impl Schedule {
-    fn new(cipher: Cipher) -> Self {
-        let mut suite_id = [0u8; 10];
-        suite_id[..4].copy_from_slice(b"HPKE");
-        suite_id[4..6].copy_from_slice(&KEM_ID.to_be_bytes());
-        suite_id[6..8].copy_from_slice(&KDF_ID.to_be_bytes());
-        suite_id[8..].copy_from_slice(&cipher.hpke_id().to_be_bytes());
-        Self { suite_id }
-    }
+/// HPKE's labelled HKDF under one suite id.
+struct Labels<'a>(&'a [u8]);
 
+impl Labels<'_> {
     /// LabeledExtract: HKDF-Extract (an HMAC keyed by the salt; an empty salt
     /// keys it as HashLen zeros would) of the labelled input.
     fn extract(&self, salt: &[u8], label: &[u8], ikm: &[u8]) -> [u8; 32] {
         let key = hmac::Key::new(hmac::HMAC_SHA256, salt);
         let mut context = hmac::Context::with_key(&key);
-        for part in [b"HPKE-v1".as_slice(), &self.suite_id, label, ikm] {
+        for part in [b"HPKE-v1".as_slice(), self.0, label, ikm] {
             context.update(part);
         }
         let mut out = [0u8; 32];
@@ -126,31 +155,35 @@ impl Schedule {
     /// LabeledExpand of `prk` into `out`.
     fn expand(&self, prk: &[u8; 32], label: &[u8], info: &[u8], out: &mut [u8]) {
         let length = (out.len() as u16).to_be_bytes();
-        let parts = [length.as_slice(), b"HPKE-v1", &self.suite_id, label, info];
+        let parts = [length.as_slice(), b"HPKE-v1", self.0, label, info];
         hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, prk)
             .expand(&parts, Len(out.len()))
             .and_then(|okm| okm.fill(out))
             .expect("HKDF-SHA256 expands to 32 bytes and fewer");
     }
+}
 
-    fn key_and_nonce(&self, cipher: Cipher, shared_secret: &[u8]) -> (LessSafeKey, Nonce) {
-        let psk_id_hash = self.extract(b"", b"psk_id_hash", b"");
-        let info_hash = self.extract(b"", b"info_hash", INFO);
-        let mut context = [0u8; 65];
-        context[1..33].copy_from_slice(&psk_id_hash);
-        context[33..].copy_from_slice(&info_hash);
-        let secret = self.extract(shared_secret, b"secret", b"");
-        let mut key = [0u8; 32];
-        self.expand(&secret, b"key", &context, &mut key);
-        let mut nonce = [0u8; 12];
-        self.expand(&secret, b"base_nonce", &context, &mut nonce);
-        let key = UnboundKey::new(cipher.algorithm(), &key).expect("a 32-byte key");
-        (
-            LessSafeKey::new(key),
-            // One message per context (sequence number 0): the base nonce.
-            Nonce::assume_unique_for_key(nonce),
-        )
-    }
+/// The key schedule of HPKE's base mode: the AEAD's key and base nonce for
+/// `shared_secret` (the KEM's) and [`INFO`].
+fn key_and_nonce(cipher: Cipher, shared_secret: &[u8]) -> (LessSafeKey, Nonce) {
+    let suite = hpke_suite(cipher);
+    let labels = Labels(&suite);
+    let psk_id_hash = labels.extract(b"", b"psk_id_hash", b"");
+    let info_hash = labels.extract(b"", b"info_hash", INFO);
+    let mut context = [0u8; 65];
+    context[1..33].copy_from_slice(&psk_id_hash);
+    context[33..].copy_from_slice(&info_hash);
+    let secret = labels.extract(shared_secret, b"secret", b"");
+    let mut key = [0u8; 32];
+    labels.expand(&secret, b"key", &context, &mut key);
+    let mut nonce = [0u8; 12];
+    labels.expand(&secret, b"base_nonce", &context, &mut nonce);
+    let key = UnboundKey::new(cipher.algorithm(), &key).expect("a 32-byte key");
+    (
+        LessSafeKey::new(key),
+        // One message per context (sequence number 0): the base nonce.
+        Nonce::assume_unique_for_key(nonce),
+    )
 }
 
 /// Encrypts `plaintext` with `cipher` to the holder of `recipient` (an
@@ -183,7 +216,7 @@ fn encrypt_in_place(
         .map_err(|e| format!("not an X25519 public key: {e}"))?;
     let (shared, encapped) =
         X25519HkdfSha256::encap(&key, None).map_err(|e| format!("encryption failed: {e}"))?;
-    let (key, nonce) = Schedule::new(cipher).key_and_nonce(cipher, &shared.0);
+    let (key, nonce) = key_and_nonce(cipher, &shared.0);
     let tag = key
         .seal_in_place_separate_tag(nonce, Aad::from(context), &mut buffer[ENCAPPED..])
         .map_err(|_| "encryption failed".to_owned())?;
@@ -204,16 +237,13 @@ pub fn decrypt(
         return Err("the ciphertext is too short".into());
     }
     let (encapped, ciphertext) = sealed.split_at(ENCAPPED);
-    let encapped = <X25519HkdfSha256 as Kem>::EncappedKey::from_bytes(encapped)
-        .map_err(|e| format!("bad encapsulated key: {e}"))?;
-    let schedule = Schedule::new(cipher);
+    let encapped: &[u8; 32] = encapped.try_into().expect("split at 32 bytes");
     let mut plaintext = Vec::new();
     for identity in identities {
-        let (secret, _) = keypair(identity);
-        let Ok(shared) = X25519HkdfSha256::decap(&secret, None, &encapped) else {
+        let Some(shared) = identity.encryption_key().decap(encapped) else {
             continue;
         };
-        let (key, nonce) = schedule.key_and_nonce(cipher, &shared.0);
+        let (key, nonce) = key_and_nonce(cipher, &shared);
         plaintext.clear();
         plaintext.extend_from_slice(ciphertext);
         if let Ok(opened) = key.open_in_place(nonce, Aad::from(context), &mut plaintext) {
@@ -262,6 +292,16 @@ mod tests {
                 altered[at] ^= 1;
                 assert!(open(std::slice::from_ref(&oefa), b"m-1", &altered).is_err());
             }
+            // A low-order point as the encapsulated key (its shared secret
+            // is all zeros): refused.
+            let mut low_order = sealed.clone();
+            low_order[..ENCAPPED].fill(0);
+            assert!(open(std::slice::from_ref(&oefa), b"m-1", &low_order).is_err());
+            assert!(
+                EncryptionKey::derive(&oefa.encryption_ikm())
+                    .decap(&[0; 32])
+                    .is_none()
+            );
             let other = BOTH.into_iter().find(|c| *c != cipher).unwrap();
             assert!(decrypt(other, std::slice::from_ref(&oefa), b"m-1", &sealed).is_err());
             assert!(open(std::slice::from_ref(&oefa), b"m-1", &sealed[..ENCAPPED + 3]).is_err());
@@ -279,7 +319,7 @@ mod tests {
             let oefa = SigningIdentity::generate();
             let recipient = oefa.encryption_public_key();
             let plaintext = b"%PDF-1.7 informe de monitoreo".repeat(100);
-            let (secret, public) = keypair(&oefa);
+            let (secret, public) = X25519HkdfSha256::derive_keypair(&oefa.encryption_ikm());
             assert_eq!(public.to_bytes().as_slice(), recipient.as_slice());
 
             let ours = encrypt(cipher, &recipient, b"aad", &plaintext).unwrap();

@@ -11,6 +11,8 @@ use std::path::Path;
 #[derive(Clone)]
 pub struct SigningIdentity {
     key: SigningKey,
+    /// Its X25519 key pair, derived when first needed.
+    encryption: std::sync::OnceLock<crate::crypto::EncryptionKey>,
 }
 
 impl std::fmt::Debug for SigningIdentity {
@@ -26,14 +28,13 @@ impl SigningIdentity {
     pub fn generate() -> Self {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).expect("the OS random source is available");
-        Self {
-            key: SigningKey::from_bytes(&secret),
-        }
+        Self::from_secret(secret)
     }
 
     pub fn from_secret(secret: [u8; 32]) -> Self {
         Self {
             key: SigningKey::from_bytes(&secret),
+            encryption: std::sync::OnceLock::new(),
         }
     }
 
@@ -94,7 +95,12 @@ impl SigningIdentity {
 
     /// The X25519 public key others encrypt content for this institution to.
     pub fn encryption_public_key(&self) -> [u8; 32] {
-        crate::crypto::public_key(self)
+        self.encryption_key().public
+    }
+
+    pub(crate) fn encryption_key(&self) -> &crate::crypto::EncryptionKey {
+        self.encryption
+            .get_or_init(|| crate::crypto::EncryptionKey::derive(&self.encryption_ikm()))
     }
 }
 
