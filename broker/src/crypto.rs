@@ -194,35 +194,19 @@ pub fn encrypt(
     context: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, String> {
-    let mut sealed = Vec::with_capacity(ENCAPPED + plaintext.len() + TAG);
-    sealed.resize(ENCAPPED, 0);
-    sealed.extend_from_slice(plaintext);
-    encrypt_in_place(cipher, recipient, context, &mut sealed)?;
-    Ok(sealed)
-}
-
-/// [`encrypt`] without a copy: `buffer` holds [`ENCAPPED`] bytes of room,
-/// then the plaintext, and becomes what [`encrypt`] returns.
-fn encrypt_in_place(
-    cipher: Cipher,
-    recipient: &[u8; 32],
-    context: &[u8],
-    buffer: &mut Vec<u8>,
-) -> Result<(), String> {
-    if buffer.len() < ENCAPPED {
-        return Err("no room for the encapsulated key".into());
-    }
     let key = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(recipient)
         .map_err(|e| format!("not an X25519 public key: {e}"))?;
     let (shared, encapped) =
         X25519HkdfSha256::encap(&key, None).map_err(|e| format!("encryption failed: {e}"))?;
     let (key, nonce) = key_and_nonce(cipher, &shared.0);
+    let mut sealed = Vec::with_capacity(ENCAPPED + plaintext.len() + TAG);
+    sealed.extend_from_slice(&encapped.to_bytes());
+    sealed.extend_from_slice(plaintext);
     let tag = key
-        .seal_in_place_separate_tag(nonce, Aad::from(context), &mut buffer[ENCAPPED..])
+        .seal_in_place_separate_tag(nonce, Aad::from(context), &mut sealed[ENCAPPED..])
         .map_err(|_| "encryption failed".to_owned())?;
-    buffer[..ENCAPPED].copy_from_slice(&encapped.to_bytes());
-    buffer.extend_from_slice(tag.as_ref());
-    Ok(())
+    sealed.extend_from_slice(tag.as_ref());
+    Ok(sealed)
 }
 
 /// Decrypts with the first of `identities` whose key opens it (the current

@@ -570,7 +570,8 @@ fn write_at(path: &std::path::Path, offset: u64, data: &[u8]) -> std::io::Result
         // committed (a crash): written into a copy of its own, so the blob
         // stays as it was.
         drop(file);
-        let copy = PathBuf::from(format!("{}.copy", path.display()));
+        let mut copy = path.as_os_str().to_owned();
+        copy.push(".copy");
         std::fs::copy(path, &copy)?;
         std::fs::rename(&copy, path)?;
         file = open()?;

@@ -113,28 +113,34 @@ impl Blobs {
     /// The partial file goes once that transaction has committed
     /// ([`Blobs::forget_partial`]), or at the next start ([`Blobs::partial_files`]).
     pub fn adopt_partial(&self, partial: &Path, sha256: &[u8]) -> Result<PathBuf> {
-        self.place(sha256, |target| {
+        let (target, _) = self.place(sha256, |target| {
             std::fs::hard_link(partial, target).map_err(Error::io(format!(
                 "cannot link {} into the store",
                 partial.display()
             )))
-        })
+        })?;
+        Ok(target)
     }
 
     /// Puts the blob `sha256` in place with `put` (given its path), unless
     /// the store holds it already, and makes its directory entry durable.
-    /// Returns its path.
-    fn place(&self, sha256: &[u8], put: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+    /// Returns its path, and whether `put` put it there.
+    fn place(
+        &self,
+        sha256: &[u8],
+        put: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<(PathBuf, bool)> {
         let target = self.path(sha256);
         let dir = target.parent().expect("blob paths have a parent");
         private_dir(dir).map_err(Error::io("cannot create a blob directory"))?;
-        if !target.exists() {
-            put(&target)?;
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(Error::io("cannot sync a blob directory"))?;
+        if target.exists() {
+            return Ok((target, false));
         }
-        Ok(target)
+        put(&target)?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::io("cannot sync a blob directory"))?;
+        Ok((target, true))
     }
 
     /// Removes a partial document its filing no longer needs (adopted, and
@@ -169,14 +175,15 @@ impl Blobs {
     /// Moves a whole, fsynced file into the store under its digest. Where the
     /// same content is already stored the new copy is simply removed.
     pub fn adopt(&self, file: &Path, sha256: &[u8]) -> Result<PathBuf> {
-        let target = self.place(sha256, |target| {
+        let (target, moved) = self.place(sha256, |target| {
             std::fs::rename(file, target).map_err(Error::io(format!(
                 "cannot move {} into the store",
                 file.display()
             )))
         })?;
-        // Already stored: the new copy goes (moved, it is gone already).
-        let _ = std::fs::remove_file(file);
+        if !moved {
+            let _ = std::fs::remove_file(file);
+        }
         Ok(target)
     }
 }
