@@ -13,6 +13,7 @@ use super::{Consumers, Corrupt, Fault, LARGE_TRANSFER, Stop};
 use crate::error::{Error, Result};
 use crate::lifecycle::deadlines::{Calendar, Day};
 use crate::store::blobs::KEPT_MAX;
+use crate::store::direct::DirectFile;
 use crate::store::{self, Delivery, DocumentRow, NewFiling, Partial, Position, ReceiptRow};
 use ecointegra_broker::envelope::Rejection;
 use ecointegra_proto::v1::{
@@ -23,7 +24,6 @@ use prost::Message as _;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Partial documents at most: past this many at once, a document's digest
@@ -553,19 +553,23 @@ fn kept_whole(doc: &DocumentDigest) -> bool {
     doc.size <= KEPT_MAX && carried_whole(doc)
 }
 
-/// Writes `data` at `offset`, dropping any tail a crash left beyond it. Not
-/// durable yet: the batch fsyncs the file before it commits.
+/// Writes `data` at `offset` as the end of the file, dropping any tail a
+/// crash left beyond it; around the page cache where it can
+/// ([`DirectFile`]). Not durable yet: the batch fsyncs the file before it
+/// commits.
 fn write_at(path: &std::path::Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let open = || {
-        crate::store::blobs::private_file()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
+        DirectFile::open(
+            crate::store::blobs::private_file()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            path,
+        )
     };
     let mut file = open()?;
-    if file.metadata()?.nlink() > 1 {
+    if file.file().metadata()?.nlink() > 1 {
         // Linked into the blob store by a filing whose transaction never
         // committed (a crash): written into a copy of its own, so the blob
         // stays as it was.
@@ -576,9 +580,7 @@ fn write_at(path: &std::path::Path, offset: u64, data: &[u8]) -> std::io::Result
         std::fs::rename(&copy, path)?;
         file = open()?;
     }
-    file.set_len(offset)?;
-    file.seek(SeekFrom::Start(offset))?;
-    file.write_all(data)
+    file.write_end(offset, data)
 }
 
 /// Makes a written partial file durable. One already adopted (renamed into

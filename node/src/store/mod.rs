@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod blobs;
 pub mod dead_letters;
+pub mod direct;
 pub mod directory;
 pub mod filings;
 pub mod group_commit;

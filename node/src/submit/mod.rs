@@ -7,6 +7,7 @@ use crate::error::{Error, Result, Violation};
 use crate::lifecycle::Desk;
 use crate::lifecycle::validate;
 use crate::store::blobs::{KEPT_MAX, Received, TempFile, ToKeep};
+use crate::store::direct::DirectFile;
 use crate::store::{DocumentRow, FilingRow, NewFiling, Submitted};
 use ecointegra_proto::v1::{
     Direction, DocumentHeader, FilingHeader, FilingStatus, SubmitFilingRequest,
@@ -26,10 +27,13 @@ struct Upload {
     index: usize,
     header: DocumentHeader,
     temp: TempFile,
-    /// Created at the first write-out.
-    file: Option<std::fs::File>,
-    /// Received, hashed, not yet written (under [`WRITE_AT`] between calls).
+    /// Created at the first write-out, written around the page cache.
+    file: Option<DirectFile>,
+    /// Received, hashed, not yet written (under [`WRITE_AT`] between calls,
+    /// and under a block once the file is written).
     pending: Vec<u8>,
+    /// Bytes in the file so far.
+    flushed: u64,
     hasher: Sha256,
     written: u64,
     /// False for an unsized document, whose `declared_size` is the maximum
@@ -45,40 +49,50 @@ impl Upload {
             temp: TempFile::new(desk.blobs.temp_path()),
             file: None,
             pending: Vec::new(),
+            flushed: 0,
             hasher: Sha256::new(),
             written: 0,
             sized,
         }
     }
 
-    /// Writes out what is pending (creating the file first if need be), and
-    /// with `sync` makes the file durable: one hop to a blocking thread.
-    async fn write_out(&mut self, sync: bool) -> Result<()> {
+    /// Writes out what is pending (creating the file first if need be): its
+    /// whole blocks, or with `last` all of it, and makes the file durable.
+    /// One hop to a blocking thread.
+    async fn write_out(&mut self, last: bool) -> Result<()> {
         let file = self.file.take();
         let pending = std::mem::take(&mut self.pending);
-        let path = self.temp.path().to_owned();
-        let (file, mut pending) = tokio::task::spawn_blocking(move || -> Result<_> {
-            use std::io::Write;
+        let (path, offset) = (self.temp.path().to_owned(), self.flushed);
+        let (file, mut pending, written) = tokio::task::spawn_blocking(move || -> Result<_> {
             let mut file = match file {
                 Some(file) => file,
-                None => crate::store::blobs::private_file()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .map_err(Error::io("cannot create an upload file"))?,
+                None => DirectFile::open(
+                    crate::store::blobs::private_file()
+                        .write(true)
+                        .create(true)
+                        .truncate(true),
+                    &path,
+                )
+                .map_err(Error::io("cannot create an upload file"))?,
             };
-            file.write_all(&pending)
-                .map_err(Error::io("cannot write an upload file"))?;
-            if sync {
-                file.sync_all()
+            let written = if last {
+                file.write_end(offset, &pending).map(|()| pending.len())
+            } else {
+                file.write_blocks(offset, &pending)
+            }
+            .map_err(Error::io("cannot write an upload file"))?;
+            if last {
+                file.file()
+                    .sync_all()
                     .map_err(Error::io("cannot sync an upload file"))?;
             }
-            Ok((file, pending))
+            Ok((file, pending, written))
         })
         .await
         .map_err(Error::task("an upload task failed"))??;
-        pending.clear();
+        // What did not fill a block waits for the next write-out.
+        pending.drain(..written);
+        self.flushed += written as u64;
         self.file = Some(file);
         self.pending = pending;
         Ok(())

@@ -73,7 +73,11 @@ impl NodeProcess {
                 command.env_remove(key);
             }
         }
-        command.env("ECOINTEGRA_LOG", "warn,rdkafka=warn");
+        // The nodes log warnings only, unless ECOINTEGRA_BENCH_NODE_LOG gives
+        // their filter (e.g. `info`, to see when each transfer was published).
+        let filter = std::env::var("ECOINTEGRA_BENCH_NODE_LOG")
+            .unwrap_or_else(|_| "warn,rdkafka=warn".into());
+        command.env("ECOINTEGRA_LOG", filter);
         let child = command.spawn()?;
         let pid = child.id();
         let mut process = NodeProcess {
