@@ -32,7 +32,6 @@ use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -640,16 +639,15 @@ impl Chunks<'_> {
         pending: &mut VecDeque<Pending>,
     ) -> Result<()> {
         let (transfer_id, chunk_size) = (self.transfer_id, self.chunk_size);
-        let mut file = self
+        let mut pieces = self
             .relay
             .store
-            .open_document(&self.relay.blobs, &doc.sha256, doc.size)
+            .open_pieces(&self.relay.blobs, &doc.sha256, doc.size)
             .await?;
         for seq in 0..doc.size.div_ceil(chunk_size) as u32 {
             let offset = seq as u64 * chunk_size;
             let len = chunk_size.min(doc.size - offset) as usize;
-            let mut data = vec![0u8; len];
-            file.read_exact(&mut data).await.map_err(Error::io(format!(
+            let data = pieces.read(offset, len).await.map_err(Error::io(format!(
                 "cannot read document {} of {transfer_id}",
                 doc.index
             )))?;
@@ -680,7 +678,6 @@ impl Chunks<'_> {
             )
             .await?;
         }
-        file.done();
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 //! renamed into place, so a file under `blobs/` is always whole. Readers ask
 //! [`Store::locate`] or [`Store::open_document`], which know both places.
 
+use super::direct::DirectReader;
 use super::{DocumentRow, Store, exec, row};
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -370,6 +371,42 @@ impl tokio::io::AsyncRead for Content {
     }
 }
 
+/// A stored document read in pieces at their offsets (a transfer's chunks):
+/// a file around the page cache where it can be ([`DirectReader`]).
+#[derive(Debug)]
+pub enum Pieces {
+    Kept(Vec<u8>),
+    /// Taken while a piece is read on a blocking thread.
+    File(Option<DirectReader>),
+}
+
+impl Pieces {
+    /// The `len` bytes at `offset`.
+    pub async fn read(&mut self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        match self {
+            Pieces::Kept(bytes) => usize::try_from(offset)
+                .ok()
+                .and_then(|start| bytes.get(start..start.checked_add(len)?))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            Pieces::File(slot) => {
+                let mut reader = slot
+                    .take()
+                    .ok_or_else(|| std::io::Error::other("a previous read did not finish"))?;
+                let (reader, data) = tokio::task::spawn_blocking(move || {
+                    let mut data = vec![0u8; len];
+                    let read = reader.read_exact_at(offset, &mut data);
+                    (reader, read.map(|()| data))
+                })
+                .await
+                .map_err(std::io::Error::other)?;
+                *slot = Some(reader);
+                data
+            }
+        }
+    }
+}
+
 impl Store {
     /// Where the document of `size` bytes and digest `sha256` is: in the
     /// store if it is small and kept there, otherwise its file (a small one
@@ -391,6 +428,27 @@ impl Store {
             }
         }
         Ok(Stored::File(blobs.path(sha256)))
+    }
+
+    /// Opens a stored document to read in pieces, wherever it is kept; a
+    /// large one without a call to the store.
+    pub async fn open_pieces(&self, blobs: &Blobs, sha256: &[u8], size: u64) -> Result<Pieces> {
+        let stored = if size <= KEPT_MAX {
+            let (blobs, sha256) = (blobs.clone(), sha256.to_vec());
+            self.run(move |s| s.locate(&blobs, &sha256, size)).await?
+        } else {
+            Stored::File(blobs.path(sha256))
+        };
+        match stored {
+            Stored::Kept(bytes) => Ok(Pieces::Kept(bytes)),
+            Stored::File(path) => tokio::task::spawn_blocking(move || {
+                DirectReader::open(&path)
+                    .map(|reader| Pieces::File(Some(reader)))
+                    .map_err(Error::io(format!("cannot open {}", path.display())))
+            })
+            .await
+            .map_err(Error::task("opening a document failed"))?,
+        }
     }
 
     /// Opens a stored document for reading, wherever it is kept; a large one

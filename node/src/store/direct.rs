@@ -164,6 +164,106 @@ impl DirectFile {
     }
 }
 
+/// A document file read around the page cache when it can be.
+#[derive(Debug)]
+pub struct DirectReader {
+    file: File,
+    direct: bool,
+}
+
+impl DirectReader {
+    /// Opens `path` for reading with `O_DIRECT`; if the file system refuses
+    /// it, without.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        match options
+            .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+            .open(path)
+        {
+            Ok(file) => Ok(Self { file, direct: true }),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(Self {
+                file: options.custom_flags(0).open(path)?,
+                direct: false,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset` (an error if the file
+    /// ends first).
+    pub fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if self.direct && offset % BLOCK as u64 != 0 {
+            // Off a block boundary: ordinary reads from here on.
+            self.set_buffered()?;
+        }
+        if !self.direct {
+            return self.file.read_exact_at(buf, offset);
+        }
+        let mut bounce = Bounce::take();
+        let aligned = bounce.aligned();
+        let mut done = 0;
+        while done < buf.len() {
+            let want = (buf.len() - done).min(BOUNCE);
+            let at = offset + done as u64;
+            let mut got = 0;
+            // Whole blocks are asked for; the file may end inside the last.
+            while got < want {
+                let n = match self.file.read_at(
+                    &mut aligned[got..want.next_multiple_of(BLOCK)],
+                    at + got as u64,
+                ) {
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the file ended before the bytes asked for",
+                        ));
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                        // Refused at the read: ordinary reads from here on.
+                        self.set_buffered()?;
+                        buf[done..done + got].copy_from_slice(&aligned[..got]);
+                        return self
+                            .file
+                            .read_exact_at(&mut buf[done + got..], at + got as u64);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                got += n;
+                if got % BLOCK != 0 && got < want {
+                    // A short read off a block boundary: the file ended.
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file ended before the bytes asked for",
+                    ));
+                }
+            }
+            buf[done..done + want].copy_from_slice(&aligned[..want]);
+            done += want;
+        }
+        Ok(())
+    }
+
+    fn set_buffered(&mut self) -> io::Result<()> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let flags = OFlag::from_bits_truncate(fcntl(&self.file, FcntlArg::F_GETFL)?);
+        fcntl(&self.file, FcntlArg::F_SETFL(flags - OFlag::O_DIRECT))?;
+        self.direct = false;
+        Ok(())
+    }
+}
+
+impl Drop for DirectReader {
+    fn drop(&mut self) {
+        if !self.direct {
+            // Read through the cache after all: its pages may go.
+            super::blobs::drop_cached(&self.file);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +316,36 @@ mod tests {
         let mut expected = b"hola mundo".to_vec();
         expected.extend_from_slice(&data);
         assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    #[test]
+    fn pieces_read_at_their_offsets_are_the_bytes_written() {
+        let path = scratch("read").join("doc");
+        let data = pattern(BOUNCE + 5 * BLOCK + 77, 9);
+        std::fs::write(&path, &data).unwrap();
+        let mut reader = DirectReader::open(&path).unwrap();
+        let piece = 512 * 1024;
+        let mut offset = 0;
+        while offset < data.len() {
+            let len = piece.min(data.len() - offset);
+            let mut buf = vec![0u8; len];
+            reader.read_exact_at(offset as u64, &mut buf).unwrap();
+            assert!(buf == data[offset..offset + len], "piece at {offset}");
+            offset += len;
+        }
+        // Larger than a bounce buffer at once, and off a block boundary.
+        let mut all = vec![0u8; data.len()];
+        reader.read_exact_at(0, &mut all).unwrap();
+        assert!(all == data);
+        let mut tail = vec![0u8; 100];
+        reader.read_exact_at(10, &mut tail).unwrap();
+        assert_eq!(tail, data[10..110]);
+        // Past the end: an error, not zeros.
+        let mut past = vec![0u8; 2 * BLOCK];
+        let error = reader
+            .read_exact_at(data.len() as u64 - BLOCK as u64, &mut past)
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]
