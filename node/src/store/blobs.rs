@@ -433,13 +433,7 @@ impl Store {
     /// Opens a stored document to read in pieces, wherever it is kept; a
     /// large one without a call to the store.
     pub async fn open_pieces(&self, blobs: &Blobs, sha256: &[u8], size: u64) -> Result<Pieces> {
-        let stored = if size <= KEPT_MAX {
-            let (blobs, sha256) = (blobs.clone(), sha256.to_vec());
-            self.run(move |s| s.locate(&blobs, &sha256, size)).await?
-        } else {
-            Stored::File(blobs.path(sha256))
-        };
-        match stored {
+        match self.stored(blobs, sha256, size).await? {
             Stored::Kept(bytes) => Ok(Pieces::Kept(bytes)),
             Stored::File(path) => tokio::task::spawn_blocking(move || {
                 DirectReader::open(&path)
@@ -454,19 +448,23 @@ impl Store {
     /// Opens a stored document for reading, wherever it is kept; a large one
     /// without a call to the store.
     pub async fn open_document(&self, blobs: &Blobs, sha256: &[u8], size: u64) -> Result<Content> {
-        let stored = if size <= KEPT_MAX {
-            let (blobs, sha256) = (blobs.clone(), sha256.to_vec());
-            self.run(move |s| s.locate(&blobs, &sha256, size)).await?
-        } else {
-            Stored::File(blobs.path(sha256))
-        };
-        match stored {
+        match self.stored(blobs, sha256, size).await? {
             Stored::Kept(bytes) => Ok(Content::Kept(std::io::Cursor::new(bytes))),
             Stored::File(path) => tokio::fs::File::open(&path)
                 .await
                 .map(Content::File)
                 .map_err(Error::io(format!("cannot open {}", path.display()))),
         }
+    }
+
+    /// [`Store::locate`] from async code: a document too large to be kept
+    /// in the store is its file, without a call to the store.
+    async fn stored(&self, blobs: &Blobs, sha256: &[u8], size: u64) -> Result<Stored> {
+        if size > KEPT_MAX {
+            return Ok(Stored::File(blobs.path(sha256)));
+        }
+        let (blobs, sha256) = (blobs.clone(), sha256.to_vec());
+        self.run(move |s| s.locate(&blobs, &sha256, size)).await
     }
 }
 
@@ -528,6 +526,21 @@ mod tests {
             let mut content = store.open_document(&blobs, &sha, size).await.unwrap();
             content.read_to_end(&mut read).await.unwrap();
             assert_eq!(&read, bytes, "{size} bytes");
+            // In pieces, as the relay reads chunks (the last one short).
+            let mut pieces = store.open_pieces(&blobs, &sha, size).await.unwrap();
+            assert_eq!(matches!(pieces, Pieces::File(_)), file, "{size} bytes");
+            let mut joined = Vec::new();
+            for offset in (0..bytes.len()).step_by(4096) {
+                let len = 4096.min(bytes.len() - offset);
+                joined.extend(pieces.read(offset as u64, len).await.unwrap());
+            }
+            assert_eq!(&joined, bytes, "{size} bytes in pieces");
+            let past = pieces.read(size - 1, 2).await.unwrap_err();
+            assert_eq!(
+                past.kind(),
+                std::io::ErrorKind::UnexpectedEof,
+                "{size} bytes"
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
