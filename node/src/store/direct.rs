@@ -164,7 +164,7 @@ impl DirectFile {
     /// Whether a write at `offset` may go around the cache; off a block
     /// boundary the file switches to ordinary writes for good.
     fn aligned_at(&mut self, offset: u64) -> io::Result<bool> {
-        if self.direct && offset % BLOCK as u64 != 0 {
+        if self.direct && !offset.is_multiple_of(BLOCK as u64) {
             self.set_buffered()?;
         }
         Ok(self.direct)
@@ -195,7 +195,7 @@ impl DirectReader {
     /// Reads exactly `buf.len()` bytes at `offset` (an error if the file
     /// ends first).
     pub fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        if self.direct && offset % BLOCK as u64 != 0 {
+        if self.direct && !offset.is_multiple_of(BLOCK as u64) {
             // Off a block boundary: ordinary reads from here on.
             self.set_buffered()?;
         }
