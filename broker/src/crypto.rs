@@ -21,9 +21,9 @@ use ring::{hkdf, hmac};
 
 const INFO: &[u8] = b"ecointegra.v1 payload";
 /// Bytes of the encapsulated key in front of every ciphertext.
-const ENCAPPED: usize = 32;
+pub(crate) const ENCAPPED: usize = 32;
 /// Bytes of the AEAD's tag after it.
-const TAG: usize = 16;
+pub(crate) const TAG: usize = 16;
 /// HPKE's identifiers of the KEM (DHKEM(X25519, HKDF-SHA256)) and the KDF.
 const KEM_ID: u16 = 0x0020;
 const KDF_ID: u16 = 0x0001;

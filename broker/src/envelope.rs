@@ -12,10 +12,12 @@
 //! as 3's but whose chunks carry no digest of their own (the chunk is
 //! authenticated by its AEAD and its envelope's signature, and its document by
 //! the SHA-256 its manifest names, so a digest per chunk was two passes of
-//! SHA-256 over every byte for nothing). A node reads all four and
-//! writes to each institution the newest that institution has said it reads
-//! ([`Negotiation`]), so nodes of this release and of the ones before work
-//! side by side during a rolling upgrade.
+//! SHA-256 over every byte for nothing); and 5, whose chunk envelopes sign
+//! their encrypted payload by its encapsulated key, its AEAD tag and its
+//! length instead of its SHA-256 (see [`CHUNKS_TAG_SIGNED`]). A node reads all
+//! five and writes to each institution the newest that institution has said
+//! it reads ([`Negotiation`]), so nodes of this release and of the ones before
+//! work side by side during a rolling upgrade.
 
 use crate::directory::Directory;
 use crate::keys::SigningIdentity;
@@ -27,9 +29,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// The newest envelope schema this code writes and reads.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 /// The first schema whose chunks may travel without a digest of their own.
 pub const CHUNKS_UNDIGESTED: u32 = 4;
+/// The first schema whose chunk envelopes sign the payload's encapsulated key,
+/// AEAD tag and length, not its SHA-256: two passes of SHA-256 over every
+/// byte of a document (one to sign, one to verify) for nothing the AEAD does
+/// not already do. Whoever lacks the key the sender encapsulated cannot make
+/// another ciphertext with the same tag, so what the signature names is what
+/// decrypts, and a chunk is decrypted (its tag checked) before it is used.
+/// Only the sender and the recipient hold that key, and a chunk is evidence
+/// to no one else: what a sender vouches for is its manifest's document
+/// digests, which every schema signs by SHA-256 with the rest of the
+/// manifest.
+pub const CHUNKS_TAG_SIGNED: u32 = 5;
 /// The oldest it reads (and writes to an institution not known to read newer).
 pub const OLDEST_READ: u32 = 1;
 /// The recipient of records every node reads (the tracking topic).
@@ -45,7 +58,7 @@ pub fn canonical_bytes(envelope: &Envelope) -> Vec<u8> {
     let schema = envelope.schema_version;
     let by_digest = schema >= 3;
     let payload_bytes = if by_digest {
-        32
+        8 + 32 + 8 + 16 + 8
     } else {
         envelope.payload.len()
     };
@@ -60,8 +73,8 @@ pub fn canonical_bytes(envelope: &Envelope) -> Vec<u8> {
     out.extend_from_slice(match schema {
         ..=1 => DOMAIN_V1,
         2 => DOMAIN_V2,
-        // Schemas 3 and 4 (which differ in payloads only): the schema
-        // number itself is signed below.
+        // Schemas 3 to 5 (which differ in payloads and in how a chunk's
+        // payload is signed): the schema number itself is signed below.
         _ => DOMAIN_V3,
     });
     put_bytes(&mut out, envelope.message_id.as_bytes());
@@ -74,12 +87,29 @@ pub fn canonical_bytes(envelope: &Envelope) -> Vec<u8> {
         out.extend_from_slice(&envelope.reads_up_to.to_be_bytes());
         put_bytes(&mut out, &envelope.key_id);
     }
-    if by_digest {
-        put_bytes(&mut out, &Sha256::digest(&envelope.payload));
-    } else {
-        put_bytes(&mut out, &envelope.payload);
+    match tag_signed(envelope) {
+        Some((encapped, tag)) => {
+            out.extend_from_slice(&(envelope.payload.len() as u64).to_be_bytes());
+            put_bytes(&mut out, encapped);
+            put_bytes(&mut out, tag);
+        }
+        None if by_digest => put_bytes(&mut out, &Sha256::digest(&envelope.payload)),
+        None => put_bytes(&mut out, &envelope.payload),
     }
     out
+}
+
+/// The encapsulated key and AEAD tag a chunk envelope signs in place of its
+/// payload's digest ([`CHUNKS_TAG_SIGNED`]); `None` for every other envelope,
+/// and for a payload too short to hold them (signed by its digest, as no
+/// sender writes one: it cannot be decrypted either).
+fn tag_signed(envelope: &Envelope) -> Option<(&[u8], &[u8])> {
+    use crate::crypto::{ENCAPPED, TAG};
+    let payload = &envelope.payload;
+    (envelope.schema_version >= CHUNKS_TAG_SIGNED
+        && envelope.message_type == MessageType::Chunk as i32
+        && payload.len() >= ENCAPPED + TAG)
+        .then(|| (&payload[..ENCAPPED], &payload[payload.len() - TAG..]))
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -733,7 +763,77 @@ mod schema_tests {
         };
         let err = open(&future.encode_to_vec(), &directory, "oefa").unwrap_err();
         assert_eq!(err.code, "schema");
-        assert!(err.reason.contains("reads schemas 1 to 4"), "{err}");
+        assert!(
+            err.reason
+                .contains(&format!("reads schemas 1 to {SCHEMA_VERSION}")),
+            "{err}"
+        );
+    }
+
+    /// From schema 5 a chunk's signature names its encapsulated key, tag and
+    /// length: a byte of ciphertext changed passes the signature and fails
+    /// the decryption that comes before any use; a byte of the tag, the key
+    /// or the length fails the signature. Other envelopes are still signed by
+    /// their payload's SHA-256.
+    #[test]
+    fn a_schema_5_chunk_is_signed_by_its_tag_and_opened_only_if_it_decrypts() {
+        use crate::crypto::{ENCAPPED, TAG};
+        let senamhi = SigningIdentity::generate();
+        let oefa = SigningIdentity::generate();
+        let directory = sector(&senamhi);
+        let sealer = Sealer::new("senamhi", senamhi);
+        let chunk = ecointegra_proto::v1::Chunk {
+            data: vec![42; 64 * 1024],
+            ..Default::default()
+        };
+        let seal = |message_type| {
+            sealer
+                .seal_encrypted_as(
+                    CHUNKS_TAG_SIGNED,
+                    "c-1".into(),
+                    message_type,
+                    "oefa",
+                    &oefa.encryption_public_key(),
+                    &chunk.encode_to_vec(),
+                )
+                .unwrap()
+        };
+        let sealed = seal(MessageType::Chunk);
+        // What is signed does not grow with the chunk.
+        assert!(canonical_bytes(&sealed).len() < 200);
+        let keys = std::slice::from_ref(&oefa);
+        let opened = open(&sealed.encode_to_vec(), &directory, "oefa").unwrap();
+        let plain: ecointegra_proto::v1::Chunk = open_payload(&opened, keys).unwrap();
+        assert_eq!(plain.data, chunk.data);
+
+        let middle = ENCAPPED + 1000;
+        let mut altered = sealed.clone();
+        altered.payload[middle] ^= 1;
+        let opened = open(&altered.encode_to_vec(), &directory, "oefa").unwrap();
+        let err = open_payload::<ecointegra_proto::v1::Chunk>(&opened, keys).unwrap_err();
+        assert_eq!(err.code, "decrypt", "{err}");
+
+        let last = sealed.payload.len() - TAG / 2;
+        let mut truncated = sealed.clone();
+        truncated.payload.remove(middle);
+        for (at, forged) in [(0, sealed.clone()), (last, sealed.clone())]
+            .into_iter()
+            .map(|(at, mut e)| {
+                e.payload[at] ^= 1;
+                (at, e)
+            })
+            .chain([(middle, truncated)])
+        {
+            let code = open(&forged.encode_to_vec(), &directory, "oefa").map_err(|e| e.code);
+            assert_eq!(code.err(), Some("signature"), "byte {at}");
+        }
+
+        // A manifest of the same schema: its ciphertext is signed by digest.
+        let manifest = seal(MessageType::Manifest);
+        let mut altered = manifest.clone();
+        altered.payload[middle] ^= 1;
+        let code = open(&altered.encode_to_vec(), &directory, "oefa").map_err(|e| e.code);
+        assert_eq!(code.err(), Some("signature"));
     }
 
     #[test]

@@ -483,6 +483,21 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
         )
         .unwrap();
     produce_raw(&inbox, WRONG_HASH, &sealed.encode_to_vec()).await;
+    // 4. A chunk whose ciphertext was changed after sealing, its encapsulated
+    // key and AEAD tag left as they were: from schema 5 that is what its
+    // signature names, so the signature holds and the decryption refuses it.
+    let mut altered = sealer
+        .seal_encrypted_as(
+            ecointegra_broker::envelope::CHUNKS_TAG_SIGNED,
+            "t-altered/chunk/0/0".into(),
+            MessageType::Chunk,
+            "oefa",
+            &oefa_key,
+            &wrong.encode_to_vec(),
+        )
+        .unwrap();
+    altered.payload[40] ^= 0x55;
+    produce_raw(&inbox, "t-altered", &altered.encode_to_vec()).await;
 
     // A valid filing right after them is delivered.
     let docs = [Doc::new("despues.pdf", 700_000, 5)];
@@ -501,11 +516,11 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
     )
     .await;
 
-    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 3);
+    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 4);
     let codes: BTreeSet<&str> = letters.iter().map(|l| l.reason_code.as_str()).collect();
     assert_eq!(
         codes,
-        BTreeSet::from(["decode", "signature", "chunk-hash"]),
+        BTreeSet::from(["decode", "signature", "chunk-hash", "decrypt"]),
         "{letters:#?}"
     );
     for letter in &letters {
