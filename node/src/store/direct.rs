@@ -274,13 +274,28 @@ mod tests {
         options
     }
 
-    /// A fresh directory beside the system's temporary files.
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("ecointegra-direct-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A fresh directory beside the system's temporary files, removed when
+    /// the test ends (passed or not).
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("ecointegra-direct-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn doc(&self) -> std::path::PathBuf {
+            self.0.join("doc")
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -291,7 +306,8 @@ mod tests {
 
     #[test]
     fn blocks_then_an_unaligned_end_leave_exactly_the_bytes_written() {
-        let path = scratch("blocks").join("doc");
+        let scratch = Scratch::new("blocks");
+        let path = scratch.doc();
         let mut file = DirectFile::open(&mut options(), &path).unwrap();
         // Larger than one bounce buffer, and not a whole number of blocks.
         let data = pattern(BOUNCE + 3 * BLOCK + 123, 7);
@@ -306,7 +322,8 @@ mod tests {
 
     #[test]
     fn a_write_at_an_unaligned_offset_falls_back_to_ordinary_writes() {
-        let path = scratch("unaligned").join("doc");
+        let scratch = Scratch::new("unaligned");
+        let path = scratch.doc();
         let mut file = DirectFile::open(&mut options(), &path).unwrap();
         file.write_end(0, b"hola ").unwrap();
         file.write_end(5, b"mundo").unwrap();
@@ -320,7 +337,8 @@ mod tests {
 
     #[test]
     fn pieces_read_at_their_offsets_are_the_bytes_written() {
-        let path = scratch("read").join("doc");
+        let scratch = Scratch::new("read");
+        let path = scratch.doc();
         let data = pattern(BOUNCE + 5 * BLOCK + 77, 9);
         std::fs::write(&path, &data).unwrap();
         let mut reader = DirectReader::open(&path).unwrap();
@@ -350,7 +368,8 @@ mod tests {
 
     #[test]
     fn rewriting_the_end_cuts_what_was_beyond_it() {
-        let path = scratch("rewrite").join("doc");
+        let scratch = Scratch::new("rewrite");
+        let path = scratch.doc();
         let mut file = DirectFile::open(&mut options(), &path).unwrap();
         file.write_end(0, &pattern(3 * BLOCK, 1)).unwrap();
         let shorter = pattern(BLOCK + 1, 2);
