@@ -30,6 +30,9 @@ use std::sync::{Arc, RwLock};
 
 /// The newest envelope schema this code writes and reads.
 pub const SCHEMA_VERSION: u32 = 5;
+/// The first schema that signs a payload by its SHA-256 (and whose
+/// manifests may carry small documents inside them).
+pub const SIGNED_BY_DIGEST: u32 = 3;
 /// The first schema whose chunks may travel without a digest of their own.
 pub const CHUNKS_UNDIGESTED: u32 = 4;
 /// The first schema whose chunk envelopes sign the payload's encapsulated key,
@@ -56,9 +59,11 @@ const DOMAIN_V3: &[u8] = b"ecointegra.v3.Envelope\0";
 /// schema 3 on, the payload is there as its SHA-256.
 pub fn canonical_bytes(envelope: &Envelope) -> Vec<u8> {
     let schema = envelope.schema_version;
-    let by_digest = schema >= 3;
+    let by_digest = schema >= SIGNED_BY_DIGEST;
     let payload_bytes = if by_digest {
-        8 + 32 + 8 + 16 + 8
+        // The longer of the two forms: a length, then the encapsulated key
+        // and the tag, each length-prefixed (a digest takes 8 + 32).
+        8 + (8 + 32) + (8 + 16)
     } else {
         envelope.payload.len()
     };

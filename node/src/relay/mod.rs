@@ -24,7 +24,7 @@ use crate::store::{DocumentRow, FilingRow, OutboxKind, OutboxRow};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::otlp::Otlp;
 use crate::trust::Trust;
-use ecointegra_broker::envelope::CHUNKS_UNDIGESTED;
+use ecointegra_broker::envelope::{CHUNKS_UNDIGESTED, SIGNED_BY_DIGEST};
 use ecointegra_broker::kafka::{Pending, RecordMeta};
 use ecointegra_proto::v1::{Chunk, DocumentDigest, Envelope, Manifest, MessageType, Transfer};
 use prost::Message;
@@ -523,7 +523,7 @@ async fn publish_records(
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
     // A small filing travels inside its manifest (one record, one seal), to
     // an institution that reads schema 3: older ones wait for chunks.
-    let small = source.small.take().filter(|_| schema >= 3);
+    let small = source.small.take().filter(|_| schema >= SIGNED_BY_DIGEST);
     let mut inline = small.is_some();
     let mut small = small.unwrap_or_default().into_iter();
     let mut digests = Vec::with_capacity(filing.documents.len());
