@@ -60,60 +60,75 @@ impl Drop for Bounce {
     }
 }
 
-/// Opens `path` with `options` and `O_DIRECT`, or without it if the file
-/// system refuses it; says which.
-fn open_direct(options: &mut OpenOptions, path: &Path) -> io::Result<(File, bool)> {
-    match options
-        .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
-        .open(path)
-    {
-        Ok(file) => Ok((file, true)),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
-            Ok((options.custom_flags(0).open(path)?, false))
-        }
-        Err(e) => Err(e),
-    }
+/// An open document file, and whether it still bypasses the page cache.
+#[derive(Debug)]
+struct Handle {
+    file: File,
+    direct: bool,
 }
 
-/// Turns `O_DIRECT` off on an open file: ordinary reads and writes from
-/// here on.
-fn clear_direct(file: &File) -> io::Result<()> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(file, FcntlArg::F_GETFL)?);
-    fcntl(file, FcntlArg::F_SETFL(flags - OFlag::O_DIRECT))?;
-    Ok(())
+impl Handle {
+    /// Opens `path` with `options` and `O_DIRECT`, or without it if the file
+    /// system refuses it.
+    fn open(options: &mut OpenOptions, path: &Path) -> io::Result<Self> {
+        match options
+            .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+            .open(path)
+        {
+            Ok(file) => Ok(Self { file, direct: true }),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(Self {
+                file: options.custom_flags(0).open(path)?,
+                direct: false,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether I/O at `offset` may bypass the cache; off a block boundary
+    /// the file switches to ordinary I/O for good.
+    fn aligned_at(&mut self, offset: u64) -> io::Result<bool> {
+        if self.direct && !offset.is_multiple_of(BLOCK as u64) {
+            self.set_buffered()?;
+        }
+        Ok(self.direct)
+    }
+
+    /// Turns `O_DIRECT` off: ordinary reads and writes from here on.
+    fn set_buffered(&mut self) -> io::Result<()> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let flags = OFlag::from_bits_truncate(fcntl(&self.file, FcntlArg::F_GETFL)?);
+        fcntl(&self.file, FcntlArg::F_SETFL(flags - OFlag::O_DIRECT))?;
+        self.direct = false;
+        Ok(())
+    }
 }
 
 /// A document file open for writing, around the page cache when it can be.
 #[derive(Debug)]
-pub struct DirectFile {
-    file: File,
-    direct: bool,
-}
+pub struct DirectFile(Handle);
 
 impl DirectFile {
     /// Opens `path` with `options` and `O_DIRECT`; if the file system refuses
     /// it, without (ordinary writes).
     pub fn open(options: &mut OpenOptions, path: &Path) -> io::Result<Self> {
-        let (file, direct) = open_direct(options, path)?;
-        Ok(Self { file, direct })
+        Handle::open(options, path).map(Self)
     }
 
     pub fn file(&self) -> &File {
-        &self.file
+        &self.0.file
     }
 
     /// Whether writes go around the page cache.
     pub fn is_direct(&self) -> bool {
-        self.direct
+        self.0.direct
     }
 
     /// Writes the whole blocks at the head of `data` at `offset`; returns how
     /// many bytes it wrote (all of them when the writes are ordinary). The
     /// rest waits for more data or for [`DirectFile::write_end`].
     pub fn write_blocks(&mut self, offset: u64, data: &[u8]) -> io::Result<usize> {
-        if !self.aligned_at(offset)? {
-            self.file.write_all_at(data, offset)?;
+        if !self.0.aligned_at(offset)? {
+            self.0.file.write_all_at(data, offset)?;
             return Ok(data.len());
         }
         let whole = data.len() / BLOCK * BLOCK;
@@ -125,12 +140,12 @@ impl DirectFile {
     /// (the last block's padding cut off).
     pub fn write_end(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let end = offset + data.len() as u64;
-        if !self.aligned_at(offset)? {
-            self.file.write_all_at(data, offset)?;
+        if !self.0.aligned_at(offset)? {
+            self.0.file.write_all_at(data, offset)?;
         } else {
             self.write_direct(offset, data, data.len().next_multiple_of(BLOCK))?;
         }
-        self.file.set_len(end)
+        self.0.file.set_len(end)
     }
 
     /// Writes `data` at the block boundary `offset` in `padded` bytes (a
@@ -145,14 +160,14 @@ impl DirectFile {
             buffer[..from.len()].copy_from_slice(from);
             buffer[from.len()..n].fill(0);
             let at = offset + done as u64;
-            match self.file.write_all_at(&buffer[..n], at) {
+            match self.0.file.write_all_at(&buffer[..n], at) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
                     // Accepted at open, refused at the write (an alignment
                     // this file system wants larger): ordinary writes from
                     // here on, this piece included.
-                    self.set_buffered()?;
-                    return self.file.write_all_at(&data[done.min(data.len())..], at);
+                    self.0.set_buffered()?;
+                    return self.0.file.write_all_at(&data[done.min(data.len())..], at);
                 }
                 Err(e) => return Err(e),
             }
@@ -160,47 +175,25 @@ impl DirectFile {
         }
         Ok(())
     }
-
-    /// Whether a write at `offset` may go around the cache; off a block
-    /// boundary the file switches to ordinary writes for good.
-    fn aligned_at(&mut self, offset: u64) -> io::Result<bool> {
-        if self.direct && !offset.is_multiple_of(BLOCK as u64) {
-            self.set_buffered()?;
-        }
-        Ok(self.direct)
-    }
-
-    fn set_buffered(&mut self) -> io::Result<()> {
-        clear_direct(&self.file)?;
-        self.direct = false;
-        Ok(())
-    }
 }
 
 /// A document file read around the page cache when it can be.
 #[derive(Debug)]
-pub struct DirectReader {
-    file: File,
-    direct: bool,
-}
+pub struct DirectReader(Handle);
 
 impl DirectReader {
     /// Opens `path` for reading with `O_DIRECT`; if the file system refuses
     /// it, without.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let (file, direct) = open_direct(OpenOptions::new().read(true), path)?;
-        Ok(Self { file, direct })
+        Handle::open(OpenOptions::new().read(true), path).map(Self)
     }
 
     /// Reads exactly `buf.len()` bytes at `offset` (an error if the file
     /// ends first).
     pub fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        if self.direct && !offset.is_multiple_of(BLOCK as u64) {
-            // Off a block boundary: ordinary reads from here on.
-            self.set_buffered()?;
-        }
-        if !self.direct {
-            return self.file.read_exact_at(buf, offset);
+        let handle = &mut self.0;
+        if !handle.aligned_at(offset)? {
+            return handle.file.read_exact_at(buf, offset);
         }
         let mut bounce = Bounce::take();
         let aligned = bounce.aligned();
@@ -211,7 +204,7 @@ impl DirectReader {
             let mut got = 0;
             // Whole blocks are asked for; the file may end inside the last.
             while got < want {
-                let n = match self.file.read_at(
+                let n = match handle.file.read_at(
                     &mut aligned[got..want.next_multiple_of(BLOCK)],
                     at + got as u64,
                 ) {
@@ -224,9 +217,9 @@ impl DirectReader {
                     Ok(n) => n,
                     Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
                         // Refused at the read: ordinary reads from here on.
-                        self.set_buffered()?;
+                        handle.set_buffered()?;
                         buf[done..done + got].copy_from_slice(&aligned[..got]);
-                        return self
+                        return handle
                             .file
                             .read_exact_at(&mut buf[done + got..], at + got as u64);
                     }
@@ -247,19 +240,13 @@ impl DirectReader {
         }
         Ok(())
     }
-
-    fn set_buffered(&mut self) -> io::Result<()> {
-        clear_direct(&self.file)?;
-        self.direct = false;
-        Ok(())
-    }
 }
 
 impl Drop for DirectReader {
     fn drop(&mut self) {
-        if !self.direct {
+        if !self.0.direct {
             // Read through the cache after all: its pages may go.
-            super::blobs::drop_cached(&self.file);
+            super::blobs::drop_cached(&self.0.file);
         }
     }
 }
