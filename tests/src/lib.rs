@@ -604,6 +604,39 @@ pub fn parts(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// A submission of one document, streamed by the test as it pleases: the
+/// header and the document's header go now; `feed` sends bytes of it (or
+/// is dropped, ending the stream short of what it declared).
+pub fn streamed_submission(
+    header: FilingHeader,
+    doc: &Doc,
+) -> (
+    tokio::sync::mpsc::Sender<SubmitFilingRequest>,
+    tokio_stream::wrappers::ReceiverStream<SubmitFilingRequest>,
+) {
+    let (feed, parts) = tokio::sync::mpsc::channel(64);
+    let document = DocumentHeader {
+        name: doc.name.clone(),
+        media_type: "application/pdf".into(),
+        declared_size: doc.len,
+    };
+    for part in [Part::Header(header), Part::Document(document)] {
+        feed.try_send(SubmitFilingRequest { part: Some(part) })
+            .unwrap();
+    }
+    (feed, tokio_stream::wrappers::ReceiverStream::new(parts))
+}
+
+/// Sends `bytes` as document chunks of 64 KiB.
+pub async fn feed_bytes(feed: &tokio::sync::mpsc::Sender<SubmitFilingRequest>, bytes: &[u8]) {
+    for piece in bytes.chunks(64 * 1024) {
+        let part = Part::Chunk(piece.to_vec());
+        feed.send(SubmitFilingRequest { part: Some(part) })
+            .await
+            .unwrap();
+    }
+}
+
 pub async fn submit(
     client: &mut Client,
     header: FilingHeader,

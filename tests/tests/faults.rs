@@ -81,6 +81,58 @@ async fn serial_a_filing_accepted_while_kafka_is_down_is_delivered_when_it_retur
     assert_eq!(inbound_count(&federation, "oefa"), 2);
 }
 
+/// Kafka stops while a large document is uploaded, its first chunks already
+/// published: the upload goes on without them, the filing is accepted, and
+/// once Kafka is back it is delivered whole, once. Stops the broker: runs
+/// alone.
+#[tokio::test]
+async fn serial_kafka_stopping_during_a_large_upload_loses_and_repeats_nothing() {
+    let federation = Federation::new("kafkastops", &["senamhi", "oefa"]);
+    let [senamhi, oefa] = federation.spawn_all().await;
+    let mut origin = senamhi.client.clone();
+    let mut destination = oefa.client.clone();
+    deliver_sample(&mut origin, "oefa").await;
+
+    let doc = Doc::new("interrumpido.pdf", 6 << 20, 11);
+    let bytes = doc.bytes();
+    let (feed, parts) = streamed_submission(header("oefa", "Kafka se detiene"), &doc);
+    let mut client = origin.clone();
+    let submission = tokio::spawn(async move { client.submit_filing(parts).await });
+    feed_bytes(&feed, &bytes[..2 << 20]).await;
+    eventually(
+        "oefa to store chunks of the upload (bytes stored)",
+        async || {
+            let partial = count_rows(
+                &federation.store_path("oefa"),
+                "SELECT COALESCE(SUM(bytes), 0) FROM partials",
+            );
+            if partial > 0 { Ok(()) } else { Err(partial) }
+        },
+    )
+    .await;
+    kafka_script(&["stop"]);
+    feed_bytes(&feed, &bytes[2 << 20..]).await;
+    drop(feed);
+    let answer = submission.await.unwrap().unwrap().into_inner();
+    assert_eq!(answer.documents[0].sha256, doc.sha256_hex());
+
+    kafka_script(&["start"]);
+    wait_for_status(
+        &mut origin,
+        &answer.tracking_code,
+        FilingStatus::Delivered,
+        PATIENCE,
+    )
+    .await;
+    let (sha, len) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
+    assert_eq!((sha, len), (doc.sha256_hex(), doc.len));
+    assert_eq!(
+        inbound_count(&federation, "oefa"),
+        2,
+        "the sample and this one"
+    );
+}
+
 #[tokio::test]
 async fn destination_killed_during_a_50_mib_transfer_gets_it_exactly_once() {
     let federation = Federation::new("destkill", &["senamhi", "oefa"]);

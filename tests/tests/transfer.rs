@@ -4,9 +4,10 @@
 
 use ecointegra_broker::envelope::Sealer;
 use ecointegra_broker::keys::SigningIdentity;
+use ecointegra_proto::v1::submit_filing_request::Part;
 use ecointegra_proto::v1::{
-    Chunk, Direction, Envelope, FilingStatus, GetReceiptRequest, ListInboxRequest, MessageType,
-    Receipt, StreamInboxRequest,
+    Chunk, Direction, DocumentHeader, Envelope, FilingHeader, FilingStatus, GetReceiptRequest,
+    ListInboxRequest, MessageType, Receipt, StreamInboxRequest, SubmitFilingRequest,
 };
 use ecointegra_tests::*;
 use prost::Message;
@@ -665,6 +666,153 @@ async fn without_a_receipt_in_time_the_transfer_is_sent_again_and_stored_once() 
         0,
         "the receipt ends the transfer's outbox entry"
     );
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+/// The envelopes of chunks and manifests `sender` published to `topic`:
+/// (chunk message ids, manifest message ids).
+fn published_by(topic: &str, sender: &str) -> (Vec<String>, Vec<String>) {
+    let (mut chunks, mut manifests) = (Vec::new(), Vec::new());
+    for record in read_all(topic) {
+        let Some(payload) = rdkafka::Message::payload(&record) else {
+            continue;
+        };
+        let Ok(envelope) = Envelope::decode(payload) else {
+            continue;
+        };
+        if envelope.sender != sender {
+            continue;
+        }
+        if envelope.message_type == MessageType::Chunk as i32 {
+            chunks.push(envelope.message_id);
+        } else if envelope.message_type == MessageType::Manifest as i32 {
+            manifests.push(envelope.message_id);
+        }
+    }
+    (chunks, manifests)
+}
+
+/// A large document's chunks go out while it is still being uploaded, so a
+/// large filing does not take the upload's time and then the transfer's.
+/// Half-way through the upload the destination's inbox already holds its
+/// first chunks; once the filing is durable its manifest follows alone, and
+/// each chunk travels exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_document_travels_while_it_is_uploaded_each_chunk_once() {
+    let federation = Federation::new("cut-through", &["senamhi", "oefa"]);
+    let [mut senamhi, mut oefa] = federation.start_all().await;
+    let topic = federation.topic_inbox("oefa");
+    // The inbox is there, and a small filing (its manifest alone) in it.
+    deliver_sample(&mut senamhi.client, "oefa").await;
+    // Six chunks of 512 KiB, the last one short.
+    let doc = Doc::new("expediente.pdf", 5 * (512 << 10) + 1000, 41);
+    let bytes = doc.bytes();
+    let (feed, parts) = streamed_submission(header("oefa", "Expediente grande"), &doc);
+    let mut client = senamhi.client.clone();
+    let submission = tokio::spawn(async move { client.submit_filing(parts).await });
+
+    let half = 3 * (512 << 10) + 100;
+    feed_bytes(&feed, &bytes[..half]).await;
+    eventually(
+        "the first chunks to reach the destination's inbox during the upload",
+        async || {
+            // The sample went as one chunk and its manifest.
+            let (chunks, _) = published_by(&topic, "senamhi");
+            if chunks.len() >= 1 + 3 {
+                Ok(())
+            } else {
+                Err(chunks)
+            }
+        },
+    )
+    .await;
+    feed_bytes(&feed, &bytes[half..]).await;
+    drop(feed);
+    let answer = submission.await.unwrap().unwrap().into_inner();
+
+    assert_delivered(
+        &mut senamhi.client,
+        &mut oefa.client,
+        &answer.tracking_code,
+        &[doc],
+    )
+    .await;
+    let (chunks, manifests) = published_by(&topic, "senamhi");
+    let of_it = |ids: Vec<String>| -> Vec<String> {
+        ids.into_iter()
+            .filter(|id| id.starts_with(&answer.transfer_id))
+            .collect()
+    };
+    let (chunks, manifests) = (of_it(chunks), of_it(manifests));
+    let unique: BTreeSet<&String> = chunks.iter().collect();
+
+    assert_eq!(unique.len(), 6, "every chunk went out: {chunks:?}");
+    assert_eq!(chunks.len(), 6, "no chunk went out twice: {chunks:?}");
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    assert_eq!(inbound_count(&federation, "oefa"), 2);
+    senamhi.shutdown().await;
+    oefa.shutdown().await;
+}
+
+/// An upload abandoned after its first chunks went out registers nothing at
+/// the origin, and the destination forgets those chunks once
+/// `transfer.partial_expiry_secs` passed without their manifest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_of_an_abandoned_upload_are_forgotten_at_the_destination() {
+    let federation = Federation::with_settings(
+        "abandoned",
+        &["senamhi", "oefa"],
+        "\n[transfer]\npartial_expiry_secs = 1\n",
+    );
+    let [mut senamhi, oefa] = federation.start_all().await;
+    // Both nodes serving (a node publishes chunks ahead only once it has
+    // seen Kafka answer).
+    deliver_sample(&mut senamhi.client, "oefa").await;
+    let doc = Doc::new("inconcluso.pdf", 4 * (512 << 10), 43);
+    let bytes = doc.bytes();
+    let (feed, parts) = streamed_submission(header("oefa", "Subida abandonada"), &doc);
+    let mut client = senamhi.client.clone();
+    let submission = tokio::spawn(async move { client.submit_filing(parts).await });
+    feed_bytes(&feed, &bytes[..2 * (512 << 10)]).await;
+    let oefa_store = federation.store_path("oefa");
+    let partial_dir = federation.data_dir("oefa").join("partial");
+    let partial_files = || std::fs::read_dir(&partial_dir).unwrap().count();
+    eventually("the destination to hold partial chunks", async || {
+        let held = count_rows(&oefa_store, "SELECT COUNT(*) FROM partials");
+        if held > 0 && partial_files() > 0 {
+            Ok(())
+        } else {
+            Err((held, partial_files()))
+        }
+    })
+    .await;
+    // The client gives up half-way.
+    drop(feed);
+    let refused = submission.await.unwrap().unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("documents[0].declared_size"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        count_rows(
+            &federation.store_path("senamhi"),
+            "SELECT COUNT(*) FROM filings"
+        ),
+        1,
+        "the sample alone"
+    );
+    eventually("the destination to forget the chunks", async || {
+        let held = count_rows(&oefa_store, "SELECT COUNT(*) FROM partials");
+        if held == 0 && partial_files() == 0 {
+            Ok(())
+        } else {
+            Err((held, partial_files()))
+        }
+    })
+    .await;
+    assert_eq!(inbound_count(&federation, "oefa"), 1, "the sample alone");
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }

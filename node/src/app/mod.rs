@@ -135,7 +135,7 @@ impl Node {
             store: store.clone(),
             blobs: blobs.clone(),
             trust: trust.clone(),
-            topics: kafka.topics.clone(),
+            kafka: kafka.clone(),
             relay_wake: relay_wake.clone(),
             metrics: metrics.clone(),
             limiter: Default::default(),

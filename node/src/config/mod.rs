@@ -350,6 +350,10 @@ pub struct TransferConfig {
     pub max_sends: u32,
     /// Transfers the relay publishes at once.
     pub relay_concurrency: usize,
+    /// Seconds a partial document received here is kept after its last
+    /// chunk if its manifest never comes (an upload abandoned half-way after
+    /// its first chunks went out): then its chunks are forgotten.
+    pub partial_expiry_secs: u64,
 }
 
 /// Response periods of the filings this institution receives.
@@ -438,6 +442,7 @@ impl Default for Config {
                 max_resend_interval_secs: 3600,
                 max_sends: 10,
                 relay_concurrency: 8,
+                partial_expiry_secs: 3 * 24 * 3600,
             },
             health: HealthConfig {
                 probe_interval_ms: 2_000,
@@ -665,6 +670,12 @@ impl Config {
         if self.transfer.relay_concurrency == 0 {
             return Err(ConfigError::field(
                 "transfer.relay_concurrency",
+                "must be at least 1",
+            ));
+        }
+        if self.transfer.partial_expiry_secs == 0 {
+            return Err(ConfigError::field(
+                "transfer.partial_expiry_secs",
                 "must be at least 1",
             ));
         }

@@ -187,11 +187,22 @@ pub(crate) async fn consume(cx: Arc<Consumers>, feed: Feed, cancel: Cancellation
         Feed::Directory => "directory topic",
     };
     tracing::info!(topic = %consumer.topic(), "Consuming the {what}.");
+    // A batch and the expiry of partial documents take turns: never one
+    // beside the other that may be extending them.
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
+    if feed == Feed::Inbox {
+        tokio::spawn(expire_partials_now_and_then(
+            cx.clone(),
+            turn.clone(),
+            cancel.clone(),
+        ));
+    }
     loop {
         let batch = tokio::select! {
             _ = cancel.cancelled() => break,
             batch = gather(&consumer) => batch,
         };
+        let _turn = turn.lock().await;
         handle_batch(&cx, feed, &consumer, batch, &cancel).await;
     }
     let _ = tokio::task::spawn_blocking(move || {
@@ -381,7 +392,10 @@ async fn handle_fault(
                     sender,
                     documents,
                 } = *corrupt;
-                if let Err(error) = discard_partials(cx, &sender, &transfer_id, &documents).await {
+                if let Err(error) =
+                    discard_partials(cx, &sender, &transfer_id, documents.iter().map(|d| d.index))
+                        .await
+                {
                     tracing::error!(%error, %transfer_id, "Cannot discard corrupt partial documents.");
                 }
                 break rejection;
@@ -580,10 +594,10 @@ async fn discard_partials(
     cx: &Arc<Consumers>,
     sender: &str,
     transfer_id: &str,
-    documents: &[DocumentDigest],
+    indexes: impl IntoIterator<Item = u32>,
 ) -> Result<()> {
-    for doc in documents {
-        let path = cx.blobs.partial_path(sender, transfer_id, doc.index)?;
+    for index in indexes {
+        let path = cx.blobs.partial_path(sender, transfer_id, index)?;
         let _ = std::fs::remove_file(&path);
         cx.running.forget(&path);
     }
@@ -591,6 +605,47 @@ async fn discard_partials(
     cx.store
         .run(move |s| s.discard_partials(&sender, &transfer_id))
         .await
+}
+
+/// Runs [`expire_partials`] at start, then every
+/// `transfer.partial_expiry_secs` (at most hourly), in `turn`.
+async fn expire_partials_now_and_then(
+    cx: Arc<Consumers>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+    cancel: CancellationToken,
+) {
+    let every = Duration::from_secs(cx.config.transfer.partial_expiry_secs.min(3600));
+    loop {
+        {
+            let _turn = turn.lock().await;
+            if let Err(error) = expire_partials(&cx).await {
+                tracing::warn!(%error, "Cannot forget expired partial documents.");
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Forgets the partial documents whose manifest did not come within
+/// `transfer.partial_expiry_secs` of their last chunk: chunks an abandoned
+/// upload sent ahead (a re-send would bring them again).
+async fn expire_partials(cx: &Arc<Consumers>) -> Result<()> {
+    let expiry = cx.config.transfer.partial_expiry_secs;
+    let before = ecointegra_broker::now_ms()
+        .saturating_sub(expiry.saturating_mul(1000).min(i64::MAX as u64) as i64);
+    let stale = cx.store.run(move |s| s.stale_partials(before)).await?;
+    for (sender, transfer_id, indexes) in stale {
+        tracing::info!(
+            %sender,
+            %transfer_id,
+            "Chunks of a transfer came but its manifest did not; forgotten."
+        );
+        discard_partials(cx, &sender, &transfer_id, indexes).await?;
+    }
+    Ok(())
 }
 
 /// Publishes a dead letter, records it and the offset, so the record is

@@ -17,7 +17,6 @@ use crate::store::Store;
 use crate::store::blobs::Blobs;
 use crate::telemetry::metrics::Metrics;
 use crate::trust::Trust;
-use ecointegra_broker::topics::Topics;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -28,7 +27,9 @@ pub struct Desk {
     pub store: Store,
     pub blobs: Blobs,
     pub trust: Arc<Trust>,
-    pub topics: Topics,
+    /// The sector's topics, and the producer that large uploads publish
+    /// their chunks with as they arrive.
+    pub kafka: Arc<crate::kafka::Kafka>,
     /// Wakes the outbox relay when something was queued.
     pub relay_wake: Arc<Notify>,
     /// Counts submissions.

@@ -362,7 +362,7 @@ fn tell_origin(
         .map_err(|e| Error::FailedPrecondition(format!("cannot encrypt the notice: {e}")))?;
     store::queue_envelope(
         tx,
-        &desk.topics.inbox(&filing.origin),
+        &desk.kafka.topics.inbox(&filing.origin),
         &filing.origin,
         &filing.transfer_id,
         &sealed.encode_to_vec(),

@@ -220,13 +220,12 @@ async fn publish_row(relay: Arc<Relay>, row: OutboxRow, failures: u32) -> Done {
         send,
         row.full_sends,
     );
-    let probe = send == Next::Probe;
     let mut manifest_seq = None;
-    let result = publish_transfer(&relay, &row, probe, &mut manifest_seq).await;
+    let result = publish_transfer(&relay, &row, send == Next::Probe, &mut manifest_seq).await;
     let failed = result.is_err();
     let now = ecointegra_broker::now_ms();
     let recorded = match result {
-        Ok(tracking_seq) => {
+        Ok((tracking_seq, probe)) => {
             relay
                 .store
                 .run(move |s| {
@@ -360,20 +359,20 @@ fn meta_of(envelope: &Envelope) -> RecordMeta<'_> {
     }
 }
 
-/// Publishes every chunk of every document, then the manifest, and waits
-/// until Kafka has acknowledged them all.
-/// Publishes a transfer; returns the timeline step its manifest carried,
-/// which is also left in `manifest_seq` as soon as the manifest is handed to
-/// Kafka (so a failed publication still knows it).
+/// Publishes a transfer (its chunks, then its manifest, or a probe) and
+/// waits until Kafka has acknowledged every record. Returns the timeline
+/// step its manifest carried, which is also left in `manifest_seq` as soon
+/// as the manifest is handed to Kafka (so a failed publication still knows
+/// it), and whether the publication was a probe (asked for, or the manifest
+/// alone because every document's chunks went out while it was uploaded).
 async fn publish_transfer(
     relay: &Relay,
     row: &OutboxRow,
     probe: bool,
     manifest_seq: &mut Option<u64>,
-) -> Result<u64> {
+) -> Result<(u64, bool)> {
     let mut source = Source::load(relay, &row.record_key).await?;
     let filing = &source.filing;
-    let topic = relay.kafka.topics.inbox(&filing.destination);
     let submitted = source.submitted.take();
     let (span, trace) =
         crate::telemetry::trace::start_span(relay.otlp.as_deref(), submitted, || {
@@ -386,21 +385,13 @@ async fn publish_transfer(
             )
         });
     let traceparent = trace.to_string();
-    let published = publish_records(
-        relay,
-        row,
-        &mut source,
-        &topic,
-        &traceparent,
-        probe,
-        manifest_seq,
-    )
-    .await;
+    let published =
+        publish_records(relay, row, &mut source, &traceparent, probe, manifest_seq).await;
     if published.is_err() {
         span.record("otel.status_code", "error");
     }
     drop(span);
-    let (attempt, tracking_seq) = published?;
+    let (attempt, tracking_seq, probe) = published?;
     tracing::info!(
         tracking_code = %source.filing.tracking_code,
         destination = %source.filing.destination,
@@ -408,7 +399,7 @@ async fn publish_transfer(
         probe,
         "Transfer published."
     );
-    Ok(tracking_seq)
+    Ok((tracking_seq, probe))
 }
 
 /// What publishing a transfer reads, read in one call on a blocking thread
@@ -471,54 +462,23 @@ impl Source {
     }
 }
 
-/// Every record of a transfer (only its manifest for a `probe`), each
-/// carrying `traceparent`; returns the attempt published and the timeline
-/// step its manifest carried, once Kafka has acknowledged them all.
+/// Every record of a transfer (only its manifest for a `probe`, and no chunk
+/// of a document that went out while it was uploaded), each carrying
+/// `traceparent`; returns, once Kafka has acknowledged them all, the attempt
+/// published, the timeline step its manifest carried and whether its
+/// manifest went alone as a probe.
 async fn publish_records(
     relay: &Relay,
     row: &OutboxRow,
     source: &mut Source,
-    topic: &str,
     traceparent: &str,
     probe: bool,
     manifest_seq: &mut Option<u64>,
-) -> Result<(u32, u64)> {
+) -> Result<(u32, u64, bool)> {
     let transfer_id = &row.record_key;
     let filing = &source.filing;
-    // Content is encrypted for the destination: Kafka sees only ciphertext.
-    let recipient_key = relay
-        .trust
-        .directory()
-        .active(&filing.destination, ecointegra_broker::now_ms())
-        .map(|i| i.encryption_key)
-        .ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "{} is not an active institution of the directory; the transfer waits",
-                filing.destination
-            ))
-        })?;
-    // One schema for every record of the transfer: what they carry depends on it.
-    let schema = relay
-        .trust
-        .sealer
-        .negotiation()
-        .version_for(&filing.destination);
-    let seal = |id: String, message_type: MessageType, payload: Vec<u8>| {
-        relay
-            .trust
-            .sealer
-            .seal_encrypted_as(
-                schema,
-                id,
-                message_type,
-                &filing.destination,
-                &recipient_key,
-                &payload,
-            )
-            .map_err(|e| {
-                Error::FailedPrecondition(format!("cannot encrypt for {}: {e}", filing.destination))
-            })
-    };
+    let route = Route::to(&relay.trust, &relay.kafka, &filing.destination)?;
+    let schema = route.schema;
     let chunk_size = relay.config.transfer.chunk_size as u64;
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
     // A small filing travels inside its manifest (one record, one seal), to
@@ -585,124 +545,190 @@ async fn publish_records(
         }
     }
     if !inline && !probe {
-        for doc in &filing.documents {
-            let chunks = Chunks {
-                relay,
-                topic,
-                transfer_id,
-                traceparent,
-                chunk_size,
-                digest: schema < CHUNKS_UNDIGESTED,
-            };
-            chunks.send(doc, &seal, &mut pending).await?;
+        // A document whose chunks all went out while it was uploaded is not
+        // sent again; if that is every one, the manifest goes alone, as a
+        // probe: a destination missing some chunk waits for the full send.
+        let out = |doc: &&DocumentRow| row.chunks_out.contains(&doc.index);
+        for doc in filing.documents.iter().filter(|d| !out(d)) {
+            send_document(relay, &route, transfer_id, doc, traceparent, &mut pending).await?;
         }
+        manifest.probe = filing.documents.iter().all(|d| out(&d));
     }
-    let envelope = seal(
+    let envelope = route.seal(
+        &relay.trust,
         format!("{transfer_id}/manifest/{attempt}"),
         MessageType::Manifest,
-        manifest.encode_to_vec(),
+        &manifest.encode_to_vec(),
     )?;
     *manifest_seq = Some(tracking_seq);
-    send(
-        relay,
-        topic,
+    let queued = enqueue(
+        &relay.kafka,
+        &relay.metrics,
+        &route,
         transfer_id,
         &envelope,
         traceparent,
-        &mut pending,
     )
     .await?;
+    window(&mut pending, queued).await?;
     while let Some(p) = pending.pop_front() {
         p.delivered().await?;
     }
-    Ok((attempt, tracking_seq))
+    Ok((attempt, tracking_seq, manifest.probe))
 }
 
-/// Where a transfer's chunks go.
-struct Chunks<'a> {
-    relay: &'a Relay,
-    topic: &'a str,
-    transfer_id: &'a str,
-    traceparent: &'a str,
-    chunk_size: u64,
-    /// Whether each chunk carries its SHA-256 (for a destination that reads
-    /// only schemas before [`CHUNKS_UNDIGESTED`]).
-    digest: bool,
-}
-
-impl Chunks<'_> {
-    /// Publishes `doc` as its chunks, in order, each sealed by `seal`.
-    async fn send(
-        &self,
-        doc: &DocumentRow,
-        seal: &impl Fn(String, MessageType, Vec<u8>) -> Result<Envelope>,
-        pending: &mut VecDeque<Pending>,
-    ) -> Result<()> {
-        let (transfer_id, chunk_size) = (self.transfer_id, self.chunk_size);
-        let mut pieces = self
-            .relay
-            .store
-            .open_pieces(&self.relay.blobs, &doc.sha256, doc.size)
-            .await?;
-        for seq in 0..doc.size.div_ceil(chunk_size) as u32 {
-            let offset = seq as u64 * chunk_size;
-            let len = chunk_size.min(doc.size - offset) as usize;
-            let data = pieces.read(offset, len).await.map_err(Error::io(format!(
-                "cannot read document {} of {transfer_id}",
-                doc.index
-            )))?;
-            let chunk = Chunk {
-                transfer_id: transfer_id.to_owned(),
-                document_index: doc.index,
-                seq,
-                offset,
-                sha256: if self.digest {
-                    Sha256::digest(&data).to_vec()
-                } else {
-                    Vec::new()
-                },
-                data,
-            };
-            let envelope = seal(
-                format!("{transfer_id}/chunk/{}/{seq}", doc.index),
-                MessageType::Chunk,
-                chunk.encode_to_vec(),
-            )?;
-            send(
-                self.relay,
-                self.topic,
-                transfer_id,
-                &envelope,
-                self.traceparent,
-                pending,
-            )
-            .await?;
-        }
-        Ok(())
-    }
-}
-
-async fn send(
+/// Publishes `doc` as its chunks, in order, read from the store.
+async fn send_document(
     relay: &Relay,
-    topic: &str,
-    key: &str,
-    envelope: &Envelope,
+    route: &Route,
+    transfer_id: &str,
+    doc: &DocumentRow,
     traceparent: &str,
     pending: &mut VecDeque<Pending>,
 ) -> Result<()> {
+    let chunk_size = relay.config.transfer.chunk_size as u64;
+    let mut pieces = relay
+        .store
+        .open_pieces(&relay.blobs, &doc.sha256, doc.size)
+        .await?;
+    for seq in 0..doc.size.div_ceil(chunk_size) as u32 {
+        let offset = seq as u64 * chunk_size;
+        let len = chunk_size.min(doc.size - offset) as usize;
+        let data = pieces.read(offset, len).await.map_err(Error::io(format!(
+            "cannot read document {} of {transfer_id}",
+            doc.index
+        )))?;
+        let envelope = route.chunk(&relay.trust, transfer_id, doc.index, seq, offset, data)?;
+        let queued = enqueue(
+            &relay.kafka,
+            &relay.metrics,
+            route,
+            transfer_id,
+            &envelope,
+            traceparent,
+        )
+        .await?;
+        window(pending, queued).await?;
+    }
+    Ok(())
+}
+
+/// A transfer's way to its destination: the key its records are encrypted
+/// for, the one envelope schema they all share (what they carry depends on
+/// it) and the topic they go to.
+pub(crate) struct Route {
+    pub destination: String,
+    pub topic: String,
+    key: [u8; 32],
+    pub schema: u32,
+}
+
+impl Route {
+    /// The route to `destination`, if it is an active institution of the
+    /// directory.
+    pub(crate) fn to(trust: &Trust, kafka: &Kafka, destination: &str) -> Result<Self> {
+        // Content is encrypted for the destination: Kafka sees only ciphertext.
+        let key = trust
+            .directory()
+            .active(destination, ecointegra_broker::now_ms())
+            .map(|i| i.encryption_key)
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "{destination} is not an active institution of the directory; the transfer waits"
+                ))
+            })?;
+        Ok(Self {
+            destination: destination.to_owned(),
+            topic: kafka.topics.inbox(destination),
+            key,
+            schema: trust.sealer.negotiation().version_for(destination),
+        })
+    }
+
+    /// Encrypts `payload` for the destination and signs it.
+    pub(crate) fn seal(
+        &self,
+        trust: &Trust,
+        id: String,
+        message_type: MessageType,
+        payload: &[u8],
+    ) -> Result<Envelope> {
+        trust
+            .sealer
+            .seal_encrypted_as(
+                self.schema,
+                id,
+                message_type,
+                &self.destination,
+                &self.key,
+                payload,
+            )
+            .map_err(|e| {
+                Error::FailedPrecondition(format!("cannot encrypt for {}: {e}", self.destination))
+            })
+    }
+
+    /// Chunk `seq` of document `index` of a transfer: `data`, found at
+    /// `offset` of the document, sealed.
+    pub(crate) fn chunk(
+        &self,
+        trust: &Trust,
+        transfer_id: &str,
+        index: u32,
+        seq: u32,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Envelope> {
+        let chunk = Chunk {
+            transfer_id: transfer_id.to_owned(),
+            document_index: index,
+            seq,
+            offset,
+            // A destination that reads only schemas before
+            // CHUNKS_UNDIGESTED wants each chunk's own SHA-256.
+            sha256: if self.schema < CHUNKS_UNDIGESTED {
+                Sha256::digest(&data).to_vec()
+            } else {
+                Vec::new()
+            },
+            data,
+        };
+        self.seal(
+            trust,
+            format!("{transfer_id}/chunk/{index}/{seq}"),
+            MessageType::Chunk,
+            &chunk.encode_to_vec(),
+        )
+    }
+}
+
+/// Hands a transfer's record to Kafka, keyed by its transfer id.
+pub(crate) async fn enqueue(
+    kafka: &Kafka,
+    metrics: &Metrics,
+    route: &Route,
+    transfer_id: &str,
+    envelope: &Envelope,
+    traceparent: &str,
+) -> Result<Pending> {
     let bytes = envelope.encode_to_vec();
-    let queued = relay
-        .kafka
+    let queued = kafka
         .publisher
         .enqueue(
-            topic,
-            key,
+            &route.topic,
+            transfer_id,
             &bytes,
             &meta_of(envelope),
             &[(crate::telemetry::trace::HEADER, traceparent)],
         )
         .await?;
-    relay.metrics.produced(topic, bytes.len());
+    metrics.produced(&route.topic, bytes.len());
+    Ok(queued)
+}
+
+/// Keeps at most [`WINDOW`] records awaiting acknowledgement: past that,
+/// waits for the oldest.
+async fn window(pending: &mut VecDeque<Pending>, queued: Pending) -> Result<()> {
     pending.push_back(queued);
     if pending.len() >= WINDOW
         && let Some(oldest) = pending.pop_front()

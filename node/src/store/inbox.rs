@@ -46,9 +46,20 @@ impl Store {
         partial: &Partial,
     ) -> Result<()> {
         self.apply(c, position, Some(message_id), |tx| {
-            exec(tx, "INSERT INTO partials (transfer_id, idx, sender, next_seq, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (sender, transfer_id, idx) DO UPDATE SET next_seq = excluded.next_seq, bytes = excluded.bytes",
-                params![transfer_id, index, partial.sender, partial.next_seq, partial.bytes],
+            exec(
+                tx,
+                "INSERT INTO partials (transfer_id, idx, sender, next_seq, bytes, touched_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (sender, transfer_id, idx) DO UPDATE SET next_seq = excluded.next_seq,
+                     bytes = excluded.bytes, touched_at_ms = excluded.touched_at_ms",
+                params![
+                    transfer_id,
+                    index,
+                    partial.sender,
+                    partial.next_seq,
+                    partial.bytes,
+                    ecointegra_broker::now_ms()
+                ],
             )
             .map(drop)
             .map_err(Error::store("cannot record a chunk"))
@@ -56,7 +67,29 @@ impl Store {
         .map(drop)
     }
 
-    /// Forgets a transfer's partial documents, so a re-send starts afresh.
+    /// The transfers (sender, transfer id, document indexes) whose partial
+    /// documents last took a chunk before `before_ms`.
+    pub fn stale_partials(&self, before_ms: i64) -> Result<Vec<(String, String, Vec<u32>)>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT sender, transfer_id, group_concat(idx) FROM partials
+                     GROUP BY sender, transfer_id HAVING max(touched_at_ms) < ?1",
+                )
+                .map_err(Error::store("cannot read partial documents"))?;
+            stmt.query_map([before_ms], |r| {
+                let indexes: String = r.get(2)?;
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    indexes.split(',').filter_map(|i| i.parse().ok()).collect(),
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(Error::store("cannot read partial documents"))
+        })
+    }
+
     /// Forgets `sender`'s partial documents of a transfer and that their
     /// chunks were applied, so the transfer can be sent again from scratch.
     pub fn discard_partials(&self, sender: &str, transfer_id: &str) -> Result<()> {

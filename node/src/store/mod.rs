@@ -199,6 +199,9 @@ pub struct OutboxRow {
     pub full_sends: u32,
     /// Whether a transfer's last publication was a manifest-only probe.
     pub probed: bool,
+    /// Documents of a transfer whose chunks all went out while they were
+    /// uploaded: its first send leaves them out.
+    pub chunks_out: Vec<u32>,
 }
 
 /// Where a consumed record was read; stored with its effect.

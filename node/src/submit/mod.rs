@@ -17,6 +17,9 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio_stream::{Stream, StreamExt};
 
+mod cut;
+use cut::CutThrough;
+
 /// Bytes of a document an upload holds before it writes them out: a small
 /// document is created, written and fsynced in one step on a blocking
 /// thread, a large one in steps of this size, not one per gRPC message.
@@ -39,10 +42,33 @@ struct Upload {
     /// False for an unsized document, whose `declared_size` is the maximum
     /// document size standing in for the size it does not know.
     sized: bool,
+    /// For a document that may take a chunk or more, while its chunks go
+    /// out as it arrives: the chunk being filled.
+    outgoing: Option<Outgoing>,
+}
+
+/// The chunk of a document being filled for [`CutThrough`].
+struct Outgoing {
+    data: Vec<u8>,
+    seq: u32,
+    offset: u64,
 }
 
 impl Upload {
-    fn start(desk: &Desk, index: usize, header: DocumentHeader, sized: bool) -> Self {
+    fn start(
+        desk: &Desk,
+        index: usize,
+        header: DocumentHeader,
+        sized: bool,
+        cut: Option<&CutThrough>,
+    ) -> Self {
+        let outgoing = cut
+            .filter(|c| c.on() && header.declared_size >= c.chunk_size as u64)
+            .map(|c| Outgoing {
+                data: Vec::with_capacity(c.chunk_size),
+                seq: 0,
+                offset: 0,
+            });
         Self {
             index,
             header,
@@ -53,6 +79,7 @@ impl Upload {
             hasher: Sha256::new(),
             written: 0,
             sized,
+            outgoing,
         }
     }
 
@@ -98,7 +125,7 @@ impl Upload {
         Ok(())
     }
 
-    async fn write(&mut self, data: &[u8]) -> Result<()> {
+    async fn write(&mut self, data: &[u8], cut: Option<&mut CutThrough>) -> Result<()> {
         let total = self.written + data.len() as u64;
         if total > self.header.declared_size {
             let declared = self.header.declared_size;
@@ -114,6 +141,21 @@ impl Upload {
         self.hasher.update(data);
         self.pending.extend_from_slice(data);
         self.written = total;
+        if let (Some(out), Some(cut)) = (self.outgoing.as_mut(), cut) {
+            let mut rest = data;
+            while !rest.is_empty() {
+                let take = (cut.chunk_size - out.data.len()).min(rest.len());
+                out.data.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if out.data.len() == cut.chunk_size {
+                    let full = std::mem::replace(&mut out.data, Vec::with_capacity(cut.chunk_size));
+                    cut.publish(self.index as u32, out.seq, out.offset, full)
+                        .await;
+                    out.seq += 1;
+                    out.offset += cut.chunk_size as u64;
+                }
+            }
+        }
         if self.pending.len() >= WRITE_AT {
             self.write_out(false).await?;
         }
@@ -122,7 +164,7 @@ impl Upload {
 
     /// Checks the size and returns the document: a small one's bytes, to be
     /// kept in the store with its filing, or any other's fsynced file.
-    async fn finish(mut self) -> Result<(DocumentRow, Received)> {
+    async fn finish(mut self, cut: Option<&mut CutThrough>) -> Result<(DocumentRow, Received)> {
         if self.sized && self.written != self.header.declared_size {
             return Err(Error::invalid(
                 format!("documents[{}].declared_size", self.index),
@@ -131,6 +173,17 @@ impl Upload {
                     self.header.declared_size, self.written
                 ),
             ));
+        }
+        // Its last chunk, if a whole one went out before (a document under
+        // a chunk is left to the relay: its filing may travel in one record).
+        if let (Some(out), Some(cut)) = (self.outgoing.take(), cut)
+            && out.seq > 0
+        {
+            if !out.data.is_empty() {
+                cut.publish(self.index as u32, out.seq, out.offset, out.data)
+                    .await;
+            }
+            cut.document_sent(self.index as u32).await;
         }
         let received = if self.file.is_none() && self.written <= KEPT_MAX {
             // Never written out: no file was created.
@@ -170,7 +223,20 @@ pub enum DocPart {
 /// Receives documents (each a header and its bytes), checking every rule: a
 /// small one into memory, any other into a fsynced temporary file. The files
 /// vanish if anything fails.
-pub async fn receive_documents<S>(desk: &Desk, mut parts: S) -> Result<Vec<(DocumentRow, Received)>>
+pub async fn receive_documents<S>(desk: &Desk, parts: S) -> Result<Vec<(DocumentRow, Received)>>
+where
+    S: Stream<Item = Result<DocPart>> + Unpin,
+{
+    receive(desk, parts, None).await
+}
+
+/// [`receive_documents`], publishing large documents' chunks through `cut`
+/// as they arrive.
+async fn receive<S>(
+    desk: &Desk,
+    mut parts: S,
+    mut cut: Option<&mut CutThrough>,
+) -> Result<Vec<(DocumentRow, Received)>>
 where
     S: Stream<Item = Result<DocPart>> + Unpin,
 {
@@ -190,7 +256,7 @@ where
             ),
             DocPart::Chunk(data) => {
                 match current.as_mut() {
-                    Some(upload) => upload.write(&data).await?,
+                    Some(upload) => upload.write(&data, cut.as_deref_mut()).await?,
                     None => {
                         return Err(Error::invalid(
                             format!("documents[{}]", documents.len()),
@@ -202,7 +268,7 @@ where
             }
         };
         if let Some(upload) = current.take() {
-            documents.push(upload.finish().await?);
+            documents.push(upload.finish(cut.as_deref_mut()).await?);
             check_total(&documents, 0, max_total)?;
         }
         // One spelling per name: "ó" typed as one character or as "o" and a
@@ -228,10 +294,10 @@ where
         if sized {
             check_total(&documents, doc.declared_size, max_total)?;
         }
-        current = Some(Upload::start(desk, index, doc, sized));
+        current = Some(Upload::start(desk, index, doc, sized, cut.as_deref()));
     }
     if let Some(upload) = current.take() {
-        documents.push(upload.finish().await?);
+        documents.push(upload.finish(cut.as_deref_mut()).await?);
         check_total(&documents, 0, max_total)?;
     }
     if documents.is_empty() {
@@ -384,17 +450,16 @@ where
         return decode_answer(&answer).map(Accepted::Again);
     }
 
-    let documents = receive_documents(desk, documents).await?;
-
-    let now = ecointegra_broker::now_ms();
+    // Named before its documents arrive, so that their chunks can go out
+    // as they do.
     let me = desk.institution().to_owned();
-    let filing_type = match header.filing_type.trim() {
-        "" => "general".to_owned(),
-        t => t.to_lowercase(),
-    };
     let (tracking_code, verification_code, kind, related, hop, previous) = match corrected {
         None => (
-            crate::ids::tracking_code(&me, now, desk.config.deadlines.utc_offset_minutes),
+            crate::ids::tracking_code(
+                &me,
+                ecointegra_broker::now_ms(),
+                desk.config.deadlines.utc_offset_minutes,
+            ),
             crate::verification::new_code(),
             TransferKind::Original,
             String::new(),
@@ -411,6 +476,20 @@ where
         ),
     };
     let transfer_id = crate::ids::bound_transfer_id(&me, &tracking_code);
+    let destination = header.destination.trim().to_owned();
+    let context = crate::telemetry::trace::submission_context(&tracking_code);
+    let mut cut = CutThrough::start(desk, &transfer_id, &destination, context.to_string());
+    let documents = receive(desk, documents, cut.as_mut()).await?;
+    let chunks_out = match cut {
+        Some(cut) => cut.finish().await,
+        None => Vec::new(),
+    };
+
+    let now = ecointegra_broker::now_ms();
+    let filing_type = match header.filing_type.trim() {
+        "" => "general".to_owned(),
+        t => t.to_lowercase(),
+    };
     let filing = NewFiling {
         tracking_code,
         verification_code,
@@ -418,7 +497,7 @@ where
         direction: Direction::Outbound,
         status: FilingStatus::Registered,
         origin: me.clone(),
-        destination: header.destination.trim().to_owned(),
+        destination,
         subject: header.subject.trim().to_owned(),
         sender_party: header.sender_party.clone().unwrap_or_default(),
         folio_count: header.folio_count,
@@ -464,7 +543,6 @@ where
         status: FilingStatus::Registered as i32,
     };
 
-    let context = crate::telemetry::trace::submission_context(&filing.tracking_code);
     let audited =
         crate::audit::Entry::of(caller, SUBMIT, &filing.tracking_code, &Ok::<_, Error>(()));
     // A correction keeps the code its original registered.
@@ -499,6 +577,9 @@ where
                     kept.keep(tx)?;
                     let keys = [filing.transfer_id.as_str(), filing.tracking_code.as_str()];
                     crate::telemetry::trace::keep_submission(tx, &keys, &context)?;
+                    if !chunks_out.is_empty() {
+                        crate::store::outbox::chunks_out(tx, &filing.transfer_id, &chunks_out)?;
+                    }
                     crate::store::audit::insert(tx, &audited)
                 },
             )
