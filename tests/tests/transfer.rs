@@ -4,10 +4,9 @@
 
 use ecointegra_broker::envelope::Sealer;
 use ecointegra_broker::keys::SigningIdentity;
-use ecointegra_proto::v1::submit_filing_request::Part;
 use ecointegra_proto::v1::{
-    Chunk, Direction, DocumentHeader, Envelope, FilingHeader, FilingStatus, GetReceiptRequest,
-    ListInboxRequest, MessageType, Receipt, StreamInboxRequest, SubmitFilingRequest,
+    Chunk, Direction, Envelope, FilingStatus, GetReceiptRequest, ListInboxRequest, MessageType,
+    Receipt, StreamInboxRequest,
 };
 use ecointegra_tests::*;
 use prost::Message;
@@ -717,9 +716,9 @@ async fn a_large_document_travels_while_it_is_uploaded_each_chunk_once() {
     eventually(
         "the first chunks to reach the destination's inbox during the upload",
         async || {
-            // The sample went as one chunk and its manifest.
+            // The sample went as one chunk and its manifest: three more.
             let (chunks, _) = published_by(&topic, "senamhi");
-            if chunks.len() >= 1 + 3 {
+            if chunks.len() > 3 {
                 Ok(())
             } else {
                 Err(chunks)

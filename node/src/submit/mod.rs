@@ -297,7 +297,7 @@ where
         current = Some(Upload::start(desk, index, doc, sized, cut.as_deref()));
     }
     if let Some(upload) = current.take() {
-        documents.push(upload.finish(cut.as_deref_mut()).await?);
+        documents.push(upload.finish(cut).await?);
         check_total(&documents, 0, max_total)?;
     }
     if documents.is_empty() {
