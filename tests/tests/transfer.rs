@@ -762,7 +762,9 @@ async fn chunks_of_an_abandoned_upload_are_forgotten_at_the_destination() {
     let federation = Federation::with_settings(
         "abandoned",
         &["senamhi", "oefa"],
-        "\n[transfer]\npartial_expiry_secs = 1\n",
+        // Long enough that the sample's own chunk never expires before its
+        // manifest, even on a loaded machine.
+        "\n[transfer]\npartial_expiry_secs = 5\n",
     );
     let [mut senamhi, oefa] = federation.start_all().await;
     // Both nodes serving (a node publishes chunks ahead only once it has
