@@ -220,12 +220,16 @@ async fn publish_row(relay: Arc<Relay>, row: OutboxRow, failures: u32) -> Done {
         send,
         row.full_sends,
     );
+    // A first send whose chunks all went out during the upload is its
+    // manifest alone on the wire, and still counts as a full send: every
+    // record of the transfer is on Kafka.
+    let probe = send == Next::Probe;
     let mut manifest_seq = None;
-    let result = publish_transfer(&relay, &row, send == Next::Probe, &mut manifest_seq).await;
+    let result = publish_transfer(&relay, &row, probe, &mut manifest_seq).await;
     let failed = result.is_err();
     let now = ecointegra_broker::now_ms();
     let recorded = match result {
-        Ok((tracking_seq, probe)) => {
+        Ok(tracking_seq) => {
             relay
                 .store
                 .run(move |s| {
@@ -363,14 +367,13 @@ fn meta_of(envelope: &Envelope) -> RecordMeta<'_> {
 /// waits until Kafka has acknowledged every record. Returns the timeline
 /// step its manifest carried, which is also left in `manifest_seq` as soon
 /// as the manifest is handed to Kafka (so a failed publication still knows
-/// it), and whether the publication was a probe (asked for, or the manifest
-/// alone because every document's chunks went out while it was uploaded).
+/// it).
 async fn publish_transfer(
     relay: &Relay,
     row: &OutboxRow,
     probe: bool,
     manifest_seq: &mut Option<u64>,
-) -> Result<(u64, bool)> {
+) -> Result<u64> {
     let mut source = Source::load(relay, &row.record_key).await?;
     let filing = &source.filing;
     let submitted = source.submitted.take();
@@ -391,7 +394,7 @@ async fn publish_transfer(
         span.record("otel.status_code", "error");
     }
     drop(span);
-    let (attempt, tracking_seq, probe) = published?;
+    let (attempt, tracking_seq) = published?;
     tracing::info!(
         tracking_code = %source.filing.tracking_code,
         destination = %source.filing.destination,
@@ -399,7 +402,7 @@ async fn publish_transfer(
         probe,
         "Transfer published."
     );
-    Ok((tracking_seq, probe))
+    Ok(tracking_seq)
 }
 
 /// What publishing a transfer reads, read in one call on a blocking thread
@@ -464,9 +467,8 @@ impl Source {
 
 /// Every record of a transfer (only its manifest for a `probe`, and no chunk
 /// of a document that went out while it was uploaded), each carrying
-/// `traceparent`; returns, once Kafka has acknowledged them all, the attempt
-/// published, the timeline step its manifest carried and whether its
-/// manifest went alone as a probe.
+/// `traceparent`; returns the attempt published and the timeline step its
+/// manifest carried, once Kafka has acknowledged them all.
 async fn publish_records(
     relay: &Relay,
     row: &OutboxRow,
@@ -474,7 +476,7 @@ async fn publish_records(
     traceparent: &str,
     probe: bool,
     manifest_seq: &mut Option<u64>,
-) -> Result<(u32, u64, bool)> {
+) -> Result<(u32, u64)> {
     let transfer_id = &row.record_key;
     let filing = &source.filing;
     let route = Route::to(&relay.trust, &relay.kafka, &filing.destination)?;
@@ -546,8 +548,10 @@ async fn publish_records(
     }
     if !inline && !probe {
         // A document whose chunks all went out while it was uploaded is not
-        // sent again; if that is every one, the manifest goes alone, as a
-        // probe: a destination missing some chunk waits for the full send.
+        // sent again; if that is every one, the manifest goes alone, marked
+        // as a probe: a destination missing some chunk (it cannot be, short
+        // of a failure there) waits for the next full send instead of
+        // dead-lettering it.
         let out = |doc: &&DocumentRow| row.chunks_out.contains(&doc.index);
         for doc in filing.documents.iter().filter(|d| !out(d)) {
             send_document(relay, &route, transfer_id, doc, traceparent, &mut pending).await?;
@@ -574,7 +578,7 @@ async fn publish_records(
     while let Some(p) = pending.pop_front() {
         p.delivered().await?;
     }
-    Ok((attempt, tracking_seq, manifest.probe))
+    Ok((attempt, tracking_seq))
 }
 
 /// Publishes `doc` as its chunks, in order, read from the store.

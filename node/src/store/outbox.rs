@@ -60,9 +60,7 @@ impl Store {
             )
             .map_err(Error::store("cannot update the outbox"))?;
             if let Some(filing_id) = row.filing_id {
-                // The first publication: a probe only when every chunk went
-                // out while the documents were uploaded.
-                let first = row.attempts == 0;
+                let first = row.attempts == 0 && !probe;
                 exec(
                     tx,
                     "UPDATE filings SET status = ?2 WHERE id = ?1 AND status = ?3",
