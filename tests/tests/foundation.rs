@@ -263,3 +263,20 @@ async fn serial_health_follows_the_broker() {
     wait_health(node.grpc_addr(), ServingStatus::Serving).await;
     node.shutdown().await;
 }
+
+/// SIGTERM stops a node as soon as its calls in flight end, though a client
+/// keeps its connection open: the node's tasks all stop (none abandoned at
+/// the 30 s cap), and the producer flushes before a supervisor's grace
+/// period runs out.
+#[tokio::test]
+async fn a_connected_client_does_not_hold_a_node_that_is_stopping() {
+    let federation = Federation::new("stopping", &["oefa"]);
+    let mut node = federation.spawn("oefa").await;
+    // The client's connection is open, and idle once this answers.
+    let unknown = get(&mut node.client, "OEFA-2026-NOSUCH00").await;
+    assert!(unknown.is_err(), "{unknown:?}");
+    assert!(node.terminate().success());
+    let log = std::fs::read_to_string(federation.root.join("oefa.log")).unwrap();
+    assert!(log.contains("Node stopped."), "{log}");
+    assert!(!log.contains("did not stop"), "{log}");
+}

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod drain;
 pub mod filing;
 pub mod operations;
 pub mod tracking;
@@ -74,7 +75,9 @@ pub async fn serve(
     let auth = Arc::new(crate::grpc::auth::Authenticator::new(
         services.desk.config.auth.clone(),
     ));
-    let result = builder
+    let in_flight = drain::InFlight::default();
+    let server = builder
+        .layer(drain::Counted(in_flight.clone()))
         .layer(crate::grpc::auth::AuthLayer::new(auth))
         .add_service(health)
         .add_service(reflection_v1)
@@ -84,8 +87,25 @@ pub async fn serve(
             desk: services.desk.clone(),
         }))
         .add_service(operations::server(services.clone()))
-        .serve_with_incoming_shutdown(without_nagle(listener), cancel.cancelled())
-        .await;
+        .serve_with_incoming_shutdown(without_nagle(listener), cancel.cancelled());
+    // Stopped once the calls in flight ended, not when every client closed
+    // its connection (see drain).
+    let drained = async {
+        cancel.cancelled().await;
+        if tokio::time::timeout(drain::DRAIN_MAX, in_flight.none())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "gRPC calls still in flight after {} s; stopping them.",
+                drain::DRAIN_MAX.as_secs()
+            );
+        }
+    };
+    let result = tokio::select! {
+        result = server => result,
+        () = drained => Ok(()),
+    };
     if let Err(error) = result {
         tracing::error!(%error, "gRPC server failed.");
         cancel.cancel();

@@ -1,0 +1,132 @@
+//! What a shutdown waits for: the calls being served, their response bodies
+//! included, and not the connections that merely stay open.
+//!
+//! On shutdown the server stops accepting and hyper drains its connections
+//! gracefully; an idle HTTP/2 connection from a client that keeps it open
+//! (a document system's channel, between calls) held that drain until the
+//! node's 30 s cap, so every restart took 30 s and a pod with Kubernetes'
+//! default grace period was killed before its producer flushed. The server
+//! is now stopped once no call is in flight (or after [`DRAIN_MAX`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The longest a shutdown waits for calls in flight.
+pub const DRAIN_MAX: Duration = Duration::from_secs(20);
+
+/// Calls being served.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<(AtomicUsize, Notify)>);
+
+impl InFlight {
+    fn start(&self) -> Call {
+        self.0.0.fetch_add(1, Ordering::SeqCst);
+        Call(self.clone())
+    }
+
+    /// Returns once no call is in flight.
+    pub async fn none(&self) {
+        loop {
+            let notified = self.0.1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0.0.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One call in flight, until dropped (with its response body).
+struct Call(InFlight);
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.0.0.0.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.0.1.notify_waiters();
+        }
+    }
+}
+
+/// A tower layer counting every call in [`InFlight`].
+#[derive(Clone)]
+pub struct Counted(pub InFlight);
+
+impl<S> tower::Layer<S> for Counted {
+    type Service = CountedService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CountedService {
+            inner,
+            in_flight: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CountedService<S> {
+    inner: S,
+    in_flight: InFlight,
+}
+
+type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for CountedService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use http_body_util::BodyExt;
+        let call = self.in_flight.start();
+        // Take the service that was polled ready; leave a clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let response = inner.call(request).await?;
+            // The call lasts as long as its body: a stream's last message.
+            Ok(response.map(|body| {
+                tonic::body::Body::new(body.map_frame(move |frame| {
+                    let _in_flight = &call;
+                    frame
+                }))
+            }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn none_waits_for_the_last_call_to_end() {
+        let in_flight = InFlight::default();
+        in_flight.none().await;
+        let (first, second) = (in_flight.start(), in_flight.start());
+        let waiting = tokio::spawn({
+            let in_flight = in_flight.clone();
+            async move { in_flight.none().await }
+        });
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one call is still in flight");
+        drop(second);
+        waiting.await.unwrap();
+    }
+}
