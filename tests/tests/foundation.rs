@@ -280,3 +280,57 @@ async fn a_connected_client_does_not_hold_a_node_that_is_stopping() {
     assert!(log.contains("Node stopped."), "{log}");
     assert!(!log.contains("did not stop"), "{log}");
 }
+
+/// A download in progress when SIGTERM comes goes on to its last byte; the
+/// node stops once it has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_in_flight_ends_before_its_node_stops() {
+    use ecointegra_proto::v1::download_document_response::Part;
+    use ecointegra_proto::v1::{DownloadDocumentRequest, DownloadDocumentResponse};
+    use sha2::{Digest, Sha256};
+    let federation = Federation::new("stopdownload", &["oefa", "iiap"]);
+    let [mut oefa, mut iiap] = federation.spawn_all().await;
+    // Far larger than the HTTP/2 windows and socket buffers: most of it is
+    // still at the node when it is told to stop.
+    const LEN: u64 = 64 << 20;
+    let doc = Doc::new("expediente.pdf", LEN, 9);
+    let filed = deliver(&mut iiap.client, header("oefa", "Grande"), &[doc]).await;
+    let mut stream = oefa
+        .client
+        .download_document(DownloadDocumentRequest {
+            tracking_code: filed.tracking_code.clone(),
+            document_index: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    let mut read = async |stream: &mut tonic::Streaming<DownloadDocumentResponse>| {
+        let message = stream.message().await.unwrap()?;
+        if let Some(Part::Chunk(data)) = message.part {
+            hasher.update(&data);
+            received += data.len() as u64;
+        }
+        Some(())
+    };
+    read(&mut stream)
+        .await
+        .expect("the download's first message");
+    let pid = oefa.pid();
+    let stopping = tokio::task::spawn_blocking(move || oefa.terminate());
+    eventually("the node to have been told to stop", async || {
+        let log = std::fs::read_to_string(federation.root.join("oefa.log")).unwrap();
+        log.contains("Shutdown requested.").then_some(())
+    })
+    .await;
+    while read(&mut stream).await.is_some() {}
+    assert_eq!(received, LEN, "node {pid} cut the download short");
+    assert_eq!(hex::encode(hasher.finalize()), filed.documents[0].sha256);
+    assert!(stopping.await.unwrap().success());
+    let log = std::fs::read_to_string(federation.root.join("oefa.log")).unwrap();
+    assert!(log.contains("Node stopped."), "{log}");
+    assert!(!log.contains("still in flight"), "{log}");
+    iiap.terminate();
+}

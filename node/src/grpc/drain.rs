@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -52,63 +51,33 @@ impl Drop for Call {
     }
 }
 
-/// A tower layer counting every call in [`InFlight`].
-#[derive(Clone)]
-pub struct Counted(pub InFlight);
-
-impl<S> tower::Layer<S> for Counted {
-    type Service = CountedService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        CountedService {
-            inner,
-            in_flight: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct CountedService<S> {
-    inner: S,
+/// A tower layer counting every call in `in_flight`, until its response
+/// body is dropped (a stream's last message).
+pub fn counted<Fut, E>(
     in_flight: InFlight,
-}
-
-type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
-
-impl<S, B> tower::Service<http::Request<B>> for CountedService<S>
+) -> tower::util::MapFutureLayer<impl FnMut(Fut) -> Counted<E> + Clone>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
+    Fut:
+        std::future::Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send + 'static,
 {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        use http_body_util::BodyExt;
-        let call = self.in_flight.start();
-        // Take the service that was polled ready; leave a clone behind.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+    tower::util::MapFutureLayer::new(move |response: Fut| -> Counted<E> {
+        let call = in_flight.start();
         Box::pin(async move {
-            let response = inner.call(request).await?;
-            // The call lasts as long as its body: a stream's last message.
-            Ok(response.map(|body| {
+            use http_body_util::BodyExt;
+            Ok(response.await?.map(|body| {
                 tonic::body::Body::new(body.map_frame(move |frame| {
                     let _in_flight = &call;
                     frame
                 }))
             }))
         })
-    }
+    })
 }
+
+/// A counted call's response.
+pub type Counted<E> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send>,
+>;
 
 #[cfg(test)]
 mod tests {

@@ -77,7 +77,7 @@ pub async fn serve(
     ));
     let in_flight = drain::InFlight::default();
     let server = builder
-        .layer(drain::Counted(in_flight.clone()))
+        .layer(drain::counted(in_flight.clone()))
         .layer(crate::grpc::auth::AuthLayer::new(auth))
         .add_service(health)
         .add_service(reflection_v1)
