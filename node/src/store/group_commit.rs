@@ -33,6 +33,12 @@ const RECHECK: Duration = Duration::from_millis(5);
 
 pub struct Writer {
     state: Mutex<State>,
+    /// How the transactions ended, under a lock of its own: the writers
+    /// waiting for their commit, all woken at once when it ends, take this
+    /// one for a moment, not the connection's (held through effects and
+    /// commits), so they do not queue behind each other and the next
+    /// writers to wake.
+    outcome: Mutex<Outcome>,
     ended: Condvar,
     /// Writers waiting for the connection: while any wait, the open
     /// transaction is left for one of them to commit.
@@ -48,14 +54,19 @@ struct State {
     open: bool,
     members: usize,
     opened_at: Instant,
-    /// The number of the open (or next) transaction, and of the last one
-    /// ended; `failed` holds the error of the last one whose commit failed.
+    /// The number of the open (or next) transaction.
     epoch: u64,
-    ended: u64,
-    failed: Option<(u64, String)>,
     /// Transactions committed and effects in them, since the start.
     commits: u64,
     effects: u64,
+}
+
+/// The number of the last transaction ended; `failed` holds the error of the
+/// last one whose commit failed.
+#[derive(Default)]
+struct Outcome {
+    ended: u64,
+    failed: Option<(u64, String)>,
 }
 
 impl Writer {
@@ -67,11 +78,10 @@ impl Writer {
                 members: 0,
                 opened_at: Instant::now(),
                 epoch: 1,
-                ended: 0,
-                failed: None,
                 commits: 0,
                 effects: 0,
             }),
+            outcome: Mutex::new(Outcome::default()),
             ended: Condvar::new(),
             arriving: AtomicUsize::new(0),
             observer: OnceLock::new(),
@@ -85,7 +95,7 @@ impl Writer {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Runs `effect` in the shared transaction and returns once that
@@ -140,9 +150,12 @@ impl Writer {
         };
         state.members += 1;
         let epoch = state.epoch;
+        self.end_if_due(&mut state);
+        drop(state);
+        let mut outcome = lock(&self.outcome);
         loop {
-            if state.ended >= epoch {
-                return match &state.failed {
+            if outcome.ended >= epoch {
+                return match &outcome.failed {
                     Some((failed, message)) if *failed == epoch => Err(Error::Io {
                         context: "store: cannot commit".into(),
                         source: std::io::Error::other(message.clone()),
@@ -150,13 +163,16 @@ impl Writer {
                     _ => Ok(value),
                 };
             }
-            self.end_if_due(&mut state);
-            if state.ended < epoch {
-                state = self
-                    .ended
-                    .wait_timeout(state, RECHECK)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+            let (waited, timeout) = self
+                .ended
+                .wait_timeout(outcome, RECHECK)
+                .unwrap_or_else(|e| e.into_inner());
+            outcome = waited;
+            if timeout.timed_out() && outcome.ended < epoch {
+                // Never under the outcome's lock: a commit takes it.
+                drop(outcome);
+                self.end_if_due(&mut self.lock());
+                outcome = lock(&self.outcome);
             }
         }
     }
@@ -197,12 +213,14 @@ impl Writer {
             state.commits += 1;
             state.effects += state.members as u64;
         }
+        let mut outcome = lock(&self.outcome);
         if let Some(message) = failure {
-            state.failed = Some((state.epoch, message));
+            outcome.failed = Some((state.epoch, message));
         }
+        outcome.ended = state.epoch;
+        drop(outcome);
         state.open = false;
         state.members = 0;
-        state.ended = state.epoch;
         state.epoch += 1;
         self.ended.notify_all();
     }
@@ -218,6 +236,10 @@ impl Writer {
         let state = self.lock();
         f(&state.conn)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
