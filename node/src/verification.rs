@@ -295,23 +295,30 @@ fn dummy(password: &[u8]) {
     let _ = argon2id(params, password, b"ecointegra.dummy.salt", &mut out);
 }
 
-/// Runs `f` (a verifier to make or check) on the blocking pool, at most one
-/// per core at a time: each takes up to [`MAX_M_COST`] KiB, so a burst of
-/// look-ups queues here instead of taking the node's memory.
+/// Runs `f` (a verifier to make or check) on the blocking pool, with a
+/// [`slot`].
 pub async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let _slot = slot().await;
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Leave to make or check verifiers while it is held, at most one holder
+/// per core at a time: each evaluation takes up to [`MAX_M_COST`] KiB, so a
+/// burst of look-ups queues here instead of taking the node's memory. For a
+/// blocking task that makes a verifier among other work (no hop of its own).
+pub async fn slot() -> tokio::sync::SemaphorePermit<'static> {
     static SLOTS: OnceLock<Semaphore> = OnceLock::new();
     let slots = SLOTS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Semaphore::new(cores.clamp(1, 8))
     });
-    let _slot = slots
+    slots
         .acquire()
         .await
-        .expect("the semaphore is never closed");
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+        .expect("the semaphore is never closed")
 }
 
 #[cfg(test)]

@@ -545,19 +545,11 @@ where
 
     let audited =
         crate::audit::Entry::of(caller, SUBMIT, &filing.tracking_code, &Ok::<_, Error>(()));
-    // A correction keeps the code its original registered.
-    let verifier = match filing.kind {
-        TransferKind::Original => {
-            let (code, verification) = (
-                filing.tracking_code.clone(),
-                filing.verification_code.clone(),
-            );
-            crate::verification::off_runtime(move || {
-                crate::verification::verifier(&code, &verification)
-            })
-            .await
-        }
-        _ => Vec::new(),
+    // A correction keeps the code its original registered. The verifier is
+    // made on the blocking thread that stores the filing (one hop less).
+    let verifying = match filing.kind {
+        TransferKind::Original => Some(crate::verification::slot().await),
+        _ => None,
     };
     let blobs = desk.blobs.clone();
     let encoded = answer.encode_to_vec();
@@ -565,6 +557,9 @@ where
     let submitted = desk
         .store
         .run(move |store| {
+            let verifier = verifying.map_or_else(Vec::new, |_slot| {
+                crate::verification::verifier(&filing.tracking_code, &filing.verification_code)
+            });
             // Files first; small documents in the filing's own transaction.
             let (_, kept) = ToKeep::store(&blobs, documents)?;
             store.insert_submission(
