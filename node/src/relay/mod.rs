@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::kafka::Kafka;
 use crate::retry::Policy;
 use crate::store::Store;
+use crate::store::batched::Batched;
 use crate::store::blobs::Blobs;
+use crate::store::outbox::Publication;
 use crate::store::{DocumentRow, FilingRow, OutboxKind, OutboxRow};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::otlp::Otlp;
@@ -71,8 +73,36 @@ pub struct Relay {
     pub relay_wake: Arc<Notify>,
 }
 
+/// The store calls every transfer's publication makes, each in one hop for
+/// all the transfers that make it at once.
+struct Hops {
+    /// A transfer's [`Source`], by its id.
+    load: Batched<String, Source>,
+    /// What became of a publication.
+    record: Batched<Publication, ()>,
+}
+
+impl Hops {
+    fn new(relay: &Relay) -> Self {
+        let blobs = relay.blobs.clone();
+        let small_max = INLINE_MAX.min(relay.config.transfer.chunk_size as u64);
+        Self {
+            load: Batched::new(relay.store.clone(), move |s, transfer_ids: Vec<String>| {
+                transfer_ids
+                    .iter()
+                    .map(|id| Source::read(s, &blobs, small_max, id))
+                    .collect()
+            }),
+            record: Batched::new(relay.store.clone(), |s, publications| {
+                s.record_transfers(publications)
+            }),
+        }
+    }
+}
+
 pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
     let concurrency = relay.config.transfer.relay_concurrency;
+    let hops = Arc::new(Hops::new(&relay));
     let mut in_flight: JoinSet<Done> = JoinSet::new();
     // Transfers being published, and envelopes (in batches).
     let mut transfers: HashSet<i64> = HashSet::new();
@@ -93,7 +123,12 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
                             OutboxKind::Transfer => {
                                 if transfers.len() < concurrency && transfers.insert(row.id) {
                                     let failed = failures.get(&row.id).copied().unwrap_or(0);
-                                    in_flight.spawn(publish_row(relay.clone(), row, failed));
+                                    in_flight.spawn(publish_row(
+                                        relay.clone(),
+                                        hops.clone(),
+                                        row,
+                                        failed,
+                                    ));
                                 }
                             }
                             OutboxKind::Envelope => {
@@ -197,7 +232,7 @@ fn receipt_wait_ms(timeout_secs: u64, cap_secs: u64, send: Next, full_sends: u32
 }
 
 /// Publishes a transfer that had failed `failures` times in a row before.
-async fn publish_row(relay: Arc<Relay>, row: OutboxRow, failures: u32) -> Done {
+async fn publish_row(relay: Arc<Relay>, hops: Arc<Hops>, row: OutboxRow, failures: u32) -> Done {
     let id = row.id;
     let transfer = &relay.config.transfer;
     let send = next_send(row.full_sends, row.probed, transfer.max_sends);
@@ -208,8 +243,9 @@ async fn publish_row(relay: Arc<Relay>, row: OutboxRow, failures: u32) -> Done {
             full_sends = row.full_sends,
             "No receipt after every automatic send; the transfer waits for an operator."
         );
-        let now = ecointegra_broker::now_ms();
-        if let Err(error) = relay.store.run(move |s| s.transfer_given_up(id, now)).await {
+        let now_ms = ecointegra_broker::now_ms();
+        let given_up = Publication::GaveUp { id, now_ms };
+        if let Err(error) = hops.record.call(given_up).await {
             tracing::error!(%error, outbox_id = id, "Cannot record a publication.");
         }
         return Done::Transfer { id, failed: false };
@@ -225,28 +261,27 @@ async fn publish_row(relay: Arc<Relay>, row: OutboxRow, failures: u32) -> Done {
     // record of the transfer is on Kafka.
     let probe = send == Next::Probe;
     let mut manifest_seq = None;
-    let result = publish_transfer(&relay, &row, probe, &mut manifest_seq).await;
+    let result = publish_transfer(&relay, &hops, &row, probe, &mut manifest_seq).await;
     let failed = result.is_err();
     let now = ecointegra_broker::now_ms();
-    let recorded = match result {
-        Ok(tracking_seq) => {
-            relay
-                .store
-                .run(move |s| {
-                    s.transfer_published(&row, probe, tracking_seq, now.saturating_add(wait))
-                })
-                .await
-        }
+    let publication = match result {
+        Ok(tracking_seq) => Publication::Published {
+            row,
+            probe,
+            tracking_seq,
+            next_attempt_at_ms: now.saturating_add(wait),
+        },
         Err(error) => {
             tracing::warn!(%error, outbox_id = id, "Publication failed; will retry.");
             relay.metrics.publish_failed();
-            relay
-                .store
-                .run(move |s| s.transfer_failed(&row, manifest_seq, retry_at(now, failures)))
-                .await
+            Publication::Failed {
+                row,
+                manifest_seq,
+                next_attempt_at_ms: retry_at(now, failures),
+            }
         }
     };
-    if let Err(error) = recorded {
+    if let Err(error) = hops.record.call(publication).await {
         tracing::error!(%error, outbox_id = id, "Cannot record a publication.");
     }
     Done::Transfer { id, failed }
@@ -370,11 +405,12 @@ fn meta_of(envelope: &Envelope) -> RecordMeta<'_> {
 /// it).
 async fn publish_transfer(
     relay: &Relay,
+    hops: &Hops,
     row: &OutboxRow,
     probe: bool,
     manifest_seq: &mut Option<u64>,
 ) -> Result<u64> {
-    let mut source = Source::load(relay, &row.record_key).await?;
+    let mut source = hops.load.call(row.record_key.clone()).await?;
     let filing = &source.filing;
     let submitted = source.submitted.take();
     let (span, trace) =
@@ -405,8 +441,9 @@ async fn publish_transfer(
     Ok(tracking_seq)
 }
 
-/// What publishing a transfer reads, read in one call on a blocking thread
-/// (four hops to blocking threads for a one-document filing before).
+/// What publishing a transfer reads, read at once (four hops to blocking
+/// threads for a one-document filing before, one now for all the transfers
+/// being published).
 struct Source {
     filing: FilingRow,
     /// The trace its submission left.
@@ -421,47 +458,40 @@ struct Source {
 }
 
 impl Source {
-    async fn load(relay: &Relay, transfer_id: &str) -> Result<Self> {
-        let transfer_id = transfer_id.to_owned();
-        let blobs = relay.blobs.clone();
-        let small_max = INLINE_MAX.min(relay.config.transfer.chunk_size as u64);
-        relay
-            .store
-            .run(move |s| {
-                let filing = s.filing_by_transfer(&transfer_id)?.ok_or_else(|| {
-                    Error::NotFound(format!("the filing of transfer {transfer_id}"))
-                })?;
-                let submitted = crate::telemetry::trace::kept(s, &transfer_id);
-                let prior_receipts = s
-                    .receipt_chain(&filing.tracking_code)?
-                    .into_iter()
-                    .filter(|r| r.hop < filing.hop)
-                    .map(|r| r.envelope)
-                    .collect();
-                let tracking_seq = s.tracking_seq(&filing.tracking_code)?;
-                let total: u64 = filing.documents.iter().map(|d| d.size).sum();
-                let small = if total <= small_max {
-                    let read = |doc: &DocumentRow| {
-                        s.locate(&blobs, &doc.sha256, doc.size)?
-                            .read()
-                            .map_err(Error::io(format!(
-                                "cannot read document {} of {transfer_id}",
-                                doc.index
-                            )))
-                    };
-                    Some(filing.documents.iter().map(read).collect::<Result<_>>()?)
-                } else {
-                    None
-                };
-                Ok(Self {
-                    filing,
-                    submitted,
-                    prior_receipts,
-                    tracking_seq,
-                    small,
-                })
-            })
-            .await
+    /// Blocking.
+    fn read(s: &Store, blobs: &Blobs, small_max: u64, transfer_id: &str) -> Result<Self> {
+        let filing = s
+            .filing_by_transfer(transfer_id)?
+            .ok_or_else(|| Error::NotFound(format!("the filing of transfer {transfer_id}")))?;
+        let submitted = crate::telemetry::trace::kept(s, transfer_id);
+        let prior_receipts = s
+            .receipt_chain(&filing.tracking_code)?
+            .into_iter()
+            .filter(|r| r.hop < filing.hop)
+            .map(|r| r.envelope)
+            .collect();
+        let tracking_seq = s.tracking_seq(&filing.tracking_code)?;
+        let total: u64 = filing.documents.iter().map(|d| d.size).sum();
+        let small = if total <= small_max {
+            let read = |doc: &DocumentRow| {
+                s.locate(blobs, &doc.sha256, doc.size)?
+                    .read()
+                    .map_err(Error::io(format!(
+                        "cannot read document {} of {transfer_id}",
+                        doc.index
+                    )))
+            };
+            Some(filing.documents.iter().map(read).collect::<Result<_>>()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            filing,
+            submitted,
+            prior_receipts,
+            tracking_seq,
+            small,
+        })
     }
 }
 

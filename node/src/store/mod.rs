@@ -8,6 +8,7 @@
 //! The schema is a list of numbered [`migrations`], applied when the store opens.
 
 pub mod audit;
+pub mod batched;
 pub mod blobs;
 pub mod dead_letters;
 pub mod direct;

@@ -39,59 +39,132 @@ impl Store {
         })
     }
 
-    /// A transfer went out, whole or (`probe`) as its manifest alone: wait
-    /// for its receipt until `next_attempt_at_ms`. Its first publication is
-    /// the filing's SENT step, numbered right after `tracking_seq`, the step
-    /// its manifest carried (the destination's DELIVERED counts on it), even
-    /// when the receipt came back before Kafka's acknowledgement did.
-    pub fn transfer_published(
-        &self,
-        row: &OutboxRow,
-        probe: bool,
-        tracking_seq: u64,
-        next_attempt_at_ms: i64,
-    ) -> Result<()> {
-        self.write(|tx| {
-            exec(
-                tx,
-                "UPDATE outbox SET attempts = attempts + 1, full_sends = full_sends + ?3,
-                    probed = ?4, next_attempt_at_ms = ?2, chunks_out = '' WHERE id = ?1",
-                params![row.id, next_attempt_at_ms, !probe as i64, probe],
-            )
-            .map_err(Error::store("cannot update the outbox"))?;
-            if let Some(filing_id) = row.filing_id {
-                let first = row.attempts == 0 && !probe;
-                exec(
-                    tx,
-                    "UPDATE filings SET status = ?2 WHERE id = ?1 AND status = ?3",
-                    params![
-                        filing_id,
-                        FilingStatus::Sent as i64,
-                        FilingStatus::Registered as i64
-                    ],
-                )
-                .map_err(Error::store("cannot update the filing"))?;
-                if first {
-                    sent_step(self, tx, filing_id, tracking_seq)?;
-                }
-            }
-            Ok(())
+    /// Records what became of transfers the relay published (or gave up
+    /// on), all in one write: one answer each, in their order. Each is
+    /// recorded or not by itself; if the write's commit fails, none is.
+    pub fn record_transfers(&self, publications: Vec<Publication>) -> Vec<Result<()>> {
+        let count = publications.len();
+        let recorded = self.write(|tx| {
+            publications
+                .iter()
+                .map(|publication| {
+                    tx.execute_batch("SAVEPOINT publication")
+                        .map_err(Error::store("cannot update the outbox"))?;
+                    let recorded = self.record_transfer(tx, publication);
+                    tx.execute_batch(if recorded.is_ok() {
+                        "RELEASE publication"
+                    } else {
+                        "ROLLBACK TO publication; RELEASE publication"
+                    })
+                    .map_err(Error::store("cannot update the outbox"))?;
+                    Ok(recorded)
+                })
+                .collect::<Result<Vec<_>>>()
+        });
+        recorded.unwrap_or_else(|error| {
+            let message = error.to_string();
+            (0..count)
+                .map(|_| {
+                    Err(Error::Io {
+                        context: "store: cannot record a publication".into(),
+                        source: std::io::Error::other(message.clone()),
+                    })
+                })
+                .collect()
         })
     }
 
-    /// No receipt came after every send the relay makes by itself: the
-    /// transfer waits for an operator ([`Store::resend_transfer`]) or for a
-    /// late receipt.
-    pub fn transfer_given_up(&self, id: i64, now_ms: i64) -> Result<()> {
-        self.write(|tx| {
-            exec(
+    fn record_transfer(&self, tx: &Connection, publication: &Publication) -> Result<()> {
+        match publication {
+            Publication::Published {
+                row,
+                probe,
+                tracking_seq,
+                next_attempt_at_ms,
+            } => self.transfer_published(tx, row, *probe, *tracking_seq, *next_attempt_at_ms),
+            Publication::Failed {
+                row,
+                manifest_seq,
+                next_attempt_at_ms,
+            } => self.transfer_failed(tx, row, *manifest_seq, *next_attempt_at_ms),
+            Publication::GaveUp { id, now_ms } => exec(
                 tx,
                 "UPDATE outbox SET gave_up_at_ms = ?2, next_attempt_at_ms = ?3 WHERE id = ?1",
                 params![id, now_ms, i64::MAX],
             )
             .map(drop)
-            .map_err(Error::store("cannot update the outbox"))
-        })
+            .map_err(Error::store("cannot update the outbox")),
+        }
+    }
+
+    /// A transfer went out, whole or (`probe`) as its manifest alone: wait
+    /// for its receipt until `next_attempt_at_ms`. Its first publication is
+    /// the filing's SENT step, numbered right after `tracking_seq`, the step
+    /// its manifest carried (the destination's DELIVERED counts on it), even
+    /// when the receipt came back before Kafka's acknowledgement did.
+    fn transfer_published(
+        &self,
+        tx: &Connection,
+        row: &OutboxRow,
+        probe: bool,
+        tracking_seq: u64,
+        next_attempt_at_ms: i64,
+    ) -> Result<()> {
+        exec(
+            tx,
+            "UPDATE outbox SET attempts = attempts + 1, full_sends = full_sends + ?3,
+                probed = ?4, next_attempt_at_ms = ?2, chunks_out = '' WHERE id = ?1",
+            params![row.id, next_attempt_at_ms, !probe as i64, probe],
+        )
+        .map_err(Error::store("cannot update the outbox"))?;
+        if let Some(filing_id) = row.filing_id {
+            let first = row.attempts == 0 && !probe;
+            exec(
+                tx,
+                "UPDATE filings SET status = ?2 WHERE id = ?1 AND status = ?3",
+                params![
+                    filing_id,
+                    FilingStatus::Sent as i64,
+                    FilingStatus::Registered as i64
+                ],
+            )
+            .map_err(Error::store("cannot update the filing"))?;
+            if first {
+                sent_step(self, tx, filing_id, tracking_seq)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A transfer's publication failed (Kafka did not acknowledge it): retry
+    /// at `next_attempt_at_ms`. If its first manifest went out carrying
+    /// timeline step `manifest_seq`, remember it: the records may have
+    /// arrived all the same, and then the receipt brings the SENT step. If the
+    /// receipt already came (the entry is gone), that step is taken now.
+    fn transfer_failed(
+        &self,
+        tx: &Connection,
+        row: &OutboxRow,
+        manifest_seq: Option<u64>,
+        next_attempt_at_ms: i64,
+    ) -> Result<()> {
+        let first = row.attempts == 0;
+        let seq = manifest_seq.filter(|_| first).unwrap_or(0) as i64;
+        let kept = exec(
+            tx,
+            "UPDATE outbox SET next_attempt_at_ms = ?2,
+                manifest_seq = CASE WHEN manifest_seq = 0 THEN ?3 ELSE manifest_seq END
+             WHERE id = ?1",
+            params![row.id, next_attempt_at_ms, seq],
+        )
+        .map_err(Error::store("cannot update the outbox"))?;
+        if kept == 0
+            && seq > 0
+            && let Some(filing_id) = row.filing_id
+        {
+            sent_step(self, tx, filing_id, seq as u64)?;
+        }
+        Ok(())
     }
 
     /// An operator re-sends a transfer still awaiting its receipt: whole,
@@ -127,38 +200,6 @@ impl Store {
         })
     }
 
-    /// A transfer's publication failed (Kafka did not acknowledge it): retry
-    /// at `next_attempt_at_ms`. If its first manifest went out carrying
-    /// timeline step `manifest_seq`, remember it: the records may have
-    /// arrived all the same, and then the receipt brings the SENT step. If the
-    /// receipt already came (the entry is gone), that step is taken now.
-    pub fn transfer_failed(
-        &self,
-        row: &OutboxRow,
-        manifest_seq: Option<u64>,
-        next_attempt_at_ms: i64,
-    ) -> Result<()> {
-        self.write(|tx| {
-            let first = row.attempts == 0;
-            let seq = manifest_seq.filter(|_| first).unwrap_or(0) as i64;
-            let kept = exec(
-                tx,
-                "UPDATE outbox SET next_attempt_at_ms = ?2,
-                    manifest_seq = CASE WHEN manifest_seq = 0 THEN ?3 ELSE manifest_seq END
-                 WHERE id = ?1",
-                params![row.id, next_attempt_at_ms, seq],
-            )
-            .map_err(Error::store("cannot update the outbox"))?;
-            if kept == 0
-                && seq > 0
-                && let Some(filing_id) = row.filing_id
-            {
-                sent_step(self, tx, filing_id, seq as u64)?;
-            }
-            Ok(())
-        })
-    }
-
     /// Envelopes Kafka acknowledged leave the outbox; those it did not,
     /// `(id, retry_at_ms)`, are retried then. One write for a whole batch.
     pub fn envelopes_published(&self, published: &[i64], failed: &[(i64, i64)]) -> Result<()> {
@@ -181,6 +222,28 @@ impl Store {
             Ok(())
         })
     }
+}
+
+/// What became of a transfer the relay published.
+pub enum Publication {
+    /// Kafka acknowledged it, whole or (`probe`) its manifest alone: its
+    /// receipt is awaited until `next_attempt_at_ms`.
+    Published {
+        row: OutboxRow,
+        probe: bool,
+        tracking_seq: u64,
+        next_attempt_at_ms: i64,
+    },
+    /// Kafka did not: it goes again at `next_attempt_at_ms`.
+    Failed {
+        row: OutboxRow,
+        manifest_seq: Option<u64>,
+        next_attempt_at_ms: i64,
+    },
+    /// No receipt came after every send the relay makes by itself: the
+    /// transfer waits for an operator ([`Store::resend_transfer`]) or for a
+    /// late receipt.
+    GaveUp { id: i64, now_ms: i64 },
 }
 
 /// Queues one sealed envelope for `topic`, keyed by `key`.
