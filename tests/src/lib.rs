@@ -299,7 +299,55 @@ impl Federation {
             .await
             .unwrap_or_else(|e| panic!("{id}'s node did not start: {e}"));
         let client = client(node.grpc_addr()).await;
+        self.topics_ready().await;
         Running { client, node }
+    }
+
+    /// Waits until the inboxes of the federation and its tracking topic
+    /// exist and have a leader on every partition, as provisioned topics
+    /// would before a node's first filing (a node creates its topics in the
+    /// background as it starts). A filing published while its destination's
+    /// inbox was being created lost its first record though librdkafka had
+    /// acknowledged it (idempotent producer, Kafka 4.1.1): its chunks after
+    /// that one arrived alone and were dead-lettered. With Kafka down on
+    /// purpose, or after 30 s, it returns without waiting further.
+    pub async fn topics_ready(&self) {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let mut topics: Vec<String> = self
+            .institutions
+            .iter()
+            .map(|id| self.topic_inbox(id))
+            .collect();
+        topics.push(self.topic_tracking());
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .create()
+            .unwrap();
+        let consumer = std::sync::Arc::new(consumer);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let (c, names) = (consumer.clone(), topics.clone());
+            let ready = tokio::task::spawn_blocking(move || {
+                let metadata = c.fetch_metadata(None, Duration::from_secs(2)).ok()?;
+                Some(names.iter().all(|name| {
+                    metadata.topics().iter().any(|t| {
+                        t.name() == name
+                            && t.error().is_none()
+                            && !t.partitions().is_empty()
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.leader() >= 0 && p.error().is_none())
+                    })
+                }))
+            })
+            .await
+            .unwrap();
+            match ready {
+                // Kafka is down (on purpose, in some tests): nothing to wait for.
+                None | Some(true) => return,
+                Some(false) => tokio::time::sleep(POLL).await,
+            }
+        }
     }
 
     /// Starts every institution's node in-process, in the order they were
@@ -376,6 +424,7 @@ impl Federation {
                 .map_err(|e| format!("{text:?}: {e}"))
         })
         .await;
+        self.topics_ready().await;
         NodeProcess {
             child: starting.0.take().unwrap(),
             client: client(addr).await,

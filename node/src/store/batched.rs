@@ -77,20 +77,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ecointegra_broker::envelope::Sealer;
-    use ecointegra_broker::keys::SigningIdentity;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_calls_share_hops_and_each_gets_its_own_answer() {
-        let dir = std::env::temp_dir().join(format!(
-            "ecointegra-batched-{}-{}",
-            std::process::id(),
-            crate::ids::random_code(8)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let sealer = Sealer::new("oefa", SigningIdentity::generate());
-        let store = Store::open(&dir.join("node.sqlite3"), sealer, "eco.tracking".into()).unwrap();
+        let (store, dir) = crate::store::scratch("batched");
         let hops = Arc::new(AtomicUsize::new(0));
         let batched = Arc::new(Batched::new(store, {
             let hops = hops.clone();

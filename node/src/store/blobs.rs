@@ -471,25 +471,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ecointegra_broker::envelope::Sealer;
-    use ecointegra_broker::keys::SigningIdentity;
     use sha2::{Digest, Sha256};
     use tokio::io::AsyncReadExt;
 
     #[tokio::test]
     async fn a_small_document_is_read_from_the_store_and_any_other_from_its_file() {
-        let dir = std::env::temp_dir().join(format!(
-            "ecointegra-blobs-{}-{}",
-            std::process::id(),
-            crate::ids::random_code(8)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(
-            &dir.join("node.sqlite3"),
-            Sealer::new("oefa", SigningIdentity::generate()),
-            "eco.tracking".into(),
-        )
-        .unwrap();
+        let (store, dir) = crate::store::scratch("blobs");
         let blobs = Blobs::open(&dir).unwrap();
         let small = vec![7u8; 1024];
         let large = vec![9u8; KEPT_MAX as usize + 1];

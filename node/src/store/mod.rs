@@ -495,3 +495,18 @@ pub fn undo_record(c: &Connection) -> Result<()> {
     c.execute_batch("ROLLBACK TO record; RELEASE record")
         .map_err(Error::store("cannot roll a record back"))
 }
+
+/// A new store of institution `oefa` in a new temporary directory (for unit
+/// tests), and that directory.
+#[cfg(test)]
+pub(crate) fn scratch(name: &str) -> (Store, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "ecointegra-{name}-{}-{}",
+        std::process::id(),
+        crate::ids::random_code(8)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sealer = Sealer::new("oefa", ecointegra_broker::keys::SigningIdentity::generate());
+    let store = Store::open(&dir.join("node.sqlite3"), sealer, "eco.tracking".into()).unwrap();
+    (store, dir)
+}

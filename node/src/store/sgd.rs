@@ -195,19 +195,9 @@ fn next_cuo(tx: &Connection, prefix: u32) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ecointegra_broker::envelope::Sealer;
-    use ecointegra_broker::keys::SigningIdentity;
 
     fn store() -> (Store, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "ecointegra-sgd-{}-{}",
-            std::process::id(),
-            crate::ids::random_code(8)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let sealer = Sealer::new("oefa", SigningIdentity::generate());
-        let store = Store::open(&dir.join("node.sqlite3"), sealer, "eco.tracking".into()).unwrap();
-        (store, dir)
+        crate::store::scratch("sgd")
     }
 
     #[test]
