@@ -324,12 +324,15 @@ impl Federation {
             .create()
             .unwrap();
         let consumer = std::sync::Arc::new(consumer);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
+        // Not ready after 30 s: the test goes on, and says what it misses.
+        let waited = poll_within(Duration::from_secs(30), async || {
             let (c, names) = (consumer.clone(), topics.clone());
-            let ready = tokio::task::spawn_blocking(move || {
-                let metadata = c.fetch_metadata(None, Duration::from_secs(2)).ok()?;
-                Some(names.iter().all(|name| {
+            tokio::task::spawn_blocking(move || {
+                // Kafka is down (on purpose, in some tests): nothing to wait for.
+                let Ok(metadata) = c.fetch_metadata(None, Duration::from_secs(2)) else {
+                    return Ok(());
+                };
+                let ready = |name: &String| {
                     metadata.topics().iter().any(|t| {
                         t.name() == name
                             && t.error().is_none()
@@ -338,15 +341,18 @@ impl Federation {
                                 .iter()
                                 .all(|p| p.leader() >= 0 && p.error().is_none())
                     })
-                }))
+                };
+                match names.iter().find(|name| !ready(name)) {
+                    None => Ok(()),
+                    Some(missing) => Err(format!("{missing} has no leader yet")),
+                }
             })
             .await
-            .unwrap();
-            match ready {
-                // Kafka is down (on purpose, in some tests): nothing to wait for.
-                None | Some(true) => return,
-                Some(false) => tokio::time::sleep(POLL).await,
-            }
+            .unwrap()
+        })
+        .await;
+        if let Err(missing) = waited {
+            eprintln!("topics not ready after 30 s: {missing}");
         }
     }
 
@@ -742,15 +748,24 @@ pub async fn eventually<P: Probe>(what: &str, probe: impl AsyncFnMut() -> P) -> 
 async fn eventually_within<P: Probe>(
     what: &str,
     within: Duration,
-    mut probe: impl AsyncFnMut() -> P,
+    probe: impl AsyncFnMut() -> P,
 ) -> P::Value {
+    poll_within(within, probe).await.unwrap_or_else(|seen| {
+        panic!("gave up after {within:?} waiting for {what}; last seen: {seen:?}")
+    })
+}
+
+/// Polls `probe` until it returns `Some`/`Ok`, for at most `within`:
+/// its value, or what it saw last.
+async fn poll_within<P: Probe>(
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> P,
+) -> Result<P::Value, P::Seen> {
     let deadline = Instant::now() + within;
     loop {
         match probe().await.ready() {
-            Ok(value) => return value,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("gave up after {within:?} waiting for {what}; last seen: {seen:?}")
-            }
+            Ok(value) => return Ok(value),
+            Err(seen) if Instant::now() >= deadline => return Err(seen),
             Err(_) => tokio::time::sleep(POLL).await,
         }
     }
