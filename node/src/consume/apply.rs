@@ -99,8 +99,12 @@ impl Batch<'_> {
                     .apply_tracking_event(c, position, &event, &signed)?;
                 Ok(Applied::Nothing)
             }
-            Opened::OwnTracking { event_id, value } => {
-                if store::tracking::signed_here(c, &event_id, &value)? {
+            Opened::OwnTracking {
+                tracking_code,
+                event_id,
+                value,
+            } => {
+                if store::tracking::signed_here(c, &tracking_code, &event_id, &value)? {
                     // Its own step coming back, byte for byte as it signed
                     // and stored it: already in the timeline.
                     self.cx.store.apply_nothing(c, position, None)?;

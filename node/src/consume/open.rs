@@ -57,6 +57,7 @@ pub enum Opened {
     /// node signed them and there is nothing to check or do; if not, it is
     /// verified like any other ([`tracking`]) inside the batch.
     OwnTracking {
+        tracking_code: String,
         event_id: String,
         value: Vec<u8>,
     },
@@ -83,8 +84,9 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
     match feed {
         Feed::Tracking => {
             // Every node reads the whole topic, its own steps included.
-            return Ok(match own_event_id(trust, value) {
-                Some(event_id) => Opened::OwnTracking {
+            return Ok(match own_event(trust, value) {
+                Some((tracking_code, event_id)) => Opened::OwnTracking {
+                    tracking_code,
                     event_id,
                     value: value.to_vec(),
                 },
@@ -185,13 +187,17 @@ pub(crate) fn tracking(trust: &Trust, value: &[u8]) -> Result<Opened, Rejection>
     })
 }
 
-/// The id of a tracking event that says it comes from this institution
-/// (its message id), read without verifying anything: what it is for is
-/// only to be compared with what this node stored when it signed it.
-fn own_event_id(trust: &Trust, value: &[u8]) -> Option<String> {
+/// The filing (tracking code) and id (message id) of a tracking event that
+/// says it comes from this institution, read without verifying anything:
+/// what they are for is only to find what this node stored when it signed
+/// it, to be compared byte for byte.
+fn own_event(trust: &Trust, value: &[u8]) -> Option<(String, String)> {
     let envelope = Envelope::decode(value).ok()?;
-    (envelope.sender == trust.institution() && !envelope.message_id.is_empty())
-        .then_some(envelope.message_id)
+    if envelope.sender != trust.institution() || envelope.message_id.is_empty() {
+        return None;
+    }
+    let event = TrackingEvent::decode(envelope.payload.as_slice()).ok()?;
+    Some((event.tracking_code, envelope.message_id))
 }
 
 /// The signed receipt a sealed receipt carries, verified as anyone holding

@@ -26,6 +26,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0009_pide.sql")),
     M::up(include_str!("migrations/0010_document_contents.sql")),
     M::up(include_str!("migrations/0011_cut_through.sql")),
+    M::up(include_str!("migrations/0012_tracking_keyed_by_filing.sql")),
 ];
 
 /// The newest schema version this release knows.

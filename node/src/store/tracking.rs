@@ -106,7 +106,7 @@ impl Store {
 
     /// A tracking event (another institution's, or this node's own coming
     /// back), into this node's copy of the sector timeline. The event id is
-    /// unique, so a replayed event changes nothing by itself: no message id
+    /// unique in its filing's timeline, so a replayed event changes nothing by itself: no message id
     /// is recorded for it (six rows a filing less across two nodes).
     pub fn apply_tracking_event(
         &self,
@@ -139,13 +139,19 @@ pub(crate) fn clock(c: &Connection, tracking_code: &str) -> Result<u64> {
     .map_err(Error::store("cannot read the timeline"))
 }
 
-/// Whether the timeline holds tracking event `event_id` signed in exactly
-/// the envelope `value` (as this node stores each step it signs).
-pub(crate) fn signed_here(c: &Connection, event_id: &str, value: &[u8]) -> Result<bool> {
+/// Whether the timeline of `tracking_code` holds tracking event `event_id`
+/// signed in exactly the envelope `value` (as this node stores each step it
+/// signs).
+pub(crate) fn signed_here(
+    c: &Connection,
+    tracking_code: &str,
+    event_id: &str,
+    value: &[u8],
+) -> Result<bool> {
     row(
         c,
-        "SELECT envelope = ?2 FROM tracking_events WHERE event_id = ?1",
-        params![event_id, value],
+        "SELECT envelope = ?3 FROM tracking_events WHERE tracking_code = ?1 AND event_id = ?2",
+        params![tracking_code, event_id, value],
         |r| r.get::<_, Option<bool>>(0),
     )
     .optional()
@@ -166,7 +172,7 @@ pub(crate) fn advance_clock(tx: &Connection, tracking_code: &str, seq: u64) -> R
 }
 
 /// Stores a tracking event with the envelope its institution signed it in;
-/// false if its id was known.
+/// false if its filing's timeline knew its id.
 pub(crate) fn insert_event(tx: &Connection, event: &TrackingEvent, signed: &[u8]) -> Result<bool> {
     exec(tx,
         "INSERT OR IGNORE INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, event, envelope)
