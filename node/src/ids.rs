@@ -6,6 +6,7 @@ pub use crate::config::day::civil_from_days;
 
 /// The recipient of sector-wide envelopes (the tracking topic).
 pub use ecointegra_broker::envelope::BROADCAST;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a query-string value or a path segment keeps as it is: letters,
 /// digits and `-_.~` (RFC 3986's unreserved characters).
@@ -63,16 +64,36 @@ pub fn transfer_id() -> String {
 }
 
 /// A transfer id bound to who sends the transfer and the filing it is for:
-/// 4 random bytes, then 12 bytes of the SHA-256 of them with `origin` and
+/// a 4-byte nonce ([`next_nonce`]), then 12 bytes of the SHA-256 of it with `origin` and
 /// `tracking_code`, in hex. An institution that learns another's transfer id
 /// cannot make a transfer of its own under it (that would take a 96-bit
 /// preimage), so it cannot pre-empt the id at the destination.
 pub fn bound_transfer_id(origin: &str, tracking_code: &str) -> String {
-    let mut nonce = [0u8; 4];
-    getrandom::fill(&mut nonce).expect("the OS random source is available");
+    let nonce = next_nonce(ecointegra_broker::now_ms());
     let mut id = hex::encode(nonce);
     id.push_str(&hex::encode(binding(&nonce, origin, tracking_code)));
     id
+}
+
+/// The nonce of the next transfer id made here: the time in milliseconds
+/// (its low 32 bits, which wrap every 49.7 days), or one more than the last
+/// nonce if that is later, so no two ids of a run share one. Ids made one
+/// after the other sort one after the other: the rows of a store's commit
+/// that are keyed by them (a filing, its receipt, its steps, the messages
+/// seen) go to the same few index pages, not a page each at random. The
+/// nonce needs no secrecy: transfer ids travel in the sector's timeline,
+/// and the binding is what no other institution can make.
+fn next_nonce(now_ms: i64) -> [u8; 4] {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = u64::try_from(now_ms).unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return (next as u32).to_be_bytes(),
+            Err(seen) => last = seen,
+        }
+    }
 }
 
 /// Is `id` a transfer id [`bound_transfer_id`] made for `origin` and
@@ -196,6 +217,25 @@ mod tests {
         ] {
             assert!(!is_tracking_code(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn transfer_ids_made_one_after_another_sort_in_that_order_and_never_repeat() {
+        let ids: Vec<String> = (0..1_000)
+            .map(|_| bound_transfer_id("senamhi", "SENAMHI-2026-0123ABCD"))
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, ids);
+        // A clock set back does not make a nonce again.
+        let ahead = u32::from_be_bytes(next_nonce(ecointegra_broker::now_ms() + 60_000));
+        let after = u32::from_be_bytes(next_nonce(0));
+        // (Other tests may take nonces in between.)
+        assert!(
+            (1..1_000).contains(&after.wrapping_sub(ahead)),
+            "{ahead} then {after}"
+        );
     }
 
     #[test]
