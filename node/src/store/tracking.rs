@@ -172,11 +172,13 @@ pub(crate) fn advance_clock(tx: &Connection, tracking_code: &str, seq: u64) -> R
 }
 
 /// Stores a tracking event with the envelope its institution signed it in;
-/// false if its filing's timeline knew its id.
+/// false if its filing's timeline knew its id (looked for in the statement
+/// that stores it, on the store's one writer connection).
 pub(crate) fn insert_event(tx: &Connection, event: &TrackingEvent, signed: &[u8]) -> Result<bool> {
     exec(tx,
-        "INSERT OR IGNORE INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, event, envelope)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, event, envelope)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+         WHERE NOT EXISTS (SELECT 1 FROM tracking_events WHERE tracking_code = ?2 AND event_id = ?1)",
         params![
             event.event_id,
             event.tracking_code,
