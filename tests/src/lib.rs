@@ -899,6 +899,14 @@ pub fn count_rows(store: &Path, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// The step a node stored in `tracking_events`: the payload of the envelope
+/// it keeps for it (column `envelope`).
+pub fn stored_step(envelope: &[u8]) -> ecointegra_proto::v1::TrackingEvent {
+    use prost::Message as _;
+    let envelope = ecointegra_proto::v1::Envelope::decode(envelope).unwrap();
+    ecointegra_proto::v1::TrackingEvent::decode(envelope.payload.as_slice()).unwrap()
+}
+
 /// Waits until the node whose store is `store` holds the registration of
 /// `code`, so a citizen's look-up there can succeed (failed look-ups are
 /// rate-limited per client: polling before that would lock the test out).

@@ -17,7 +17,6 @@ const OPERATOR: &str = "tok-audit-operator";
 
 /// The tracking events a node's store holds for `code`, decoded.
 fn events(federation: &Federation, id: &str, code: &str) -> Vec<TrackingEvent> {
-    use prost::Message as _;
     let conn = rusqlite::Connection::open_with_flags(
         federation.store_path(id),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -26,11 +25,11 @@ fn events(federation: &Federation, id: &str, code: &str) -> Vec<TrackingEvent> {
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .unwrap();
     let mut stmt = conn
-        .prepare("SELECT event FROM tracking_events WHERE tracking_code = ?1 ORDER BY seq")
+        .prepare("SELECT envelope FROM tracking_events WHERE tracking_code = ?1 ORDER BY seq")
         .unwrap();
     stmt.query_map([code], |r| r.get::<_, Vec<u8>>(0))
         .unwrap()
-        .map(|bytes| TrackingEvent::decode(bytes.unwrap().as_slice()).unwrap())
+        .map(|bytes| stored_step(&bytes.unwrap()))
         .collect()
 }
 

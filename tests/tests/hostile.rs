@@ -383,7 +383,7 @@ async fn only_the_custody_chain_changes_what_a_citizen_sees() {
 /// timeline keeps senamhi's own step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_knows_its_own_steps_only_byte_for_byte() {
-    use ecointegra_proto::v1::{Envelope, MessageType, TrackingEvent};
+    use ecointegra_proto::v1::{Envelope, MessageType};
 
     let federation = Federation::new("hostile-own-steps", &["senamhi", "oefa", "minam"]);
     let senamhi = federation.start("senamhi").await;
@@ -392,7 +392,7 @@ async fn a_node_knows_its_own_steps_only_byte_for_byte() {
     let filed = deliver_sample(&mut origin, "oefa").await;
     let store = federation.store_path("senamhi");
     registration_known(&store, &filed.tracking_code).await;
-    let (event_id, event, genuine): (String, Vec<u8>, Vec<u8>) = {
+    let (event_id, genuine): (String, Vec<u8>) = {
         let conn = rusqlite::Connection::open_with_flags(
             &store,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -400,14 +400,14 @@ async fn a_node_knows_its_own_steps_only_byte_for_byte() {
         .unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         conn.query_row(
-            "SELECT event_id, event, envelope FROM tracking_events
+            "SELECT event_id, envelope FROM tracking_events
              WHERE tracking_code = ?1 AND institution = 'senamhi' AND event_id LIKE '%/REGISTERED'",
             [&filed.tracking_code],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap()
     };
-    let mut archived = TrackingEvent::decode(event.as_slice()).unwrap();
+    let mut archived = stored_step(&genuine);
     archived.status = FilingStatus::Archived as i32;
     let mut forged: Envelope = listed_sealer(&federation, "minam").seal(
         event_id.clone(),

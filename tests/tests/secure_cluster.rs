@@ -917,7 +917,7 @@ async fn secure_a_full_replay_of_the_shared_topics_ends_with_identical_views() {
                 .unwrap()
         };
         (
-            rows("SELECT event_id, event FROM tracking_events ORDER BY event_id"),
+            rows("SELECT event_id, envelope FROM tracking_events ORDER BY event_id"),
             rows("SELECT institution_id, signed FROM directory_entries ORDER BY institution_id"),
         )
     };

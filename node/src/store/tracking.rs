@@ -53,22 +53,11 @@ impl Store {
 
     /// The timeline of a filing as this node knows it, in order.
     pub fn timeline(&self, tracking_code: &str) -> Result<Vec<TrackingEvent>> {
-        self.read(|c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT event FROM tracking_events WHERE tracking_code = ?1
-                     ORDER BY seq, timestamp_ms, institution, event_id",
-                )
-                .map_err(Error::store("cannot read the timeline"))?;
-            let events = stmt
-                .query_map([tracking_code], |r| r.get::<_, Vec<u8>>(0))
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(Error::store("cannot read the timeline"))?;
-            Ok(events
-                .iter()
-                .filter_map(|bytes| TrackingEvent::decode(bytes.as_slice()).ok())
-                .collect())
-        })
+        Ok(self
+            .signed_timeline(tracking_code)?
+            .into_iter()
+            .map(|(event, _)| event)
+            .collect())
     }
 
     /// The timeline of a filing with the envelope each step was signed in
@@ -86,14 +75,17 @@ impl Store {
                 .map_err(Error::store("cannot read the timeline"))?;
             let rows = stmt
                 .query_map([tracking_code], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+                    Ok((
+                        r.get::<_, Option<Vec<u8>>>(0)?,
+                        r.get::<_, Option<Vec<u8>>>(1)?,
+                    ))
                 })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(Error::store("cannot read the timeline"))?;
             Ok(rows
                 .into_iter()
                 .filter_map(|(event, signed)| {
-                    Some((TrackingEvent::decode(event.as_slice()).ok()?, signed))
+                    Some((stored_event(event, signed.as_deref())?, signed))
                 })
                 .collect())
         })
@@ -171,13 +163,27 @@ pub(crate) fn advance_clock(tx: &Connection, tracking_code: &str, seq: u64) -> R
     .map_err(Error::store("cannot advance the timeline clock"))
 }
 
+/// A stored step: from the envelope it was signed in, whose payload it is
+/// (stored once, not a second time beside it), or as it was stored before
+/// envelopes were kept.
+fn stored_event(event: Option<Vec<u8>>, signed: Option<&[u8]>) -> Option<TrackingEvent> {
+    match (event, signed) {
+        (Some(event), _) => TrackingEvent::decode(event.as_slice()).ok(),
+        (None, Some(signed)) => {
+            let envelope = ecointegra_proto::v1::Envelope::decode(signed).ok()?;
+            TrackingEvent::decode(envelope.payload.as_slice()).ok()
+        }
+        (None, None) => None,
+    }
+}
+
 /// Stores a tracking event with the envelope its institution signed it in;
 /// false if its filing's timeline knew its id (looked for in the statement
 /// that stores it, on the store's one writer connection).
 pub(crate) fn insert_event(tx: &Connection, event: &TrackingEvent, signed: &[u8]) -> Result<bool> {
     exec(tx,
-        "INSERT INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, event, envelope)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+        "INSERT INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, envelope)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6
          WHERE NOT EXISTS (SELECT 1 FROM tracking_events WHERE tracking_code = ?2 AND event_id = ?1)",
         params![
             event.event_id,
@@ -185,7 +191,6 @@ pub(crate) fn insert_event(tx: &Connection, event: &TrackingEvent, signed: &[u8]
             event.seq as i64,
             event.timestamp_ms,
             event.institution,
-            event.encode_to_vec(),
             signed
         ],
     )

@@ -7,17 +7,22 @@
 -- (an id is unique within the timeline it is read in). An index of the
 -- tracking code alone has short entries, so a random insert splits its pages
 -- a third as often as one of (tracking_code, event_id) did.
+--
+-- A step is kept once: in the envelope its institution signed, whose payload
+-- it is. `event` holds it only for a step stored before envelopes were kept
+-- (migration 7), and is NULL for every other.
 CREATE TABLE tracking_events_new (
     event_id TEXT NOT NULL,
     tracking_code TEXT NOT NULL,
     seq INTEGER NOT NULL,
     timestamp_ms INTEGER NOT NULL,
     institution TEXT NOT NULL,
-    event BLOB NOT NULL,
+    event BLOB,
     envelope BLOB
 );
 INSERT INTO tracking_events_new
-    SELECT event_id, tracking_code, seq, timestamp_ms, institution, event, envelope
+    SELECT event_id, tracking_code, seq, timestamp_ms, institution,
+           CASE WHEN envelope IS NULL THEN event END, envelope
     FROM tracking_events ORDER BY rowid;
 DROP TABLE tracking_events;
 ALTER TABLE tracking_events_new RENAME TO tracking_events;
