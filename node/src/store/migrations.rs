@@ -203,6 +203,82 @@ mod tests {
     }
 
     #[test]
+    fn steps_stored_twice_before_migration_12_are_read_from_their_envelope_after() {
+        use ecointegra_proto::v1::{MessageType, TrackingEvent};
+        use prost::Message as _;
+        let dir = TempDir::new("steps");
+        let path = dir.0.join("node.sqlite3");
+        let step = |seq: u64, status: FilingStatus| TrackingEvent {
+            event_id: format!("oefa/{seq}"),
+            tracking_code: "OEFA-2026-0123ABCD".into(),
+            institution: "oefa".into(),
+            status: status as i32,
+            seq,
+            ..Default::default()
+        };
+        let sealer = Sealer::new("oefa", SigningIdentity::generate());
+        let signed = sealer
+            .seal(
+                "oefa/2".into(),
+                MessageType::TrackingEvent,
+                crate::ids::BROADCAST,
+                step(2, FilingStatus::Sent).encode_to_vec(),
+            )
+            .encode_to_vec();
+        {
+            // A store at version 11, as the releases before wrote steps:
+            // the event, and (since migration 7) its envelope beside it.
+            let mut conn = Connection::open(&path).unwrap();
+            Migrations::from_slice(&MIGRATIONS[..11])
+                .to_latest(&mut conn)
+                .unwrap();
+            let insert = "INSERT INTO tracking_events
+                 (event_id, tracking_code, seq, timestamp_ms, institution, event, envelope)
+                 VALUES (?1, 'OEFA-2026-0123ABCD', ?2, 0, 'oefa', ?3, ?4)";
+            let first = step(1, FilingStatus::Registered);
+            conn.execute(
+                insert,
+                rusqlite::params![first.event_id, 1, first.encode_to_vec(), None::<Vec<u8>>],
+            )
+            .unwrap();
+            conn.execute(
+                insert,
+                rusqlite::params![
+                    "oefa/2",
+                    2,
+                    step(2, FilingStatus::Sent).encode_to_vec(),
+                    signed
+                ],
+            )
+            .unwrap();
+        }
+        let store = open(&path).unwrap();
+        let kept: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = store
+            .read(|c| {
+                let mut stmt = c
+                    .prepare("SELECT event, envelope FROM tracking_events ORDER BY seq")
+                    .unwrap();
+                Ok(stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap())
+            })
+            .unwrap();
+        // The step with an envelope is kept there alone; the older one as it was.
+        assert!(kept[0].0.is_some() && kept[0].1.is_none(), "{kept:?}");
+        assert_eq!(kept[1], (None, Some(signed.clone())));
+        let timeline = store.signed_timeline("OEFA-2026-0123ABCD").unwrap();
+        assert_eq!(
+            timeline,
+            vec![
+                (step(1, FilingStatus::Registered), None),
+                (step(2, FilingStatus::Sent), Some(signed)),
+            ]
+        );
+    }
+
+    #[test]
     fn a_new_store_is_at_the_latest_version() {
         let dir = TempDir::new("new");
         let path = dir.0.join("node.sqlite3");
