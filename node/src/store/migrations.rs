@@ -253,7 +253,9 @@ mod tests {
             .unwrap();
         }
         let store = open(&path).unwrap();
-        let kept: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = store
+        // (event, envelope) of each step, in order.
+        type Kept = Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>;
+        let kept: Kept = store
             .read(|c| {
                 let mut stmt = c
                     .prepare("SELECT event, envelope FROM tracking_events ORDER BY seq")
