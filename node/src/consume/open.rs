@@ -196,7 +196,7 @@ fn own_event(trust: &Trust, value: &[u8]) -> Option<(String, String)> {
     if envelope.sender != trust.institution() || envelope.message_id.is_empty() {
         return None;
     }
-    let event = TrackingEvent::decode(envelope.payload.as_slice()).ok()?;
+    let event: TrackingEvent = envelope::payload(&envelope).ok()?;
     Some((event.tracking_code, envelope.message_id))
 }
 

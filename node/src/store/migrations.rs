@@ -216,13 +216,17 @@ mod tests {
             seq,
             ..Default::default()
         };
+        let (first, second) = (
+            step(1, FilingStatus::Registered),
+            step(2, FilingStatus::Sent),
+        );
         let sealer = Sealer::new("oefa", SigningIdentity::generate());
         let signed = sealer
             .seal(
-                "oefa/2".into(),
+                second.event_id.clone(),
                 MessageType::TrackingEvent,
                 crate::ids::BROADCAST,
-                step(2, FilingStatus::Sent).encode_to_vec(),
+                second.encode_to_vec(),
             )
             .encode_to_vec();
         {
@@ -235,7 +239,6 @@ mod tests {
             let insert = "INSERT INTO tracking_events
                  (event_id, tracking_code, seq, timestamp_ms, institution, event, envelope)
                  VALUES (?1, 'OEFA-2026-0123ABCD', ?2, 0, 'oefa', ?3, ?4)";
-            let first = step(1, FilingStatus::Registered);
             conn.execute(
                 insert,
                 rusqlite::params![first.event_id, 1, first.encode_to_vec(), None::<Vec<u8>>],
@@ -243,12 +246,7 @@ mod tests {
             .unwrap();
             conn.execute(
                 insert,
-                rusqlite::params![
-                    "oefa/2",
-                    2,
-                    step(2, FilingStatus::Sent).encode_to_vec(),
-                    signed
-                ],
+                rusqlite::params![second.event_id, 2, second.encode_to_vec(), signed],
             )
             .unwrap();
         }
@@ -271,13 +269,7 @@ mod tests {
         assert!(kept[0].0.is_some() && kept[0].1.is_none(), "{kept:?}");
         assert_eq!(kept[1], (None, Some(signed.clone())));
         let timeline = store.signed_timeline("OEFA-2026-0123ABCD").unwrap();
-        assert_eq!(
-            timeline,
-            vec![
-                (step(1, FilingStatus::Registered), None),
-                (step(2, FilingStatus::Sent), Some(signed)),
-            ]
-        );
+        assert_eq!(timeline, vec![(first, None), (second, Some(signed))]);
     }
 
     #[test]

@@ -98,8 +98,9 @@ impl Store {
 
     /// A tracking event (another institution's, or this node's own coming
     /// back), into this node's copy of the sector timeline. The event id is
-    /// unique in its filing's timeline, so a replayed event changes nothing by itself: no message id
-    /// is recorded for it (six rows a filing less across two nodes).
+    /// unique in its filing's timeline, so a replayed event changes nothing
+    /// by itself: no message id is recorded for it (six rows a filing less
+    /// across two nodes).
     pub fn apply_tracking_event(
         &self,
         c: &Connection,
@@ -171,7 +172,7 @@ fn stored_event(event: Option<Vec<u8>>, signed: Option<&[u8]>) -> Option<Trackin
         (Some(event), _) => TrackingEvent::decode(event.as_slice()).ok(),
         (None, Some(signed)) => {
             let envelope = ecointegra_proto::v1::Envelope::decode(signed).ok()?;
-            TrackingEvent::decode(envelope.payload.as_slice()).ok()
+            ecointegra_broker::envelope::payload(&envelope).ok()
         }
         (None, None) => None,
     }
