@@ -134,6 +134,83 @@ async fn serial_kafka_stopping_during_a_large_upload_loses_and_repeats_nothing()
     delivered_once_kafka_is_back(&federation, [origin, destination], &answer, &doc).await;
 }
 
+/// A large document's chunks all went out during its upload (512 KiB each),
+/// then Kafka stopped before the manifest could follow, and the origin was
+/// restarted with `transfer.chunk_size` halved. Once Kafka is back the
+/// manifest announces the chunks that went out, not the new size: the
+/// filing is delivered intact and nothing is dead-lettered (announcing the
+/// new size, the destination waited for chunks that never come). Stops the
+/// broker: runs alone.
+#[tokio::test]
+async fn serial_a_chunk_size_changed_before_the_manifest_went_out_delivers_intact() {
+    let federation = Federation::new("cutsize", &["senamhi", "oefa"]);
+    let [senamhi, oefa] = federation.spawn_all().await;
+    let mut origin = senamhi.client.clone();
+    deliver_sample(&mut origin, "oefa").await;
+
+    // Four whole chunks: the last goes out as its bytes arrive, before the
+    // upload ends.
+    let doc = Doc::new("recortado.pdf", 4 * (512 << 10), 12);
+    let bytes = doc.bytes();
+    let (feed, parts) = streamed_submission(header("oefa", "Otro tamaño de trozo"), &doc);
+    let mut client = origin.clone();
+    let submission = tokio::spawn(async move { client.submit_filing(parts).await });
+    feed_bytes(&feed, &bytes).await;
+    let oefa_store = federation.store_path("oefa");
+    eventually(
+        "oefa to hold every chunk of the upload",
+        async || match count_rows(&oefa_store, "SELECT COALESCE(SUM(bytes), 0) FROM partials") {
+            held if held == doc.len as i64 => Ok(()),
+            held => Err(held),
+        },
+    )
+    .await;
+    kafka_script(&["stop"]);
+    drop(feed);
+    let answer = submission.await.unwrap().unwrap().into_inner();
+    let senamhi_store = federation.store_path("senamhi");
+    let waiting = format!(
+        "SELECT COUNT(*) FROM outbox o JOIN filings f ON f.id = o.filing_id \
+         WHERE f.tracking_code = '{}' AND o.attempts = 0 AND o.next_attempt_at_ms > 0 \
+         AND o.chunks_out = '0'",
+        answer.tracking_code
+    );
+    eventually(
+        "the manifest's publication to fail, the chunks out",
+        async || (count_rows(&senamhi_store, &waiting) == 1).then_some(()),
+    )
+    .await;
+
+    senamhi.kill();
+    federation.write_config(
+        "senamhi",
+        &bootstrap(),
+        &format!("\n[transfer]\nchunk_size = {}\n", 256 << 10),
+    );
+    kafka_script(&["start"]);
+    let senamhi = federation.spawn("senamhi").await;
+    let mut origin = senamhi.client.clone();
+    let mut destination = oefa.client.clone();
+    wait_for_status(
+        &mut origin,
+        &answer.tracking_code,
+        FilingStatus::Delivered,
+        PATIENCE,
+    )
+    .await;
+    let (sha, len) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
+    assert_eq!((sha, len), (doc.sha256_hex(), doc.len));
+    assert_eq!(
+        inbound_count(&federation, "oefa"),
+        2,
+        "the sample and this one"
+    );
+    assert_eq!(
+        count_rows(&oefa_store, "SELECT COUNT(*) FROM dead_letters"),
+        0
+    );
+}
+
 #[tokio::test]
 async fn destination_killed_during_a_50_mib_transfer_gets_it_exactly_once() {
     let federation = Federation::new("destkill", &["senamhi", "oefa"]);

@@ -511,7 +511,11 @@ async fn publish_records(
     let filing = &source.filing;
     let route = Route::to(&relay.trust, &relay.kafka, &filing.destination)?;
     let schema = route.schema;
-    let chunk_size = relay.config.transfer.chunk_size as u64;
+    // Documents that went out during the upload were cut at the size then in
+    // force: the manifest announces it, and the rest are cut at it too.
+    let chunk_size = row
+        .chunks_out
+        .chunk_size_or(relay.config.transfer.chunk_size) as u64;
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
     // A small filing travels inside its manifest (one record, one seal), to
     // an institution that reads schema 3: older ones wait for chunks.
@@ -582,9 +586,10 @@ async fn publish_records(
         // as a probe: a destination missing some chunk (it cannot be, short
         // of a failure there) waits for the next full send instead of
         // dead-lettering it.
-        let out = |doc: &&DocumentRow| row.chunks_out.contains(&doc.index);
+        let out = |doc: &&DocumentRow| row.chunks_out.documents.contains(&doc.index);
         for doc in filing.documents.iter().filter(|d| !out(d)) {
-            send_document(relay, &route, transfer_id, doc, traceparent, &mut pending).await?;
+            let (id, tp) = (transfer_id.as_str(), traceparent);
+            send_document(relay, &route, id, doc, chunk_size, tp, &mut pending).await?;
         }
         manifest.probe = filing.documents.iter().all(|d| out(&d));
     }
@@ -611,16 +616,17 @@ async fn publish_records(
     Ok((attempt, tracking_seq))
 }
 
-/// Publishes `doc` as its chunks, in order, read from the store.
+/// Publishes `doc` as its chunks of `chunk_size` bytes, in order, read from
+/// the store.
 async fn send_document(
     relay: &Relay,
     route: &Route,
     transfer_id: &str,
     doc: &DocumentRow,
+    chunk_size: u64,
     traceparent: &str,
     pending: &mut VecDeque<Pending>,
 ) -> Result<()> {
-    let chunk_size = relay.config.transfer.chunk_size as u64;
     let mut pieces = relay
         .store
         .open_pieces(&relay.blobs, &doc.sha256, doc.size)

@@ -27,6 +27,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0010_document_contents.sql")),
     M::up(include_str!("migrations/0011_cut_through.sql")),
     M::up(include_str!("migrations/0012_tracking_keyed_by_filing.sql")),
+    M::up(include_str!("migrations/0013_cut_through_chunk_size.sql")),
 ];
 
 /// The newest schema version this release knows.
@@ -352,9 +353,10 @@ mod tests {
         assert_eq!(upgraded.version, LATEST);
         let renamed = |rows: &[String]| -> Vec<String> {
             // Columns added since (the outbox's re-send round, the documents
-            // whose chunks went out during their upload) hold their
-            // defaults: without them, every row reads as before.
-            let added = ", Integer(0), Integer(0), Integer(0), Integer(0), Text(\"\")]";
+            // whose chunks went out during their upload and their chunk
+            // size) hold their defaults: without them, every row reads as
+            // before.
+            let added = ", Integer(0), Integer(0), Integer(0), Integer(0), Text(\"\"), Integer(0)]";
             let mut rows: Vec<String> = rows
                 .iter()
                 .filter(|r| !r.contains("partial"))

@@ -202,7 +202,26 @@ pub struct OutboxRow {
     pub probed: bool,
     /// Documents of a transfer whose chunks all went out while they were
     /// uploaded: its first send leaves them out.
-    pub chunks_out: Vec<u32>,
+    pub chunks_out: ChunksOut,
+}
+
+/// The documents of a transfer all of whose chunks went out while they were
+/// uploaded (cut-through), and the chunk size they were cut at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunksOut {
+    pub chunk_size: u32,
+    pub documents: Vec<u32>,
+}
+
+impl ChunksOut {
+    /// The chunk size the transfer's first send must use: the one its
+    /// documents were cut at, if any went out, whatever `configured` is now.
+    pub fn chunk_size_or(&self, configured: u32) -> u32 {
+        match (self.documents.is_empty(), self.chunk_size) {
+            (false, size) if size > 0 => size,
+            _ => configured,
+        }
+    }
 }
 
 /// Where a consumed record was read; stored with its effect.

@@ -9,7 +9,7 @@ impl Store {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT id, kind, filing_id, recipient, record_key, envelope, attempts, topic,
-                        full_sends, probed, chunks_out FROM outbox
+                        full_sends, probed, chunks_out, chunks_out_size FROM outbox
                      WHERE next_attempt_at_ms <= ?1 ORDER BY next_attempt_at_ms, id LIMIT ?2",
                 )
                 .map_err(Error::store("cannot read the outbox"))?;
@@ -30,7 +30,10 @@ impl Store {
                         topic: r.get(7)?,
                         full_sends: r.get(8)?,
                         probed: r.get(9)?,
-                        chunks_out: parse_indexes(&r.get::<_, String>(10)?),
+                        chunks_out: ChunksOut {
+                            documents: parse_indexes(&r.get::<_, String>(10)?),
+                            chunk_size: r.get(11)?,
+                        },
                     })
                 })
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -113,7 +116,8 @@ impl Store {
         exec(
             tx,
             "UPDATE outbox SET attempts = attempts + 1, full_sends = full_sends + ?3,
-                probed = ?4, next_attempt_at_ms = ?2, chunks_out = '' WHERE id = ?1",
+                probed = ?4, next_attempt_at_ms = ?2, chunks_out = '', chunks_out_size = 0
+                WHERE id = ?1",
             params![row.id, next_attempt_at_ms, !probe as i64, probe],
         )
         .map_err(Error::store("cannot update the outbox"))?;
@@ -186,7 +190,8 @@ impl Store {
             let changed = exec(
                 tx,
                 "UPDATE outbox SET full_sends = 0, probed = 0, gave_up_at_ms = 0,
-                    next_attempt_at_ms = 0, chunks_out = '' WHERE kind = ?1 AND filing_id = ?2",
+                    next_attempt_at_ms = 0, chunks_out = '', chunks_out_size = 0
+                    WHERE kind = ?1 AND filing_id = ?2",
                 params![OutboxKind::Transfer as i64, filing.id],
             )
             .map_err(Error::store("cannot update the outbox"))?;
@@ -305,13 +310,20 @@ pub(crate) fn sent_step(
 }
 
 /// Records, in the submission's transaction, the documents of transfer
-/// `transfer_id` whose chunks all went out while they were uploaded.
-pub(crate) fn chunks_out(tx: &Connection, transfer_id: &str, indexes: &[u32]) -> Result<()> {
-    let listed: Vec<String> = indexes.iter().map(u32::to_string).collect();
+/// `transfer_id` whose chunks all went out while they were uploaded, and
+/// the size they were cut at.
+pub(crate) fn chunks_out(tx: &Connection, transfer_id: &str, out: &ChunksOut) -> Result<()> {
+    let listed: Vec<String> = out.documents.iter().map(u32::to_string).collect();
     exec(
         tx,
-        "UPDATE outbox SET chunks_out = ?3 WHERE kind = ?1 AND record_key = ?2",
-        params![OutboxKind::Transfer as i64, transfer_id, listed.join(",")],
+        "UPDATE outbox SET chunks_out = ?3, chunks_out_size = ?4
+         WHERE kind = ?1 AND record_key = ?2",
+        params![
+            OutboxKind::Transfer as i64,
+            transfer_id,
+            listed.join(","),
+            out.chunk_size
+        ],
     )
     .map(drop)
     .map_err(Error::store("cannot update the outbox"))

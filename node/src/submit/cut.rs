@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::kafka::Kafka;
 use crate::lifecycle::Desk;
 use crate::relay::{Route, enqueue};
+use crate::store::ChunksOut;
 use crate::telemetry::metrics::Metrics;
 use crate::trust::Trust;
 use ecointegra_broker::kafka::Pending;
@@ -121,10 +122,14 @@ impl CutThrough {
     }
 
     /// Waits for every acknowledgement; returns the documents all of whose
-    /// chunks Kafka acknowledged (none if any chunk failed).
-    pub(crate) async fn finish(self) -> Vec<u32> {
+    /// chunks Kafka acknowledged (none if any chunk failed), and the size
+    /// they were cut at.
+    pub(crate) async fn finish(self) -> ChunksOut {
         drop(self.pieces);
-        self.publisher.await.unwrap_or_default()
+        ChunksOut {
+            chunk_size: self.chunk_size as u32,
+            documents: self.publisher.await.unwrap_or_default(),
+        }
     }
 }
 

@@ -482,7 +482,7 @@ where
     let documents = receive(desk, documents, cut.as_mut()).await?;
     let chunks_out = match cut {
         Some(cut) => cut.finish().await,
-        None => Vec::new(),
+        None => Default::default(),
     };
 
     let now = ecointegra_broker::now_ms();
@@ -572,7 +572,7 @@ where
                     kept.keep(tx)?;
                     let keys = [filing.transfer_id.as_str(), filing.tracking_code.as_str()];
                     crate::telemetry::trace::keep_submission(tx, &keys, &context)?;
-                    if !chunks_out.is_empty() {
+                    if !chunks_out.documents.is_empty() {
                         crate::store::outbox::chunks_out(tx, &filing.transfer_id, &chunks_out)?;
                     }
                     crate::store::audit::insert(tx, &audited)
