@@ -378,6 +378,32 @@ impl InboxConsumer {
         Ok(partitions)
     }
 
+    /// The offset the client will hand over next, per assigned partition
+    /// (`None` before it has handed any).
+    pub fn positions(&self) -> Result<Vec<(i32, Option<i64>)>, Error> {
+        let list = self
+            .consumer
+            .position()
+            .map_err(|e| Error::kafka("has no positions", e))?;
+        Ok(list
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(next) => (e.partition(), Some(next)),
+                _ => (e.partition(), None),
+            })
+            .collect())
+    }
+
+    /// The (low, high) watermarks of `partition`, asked of its leader (the
+    /// high one is the last stable offset: this client reads committed
+    /// records only). Blocking.
+    pub fn watermarks(&self, partition: i32, timeout: Duration) -> Result<(i64, i64), Error> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, timeout)
+            .map_err(|e| Error::kafka(format!("has no watermarks for {}", self.topic), e))
+    }
+
     /// Starts reading each partition at the given next offset, or at the
     /// beginning where none is known.
     pub fn assign(&self, positions: &[(i32, Option<i64>)]) -> Result<(), Error> {

@@ -32,6 +32,7 @@ pub mod dead_letters;
 pub mod directory;
 pub mod inbox;
 pub mod open;
+mod stuck;
 pub mod tracking;
 
 #[cfg(test)]
@@ -157,29 +158,22 @@ pub enum Feed {
     Directory,
 }
 
+/// What the consumer loop does next.
+enum Next {
+    Batch(Vec<OwnedMessage>),
+    /// Nothing arrived for [`stuck::QUIET`].
+    Quiet,
+    Stop,
+}
+
 pub(crate) async fn consume(cx: Arc<Consumers>, feed: Feed, cancel: CancellationToken) {
-    let mut backoff = CONNECT_RETRY.backoff();
     let topic = match feed {
         Feed::Inbox => cx.kafka.inbox_topic(),
         Feed::Tracking => cx.kafka.topics.tracking(),
         Feed::Directory => cx.kafka.topics.directory(),
     };
-    let consumer = loop {
-        match connect(&cx, feed).await {
-            Ok(consumer) => {
-                cx.stalls.clear(&topic);
-                break consumer;
-            }
-            Err(error) => {
-                // Not consuming yet: readiness, queues and the log say why.
-                let why = format!("cannot start consuming: {}", error.with_causes());
-                tracing::warn!(%topic, reason = %why, "Consumer not ready; retrying.");
-                cx.stalls.set(&topic, why);
-                if !backoff.wait(&cancel).await {
-                    return;
-                }
-            }
-        }
+    let Some((mut consumer, mut seen)) = connected(&cx, feed, &topic, &cancel).await else {
+        return;
     };
     let what = match feed {
         Feed::Inbox => "inbox",
@@ -197,13 +191,41 @@ pub(crate) async fn consume(cx: Arc<Consumers>, feed: Feed, cancel: Cancellation
             cancel.clone(),
         ));
     }
+    // The directory is compacted: its high watermark may stand beyond its
+    // last record for good, so it is not watched.
+    let watched = feed != Feed::Directory;
     loop {
-        let batch = tokio::select! {
-            _ = cancel.cancelled() => break,
-            batch = gather(&consumer) => batch,
+        let next = tokio::select! {
+            _ = cancel.cancelled() => Next::Stop,
+            batch = gather(&consumer) => Next::Batch(batch),
+            _ = tokio::time::sleep(stuck::QUIET), if watched => Next::Quiet,
         };
-        let _turn = turn.lock().await;
-        handle_batch(&cx, feed, &consumer, batch, &cancel).await;
+        match next {
+            Next::Batch(batch) => {
+                seen.received(&batch);
+                let _turn = turn.lock().await;
+                handle_batch(&cx, feed, &consumer, batch, &cancel).await;
+            }
+            Next::Quiet => {
+                let Some(marks) = stuck::marks(&consumer).await else {
+                    continue;
+                };
+                let Some(why) = seen.check(std::time::Instant::now(), &marks) else {
+                    continue;
+                };
+                tracing::warn!(%topic, reason = %why, "Consumer receives nothing while records wait; building it again.");
+                cx.metrics.consumer_rebuilt();
+                cx.stalls.set(&topic, format!("consumer stuck: {why}"));
+                // Dropped apart: a stuck client may take its time to close.
+                let old = consumer;
+                tokio::task::spawn_blocking(move || drop(old));
+                match connected(&cx, feed, &topic, &cancel).await {
+                    Some((fresh, assigned)) => (consumer, seen) = (fresh, assigned),
+                    None => return,
+                }
+            }
+            Next::Stop => break,
+        }
     }
     let _ = tokio::task::spawn_blocking(move || {
         if let Err(error) = consumer.commit() {
@@ -211,6 +233,33 @@ pub(crate) async fn consume(cx: Arc<Consumers>, feed: Feed, cancel: Cancellation
         }
     })
     .await;
+}
+
+/// Sets a consumer up, retrying until it is (readiness, queues and the log
+/// say why meanwhile); `None` if the node stops first.
+async fn connected(
+    cx: &Arc<Consumers>,
+    feed: Feed,
+    topic: &str,
+    cancel: &CancellationToken,
+) -> Option<(Arc<InboxConsumer>, stuck::Watch)> {
+    let mut backoff = CONNECT_RETRY.backoff();
+    loop {
+        match connect(cx, feed).await {
+            Ok(connected) => {
+                cx.stalls.clear(topic);
+                return Some(connected);
+            }
+            Err(error) => {
+                let why = format!("cannot start consuming: {}", error.with_causes());
+                tracing::warn!(%topic, reason = %why, "Consumer not ready; retrying.");
+                cx.stalls.set(topic, why);
+                if !backoff.wait(cancel).await {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Waits for one record, then takes every record already fetched, up to the
@@ -248,7 +297,7 @@ async fn gather(consumer: &InboxConsumer) -> Vec<OwnedMessage> {
 }
 
 /// Creates the node's topics, then the consumer, assigned from stored offsets.
-async fn connect(cx: &Arc<Consumers>, feed: Feed) -> Result<Arc<InboxConsumer>> {
+async fn connect(cx: &Arc<Consumers>, feed: Feed) -> Result<(Arc<InboxConsumer>, stuck::Watch)> {
     let settings = cx.kafka.settings.clone();
     if cx.config.manage_topics() {
         let admin = settings.admin()?;
@@ -300,7 +349,7 @@ async fn connect(cx: &Arc<Consumers>, feed: Feed) -> Result<Arc<InboxConsumer>> 
         .map(|p| (*p, stored.iter().find(|(sp, _)| sp == p).map(|(_, o)| *o)))
         .collect();
     consumer.assign(&positions)?;
-    Ok(consumer)
+    Ok((consumer, stuck::Watch::new(&positions)))
 }
 
 /// A batch's records with their trace contexts; cx with store threads.

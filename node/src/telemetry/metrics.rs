@@ -310,6 +310,16 @@ impl Metrics {
             .inc();
     }
 
+    /// A consumer received nothing while records waited for it, and was
+    /// built again.
+    pub fn consumer_rebuilt(&self) {
+        self.failed
+            .get_or_create(&OutcomeLabel {
+                outcome: "consumer_rebuilt",
+            })
+            .inc();
+    }
+
     /// A dead letter Kafka refuses for good, kept in the store only.
     pub fn dead_letter_unpublished(&self) {
         self.failed
