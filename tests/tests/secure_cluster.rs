@@ -12,7 +12,9 @@
 //! SCRAM users are cluster-wide, so every test names its institutions with a
 //! random tag: tests never share users, topics or ACLs.
 
-use ecointegra_broker::admin::{self, AclBinding, Operation, ResourceType, ScramMechanism};
+use ecointegra_broker::admin::{
+    self, AclBinding, Operation, Permission, ResourceType, ScramMechanism,
+};
 use ecointegra_broker::directory::Directory;
 use ecointegra_broker::kafka::KafkaSettings;
 use ecointegra_broker::sector;
@@ -831,6 +833,71 @@ async fn secure_losing_a_partition_leader_loses_no_filing() {
     pair.submit(3).await;
     restart_missing_brokers();
     pair.assert_each_delivered_once().await;
+}
+
+/// The origin's consumer of the tracking topic receives nothing while the
+/// destination's steps wait there (a DENY ACL keeps the origin from reading
+/// the topic; describing it, and so its offsets, stays allowed): the
+/// consumer is taken for stuck and built again, and the node's log says so,
+/// naming the topic. Once the ACL is gone the origin's timeline is whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn secure_a_consumer_receiving_nothing_while_records_wait_is_built_again() {
+    use ecointegra_proto::v1::FilingStatus;
+    let cluster = cluster();
+    let sector = Sector::new("secure-stuck");
+    sector.provision(&cluster, &[]);
+    let [_, b, c] = &sector.ids;
+    sector.production_config(&cluster, c, PASSWORD_C);
+    sector.production_config(&cluster, b, PASSWORD_B);
+    let _dest = sector.federation.start(c).await;
+    // A process, for its log.
+    let origin = sector.federation.spawn(b).await;
+    let tracking = sector.topics().tracking();
+    let deny = AclBinding {
+        permission: Permission::Deny,
+        ..AclBinding::allow(
+            &format!("User:{b}"),
+            Operation::Read,
+            ResourceType::Topic,
+            &tracking,
+        )
+    };
+    let operator = cluster.operator();
+    admin::create_acls(&operator, std::slice::from_ref(&deny), TIMEOUT).unwrap();
+
+    let mut client = origin.client.clone();
+    let filed = ecointegra_tests::submit_sample(&mut client, c).await;
+    ecointegra_tests::wait_for_status(
+        &mut client,
+        &filed.tracking_code,
+        FilingStatus::Delivered,
+        ecointegra_tests::PATIENCE,
+    )
+    .await;
+    let log = sector.federation.root.join(format!("{b}.log"));
+    eventually("b's tracking consumer to be built again", async || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .find(|l| l.contains("building it again") && l.contains(&tracking))
+            .map(str::to_owned)
+            .ok_or(())
+    })
+    .await;
+
+    admin::delete_acls(&operator, std::slice::from_ref(&deny), TIMEOUT).unwrap();
+    let store = sector.federation.store_path(b);
+    let steps = format!(
+        "SELECT COUNT(*) FROM tracking_events WHERE tracking_code = '{}'",
+        filed.tracking_code
+    );
+    eventually(
+        "b's timeline of the filing, whole",
+        async || match ecointegra_tests::count_rows(&store, &steps) {
+            3 => Ok(()),
+            n => Err(n),
+        },
+    )
+    .await;
 }
 
 /// Every broker paused (SIGSTOP) for longer than the producer's
