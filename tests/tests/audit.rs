@@ -122,10 +122,13 @@ async fn every_change_names_who_made_it_and_the_log_keeps_it() {
         .connect()
         .await
         .unwrap();
-    // Asked once oefa holds the registration (failed look-ups are limited).
+    // Asked once oefa holds the registration (failed look-ups are limited),
+    // until senamhi's SENT has reached it too (over the tracking topic).
     registration_known(&federation.store_path("oefa"), &code).await;
-    let tracked =
-        ecointegra_proto::v1::tracking_service_client::TrackingServiceClient::new(channel)
+    let mut tracking =
+        ecointegra_proto::v1::tracking_service_client::TrackingServiceClient::new(channel);
+    let tracked = eventually("the four steps in oefa's timeline", async || {
+        let tracked = tracking
             .track(TrackRequest {
                 tracking_code: code.clone(),
                 verification_code: filed.verification_code.clone(),
@@ -133,7 +136,13 @@ async fn every_change_names_who_made_it_and_the_log_keeps_it() {
             .await
             .unwrap()
             .into_inner();
-    assert!(tracked.timeline.len() >= 4, "{tracked:#?}");
+        if tracked.timeline.len() >= 4 {
+            Ok(tracked)
+        } else {
+            Err(tracked)
+        }
+    })
+    .await;
     assert!(
         tracked.timeline.iter().all(|e| e.actor.is_empty()),
         "{tracked:#?}"

@@ -75,11 +75,22 @@ async fn serial_a_filing_accepted_while_kafka_is_down_is_delivered_when_it_retur
 /// intact, beside the sample delivered before Kafka stopped.
 async fn delivered_once_kafka_is_back(
     federation: &Federation,
-    [mut origin, mut destination]: [Client; 2],
+    clients: [Client; 2],
     answer: &ecointegra_proto::v1::SubmitFilingResponse,
     doc: &Doc,
 ) {
     kafka_script(&["start"]);
+    delivered_beside_the_sample(federation, clients, answer, doc).await;
+}
+
+/// `answer`'s filing of `doc` is delivered intact, beside the sample
+/// delivered before.
+async fn delivered_beside_the_sample(
+    federation: &Federation,
+    [mut origin, mut destination]: [Client; 2],
+    answer: &ecointegra_proto::v1::SubmitFilingResponse,
+    doc: &Doc,
+) {
     wait_for_status(
         &mut origin,
         &answer.tracking_code,
@@ -189,22 +200,8 @@ async fn serial_a_chunk_size_changed_before_the_manifest_went_out_delivers_intac
     );
     kafka_script(&["start"]);
     let senamhi = federation.spawn("senamhi").await;
-    let mut origin = senamhi.client.clone();
-    let mut destination = oefa.client.clone();
-    wait_for_status(
-        &mut origin,
-        &answer.tracking_code,
-        FilingStatus::Delivered,
-        PATIENCE,
-    )
-    .await;
-    let (sha, len) = download_sha256(&mut destination, &answer.tracking_code, 0).await;
-    assert_eq!((sha, len), (doc.sha256_hex(), doc.len));
-    assert_eq!(
-        inbound_count(&federation, "oefa"),
-        2,
-        "the sample and this one"
-    );
+    let clients = [senamhi.client.clone(), oefa.client.clone()];
+    delivered_beside_the_sample(&federation, clients, &answer, &doc).await;
     assert_eq!(
         count_rows(&oefa_store, "SELECT COUNT(*) FROM dead_letters"),
         0

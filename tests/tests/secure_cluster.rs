@@ -577,6 +577,17 @@ async fn secure_a_suspended_institution_writes_no_peer_inbox() {
 }
 
 impl Sector {
+    /// A sector provisioned on the cluster, b's and c's nodes configured as
+    /// production runs them, each with its own credentials.
+    fn provisioned(test: &str, cluster: &Cluster) -> Self {
+        let sector = Sector::new(test);
+        sector.provision(cluster, &[]);
+        let [_, b, c] = &sector.ids;
+        sector.production_config(cluster, c, PASSWORD_C);
+        sector.production_config(cluster, b, PASSWORD_B);
+        sector
+    }
+
     /// Writes institution `id`'s node config for this cluster, as production
     /// runs it: topics provisioned (the node only checks them), three
     /// replicas, SASL_SSL with `password`.
@@ -734,11 +745,8 @@ struct Pair {
 
 impl Pair {
     async fn start(test: &str, cluster: &Cluster) -> Self {
-        let sector = Sector::new(test);
-        sector.provision(cluster, &[]);
+        let sector = Sector::provisioned(test, cluster);
         let [_, b, c] = &sector.ids;
-        sector.production_config(cluster, c, PASSWORD_C);
-        sector.production_config(cluster, b, PASSWORD_B);
         let dest = sector.federation.start(c).await;
         let origin = sector.federation.start(b).await;
         Pair {
@@ -844,11 +852,8 @@ async fn secure_losing_a_partition_leader_loses_no_filing() {
 async fn secure_a_consumer_receiving_nothing_while_records_wait_is_built_again() {
     use ecointegra_proto::v1::FilingStatus;
     let cluster = cluster();
-    let sector = Sector::new("secure-stuck");
-    sector.provision(&cluster, &[]);
+    let sector = Sector::provisioned("secure-stuck", &cluster);
     let [_, b, c] = &sector.ids;
-    sector.production_config(&cluster, c, PASSWORD_C);
-    sector.production_config(&cluster, b, PASSWORD_B);
     let _dest = sector.federation.start(c).await;
     // A process, for its log.
     let origin = sector.federation.spawn(b).await;
