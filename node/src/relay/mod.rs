@@ -306,7 +306,12 @@ async fn publish_envelopes(relay: Arc<Relay>, batch: Vec<(OutboxRow, u32)>) -> D
             Err(error) => Err(error),
         };
         match delivered {
-            Ok(_) => published.push(row.id),
+            Ok((partition, offset)) => {
+                // Where Kafka says it wrote it: what to look for in the log
+                // if a step is ever missing there.
+                tracing::debug!(outbox_id = row.id, topic = %row.topic, partition, offset, "Envelope acknowledged.");
+                published.push(row.id)
+            }
             Err(error) => {
                 tracing::warn!(%error, outbox_id = row.id, "Publication failed; will retry.");
                 relay.metrics.publish_failed();
