@@ -289,14 +289,17 @@ async fn a_download_in_flight_ends_before_its_node_stops() {
     use ecointegra_proto::v1::{DownloadDocumentRequest, DownloadDocumentResponse};
     use sha2::{Digest, Sha256};
     let federation = Federation::new("stopdownload", &["oefa", "iiap"]);
-    let [mut oefa, mut iiap] = federation.spawn_all().await;
+    let [oefa, mut iiap] = federation.spawn_all().await;
     // Far larger than the HTTP/2 windows and socket buffers: most of it is
     // still at the node when it is told to stop.
     const LEN: u64 = 64 << 20;
     let doc = Doc::new("expediente.pdf", LEN, 9);
     let filed = deliver(&mut iiap.client, header("oefa", "Grande"), &[doc]).await;
-    let mut stream = oefa
-        .client
+    // The downloading system's own channel, kept open through the stop (the
+    // node's handle, with its channel, goes with the node: its connection
+    // closing would end the download from the client's side).
+    let mut downloader = oefa.client.clone();
+    let mut stream = downloader
         .download_document(DownloadDocumentRequest {
             tracking_code: filed.tracking_code.clone(),
             document_index: 0,
