@@ -593,8 +593,16 @@ async fn publish_records(
         // dead-lettering it.
         let out = |doc: &&DocumentRow| row.chunks_out.documents.contains(&doc.index);
         for doc in filing.documents.iter().filter(|d| !out(d)) {
-            let (id, tp) = (transfer_id.as_str(), traceparent);
-            send_document(relay, &route, id, doc, chunk_size, tp, &mut pending).await?;
+            send_document(
+                relay,
+                &route,
+                transfer_id,
+                doc,
+                chunk_size,
+                traceparent,
+                &mut pending,
+            )
+            .await?;
         }
         manifest.probe = filing.documents.iter().all(|d| out(&d));
     }

@@ -217,9 +217,10 @@ impl ChunksOut {
     /// The chunk size the transfer's first send must use: the one its
     /// documents were cut at, if any went out, whatever `configured` is now.
     pub fn chunk_size_or(&self, configured: u32) -> u32 {
-        match (self.documents.is_empty(), self.chunk_size) {
-            (false, size) if size > 0 => size,
-            _ => configured,
+        if self.documents.is_empty() || self.chunk_size == 0 {
+            configured
+        } else {
+            self.chunk_size
         }
     }
 }
