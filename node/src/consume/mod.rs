@@ -202,7 +202,7 @@ pub(crate) async fn consume(cx: Arc<Consumers>, feed: Feed, cancel: Cancellation
         };
         match next {
             Next::Batch(batch) => {
-                seen.received(&batch);
+                seen.received();
                 let _turn = turn.lock().await;
                 handle_batch(&cx, feed, &consumer, batch, &cancel).await;
             }

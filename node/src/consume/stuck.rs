@@ -8,7 +8,8 @@
 //! whole inbox, would wait until the node restarted.
 //!
 //! So the consumer loop, after [`QUIET`] without a record, compares each
-//! partition's high watermark with the offset it expects next. Records
+//! partition's high watermark with the client's position (where it was
+//! assigned, before it has handed anything over). Records
 //! waiting for [`STUCK_AFTER`] with none arriving mean the client is stuck:
 //! the loop logs why, counts it (`filings_failed{outcome="consumer_rebuilt"}`)
 //! and builds the consumer again from the positions in the store, as at
@@ -16,7 +17,6 @@
 //! received is applied, with its position, in the store.
 
 use ecointegra_broker::kafka::InboxConsumer;
-use rdkafka::message::{Message, OwnedMessage};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,12 +29,11 @@ pub(super) const STUCK_AFTER: Duration = Duration::from_secs(20);
 /// How long a watermark query may take, per partition.
 const QUERY: Duration = Duration::from_secs(5);
 
-/// What a consumer was last seen to receive.
+/// Where a consumer was assigned, and since when records wait for it.
 #[derive(Debug)]
 pub(super) struct Watch {
-    /// The offset expected next, per assigned partition: after the last
-    /// record received, or where it was assigned (0: its beginning).
-    next: BTreeMap<i32, i64>,
+    /// The offset each partition was assigned at (0: its beginning).
+    assigned: BTreeMap<i32, i64>,
     /// Since when records have waited with none arriving.
     waiting_since: Option<Instant>,
 }
@@ -43,7 +42,7 @@ impl Watch {
     /// A consumer just assigned these partitions at these next offsets.
     pub(super) fn new(assigned: &[(i32, Option<i64>)]) -> Self {
         Self {
-            next: assigned
+            assigned: assigned
                 .iter()
                 .map(|(partition, next)| (*partition, next.unwrap_or(0)))
                 .collect(),
@@ -52,11 +51,7 @@ impl Watch {
     }
 
     /// Records arrived.
-    pub(super) fn received(&mut self, batch: &[OwnedMessage]) {
-        for record in batch {
-            let next = self.next.entry(record.partition()).or_insert(0);
-            *next = (*next).max(record.offset() + 1);
-        }
+    pub(super) fn received(&mut self) {
         self.waiting_since = None;
     }
 
@@ -70,8 +65,8 @@ impl Watch {
                 // The client moves past what it does not hand over (markers,
                 // aborted records); below the low watermark, retention has
                 // removed the records and the client starts at the oldest.
-                let expected = self.next.get(&m.partition).copied().unwrap_or(0);
-                let from = expected.max(m.position.unwrap_or(0)).max(m.low);
+                let assigned = self.assigned.get(&m.partition).copied().unwrap_or(0);
+                let from = m.position.unwrap_or(assigned).max(m.low);
                 (m.high > from).then_some((m.partition, from, m.high - from))
             })
             .collect();
@@ -136,19 +131,6 @@ pub(super) async fn marks(consumer: &Arc<InboxConsumer>) -> Option<Vec<Marks>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::Timestamp;
-
-    fn record(partition: i32, offset: i64) -> OwnedMessage {
-        OwnedMessage::new(
-            None,
-            None,
-            "t".into(),
-            Timestamp::NotAvailable,
-            partition,
-            offset,
-            None,
-        )
-    }
 
     /// Partition `partition` holds `low..high`; the client has handed
     /// nothing over yet.
@@ -183,17 +165,19 @@ mod tests {
         let start = Instant::now();
         let mut watch = Watch::new(&[(0, Some(5))]);
         assert_eq!(watch.check(start, &[holds(0, 0, 9)]), None);
-        watch.received(&[record(0, 5), record(0, 6)]);
+        // Records 5 and 6 handed over: the client's position is 7.
+        watch.received();
+        let at = |position| Marks {
+            position: Some(position),
+            ..holds(0, 0, 9)
+        };
         // Still waiting (7 and 8), but the clock started again.
-        assert_eq!(watch.check(start + STUCK_AFTER, &[holds(0, 0, 9)]), None);
-        let why = watch.check(start + 2 * STUCK_AFTER, &[holds(0, 0, 9)]);
+        assert_eq!(watch.check(start + STUCK_AFTER, &[at(7)]), None);
+        let why = watch.check(start + 2 * STUCK_AFTER, &[at(7)]);
         assert!(why.unwrap().contains("2 at partition 0 from offset 7"));
         // Caught up: no longer waiting.
-        watch.received(&[record(0, 7), record(0, 8)]);
-        assert_eq!(
-            watch.check(start + 3 * STUCK_AFTER, &[holds(0, 0, 9)]),
-            None
-        );
+        watch.received();
+        assert_eq!(watch.check(start + 3 * STUCK_AFTER, &[at(9)]), None);
     }
 
     #[test]
