@@ -73,78 +73,143 @@ pub struct Relay {
     pub relay_wake: Arc<Notify>,
 }
 
-/// The store calls every transfer's publication makes, each in one hop for
-/// all the transfers that make it at once.
-struct Hops {
-    /// A transfer's [`Source`], by its id.
-    load: Batched<String, Source>,
-    /// What became of a publication.
-    record: Batched<Publication, ()>,
+/// Records what became of each publication (a transfer's, or a batch of
+/// envelopes'), in one hop and one write for all that end at once.
+type Record = Batched<Publication, ()>;
+
+/// What the relay found to publish in one read of the outbox, with what
+/// publishing it reads, in the same hop to a blocking thread.
+struct Due {
+    /// Transfers not being published, each with its [`Source`].
+    transfers: Vec<(OutboxRow, Result<Source>)>,
+    /// Envelopes not being published, each with its `traceparent`.
+    envelopes: Vec<(OutboxRow, String)>,
 }
 
-impl Hops {
-    fn new(relay: &Relay) -> Self {
-        let blobs = relay.blobs.clone();
-        let small_max = INLINE_MAX.min(relay.config.transfer.chunk_size as u64);
-        Self {
-            load: Batched::new(relay.store.clone(), move |s, transfer_ids: Vec<String>| {
-                transfer_ids
-                    .iter()
-                    .map(|id| Source::read(s, &blobs, small_max, id))
-                    .collect()
-            }),
-            record: Batched::new(relay.store.clone(), |s, publications| {
-                s.record_transfers(publications)
-            }),
+impl Due {
+    /// Blocking. Up to `room` transfers and `envelope_room` envelopes that
+    /// are due at `now_ms` and not in `busy`.
+    fn read(
+        s: &Store,
+        (blobs, small_max): (&Blobs, u64),
+        now_ms: i64,
+        busy: &Busy,
+        (room, envelope_room): (usize, usize),
+    ) -> Result<Self> {
+        let taken = std::cell::Cell::new((0, 0));
+        let rows = s.due_outbox(now_ms, 512, |id, kind| {
+            let (transfers, envelopes) = taken.get();
+            let take = match kind {
+                OutboxKind::Transfer => transfers < room && !busy.transfers.contains(&id),
+                OutboxKind::Envelope => envelopes < envelope_room && !busy.envelopes.contains(&id),
+            };
+            if take {
+                taken.set(match kind {
+                    OutboxKind::Transfer => (transfers + 1, envelopes),
+                    OutboxKind::Envelope => (transfers, envelopes + 1),
+                });
+            }
+            !take
+        })?;
+        let mut due = Self {
+            transfers: Vec::new(),
+            envelopes: Vec::new(),
+        };
+        for row in rows {
+            match row.kind {
+                OutboxKind::Transfer => {
+                    let source = Source::read(s, blobs, small_max, &row.record_key);
+                    due.transfers.push((row, source));
+                }
+                OutboxKind::Envelope => {
+                    let traceparent = crate::telemetry::trace::outgoing(s, &row.record_key);
+                    due.envelopes.push((row, traceparent));
+                }
+            }
+        }
+        Ok(due)
+    }
+}
+
+/// The outbox entries being published, and each entry's failed
+/// publications in a row this run (the step of its next wait; an entry
+/// that leaves the outbox another way, its receipt arriving, keeps its few
+/// bytes there until the relay restarts).
+#[derive(Default, Clone)]
+struct Busy {
+    transfers: HashSet<i64>,
+    envelopes: HashSet<i64>,
+    envelope_batches: usize,
+    failures: HashMap<i64, u32>,
+}
+
+impl Busy {
+    fn failures(&self, id: i64) -> u32 {
+        self.failures.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Takes back what a publishing task held.
+    fn settle(&mut self, done: std::result::Result<Done, tokio::task::JoinError>) {
+        match done {
+            Ok(Done::Transfer { id, failed }) => {
+                self.transfers.remove(&id);
+                count_failure(&mut self.failures, id, failed);
+            }
+            Ok(Done::Envelopes { ids, failed }) => {
+                self.envelope_batches -= 1;
+                for id in ids {
+                    self.envelopes.remove(&id);
+                    count_failure(&mut self.failures, id, failed.contains(&id));
+                }
+            }
+            // Only on abort or panic; what it held is republished on the
+            // next start at the latest.
+            Err(_) => {}
         }
     }
 }
 
 pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
     let concurrency = relay.config.transfer.relay_concurrency;
-    let hops = Arc::new(Hops::new(&relay));
+    let small_max = INLINE_MAX.min(relay.config.transfer.chunk_size as u64);
+    let record: Arc<Record> = Arc::new(Batched::new(relay.store.clone(), |s, publications| {
+        s.record_publications(publications)
+    }));
     let mut in_flight: JoinSet<Done> = JoinSet::new();
-    // Transfers being published, and envelopes (in batches).
-    let mut transfers: HashSet<i64> = HashSet::new();
-    let mut envelopes: HashSet<i64> = HashSet::new();
-    let mut envelope_batches = 0;
-    // Failed publications in a row of each outbox entry, this run: the step of
-    // its next wait. An entry that leaves the outbox another way (its receipt
-    // arrives) keeps its few bytes here until the relay restarts.
-    let mut failures: HashMap<i64, u32> = HashMap::new();
+    let mut busy = Busy::default();
     loop {
-        if transfers.len() < concurrency || envelope_batches < ENVELOPE_BATCHES {
+        let room = concurrency.saturating_sub(busy.transfers.len());
+        let envelope_room = if busy.envelope_batches < ENVELOPE_BATCHES {
+            ENVELOPE_BATCH
+        } else {
+            0
+        };
+        if room > 0 || envelope_room > 0 {
             let now = ecointegra_broker::now_ms();
-            match relay.store.run(move |s| s.due_outbox(now, 512)).await {
-                Ok(rows) => {
-                    let mut batch = Vec::new();
-                    for row in rows {
-                        match row.kind {
-                            OutboxKind::Transfer => {
-                                if transfers.len() < concurrency && transfers.insert(row.id) {
-                                    let failed = failures.get(&row.id).copied().unwrap_or(0);
-                                    in_flight.spawn(publish_row(
-                                        relay.clone(),
-                                        hops.clone(),
-                                        row,
-                                        failed,
-                                    ));
-                                }
-                            }
-                            OutboxKind::Envelope => {
-                                if envelope_batches < ENVELOPE_BATCHES
-                                    && batch.len() < ENVELOPE_BATCH
-                                    && envelopes.insert(row.id)
-                                {
-                                    let failed = failures.get(&row.id).copied().unwrap_or(0);
-                                    batch.push((row, failed));
-                                }
-                            }
-                        }
+            let (blobs, seen) = (relay.blobs.clone(), busy.clone());
+            let read = relay
+                .store
+                .run(move |s| Due::read(s, (&blobs, small_max), now, &seen, (room, envelope_room)));
+            match read.await {
+                Ok(due) => {
+                    for (row, source) in due.transfers {
+                        busy.transfers.insert(row.id);
+                        let failed = busy.failures(row.id);
+                        let (relay, record) = (relay.clone(), record.clone());
+                        in_flight.spawn(publish_row(relay, record, row, source, failed));
                     }
-                    if !batch.is_empty() {
-                        envelope_batches += 1;
-                        in_flight.spawn(publish_envelopes(relay.clone(), batch));
+                    if !due.envelopes.is_empty() {
+                        let batch = due
+                            .envelopes
+                            .into_iter()
+                            .map(|(row, traceparent)| {
+                                busy.envelopes.insert(row.id);
+                                let failed = busy.failures(row.id);
+                                (row, traceparent, failed)
+                            })
+                            .collect();
+                        busy.envelope_batches += 1;
+                        in_flight.spawn(publish_envelopes(relay.clone(), record.clone(), batch));
                     }
                 }
                 Err(error) => tracing::error!(%error, "Cannot read the outbox."),
@@ -153,25 +218,13 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = relay.relay_wake.notified() => {}
-            Some(done) = in_flight.join_next() => {
-                match done {
-                    Ok(Done::Transfer { id, failed }) => {
-                        transfers.remove(&id);
-                        count_failure(&mut failures, id, failed);
-                    }
-                    Ok(Done::Envelopes { ids, failed }) => {
-                        envelope_batches -= 1;
-                        for id in ids {
-                            envelopes.remove(&id);
-                            count_failure(&mut failures, id, failed.contains(&id));
-                        }
-                    }
-                    // Only on abort or panic; what it held is republished
-                    // on the next start at the latest.
-                    Err(_) => {}
-                }
-            }
+            Some(done) = in_flight.join_next() => busy.settle(done),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        // Everything else that ended meanwhile, before the next read: one
+        // read for all of it.
+        while let Some(done) = in_flight.try_join_next() {
+            busy.settle(done);
         }
     }
     // Whatever was not acknowledged stays in the outbox for the next start.
@@ -232,7 +285,13 @@ fn receipt_wait_ms(timeout_secs: u64, cap_secs: u64, send: Next, full_sends: u32
 }
 
 /// Publishes a transfer that had failed `failures` times in a row before.
-async fn publish_row(relay: Arc<Relay>, hops: Arc<Hops>, row: OutboxRow, failures: u32) -> Done {
+async fn publish_row(
+    relay: Arc<Relay>,
+    record: Arc<Record>,
+    row: OutboxRow,
+    source: Result<Source>,
+    failures: u32,
+) -> Done {
     let id = row.id;
     let transfer = &relay.config.transfer;
     let send = next_send(row.full_sends, row.probed, transfer.max_sends);
@@ -245,7 +304,7 @@ async fn publish_row(relay: Arc<Relay>, hops: Arc<Hops>, row: OutboxRow, failure
         );
         let now_ms = ecointegra_broker::now_ms();
         let given_up = Publication::GaveUp { id, now_ms };
-        if let Err(error) = hops.record.call(given_up).await {
+        if let Err(error) = record.call(given_up).await {
             tracing::error!(%error, outbox_id = id, "Cannot record a publication.");
         }
         return Done::Transfer { id, failed: false };
@@ -261,7 +320,7 @@ async fn publish_row(relay: Arc<Relay>, hops: Arc<Hops>, row: OutboxRow, failure
     // record of the transfer is on Kafka.
     let probe = send == Next::Probe;
     let mut manifest_seq = None;
-    let result = publish_transfer(&relay, &hops, &row, probe, &mut manifest_seq).await;
+    let result = publish_transfer(&relay, source, &row, probe, &mut manifest_seq).await;
     let failed = result.is_err();
     let now = ecointegra_broker::now_ms();
     let publication = match result {
@@ -281,26 +340,32 @@ async fn publish_row(relay: Arc<Relay>, hops: Arc<Hops>, row: OutboxRow, failure
             }
         }
     };
-    if let Err(error) = hops.record.call(publication).await {
+    if let Err(error) = record.call(publication).await {
         tracing::error!(%error, outbox_id = id, "Cannot record a publication.");
     }
     Done::Transfer { id, failed }
 }
 
 /// Publishes a batch of sealed envelopes (receipts, tracking events) at once,
-/// then records what Kafka acknowledged in one store write. Each row comes
-/// with its failed publications in a row before.
-async fn publish_envelopes(relay: Arc<Relay>, batch: Vec<(OutboxRow, u32)>) -> Done {
-    let (rows, failures): (Vec<OutboxRow>, Vec<u32>) = batch.into_iter().unzip();
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let keys: Vec<String> = rows.iter().map(|r| r.record_key.clone()).collect();
-    let traceparents = crate::telemetry::trace::outgoing_many(&relay.store, keys).await;
-    let mut queued = Vec::with_capacity(rows.len());
-    for (row, traceparent) in rows.iter().zip(&traceparents) {
-        queued.push((row, enqueue_envelope(&relay, row, traceparent).await));
+/// then records what Kafka acknowledged (in one store write with whatever
+/// else the relay records at that moment). Each row comes with its
+/// `traceparent` and its failed publications in a row before.
+async fn publish_envelopes(
+    relay: Arc<Relay>,
+    record: Arc<Record>,
+    batch: Vec<(OutboxRow, String, u32)>,
+) -> Done {
+    let ids: Vec<i64> = batch.iter().map(|(row, ..)| row.id).collect();
+    let mut queued = Vec::with_capacity(batch.len());
+    for (row, traceparent, failures) in &batch {
+        queued.push((
+            row,
+            enqueue_envelope(&relay, row, traceparent).await,
+            *failures,
+        ));
     }
     let (mut published, mut failed) = (Vec::new(), Vec::new());
-    for ((row, pending), failures) in queued.into_iter().zip(failures) {
+    for (row, pending, failures) in queued {
         let delivered = match pending {
             Ok(pending) => pending.delivered().await.map_err(Error::from),
             Err(error) => Err(error),
@@ -324,12 +389,11 @@ async fn publish_envelopes(relay: Arc<Relay>, batch: Vec<(OutboxRow, u32)>) -> D
         .iter()
         .map(|&(id, failures)| (id, retry_at(now, failures)))
         .collect();
-    let recorded = relay
-        .store
-        .run(move |s| s.envelopes_published(&published, &retries))
-        .await;
-    if let Err(error) = recorded {
-        tracing::error!(%error, "Cannot record a publication.");
+    if !(published.is_empty() && retries.is_empty()) {
+        let recorded = record.call(Publication::Envelopes { published, retries });
+        if let Err(error) = recorded.await {
+            tracing::error!(%error, "Cannot record a publication.");
+        }
     }
     let failed = failed.into_iter().map(|(id, _)| id).collect();
     Done::Envelopes { ids, failed }
@@ -410,12 +474,12 @@ fn meta_of(envelope: &Envelope) -> RecordMeta<'_> {
 /// it).
 async fn publish_transfer(
     relay: &Relay,
-    hops: &Hops,
+    source: Result<Source>,
     row: &OutboxRow,
     probe: bool,
     manifest_seq: &mut Option<u64>,
 ) -> Result<u64> {
-    let mut source = hops.load.call(row.record_key.clone()).await?;
+    let mut source = source?;
     let filing = &source.filing;
     let submitted = source.submitted.take();
     let (span, trace) =
@@ -446,9 +510,10 @@ async fn publish_transfer(
     Ok(tracking_seq)
 }
 
-/// What publishing a transfer reads, read at once (four hops to blocking
-/// threads for a one-document filing before, one now for all the transfers
-/// being published).
+/// What publishing a transfer reads, read with its outbox entry (in the
+/// hop that finds the entry due: four hops to blocking threads for a
+/// one-document filing before, then one for all the transfers being
+/// published, none of its own now).
 struct Source {
     filing: FilingRow,
     /// The trace its submission left.

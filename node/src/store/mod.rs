@@ -409,6 +409,47 @@ impl Store {
         self.writer.write(f)
     }
 
+    /// Runs `effect` on each of `items`, each all or nothing in a savepoint
+    /// of its own, all in one write: one answer per item, in their order. If
+    /// the write's commit fails, every item gets that error (`what` names
+    /// it).
+    pub(crate) fn write_each<I, T>(
+        &self,
+        items: Vec<I>,
+        what: &str,
+        mut effect: impl FnMut(&Connection, I) -> Result<T>,
+    ) -> Vec<Result<T>> {
+        let count = items.len();
+        let written = self.write(|tx| {
+            items
+                .into_iter()
+                .map(|item| {
+                    tx.execute_batch("SAVEPOINT item")
+                        .map_err(Error::store("cannot begin"))?;
+                    let done = effect(tx, item);
+                    tx.execute_batch(if done.is_ok() {
+                        "RELEASE item"
+                    } else {
+                        "ROLLBACK TO item; RELEASE item"
+                    })
+                    .map_err(Error::store("cannot end a savepoint"))?;
+                    Ok(done)
+                })
+                .collect::<Result<Vec<_>>>()
+        });
+        written.unwrap_or_else(|error| {
+            let message = error.to_string();
+            (0..count)
+                .map(|_| {
+                    Err(Error::Io {
+                        context: format!("store: cannot {what}"),
+                        source: std::io::Error::other(message.clone()),
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// Transactions committed and the effects they held, since the start.
     pub fn commits(&self) -> (u64, u64) {
         self.writer.commits()
@@ -529,4 +570,49 @@ pub(crate) fn scratch(name: &str) -> (Store, std::path::PathBuf) {
     let sealer = Sealer::new("oefa", ecointegra_broker::keys::SigningIdentity::generate());
     let store = Store::open(&dir.join("node.sqlite3"), sealer, "eco.tracking".into()).unwrap();
     (store, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(target: &str) -> crate::audit::Entry {
+        crate::audit::Entry {
+            id: 0,
+            at_ms: 1,
+            actor: "dms".into(),
+            role: "dms".into(),
+            address: String::new(),
+            action: "test".into(),
+            target: target.into(),
+            outcome: "ok".into(),
+        }
+    }
+
+    #[test]
+    fn each_item_of_a_write_is_kept_or_undone_by_itself() {
+        let (store, dir) = scratch("write-each");
+        let answers = store.write_each(vec!["a", "b", "c"], "test", |tx, target| {
+            audit::insert(tx, &entry(target))?;
+            if target == "b" {
+                return Err(Error::NotFound("b, on purpose".into()));
+            }
+            Ok(target.len())
+        });
+        assert!(matches!(answers[0], Ok(1)));
+        assert!(matches!(&answers[1], Err(Error::NotFound(what)) if what == "b, on purpose"));
+        assert!(matches!(answers[2], Ok(1)));
+        let kept: Vec<String> = store
+            .audit_log(0, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.target)
+            .collect();
+        assert_eq!(
+            kept,
+            ["a", "c"],
+            "the failed item's row is undone, the others' kept"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -3,8 +3,14 @@
 use super::*;
 
 impl Store {
-    /// Outbox entries whose time has come.
-    pub fn due_outbox(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxRow>> {
+    /// Outbox entries due at `now_ms`, at most `limit`, leaving out those `skip`
+    /// names (already being published) before their envelopes are read.
+    pub fn due_outbox(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        skip: impl Fn(i64, OutboxKind) -> bool,
+    ) -> Result<Vec<OutboxRow>> {
         self.read(|c| {
             let mut stmt = c
                 .prepare_cached(
@@ -13,15 +19,27 @@ impl Store {
                      WHERE next_attempt_at_ms <= ?1 ORDER BY next_attempt_at_ms, id LIMIT ?2",
                 )
                 .map_err(Error::store("cannot read the outbox"))?;
-            let rows = stmt
-                .query_map(params![now_ms, limit], |r| {
-                    Ok(OutboxRow {
-                        id: r.get(0)?,
-                        kind: if r.get::<_, i64>(1)? == OutboxKind::Transfer as i64 {
-                            OutboxKind::Transfer
-                        } else {
-                            OutboxKind::Envelope
-                        },
+            let mut rows = stmt
+                .query(params![now_ms, limit])
+                .map_err(Error::store("cannot read the outbox"))?;
+            let mut due = Vec::new();
+            while let Some(r) = rows
+                .next()
+                .map_err(Error::store("cannot read the outbox"))?
+            {
+                let row = || -> rusqlite::Result<Option<OutboxRow>> {
+                    let id = r.get(0)?;
+                    let kind = if r.get::<_, i64>(1)? == OutboxKind::Transfer as i64 {
+                        OutboxKind::Transfer
+                    } else {
+                        OutboxKind::Envelope
+                    };
+                    if skip(id, kind) {
+                        return Ok(None);
+                    }
+                    Ok(Some(OutboxRow {
+                        id,
+                        kind,
                         filing_id: r.get(2)?,
                         recipient: r.get(3)?,
                         record_key: r.get(4)?,
@@ -34,50 +52,27 @@ impl Store {
                             documents: parse_indexes(&r.get::<_, String>(10)?),
                             chunk_size: r.get(11)?,
                         },
-                    })
-                })
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(Error::store("cannot read the outbox"))?;
-            Ok(rows)
+                    }))
+                };
+                if let Some(row) = row().map_err(Error::store("cannot read the outbox"))? {
+                    due.push(row);
+                }
+            }
+            Ok(due)
         })
     }
 
-    /// Records what became of transfers the relay published (or gave up
-    /// on), all in one write: one answer each, in their order. Each is
-    /// recorded or not by itself; if the write's commit fails, none is.
-    pub fn record_transfers(&self, publications: Vec<Publication>) -> Vec<Result<()>> {
-        let count = publications.len();
-        let recorded = self.write(|tx| {
-            publications
-                .iter()
-                .map(|publication| {
-                    tx.execute_batch("SAVEPOINT publication")
-                        .map_err(Error::store("cannot update the outbox"))?;
-                    let recorded = self.record_transfer(tx, publication);
-                    tx.execute_batch(if recorded.is_ok() {
-                        "RELEASE publication"
-                    } else {
-                        "ROLLBACK TO publication; RELEASE publication"
-                    })
-                    .map_err(Error::store("cannot update the outbox"))?;
-                    Ok(recorded)
-                })
-                .collect::<Result<Vec<_>>>()
-        });
-        recorded.unwrap_or_else(|error| {
-            let message = error.to_string();
-            (0..count)
-                .map(|_| {
-                    Err(Error::Io {
-                        context: "store: cannot record a publication".into(),
-                        source: std::io::Error::other(message.clone()),
-                    })
-                })
-                .collect()
+    /// Records what became of transfers and envelopes the relay published
+    /// (or gave up on), all in one write: one answer each, in their order.
+    /// Each is recorded or not by itself; if the write's commit fails, none
+    /// is.
+    pub fn record_publications(&self, publications: Vec<Publication>) -> Vec<Result<()>> {
+        self.write_each(publications, "record a publication", |tx, publication| {
+            self.record_publication(tx, &publication)
         })
     }
 
-    fn record_transfer(&self, tx: &Connection, publication: &Publication) -> Result<()> {
+    fn record_publication(&self, tx: &Connection, publication: &Publication) -> Result<()> {
         match publication {
             Publication::Published {
                 row,
@@ -97,6 +92,21 @@ impl Store {
             )
             .map(drop)
             .map_err(Error::store("cannot update the outbox")),
+            Publication::Envelopes { published, retries } => {
+                for id in published {
+                    exec(tx, "DELETE FROM outbox WHERE id = ?1", [id])
+                        .map_err(Error::store("cannot update the outbox"))?;
+                }
+                for (id, retry_at_ms) in retries {
+                    exec(
+                        tx,
+                        "UPDATE outbox SET next_attempt_at_ms = ?2 WHERE id = ?1",
+                        params![id, retry_at_ms],
+                    )
+                    .map_err(Error::store("cannot update the outbox"))?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -204,32 +214,9 @@ impl Store {
             Ok((filing.tracking_code.clone(), filing.destination.clone()))
         })
     }
-
-    /// Envelopes Kafka acknowledged leave the outbox; those it did not,
-    /// `(id, retry_at_ms)`, are retried then. One write for a whole batch.
-    pub fn envelopes_published(&self, published: &[i64], failed: &[(i64, i64)]) -> Result<()> {
-        if published.is_empty() && failed.is_empty() {
-            return Ok(());
-        }
-        self.write(|tx| {
-            for id in published {
-                exec(tx, "DELETE FROM outbox WHERE id = ?1", [id])
-                    .map_err(Error::store("cannot update the outbox"))?;
-            }
-            for (id, retry_at_ms) in failed {
-                exec(
-                    tx,
-                    "UPDATE outbox SET next_attempt_at_ms = ?2 WHERE id = ?1",
-                    params![id, retry_at_ms],
-                )
-                .map_err(Error::store("cannot update the outbox"))?;
-            }
-            Ok(())
-        })
-    }
 }
 
-/// What became of a transfer the relay published.
+/// What became of what the relay published.
 pub enum Publication {
     /// Kafka acknowledged it, whole or (`probe`) its manifest alone: its
     /// receipt is awaited until `next_attempt_at_ms`.
@@ -249,6 +236,12 @@ pub enum Publication {
     /// transfer waits for an operator ([`Store::resend_transfer`]) or for a
     /// late receipt.
     GaveUp { id: i64, now_ms: i64 },
+    /// A batch of envelopes: those `published` leave the outbox, those
+    /// that failed go again at the time beside each.
+    Envelopes {
+        published: Vec<i64>,
+        retries: Vec<(i64, i64)>,
+    },
 }
 
 /// Queues one sealed envelope for `topic`, keyed by `key`.

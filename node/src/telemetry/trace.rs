@@ -225,17 +225,12 @@ pub fn keep_submission(
         .try_for_each(|key| crate::store::traces::keep(c, key, &parent))
 }
 
-/// The `traceparent` for records keyed by each of `keys`, looked up at once.
-pub async fn outgoing_many(store: &Store, keys: Vec<String>) -> Vec<String> {
-    let count = keys.len();
-    let parents = store
-        .run(move |s| Ok(keys.iter().map(|k| kept(s, k)).collect::<Vec<_>>()))
-        .await
-        .unwrap_or_else(|_| vec![None; count]);
-    parents
-        .into_iter()
-        .map(|p| p.map_or_else(TraceContext::root, |p| p.child()).to_string())
-        .collect()
+/// The `traceparent` for a record keyed by `key`: a child of the context
+/// kept under it, or a new trace (a blocking read: from a store task).
+pub fn outgoing(store: &Store, key: &str) -> String {
+    kept(store, key)
+        .map_or_else(TraceContext::root, |p| p.child())
+        .to_string()
 }
 
 /// A record read from Kafka, as its trace continues here.
