@@ -245,6 +245,68 @@ async fn a_retry_with_the_same_idempotency_key_creates_nothing_new() {
     senamhi.shutdown().await;
 }
 
+/// Submissions that arrive together are stored together (one hop, one
+/// write): each still gets its own answer, for its own documents, and a key
+/// used twice in one batch still makes one filing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_stored_together_each_get_their_own_answer() {
+    let federation = Federation::new("together", &["senamhi", "oefa"]);
+    let senamhi = federation.start("senamhi").await;
+    let calls: Vec<_> = (0..24u64)
+        .map(|i| {
+            let mut client = senamhi.client.clone();
+            // Every third one retries one key, with one document.
+            let (key, doc) = if i % 3 == 0 {
+                ("dms-retried".to_owned(), Doc::new("same.pdf", 900, 1))
+            } else {
+                (
+                    format!("dms-{i}"),
+                    Doc::new(&format!("d{i}.pdf"), 900 + i, 100 + i),
+                )
+            };
+            tokio::spawn(async move {
+                let mut h = header("oefa", "Solicitud");
+                h.idempotency_key = key;
+                let answer = submit(&mut client, h, std::slice::from_ref(&doc)).await;
+                (i, doc, answer.expect("accepted"))
+            })
+        })
+        .collect();
+    let mut retried = BTreeSet::new();
+    let mut codes = BTreeSet::new();
+    for call in calls {
+        let (i, doc, answer) = call.await.unwrap();
+        assert_eq!(answer.documents.len(), 1, "submission {i}");
+        assert_eq!(
+            answer.documents[0].sha256,
+            doc.sha256_hex(),
+            "submission {i}'s own document"
+        );
+        if i % 3 == 0 {
+            retried.insert(answer.tracking_code.clone());
+        }
+        codes.insert(answer.tracking_code);
+    }
+    assert_eq!(
+        retried.len(),
+        1,
+        "one filing for the key used 8 times: {retried:?}"
+    );
+    assert_eq!(
+        codes.len(),
+        17,
+        "16 filings of their own and the retried one"
+    );
+    assert_eq!(
+        count_rows(
+            &federation.store_path("senamhi"),
+            "SELECT COUNT(*) FROM filings"
+        ),
+        17
+    );
+    senamhi.shutdown().await;
+}
+
 /// Every bad submission gets INVALID_ARGUMENT naming the field, and leaves
 /// nothing stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,6 +139,7 @@ impl Node {
             relay_wake: relay_wake.clone(),
             metrics: metrics.clone(),
             limiter: Default::default(),
+            registrations: Arc::new(crate::submit::registrations(store.clone(), blobs.clone())),
         };
         let relay = Arc::new(Relay {
             config: config.clone(),

@@ -36,6 +36,8 @@ pub struct Desk {
     pub metrics: Arc<Metrics>,
     /// Failed tracking look-ups per client.
     pub limiter: Arc<tracking::Limiter>,
+    /// Stores accepted submissions.
+    pub registrations: Arc<crate::submit::Registrations>,
 }
 
 impl Desk {

@@ -99,49 +99,47 @@ impl Store {
         })
     }
 
-    /// Stores an accepted submission and its outbox entry in one transaction.
+    /// Stores an accepted submission and its outbox entry in the caller's
+    /// transaction `tx`.
     /// `verifier` is its verification code's, for the registration event
     /// ([`crate::verification::verifier`]; empty for a correction).
-    /// `response` builds the client's answer from the registry number;
-    /// `with_it` writes what else commits with a new filing (its trace
-    /// context and audit line), in the same transaction.
+    /// `response` is the client's answer, encoded, kept under the
+    /// idempotency key. What else commits with a new filing (its trace
+    /// context and audit line) the caller writes in `tx` after it.
     pub fn insert_submission(
         &self,
+        tx: &Connection,
         filing: &NewFiling,
         actor: &crate::audit::Actor,
         verifier: Vec<u8>,
         idempotency_key: Option<&str>,
-        response: impl FnOnce(&str) -> Vec<u8>,
-        with_it: impl FnOnce(&Connection) -> Result<()>,
+        response: &[u8],
     ) -> Result<Submitted> {
-        self.write(|tx| {
-            if let Some(key) = idempotency_key {
-                let existing: Option<Vec<u8>> = row(
-                    tx,
-                    "SELECT response FROM idempotency WHERE key = ?1",
-                    [key],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(Error::store("cannot read idempotency keys"))?;
-                if let Some(existing) = existing {
-                    return Ok(Submitted::Existing(existing));
-                }
+        if let Some(key) = idempotency_key {
+            let existing: Option<Vec<u8>> = row(
+                tx,
+                "SELECT response FROM idempotency WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Error::store("cannot read idempotency keys"))?;
+            if let Some(existing) = existing {
+                return Ok(Submitted::Existing(existing));
             }
-            let (filing_id, registry_number) = self.insert_outbound(tx, filing, actor, verifier)?;
-            if let Some(key) = idempotency_key {
-                exec(
-                    tx,
-                    "INSERT INTO idempotency (key, filing_id, response) VALUES (?1, ?2, ?3)",
-                    params![key, filing_id, response(&registry_number)],
-                )
-                .map_err(Error::store("cannot record the idempotency key"))?;
-            }
-            with_it(tx)?;
-            Ok(Submitted::New {
-                filing_id,
-                registry_number,
-            })
+        }
+        let (filing_id, registry_number) = self.insert_outbound(tx, filing, actor, verifier)?;
+        if let Some(key) = idempotency_key {
+            exec(
+                tx,
+                "INSERT INTO idempotency (key, filing_id, response) VALUES (?1, ?2, ?3)",
+                params![key, filing_id, response],
+            )
+            .map_err(Error::store("cannot record the idempotency key"))?;
+        }
+        Ok(Submitted::New {
+            filing_id,
+            registry_number,
         })
     }
 
