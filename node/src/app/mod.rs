@@ -139,7 +139,10 @@ impl Node {
             relay_wake: relay_wake.clone(),
             metrics: metrics.clone(),
             limiter: Default::default(),
-            registrations: Arc::new(crate::submit::registrations(store.clone(), blobs.clone())),
+            registrations: Arc::new(crate::lifecycle::registration::registrations(
+                store.clone(),
+                blobs.clone(),
+            )),
         };
         let relay = Arc::new(Relay {
             config: config.clone(),

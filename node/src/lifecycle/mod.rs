@@ -8,6 +8,7 @@
 
 pub mod custody;
 pub mod deadlines;
+pub mod registration;
 pub mod tracking;
 pub mod validate;
 pub mod workflow;
@@ -37,7 +38,7 @@ pub struct Desk {
     /// Failed tracking look-ups per client.
     pub limiter: Arc<tracking::Limiter>,
     /// Stores accepted submissions.
-    pub registrations: Arc<crate::submit::Registrations>,
+    pub registrations: Arc<registration::Registrations>,
 }
 
 impl Desk {

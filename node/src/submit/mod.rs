@@ -6,11 +6,9 @@
 use crate::error::{Error, Result, Violation};
 use crate::lifecycle::Desk;
 use crate::lifecycle::validate;
-use crate::store::batched::Batched;
-use crate::store::blobs::Blobs;
-use crate::store::blobs::{KEPT_MAX, Received, TempFile, ToKeep};
+use crate::store::blobs::{KEPT_MAX, Received, TempFile};
 use crate::store::direct::DirectFile;
-use crate::store::{ChunksOut, DocumentRow, FilingRow, NewFiling, Store, Submitted};
+use crate::store::{DocumentRow, FilingRow, NewFiling, Submitted};
 use ecointegra_proto::v1::{
     Direction, DocumentHeader, FilingHeader, FilingStatus, SubmitFilingRequest,
     SubmitFilingResponse, TransferKind, submit_filing_request::Part,
@@ -545,7 +543,7 @@ where
         status: FilingStatus::Registered as i32,
     };
 
-    let registration = Registration {
+    let registration = crate::lifecycle::registration::Registration {
         audited: crate::audit::Entry::of(
             caller,
             SUBMIT,
@@ -612,77 +610,6 @@ fn decode_answer(bytes: &[u8]) -> Result<SubmitFilingResponse> {
     SubmitFilingResponse::decode(bytes).map_err(|e| Error::Io {
         context: "a stored answer is unreadable".into(),
         source: std::io::Error::other(e),
-    })
-}
-
-/// An accepted submission, with everything its transaction writes.
-pub struct Registration {
-    filing: NewFiling,
-    actor: crate::audit::Actor,
-    /// Whether to make the citizen's verifier (for an original filing).
-    verifier: bool,
-    idempotency_key: Option<String>,
-    /// The client's answer, encoded.
-    answer: Vec<u8>,
-    documents: Vec<(DocumentRow, Received)>,
-    context: crate::telemetry::trace::TraceContext,
-    chunks_out: ChunksOut,
-    audited: crate::audit::Entry,
-}
-
-/// Stores submissions: those that wait at once in one hop to a blocking
-/// thread and one write, each in a savepoint of its own. A hop per
-/// submission was a third of the blocking threads' wake-ups at the origin
-/// of 1 KiB filings, and each of them waited for the writer by itself.
-pub type Registrations = Batched<Registration, Submitted>;
-
-pub fn registrations(store: Store, blobs: Blobs) -> Registrations {
-    Batched::new(store, move |store, batch| register(store, &blobs, batch))
-}
-
-/// Blocking. Makes the verifiers (one at a time, under one of the
-/// node's [`crate::verification::slot`]s) and moves documents received as
-/// files into the blob store, then stores every filing of `batch`.
-fn register(store: &Store, blobs: &Blobs, batch: Vec<Registration>) -> Vec<Result<Submitted>> {
-    let slot = batch
-        .iter()
-        .any(|r| r.verifier)
-        .then(|| tokio::runtime::Handle::current().block_on(crate::verification::slot()));
-    let prepared: Vec<_> = batch
-        .into_iter()
-        .map(|mut r| -> Result<_> {
-            let verifier = if r.verifier {
-                crate::verification::verifier(&r.filing.tracking_code, &r.filing.verification_code)
-            } else {
-                Vec::new()
-            };
-            // Files first; small documents in the filing's own transaction.
-            let (_, kept) = ToKeep::store(blobs, std::mem::take(&mut r.documents))?;
-            Ok((r, verifier, kept))
-        })
-        .collect();
-    drop(slot);
-    store.write_each(prepared, "store a submission", |tx, prepared| {
-        let (r, verifier, kept) = prepared?;
-        let submitted = store.insert_submission(
-            tx,
-            &r.filing,
-            &r.actor,
-            verifier,
-            r.idempotency_key.as_deref(),
-            &r.answer,
-        )?;
-        if let Submitted::New { .. } = submitted {
-            kept.keep(tx)?;
-            let filing = &r.filing;
-            let keys = [filing.transfer_id.as_str(), filing.tracking_code.as_str()];
-            crate::telemetry::trace::keep_submission(tx, &keys, &r.context)?;
-            if !r.chunks_out.documents.is_empty() {
-                crate::store::outbox::chunks_out(tx, &filing.transfer_id, &r.chunks_out)?;
-            }
-            crate::store::audit::insert(tx, &r.audited)?;
-        }
-        Ok(submitted)
     })
 }
 
