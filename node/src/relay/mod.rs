@@ -93,7 +93,7 @@ impl Due {
         s: &Store,
         (blobs, small_max): (&Blobs, u64),
         now_ms: i64,
-        busy: &Busy,
+        busy: &Publishing,
         (room, envelope_room): (usize, usize),
     ) -> Result<Self> {
         let taken = std::cell::Cell::new((0, 0));
@@ -131,14 +131,20 @@ impl Due {
     }
 }
 
-/// The outbox entries being published, and each entry's failed
-/// publications in a row this run (the step of its next wait; an entry
-/// that leaves the outbox another way, its receipt arriving, keeps its few
-/// bytes there until the relay restarts).
+/// The outbox entries being published.
 #[derive(Default, Clone)]
-struct Busy {
+struct Publishing {
     transfers: HashSet<i64>,
     envelopes: HashSet<i64>,
+}
+
+/// What the relay has in flight, and each entry's failed publications in a
+/// row this run (the step of its next wait; an entry that leaves the outbox
+/// another way, its receipt arriving, keeps its few bytes there until the
+/// relay restarts).
+#[derive(Default)]
+struct Busy {
+    publishing: Publishing,
     envelope_batches: usize,
     failures: HashMap<i64, u32>,
 }
@@ -152,13 +158,13 @@ impl Busy {
     fn settle(&mut self, done: std::result::Result<Done, tokio::task::JoinError>) {
         match done {
             Ok(Done::Transfer { id, failed }) => {
-                self.transfers.remove(&id);
+                self.publishing.transfers.remove(&id);
                 count_failure(&mut self.failures, id, failed);
             }
             Ok(Done::Envelopes { ids, failed }) => {
                 self.envelope_batches -= 1;
                 for id in ids {
-                    self.envelopes.remove(&id);
+                    self.publishing.envelopes.remove(&id);
                     count_failure(&mut self.failures, id, failed.contains(&id));
                 }
             }
@@ -178,7 +184,7 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
     let mut in_flight: JoinSet<Done> = JoinSet::new();
     let mut busy = Busy::default();
     loop {
-        let room = concurrency.saturating_sub(busy.transfers.len());
+        let room = concurrency.saturating_sub(busy.publishing.transfers.len());
         let envelope_room = if busy.envelope_batches < ENVELOPE_BATCHES {
             ENVELOPE_BATCH
         } else {
@@ -186,14 +192,14 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
         };
         if room > 0 || envelope_room > 0 {
             let now = ecointegra_broker::now_ms();
-            let (blobs, seen) = (relay.blobs.clone(), busy.clone());
+            let (blobs, seen) = (relay.blobs.clone(), busy.publishing.clone());
             let read = relay
                 .store
                 .run(move |s| Due::read(s, (&blobs, small_max), now, &seen, (room, envelope_room)));
             match read.await {
                 Ok(due) => {
                     for (row, source) in due.transfers {
-                        busy.transfers.insert(row.id);
+                        busy.publishing.transfers.insert(row.id);
                         let failed = busy.failures(row.id);
                         let (relay, record) = (relay.clone(), record.clone());
                         in_flight.spawn(publish_row(relay, record, row, source, failed));
@@ -203,7 +209,7 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
                             .envelopes
                             .into_iter()
                             .map(|(row, traceparent)| {
-                                busy.envelopes.insert(row.id);
+                                busy.publishing.envelopes.insert(row.id);
                                 let failed = busy.failures(row.id);
                                 (row, traceparent, failed)
                             })
