@@ -424,15 +424,12 @@ impl Store {
             items
                 .into_iter()
                 .map(|item| {
-                    tx.execute_batch("SAVEPOINT item")
-                        .map_err(Error::store("cannot begin"))?;
+                    begin_record(tx)?;
                     let done = effect(tx, item);
-                    tx.execute_batch(if done.is_ok() {
-                        "RELEASE item"
-                    } else {
-                        "ROLLBACK TO item; RELEASE item"
-                    })
-                    .map_err(Error::store("cannot end a savepoint"))?;
+                    match done {
+                        Ok(_) => end_record(tx)?,
+                        Err(_) => undo_record(tx)?,
+                    }
                     Ok(done)
                 })
                 .collect::<Result<Vec<_>>>()
