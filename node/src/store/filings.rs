@@ -87,16 +87,7 @@ impl Store {
 
 impl Store {
     pub fn idempotent_response(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.read(|c| {
-            row(
-                c,
-                "SELECT response FROM idempotency WHERE key = ?1",
-                [key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(Error::store("cannot read idempotency keys"))
-        })
+        self.read(|c| stored_response(c, key))
     }
 
     /// Stores an accepted submission and its outbox entry in the caller's
@@ -115,18 +106,10 @@ impl Store {
         idempotency_key: Option<&str>,
         response: &[u8],
     ) -> Result<Submitted> {
-        if let Some(key) = idempotency_key {
-            let existing: Option<Vec<u8>> = row(
-                tx,
-                "SELECT response FROM idempotency WHERE key = ?1",
-                [key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(Error::store("cannot read idempotency keys"))?;
-            if let Some(existing) = existing {
-                return Ok(Submitted::Existing(existing));
-            }
+        if let Some(key) = idempotency_key
+            && let Some(existing) = stored_response(tx, key)?
+        {
+            return Ok(Submitted::Existing(existing));
         }
         let (filing_id, registry_number) = self.insert_outbound(tx, filing, actor, verifier)?;
         if let Some(key) = idempotency_key {
@@ -491,4 +474,16 @@ pub(crate) fn query_filings(
             .map_err(Error::store("cannot read documents"))?;
     }
     Ok(filings)
+}
+
+/// The answer stored under an idempotency key, if the key was used.
+fn stored_response(c: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
+    row(
+        c,
+        "SELECT response FROM idempotency WHERE key = ?1",
+        [key],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(Error::store("cannot read idempotency keys"))
 }
