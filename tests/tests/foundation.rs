@@ -281,7 +281,8 @@ async fn a_connected_client_does_not_hold_a_node_that_is_stopping() {
     assert!(!log.contains("did not stop"), "{log}");
 }
 
-/// A download in progress when SIGTERM comes goes on to its last byte; the
+/// A download in progress when SIGTERM comes goes on to its last byte, the
+/// bytes still in the connection's buffers when the call ends included; the
 /// node stops once it has ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_in_flight_ends_before_its_node_stops() {
@@ -297,8 +298,19 @@ async fn a_download_in_flight_ends_before_its_node_stops() {
     let filed = deliver(&mut iiap.client, header("oefa", "Grande"), &[doc]).await;
     // The downloading system's own channel, kept open through the stop (the
     // node's handle, with its channel, goes with the node: its connection
-    // closing would end the download from the client's side).
-    let mut downloader = oefa.client.clone();
+    // closing would end the download from the client's side). Its HTTP/2
+    // window is small: the node's last bytes wait in the connection's
+    // buffers until the client reads on.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", oefa.addr))
+        .unwrap()
+        .initial_stream_window_size(64 << 10)
+        .initial_connection_window_size(64 << 10)
+        .connect()
+        .await
+        .unwrap();
+    let mut downloader =
+        ecointegra_proto::v1::filing_service_client::FilingServiceClient::new(channel)
+            .max_decoding_message_size(8 << 20);
     let mut stream = downloader
         .download_document(DownloadDocumentRequest {
             tracking_code: filed.tracking_code.clone(),
@@ -310,15 +322,16 @@ async fn a_download_in_flight_ends_before_its_node_stops() {
         .into_inner();
     let mut hasher = Sha256::new();
     let mut received = 0u64;
+    // The next message's length, hashed; None at the stream's end.
     let mut read = async |stream: &mut tonic::Streaming<DownloadDocumentResponse>| {
         let message = stream.message().await.unwrap()?;
-        if let Some(Part::Chunk(data)) = message.part {
-            hasher.update(&data);
-            received += data.len() as u64;
-        }
-        Some(())
+        let Some(Part::Chunk(data)) = message.part else {
+            return Some(0);
+        };
+        hasher.update(&data);
+        Some(data.len() as u64)
     };
-    read(&mut stream)
+    received += read(&mut stream)
         .await
         .expect("the download's first message");
     let pid = oefa.pid();
@@ -328,7 +341,25 @@ async fn a_download_in_flight_ends_before_its_node_stops() {
         log.contains("Shutdown requested.").then_some(())
     })
     .await;
-    while read(&mut stream).await.is_some() {}
+    // Read all but the last message: the node can then hand that one to its
+    // connection and end the call, while most of its bytes wait in the
+    // connection's buffers for the client's window. Once the node says its
+    // calls ended, the client reads them: the node must not have gone.
+    let mut last = 0;
+    while LEN - received > last {
+        last = read(&mut stream)
+            .await
+            .expect("the download's next message");
+        received += last;
+    }
+    eventually("the node to see its calls ended", async || {
+        let log = std::fs::read_to_string(federation.root.join("oefa.log")).unwrap();
+        log.contains("gRPC calls in flight ended").then_some(())
+    })
+    .await;
+    while let Some(length) = read(&mut stream).await {
+        received += length;
+    }
     assert_eq!(received, LEN, "node {pid} cut the download short");
     assert_eq!(hex::encode(hasher.finalize()), filed.documents[0].sha256);
     assert!(stopping.await.unwrap().success());

@@ -5,8 +5,13 @@
 //! gracefully; an idle HTTP/2 connection from a client that keeps it open
 //! (a document system's channel, between calls) held that drain until the
 //! node's 30 s cap, so every restart took 30 s and a pod with Kubernetes'
-//! default grace period was killed before its producer flushed. The server
-//! is now stopped once no call is in flight (or after [`DRAIN_MAX`]).
+//! default grace period was killed before its producer flushed (hyper waits
+//! for the client to answer its GOAWAY's PING, and a client that is not
+//! polled never does). The server is now stopped once no call is in flight
+//! (or after [`DRAIN_MAX`]) and its connections closed (or after
+//! [`CLOSE_MAX`]): a call's body ends when its last bytes are handed to its
+//! connection, which may still hold them until the client's HTTP/2 window
+//! lets them go, and the process exiting then cut the download short.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +20,10 @@ use tokio::sync::Notify;
 
 /// The longest a shutdown waits for calls in flight.
 pub const DRAIN_MAX: Duration = Duration::from_secs(20);
+
+/// The longest a shutdown then waits for the connections to send what their
+/// ended calls left in their buffers and close.
+pub const CLOSE_MAX: Duration = Duration::from_secs(2);
 
 /// Calls being served.
 #[derive(Clone, Default)]

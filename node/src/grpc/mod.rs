@@ -100,11 +100,22 @@ pub async fn serve(
                 "gRPC calls still in flight after {} s; stopping them.",
                 drain::DRAIN_MAX.as_secs()
             );
+        } else {
+            tracing::info!("gRPC calls in flight ended; closing the connections.");
         }
     };
+    tokio::pin!(server);
     let result = tokio::select! {
-        result = server => result,
-        () = drained => Ok(()),
+        result = &mut server => result,
+        () = drained => {
+            // A call's last bytes may still wait in its connection's buffers
+            // when its body ends: the connections get a moment to send them
+            // and close (at once, once their clients answer the GOAWAY's
+            // PING); an idle client that does not answer holds it no longer.
+            tokio::time::timeout(drain::CLOSE_MAX, &mut server)
+                .await
+                .unwrap_or(Ok(()))
+        }
     };
     if let Err(error) = result {
         tracing::error!(%error, "gRPC server failed.");
