@@ -89,11 +89,13 @@ if [[ -n "${ECOINTEGRA_KAFKA_SCRIPT:-}" ]]; then
 else
   echo "tests/run.sh: KAFKA_BOOTSTRAP was given; skipping the tests that restart the broker" >&2
 fi
-# The secure-cluster tests, one at a time, on their own cluster; its
+# The secure-cluster tests, one at a time, on their own cluster, started
+# empty (--fresh: on a machine that ran them before, the topics of every
+# earlier run made its brokers' start outlast kafka.sh's 90 s); its
 # variables (KAFKA_BOOTSTRAP and the rest) stay inside the subshell.
 if [[ -z "$given_bootstrap" ]]; then
   secure_started=1
-  if secure_vars="$(env "${secure_env[@]}" "$kafka" start --brokers 3 --secure)"; then
+  if secure_vars="$(env "${secure_env[@]}" "$kafka" start --brokers 3 --secure --fresh)"; then
     (
       eval "$secure_vars"
       export ECOINTEGRA_SECURE_KAFKA="$KAFKA_BOOTSTRAP" KAFKA_OPERATOR_LIBRDKAFKA KAFKA_SECURE_CA

@@ -4,11 +4,13 @@
 #
 # Usage:
 #   deploy/kafka/kafka.sh install                 fetch the Kafka jars (no-op once cached)
-#   deploy/kafka/kafka.sh start [--brokers N] [--secure]
+#   deploy/kafka/kafka.sh start [--brokers N] [--secure] [--fresh]
 #                                                 start 1 (default) or N brokers, wait until
 #                                                 they answer metadata requests, then print
 #                                                 KAFKA_BOOTSTRAP=127.0.0.1:9092[,...] on stdout
-#                                                 (--secure: TLS + SASL/SCRAM + ACLs, below)
+#                                                 (--secure: TLS + SASL/SCRAM + ACLs, below;
+#                                                 --fresh: a cluster that is not running starts
+#                                                 empty, its topics and messages deleted)
 #   deploy/kafka/kafka.sh stop                    stop the brokers this script started
 #   deploy/kafka/kafka.sh status                  exit 0 if all brokers run, 3 if not
 #   deploy/kafka/kafka.sh tool [--operator] CLASS|ALIAS [ARGS]
@@ -803,6 +805,7 @@ WANT_BROKERS=1
 
 cmd_start() {
   WANT_BROKERS="${KAFKA_BROKERS:-1}"
+  local FRESH=0
   SECURE="${KAFKA_SECURE:-0}"
   [[ "$SECURE" == 0 || "$SECURE" == 1 ]] || die "KAFKA_SECURE must be 0 or 1 (got '$SECURE')"
   while [[ $# -gt 0 ]]; do
@@ -810,6 +813,7 @@ cmd_start() {
       --brokers) [[ $# -ge 2 ]] || die "--brokers needs a number"; WANT_BROKERS="$2"; shift 2 ;;
       --brokers=*) WANT_BROKERS="${1#*=}"; shift ;;
       --secure) SECURE=1; shift ;;
+      --fresh) FRESH=1; shift ;;
       *) die "unknown option for start: $1" ;;
     esac
   done
@@ -842,6 +846,10 @@ cmd_start() {
   done
 
   write_log4j_configs
+  if ((FRESH)) && [[ -z "$running" ]] && [[ -n "$(known_brokers)" ]]; then
+    log "--fresh: deleting the Kafka data under $DATA_DIR/broker-* (all topics and messages)."
+    wipe_brokers
+  fi
   # With brokers of this shape already running, the storage is formatted and the configs exist.
   [[ -n "$running" ]] || ensure_formatted "$WANT_BROKERS"
 
