@@ -10,8 +10,6 @@ use crate::store::{ChunksOut, DocumentRow, NewFiling, Store, Submitted};
 pub struct Registration {
     pub filing: NewFiling,
     pub actor: crate::audit::Actor,
-    /// Whether to make the citizen's verifier (for an original filing).
-    pub verifier: bool,
     pub idempotency_key: Option<String>,
     /// The client's answer, encoded.
     pub answer: Vec<u8>,
@@ -19,6 +17,14 @@ pub struct Registration {
     pub context: crate::telemetry::trace::TraceContext,
     pub chunks_out: ChunksOut,
     pub audited: crate::audit::Entry,
+}
+
+impl Registration {
+    /// An original filing registers the citizen's verification code; a
+    /// correction keeps the one its original registered.
+    fn makes_verifier(&self) -> bool {
+        self.filing.kind == ecointegra_proto::v1::TransferKind::Original
+    }
 }
 
 /// Stores submissions: those that wait at once in one hop to a blocking
@@ -37,12 +43,12 @@ pub fn registrations(store: Store, blobs: Blobs) -> Registrations {
 fn register(store: &Store, blobs: &Blobs, batch: Vec<Registration>) -> Vec<Result<Submitted>> {
     let slot = batch
         .iter()
-        .any(|r| r.verifier)
+        .any(Registration::makes_verifier)
         .then(|| tokio::runtime::Handle::current().block_on(crate::verification::slot()));
     let prepared: Vec<_> = batch
         .into_iter()
         .map(|mut r| -> Result<_> {
-            let verifier = if r.verifier {
+            let verifier = if r.makes_verifier() {
                 crate::verification::verifier(&r.filing.tracking_code, &r.filing.verification_code)
             } else {
                 Vec::new()

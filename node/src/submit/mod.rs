@@ -550,8 +550,6 @@ where
             &filing.tracking_code,
             &Ok::<_, Error>(()),
         ),
-        // A correction keeps the code its original registered.
-        verifier: filing.kind == TransferKind::Original,
         filing,
         actor: caller.clone(),
         idempotency_key,
