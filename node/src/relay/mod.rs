@@ -592,7 +592,7 @@ async fn publish_records(
     let chunk_size = row
         .chunks_out
         .chunk_size_or(relay.config.transfer.chunk_size) as u64;
-    let mut pending: VecDeque<Pending> = VecDeque::with_capacity(WINDOW);
+    let mut pending = InOrder::default();
     // A small filing travels inside its manifest (one record, one seal), to
     // an institution that reads schema 3: older ones wait for chunks.
     let small = source.small.take().filter(|_| schema >= SIGNED_BY_DIGEST);
@@ -693,10 +693,8 @@ async fn publish_records(
         traceparent,
     )
     .await?;
-    window(&mut pending, queued).await?;
-    while let Some(p) = pending.pop_front() {
-        p.delivered().await?;
-    }
+    pending.push(queued).await?;
+    pending.finish().await?;
     Ok((attempt, tracking_seq))
 }
 
@@ -709,7 +707,7 @@ async fn send_document(
     doc: &DocumentRow,
     chunk_size: u64,
     traceparent: &str,
-    pending: &mut VecDeque<Pending>,
+    pending: &mut InOrder,
 ) -> Result<()> {
     let mut pieces = relay
         .store
@@ -732,7 +730,7 @@ async fn send_document(
             traceparent,
         )
         .await?;
-        window(pending, queued).await?;
+        pending.push(queued).await?;
     }
     Ok(())
 }
@@ -852,19 +850,72 @@ pub(crate) async fn enqueue(
 
 /// Keeps at most [`WINDOW`] records awaiting acknowledgement: past that,
 /// waits for the oldest.
-async fn window(pending: &mut VecDeque<Pending>, queued: Pending) -> Result<()> {
-    pending.push_back(queued);
-    if pending.len() >= WINDOW
-        && let Some(oldest) = pending.pop_front()
-    {
-        oldest.delivered().await?;
+/// A transfer's records awaiting acknowledgement, at most [`WINDOW`] at
+/// once, each acknowledged in the transfer's partition after the one before
+/// it. A destination reads a transfer's chunks in that order: one missing
+/// from the log, or placed after a later one, would leave the transfer
+/// undeliverable until its next full send (one CI run lost a first chunk
+/// that Kafka had acknowledged, see `ecointegra_broker::kafka::Pending`).
+#[derive(Default)]
+struct InOrder {
+    pending: VecDeque<Pending>,
+    last: Option<(i32, i64)>,
+}
+
+impl InOrder {
+    /// Queues a record's acknowledgement; waits for the oldest when the
+    /// window is full.
+    async fn push(&mut self, queued: Pending) -> Result<()> {
+        self.pending.push_back(queued);
+        if self.pending.len() >= WINDOW
+            && let Some(oldest) = self.pending.pop_front()
+        {
+            self.acknowledged(oldest.delivered().await?)?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Waits for every record queued.
+    async fn finish(&mut self) -> Result<()> {
+        while let Some(oldest) = self.pending.pop_front() {
+            self.acknowledged(oldest.delivered().await?)?;
+        }
+        Ok(())
+    }
+
+    fn acknowledged(&mut self, (partition, offset): (i32, i64)) -> Result<()> {
+        if let Some((last_partition, last_offset)) = self.last
+            && (partition != last_partition || offset <= last_offset)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "Kafka placed a record of the transfer at {partition}/{offset}, after one at \
+                 {last_partition}/{last_offset}: out of order; the transfer goes again"
+            )));
+        }
+        self.last = Some((partition, offset));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transfer's acknowledgements must climb in one partition: a record
+    /// placed at or before the one sent ahead of it, or in another
+    /// partition, fails the send, so the transfer goes again.
+    #[test]
+    fn a_transfer_acknowledged_out_of_order_fails() {
+        let mut in_order = InOrder::default();
+        for place in [(1, 7), (1, 8), (1, 12)] {
+            in_order.acknowledged(place).unwrap();
+        }
+        for place in [(1, 12), (1, 3), (0, 13)] {
+            let error = in_order.acknowledged(place).unwrap_err();
+            assert!(error.to_string().contains("out of order"), "{error}");
+        }
+        in_order.acknowledged((1, 13)).unwrap();
+    }
 
     #[test]
     fn a_probe_follows_each_full_send_until_the_last() {
