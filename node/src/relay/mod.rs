@@ -592,7 +592,7 @@ async fn publish_records(
     let chunk_size = row
         .chunks_out
         .chunk_size_or(relay.config.transfer.chunk_size) as u64;
-    let mut pending = InOrder::default();
+    let mut pending = InOrder::new(WINDOW);
     // A small filing travels inside its manifest (one record, one seal), to
     // an institution that reads schema 3: older ones wait for chunks.
     let small = source.small.take().filter(|_| schema >= SIGNED_BY_DIGEST);
@@ -850,37 +850,59 @@ pub(crate) async fn enqueue(
 
 /// Keeps at most [`WINDOW`] records awaiting acknowledgement: past that,
 /// waits for the oldest.
-/// A transfer's records awaiting acknowledgement, at most [`WINDOW`] at
+/// A transfer's records awaiting acknowledgement, at most `window` at
 /// once, each acknowledged in the transfer's partition after the one before
 /// it. A destination reads a transfer's chunks in that order: one missing
 /// from the log, or placed after a later one, would leave the transfer
 /// undeliverable until its next full send (one CI run lost a first chunk
 /// that Kafka had acknowledged, see `ecointegra_broker::kafka::Pending`).
-#[derive(Default)]
-struct InOrder {
+pub(crate) struct InOrder {
     pending: VecDeque<Pending>,
+    window: usize,
     last: Option<(i32, i64)>,
 }
 
 impl InOrder {
+    pub(crate) fn new(window: usize) -> Self {
+        Self {
+            pending: VecDeque::with_capacity(window),
+            window,
+            last: None,
+        }
+    }
+
     /// Queues a record's acknowledgement; waits for the oldest when the
     /// window is full.
-    async fn push(&mut self, queued: Pending) -> Result<()> {
+    pub(crate) async fn push(&mut self, queued: Pending) -> Result<()> {
         self.pending.push_back(queued);
-        if self.pending.len() >= WINDOW
-            && let Some(oldest) = self.pending.pop_front()
+        if self.pending.len() >= self.window
+            && let Some(acknowledged) = self.oldest().await
         {
-            self.acknowledged(oldest.delivered().await?)?;
+            acknowledged?;
         }
         Ok(())
     }
 
+    /// Waits for the oldest record queued, if any is.
+    pub(crate) async fn oldest(&mut self) -> Option<Result<()>> {
+        let oldest = self.pending.pop_front()?;
+        Some(match oldest.delivered().await {
+            Ok(place) => self.acknowledged(place),
+            Err(error) => Err(error.into()),
+        })
+    }
+
     /// Waits for every record queued.
     async fn finish(&mut self) -> Result<()> {
-        while let Some(oldest) = self.pending.pop_front() {
-            self.acknowledged(oldest.delivered().await?)?;
+        while let Some(acknowledged) = self.oldest().await {
+            acknowledged?;
         }
         Ok(())
+    }
+
+    /// Forgets the records queued.
+    pub(crate) fn clear(&mut self) {
+        self.pending.clear();
     }
 
     fn acknowledged(&mut self, (partition, offset): (i32, i64)) -> Result<()> {
@@ -906,7 +928,7 @@ mod tests {
     /// partition, fails the send, so the transfer goes again.
     #[test]
     fn a_transfer_acknowledged_out_of_order_fails() {
-        let mut in_order = InOrder::default();
+        let mut in_order = InOrder::new(WINDOW);
         for place in [(1, 7), (1, 8), (1, 12)] {
             in_order.acknowledged(place).unwrap();
         }

@@ -15,12 +15,10 @@
 use crate::error::Error;
 use crate::kafka::Kafka;
 use crate::lifecycle::Desk;
-use crate::relay::{Route, enqueue};
+use crate::relay::{InOrder, Route, enqueue};
 use crate::store::ChunksOut;
 use crate::telemetry::metrics::Metrics;
 use crate::trust::Trust;
-use ecointegra_broker::kafka::Pending;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -82,7 +80,7 @@ impl CutThrough {
             route,
             transfer_id: transfer_id.to_owned(),
             traceparent,
-            pending: VecDeque::with_capacity(WINDOW),
+            pending: InOrder::new(WINDOW),
             on: on.clone(),
             sent: Vec::new(),
         };
@@ -141,7 +139,8 @@ struct Publisher {
     route: Route,
     transfer_id: String,
     traceparent: String,
-    pending: VecDeque<Pending>,
+    /// Chunks handed to Kafka, acknowledged in order.
+    pending: InOrder,
     on: Arc<AtomicBool>,
     /// Documents all of whose chunks were handed to Kafka.
     sent: Vec<u32>,
@@ -163,9 +162,7 @@ impl Publisher {
                 Piece::Sent(index) => self.sent.push(index),
             }
         }
-        while let Some(pending) = self.pending.pop_front() {
-            self.wait(pending).await;
-        }
+        while self.on.load(Ordering::Relaxed) && self.wait_oldest().await {}
         if self.on.load(Ordering::Relaxed) {
             self.sent
         } else {
@@ -196,24 +193,29 @@ impl Publisher {
                 }
                 Err(error) => Err(error),
             };
-        match queued {
-            Ok(pending) => self.pending.push_back(pending),
-            Err(error) => return self.stop(error),
-        }
-        if self.pending.len() >= WINDOW
-            && let Some(oldest) = self.pending.pop_front()
-        {
-            self.wait(oldest).await;
-        }
+        let error = match queued {
+            // Waits for the oldest chunk once the window is full.
+            Ok(pending) => match tokio::time::timeout(PATIENCE, self.pending.push(pending)).await {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error,
+                Err(_) => too_slow("acknowledge"),
+            },
+            Err(error) => error,
+        };
+        self.stop(error);
     }
 
-    async fn wait(&mut self, pending: Pending) {
-        let error = match tokio::time::timeout(PATIENCE, pending.delivered()).await {
-            Ok(Ok(_)) => return,
-            Ok(Err(error)) => Error::from(error),
+    /// Waits for the oldest chunk queued; false once none is left or the
+    /// chunks stopped going out.
+    async fn wait_oldest(&mut self) -> bool {
+        let error = match tokio::time::timeout(PATIENCE, self.pending.oldest()).await {
+            Ok(None) => return false,
+            Ok(Some(Ok(()))) => return true,
+            Ok(Some(Err(error))) => error,
             Err(_) => too_slow("acknowledge"),
         };
         self.stop(error);
+        false
     }
 
     fn stop(&mut self, error: Error) {
