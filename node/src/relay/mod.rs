@@ -179,9 +179,9 @@ impl Busy {
 /// One of the relay's `transfer.relay_concurrency` transfers being sent,
 /// held until Kafka has acknowledged (or refused) its records: all a
 /// transfer holds in memory (its window of records) is gone then. Its
-/// record in the store comes after, without the slot: holding it through
-/// that commit too kept eight 1 KiB transfers in flight for about 15 ms
-/// each, and the relay at about 530 transfers/s.
+/// record in the store comes after, without the slot: holding the slot
+/// through that commit too held two nodes to about 535 1 KiB filings/s in
+/// the bench, and 585 without (README, item 29).
 struct Slot {
     sending: Arc<AtomicUsize>,
     concurrency: usize,
@@ -885,8 +885,6 @@ pub(crate) async fn enqueue(
     Ok(queued)
 }
 
-/// Keeps at most [`WINDOW`] records awaiting acknowledgement: past that,
-/// waits for the oldest.
 /// A transfer's records awaiting acknowledgement, at most `window` at
 /// once, each acknowledged in the transfer's partition after the one before
 /// it. A destination reads a transfer's chunks in that order: one missing
