@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// Seconds of each measured phase (default: 1 smoke, 5 full).
     #[arg(long)]
     pub phase_secs: Option<f64>,
+    /// Filings per second of the open loop instead of half the system's
+    /// maximum: two builds compared at the same load (their maxima differ).
+    #[arg(long)]
+    pub open_rate: Option<f64>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     pub out: PathBuf,
@@ -148,6 +152,8 @@ struct Plan {
     phase: Duration,
     /// Fewest filings in one open-loop phase.
     min_open_loop: u64,
+    /// `--open-rate`: the open loop's rate, when not half the maximum.
+    open_rate: Option<f64>,
 }
 
 impl Plan {
@@ -168,12 +174,16 @@ impl Plan {
             .phase_secs
             .unwrap_or(if args.smoke { 1.0 } else { 5.0 });
         anyhow::ensure!(phase_secs > 0.0, "--phase-secs must be positive");
+        if let Some(rate) = args.open_rate {
+            anyhow::ensure!(rate > 0.0, "--open-rate must be positive");
+        }
         Ok(Plan {
             smoke: args.smoke,
             sizes,
             rounds: args.rounds.unwrap_or(if args.smoke { 1 } else { 3 }).max(1),
             phase: Duration::from_secs_f64(phase_secs),
             min_open_loop: if args.smoke { 5 } else { 20 },
+            open_rate: args.open_rate,
         })
     }
 }
@@ -399,7 +409,7 @@ async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<usize> {
 fn notes() -> Vec<String> {
     vec![
         "Closed loop: a fixed number of filings in flight per arm (`concurrency`), each waiting for its receipt (baseline: reply) before the next starts.".into(),
-        "Open loop: arrivals on a fixed schedule at half the system's closed-loop rate for both arms; latencies count from each filing's intended start (corrected for coordinated omission).".into(),
+        "Open loop: arrivals on a fixed schedule at half the system's closed-loop rate (or --open-rate) for both arms; latencies count from each filing's intended start (corrected for coordinated omission).".into(),
         "Baseline: raw rdkafka with the nodes' Publisher and InboxConsumer (acks=all, idempotence, same chunk size); destination-to-origin reply of 512 bytes in place of the receipt. It runs inside the bench process, so its CPU and RSS are this process's.".into(),
         "System: origin and destination are `ecointegra node run` child processes; CPU, peak RSS (VmHWM, reset per size through clear_refs) and write_bytes come from /proc/<pid>. The client (this process) is reported separately as `client`.".into(),
         "Disk bytes: write_bytes of the measured processes; the Kafka broker's own writes are not counted for either arm.".into(),
@@ -529,7 +539,7 @@ async fn measure(
             }
         }
         let system_max = tallies[1].closed.filings_per_s();
-        let rate = (!huge && system_max > 0.0).then(|| system_max / 2.0);
+        let rate = (!huge && system_max > 0.0).then(|| plan.open_rate.unwrap_or(system_max / 2.0));
         if let Some(rate) = rate {
             let count = ((rate * plan.phase.as_secs_f64()).ceil() as u64).max(plan.min_open_loop);
             for round in 1..=rounds {
