@@ -348,7 +348,9 @@ pub struct TransferConfig {
     /// after the last, the filing is shown in trouble until an operator
     /// re-sends it (`ecointegra resend`).
     pub max_sends: u32,
-    /// Transfers the relay publishes at once.
+    /// Large transfers the relay publishes at once: it keeps at most this
+    /// many transfers' windows of records (16 each) in flight, and a small
+    /// filing (one record) takes one record of that room.
     pub relay_concurrency: usize,
     /// Seconds a partial document received here is kept after its last
     /// chunk if its manifest never comes (an upload abandoned half-way after

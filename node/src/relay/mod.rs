@@ -176,41 +176,75 @@ impl Busy {
     }
 }
 
-/// One of the relay's `transfer.relay_concurrency` transfers being sent,
-/// held until Kafka has acknowledged (or refused) its records: all a
-/// transfer holds in memory (its window of records) is gone then. Its
-/// record in the store comes after, without the slot: holding the slot
-/// through that commit too held two nodes to about 535 1 KiB filings/s in
-/// the bench, and 585 without (README, item 29).
-struct Slot {
-    sending: Arc<AtomicUsize>,
-    concurrency: usize,
+/// What the relay may have in flight at once: `transfer.relay_concurrency`
+/// transfers' windows of records ([`WINDOW`] each), counted in records. A
+/// transfer takes one unit per record it can hold in flight: a small filing
+/// one, a large one up to a window. Counting transfers instead held the
+/// relay to eight 1 KiB filings in flight at once, for eight windows' worth
+/// of memory.
+struct Slots {
+    used: AtomicUsize,
+    capacity: usize,
+    /// The relay left a transfer for want of room: a slot given back wakes it.
+    waiting: std::sync::atomic::AtomicBool,
     wake: Arc<Notify>,
 }
 
-impl Slot {
-    fn take(sending: &Arc<AtomicUsize>, concurrency: usize, wake: &Arc<Notify>) -> Self {
-        sending.fetch_add(1, Ordering::SeqCst);
-        Self {
-            sending: sending.clone(),
-            concurrency,
-            wake: wake.clone(),
-        }
+impl Slots {
+    fn new(concurrency: usize, wake: Arc<Notify>) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            capacity: concurrency.saturating_mul(WINDOW),
+            waiting: Default::default(),
+            wake,
+        })
     }
+
+    fn room(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.used.load(Ordering::SeqCst))
+    }
+
+    /// `units` of room for a transfer, if there are; if not, the next slot
+    /// given back wakes the relay.
+    fn take(self: &Arc<Self>, units: usize) -> Option<Slot> {
+        if units > self.room() {
+            self.waiting.store(true, Ordering::SeqCst);
+            return None;
+        }
+        self.used.fetch_add(units, Ordering::SeqCst);
+        Some(Slot {
+            slots: self.clone(),
+            units,
+        })
+    }
+}
+
+/// A transfer's room among the [`Slots`], held until Kafka has acknowledged
+/// (or refused) its records: all it holds in memory (its window of records)
+/// is gone then. Its record in the store comes after, without the room:
+/// holding it through that commit too kept each in flight about twice as
+/// long.
+struct Slot {
+    slots: Arc<Slots>,
+    units: usize,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // The relay waits for a free slot only when every one was taken.
-        if self.sending.fetch_sub(1, Ordering::SeqCst) >= self.concurrency {
-            self.wake.notify_one();
+        self.slots.used.fetch_sub(self.units, Ordering::SeqCst);
+        if self.slots.waiting.swap(false, Ordering::SeqCst) {
+            self.slots.wake.notify_one();
         }
     }
 }
 
 pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
-    let concurrency = relay.config.transfer.relay_concurrency;
-    let sending = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(
+        relay.config.transfer.relay_concurrency,
+        relay.relay_wake.clone(),
+    );
+    let chunk_size = relay.config.transfer.chunk_size as u64;
     let small_max = INLINE_MAX.min(relay.config.transfer.chunk_size as u64);
     let record: Arc<Record> = Arc::new(Batched::new(relay.store.clone(), |s, publications| {
         s.record_publications(publications)
@@ -218,7 +252,7 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
     let mut in_flight: JoinSet<Done> = JoinSet::new();
     let mut busy = Busy::default();
     loop {
-        let room = concurrency.saturating_sub(sending.load(Ordering::SeqCst));
+        let room = slots.room();
         let envelope_room = if busy.envelope_batches < ENVELOPE_BATCHES {
             ENVELOPE_BATCH
         } else {
@@ -233,9 +267,16 @@ pub async fn run(relay: Arc<Relay>, cancel: CancellationToken) {
             match read.await {
                 Ok(due) => {
                     for (row, source) in due.transfers {
+                        let units = source
+                            .as_ref()
+                            .map_or(1, |s| s.records_in_flight(chunk_size));
+                        // In order: one that does not fit yet goes first
+                        // once room is given back; those after it wait too.
+                        let Some(slot) = slots.take(units) else {
+                            break;
+                        };
                         busy.publishing.transfers.insert(row.id);
                         let failed = busy.failures(row.id);
-                        let slot = Slot::take(&sending, concurrency, &relay.relay_wake);
                         let (relay, record) = (relay.clone(), record.clone());
                         in_flight.spawn(publish_row(relay, record, slot, row, source, failed));
                     }
@@ -572,6 +613,19 @@ struct Source {
 
 impl Source {
     /// Blocking.
+    /// The records this transfer can have in flight at once: one for a
+    /// small filing (its documents travel in its manifest, or in one chunk
+    /// each, small), otherwise its chunks and manifest, at most [`WINDOW`].
+    fn records_in_flight(&self, chunk_size: u64) -> usize {
+        if self.small.is_some() {
+            return 1;
+        }
+        let chunks: u64 = (self.filing.documents.iter())
+            .map(|d| d.size.div_ceil(chunk_size.max(1)).max(1))
+            .sum();
+        chunks.saturating_add(1).min(WINDOW as u64) as usize
+    }
+
     fn read(s: &Store, blobs: &Blobs, small_max: u64, transfer_id: &str) -> Result<Self> {
         let filing = s
             .filing_by_transfer(transfer_id)?
@@ -958,25 +1012,28 @@ impl InOrder {
 mod tests {
     use super::*;
 
-    /// A transfer's slot goes back when it is dropped, and the relay is
-    /// woken for it only if it waited for one (every slot was taken).
+    /// Room is taken in records and given back when a transfer's slot is
+    /// dropped; a transfer that does not fit wakes the relay once room is
+    /// given back, and only then.
     #[tokio::test]
-    async fn a_freed_slot_wakes_the_relay_only_if_every_slot_was_taken() {
-        let (sending, wake) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+    async fn a_transfer_that_does_not_fit_waits_for_room_given_back() {
+        let wake = Arc::new(Notify::new());
         let woken = async || {
             tokio::time::timeout(Duration::ZERO, wake.notified())
                 .await
                 .is_ok()
         };
-        let first = Slot::take(&sending, 2, &wake);
-        let second = Slot::take(&sending, 2, &wake);
-        assert_eq!(sending.load(Ordering::SeqCst), 2);
-        drop(first);
-        assert_eq!(sending.load(Ordering::SeqCst), 1);
-        assert!(woken().await, "the relay waited for a slot");
-        drop(second);
-        assert_eq!(sending.load(Ordering::SeqCst), 0);
-        assert!(!woken().await, "the relay had a slot free");
+        let slots = Slots::new(2, wake.clone());
+        assert_eq!(slots.room(), 2 * WINDOW);
+        let large = slots.take(WINDOW).expect("room for a large transfer");
+        let small = slots.take(1).expect("room for a small one");
+        assert_eq!(slots.room(), WINDOW - 1);
+        drop(small);
+        assert!(!woken().await, "nothing waited for room");
+        assert!(slots.take(WINDOW + 1).is_none(), "more than the room left");
+        drop(large);
+        assert!(woken().await, "a transfer waited for room");
+        assert_eq!(slots.room(), 2 * WINDOW);
     }
 
     /// A transfer's acknowledgements must climb in one partition: a record
