@@ -641,6 +641,9 @@ impl Source {
         let total: u64 = filing.documents.iter().map(|d| d.size).sum();
         let small = if total <= small_max {
             let read = |doc: &DocumentRow| {
+                if let Some(bytes) = blobs.recall(&doc.sha256) {
+                    return Ok(bytes);
+                }
                 s.locate(blobs, &doc.sha256, doc.size)?
                     .read()
                     .map_err(Error::io(format!(

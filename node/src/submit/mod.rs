@@ -117,8 +117,11 @@ impl Upload {
         })
         .await
         .map_err(Error::task("an upload task failed"))??;
-        // What did not fill a block waits for the next write-out.
-        pending.drain(..written);
+        // What did not fill a block waits for the next write-out; after the
+        // last, the bytes stay (the finished upload may hand them on).
+        if !last {
+            pending.drain(..written);
+        }
         self.flushed += written as u64;
         self.file = Some(file);
         self.pending = pending;
@@ -190,8 +193,11 @@ impl Upload {
             self.temp.keep();
             Received::Kept(std::mem::take(&mut self.pending))
         } else {
+            // Held whole until now (under WRITE_AT): its bytes go on to the
+            // relay in memory as well as to the file.
+            let whole = self.file.is_none();
             self.write_out(true).await?;
-            Received::File(self.temp)
+            Received::File(self.temp, whole.then(|| std::mem::take(&mut self.pending)))
         };
         let media_type = if self.header.media_type.is_empty() {
             "application/octet-stream".to_owned()
