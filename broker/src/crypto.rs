@@ -18,6 +18,9 @@ use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem, Serializable};
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::{hkdf, hmac};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const INFO: &[u8] = b"ecointegra.v1 payload";
 /// Bytes of the encapsulated key in front of every ciphertext.
@@ -76,7 +79,24 @@ impl Cipher {
 pub(crate) struct EncryptionKey {
     secret: [u8; 32],
     pub(crate) public: [u8; 32],
+    /// What [`EncryptionKey::decap_session`] opened lately.
+    opened: Arc<Mutex<Opened>>,
 }
+
+/// The shared secrets of the encapsulated keys a key opened lately, for
+/// records sealed in a sender's session ([`Sessions`]): one X25519
+/// multiplication per session instead of one per record. At most
+/// [`OPENED_MAX`], the oldest out first; only signed records of listed
+/// institutions reach a decryption, and a key not held is opened as before.
+#[derive(Default)]
+struct Opened {
+    secrets: HashMap<[u8; 32], [u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+/// Encapsulated keys whose shared secrets a key holds at once: more than the
+/// sessions a sector's institutions keep open to one recipient.
+const OPENED_MAX: usize = 1024;
 
 impl EncryptionKey {
     pub(crate) fn derive(ikm: &[u8]) -> Self {
@@ -84,10 +104,31 @@ impl EncryptionKey {
         let mut key = Self {
             secret: [0; 32],
             public: [0; 32],
+            opened: Arc::default(),
         };
         key.secret.copy_from_slice(&secret.to_bytes());
         key.public.copy_from_slice(&public.to_bytes());
         key
+    }
+
+    /// [`EncryptionKey::decap`] of a session's encapsulated key, held for
+    /// the session's next records.
+    fn decap_session(&self, encapped: &[u8; 32]) -> Option<[u8; 32]> {
+        let held = |opened: &Opened| opened.secrets.get(encapped).copied();
+        if let Some(shared) = held(&self.opened.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Some(shared);
+        }
+        let shared = self.decap(encapped)?;
+        let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        if opened.secrets.insert(*encapped, shared).is_none() {
+            opened.order.push_back(*encapped);
+            while opened.order.len() > OPENED_MAX {
+                if let Some(oldest) = opened.order.pop_front() {
+                    opened.secrets.remove(&oldest);
+                }
+            }
+        }
+        Some(shared)
     }
 
     /// Decap of DHKEM(X25519, HKDF-SHA256): the shared secret of `encapped`,
@@ -164,12 +205,13 @@ impl Labels<'_> {
 }
 
 /// The key schedule of HPKE's base mode: the AEAD's key and base nonce for
-/// `shared_secret` (the KEM's) and [`INFO`].
-fn key_and_nonce(cipher: Cipher, shared_secret: &[u8]) -> (LessSafeKey, Nonce) {
+/// `shared_secret` (the KEM's) and `info` ([`INFO`], or from schema 6 on
+/// [`salted_info`]).
+fn key_and_nonce(cipher: Cipher, shared_secret: &[u8], info: &[u8]) -> (LessSafeKey, Nonce) {
     let suite = hpke_suite(cipher);
     let labels = Labels(&suite);
     let psk_id_hash = labels.extract(b"", b"psk_id_hash", b"");
-    let info_hash = labels.extract(b"", b"info_hash", INFO);
+    let info_hash = labels.extract(b"", b"info_hash", info);
     let mut context = [0u8; 65];
     context[1..33].copy_from_slice(&psk_id_hash);
     context[33..].copy_from_slice(&info_hash);
@@ -198,7 +240,7 @@ pub fn encrypt(
         .map_err(|e| format!("not an X25519 public key: {e}"))?;
     let (shared, encapped) =
         X25519HkdfSha256::encap(&key, None).map_err(|e| format!("encryption failed: {e}"))?;
-    let (key, nonce) = key_and_nonce(cipher, &shared.0);
+    let (key, nonce) = key_and_nonce(cipher, &shared.0, INFO);
     let mut sealed = Vec::with_capacity(ENCAPPED + plaintext.len() + TAG);
     sealed.extend_from_slice(&encapped.to_bytes());
     sealed.extend_from_slice(plaintext);
@@ -222,12 +264,31 @@ pub fn decrypt(
     }
     let (encapped, ciphertext) = sealed.split_at(ENCAPPED);
     let encapped: &[u8; 32] = encapped.try_into().expect("split at 32 bytes");
+    open_with(
+        identities,
+        ciphertext,
+        |key| {
+            let shared = key.decap(encapped)?;
+            Some(key_and_nonce(cipher, &shared, INFO))
+        },
+        context,
+    )
+}
+
+/// The plaintext of `ciphertext` (and its tag) under the AEAD key and nonce
+/// `schedule` makes for the first of `identities` whose key opens it (the
+/// current key first, then keys kept from before a rotation).
+fn open_with(
+    identities: &[SigningIdentity],
+    ciphertext: &[u8],
+    schedule: impl Fn(&EncryptionKey) -> Option<(LessSafeKey, Nonce)>,
+    context: &[u8],
+) -> Result<Vec<u8>, String> {
     let mut plaintext = Vec::new();
     for identity in identities {
-        let Some(shared) = identity.encryption_key().decap(encapped) else {
+        let Some((key, nonce)) = schedule(identity.encryption_key()) else {
             continue;
         };
-        let (key, nonce) = key_and_nonce(cipher, &shared);
         plaintext.clear();
         plaintext.extend_from_slice(ciphertext);
         if let Ok(opened) = key.open_in_place(nonce, Aad::from(context), &mut plaintext) {
@@ -237,6 +298,125 @@ pub fn decrypt(
         }
     }
     Err("it was not encrypted for this institution's keys, or it was altered".into())
+}
+
+/// Bytes of the salt a record sealed in a session carries after the
+/// encapsulated key ([`encrypt_in_session`]).
+pub(crate) const SALT: usize = 16;
+/// The info of a record sealed in a session, before its salt.
+const SESSION_INFO: &[u8] = b"ecointegra.v6 payload";
+/// How long a sender seals to one recipient key under one encapsulation.
+const SESSION: Duration = Duration::from_secs(60);
+
+/// The key schedule's info of a record sealed in a session: its own salt
+/// makes its own AEAD key and nonce.
+fn salted_info(salt: &[u8]) -> Vec<u8> {
+    [SESSION_INFO, salt].concat()
+}
+
+/// A sender's encapsulations, one per recipient key, each reused for
+/// [`SESSION`] (envelope schema 6 on): HPKE's base mode with the same KEM
+/// output for many records, each record's key schedule given its own random
+/// salt as info, so no two records share a key and nonce. It costs one X25519
+/// agreement per recipient a minute instead of two per record (the
+/// ephemeral's and the shared secret's), and weakens nothing base mode
+/// gives: a recipient's key opens all that was sealed to it either way, and
+/// the ephemeral secret is dropped once the encapsulation is made, as
+/// before; what is kept for the session is its shared secret, in the
+/// sender's memory, beside the plaintexts it seals.
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<[u8; 32], Session>>);
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Session {
+    encapped: [u8; 32],
+    shared: [u8; 32],
+    since: Instant,
+}
+
+impl Sessions {
+    /// The session to `recipient`, a new one if it has none or it is
+    /// [`SESSION`] old.
+    fn to(&self, recipient: &[u8; 32]) -> Result<Session, String> {
+        let now = Instant::now();
+        let mut sessions = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(session) = sessions.get(recipient)
+            && now.duration_since(session.since) < SESSION
+        {
+            return Ok(*session);
+        }
+        let key = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(recipient)
+            .map_err(|e| format!("not an X25519 public key: {e}"))?;
+        let (shared, encapped) =
+            X25519HkdfSha256::encap(&key, None).map_err(|e| format!("encryption failed: {e}"))?;
+        let session = Session {
+            encapped: encapped.to_bytes().into(),
+            shared: shared.0.into(),
+            since: now,
+        };
+        // Keys a rotation replaced go once their sessions are old.
+        sessions.retain(|_, s| now.duration_since(s.since) < SESSION);
+        sessions.insert(*recipient, session);
+        Ok(session)
+    }
+}
+
+/// Encrypts `plaintext` with `cipher` to the holder of `recipient` in this
+/// sender's session to it ([`Sessions`]): the encapsulated key, the salt,
+/// the ciphertext and its tag.
+pub fn encrypt_in_session(
+    cipher: Cipher,
+    sessions: &Sessions,
+    recipient: &[u8; 32],
+    context: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, String> {
+    let session = sessions.to(recipient)?;
+    let mut salt = [0u8; SALT];
+    getrandom::fill(&mut salt).map_err(|e| format!("no randomness for a salt: {e}"))?;
+    let (key, nonce) = key_and_nonce(cipher, &session.shared, &salted_info(&salt));
+    let head = ENCAPPED + SALT;
+    let mut sealed = Vec::with_capacity(head + plaintext.len() + TAG);
+    sealed.extend_from_slice(&session.encapped);
+    sealed.extend_from_slice(&salt);
+    sealed.extend_from_slice(plaintext);
+    let tag = key
+        .seal_in_place_separate_tag(nonce, Aad::from(context), &mut sealed[head..])
+        .map_err(|_| "encryption failed".to_owned())?;
+    sealed.extend_from_slice(tag.as_ref());
+    Ok(sealed)
+}
+
+/// Decrypts a record sealed in a session ([`encrypt_in_session`]) with the
+/// first of `identities` whose key opens it.
+pub fn decrypt_in_session(
+    cipher: Cipher,
+    identities: &[SigningIdentity],
+    context: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, String> {
+    if sealed.len() < ENCAPPED + SALT + TAG {
+        return Err("the ciphertext is too short".into());
+    }
+    let (encapped, rest) = sealed.split_at(ENCAPPED);
+    let (salt, ciphertext) = rest.split_at(SALT);
+    let encapped: &[u8; 32] = encapped.try_into().expect("split at 32 bytes");
+    let info = salted_info(salt);
+    open_with(
+        identities,
+        ciphertext,
+        |key| {
+            let shared = key.decap_session(encapped)?;
+            Some(key_and_nonce(cipher, &shared, &info))
+        },
+        context,
+    )
 }
 
 #[cfg(test)]
@@ -293,6 +473,110 @@ mod tests {
             let rotated = SigningIdentity::generate();
             assert!(open(&[rotated, oefa], b"m-1", &sealed).is_ok());
         }
+    }
+
+    /// Records sealed in one session share its encapsulated key and nothing
+    /// else: each has its own salt, so its own key and nonce (the same
+    /// plaintext twice gives two unrelated ciphertexts); the recipient opens
+    /// the session once and then only derives keys; a changed salt, key,
+    /// ciphertext or context, or another recipient, opens nothing; a record
+    /// opens at a node that never saw the session's first; a new recipient
+    /// key gets a session of its own.
+    #[test]
+    fn records_sealed_in_a_session_each_have_their_own_key() {
+        let cipher = Cipher::Aes256Gcm;
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).unwrap();
+        let (oefa, minam) = (
+            SigningIdentity::from_secret(secret),
+            SigningIdentity::generate(),
+        );
+        let sessions = Sessions::default();
+        let to_oefa = oefa.encryption_public_key();
+        let seal = |text: &[u8]| encrypt_in_session(cipher, &sessions, &to_oefa, b"m-1", text);
+        let (first, second) = (
+            seal(b"DNI 45781236").unwrap(),
+            seal(b"DNI 45781236").unwrap(),
+        );
+        assert_eq!(first[..ENCAPPED], second[..ENCAPPED], "one session");
+        assert_ne!(
+            first[ENCAPPED..ENCAPPED + SALT],
+            second[ENCAPPED..ENCAPPED + SALT]
+        );
+        assert_ne!(first[ENCAPPED + SALT..], second[ENCAPPED + SALT..]);
+        assert!(!first.windows(8).any(|w| w == b"45781236"));
+
+        let keys = std::slice::from_ref(&oefa);
+        let opened = |sealed: &[u8]| decrypt_in_session(cipher, keys, b"m-1", sealed);
+        assert_eq!(opened(&first).unwrap(), b"DNI 45781236");
+        let held = oefa.encryption_key().opened.lock().unwrap().secrets.len();
+        assert_eq!(held, 1, "the session's secret is held");
+        assert_eq!(opened(&second).unwrap(), b"DNI 45781236");
+        assert_eq!(
+            oefa.encryption_key().opened.lock().unwrap().secrets.len(),
+            1
+        );
+
+        for at in [
+            0,
+            ENCAPPED,
+            ENCAPPED + SALT - 1,
+            ENCAPPED + SALT,
+            second.len() - 1,
+        ] {
+            let mut altered = second.clone();
+            altered[at] ^= 1;
+            assert!(opened(&altered).is_err(), "byte {at}");
+        }
+        assert!(decrypt_in_session(cipher, keys, b"m-2", &second).is_err());
+        assert!(decrypt_in_session(cipher, &[minam.clone()], b"m-1", &second).is_err());
+        assert!(opened(&second[..ENCAPPED + SALT + TAG - 1]).is_err());
+        // Not single-shot HPKE: neither reads the other.
+        assert!(decrypt(cipher, keys, b"m-1", &second).is_err());
+        // Another node holding the same key, nothing held yet.
+        let fresh = SigningIdentity::from_secret(secret);
+        assert_eq!(
+            decrypt_in_session(cipher, &[fresh], b"m-1", &second).unwrap(),
+            b"DNI 45781236"
+        );
+        // Another recipient key: another session.
+        let to_minam = encrypt_in_session(
+            cipher,
+            &sessions,
+            &minam.encryption_public_key(),
+            b"m-1",
+            b"x",
+        )
+        .unwrap();
+        assert_ne!(to_minam[..ENCAPPED], first[..ENCAPPED]);
+    }
+
+    /// What a key holds of the sessions it opened is bounded.
+    #[test]
+    fn the_sessions_a_key_holds_are_bounded() {
+        let oefa = SigningIdentity::generate();
+        let keys = std::slice::from_ref(&oefa);
+        let to_oefa = oefa.encryption_public_key();
+        let mut first = None;
+        for _ in 0..OPENED_MAX + 5 {
+            let sealed = encrypt_in_session(
+                Cipher::Aes256Gcm,
+                &Sessions::default(),
+                &to_oefa,
+                b"m",
+                b"x",
+            )
+            .unwrap();
+            decrypt_in_session(Cipher::Aes256Gcm, keys, b"m", &sealed).unwrap();
+            first.get_or_insert(sealed);
+        }
+        let opened = oefa.encryption_key().opened.lock().unwrap();
+        assert_eq!(
+            (opened.secrets.len(), opened.order.len()),
+            (OPENED_MAX, OPENED_MAX)
+        );
+        let first: [u8; 32] = first.unwrap()[..ENCAPPED].try_into().unwrap();
+        assert!(!opened.secrets.contains_key(&first), "the oldest went");
     }
 
     /// The key schedule written here agrees with the `hpke` crate's, for
