@@ -1,5 +1,7 @@
 //! End-to-end encryption of payloads for their recipient institution: HPKE
-//! (RFC 9180) base mode, one single-shot encryption per record, with
+//! (RFC 9180) base mode, one single-shot encryption per record up to
+//! envelope schema 5 and from schema 6 on records sealed in a sender's
+//! session to the recipient's key ([`Sessions`]), with
 //! DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, and as AEAD ChaCha20-Poly1305 up
 //! to envelope schema 3 and AES-256-GCM from schema 4 on (several times
 //! faster where the processor has AES instructions, as servers do). The
