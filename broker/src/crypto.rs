@@ -243,11 +243,24 @@ pub fn encrypt(
     let (shared, encapped) =
         X25519HkdfSha256::encap(&key, None).map_err(|e| format!("encryption failed: {e}"))?;
     let (key, nonce) = key_and_nonce(cipher, &shared.0, INFO);
-    let mut sealed = Vec::with_capacity(ENCAPPED + plaintext.len() + TAG);
-    sealed.extend_from_slice(&encapped.to_bytes());
+    seal_after(&[&encapped.to_bytes()], (key, nonce), context, plaintext)
+}
+
+/// `head` (what the recipient needs to make the key: the encapsulated key,
+/// and a salt), then `plaintext` encrypted under `key` and `nonce` with
+/// `context` as associated data, then the tag.
+fn seal_after(
+    head: &[&[u8]],
+    (key, nonce): (LessSafeKey, Nonce),
+    context: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, String> {
+    let start: usize = head.iter().map(|part| part.len()).sum();
+    let mut sealed = Vec::with_capacity(start + plaintext.len() + TAG);
+    head.iter().for_each(|part| sealed.extend_from_slice(part));
     sealed.extend_from_slice(plaintext);
     let tag = key
-        .seal_in_place_separate_tag(nonce, Aad::from(context), &mut sealed[ENCAPPED..])
+        .seal_in_place_separate_tag(nonce, Aad::from(context), &mut sealed[start..])
         .map_err(|_| "encryption failed".to_owned())?;
     sealed.extend_from_slice(tag.as_ref());
     Ok(sealed)
@@ -382,17 +395,8 @@ pub fn encrypt_in_session(
     let session = sessions.to(recipient)?;
     let mut salt = [0u8; SALT];
     getrandom::fill(&mut salt).map_err(|e| format!("no randomness for a salt: {e}"))?;
-    let (key, nonce) = key_and_nonce(cipher, &session.shared, &salted_info(&salt));
-    let head = ENCAPPED + SALT;
-    let mut sealed = Vec::with_capacity(head + plaintext.len() + TAG);
-    sealed.extend_from_slice(&session.encapped);
-    sealed.extend_from_slice(&salt);
-    sealed.extend_from_slice(plaintext);
-    let tag = key
-        .seal_in_place_separate_tag(nonce, Aad::from(context), &mut sealed[head..])
-        .map_err(|_| "encryption failed".to_owned())?;
-    sealed.extend_from_slice(tag.as_ref());
-    Ok(sealed)
+    let schedule = key_and_nonce(cipher, &session.shared, &salted_info(&salt));
+    seal_after(&[&session.encapped, &salt], schedule, context, plaintext)
 }
 
 /// Decrypts a record sealed in a session ([`encrypt_in_session`]) with the
