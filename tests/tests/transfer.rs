@@ -560,6 +560,20 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
         .unwrap();
     altered.payload[40] ^= 0x55;
     produce_raw(&inbox, "t-altered", &altered.encode_to_vec()).await;
+    // 5. The same in schema 6 (sealed in a session: the encapsulated key and
+    // the salt, 48 bytes, come before the ciphertext).
+    let mut altered = sealer
+        .seal_encrypted_as(
+            ecointegra_broker::envelope::SESSION_SEALED,
+            "t-altered-6/chunk/0/0".into(),
+            MessageType::Chunk,
+            "oefa",
+            &oefa_key,
+            &wrong.encode_to_vec(),
+        )
+        .unwrap();
+    altered.payload[60] ^= 0x55;
+    produce_raw(&inbox, "t-altered-6", &altered.encode_to_vec()).await;
 
     // A valid filing right after them is delivered.
     let docs = [Doc::new("despues.pdf", 700_000, 5)];
@@ -578,13 +592,15 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
     )
     .await;
 
-    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 4);
+    let letters = read_dead_letters(&federation.topic_dlq("oefa"), 5);
     let codes: BTreeSet<&str> = letters.iter().map(|l| l.reason_code.as_str()).collect();
     assert_eq!(
         codes,
         BTreeSet::from(["decode", "signature", "chunk-hash", "decrypt"]),
         "{letters:#?}"
     );
+    let undecrypted = letters.iter().filter(|l| l.reason_code == "decrypt");
+    assert_eq!(undecrypted.count(), 2, "one per schema: {letters:#?}");
     for letter in &letters {
         assert!(!letter.reason.is_empty());
         assert!(
