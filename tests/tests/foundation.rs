@@ -368,3 +368,21 @@ async fn a_download_in_flight_ends_before_its_node_stops() {
     assert!(!log.contains("still in flight"), "{log}");
     iiap.terminate();
 }
+
+/// A command whose reader went away before it printed (`| head`, `| grep -q`
+/// in a script, as `deploy/demo.sh` does) ends quietly with status 141, as a
+/// Unix tool ended by SIGPIPE: no panic and no backtrace on the terminal.
+#[test]
+fn a_command_whose_reader_went_away_ends_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(binary())
+        .args(["keys", "token", "--role", "clerk", "--name", "lector"])
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}

@@ -282,6 +282,7 @@ pub(crate) struct ActionTarget {
 }
 
 pub fn main() -> ExitCode {
+    quiet_when_stdout_closes();
     let cli = Cli::parse();
     ecointegra_node::telemetry::trace::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -308,6 +309,33 @@ pub fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Exit status of a command whose reader went away: what a shell reports
+/// for a process ended by SIGPIPE (128 + 13).
+const EXIT_STDOUT_CLOSED: i32 = 141;
+
+/// A reader that stops early (`| head`, `| grep -q`) ends a command as it
+/// ends any Unix tool: quietly, with status 141. Rust ignores SIGPIPE, so
+/// `println!` to a closed pipe panics (a backtrace on the terminal, as
+/// `deploy/demo.sh` showed); that panic, and only it, becomes the exit.
+fn quiet_when_stdout_closes() {
+    let before = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // std's own words: "failed printing to stdout: Broken pipe (os error 32)".
+        if message.starts_with("failed printing to stdout")
+            && message.to_ascii_lowercase().contains("broken pipe")
+        {
+            std::process::exit(EXIT_STDOUT_CLOSED);
+        }
+        before(info);
+    }));
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
