@@ -548,32 +548,33 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
     // 4. A chunk whose ciphertext was changed after sealing, its encapsulated
     // key and AEAD tag left as they were: from schema 5 that is what its
     // signature names, so the signature holds and the decryption refuses it.
-    let mut altered = sealer
-        .seal_encrypted_as(
-            ecointegra_broker::envelope::CHUNKS_TAG_SIGNED,
-            "t-altered/chunk/0/0".into(),
-            MessageType::Chunk,
-            "oefa",
-            &oefa_key,
-            &wrong.encode_to_vec(),
-        )
-        .unwrap();
-    altered.payload[40] ^= 0x55;
-    produce_raw(&inbox, "t-altered", &altered.encode_to_vec()).await;
     // 5. The same in schema 6 (sealed in a session: the encapsulated key and
     // the salt, 48 bytes, come before the ciphertext).
-    let mut altered = sealer
-        .seal_encrypted_as(
+    for (schema, key, at) in [
+        (
+            ecointegra_broker::envelope::CHUNKS_TAG_SIGNED,
+            "t-altered",
+            40,
+        ),
+        (
             ecointegra_broker::envelope::SESSION_SEALED,
-            "t-altered-6/chunk/0/0".into(),
-            MessageType::Chunk,
-            "oefa",
-            &oefa_key,
-            &wrong.encode_to_vec(),
-        )
-        .unwrap();
-    altered.payload[60] ^= 0x55;
-    produce_raw(&inbox, "t-altered-6", &altered.encode_to_vec()).await;
+            "t-altered-6",
+            60,
+        ),
+    ] {
+        let mut altered = sealer
+            .seal_encrypted_as(
+                schema,
+                format!("{key}/chunk/0/0"),
+                MessageType::Chunk,
+                "oefa",
+                &oefa_key,
+                &wrong.encode_to_vec(),
+            )
+            .unwrap();
+        altered.payload[at] ^= 0x55;
+        produce_raw(&inbox, key, &altered.encode_to_vec()).await;
+    }
 
     // A valid filing right after them is delivered.
     let docs = [Doc::new("despues.pdf", 700_000, 5)];
