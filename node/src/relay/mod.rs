@@ -209,8 +209,12 @@ impl Slots {
     /// given back wakes the relay.
     fn take(self: &Arc<Self>, units: usize) -> Option<Slot> {
         if units > self.room() {
+            // Said before looking again: room given back in between either
+            // shows here or wakes the relay.
             self.waiting.store(true, Ordering::SeqCst);
-            return None;
+            if units > self.room() {
+                return None;
+            }
         }
         self.used.fetch_add(units, Ordering::SeqCst);
         Some(Slot {
@@ -612,7 +616,6 @@ struct Source {
 }
 
 impl Source {
-    /// Blocking.
     /// The records this transfer can have in flight at once: one for a
     /// small filing (its documents travel in its manifest, or in one chunk
     /// each, small), otherwise its chunks and manifest, at most [`WINDOW`].
@@ -626,6 +629,7 @@ impl Source {
         chunks.saturating_add(1).min(WINDOW as u64) as usize
     }
 
+    /// Blocking.
     fn read(s: &Store, blobs: &Blobs, small_max: u64, transfer_id: &str) -> Result<Self> {
         let filing = s
             .filing_by_transfer(transfer_id)?
