@@ -238,12 +238,19 @@ pub fn encrypt(
     context: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, String> {
+    let (shared, encapped) = encap(recipient)?;
+    let schedule = key_and_nonce(cipher, &shared, INFO);
+    seal_after(&[&encapped], schedule, context, plaintext)
+}
+
+/// Encap of DHKEM(X25519, HKDF-SHA256) to `recipient` with a fresh
+/// ephemeral key: the shared secret and the encapsulated key.
+fn encap(recipient: &[u8; 32]) -> Result<([u8; 32], [u8; 32]), String> {
     let key = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(recipient)
         .map_err(|e| format!("not an X25519 public key: {e}"))?;
     let (shared, encapped) =
         X25519HkdfSha256::encap(&key, None).map_err(|e| format!("encryption failed: {e}"))?;
-    let (key, nonce) = key_and_nonce(cipher, &shared.0, INFO);
-    seal_after(&[&encapped.to_bytes()], (key, nonce), context, plaintext)
+    Ok((shared.0.into(), encapped.to_bytes().into()))
 }
 
 /// `head` (what the recipient needs to make the key: the encapsulated key,
@@ -366,13 +373,10 @@ impl Sessions {
         {
             return Ok(*session);
         }
-        let key = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(recipient)
-            .map_err(|e| format!("not an X25519 public key: {e}"))?;
-        let (shared, encapped) =
-            X25519HkdfSha256::encap(&key, None).map_err(|e| format!("encryption failed: {e}"))?;
+        let (shared, encapped) = encap(recipient)?;
         let session = Session {
-            encapped: encapped.to_bytes().into(),
-            shared: shared.0.into(),
+            encapped,
+            shared,
             since: now,
         };
         // Keys a rotation replaced go once their sessions are old.
@@ -535,7 +539,7 @@ mod tests {
             assert!(opened(&altered).is_err(), "byte {at}");
         }
         assert!(decrypt_in_session(cipher, keys, b"m-2", &second).is_err());
-        assert!(decrypt_in_session(cipher, &[minam.clone()], b"m-1", &second).is_err());
+        assert!(decrypt_in_session(cipher, std::slice::from_ref(&minam), b"m-1", &second).is_err());
         assert!(opened(&second[..ENCAPPED + SALT + TAG - 1]).is_err());
         // Not single-shot HPKE: neither reads the other.
         assert!(decrypt(cipher, keys, b"m-1", &second).is_err());
