@@ -33,6 +33,8 @@ use ecointegra_broker::kafka::KafkaSettings;
 use ecointegra_node::config::Config;
 use load::{Arm, Phase};
 use procfs::{Delta, Sample};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
 use report::{ArmReport, Counts, OpenLoop, Ratio, Report, SizeReport, Throughput};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -208,6 +210,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         root.display()
     );
 
+    let broker_partitions = broker_partitions(&args.bootstrap).await?;
+    println!("broker: {broker_partitions} partitions before this run");
+    if broker_partitions > CROWDED_BROKER {
+        println!(
+            "warning: a broker holding more than {CROWDED_BROKER} partitions spends its CPU \
+             collecting garbage and slows both arms; measure on a fresh one \
+             (deploy/kafka/kafka.sh stop, then start --fresh)"
+        );
+    }
+
     let quick = plan.smoke;
     let calibration_dir = root.join("calibration");
     let calibration =
@@ -319,6 +331,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         started_at_unix_ms,
         machine: report::Machine::describe(),
         kafka_bootstrap: args.bootstrap.clone(),
+        broker_partitions,
         topic_prefix: prefix,
         chunk_size,
         rounds: plan.rounds,
@@ -379,20 +392,12 @@ async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<usize> {
     };
     let admin = settings.admin()?;
     let mine = format!("{prefix}.");
-    let (admin, names) = tokio::task::spawn_blocking(move || {
-        let metadata = admin
-            .inner()
-            .fetch_metadata(None, Duration::from_secs(10))
-            .context("cannot list the topics")?;
-        let names: Vec<String> = metadata
-            .topics()
-            .iter()
-            .map(|t| t.name().to_owned())
-            .filter(|name| name.starts_with(&mine))
-            .collect();
-        anyhow::Ok((admin, names))
-    })
-    .await??;
+    let (admin, topics) = topics(admin).await?;
+    let names: Vec<String> = topics
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with(&mine))
+        .collect();
     if names.is_empty() {
         return Ok(0);
     }
@@ -405,6 +410,42 @@ async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<usize> {
     }
     Ok(names.len())
 }
+
+/// Every topic the broker holds, with its partition count; the admin client
+/// back for more calls.
+async fn topics(admin: Admin) -> anyhow::Result<(Admin, Vec<(String, usize)>)> {
+    tokio::task::spawn_blocking(move || {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .context("cannot list the topics")?;
+        let topics = metadata
+            .topics()
+            .iter()
+            .map(|t| (t.name().to_owned(), t.partitions().len()))
+            .collect();
+        anyhow::Ok((admin, topics))
+    })
+    .await?
+}
+
+/// Partitions on the broker before this run: a broker left holding
+/// thousands (topics other runs and tests left behind) spends much of its
+/// CPU collecting garbage, and both arms' numbers with it.
+async fn broker_partitions(bootstrap: &str) -> anyhow::Result<usize> {
+    let settings = KafkaSettings {
+        bootstrap_servers: bootstrap.to_owned(),
+        options: BTreeMap::new(),
+        ..Default::default()
+    };
+    let (_, topics) = topics(settings.admin()?).await?;
+    Ok(topics.iter().map(|(_, partitions)| partitions).sum())
+}
+
+type Admin = AdminClient<DefaultClientContext>;
+
+/// Above this many partitions a measured broker is not one at rest.
+const CROWDED_BROKER: usize = 1000;
 
 fn notes() -> Vec<String> {
     vec![

@@ -13,6 +13,8 @@ pub struct Report {
     pub started_at_unix_ms: i64,
     pub machine: Machine,
     pub kafka_bootstrap: String,
+    /// Partitions the broker held before the run (other runs' and tests').
+    pub broker_partitions: usize,
     pub topic_prefix: String,
     pub chunk_size: u64,
     pub rounds: u32,
