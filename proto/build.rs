@@ -19,6 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("ecointegra_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // Document bytes decode as slices of the buffer they arrive in (the
+        // decrypted record, the gRPC frame), not as copies of it.
+        .bytes(".ecointegra.v1.Chunk.data")
+        .bytes(".ecointegra.v1.SubmitFilingRequest.chunk")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -508,7 +508,9 @@ pub fn open_payload<M: Message + Default>(
         return payload(envelope);
     }
     let plain = decrypt_payload(envelope, keys)?;
-    M::decode(plain.as_slice()).map_err(|e| {
+    // Decoded from the buffer itself: a chunk's bytes stay where they were
+    // decrypted (`Chunk.data` is a slice of it), not copied out.
+    M::decode(prost::bytes::Bytes::from(plain)).map_err(|e| {
         Rejection::new(
             "decode",
             format!(
@@ -715,7 +717,7 @@ mod rotation_tests {
         let oefa = SigningIdentity::generate();
         let sealer = Sealer::new("senamhi", senamhi);
         let chunk = ecointegra_proto::v1::Chunk {
-            data: b"contenido secreto".to_vec(),
+            data: b"contenido secreto".to_vec().into(),
             ..Default::default()
         };
         let envelope = sealer
@@ -730,7 +732,7 @@ mod rotation_tests {
         assert!(!envelope.payload.windows(9).any(|w| w == b"contenido"));
         let opened: ecointegra_proto::v1::Chunk =
             open_payload(&envelope, std::slice::from_ref(&oefa)).unwrap();
-        assert_eq!(opened.data, b"contenido secreto");
+        assert_eq!(&opened.data[..], b"contenido secreto");
         let stranger = SigningIdentity::generate();
         let err = open_payload::<ecointegra_proto::v1::Chunk>(&envelope, &[stranger]).unwrap_err();
         assert_eq!(err.code, "decrypt");
@@ -822,7 +824,7 @@ mod schema_tests {
         let directory = sector(&senamhi);
         let sealer = Sealer::new("senamhi", senamhi);
         let chunk = ecointegra_proto::v1::Chunk {
-            data: vec![42; 64 * 1024],
+            data: vec![42; 64 * 1024].into(),
             ..Default::default()
         };
         for (version, head) in [

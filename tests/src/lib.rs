@@ -651,7 +651,7 @@ pub fn parts(
             let mut open = true;
             doc.for_each_piece(256 * 1024, |piece| {
                 if open {
-                    open = send(Part::Chunk(piece.to_vec()));
+                    open = send(Part::Chunk(piece.to_vec().into()));
                 }
             });
         }
@@ -685,7 +685,7 @@ pub fn streamed_submission(
 /// Sends `bytes` as document chunks of 64 KiB.
 pub async fn feed_bytes(feed: &tokio::sync::mpsc::Sender<SubmitFilingRequest>, bytes: &[u8]) {
     for piece in bytes.chunks(64 * 1024) {
-        let part = Part::Chunk(piece.to_vec());
+        let part = Part::Chunk(piece.to_vec().into());
         feed.send(SubmitFilingRequest { part: Some(part) })
             .await
             .unwrap();

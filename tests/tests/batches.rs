@@ -167,7 +167,7 @@ async fn bad_records_inside_a_batch_are_dead_lettered_and_the_rest_of_the_batch_
                     seq: 0,
                     offset: 0,
                     sha256: vec![0u8; 32],
-                    data: data.clone(),
+                    data: data.clone().into(),
                 };
                 produce_raw(&inbox, WRONG_HASH, &sealed_chunk(WRONG_HASH, chunk)).await
             }
@@ -179,7 +179,7 @@ async fn bad_records_inside_a_batch_are_dead_lettered_and_the_rest_of_the_batch_
                     seq: 1,
                     offset: 100,
                     sha256: Sha256::digest(&data).to_vec(),
-                    data: data.clone(),
+                    data: data.clone().into(),
                 };
                 produce_raw(&inbox, OUT_OF_ORDER, &sealed_chunk(OUT_OF_ORDER, chunk)).await
             }

@@ -152,7 +152,7 @@ async fn transfer_ids_cannot_name_files_outside_the_data_directory() {
             seq: 0,
             offset: 0,
             sha256: Sha256::digest(&data).to_vec(),
-            data: data.clone(),
+            data: data.clone().into(),
         };
         hostile
             .seal_encrypted(
@@ -496,7 +496,7 @@ async fn another_institution_cannot_preempt_a_transfer() {
             seq,
             offset: 10 * u64::from(seq),
             sha256: Sha256::digest(&data).to_vec(),
-            data,
+            data: data.into(),
         };
         let sealed = minam
             .seal_encrypted(
@@ -583,7 +583,7 @@ impl Crafted {
                     seq: seq as u32,
                     offset: seq as u64 * 1024,
                     sha256: Sha256::digest(data).to_vec(),
-                    data: data.to_vec(),
+                    data: data.to_vec().into(),
                 };
                 self.seal(
                     format!("{}/chunk/0/{seq}", self.transfer_id),

@@ -387,7 +387,7 @@ async fn bad_input_is_refused_naming_the_field() {
                 media_type: "application/pdf".into(),
                 declared_size: declared,
             }),
-            Part::Chunk(vec![7u8; streamed as usize]),
+            Part::Chunk(vec![7u8; streamed as usize].into()),
         ] {
             tx.send(SubmitFilingRequest { part: Some(part) })
                 .await
@@ -518,7 +518,7 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
         seq: 0,
         offset: 0,
         sha256: Sha256::digest(&data).to_vec(),
-        data,
+        data: data.into(),
     };
     let mut forged = sealer.seal(
         "t-bad-signature/chunk/0/0".into(),

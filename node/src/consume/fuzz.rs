@@ -112,7 +112,7 @@ fn payload_decoders_and_their_checks_never_panic() {
         seq: 2,
         offset: 1024,
         sha256: vec![1; 32],
-        data: b"%PDF-1.7".to_vec(),
+        data: b"%PDF-1.7".to_vec().into(),
     }
     .encode_to_vec();
     run(&[chunk], 1, |b| {
@@ -223,7 +223,7 @@ fn envelopes_directory_entries_and_receipt_chains_never_panic() {
     let payload = Chunk {
         transfer_id: "ab".repeat(16),
         sha256: vec![0; 32],
-        data: vec![1, 2, 3],
+        data: vec![1, 2, 3].into(),
         ..Default::default()
     }
     .encode_to_vec();

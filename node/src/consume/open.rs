@@ -531,7 +531,7 @@ mod tests {
             seq: 0,
             offset: 0,
             sha256: Sha256::digest(digest_of).to_vec(),
-            data: data.to_vec(),
+            data: data.to_vec().into(),
         }
     }
 

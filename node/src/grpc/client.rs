@@ -64,7 +64,7 @@ pub fn submission_stream(
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         buffer.truncate(n);
-                        if tx.send(part(Part::Chunk(buffer))).await.is_err() {
+                        if tx.send(part(Part::Chunk(buffer.into()))).await.is_err() {
                             return;
                         }
                     }

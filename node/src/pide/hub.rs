@@ -381,7 +381,7 @@ fn documents(
             declared_size: pdf.len() as u64,
         };
         if tx.send(Ok(DocPart::Document(main))).await.is_err()
-            || tx.send(Ok(DocPart::Chunk(pdf))).await.is_err()
+            || tx.send(Ok(DocPart::Chunk(pdf.into()))).await.is_err()
         {
             return;
         }
@@ -452,7 +452,7 @@ async fn fetch(
         };
         let frame = frame.map_err(|e| format!("the download broke off: {e}"))?;
         if let Ok(data) = frame.into_data()
-            && tx.send(Ok(DocPart::Chunk(data.to_vec()))).await.is_err()
+            && tx.send(Ok(DocPart::Chunk(data))).await.is_err()
         {
             return Ok(());
         }

@@ -911,7 +911,7 @@ impl Route {
             } else {
                 Vec::new()
             },
-            data,
+            data: data.into(),
         };
         self.seal(
             trust,

@@ -223,7 +223,7 @@ pub enum DocPart {
     /// upload): its `declared_size` is ignored and the maximum document size
     /// caps it instead.
     Unsized(DocumentHeader),
-    Chunk(Vec<u8>),
+    Chunk(prost::bytes::Bytes),
 }
 
 /// Receives documents (each a header and its bytes), checking every rule: a

@@ -124,7 +124,7 @@ pub async fn upload(mut multipart: Multipart) -> Result<(Fields, ReceiverStream<
             loop {
                 match field.chunk().await {
                     Ok(Some(bytes)) => {
-                        if tx.send(Ok(DocPart::Chunk(bytes.to_vec()))).await.is_err() {
+                        if tx.send(Ok(DocPart::Chunk(bytes))).await.is_err() {
                             return;
                         }
                     }

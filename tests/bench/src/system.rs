@@ -368,7 +368,7 @@ impl System {
                 let len = UPLOAD_PIECE.min(size - offset);
                 let piece = payload.piece(seq, offset, len as usize);
                 hasher.update(&piece);
-                if tx.send(part(Part::Chunk(piece))).await.is_err() {
+                if tx.send(part(Part::Chunk(piece.into()))).await.is_err() {
                     return None;
                 }
                 offset += len;
