@@ -20,7 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("ecointegra_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         // Document bytes decode as slices of the buffer they arrive in (the
-        // decrypted record, the gRPC frame), not as copies of it.
+        // record read from Kafka, the decrypted payload, the gRPC frame), not
+        // as copies of it.
+        .bytes(".ecointegra.v1.Envelope.payload")
         .bytes(".ecointegra.v1.Chunk.data")
         .bytes(".ecointegra.v1.SubmitFilingRequest.chunk")
         .build_client(true)

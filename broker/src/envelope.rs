@@ -278,7 +278,7 @@ impl Sealer {
             recipient: recipient.to_owned(),
             created_at_ms: crate::now_ms(),
             schema_version: version,
-            payload,
+            payload: payload.into(),
             ..Default::default()
         };
         if version >= 2 {
@@ -374,6 +374,24 @@ impl Rejection {
 /// `recipient`, signed by the sender the directory knows. Nothing in a record
 /// is acted on before this returns `Ok`.
 pub fn open(bytes: &[u8], directory: &Directory, recipient: &str) -> Result<Envelope, Rejection> {
+    open_from(bytes, directory, recipient)
+}
+
+/// [`open`] of a record held as `Bytes`: the payload decodes as a slice of it,
+/// not a copy.
+pub fn open_bytes(
+    bytes: prost::bytes::Bytes,
+    directory: &Directory,
+    recipient: &str,
+) -> Result<Envelope, Rejection> {
+    open_from(bytes, directory, recipient)
+}
+
+fn open_from(
+    bytes: impl prost::bytes::Buf,
+    directory: &Directory,
+    recipient: &str,
+) -> Result<Envelope, Rejection> {
     let envelope = Envelope::decode(bytes)
         .map_err(|e| Rejection::new("decode", format!("not an ecointegra envelope: {e}")))?;
     let reject = |code, reason: String| Err(Rejection::new(code, reason).about(&envelope));
@@ -564,7 +582,7 @@ pub fn verify_signature(envelope: &Envelope, key: &VerifyingKey) -> Result<(), S
 
 /// Decodes an envelope's payload as the message its type names.
 pub fn payload<M: Message + Default>(envelope: &Envelope) -> Result<M, Rejection> {
-    M::decode(envelope.payload.as_slice()).map_err(|e| {
+    M::decode(envelope.payload.clone()).map_err(|e| {
         Rejection::new(
             "decode",
             format!(
@@ -605,7 +623,7 @@ mod tests {
         assert_eq!(open(&bytes, &directory, "oefa").unwrap(), envelope);
 
         let mut tampered = envelope.clone();
-        tampered.payload = b"hellO".to_vec();
+        tampered.payload = b"hellO".to_vec().into();
         let err = open(&tampered.encode_to_vec(), &directory, "oefa").unwrap_err();
         assert_eq!(err.code, "signature");
         assert_eq!(err.claimed_sender, "senamhi");
@@ -744,6 +762,13 @@ mod schema_tests {
     use super::*;
     use crate::directory::entry_for;
 
+    /// `payload` with the byte at `at` flipped by `mask`.
+    fn flipped(payload: &[u8], at: usize, mask: u8) -> prost::bytes::Bytes {
+        let mut altered = payload.to_vec();
+        altered[at] ^= mask;
+        altered.into()
+    }
+
     fn sector(senamhi: &SigningIdentity) -> Directory {
         let mut directory = Directory::default();
         directory
@@ -766,7 +791,9 @@ mod schema_tests {
             );
             // Whether signed whole or by its digest, the payload is covered.
             let mut tampered = envelope.clone();
-            tampered.payload[1] ^= 1;
+            let mut payload = tampered.payload.to_vec();
+            payload[1] ^= 1;
+            tampered.payload = payload.into();
             let err = open(&tampered.encode_to_vec(), &directory, "oefa").unwrap_err();
             assert_eq!(err.code, "signature", "schema {version}: {err}");
         }
@@ -853,19 +880,21 @@ mod schema_tests {
 
             let middle = head + 1000;
             let mut altered = sealed.clone();
-            altered.payload[middle] ^= 1;
+            altered.payload = flipped(&altered.payload, middle, 1);
             let opened = open(&altered.encode_to_vec(), &directory, "oefa").unwrap();
             let err = open_payload::<ecointegra_proto::v1::Chunk>(&opened, keys).unwrap_err();
             assert_eq!(err.code, "decrypt", "schema {version}: {err}");
 
             let last = sealed.payload.len() - TAG / 2;
             let mut truncated = sealed.clone();
-            truncated.payload.remove(middle);
+            let mut payload = truncated.payload.to_vec();
+            payload.remove(middle);
+            truncated.payload = payload.into();
             for (at, forged) in [0, head - 1, last]
                 .into_iter()
                 .map(|at| {
                     let mut e = sealed.clone();
-                    e.payload[at] ^= 1;
+                    e.payload = flipped(&e.payload, at, 1);
                     (at, e)
                 })
                 .chain([(middle, truncated)])
@@ -877,7 +906,7 @@ mod schema_tests {
             // A manifest of the same schema: its ciphertext is signed by digest.
             let manifest = seal(MessageType::Manifest);
             let mut altered = manifest.clone();
-            altered.payload[middle] ^= 1;
+            altered.payload = flipped(&altered.payload, middle, 1);
             let code = open(&altered.encode_to_vec(), &directory, "oefa").map_err(|e| e.code);
             assert_eq!(code.err(), Some("signature"), "schema {version}");
         }

@@ -904,7 +904,7 @@ pub fn count_rows(store: &Path, sql: &str) -> i64 {
 pub fn stored_step(envelope: &[u8]) -> ecointegra_proto::v1::TrackingEvent {
     use prost::Message as _;
     let envelope = ecointegra_proto::v1::Envelope::decode(envelope).unwrap();
-    ecointegra_proto::v1::TrackingEvent::decode(envelope.payload.as_slice()).unwrap()
+    ecointegra_proto::v1::TrackingEvent::decode(envelope.payload.as_ref()).unwrap()
 }
 
 /// Waits until the node whose store is `store` holds the registration of

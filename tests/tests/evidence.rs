@@ -171,9 +171,9 @@ async fn evidence_bundles_verify_offline_and_every_kind_of_tampering_is_named() 
             return Some(bytes);
         }
         let mut envelope = Envelope::decode(bytes.as_slice()).unwrap();
-        let mut receipt = Receipt::decode(envelope.payload.as_slice()).unwrap();
+        let mut receipt = Receipt::decode(envelope.payload.as_ref()).unwrap();
         receipt.registry_number = "OEFA-2026-999999".into();
-        envelope.payload = receipt.encode_to_vec();
+        envelope.payload = receipt.encode_to_vec().into();
         Some(envelope.encode_to_vec())
     });
     let (ok, text) = verify(&dir, "receipt.zip", &tampered, &authority, "en");
@@ -232,7 +232,7 @@ async fn evidence_bundles_verify_offline_and_every_kind_of_tampering_is_named() 
             .find(|(n, _)| n == "receipts/hop-01.envelope")
             .unwrap();
         let envelope = Envelope::decode(bytes.as_slice()).unwrap();
-        let receipt = Receipt::decode(envelope.payload.as_slice()).unwrap();
+        let receipt = Receipt::decode(envelope.payload.as_ref()).unwrap();
         envelope.created_at_ms.max(receipt.received_at_ms)
     };
     let mut retiring = entry_for("oefa", "OEFA", &SigningIdentity::generate(), 9);

@@ -50,7 +50,7 @@ async fn assert_delivered(origin: &mut Client, destination: &mut Client, code: &
     let envelope = Envelope::decode(receipt.signed_envelope.as_slice()).unwrap();
     let key = ed25519_dalek_key(&receipt.signer_public_key);
     ecointegra_broker::envelope::verify_signature(&envelope, &key).unwrap();
-    let signed = Receipt::decode(envelope.payload.as_slice()).unwrap();
+    let signed = Receipt::decode(envelope.payload.as_ref()).unwrap();
     assert_eq!(signed.tracking_code, code);
     assert_eq!(signed.receiving_institution, received.destination);
     assert_eq!(signed.registry_number, received.registry_number);
@@ -62,6 +62,13 @@ async fn assert_delivered(origin: &mut Client, destination: &mut Client, code: &
     let wanted: Vec<String> = docs.iter().map(Doc::sha256_hex).collect();
     assert_eq!(digests, wanted);
     assert_eq!(sent.documents.len(), docs.len());
+}
+
+/// `payload` with the byte at `at` flipped by `mask`.
+fn flipped(payload: &[u8], at: usize, mask: u8) -> prost::bytes::Bytes {
+    let mut altered = payload.to_vec();
+    altered[at] ^= mask;
+    altered.into()
 }
 
 fn ed25519_dalek_key(bytes: &[u8]) -> ed25519_dalek::VerifyingKey {
@@ -526,7 +533,7 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
         "oefa",
         chunk.encode_to_vec(),
     );
-    forged.payload[3] ^= 0x55;
+    forged.payload = flipped(&forged.payload, 3, 0x55);
     produce_raw(&inbox, "t-bad-signature", &forged.encode_to_vec()).await;
     // 3. A properly signed chunk whose data does not match its hash.
     let wrong = Chunk {
@@ -572,7 +579,7 @@ async fn bad_records_go_to_the_dlq_and_the_partition_moves_on() {
                 &wrong.encode_to_vec(),
             )
             .unwrap();
-        altered.payload[at] ^= 0x55;
+        altered.payload = flipped(&altered.payload, at, 0x55);
         produce_raw(&inbox, key, &altered.encode_to_vec()).await;
     }
 

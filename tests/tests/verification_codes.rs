@@ -59,7 +59,7 @@ async fn registrations_on_topic(federation: &Federation, code: &str) -> Vec<Trac
             let events: Vec<TrackingEvent> = read_topic(&topic, 1000, Duration::from_secs(2))
                 .iter()
                 .filter_map(|record| Envelope::decode(record.payload()?).ok())
-                .filter_map(|envelope| TrackingEvent::decode(envelope.payload.as_slice()).ok())
+                .filter_map(|envelope| TrackingEvent::decode(envelope.payload.as_ref()).ok())
                 .filter(|e| e.tracking_code == code && e.status == FilingStatus::Registered as i32)
                 .collect();
             if events.is_empty() {

@@ -176,7 +176,7 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
             for bytes in &chain.receipts {
                 use prost::Message;
                 let envelope = ecointegra_proto::v1::Envelope::decode(bytes.as_slice())?;
-                let receipt = ecointegra_proto::v1::Receipt::decode(envelope.payload.as_slice())?;
+                let receipt = ecointegra_proto::v1::Receipt::decode(envelope.payload.as_ref())?;
                 println!(
                     "hop {}: {} → {}  registry {}  at {}  previous {}",
                     receipt.hop,

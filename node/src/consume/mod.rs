@@ -56,8 +56,9 @@ use apply::{Applied, Batch};
 use ecointegra_broker::envelope::Rejection;
 use ecointegra_broker::kafka::InboxConsumer;
 use ecointegra_proto::v1::DocumentDigest;
-use open::{Opened, open};
-use rdkafka::message::{Message, OwnedMessage};
+use open::{Opened, open_record};
+use prost::bytes::Bytes;
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,7 +161,7 @@ pub enum Feed {
 
 /// What the consumer loop does next.
 enum Next {
-    Batch(Vec<OwnedMessage>),
+    Batch(Vec<Record>),
     /// Nothing arrived for [`stuck::QUIET`].
     Quiet,
     Stop,
@@ -265,26 +266,26 @@ async fn connected(
 /// Waits for one record, then takes every record already fetched, up to the
 /// batch limits. It never waits for more: under load batches grow by
 /// themselves while the previous one commits.
-async fn gather(consumer: &InboxConsumer) -> Vec<OwnedMessage> {
+async fn gather(consumer: &InboxConsumer) -> Vec<Record> {
     let mut backoff = READ_RETRY.backoff();
     let first = loop {
         match consumer.recv().await {
-            Ok(message) => break message.detach(),
+            Ok(message) => break Record::read(&message),
             Err(error) => {
                 tracing::warn!(%error, "Inbox read failed.");
                 backoff.sleep().await;
             }
         }
     };
-    let size = |m: &OwnedMessage| m.payload().map_or(0, <[u8]>::len);
+    let size = |r: &Record| r.value().len();
     let mut bytes = size(&first);
     let mut batch = vec![first];
     while batch.len() < BATCH_RECORDS && bytes < BATCH_BYTES {
         match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
             Ok(Ok(message)) => {
-                let message = message.detach();
-                bytes += size(&message);
-                batch.push(message);
+                let record = Record::read(&message);
+                bytes += size(&record);
+                batch.push(record);
             }
             Ok(Err(error)) => {
                 tracing::warn!(%error, "Inbox read failed.");
@@ -353,9 +354,58 @@ async fn connect(cx: &Arc<Consumers>, feed: Feed) -> Result<(Arc<InboxConsumer>,
 }
 
 /// A batch's records with their trace contexts; cx with store threads.
-type Records = Arc<Vec<(OwnedMessage, Incoming)>>;
+type Records = Arc<Vec<(Record, Incoming)>>;
 
-fn position(record: &OwnedMessage) -> Position<'_> {
+/// A record read from Kafka: its value as `Bytes`, so that an envelope
+/// decodes its payload as a slice of it (`OwnedMessage` lends its value only
+/// by reference, and decoding from that copies the payload once more), and
+/// the rest of it as librdkafka gave it.
+pub(crate) struct Record {
+    value: Bytes,
+    /// Topic, partition, offset, key and headers; no value.
+    meta: OwnedMessage,
+}
+
+impl Record {
+    fn read(message: &BorrowedMessage<'_>) -> Self {
+        Self {
+            value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+            meta: OwnedMessage::new(
+                None,
+                message.key().map(<[u8]>::to_vec),
+                message.topic().to_owned(),
+                message.timestamp(),
+                message.partition(),
+                message.offset(),
+                message.headers().map(|h| h.detach()),
+            ),
+        }
+    }
+
+    /// The record's value (empty for a null value).
+    pub(crate) fn value(&self) -> &Bytes {
+        &self.value
+    }
+
+    /// Everything but the value.
+    pub(crate) fn meta(&self) -> &OwnedMessage {
+        &self.meta
+    }
+
+    fn topic(&self) -> &str {
+        self.meta.topic()
+    }
+
+    fn partition(&self) -> i32 {
+        self.meta.partition()
+    }
+
+    fn offset(&self) -> i64 {
+        self.meta.offset()
+    }
+}
+
+fn position(record: &Record) -> Position<'_> {
     Position {
         topic: record.topic(),
         partition: record.partition(),
@@ -369,21 +419,18 @@ async fn handle_batch(
     cx: &Arc<Consumers>,
     feed: Feed,
     consumer: &InboxConsumer,
-    batch: Vec<OwnedMessage>,
+    batch: Vec<Record>,
     cancel: &CancellationToken,
 ) {
     let records: Records = Arc::new(
         batch
             .into_iter()
             .map(|record| {
-                cx.metrics.consumed(
-                    record.topic(),
-                    record.payload().map_or(0, <[u8]>::len),
-                    feed == Feed::Inbox,
-                );
+                cx.metrics
+                    .consumed(record.topic(), record.value().len(), feed == Feed::Inbox);
                 let incoming = crate::telemetry::trace::on_record(
                     cx.otlp.as_deref(),
-                    &record,
+                    record.meta(),
                     feed == Feed::Inbox,
                 );
                 (record, incoming)
@@ -499,7 +546,7 @@ async fn handle_fault(
 fn finish(
     cx: &Arc<Consumers>,
     consumer: &InboxConsumer,
-    (record, incoming): &(OwnedMessage, Incoming),
+    (record, incoming): &(Record, Incoming),
     applied: Applied,
 ) {
     let _span = incoming.span.enter();
@@ -569,7 +616,7 @@ async fn apply_batch(
                 .iter()
                 .map(|(record, incoming)| {
                     let _span = incoming.span.enter();
-                    let value = record.payload().unwrap_or_default();
+                    let value = record.value();
                     let limit = cx.kafka.settings.max_record_bytes as usize;
                     if value.len() > limit {
                         // Not decoded: its size alone is reason enough.
@@ -581,7 +628,7 @@ async fn apply_batch(
                             ),
                         )));
                     }
-                    let mut opened = open(&cx.trust, feed, value)?;
+                    let mut opened = open_record(&cx.trust, feed, value)?;
                     if let Opened::Manifest {
                         envelope,
                         manifest,
@@ -705,7 +752,7 @@ async fn expire_partials(cx: &Arc<Consumers>) -> Result<()> {
 /// stops first.
 async fn dead_letter(
     cx: &Arc<Consumers>,
-    record: &OwnedMessage,
+    record: &Record,
     position: Position<'_>,
     rejection: &Rejection,
     cancel: &CancellationToken,
@@ -724,8 +771,8 @@ async fn dead_letter(
             topic: position.topic,
             partition: position.partition,
             offset: position.offset,
-            key: record.key(),
-            value: record.payload(),
+            key: record.meta().key(),
+            value: Some(&record.value()[..]),
         },
         cx.kafka.settings.max_record_bytes,
     );

@@ -16,6 +16,7 @@ use ecointegra_proto::v1::{
     SignedDirectoryEntry, TrackingEvent,
 };
 use prost::Message as _;
+use prost::bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -73,13 +74,21 @@ pub enum Opened {
 /// sealer's negotiation. It reads the directory in force and this
 /// institution's keys, and writes nothing. A large manifest's
 /// documents are hashed later, by [`super::assemble::large_digests`].
-pub fn open(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> {
+///
+/// `value` as `Bytes`: an envelope's payload decodes as a slice of it.
+pub fn open_record(trust: &Trust, feed: Feed, value: &Bytes) -> Result<Opened, Rejection> {
     let opened = decode(trust, feed, value)?;
     check(&opened)?;
     Ok(opened)
 }
 
-fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> {
+/// [`open_record`] of a value held elsewhere (copied once).
+#[cfg(test)]
+pub fn open(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> {
+    open_record(trust, feed, &Bytes::copy_from_slice(value))
+}
+
+fn decode(trust: &Trust, feed: Feed, value: &Bytes) -> Result<Opened, Rejection> {
     let directory = trust.directory();
     match feed {
         Feed::Tracking => {
@@ -94,7 +103,7 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
             });
         }
         Feed::Directory => {
-            let signed = SignedDirectoryEntry::decode(value).map_err(|e| {
+            let signed = SignedDirectoryEntry::decode(&value[..]).map_err(|e| {
                 Rejection::new("directory", format!("not a signed directory entry: {e}"))
             })?;
             let entry = ecointegra_broker::directory::verify_entry(&signed, &trust.anchor)
@@ -103,7 +112,7 @@ fn decode(trust: &Trust, feed: Feed, value: &[u8]) -> Result<Opened, Rejection> 
         }
         Feed::Inbox => {}
     }
-    let envelope = envelope::open(value, &directory, trust.institution())?;
+    let envelope = envelope::open_bytes(value.clone(), &directory, trust.institution())?;
     if envelope.schema_version >= 2 {
         trust.sealer.negotiation().learn(
             &envelope.sender,

@@ -321,7 +321,7 @@ fn event(bytes: &[u8], directory: &Directory, code: &str) -> Result<TrackingEven
     if envelope.message_type != MessageType::TrackingEvent as i32 {
         return Err(format!("{} is not a tracking event", envelope.message_id));
     }
-    let event = TrackingEvent::decode(envelope.payload.as_slice()).map_err(|e| e.to_string())?;
+    let event = TrackingEvent::decode(envelope.payload.as_ref()).map_err(|e| e.to_string())?;
     custody::signer_key(
         &envelope,
         envelope.created_at_ms.max(event.timestamp_ms),

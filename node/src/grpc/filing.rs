@@ -268,7 +268,7 @@ impl FilingService for FilingApi {
             context: "a stored receipt is unreadable".into(),
             source: std::io::Error::other(e),
         })?;
-        let receipt = Receipt::decode(sealed.payload.as_slice()).map_err(|e| Error::Io {
+        let receipt = Receipt::decode(sealed.payload.as_ref()).map_err(|e| Error::Io {
             context: "a stored receipt is unreadable".into(),
             source: std::io::Error::other(e),
         })?;

@@ -33,8 +33,8 @@ pub fn verify_receipt(bytes: &[u8], directory: &Directory) -> Result<SignedRecei
             envelope.message_id, envelope.message_type
         ));
     }
-    let receipt = Receipt::decode(envelope.payload.as_slice())
-        .map_err(|e| format!("it is unreadable: {e}"))?;
+    let receipt =
+        Receipt::decode(envelope.payload.as_ref()).map_err(|e| format!("it is unreadable: {e}"))?;
     let key = key_in_force(&envelope, &receipt, directory)?;
     if receipt.receiving_institution != envelope.sender {
         return Err(format!(

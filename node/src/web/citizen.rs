@@ -176,7 +176,7 @@ async fn receipts(
                 .filter_map(|(bytes, digest)| {
                     use prost::Message;
                     let sealed = ecointegra_proto::v1::Envelope::decode(bytes.as_slice()).ok()?;
-                    Some((Receipt::decode(sealed.payload.as_slice()).ok()?, digest))
+                    Some((Receipt::decode(sealed.payload.as_ref()).ok()?, digest))
                 })
                 .collect();
             Ok((readable, Err(why)))
