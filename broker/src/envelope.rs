@@ -791,9 +791,7 @@ mod schema_tests {
             );
             // Whether signed whole or by its digest, the payload is covered.
             let mut tampered = envelope.clone();
-            let mut payload = tampered.payload.to_vec();
-            payload[1] ^= 1;
-            tampered.payload = payload.into();
+            tampered.payload = flipped(&tampered.payload, 1, 1);
             let err = open(&tampered.encode_to_vec(), &directory, "oefa").unwrap_err();
             assert_eq!(err.code, "signature", "schema {version}: {err}");
         }

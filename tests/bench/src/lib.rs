@@ -252,11 +252,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     )
     .await
     .context("the nodes did not start")?;
-    let settings = KafkaSettings {
-        bootstrap_servers: args.bootstrap.clone(),
-        options: BTreeMap::new(),
-        ..Default::default()
-    };
+    let settings = kafka_settings(&args.bootstrap);
     let baseline = Baseline::start(
         &settings,
         &prefix,
@@ -385,14 +381,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 /// Deletes every topic named `<prefix>.*`; returns how many there were.
 async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<usize> {
     use rdkafka::admin::AdminOptions;
-    let settings = KafkaSettings {
-        bootstrap_servers: bootstrap.to_owned(),
-        options: BTreeMap::new(),
-        ..Default::default()
-    };
-    let admin = settings.admin()?;
     let mine = format!("{prefix}.");
-    let (admin, topics) = topics(admin).await?;
+    let (admin, topics) = topics(bootstrap).await?;
     let names: Vec<String> = topics
         .into_iter()
         .map(|(name, _)| name)
@@ -411,9 +401,19 @@ async fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<usize> {
     Ok(names.len())
 }
 
-/// Every topic the broker holds, with its partition count; the admin client
-/// back for more calls.
-async fn topics(admin: Admin) -> anyhow::Result<(Admin, Vec<(String, usize)>)> {
+/// The bench's own clients' settings for the broker at `bootstrap`.
+fn kafka_settings(bootstrap: &str) -> KafkaSettings {
+    KafkaSettings {
+        bootstrap_servers: bootstrap.to_owned(),
+        options: BTreeMap::new(),
+        ..Default::default()
+    }
+}
+
+/// Every topic the broker holds, with its partition count, and the admin
+/// client that listed them, for more calls.
+async fn topics(bootstrap: &str) -> anyhow::Result<(Admin, Vec<(String, usize)>)> {
+    let admin = kafka_settings(bootstrap).admin()?;
     tokio::task::spawn_blocking(move || {
         let metadata = admin
             .inner()
@@ -433,12 +433,7 @@ async fn topics(admin: Admin) -> anyhow::Result<(Admin, Vec<(String, usize)>)> {
 /// thousands (topics other runs and tests left behind) spends much of its
 /// CPU collecting garbage, and both arms' numbers with it.
 async fn broker_partitions(bootstrap: &str) -> anyhow::Result<usize> {
-    let settings = KafkaSettings {
-        bootstrap_servers: bootstrap.to_owned(),
-        options: BTreeMap::new(),
-        ..Default::default()
-    };
-    let (_, topics) = topics(settings.admin()?).await?;
+    let (_, topics) = topics(bootstrap).await?;
     Ok(topics.iter().map(|(_, partitions)| partitions).sum())
 }
 
