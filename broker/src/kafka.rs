@@ -334,10 +334,38 @@ pub struct InboxConsumer {
     topic: String,
 }
 
+/// How soon a consumer wants each record after it is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// At once: a fetch returns as soon as the broker has a record
+    /// (transfers and receipts, which someone is waiting for).
+    Eager,
+    /// Within [`PATIENT_WAIT_MS`]: a fetch waits for [`PATIENT_MIN_BYTES`]
+    /// or that long, whichever comes first (the sector's timeline, the
+    /// directory), so the broker answers a few large fetches instead of one
+    /// per record or two, and the node applies them in larger batches.
+    Patient,
+}
+
+/// How long a patient fetch waits for records to gather.
+pub const PATIENT_WAIT_MS: u32 = 100;
+/// How many bytes end a patient fetch's wait early.
+pub const PATIENT_MIN_BYTES: u32 = 256 * 1024;
+
 impl InboxConsumer {
     /// `group_id` is stable per institution, so lag tools see the committed offsets.
-    pub fn new(settings: &KafkaSettings, group_id: &str, topic: &str) -> Result<Self, Error> {
+    pub fn new(
+        settings: &KafkaSettings,
+        group_id: &str,
+        topic: &str,
+        fetch: Fetch,
+    ) -> Result<Self, Error> {
         let mut config = settings.client_config();
+        if fetch == Fetch::Patient {
+            config
+                .set("fetch.wait.max.ms", PATIENT_WAIT_MS.to_string())
+                .set("fetch.min.bytes", PATIENT_MIN_BYTES.to_string());
+        }
         config
             .set("group.id", group_id)
             .set("enable.auto.offset.store", "false")

@@ -54,7 +54,7 @@ use crate::telemetry::trace::Incoming;
 use crate::trust::Trust;
 use apply::{Applied, Batch};
 use ecointegra_broker::envelope::Rejection;
-use ecointegra_broker::kafka::InboxConsumer;
+use ecointegra_broker::kafka::{Fetch, InboxConsumer};
 use ecointegra_proto::v1::DocumentDigest;
 use open::{Opened, open_record};
 use prost::bytes::Bytes;
@@ -318,15 +318,17 @@ async fn connect(cx: &Arc<Consumers>, feed: Feed) -> Result<(Arc<InboxConsumer>,
             return Err(Error::FailedPrecondition(problems.join("; ")));
         }
     }
-    let (topic, group) = match feed {
-        Feed::Inbox => (cx.kafka.inbox_topic(), cx.kafka.group_id()),
+    let (topic, group, fetch) = match feed {
+        Feed::Inbox => (cx.kafka.inbox_topic(), cx.kafka.group_id(), Fetch::Eager),
         Feed::Tracking => (
             cx.kafka.topics.tracking(),
             format!("{}.tracking", cx.kafka.group_id()),
+            Fetch::Patient,
         ),
         Feed::Directory => (
             cx.kafka.topics.directory(),
             format!("{}.directory", cx.kafka.group_id()),
+            Fetch::Patient,
         ),
     };
     if feed == Feed::Inbox {
@@ -335,7 +337,7 @@ async fn connect(cx: &Arc<Consumers>, feed: Feed) -> Result<(Arc<InboxConsumer>,
             .await
             .map_err(Error::task("partial sweep failed"))??;
     }
-    let consumer = Arc::new(InboxConsumer::new(&settings, &group, &topic)?);
+    let consumer = Arc::new(InboxConsumer::new(&settings, &group, &topic, fetch)?);
     let c = consumer.clone();
     let partitions = tokio::task::spawn_blocking(move || c.partitions(Duration::from_secs(5)))
         .await

@@ -18,7 +18,9 @@
 
 use super::load::Outcome;
 use super::payload::Payload;
-use ecointegra_broker::kafka::{InboxConsumer, KafkaSettings, Pending, Publisher, RecordMeta};
+use ecointegra_broker::kafka::{
+    Fetch, InboxConsumer, KafkaSettings, Pending, Publisher, RecordMeta,
+};
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::message::Message;
 use std::collections::{HashMap, VecDeque};
@@ -227,7 +229,7 @@ async fn consumer(
     group: &str,
     topic: &str,
 ) -> anyhow::Result<Arc<InboxConsumer>> {
-    let consumer = Arc::new(InboxConsumer::new(settings, group, topic)?);
+    let consumer = Arc::new(InboxConsumer::new(settings, group, topic, Fetch::Eager)?);
     let deadline = Instant::now() + Duration::from_secs(30);
     let partitions = loop {
         let c = consumer.clone();
