@@ -35,6 +35,9 @@ fn bench_smoke_runs_both_arms_and_counts_match() {
     assert_eq!(report["correct"], true, "{report:#}");
     assert_eq!(report["mode"], "smoke");
     assert!(report["calibration"]["sha256_gb_per_s"].as_f64().unwrap() > 0.0);
+    let on_loopback = ["127.", "localhost:"]
+        .iter()
+        .any(|local| bootstrap().starts_with(local));
     let sizes = report["sizes"].as_array().unwrap();
     assert!(!sizes.is_empty());
     assert!(
@@ -59,6 +62,13 @@ fn bench_smoke_runs_both_arms_and_counts_match() {
             assert_eq!(size[arm]["duplicates"], 0);
             assert_eq!(size[arm]["hash_mismatches"], 0);
             assert!(size[arm]["closed_loop"]["filings_per_s"].as_f64().unwrap() > 0.0);
+            // The whole machine's CPU per filing, and the broker's when it
+            // runs here, beside the arm's own.
+            let budget = &size[arm]["closed_loop_cpu_ms_per_filing"];
+            assert!(budget["machine"].as_f64().unwrap() > 0.0, "{budget}");
+            if on_loopback {
+                assert!(budget["broker"].as_f64().is_some(), "{budget}");
+            }
             // The disk's sync latency was measured beside the open loop.
             let synced = &size[arm]["open_loop"]["disk_sync_ms"];
             assert!(synced["count"].as_u64().unwrap() > 0, "{synced}");

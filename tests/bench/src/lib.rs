@@ -211,7 +211,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
 
     let broker_partitions = broker_partitions(&args.bootstrap).await?;
-    println!("broker: {broker_partitions} partitions before this run");
+    let broker_pid = local_broker(&args.bootstrap);
+    println!(
+        "broker: {broker_partitions} partitions before this run; {}",
+        match broker_pid {
+            Some(pid) => format!("process {pid} on this machine (its CPU is counted)"),
+            None => "not a process of this machine (its CPU is not counted)".to_owned(),
+        }
+    );
     if broker_partitions > CROWDED_BROKER {
         println!(
             "warning: a broker holding more than {CROWDED_BROKER} partitions spends its CPU \
@@ -270,7 +277,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let measured = measure(&plan, &system, &baseline, &root.join("sync-probe")).await;
+    let measured = measure(
+        &plan,
+        &system,
+        &baseline,
+        broker_pid,
+        &root.join("sync-probe"),
+    )
+    .await;
     let mut problems = match &measured {
         Ok(_) => system.verify_stores(),
         Err(_) => Vec::new(),
@@ -448,20 +462,57 @@ fn notes() -> Vec<String> {
         "Open loop: arrivals on a fixed schedule at half the system's closed-loop rate (or --open-rate) for both arms; latencies count from each filing's intended start (corrected for coordinated omission).".into(),
         "Baseline: raw rdkafka with the nodes' Publisher and InboxConsumer (acks=all, idempotence, same chunk size); destination-to-origin reply of 512 bytes in place of the receipt. It runs inside the bench process, so its CPU and RSS are this process's.".into(),
         "System: origin and destination are `ecointegra node run` child processes; CPU, peak RSS (VmHWM, reset per size through clear_refs) and write_bytes come from /proc/<pid>. The client (this process) is reported separately as `client`.".into(),
-        "Disk bytes: write_bytes of the measured processes; the Kafka broker's own writes are not counted for either arm.".into(),
+        "Disk bytes: write_bytes of the measured processes; the Kafka broker's own writes are not counted for either arm (they are listed by process as `broker` when it runs on this machine).".into(),
+        "Machine CPU per filing: the closed loops' busy time of every CPU (/proc/stat) per filing, split into the arm's processes, the broker's (when its bootstrap address is this machine's loopback) and `other`; all of them share the machine, so it bounds the filings/s this machine can reach at that cost.".into(),
     ]
 }
 
-/// The counters of every process an arm's work runs in.
+/// The process listening on the first address of `bootstrap`, if that
+/// address is this machine's loopback: the broker the run shares the
+/// machine with.
+fn local_broker(bootstrap: &str) -> Option<u32> {
+    let first = bootstrap.split(',').next()?.trim();
+    let (host, port) = first.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let local = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    local.then(|| procfs::listening_pid(port.parse().ok()?))?
+}
+
+/// Where a process's counters come from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// This process (the bench, the system's client).
+    This,
+    Pid(u32),
+    /// Every CPU of the machine, whatever runs on it.
+    Machine,
+}
+
+/// The counters of every process an arm's work runs in, and of what shares
+/// the machine with it (the broker, the whole machine).
 struct Processes {
-    names: Vec<(&'static str, Option<u32>)>,
+    names: Vec<(&'static str, Source)>,
 }
 
 impl Processes {
+    fn of(names: Vec<(&'static str, Source)>, broker: Option<u32>) -> Processes {
+        let mut names = names;
+        names.extend(broker.map(|pid| ("broker", Source::Pid(pid))));
+        names.push(("machine", Source::Machine));
+        Processes { names }
+    }
+
     fn read(&self) -> Vec<Sample> {
         self.names
             .iter()
-            .map(|(_, pid)| Sample::read(*pid))
+            .map(|(_, source)| match source {
+                Source::This => Sample::read(None),
+                Source::Pid(pid) => Sample::read(Some(*pid)),
+                Source::Machine => Sample::machine(),
+            })
             .collect()
     }
 }
@@ -474,6 +525,8 @@ struct Tally {
     /// The sync probe's latencies during the open loops (µs).
     open_syncs: hdrhistogram::Histogram<u64>,
     usage: Vec<Delta>,
+    /// The same, in the closed loops only.
+    closed_usage: Vec<Delta>,
     duplicates_before: u64,
     mismatches_before: u64,
 }
@@ -486,6 +539,7 @@ impl Tally {
             open: Phase::new(),
             open_syncs: report::micros(),
             usage: vec![Delta::default(); processes],
+            closed_usage: vec![Delta::default(); processes],
             duplicates_before,
             mismatches_before,
         }
@@ -496,28 +550,35 @@ impl Tally {
             self.usage[i] += a.since(b);
         }
     }
+
+    fn add_closed_usage(&mut self, before: &[Sample], after: &[Sample]) {
+        self.add_usage(before, after);
+        for (i, (b, a)) in before.iter().zip(after).enumerate() {
+            self.closed_usage[i] += a.since(b);
+        }
+    }
 }
 
 async fn measure(
     plan: &Plan,
     system: &Arc<System>,
     baseline: &Arc<Baseline>,
+    broker: Option<u32>,
     probe_dir: &Path,
 ) -> anyhow::Result<Vec<SizeReport>> {
     let seqs = Arc::new(AtomicU64::new(0));
     let arms = [Arm::Baseline(baseline.clone()), Arm::System(system.clone())];
     let me = std::process::id();
     let processes = [
-        Processes {
-            names: vec![("bench", None)],
-        },
-        Processes {
-            names: vec![
-                ("origin", Some(system.origin.pid)),
-                ("destination", Some(system.destination.pid)),
-                ("client", None),
+        Processes::of(vec![("bench", Source::This)], broker),
+        Processes::of(
+            vec![
+                ("origin", Source::Pid(system.origin.pid)),
+                ("destination", Source::Pid(system.destination.pid)),
+                ("client", Source::This),
             ],
-        },
+            broker,
+        ),
     ];
 
     // Warm-up: topics, consumer assignment, connections. Not counted.
@@ -543,8 +604,16 @@ async fn measure(
             rss_reset &= procfs::reset_peak_rss(pid);
         }
         let mut tallies = [
-            Tally::new(1, baseline.duplicates(), baseline.mismatches()),
-            Tally::new(3, system.duplicates(), system.mismatches()),
+            Tally::new(
+                processes[0].names.len(),
+                baseline.duplicates(),
+                baseline.mismatches(),
+            ),
+            Tally::new(
+                processes[1].names.len(),
+                system.duplicates(),
+                system.mismatches(),
+            ),
         ];
         let rounds = if huge { 1 } else { plan.rounds };
         let max_filings = huge.then_some(1);
@@ -569,7 +638,7 @@ async fn measure(
                     }
                 );
                 let tally = &mut tallies[i];
-                tally.add_usage(&before, &after);
+                tally.add_closed_usage(&before, &after);
                 tally.closed_rounds.push(throughput);
                 tally.closed.merge(&phase);
             }
@@ -669,6 +738,7 @@ async fn measure(
             );
         }
         println!();
+        report::print_budget(&size_report, report::Machine::describe().cpus);
         report::print_header();
         report::print_size(&size_report);
         println!();
@@ -692,6 +762,13 @@ fn arm_report(
     all.merge(&tally.closed);
     all.merge(&tally.open);
     let filings = all.receipted.max(1) as f64;
+    let closed_filings = tally.closed.receipted.max(1) as f64;
+    let closed_loop_cpu_ms_per_filing = processes
+        .names
+        .iter()
+        .zip(&tally.closed_usage)
+        .map(|((name, _), usage)| (*name, usage.cpu_s * 1000.0 / closed_filings))
+        .collect();
     let mut cpu = BTreeMap::new();
     let mut disk = BTreeMap::new();
     let (mut cpu_total, mut disk_total) = (0.0, 0.0);
@@ -699,7 +776,9 @@ fn arm_report(
         let c = usage.cpu_s / filings;
         let d = usage.write_bytes as f64 / filings;
         cpu.insert(*name, c);
-        disk.insert(*name, d);
+        if *name != "machine" {
+            disk.insert(*name, d);
+        }
         if workers.contains(name) {
             cpu_total += c;
             disk_total += d;
@@ -724,6 +803,7 @@ fn arm_report(
         open_loop,
         cpu_s_per_filing: cpu_total,
         cpu_s_per_filing_by_process: cpu,
+        closed_loop_cpu_ms_per_filing,
         peak_rss_kib,
         disk_bytes_written_per_filing: disk_total,
         disk_bytes_written_per_filing_by_process: disk,

@@ -73,6 +73,10 @@ pub struct ArmReport {
     /// CPU seconds per filing of the processes doing this arm's work.
     pub cpu_s_per_filing: f64,
     pub cpu_s_per_filing_by_process: BTreeMap<&'static str, f64>,
+    /// The closed loops' CPU per filing in milliseconds, by process: the
+    /// arm's own, the `broker`'s (when it runs on this machine) and the
+    /// whole `machine`'s, which all of them share.
+    pub closed_loop_cpu_ms_per_filing: BTreeMap<&'static str, f64>,
     /// Peak resident memory while this size ran, in KiB.
     pub peak_rss_kib: BTreeMap<&'static str, u64>,
     pub disk_bytes_written_per_filing: f64,
@@ -262,6 +266,37 @@ pub fn print_size(size: &SizeReport) {
             report.cpu_s_per_filing * 1000.0,
             report.disk_bytes_written_per_filing / 1024.0,
             rss
+        );
+    }
+}
+
+/// What a filing costs the whole machine in each arm's closed loop, by
+/// process, and the most filings per second `cpus` could move at that cost.
+pub fn print_budget(size: &SizeReport, cpus: usize) {
+    for (arm, report) in [("baseline", &size.baseline), ("system", &size.system)] {
+        let cpu = &report.closed_loop_cpu_ms_per_filing;
+        let Some(&machine) = cpu.get("machine").filter(|m| **m > 0.0) else {
+            continue;
+        };
+        let named: f64 = cpu
+            .iter()
+            .filter(|(name, _)| **name != "machine")
+            .map(|(_, ms)| ms)
+            .sum();
+        let parts: Vec<String> = cpu
+            .iter()
+            .filter(|(name, _)| **name != "machine")
+            .map(|(name, ms)| format!("{name} {ms:.3}"))
+            .chain(std::iter::once(format!(
+                "other {:.3}",
+                (machine - named).max(0.0)
+            )))
+            .collect();
+        println!(
+            "[{}] {arm:<8} machine CPU per filing, closed loop: {machine:.3} ms ({}); at that cost {cpus} CPUs move at most {:.1} filings/s",
+            size.label,
+            parts.join(", "),
+            cpus as f64 * 1000.0 / machine,
         );
     }
 }
