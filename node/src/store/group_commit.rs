@@ -105,22 +105,20 @@ impl Writer {
         let mut state = self.lock();
         self.arriving.fetch_sub(1, Ordering::SeqCst);
         if !state.open {
-            state
-                .conn
-                .execute_batch("BEGIN IMMEDIATE")
+            control(&state.conn, "BEGIN IMMEDIATE")
                 .map_err(Error::store("cannot begin"))?;
             state.open = true;
             state.members = 0;
             state.opened_at = Instant::now();
         }
-        if let Err(e) = state.conn.execute_batch("SAVEPOINT effect") {
+        if let Err(e) = control(&state.conn, "SAVEPOINT effect") {
             self.end_if_due(&mut state);
             return Err(Error::store("cannot begin")(e));
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| effect(&state.conn)));
         let kept = matches!(outcome, Ok(Ok(_)));
         let resolved = if kept {
-            state.conn.execute_batch("RELEASE effect")
+            control(&state.conn, "RELEASE effect")
         } else {
             state
                 .conn
@@ -190,7 +188,7 @@ impl Writer {
             return;
         }
         let started = Instant::now();
-        let failure = match state.conn.execute_batch("COMMIT") {
+        let failure = match control(&state.conn, "COMMIT") {
             Ok(()) => {
                 if state.members > 0
                     && let Some(observe) = self.observer.get()
@@ -240,6 +238,12 @@ impl Writer {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs a transaction control statement on a cached statement: these run
+/// several times per filing, and `execute_batch` parsed them every time.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    super::exec(conn, sql, []).map(drop)
 }
 
 #[cfg(test)]

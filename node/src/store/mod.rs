@@ -538,13 +538,15 @@ pub(crate) fn row<T>(
 
 /// Opens a savepoint for one consumed record inside its batch's transaction.
 pub fn begin_record(c: &Connection) -> Result<()> {
-    c.execute_batch("SAVEPOINT record")
+    exec(c, "SAVEPOINT record", [])
+        .map(drop)
         .map_err(Error::store("cannot begin a record"))
 }
 
 /// Keeps the record's effect in the batch.
 pub fn end_record(c: &Connection) -> Result<()> {
-    c.execute_batch("RELEASE record")
+    exec(c, "RELEASE record", [])
+        .map(drop)
         .map_err(Error::store("cannot end a record"))
 }
 
