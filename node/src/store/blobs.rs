@@ -98,9 +98,9 @@ impl Blobs {
         Ok(blobs)
     }
 
-    /// Holds a document's bytes, just written to its file, for
-    /// [`Blobs::recall`]; the oldest held go if they would exceed
-    /// [`RECENT_MAX`].
+    /// Holds an uploaded document's bytes, just written to its file or
+    /// about to be kept in the store, for [`Blobs::recall`]; the oldest held
+    /// go if they would exceed [`RECENT_MAX`].
     pub fn remember(&self, sha256: &[u8], bytes: Vec<u8>) {
         if bytes.len() > RECENT_MAX {
             return;
@@ -121,6 +121,14 @@ impl Blobs {
         } else {
             recent.order.push_back(sha256.to_vec());
         }
+        // Recalled documents leave their place in the order behind (taking
+        // it out at each recall was a walk through the whole order, up to
+        // thousands of small documents); drop those places once they
+        // outnumber the held ones.
+        if recent.order.len() > 2 * recent.bytes.len() + 64 {
+            let Recent { bytes, order, .. } = recent;
+            order.retain(|held| bytes.contains_key(held));
+        }
     }
 
     /// Takes a document's bytes if [`Blobs::remember`] still holds them.
@@ -128,7 +136,6 @@ impl Blobs {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = recent.bytes.remove(sha256)?;
         recent.held -= bytes.len();
-        recent.order.retain(|held| held.as_slice() != sha256);
         Some(bytes)
     }
 
@@ -357,7 +364,12 @@ impl ToKeep {
         let (mut rows, mut kept) = (Vec::with_capacity(documents.len()), Vec::new());
         for (row, received) in documents {
             match received {
-                Received::Kept(bytes) => kept.push((row.sha256.clone(), bytes)),
+                Received::Kept(bytes) => {
+                    // The relay puts a small filing's documents in its
+                    // manifest: from memory, not read back from the store.
+                    blobs.remember(&row.sha256, bytes.clone());
+                    kept.push((row.sha256.clone(), bytes));
+                }
                 Received::File(temp, whole) => {
                     drop(blobs.adopt(&temp.keep(), &row.sha256)?);
                     if let Some(bytes) = whole {
@@ -537,6 +549,33 @@ mod tests {
     use sha2::{Digest, Sha256};
     use tokio::io::AsyncReadExt;
 
+    /// Small documents remembered and taken one after the other, thousands
+    /// of them, leave no trail: what the order keeps stays bounded by what
+    /// is held.
+    #[test]
+    fn taken_documents_leave_no_trail() {
+        let dir = std::env::temp_dir().join(format!("trail-{}", crate::ids::transfer_id()));
+        let blobs = Blobs::open(&dir).unwrap();
+        for i in 0u32..10_000 {
+            let key = i.to_be_bytes();
+            blobs.remember(&key, vec![7u8; 1024]);
+            if i % 10 != 0 {
+                assert_eq!(blobs.recall(&key).map(|b| b.len()), Some(1024));
+            }
+        }
+        let recent = blobs.recent.lock().unwrap();
+        assert_eq!(recent.bytes.len(), 1000, "the ones not taken are held");
+        assert_eq!(recent.held, 1000 * 1024);
+        assert!(
+            recent.order.len() <= 2 * recent.bytes.len() + 65,
+            "{} places for {} held",
+            recent.order.len(),
+            recent.bytes.len()
+        );
+        drop(recent);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// What an upload held whole is taken once, by its digest; the oldest
     /// held go first when more would exceed the bound.
     #[test]
@@ -560,7 +599,7 @@ mod tests {
         blobs.remember(b"f", vec![6u8; RECENT_MAX + 1]);
         assert_eq!(blobs.recall(b"f"), None);
         let recent = blobs.recent.lock().unwrap();
-        assert_eq!((recent.held, recent.order.len()), (0, 0), "nothing left");
+        assert_eq!((recent.held, recent.bytes.len()), (0, 0), "nothing left");
         drop(recent);
         let _ = std::fs::remove_dir_all(&dir);
     }
