@@ -75,6 +75,12 @@ pub struct BenchArgs {
     /// Seconds of each measured phase (default: 1 smoke, 5 full).
     #[arg(long)]
     pub phase_secs: Option<f64>,
+    /// Seconds of 1 KiB load per arm before anything is measured (default:
+    /// 0 smoke, 10 full): a broker just started runs its request paths
+    /// interpreted until the JVM has compiled them, and the first rounds
+    /// then measured it, not the arms.
+    #[arg(long)]
+    pub warmup_secs: Option<f64>,
     /// Filings per second of the open loop instead of half the system's
     /// maximum: two builds compared at the same load (their maxima differ).
     #[arg(long)]
@@ -152,6 +158,8 @@ struct Plan {
     sizes: Vec<u64>,
     rounds: u32,
     phase: Duration,
+    /// Load per arm before measuring (besides one filing each).
+    warmup: Duration,
     /// Fewest filings in one open-loop phase.
     min_open_loop: u64,
     /// `--open-rate`: the open loop's rate, when not half the maximum.
@@ -176,6 +184,10 @@ impl Plan {
             .phase_secs
             .unwrap_or(if args.smoke { 1.0 } else { 5.0 });
         anyhow::ensure!(phase_secs > 0.0, "--phase-secs must be positive");
+        let warmup_secs = args
+            .warmup_secs
+            .unwrap_or(if args.smoke { 0.0 } else { 10.0 });
+        anyhow::ensure!(warmup_secs >= 0.0, "--warmup-secs may not be negative");
         if let Some(rate) = args.open_rate {
             anyhow::ensure!(rate > 0.0, "--open-rate must be positive");
         }
@@ -184,6 +196,7 @@ impl Plan {
             sizes,
             rounds: args.rounds.unwrap_or(if args.smoke { 1 } else { 3 }).max(1),
             phase: Duration::from_secs_f64(phase_secs),
+            warmup: Duration::from_secs_f64(warmup_secs),
             min_open_loop: if args.smoke { 5 } else { 20 },
             open_rate: args.open_rate,
         })
@@ -589,6 +602,25 @@ async fn measure(
                 "the {} warm-up filing did not complete: {}",
                 arm.name(),
                 warm.errors.join("; ")
+            );
+        }
+    }
+    if !plan.warmup.is_zero() {
+        for arm in &arms {
+            let warm =
+                load::closed_loop(arm, KIB, concurrency_for(KIB), plan.warmup, None, &seqs).await;
+            if !warm.errors.is_empty() || warm.receipted == 0 {
+                anyhow::bail!(
+                    "the {} warm-up load did not complete: {}",
+                    arm.name(),
+                    warm.errors.join("; ")
+                );
+            }
+            println!(
+                "warm-up: {} {} filings of 1 KiB in {:.1} s (not counted)",
+                arm.name(),
+                warm.receipted,
+                warm.elapsed.as_secs_f64()
             );
         }
     }
