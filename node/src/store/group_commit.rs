@@ -105,8 +105,7 @@ impl Writer {
         let mut state = self.lock();
         self.arriving.fetch_sub(1, Ordering::SeqCst);
         if !state.open {
-            control(&state.conn, "BEGIN IMMEDIATE")
-                .map_err(Error::store("cannot begin"))?;
+            control(&state.conn, "BEGIN IMMEDIATE").map_err(Error::store("cannot begin"))?;
             state.open = true;
             state.members = 0;
             state.opened_at = Instant::now();

@@ -125,14 +125,17 @@ pub fn listening_pid(port: u16) -> Option<u32> {
         return None;
     }
     let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
-        fds.flatten()
-            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .any(|target| wanted.iter().any(|w| target.as_os_str() == w.as_str()))
-            .then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| wanted.iter().any(|w| target.as_os_str() == w.as_str()))
+                .then_some(pid)
+        })
 }
 
 /// The socket inodes of a `/proc/net/tcp` table listening on `port`.
@@ -144,8 +147,8 @@ fn listening_inodes(table: &str, port: u16) -> Vec<String> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let local_port = fields.get(1)?.rsplit(':').next()?;
-            let listening = u16::from_str_radix(local_port, 16).ok()? == port
-                && *fields.get(3)? == LISTEN;
+            let listening =
+                u16::from_str_radix(local_port, 16).ok()? == port && *fields.get(3)? == LISTEN;
             listening.then(|| fields.get(9).map(|i| (*i).to_owned()))?
         })
         .collect()
