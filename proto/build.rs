@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".ecointegra.v1.Envelope.payload")
         .bytes(".ecointegra.v1.Chunk.data")
         .bytes(".ecointegra.v1.SubmitFilingRequest.chunk")
+        .bytes(".ecointegra.v1.AnswerFilingRequest.chunk")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -92,7 +92,7 @@ fn answer_parts(code: &str, action_id: &str, doc: &Doc) -> Vec<AnswerFilingReque
             })),
         },
         AnswerFilingRequest {
-            part: Some(Part::Chunk(doc.bytes())),
+            part: Some(Part::Chunk(doc.bytes().into())),
         },
     ]
 }

@@ -119,8 +119,8 @@ pub(crate) async fn run(command: FilingCommand) -> anyhow::Result<()> {
                     .map(|p| {
                         let part = match p.part {
                             Some(submit_filing_request::Part::Document(d)) => Part::Document(d),
-                            Some(submit_filing_request::Part::Chunk(c)) => Part::Chunk(c.to_vec()),
-                            _ => Part::Chunk(Vec::new()),
+                            Some(submit_filing_request::Part::Chunk(c)) => Part::Chunk(c),
+                            _ => Part::Chunk(Default::default()),
                         };
                         AnswerFilingRequest { part: Some(part) }
                     });

@@ -439,7 +439,7 @@ impl FilingService for FilingApi {
                     .part
                 {
                     Some(answer_filing_request::Part::Document(d)) => Ok(DocPart::Document(d)),
-                    Some(answer_filing_request::Part::Chunk(c)) => Ok(DocPart::Chunk(c.into())),
+                    Some(answer_filing_request::Part::Chunk(c)) => Ok(DocPart::Chunk(c)),
                     _ => Err(Error::invalid("header", "an answer has exactly one header")),
                 }
             }),
