@@ -123,11 +123,13 @@ impl Blobs {
         }
         // Recalled documents leave their place in the order behind (taking
         // it out at each recall was a walk through the whole order, up to
-        // thousands of small documents); drop those places once they
-        // outnumber the held ones.
+        // thousands of small documents), and one remembered again after it
+        // was taken gets a second place: once the places outnumber the held
+        // documents, keep one place per held document.
         if recent.order.len() > 2 * recent.bytes.len() + 64 {
             let Recent { bytes, order, .. } = recent;
-            order.retain(|held| bytes.contains_key(held));
+            let mut placed = std::collections::HashSet::with_capacity(bytes.len());
+            order.retain(|held| bytes.contains_key(held) && placed.insert(held.clone()));
         }
     }
 
@@ -563,9 +565,17 @@ mod tests {
                 assert_eq!(blobs.recall(&key).map(|b| b.len()), Some(1024));
             }
         }
+        // The same document (a form every filing attaches) remembered and
+        // taken over and over, while another is held.
+        let form = b"form".to_vec();
+        for _ in 0..10_000 {
+            blobs.remember(&form, vec![8u8; 1024]);
+            assert!(blobs.recall(&form).is_some());
+            blobs.remember(&form, vec![8u8; 1024]);
+        }
         let recent = blobs.recent.lock().unwrap();
-        assert_eq!(recent.bytes.len(), 1000, "the ones not taken are held");
-        assert_eq!(recent.held, 1000 * 1024);
+        assert_eq!(recent.bytes.len(), 1001, "the ones not taken are held");
+        assert_eq!(recent.held, 1001 * 1024);
         assert!(
             recent.order.len() <= 2 * recent.bytes.len() + 65,
             "{} places for {} held",
