@@ -16,6 +16,7 @@
 //! connection, or when it holds [`MAX_MEMBERS`] effects, or when it has been
 //! open for [`MAX_OPEN`], so a steady stream of writers cannot hold it open.
 
+use super::control;
 use crate::error::{Error, Result};
 use rusqlite::Connection;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -237,12 +238,6 @@ impl Writer {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs a transaction control statement on a cached statement: these run
-/// several times per filing, and `execute_batch` parsed them every time.
-fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    super::exec(conn, sql, []).map(drop)
 }
 
 #[cfg(test)]

@@ -536,18 +536,21 @@ pub(crate) fn row<T>(
     c.prepare_cached(sql)?.query_row(params, f)
 }
 
+/// Runs a transaction control statement (BEGIN, COMMIT, a savepoint's)
+/// on a cached statement: these run several times per filing, and
+/// `execute_batch` parsed them every time.
+pub(crate) fn control(c: &Connection, sql: &str) -> rusqlite::Result<()> {
+    exec(c, sql, []).map(drop)
+}
+
 /// Opens a savepoint for one consumed record inside its batch's transaction.
 pub fn begin_record(c: &Connection) -> Result<()> {
-    exec(c, "SAVEPOINT record", [])
-        .map(drop)
-        .map_err(Error::store("cannot begin a record"))
+    control(c, "SAVEPOINT record").map_err(Error::store("cannot begin a record"))
 }
 
 /// Keeps the record's effect in the batch.
 pub fn end_record(c: &Connection) -> Result<()> {
-    exec(c, "RELEASE record", [])
-        .map(drop)
-        .map_err(Error::store("cannot end a record"))
+    control(c, "RELEASE record").map_err(Error::store("cannot end a record"))
 }
 
 /// Undoes the record's effect, leaving the rest of the batch.
