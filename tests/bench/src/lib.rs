@@ -565,9 +565,10 @@ impl Tally {
     }
 
     fn add_closed_usage(&mut self, before: &[Sample], after: &[Sample]) {
-        self.add_usage(before, after);
         for (i, (b, a)) in before.iter().zip(after).enumerate() {
-            self.closed_usage[i] += a.since(b);
+            let used = a.since(b);
+            self.usage[i] += used;
+            self.closed_usage[i] += used;
         }
     }
 }
@@ -594,7 +595,8 @@ async fn measure(
         ),
     ];
 
-    // Warm-up: topics, consumer assignment, connections. Not counted.
+    // Warm-up, not counted: one filing (topics, consumer assignment,
+    // connections), then the broker's warm-up load.
     for arm in &arms {
         let warm = load::closed_loop(arm, KIB, 1, Duration::ZERO, Some(1), &seqs).await;
         if warm.receipted != 1 {
@@ -604,28 +606,28 @@ async fn measure(
                 warm.errors.join("; ")
             );
         }
-    }
-    if !plan.warmup.is_zero() {
-        for arm in &arms {
-            let warm =
-                load::closed_loop(arm, KIB, concurrency_for(KIB), plan.warmup, None, &seqs).await;
-            if !warm.errors.is_empty() || warm.receipted == 0 {
-                anyhow::bail!(
-                    "the {} warm-up load did not complete: {}",
-                    arm.name(),
-                    warm.errors.join("; ")
-                );
-            }
-            println!(
-                "warm-up: {} {} filings of 1 KiB in {:.1} s (not counted)",
+        if plan.warmup.is_zero() {
+            continue;
+        }
+        let warm =
+            load::closed_loop(arm, KIB, concurrency_for(KIB), plan.warmup, None, &seqs).await;
+        if !warm.errors.is_empty() || warm.receipted == 0 {
+            anyhow::bail!(
+                "the {} warm-up load did not complete: {}",
                 arm.name(),
-                warm.receipted,
-                warm.elapsed.as_secs_f64()
+                warm.errors.join("; ")
             );
         }
+        println!(
+            "warm-up: {} {} filings of 1 KiB in {:.1} s (not counted)",
+            arm.name(),
+            warm.receipted,
+            warm.elapsed.as_secs_f64()
+        );
     }
     println!("warm-up done: both arms move a filing end to end");
 
+    let cpus = report::Machine::describe().cpus;
     let mut reports = Vec::new();
     for &size in &plan.sizes {
         let label = report::size_label(size);
@@ -770,7 +772,7 @@ async fn measure(
             );
         }
         println!();
-        report::print_budget(&size_report, report::Machine::describe().cpus);
+        report::print_budget(&size_report, cpus);
         report::print_header();
         report::print_size(&size_report);
         println!();

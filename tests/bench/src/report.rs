@@ -278,14 +278,11 @@ pub fn print_budget(size: &SizeReport, cpus: usize) {
         let Some(&machine) = cpu.get("machine").filter(|m| **m > 0.0) else {
             continue;
         };
-        let named: f64 = cpu
+        let processes: Vec<(&&str, &f64)> =
+            cpu.iter().filter(|(name, _)| **name != "machine").collect();
+        let named: f64 = processes.iter().map(|(_, ms)| **ms).sum();
+        let parts: Vec<String> = processes
             .iter()
-            .filter(|(name, _)| **name != "machine")
-            .map(|(_, ms)| ms)
-            .sum();
-        let parts: Vec<String> = cpu
-            .iter()
-            .filter(|(name, _)| **name != "machine")
             .map(|(name, ms)| format!("{name} {ms:.3}"))
             .chain(std::iter::once(format!(
                 "other {:.3}",
