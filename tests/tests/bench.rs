@@ -35,6 +35,11 @@ fn bench_smoke_runs_both_arms_and_counts_match() {
     assert_eq!(report["correct"], true, "{report:#}");
     assert_eq!(report["mode"], "smoke");
     assert!(report["calibration"]["sha256_gb_per_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["calibration"]["file_create_p50_us"]
+            .as_u64()
+            .is_some()
+    );
     let on_loopback = ["127.", "localhost:"]
         .iter()
         .any(|local| bootstrap().starts_with(local));

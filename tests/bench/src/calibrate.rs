@@ -2,9 +2,9 @@
 //! Ed25519 signatures and verifications per second, one HPKE key agreement
 //! (sealing and opening a few bytes, as the nodes' crypto does it), the
 //! speed of the AEAD the newest envelope schema seals with, one Argon2id
-//! verifier of a citizen's code (as the node computes it), and the latency
+//! verifier of a citizen's code (as the node computes it), the latency
 //! of a small write plus fsync in the directory the nodes keep their data
-//! in. [`Floor`] turns them into the least a filing costs with every
+//! in, and what creating a file there costs. [`Floor`] turns them into the least a filing costs with every
 //! guarantee kept, so a result shows its distance to that limit.
 
 use ecointegra_broker::crypto;
@@ -25,6 +25,57 @@ fn timed_sync(file: &std::fs::File, offset: u64) -> std::io::Result<u64> {
     file.write_all_at(&[0xa5u8; SYNC_BLOCK], offset)?;
     file.sync_all()?;
     Ok(started.elapsed().as_micros() as u64)
+}
+
+/// Files the calibration creates to time a file's creation.
+const CREATES: u32 = 200;
+
+/// Creating a file costs more than this (p50, µs) only when the file system
+/// is busy skipping inodes freed a short while ago (see [`slow_creation`]);
+/// on this kind of machine, without that, it costs 15 to 30 µs.
+pub const SLOW_CREATE_US: u64 = 150;
+
+/// Creates `n` empty files in `dir` (which must not hold them yet), each
+/// timed from its `open` to its `close`; microseconds. The files stay: a
+/// freed inode is what makes a creation slow (see [`slow_creation`]), and
+/// they go with the work directory.
+fn timed_creates(dir: &Path, n: u32) -> std::io::Result<hdrhistogram::Histogram<u64>> {
+    std::fs::create_dir_all(dir)?;
+    let mut latencies = crate::report::micros();
+    for i in 0..n {
+        let started = Instant::now();
+        drop(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dir.join(format!("f{i}")))?,
+        );
+        latencies.saturating_record(started.elapsed().as_micros() as u64);
+    }
+    Ok(latencies)
+}
+
+/// A warning when creating a file cost more than [`SLOW_CREATE_US`]: ext4
+/// without a journal (this kind of machine's root file system) does not
+/// reuse an inode for 60 s after it was freed, 360 s while the block of the
+/// inode table holding it is dirty, and every creation in that block group
+/// reads its way past each such inode. Deleting many files just before a
+/// run (an earlier run's work directory, `kafka.sh start --fresh`) made
+/// each creation cost hundreds of microseconds, and the system arm creates
+/// a file per document above 32 KiB at each end where the baseline creates
+/// none (in one profile at 100 KiB, 29% of the origin's CPU went to creating
+/// its upload files).
+pub fn slow_creation(c: &Calibration) -> Option<String> {
+    (c.file_create_p50_us > SLOW_CREATE_US).then(|| {
+        format!(
+            "warning: creating a file in the work directory took {} µs (p50; 15 to 30 µs when \
+             the file system has not freed many inodes in the last minutes): ext4 without a \
+             journal skips inodes freed in the last 60 to 360 s, and the system arm creates a \
+             file per document above 32 KiB at each end; wait a few minutes after deleting \
+             many files (an earlier run's work directory, kafka.sh start --fresh) and run again",
+            c.file_create_p50_us
+        )
+    })
 }
 
 /// How often the [`SyncProbe`] syncs: often enough to see stalls of a few
@@ -87,6 +138,10 @@ pub struct Calibration {
     pub fsync_p50_us: u64,
     pub fsync_p99_us: u64,
     pub fsync_samples: u64,
+    /// Creating an empty file in the work directory (open to close), µs: see
+    /// [`slow_creation`].
+    pub file_create_p50_us: u64,
+    pub file_create_p99_us: u64,
     /// Sealing and opening 32 bytes for a recipient (HPKE: the key
     /// agreements, the key schedule, a tiny AEAD), microseconds.
     pub hpke_seal_open_us: f64,
@@ -187,6 +242,7 @@ pub fn run(dir: &Path, quick: bool) -> anyhow::Result<Calibration> {
     }
     drop(file);
     std::fs::remove_file(&path)?;
+    let creates = timed_creates(&dir.join("create-probe"), CREATES)?;
 
     // HPKE, as the nodes seal a record: a few bytes (the key agreements
     // dominate), then 1 MiB (the AEAD's bytes on top).
@@ -234,6 +290,8 @@ pub fn run(dir: &Path, quick: bool) -> anyhow::Result<Calibration> {
         fsync_p50_us: latencies.value_at_quantile(0.5),
         fsync_p99_us: latencies.value_at_quantile(0.99),
         fsync_samples: samples,
+        file_create_p50_us: creates.value_at_quantile(0.5),
+        file_create_p99_us: creates.value_at_quantile(0.99),
     })
 }
 
@@ -249,6 +307,8 @@ mod tests {
             fsync_p50_us: 200,
             fsync_p99_us: 400,
             fsync_samples: 20,
+            file_create_p50_us: 25,
+            file_create_p99_us: 60,
             hpke_seal_open_us: 100.0,
             aead_gb_per_s: 1.0,
             argon2id_ms: 20.0,
@@ -269,5 +329,32 @@ mod tests {
         let floor = Floor::of(&machine(), 1 << 20, 512 * 1024, 2);
         assert!(floor.cpu_ms > 20.0 + 4.0 * 1.048, "{floor:?}");
         assert_eq!(floor.disk_kib, 2048.0 + 12.0);
+    }
+
+    #[test]
+    fn creation_is_timed_once_per_new_file() {
+        let dir = std::env::temp_dir().join(format!("bench-creates-{}", std::process::id()));
+        let timed = timed_creates(&dir, 7).unwrap();
+        assert_eq!(timed.len(), 7);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 7);
+        // A name already there is an error, not a file opened again.
+        assert!(timed_creates(&dir, 1).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn slow_file_creation_is_warned_of() {
+        assert!(slow_creation(&machine()).is_none());
+        let slow = Calibration {
+            file_create_p50_us: 800,
+            ..machine()
+        };
+        let warning = slow_creation(&slow).unwrap();
+        assert!(warning.contains("800 µs"), "{warning}");
+        let limit = Calibration {
+            file_create_p50_us: SLOW_CREATE_US,
+            ..machine()
+        };
+        assert!(slow_creation(&limit).is_none());
     }
 }

@@ -246,19 +246,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         tokio::task::spawn_blocking(move || calibrate::run(&calibration_dir, quick)).await??;
     println!(
         "calibration: SHA-256 {:.2} GB/s, Ed25519 {:.0} signatures/s and {:.0} verifications/s, \
-         4 KiB write+fsync p50 {} µs p99 {} µs, HPKE seal+open {:.0} µs, {} \
-         {:.2} GB/s, Argon2id verifier {:.1} ms",
+         4 KiB write+fsync p50 {} µs p99 {} µs, file creation p50 {} µs p99 {} µs, \
+         HPKE seal+open {:.0} µs, {} {:.2} GB/s, Argon2id verifier {:.1} ms",
         calibration.sha256_gb_per_s,
         calibration.ed25519_signs_per_s,
         calibration.ed25519_verifies_per_s,
         calibration.fsync_p50_us,
         calibration.fsync_p99_us,
+        calibration.file_create_p50_us,
+        calibration.file_create_p99_us,
         calibration.hpke_seal_open_us,
         ecointegra_broker::crypto::Cipher::of_schema(ecointegra_broker::envelope::SCHEMA_VERSION)
             .name(),
         calibration.aead_gb_per_s,
         calibration.argon2id_ms
     );
+    if let Some(warning) = calibrate::slow_creation(&calibration) {
+        println!("{warning}");
+    }
 
     let defaults = Config::default();
     let chunk_size = defaults.transfer.chunk_size as u64;
