@@ -69,13 +69,13 @@ fn register(store: &Store, blobs: &Blobs, batch: Vec<Registration>) -> Vec<Resul
             r.idempotency_key.as_deref(),
             &r.answer,
         )?;
-        if let Submitted::New { .. } = submitted {
+        if let Submitted::New { filing_id, .. } = submitted {
             kept.keep(tx)?;
             let filing = &r.filing;
             let keys = [filing.transfer_id.as_str(), filing.tracking_code.as_str()];
             crate::telemetry::trace::keep_submission(tx, &keys, &r.context)?;
             if !r.chunks_out.documents.is_empty() {
-                crate::store::outbox::chunks_out(tx, &filing.transfer_id, &r.chunks_out)?;
+                crate::store::outbox::chunks_out(tx, filing_id, &r.chunks_out)?;
             }
             crate::store::audit::insert(tx, &r.audited)?;
         }

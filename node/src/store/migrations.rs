@@ -28,6 +28,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0011_cut_through.sql")),
     M::up(include_str!("migrations/0012_tracking_keyed_by_filing.sql")),
     M::up(include_str!("migrations/0013_cut_through_chunk_size.sql")),
+    M::up(include_str!("migrations/0014_outbox_indexes.sql")),
 ];
 
 /// The newest schema version this release knows.

@@ -591,6 +591,43 @@ mod tests {
         }
     }
 
+    /// The outbox holds every transfer awaiting its receipt (thousands while
+    /// a destination is away): what the relay reads at every wake-up and
+    /// what each submission and receipt change in it are found by index,
+    /// never by going through all of it.
+    #[test]
+    fn the_outbox_is_read_by_index_on_the_transfer_path() {
+        let (store, dir) = scratch("outbox-plans");
+        let statements = [
+            outbox::DUE,
+            outbox::CHUNKS_OUT,
+            receipts::UNACKNOWLEDGED_SEQ,
+            receipts::FORGET_TRANSFER,
+        ];
+        store
+            .read(|c| {
+                for sql in statements {
+                    let mut plan = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+                    let unbound =
+                        std::iter::repeat_n(rusqlite::types::Null, plan.parameter_count());
+                    let steps: Vec<String> = plan
+                        .query_map(rusqlite::params_from_iter(unbound), |r| r.get(3))
+                        .unwrap()
+                        .collect::<rusqlite::Result<_>>()
+                        .unwrap();
+                    assert!(
+                        steps
+                            .iter()
+                            .all(|s| !s.starts_with("SCAN") && !s.contains("TEMP B-TREE")),
+                        "{sql}\n{steps:#?}"
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn each_item_of_a_write_is_kept_or_undone_by_itself() {
         let (store, dir) = scratch("write-each");

@@ -2,6 +2,13 @@
 
 use super::*;
 
+/// The entries due at `?1`, at most `?2`, soonest first (by the index
+/// `outbox_due`, not a scan of the outbox).
+pub(super) const DUE: &str =
+    "SELECT id, kind, filing_id, recipient, record_key, envelope, attempts, topic,
+        full_sends, probed, chunks_out, chunks_out_size FROM outbox
+     WHERE next_attempt_at_ms <= ?1 ORDER BY next_attempt_at_ms, id LIMIT ?2";
+
 impl Store {
     /// Outbox entries due at `now_ms`, at most `limit`, leaving out those `skip`
     /// names (already being published) before their envelopes are read.
@@ -13,11 +20,7 @@ impl Store {
     ) -> Result<Vec<OutboxRow>> {
         self.read(|c| {
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT id, kind, filing_id, recipient, record_key, envelope, attempts, topic,
-                        full_sends, probed, chunks_out, chunks_out_size FROM outbox
-                     WHERE next_attempt_at_ms <= ?1 ORDER BY next_attempt_at_ms, id LIMIT ?2",
-                )
+                .prepare_cached(DUE)
                 .map_err(Error::store("cannot read the outbox"))?;
             let mut rows = stmt
                 .query(params![now_ms, limit])
@@ -302,18 +305,22 @@ pub(crate) fn sent_step(
     Ok(())
 }
 
-/// Records, in the submission's transaction, the documents of transfer
-/// `transfer_id` whose chunks all went out while they were uploaded, and
-/// the size they were cut at.
-pub(crate) fn chunks_out(tx: &Connection, transfer_id: &str, out: &ChunksOut) -> Result<()> {
+/// Lists (`?3`, cut at `?4`) the documents of filing `?2`'s transfer that
+/// went out during the upload (by the index `outbox_by_filing`).
+pub(super) const CHUNKS_OUT: &str =
+    "UPDATE outbox SET chunks_out = ?3, chunks_out_size = ?4 WHERE kind = ?1 AND filing_id = ?2";
+
+/// Records, in the submission's transaction, the documents of the transfer
+/// of filing `filing_id` whose chunks all went out while they were
+/// uploaded, and the size they were cut at.
+pub(crate) fn chunks_out(tx: &Connection, filing_id: i64, out: &ChunksOut) -> Result<()> {
     let listed: Vec<String> = out.documents.iter().map(u32::to_string).collect();
     exec(
         tx,
-        "UPDATE outbox SET chunks_out = ?3, chunks_out_size = ?4
-         WHERE kind = ?1 AND record_key = ?2",
+        CHUNKS_OUT,
         params![
             OutboxKind::Transfer as i64,
-            transfer_id,
+            filing_id,
             listed.join(","),
             out.chunk_size
         ],

@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// The SENT step a transfer's manifest carried (`?2`: its filing, `?1`: the
+/// transfer kind) while its filing is still `?3`, REGISTERED: Kafka never
+/// acknowledged the manifest, yet its receipt came. By the index
+/// `outbox_by_filing`.
+pub(super) const UNACKNOWLEDGED_SEQ: &str =
+    "SELECT o.manifest_seq FROM outbox o JOIN filings f ON f.id = o.filing_id
+     WHERE o.kind = ?1 AND o.filing_id = ?2 AND o.manifest_seq > 0 AND f.status = ?3";
+
+/// A receipted transfer's entry leaves the outbox (by `outbox_by_filing`).
+pub(super) const FORGET_TRANSFER: &str = "DELETE FROM outbox WHERE kind = ?1 AND filing_id = ?2";
+
 impl Store {
     pub fn receipt(&self, transfer_id: &str) -> Result<Option<ReceiptRow>> {
         self.read(|c| {
@@ -42,9 +53,7 @@ impl Store {
             // Kafka never acknowledged the publication, yet it arrived: its
             // SENT step, numbered after the step its manifest carried.
             let unacknowledged: Option<i64> = row(tx,
-
-                    "SELECT o.manifest_seq FROM outbox o JOIN filings f ON f.id = o.filing_id
-                     WHERE o.kind = ?1 AND o.filing_id = ?2 AND o.manifest_seq > 0 AND f.status = ?3",
+                    UNACKNOWLEDGED_SEQ,
                     params![
                         OutboxKind::Transfer as i64,
                         filing_id,
@@ -71,7 +80,7 @@ impl Store {
                 .map_err(Error::store("cannot update the filing"))?;
             }
             exec(tx,
-                "DELETE FROM outbox WHERE kind = ?1 AND filing_id = ?2",
+                FORGET_TRANSFER,
                 params![OutboxKind::Transfer as i64, filing_id],
             )
             .map_err(Error::store("cannot update the outbox"))?;
