@@ -4,8 +4,9 @@
 //! speed of the AEAD the newest envelope schema seals with, one Argon2id
 //! verifier of a citizen's code (as the node computes it), the latency
 //! of a small write plus fsync in the directory the nodes keep their data
-//! in, and what creating a file there costs. [`Floor`] turns them into the least a filing costs with every
-//! guarantee kept, so a result shows its distance to that limit.
+//! in, and what creating a file there costs. [`Floor`] turns them into the
+//! least a filing costs with every guarantee kept, so a result shows its
+//! distance to that limit.
 
 use ecointegra_broker::crypto;
 use ecointegra_broker::keys::SigningIdentity;
@@ -32,7 +33,7 @@ const CREATES: u32 = 200;
 
 /// Creating a file costs more than this (p50, µs) only when the file system
 /// is busy skipping inodes freed a short while ago (see [`slow_creation`]);
-/// on this kind of machine, without that, it costs 15 to 30 µs.
+/// on this kind of machine, without that, it costs about 15 to 40 µs.
 pub const SLOW_CREATE_US: u64 = 150;
 
 /// Creates `n` empty files in `dir` (which must not hold them yet), each
@@ -68,7 +69,7 @@ fn timed_creates(dir: &Path, n: u32) -> std::io::Result<hdrhistogram::Histogram<
 pub fn slow_creation(c: &Calibration) -> Option<String> {
     (c.file_create_p50_us > SLOW_CREATE_US).then(|| {
         format!(
-            "warning: creating a file in the work directory took {} µs (p50; 15 to 30 µs when \
+            "warning: creating a file in the work directory took {} µs (p50; about 15 to 40 µs when \
              the file system has not freed many inodes in the last minutes): ext4 without a \
              journal skips inodes freed in the last 60 to 360 s, and the system arm creates a \
              file per document above 32 KiB at each end; wait a few minutes after deleting \
