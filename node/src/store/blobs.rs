@@ -326,16 +326,20 @@ impl Drop for TempFile {
 /// arrive whole (see the module's doc); larger ones are files.
 pub const KEPT_MAX: u64 = 32 * 1024;
 
+/// Adds a small document's bytes, unless the same digest is there already
+/// (`document_contents_by_sha256` is unique).
+pub(crate) const KEEP: &str =
+    "INSERT OR IGNORE INTO document_contents (sha256, bytes) VALUES (?1, ?2)";
+
+/// A small document's bytes, by digest.
+pub(crate) const KEPT_BYTES: &str = "SELECT bytes FROM document_contents WHERE sha256 = ?1";
+
 /// Keeps a small document's bytes in the store, in the caller's transaction
 /// (once per content: the same bytes again are already there).
 pub(crate) fn keep(c: &Connection, sha256: &[u8], bytes: &[u8]) -> Result<()> {
-    exec(
-        c,
-        "INSERT OR IGNORE INTO document_contents (sha256, bytes) VALUES (?1, ?2)",
-        params![sha256, bytes],
-    )
-    .map(drop)
-    .map_err(Error::store("cannot keep a document"))
+    exec(c, KEEP, params![sha256, bytes])
+        .map(drop)
+        .map_err(Error::store("cannot keep a document"))
 }
 
 /// A document received whole, before it is stored: its bytes, if it is small
@@ -491,14 +495,9 @@ impl Store {
     pub fn locate(&self, blobs: &Blobs, sha256: &[u8], size: u64) -> Result<Stored> {
         if size <= KEPT_MAX {
             let kept = self.read(|c| {
-                row(
-                    c,
-                    "SELECT bytes FROM document_contents WHERE sha256 = ?1",
-                    [sha256],
-                    |r| r.get::<_, Vec<u8>>(0),
-                )
-                .optional()
-                .map_err(Error::store("cannot read a document"))
+                row(c, KEPT_BYTES, [sha256], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+                    .map_err(Error::store("cannot read a document"))
             })?;
             if let Some(bytes) = kept {
                 return Ok(Stored::Kept(bytes));

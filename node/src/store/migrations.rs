@@ -29,6 +29,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0012_tracking_keyed_by_filing.sql")),
     M::up(include_str!("migrations/0013_cut_through_chunk_size.sql")),
     M::up(include_str!("migrations/0014_outbox_indexes.sql")),
+    M::up(include_str!(
+        "migrations/0015_document_contents_by_rowid.sql"
+    )),
 ];
 
 /// The newest schema version this release knows.
@@ -272,6 +275,51 @@ mod tests {
         assert_eq!(kept[1], (None, Some(signed.clone())));
         let timeline = store.signed_timeline("OEFA-2026-0123ABCD").unwrap();
         assert_eq!(timeline, vec![(first, None), (second, Some(signed))]);
+    }
+
+    #[test]
+    fn documents_kept_before_migration_15_are_found_after() {
+        use crate::store::blobs::{Blobs, Stored, keep};
+        use sha2::{Digest, Sha256};
+        let dir = TempDir::new("contents");
+        let path = dir.0.join("node.sqlite3");
+        let documents: Vec<Vec<u8>> = vec![b"hola mundo".to_vec(), vec![3u8; 20_000]];
+        let digest = |bytes: &[u8]| Sha256::digest(bytes).to_vec();
+        {
+            // A store at version 14: contents keyed by their digest.
+            let mut conn = Connection::open(&path).unwrap();
+            Migrations::from_slice(&MIGRATIONS[..14])
+                .to_latest(&mut conn)
+                .unwrap();
+            for bytes in &documents {
+                conn.execute(
+                    "INSERT INTO document_contents (sha256, bytes) VALUES (?1, ?2)",
+                    rusqlite::params![digest(bytes), bytes],
+                )
+                .unwrap();
+            }
+        }
+        let store = open(&path).unwrap();
+        let blobs = Blobs::open(&dir.0).unwrap();
+        for bytes in &documents {
+            let located = store
+                .locate(&blobs, &digest(bytes), bytes.len() as u64)
+                .unwrap();
+            assert!(matches!(&located, Stored::Kept(kept) if kept == bytes));
+        }
+        // The same content again is not a second row; a new one is added.
+        let more = b"otro documento".to_vec();
+        for bytes in [&documents[1], &more] {
+            store.write(|c| keep(c, &digest(bytes), bytes)).unwrap();
+        }
+        let rows = dump(&path)
+            .rows
+            .into_iter()
+            .filter(|r| r.starts_with("document_contents:"))
+            .count();
+        assert_eq!(rows, 3);
+        let located = store.locate(&blobs, &digest(&more), 14).unwrap();
+        assert!(matches!(&located, Stored::Kept(kept) if *kept == more));
     }
 
     #[test]

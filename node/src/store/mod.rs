@@ -597,13 +597,26 @@ mod tests {
     /// never by going through all of it.
     #[test]
     fn the_outbox_is_read_by_index_on_the_transfer_path() {
-        let (store, dir) = scratch("outbox-plans");
-        let statements = [
-            outbox::DUE,
-            outbox::CHUNKS_OUT,
-            receipts::UNACKNOWLEDGED_SEQ,
-            receipts::FORGET_TRANSFER,
-        ];
+        assert_read_by_index(
+            "outbox-plans",
+            &[
+                outbox::DUE,
+                outbox::CHUNKS_OUT,
+                receipts::UNACKNOWLEDGED_SEQ,
+                receipts::FORGET_TRANSFER,
+            ],
+        );
+    }
+
+    #[test]
+    fn small_documents_are_found_by_index() {
+        assert_read_by_index("kept-plans", &[blobs::KEEP, blobs::KEPT_BYTES]);
+    }
+
+    /// Fails if a statement's query plan scans a table or sorts in a
+    /// temporary b-tree: its cost would grow with what the store holds.
+    fn assert_read_by_index(name: &str, statements: &[&str]) {
+        let (store, dir) = scratch(name);
         store
             .read(|c| {
                 for sql in statements {
