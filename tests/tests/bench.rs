@@ -1,12 +1,13 @@
 //! `ecointegra-bench --smoke` runs end to end against the real broker and
-//! reports both arms with matching counts. It measures; nothing here asserts
-//! a time.
+//! reports every arm with matching counts: the baseline, the system, and a
+//! candidate build (here the same binary) alternated with them. It measures;
+//! nothing here asserts a time.
 
 use ecointegra_tests::{binary, bootstrap};
 use std::process::Command;
 
 #[test]
-fn bench_smoke_runs_both_arms_and_counts_match() {
+fn bench_smoke_runs_every_arm_and_counts_match() {
     let dir = std::env::temp_dir().join(format!("ecointegra-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("bench.json");
@@ -14,6 +15,8 @@ fn bench_smoke_runs_both_arms_and_counts_match() {
     let bench = binary().with_file_name("ecointegra-bench");
     let output = Command::new(&bench)
         .arg("--node-binary")
+        .arg(binary())
+        .arg("--candidate")
         .arg(binary())
         .args(["--smoke", "--bootstrap", &bootstrap(), "--out"])
         .arg(&out)
@@ -52,7 +55,12 @@ fn bench_smoke_runs_both_arms_and_counts_match() {
         "the smoke run skips the 1 GiB document"
     );
     for size in sizes {
-        for arm in ["baseline", "system"] {
+        // Two builds compared: the candidate's throughput and CPU against
+        // the system's, from the same rounds.
+        let versus = &size["ratio_candidate_over_system"];
+        assert!(versus["filings_per_s"].as_f64().unwrap() > 0.0, "{versus}");
+        assert!(versus["cpu_per_filing"].as_f64().unwrap() > 0.0, "{versus}");
+        for arm in ["baseline", "system", "candidate"] {
             let counts = &size[arm]["counts"];
             let sent = counts["sent"].as_u64().unwrap();
             assert!(sent > 0, "{} {arm}: nothing sent", size["label"]);

@@ -5,7 +5,9 @@
 //! nodes and the raw-Kafka baseline, then for every document size alternates
 //! the arms (baseline, system, baseline, system, ...): first closed-loop for
 //! the maximum throughput, then open-loop at half the system's maximum for the
-//! latency percentiles. It prints a table as it goes and writes every number
+//! latency percentiles. With `--candidate`, another build's two nodes run as
+//! a third arm, taking turns with the system after the baseline in every
+//! round. It prints a table as it goes and writes every number
 //! to a JSON file. It measures and reports; it asserts no time. It does check
 //! correctness, and exits non-zero if any count differs or anything arrived
 //! twice or with the wrong digest.
@@ -99,6 +101,13 @@ pub struct BenchArgs {
     /// this program, as cargo builds them).
     #[arg(long, env = "ECOINTEGRA_BIN")]
     pub node_binary: Option<PathBuf>,
+    /// Another `ecointegra` binary, run as a third arm: two more nodes on
+    /// topics of their own, alternated with the other arms in every round,
+    /// so two builds are compared under the same conditions (a machine's
+    /// speed drifts from one run to the next by more than most changes move
+    /// it). The open loop runs both at the same rate.
+    #[arg(long)]
+    pub candidate: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -277,6 +286,38 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     )
     .await
     .context("the nodes did not start")?;
+    let candidate = match &args.candidate {
+        None => None,
+        Some(binary) => {
+            let dir = root.join("candidate");
+            let started = match std::fs::create_dir_all(&dir) {
+                Ok(()) => {
+                    System::start(
+                        binary,
+                        &dir,
+                        &args.bootstrap,
+                        &format!("{prefix}.candidate"),
+                        payload.clone(),
+                    )
+                    .await
+                }
+                Err(e) => Err(anyhow::Error::new(e)),
+            };
+            match started {
+                Ok(c) => {
+                    println!(
+                        "candidate: {} (its own two nodes, topics {prefix}.candidate.*)",
+                        binary.display()
+                    );
+                    Some(c)
+                }
+                Err(e) => {
+                    system.shutdown().await;
+                    return Err(e.context("the candidate's nodes did not start"));
+                }
+            }
+        }
+    };
     let settings = kafka_settings(&args.bootstrap);
     let baseline = Baseline::start(
         &settings,
@@ -291,6 +332,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Ok(b) => b,
         Err(e) => {
             system.shutdown().await;
+            if let Some(c) = &candidate {
+                c.shutdown().await;
+            }
             return Err(e.context("the baseline could not start"));
         }
     };
@@ -298,17 +342,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let measured = measure(
         &plan,
         &system,
+        candidate.as_ref(),
         &baseline,
         broker_pid,
         &root.join("sync-probe"),
     )
     .await;
     let mut problems = match &measured {
-        Ok(_) => system.verify_stores(),
+        Ok(_) => system
+            .verify_stores()
+            .into_iter()
+            .chain(candidate.iter().flat_map(|c| {
+                c.verify_stores()
+                    .into_iter()
+                    .map(|p| format!("candidate: {p}"))
+            }))
+            .collect(),
         Err(_) => Vec::new(),
     };
     baseline.shutdown().await;
     system.shutdown().await;
+    if let Some(c) = &candidate {
+        c.shutdown().await;
+    }
     if !args.keep {
         // A run moves gigabytes the broker would otherwise keep for its
         // retention time, run after run.
@@ -329,7 +385,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
 
     for size in &sizes {
-        for (arm, r) in [("baseline", &size.baseline), ("system", &size.system)] {
+        for (arm, r) in size.arms() {
             if !r.counts.all_equal() || r.counts.sent == 0 {
                 problems.push(format!(
                     "{} {arm}: sent {}, accepted {}, delivered {}, receipted {}",
@@ -377,6 +433,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         report::print_size(size);
     }
     println!();
+    for size in &report.sizes {
+        report::print_candidate(size);
+    }
     report::print_floors(&report.sizes);
     println!(
         "(floor: the least CPU and disk a filing needs with every guarantee kept, from the \
@@ -581,24 +640,31 @@ impl Tally {
 async fn measure(
     plan: &Plan,
     system: &Arc<System>,
+    candidate: Option<&Arc<System>>,
     baseline: &Arc<Baseline>,
     broker: Option<u32>,
     probe_dir: &Path,
 ) -> anyhow::Result<Vec<SizeReport>> {
     let seqs = Arc::new(AtomicU64::new(0));
-    let arms = [Arm::Baseline(baseline.clone()), Arm::System(system.clone())];
+    let mut arms = vec![Arm::Baseline(baseline.clone()), Arm::System(system.clone())];
+    arms.extend(candidate.map(|c| Arm::Candidate(c.clone())));
     let me = std::process::id();
-    let processes = [
-        Processes::of(vec![("bench", Source::This)], broker),
+    let nodes = |s: &System| {
         Processes::of(
             vec![
-                ("origin", Source::Pid(system.origin.pid)),
-                ("destination", Source::Pid(system.destination.pid)),
+                ("origin", Source::Pid(s.origin.pid)),
+                ("destination", Source::Pid(s.destination.pid)),
                 ("client", Source::This),
             ],
             broker,
-        ),
+        )
+    };
+    let mut processes = vec![
+        Processes::of(vec![("bench", Source::This)], broker),
+        nodes(system),
     ];
+    processes.extend(candidate.map(|c| nodes(c)));
+    let node_systems: Vec<&Arc<System>> = std::iter::once(system).chain(candidate).collect();
 
     // Warm-up, not counted: one filing (topics, consumer assignment,
     // connections), then the broker's warm-up load.
@@ -630,7 +696,7 @@ async fn measure(
             warm.elapsed.as_secs_f64()
         );
     }
-    println!("warm-up done: both arms move a filing end to end");
+    println!("warm-up done: every arm moves a filing end to end");
 
     let cpus = report::Machine::describe().cpus;
     let mut reports = Vec::new();
@@ -638,26 +704,25 @@ async fn measure(
         let label = report::size_label(size);
         let concurrency = concurrency_for(size);
         let huge = size >= GIB;
-        let mut rss_reset = true;
-        for pid in [system.origin.pid, system.destination.pid, me] {
-            rss_reset &= procfs::reset_peak_rss(pid);
+        let mut rss_reset = procfs::reset_peak_rss(me);
+        for s in &node_systems {
+            for pid in [s.origin.pid, s.destination.pid] {
+                rss_reset &= procfs::reset_peak_rss(pid);
+            }
         }
-        let mut tallies = [
-            Tally::new(
-                processes[0].names.len(),
-                baseline.duplicates(),
-                baseline.mismatches(),
-            ),
-            Tally::new(
-                processes[1].names.len(),
-                system.duplicates(),
-                system.mismatches(),
-            ),
-        ];
+        let mut tallies: Vec<Tally> = arms
+            .iter()
+            .zip(&processes)
+            .map(|(arm, p)| {
+                let (duplicates, mismatches) = arm.faults();
+                Tally::new(p.names.len(), duplicates, mismatches)
+            })
+            .collect();
         let rounds = if huge { 1 } else { plan.rounds };
         let max_filings = huge.then_some(1);
         for round in 1..=rounds {
-            for (i, arm) in arms.iter().enumerate() {
+            for i in turn_order(arms.len(), round) {
+                let arm = &arms[i];
                 let before = processes[i].read();
                 let phase =
                     load::closed_loop(arm, size, concurrency, plan.phase, max_filings, &seqs).await;
@@ -687,7 +752,8 @@ async fn measure(
         if let Some(rate) = rate {
             let count = ((rate * plan.phase.as_secs_f64()).ceil() as u64).max(plan.min_open_loop);
             for round in 1..=rounds {
-                for (i, arm) in arms.iter().enumerate() {
+                for i in turn_order(arms.len(), round) {
+                    let arm = &arms[i];
                     let before = processes[i].read();
                     let probe = calibrate::SyncProbe::start(probe_dir)?;
                     let phase = load::open_loop(arm, size, rate, count, &seqs).await;
@@ -717,57 +783,42 @@ async fn measure(
             }
         }
 
-        let [baseline_tally, system_tally] = tallies;
         let peak = |pid: Option<u32>| Sample::read(pid).peak_rss_kib;
-        let baseline_report = arm_report(
-            baseline_tally,
-            size,
-            rate,
-            &processes[0],
-            &["bench"],
-            BTreeMap::from([("bench", peak(None))]),
-            (baseline.duplicates(), baseline.mismatches()),
-        );
-        let system_report = arm_report(
-            system_tally,
-            size,
-            rate,
-            &processes[1],
-            &["origin", "destination"],
-            BTreeMap::from([
-                ("origin", peak(Some(system.origin.pid))),
-                ("destination", peak(Some(system.destination.pid))),
-            ]),
-            (system.duplicates(), system.mismatches()),
-        );
-        let ratio = |s: f64, b: f64| if b > 0.0 { s / b } else { 0.0 };
-        let p99 = |r: &ArmReport| {
-            r.open_loop
-                .as_ref()
-                .and_then(|o| o.latency_ms.get("receipted"))
-                .map(|l| l.p99)
+        let mut reported =
+            tallies
+                .into_iter()
+                .zip(&arms)
+                .zip(&processes)
+                .map(|((tally, arm), processes)| {
+                    let (workers, peaks): (&[&str], _) = match arm {
+                        Arm::Baseline(_) => (&["bench"], BTreeMap::from([("bench", peak(None))])),
+                        Arm::System(s) | Arm::Candidate(s) => (
+                            &["origin", "destination"],
+                            BTreeMap::from([
+                                ("origin", peak(Some(s.origin.pid))),
+                                ("destination", peak(Some(s.destination.pid))),
+                            ]),
+                        ),
+                    };
+                    arm_report(tally, size, rate, processes, workers, peaks, arm.faults())
+                });
+        let (Some(baseline_report), Some(system_report)) = (reported.next(), reported.next())
+        else {
+            unreachable!("the baseline and the system are always measured")
         };
-        let ratios = Ratio {
-            filings_per_s: ratio(
-                system_report.closed_loop.filings_per_s,
-                baseline_report.closed_loop.filings_per_s,
-            ),
-            mb_per_s: ratio(
-                system_report.closed_loop.mb_per_s,
-                baseline_report.closed_loop.mb_per_s,
-            ),
-            p99_receipted: p99(&system_report)
-                .zip(p99(&baseline_report))
-                .map(|(s, b)| ratio(s, b)),
-        };
+        let candidate_report = reported.next();
         let mut size_report = SizeReport {
             label,
             size_bytes: size,
             concurrency,
             open_loop_rate_per_s: rate,
+            ratio_system_over_baseline: Ratio::of(&system_report, &baseline_report, false),
+            ratio_candidate_over_system: candidate_report
+                .as_ref()
+                .map(|c| Ratio::of(c, &system_report, true)),
             baseline: baseline_report,
             system: system_report,
-            ratio_system_over_baseline: ratios,
+            candidate: candidate_report,
             floor: None,
         };
         if !rss_reset {
@@ -780,10 +831,23 @@ async fn measure(
         report::print_budget(&size_report, cpus);
         report::print_header();
         report::print_size(&size_report);
+        report::print_candidate(&size_report);
         println!();
         reports.push(size_report);
     }
     Ok(reports)
+}
+
+/// The order in which round `round` runs `arms` arms (by index): the
+/// baseline first, then the system and the candidate, whose order flips
+/// every round so that neither always follows the other (what one leaves
+/// behind, a checkpoint or a flush, falls on the next).
+fn turn_order(arms: usize, round: u32) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..arms).collect();
+    if round.is_multiple_of(2) && arms > 2 {
+        order[1..].reverse();
+    }
+    order
 }
 
 /// Turns one arm's tally into its report. `workers` names the processes whose
@@ -853,6 +917,15 @@ fn arm_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_arms_take_turns_after_the_baseline() {
+        assert_eq!(turn_order(2, 1), [0, 1]);
+        assert_eq!(turn_order(2, 2), [0, 1]);
+        assert_eq!(turn_order(3, 1), [0, 1, 2]);
+        assert_eq!(turn_order(3, 2), [0, 2, 1]);
+        assert_eq!(turn_order(3, 3), [0, 1, 2]);
+    }
 
     #[test]
     fn sizes_parse_in_binary_units() {

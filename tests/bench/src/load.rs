@@ -20,6 +20,8 @@ use tokio::task::JoinSet;
 pub enum Arm {
     Baseline(Arc<Baseline>),
     System(Arc<System>),
+    /// Two more nodes, run by another build (`--candidate`).
+    Candidate(Arc<System>),
 }
 
 impl Arm {
@@ -27,6 +29,15 @@ impl Arm {
         match self {
             Arm::Baseline(_) => "baseline",
             Arm::System(_) => "system",
+            Arm::Candidate(_) => "candidate",
+        }
+    }
+
+    /// Filings that arrived twice, and with the wrong bytes, so far.
+    pub fn faults(&self) -> (u64, u64) {
+        match self {
+            Arm::Baseline(b) => (b.duplicates(), b.mismatches()),
+            Arm::System(s) | Arm::Candidate(s) => (s.duplicates(), s.mismatches()),
         }
     }
 
@@ -35,7 +46,7 @@ impl Arm {
     pub async fn transfer(&self, seq: u64, size: u64, intended: Instant) -> Outcome {
         match self {
             Arm::Baseline(b) => b.transfer(seq, size, intended).await,
-            Arm::System(s) => s.transfer(seq, size, intended).await,
+            Arm::System(s) | Arm::Candidate(s) => s.transfer(seq, size, intended).await,
         }
     }
 }

@@ -55,8 +55,23 @@ pub struct SizeReport {
     pub baseline: ArmReport,
     pub system: ArmReport,
     pub ratio_system_over_baseline: Ratio,
+    /// Another build's two nodes (`--candidate`), alternated with the other
+    /// arms in every round, and how it compares with the system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<ArmReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_candidate_over_system: Option<Ratio>,
     /// The least a filing of this size costs with every guarantee kept.
     pub floor: Option<super::calibrate::Floor>,
+}
+
+impl SizeReport {
+    /// Every arm measured, by name: the baseline, the system, the candidate.
+    pub fn arms(&self) -> Vec<(&'static str, &ArmReport)> {
+        let mut arms = vec![("baseline", &self.baseline), ("system", &self.system)];
+        arms.extend(self.candidate.as_ref().map(|c| ("candidate", c)));
+        arms
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -189,6 +204,32 @@ pub struct Ratio {
     pub mb_per_s: f64,
     /// System p99 submit-to-receipt over baseline p99 round trip, open loop.
     pub p99_receipted: Option<f64>,
+    /// Node CPU per filing over the other arm's (none against the baseline,
+    /// whose CPU is the bench process's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_per_filing: Option<f64>,
+}
+
+impl Ratio {
+    /// `arm` over `other`; with `cpu`, their CPU per filing too.
+    pub fn of(arm: &ArmReport, other: &ArmReport, cpu: bool) -> Ratio {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let p99 = |r: &ArmReport| {
+            r.open_loop
+                .as_ref()
+                .and_then(|o| o.latency_ms.get("receipted"))
+                .map(|l| l.p99)
+        };
+        Ratio {
+            filings_per_s: ratio(
+                arm.closed_loop.filings_per_s,
+                other.closed_loop.filings_per_s,
+            ),
+            mb_per_s: ratio(arm.closed_loop.mb_per_s, other.closed_loop.mb_per_s),
+            p99_receipted: p99(arm).zip(p99(other)).map(|(a, b)| ratio(a, b)),
+            cpu_per_filing: cpu.then(|| ratio(arm.cpu_s_per_filing, other.cpu_s_per_filing)),
+        }
+    }
 }
 
 /// A byte count as "1 KiB", "10 MiB", "1 GiB".
@@ -220,14 +261,16 @@ pub fn print_header() {
 }
 
 pub fn print_size(size: &SizeReport) {
-    for (arm, report, ratio) in [
-        ("baseline", &size.baseline, None),
-        (
-            "system",
-            &size.system,
-            Some(size.ratio_system_over_baseline.mb_per_s),
-        ),
-    ] {
+    for (arm, report) in size.arms() {
+        // Each node arm's MB/s over the baseline's.
+        let ratio = (arm != "baseline").then(|| {
+            let base = size.baseline.closed_loop.mb_per_s;
+            if base > 0.0 {
+                report.closed_loop.mb_per_s / base
+            } else {
+                0.0
+            }
+        });
         let latency = report
             .open_loop
             .as_ref()
@@ -273,7 +316,7 @@ pub fn print_size(size: &SizeReport) {
 /// What a filing costs the whole machine in each arm's closed loop, by
 /// process, and the most filings per second `cpus` could move at that cost.
 pub fn print_budget(size: &SizeReport, cpus: usize) {
-    for (arm, report) in [("baseline", &size.baseline), ("system", &size.system)] {
+    for (arm, report) in size.arms() {
         let cpu = &report.closed_loop_cpu_ms_per_filing;
         let Some(&machine) = cpu.get("machine").filter(|m| **m > 0.0) else {
             continue;
@@ -296,6 +339,22 @@ pub fn print_budget(size: &SizeReport, cpus: usize) {
             cpus as f64 * 1000.0 / machine,
         );
     }
+}
+
+/// The candidate against the system, if one ran: what two builds compare.
+pub fn print_candidate(size: &SizeReport) {
+    let Some(r) = &size.ratio_candidate_over_system else {
+        return;
+    };
+    println!(
+        "{:<8} candidate / system: filings/s {:.3}, node CPU per filing {}, p99 {}",
+        size.label,
+        r.filings_per_s,
+        r.cpu_per_filing
+            .map_or("-".to_owned(), |c| format!("{c:.3}")),
+        r.p99_receipted
+            .map_or("-".to_owned(), |p| format!("{p:.3}")),
+    );
 }
 
 /// Where the system stands against the floor of each size.
