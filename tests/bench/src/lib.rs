@@ -289,20 +289,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let candidate = match &args.candidate {
         None => None,
         Some(binary) => {
-            let dir = root.join("candidate");
-            let started = match std::fs::create_dir_all(&dir) {
-                Ok(()) => {
-                    System::start(
-                        binary,
-                        &dir,
-                        &args.bootstrap,
-                        &format!("{prefix}.candidate"),
-                        payload.clone(),
-                    )
-                    .await
-                }
-                Err(e) => Err(anyhow::Error::new(e)),
-            };
+            let started = System::start(
+                binary,
+                &root.join("candidate"),
+                &args.bootstrap,
+                &format!("{prefix}.candidate"),
+                payload.clone(),
+            )
+            .await;
             match started {
                 Ok(c) => {
                     println!(
@@ -649,22 +643,20 @@ async fn measure(
     let mut arms = vec![Arm::Baseline(baseline.clone()), Arm::System(system.clone())];
     arms.extend(candidate.map(|c| Arm::Candidate(c.clone())));
     let me = std::process::id();
-    let nodes = |s: &System| {
-        Processes::of(
-            vec![
-                ("origin", Source::Pid(s.origin.pid)),
-                ("destination", Source::Pid(s.destination.pid)),
-                ("client", Source::This),
-            ],
-            broker,
-        )
-    };
-    let mut processes = vec![
-        Processes::of(vec![("bench", Source::This)], broker),
-        nodes(system),
-    ];
-    processes.extend(candidate.map(|c| nodes(c)));
-    let node_systems: Vec<&Arc<System>> = std::iter::once(system).chain(candidate).collect();
+    let processes: Vec<Processes> = arms
+        .iter()
+        .map(|arm| match arm.nodes() {
+            None => Processes::of(vec![("bench", Source::This)], broker),
+            Some(s) => Processes::of(
+                vec![
+                    ("origin", Source::Pid(s.origin.pid)),
+                    ("destination", Source::Pid(s.destination.pid)),
+                    ("client", Source::This),
+                ],
+                broker,
+            ),
+        })
+        .collect();
 
     // Warm-up, not counted: one filing (topics, consumer assignment,
     // connections), then the broker's warm-up load.
@@ -705,7 +697,7 @@ async fn measure(
         let concurrency = concurrency_for(size);
         let huge = size >= GIB;
         let mut rss_reset = procfs::reset_peak_rss(me);
-        for s in &node_systems {
+        for s in arms.iter().filter_map(Arm::nodes) {
             for pid in [s.origin.pid, s.destination.pid] {
                 rss_reset &= procfs::reset_peak_rss(pid);
             }
@@ -790,9 +782,9 @@ async fn measure(
                 .zip(&arms)
                 .zip(&processes)
                 .map(|((tally, arm), processes)| {
-                    let (workers, peaks): (&[&str], _) = match arm {
-                        Arm::Baseline(_) => (&["bench"], BTreeMap::from([("bench", peak(None))])),
-                        Arm::System(s) | Arm::Candidate(s) => (
+                    let (workers, peaks): (&[&str], _) = match arm.nodes() {
+                        None => (&["bench"], BTreeMap::from([("bench", peak(None))])),
+                        Some(s) => (
                             &["origin", "destination"],
                             BTreeMap::from([
                                 ("origin", peak(Some(s.origin.pid))),

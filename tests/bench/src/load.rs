@@ -33,6 +33,14 @@ impl Arm {
         }
     }
 
+    /// The two nodes of a node arm (none for the baseline).
+    pub fn nodes(&self) -> Option<&Arc<System>> {
+        match self {
+            Arm::Baseline(_) => None,
+            Arm::System(s) | Arm::Candidate(s) => Some(s),
+        }
+    }
+
     /// Filings that arrived twice, and with the wrong bytes, so far.
     pub fn faults(&self) -> (u64, u64) {
         match self {

@@ -213,7 +213,6 @@ pub struct Ratio {
 impl Ratio {
     /// `arm` over `other`; with `cpu`, their CPU per filing too.
     pub fn of(arm: &ArmReport, other: &ArmReport, cpu: bool) -> Ratio {
-        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         let p99 = |r: &ArmReport| {
             r.open_loop
                 .as_ref()
@@ -221,15 +220,20 @@ impl Ratio {
                 .map(|l| l.p99)
         };
         Ratio {
-            filings_per_s: ratio(
+            filings_per_s: quotient(
                 arm.closed_loop.filings_per_s,
                 other.closed_loop.filings_per_s,
             ),
-            mb_per_s: ratio(arm.closed_loop.mb_per_s, other.closed_loop.mb_per_s),
-            p99_receipted: p99(arm).zip(p99(other)).map(|(a, b)| ratio(a, b)),
-            cpu_per_filing: cpu.then(|| ratio(arm.cpu_s_per_filing, other.cpu_s_per_filing)),
+            mb_per_s: quotient(arm.closed_loop.mb_per_s, other.closed_loop.mb_per_s),
+            p99_receipted: p99(arm).zip(p99(other)).map(|(a, b)| quotient(a, b)),
+            cpu_per_filing: cpu.then(|| quotient(arm.cpu_s_per_filing, other.cpu_s_per_filing)),
         }
     }
+}
+
+/// `a / b`, or 0 when there is no `b` to compare with.
+fn quotient(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
 }
 
 /// A byte count as "1 KiB", "10 MiB", "1 GiB".
@@ -264,12 +268,10 @@ pub fn print_size(size: &SizeReport) {
     for (arm, report) in size.arms() {
         // Each node arm's MB/s over the baseline's.
         let ratio = (arm != "baseline").then(|| {
-            let base = size.baseline.closed_loop.mb_per_s;
-            if base > 0.0 {
-                report.closed_loop.mb_per_s / base
-            } else {
-                0.0
-            }
+            quotient(
+                report.closed_loop.mb_per_s,
+                size.baseline.closed_loop.mb_per_s,
+            )
         });
         let latency = report
             .open_loop

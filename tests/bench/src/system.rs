@@ -250,6 +250,7 @@ impl System {
         prefix: &str,
         payload: Arc<Payload>,
     ) -> anyhow::Result<Arc<System>> {
+        std::fs::create_dir_all(root)?;
         // The sector authority signs every institution's directory entry.
         let authority = SigningIdentity::generate();
         let signer = Authority::new(authority.clone());
