@@ -11,7 +11,7 @@ use rusqlite::{Connection, params};
 pub fn held_filing(c: &Connection, tracking_code: &str) -> Result<Option<FilingRow>> {
     Ok(query_filings(
         c,
-        "tracking_code = ?1 AND direction = ?2 ORDER BY id DESC LIMIT 1",
+        "timeline = (SELECT id FROM timelines WHERE tracking_code = ?1) AND direction = ?2 ORDER BY id DESC LIMIT 1",
         params![tracking_code, Direction::Inbound as i64],
     )?
     .into_iter()
@@ -188,14 +188,14 @@ impl Store {
             Ok(match transfer_id {
                 Some(id) => query_filings(
                     c,
-                    "tracking_code = ?1 AND transfer_id = ?2",
+                    "timeline = (SELECT id FROM timelines WHERE tracking_code = ?1) AND transfer_id = ?2",
                     params![code, id],
                 )?
                 .into_iter()
                 .next(),
                 None => query_filings(
                     c,
-                    "tracking_code = ?1 ORDER BY direction = ?2 DESC, id DESC LIMIT 1",
+                    "timeline = (SELECT id FROM timelines WHERE tracking_code = ?1) ORDER BY direction = ?2 DESC, id DESC LIMIT 1",
                     params![code, Direction::Inbound as i64],
                 )?
                 .into_iter()
@@ -207,7 +207,13 @@ impl Store {
     /// Every copy of a filing at this node (inbound copies and outbound
     /// records), by hop.
     pub fn filing_copies(&self, code: &str) -> Result<Vec<FilingRow>> {
-        self.read(|c| query_filings(c, "tracking_code = ?1 ORDER BY hop, id", [code]))
+        self.read(|c| {
+            query_filings(
+                c,
+                "timeline = (SELECT id FROM timelines WHERE tracking_code = ?1) ORDER BY hop, id",
+                [code],
+            )
+        })
     }
 
     pub fn filing_by_transfer(&self, transfer_id: &str) -> Result<Option<FilingRow>> {
@@ -245,7 +251,7 @@ impl Store {
         self.read(|c| {
             Ok(query_filings(
                 c,
-                "tracking_code = ?1 AND direction = ?2 ORDER BY id DESC LIMIT 1",
+                "timeline = (SELECT id FROM timelines WHERE tracking_code = ?1) AND direction = ?2 ORDER BY id DESC LIMIT 1",
                 params![tracking_code, direction as i64],
             )?
             .into_iter()
@@ -258,7 +264,7 @@ impl Store {
         self.read(|c| {
             Ok(query_filings(
                 c,
-                "tracking_code = ?1 AND direction = ?2 AND kind = ?3 ORDER BY id DESC LIMIT 1",
+                "timeline = (SELECT id FROM timelines WHERE tracking_code = ?1) AND direction = ?2 AND kind = ?3 ORDER BY id DESC LIMIT 1",
                 params![
                     tracking_code,
                     Direction::Inbound as i64,
@@ -350,12 +356,13 @@ pub(crate) fn insert_filing(
     )
     .map_err(Error::store("cannot number the filing"))?;
     let registry_number = crate::ids::registry_number(institution, year, sequence);
+    let timeline = super::tracking::timeline_number(tx, &filing.tracking_code)?;
     exec(tx,
         "INSERT INTO filings (tracking_code, verification_code, transfer_id, direction, status, origin,
             destination, subject, sender_party, folio_count, registered_at_ms, delivered_at_ms,
             registry_number, origin_registry_number, kind, related_transfer_id, note, hop, filing_type,
-            due_date, filed_at, previous_receipt_sha256, sgd, cuo)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+            due_date, filed_at, previous_receipt_sha256, sgd, cuo, timeline)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
         params![
             filing.tracking_code,
             filing.verification_code,
@@ -381,6 +388,7 @@ pub(crate) fn insert_filing(
             filing.previous_receipt_sha256,
             filing.sgd.as_ref().map(Message::encode_to_vec),
             filing.cuo(),
+            timeline,
         ],
     )
     .map_err(Error::store("cannot insert the filing"))?;

@@ -138,7 +138,7 @@ impl Store {
                 // The answer reached the institution where the citizen filed.
                 exec(tx,
                     "UPDATE filings SET status = ?3, note = ?4 WHERE id = (SELECT id FROM filings
-                     WHERE tracking_code = ?1 AND direction = ?2 AND kind != ?5 ORDER BY id DESC LIMIT 1)",
+                     WHERE timeline = (SELECT id FROM timelines WHERE tracking_code = ?1) AND direction = ?2 AND kind != ?5 ORDER BY id DESC LIMIT 1)",
                     params![
                         filing.tracking_code,
                         Direction::Outbound as i64,

@@ -32,6 +32,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "migrations/0015_document_contents_by_rowid.sql"
     )),
+    M::up(include_str!("migrations/0016_timelines.sql")),
 ];
 
 /// The newest schema version this release knows.
@@ -323,6 +324,97 @@ mod tests {
     }
 
     #[test]
+    fn steps_and_clocks_before_migration_16_are_kept_in_timelines_after() {
+        use crate::store::tracking::insert_event;
+        use ecointegra_proto::v1::{MessageType, TrackingEvent};
+        use prost::Message as _;
+        let dir = TempDir::new("timelines");
+        let path = dir.0.join("node.sqlite3");
+        let (a, b, c) = (
+            "OEFA-2026-AAAAAAAA",
+            "OEFA-2026-BBBBBBBB",
+            "OEFA-2026-CCCCCCCC",
+        );
+        let sealer = Sealer::new("oefa", SigningIdentity::generate());
+        let step = |code: &str, seq: u64| {
+            let event = TrackingEvent {
+                event_id: format!("oefa/{code}/{seq}"),
+                tracking_code: code.into(),
+                institution: "oefa".into(),
+                seq,
+                ..Default::default()
+            };
+            let signed = sealer
+                .seal(
+                    event.event_id.clone(),
+                    MessageType::TrackingEvent,
+                    crate::ids::BROADCAST,
+                    event.encode_to_vec(),
+                )
+                .encode_to_vec();
+            (event, signed)
+        };
+        let before = [step(a, 1), step(b, 1), step(a, 2)];
+        {
+            // A store at version 15: steps found by their tracking code, and
+            // the clocks other nodes' transfers carried beside them.
+            let mut conn = Connection::open(&path).unwrap();
+            Migrations::from_slice(&MIGRATIONS[..15])
+                .to_latest(&mut conn)
+                .unwrap();
+            for (event, signed) in &before {
+                conn.execute(
+                    "INSERT INTO tracking_events
+                     (event_id, tracking_code, seq, timestamp_ms, institution, envelope)
+                     VALUES (?1, ?2, ?3, 0, 'oefa', ?4)",
+                    rusqlite::params![event.event_id, event.tracking_code, event.seq, signed],
+                )
+                .unwrap();
+            }
+            // Ahead of a's steps, behind b's, and c's alone.
+            conn.execute(
+                "INSERT INTO tracking_clocks (tracking_code, seq) VALUES (?1, 5), (?2, 0), (?3, 3)",
+                [a, b, c],
+            )
+            .unwrap();
+        }
+        let store = open(&path).unwrap();
+        let seqs = |store: &Store| -> Vec<u64> {
+            [a, b, c, "OEFA-2026-DDDDDDDD"]
+                .iter()
+                .map(|code| store.tracking_seq(code).unwrap())
+                .collect()
+        };
+        assert_eq!(seqs(&store), [5, 1, 3, 0]);
+        let timeline = store.signed_timeline(a).unwrap();
+        let expected =
+            [&before[0], &before[2]].map(|(event, signed)| (event.clone(), Some(signed.clone())));
+        assert_eq!(timeline, expected);
+        assert_eq!(store.timeline(b).unwrap(), [before[1].0.clone()]);
+
+        // A step known before is not stored again; new ones are, and move
+        // their clock (c's first step starts its timeline where its clock was).
+        let (again, again_signed) = &before[2];
+        let (later, later_signed) = step(a, 6);
+        let (first, first_signed) = step(c, 4);
+        let stored = store
+            .write(|tx| {
+                Ok([
+                    insert_event(tx, again, again_signed)?,
+                    insert_event(tx, &later, &later_signed)?,
+                    insert_event(tx, &first, &first_signed)?,
+                ])
+            })
+            .unwrap();
+        assert_eq!(stored, [false, true, true]);
+        assert_eq!(seqs(&store), [6, 1, 4, 0]);
+        assert_eq!(store.timeline(a).unwrap().len(), 3);
+        assert_eq!(store.timeline(c).unwrap(), [first]);
+        let tables = dump(&path).schema.join("\n");
+        assert!(!tables.contains("tracking_clocks"), "{tables}");
+    }
+
+    #[test]
     fn a_new_store_is_at_the_latest_version() {
         let dir = TempDir::new("new");
         let path = dir.0.join("node.sqlite3");
@@ -408,9 +500,9 @@ mod tests {
             let added = ", Integer(0), Integer(0), Integer(0), Integer(0), Text(\"\"), Integer(0)]";
             let mut rows: Vec<String> = rows
                 .iter()
-                .filter(|r| !r.contains("partial"))
-                .map(
-                    |r| match (r.strip_suffix(added), r.strip_suffix(", Null]")) {
+                .filter(|r| !r.contains("partial") && !r.starts_with("timelines: "))
+                .map(|r| {
+                    match (r.strip_suffix(added), r.strip_suffix(", Null]")) {
                         (Some(kept), _) if r.starts_with("outbox: ") => format!("{kept}]"),
                         // The signed envelope of a step, not kept before.
                         (_, Some(kept)) if r.starts_with("tracking_events: ") => format!("{kept}]"),
@@ -419,13 +511,38 @@ mod tests {
                             .strip_suffix(", Null, Text(\"\")]")
                             .map_or_else(|| r.clone(), |kept| format!("{kept}]")),
                         _ => r.clone(),
-                    },
-                )
+                    }
+                })
                 .collect();
             rows.sort();
             rows
         };
-        assert_eq!(renamed(&upgraded.rows), renamed(&before.rows));
+        // Each step, copy and receipt names its filing's timeline, last.
+        let untimed: Vec<String> = upgraded
+            .rows
+            .iter()
+            .map(|r| match r.split_once(": ").map(|(table, _)| table) {
+                Some("tracking_events" | "filings" | "receipts") => r
+                    .rsplit_once(", Integer(")
+                    .map_or_else(|| r.clone(), |(kept, _)| format!("{kept}]")),
+                _ => r.clone(),
+            })
+            .collect();
+        assert_eq!(renamed(&untimed), renamed(&before.rows));
+        // A timeline per filing it held, numbered in the order of their
+        // first steps, its clock at their last.
+        let timelines: Vec<&String> = upgraded
+            .rows
+            .iter()
+            .filter(|r| r.starts_with("timelines: "))
+            .collect();
+        assert_eq!(
+            timelines,
+            [
+                "timelines: [Integer(1), Text(\"TC-OUT-0001\"), Integer(1)]",
+                "timelines: [Integer(2), Text(\"TC-IN-0002\"), Integer(1)]"
+            ]
+        );
 
         // The store as it was is kept beside it, whole.
         let copies: Vec<PathBuf> = std::fs::read_dir(&dir.0)

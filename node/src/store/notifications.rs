@@ -184,7 +184,7 @@ impl Store {
     fn queue_mail(&self, tx: &Connection, mut told: Told) -> Result<()> {
         let party: Option<Vec<u8>> = row(
             tx,
-            "SELECT sender_party FROM filings WHERE tracking_code = ?1 AND direction = ?2
+            "SELECT sender_party FROM filings WHERE timeline = (SELECT id FROM timelines WHERE tracking_code = ?1) AND direction = ?2
                  AND origin = ?3 ORDER BY id LIMIT 1",
             params![
                 told.tracking_code,
@@ -345,7 +345,7 @@ impl Store {
 fn held_here(tx: &Connection, tracking_code: &str) -> Result<bool> {
     row(
         tx,
-        "SELECT 1 FROM filings WHERE tracking_code = ?1 LIMIT 1",
+        "SELECT 1 FROM filings WHERE timeline = (SELECT id FROM timelines WHERE tracking_code = ?1) LIMIT 1",
         [tracking_code],
         |_| Ok(()),
     )

@@ -34,7 +34,7 @@ impl Store {
     ) -> Result<Vec<ReceiptRow>> {
         query_receipts(
             c,
-            "tracking_code = ?1 ORDER BY hop, received_at_ms",
+            "timeline = (SELECT id FROM timelines WHERE tracking_code = ?1) ORDER BY hop, received_at_ms",
             tracking_code,
         )
     }
@@ -118,9 +118,10 @@ impl Store {
 pub(crate) fn insert_receipt(tx: &Connection, receipt: &ReceiptRow) -> Result<bool> {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(&receipt.envelope).to_vec();
+    let timeline = super::tracking::timeline_number(tx, &receipt.tracking_code)?;
     exec(tx,
-        "INSERT OR IGNORE INTO receipts (transfer_id, tracking_code, hop, signer, envelope, sha256, received_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR IGNORE INTO receipts (transfer_id, tracking_code, hop, signer, envelope, sha256, received_at_ms, timeline)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             receipt.transfer_id,
             receipt.tracking_code,
@@ -128,7 +129,8 @@ pub(crate) fn insert_receipt(tx: &Connection, receipt: &ReceiptRow) -> Result<bo
             receipt.signer,
             receipt.envelope,
             digest,
-            receipt.received_at_ms
+            receipt.received_at_ms,
+            timeline
         ],
     )
     .map(|n| n == 1)

@@ -2,6 +2,22 @@
 
 use super::*;
 
+/// A filing's timeline number here, by its tracking code.
+pub(super) const TIMELINE_OF: &str = "SELECT id FROM timelines WHERE tracking_code = ?1";
+
+/// A filing's clock here (none before its timeline starts).
+pub(super) const CLOCK: &str = "SELECT seq FROM timelines WHERE tracking_code = ?1";
+
+/// Stores a step unless its timeline knows its id.
+pub(super) const STORE_EVENT: &str = "INSERT INTO tracking_events
+     (event_id, tracking_code, timeline, seq, timestamp_ms, institution, envelope)
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+     WHERE NOT EXISTS (SELECT 1 FROM tracking_events WHERE timeline = ?3 AND event_id = ?1)";
+
+/// Whether a filing's timeline holds a step signed in exactly these bytes.
+pub(super) const SIGNED_HERE: &str = "SELECT envelope = ?3 FROM tracking_events
+     WHERE timeline = (SELECT id FROM timelines WHERE tracking_code = ?1) AND event_id = ?2";
+
 impl Store {
     /// Records a step in this node's own timeline and queues its signed
     /// tracking event for the sector. Returns the step's logical clock.
@@ -69,7 +85,8 @@ impl Store {
         self.read(|c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT event, envelope FROM tracking_events WHERE tracking_code = ?1
+                    "SELECT event, envelope FROM tracking_events
+                     WHERE timeline = (SELECT id FROM timelines WHERE tracking_code = ?1)
                      ORDER BY seq, timestamp_ms, institution, event_id",
                 )
                 .map_err(Error::store("cannot read the timeline"))?;
@@ -121,15 +138,10 @@ impl Store {
 /// The highest step number known for a filing, from its timeline or from a
 /// transfer or notice that carried another node's clock.
 pub(crate) fn clock(c: &Connection, tracking_code: &str) -> Result<u64> {
-    row(
-        c,
-        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM tracking_events WHERE tracking_code = ?1), 0),
-                    COALESCE((SELECT seq FROM tracking_clocks WHERE tracking_code = ?1), 0))",
-        [tracking_code],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|v| v as u64)
-    .map_err(Error::store("cannot read the timeline"))
+    row(c, CLOCK, [tracking_code], |r| r.get::<_, i64>(0))
+        .optional()
+        .map(|seq| seq.unwrap_or(0) as u64)
+        .map_err(Error::store("cannot read the timeline"))
 }
 
 /// Whether the timeline of `tracking_code` holds tracking event `event_id`
@@ -143,7 +155,7 @@ pub(crate) fn signed_here(
 ) -> Result<bool> {
     row(
         c,
-        "SELECT envelope = ?3 FROM tracking_events WHERE tracking_code = ?1 AND event_id = ?2",
+        SIGNED_HERE,
         params![tracking_code, event_id, value],
         |r| r.get::<_, Option<bool>>(0),
     )
@@ -156,12 +168,31 @@ pub(crate) fn signed_here(
 pub(crate) fn advance_clock(tx: &Connection, tracking_code: &str, seq: u64) -> Result<()> {
     exec(
         tx,
-        "INSERT INTO tracking_clocks (tracking_code, seq) VALUES (?1, ?2)
+        "INSERT INTO timelines (tracking_code, seq) VALUES (?1, ?2)
          ON CONFLICT (tracking_code) DO UPDATE SET seq = MAX(seq, excluded.seq)",
         params![tracking_code, seq as i64],
     )
     .map(drop)
     .map_err(Error::store("cannot advance the timeline clock"))
+}
+
+/// The number of a filing's timeline here, given the first time its
+/// tracking code is seen (a step, a copy of the filing or a receipt): what
+/// its steps, copies and receipts are found by.
+pub(super) fn timeline_number(tx: &Connection, tracking_code: &str) -> Result<i64> {
+    let known = row(tx, TIMELINE_OF, [tracking_code], |r| r.get::<_, i64>(0))
+        .optional()
+        .map_err(Error::store("cannot read the timeline"))?;
+    if let Some(id) = known {
+        return Ok(id);
+    }
+    exec(
+        tx,
+        "INSERT INTO timelines (tracking_code, seq) VALUES (?1, 0)",
+        [tracking_code],
+    )
+    .map(|_| tx.last_insert_rowid())
+    .map_err(Error::store("cannot start a timeline"))
 }
 
 /// A stored step: from the envelope it was signed in, whose payload it is
@@ -178,23 +209,35 @@ fn stored_event(event: Option<Vec<u8>>, signed: Option<&[u8]>) -> Option<Trackin
     }
 }
 
-/// Stores a tracking event with the envelope its institution signed it in;
-/// false if its filing's timeline knew its id (looked for in the statement
-/// that stores it, on the store's one writer connection).
+/// Stores a tracking event with the envelope its institution signed it in,
+/// and moves its timeline's clock up to it; false if its filing's timeline
+/// knew its id (looked for in the statement that stores it, on the store's
+/// one writer connection).
 pub(crate) fn insert_event(tx: &Connection, event: &TrackingEvent, signed: &[u8]) -> Result<bool> {
-    exec(tx,
-        "INSERT INTO tracking_events (event_id, tracking_code, seq, timestamp_ms, institution, envelope)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6
-         WHERE NOT EXISTS (SELECT 1 FROM tracking_events WHERE tracking_code = ?2 AND event_id = ?1)",
+    let timeline = timeline_number(tx, &event.tracking_code)?;
+    let seq = event.seq as i64;
+    let stored = exec(
+        tx,
+        STORE_EVENT,
         params![
             event.event_id,
             event.tracking_code,
-            event.seq as i64,
+            timeline,
+            seq,
             event.timestamp_ms,
             event.institution,
             signed
         ],
     )
     .map(|n| n == 1)
-    .map_err(Error::store("cannot store a tracking event"))
+    .map_err(Error::store("cannot store a tracking event"))?;
+    if stored {
+        exec(
+            tx,
+            "UPDATE timelines SET seq = ?2 WHERE id = ?1 AND seq < ?2",
+            params![timeline, seq],
+        )
+        .map_err(Error::store("cannot advance the timeline clock"))?;
+    }
+    Ok(stored)
 }
