@@ -768,6 +768,39 @@ async fn traceparent_travels_with_the_records_and_the_receipt_continues_the_trac
             assert!(other_trace.contains(&trace));
         }
     }
+
+    // senamhi's steps of each filing in the sector's timeline (REGISTERED,
+    // SENT) continue its submission's trace as well.
+    let tracking = format!("{}.tracking", federation.prefix);
+    let steps = eventually("senamhi's two steps of both filings", async || {
+        let steps: Vec<_> = read_all(&tracking)
+            .into_iter()
+            .filter(|m| {
+                use prost::Message as _;
+                let envelope =
+                    ecointegra_proto::v1::Envelope::decode(m.payload().unwrap()).unwrap();
+                envelope.sender == "senamhi"
+            })
+            .collect();
+        if steps.len() == 4 {
+            Ok(steps)
+        } else {
+            Err(steps.len())
+        }
+    })
+    .await;
+    for step in &steps {
+        let (trace, _) = ids(&traceparent(step).expect("every step carries traceparent"));
+        if key_of(step) == traced.tracking_code {
+            assert_eq!(trace, trace_id, "the step continues the submitter's trace");
+        } else {
+            assert_eq!(key_of(step), untraced.tracking_code);
+            assert!(
+                other_trace.contains(&trace),
+                "the step continues its transfer's trace"
+            );
+        }
+    }
     senamhi.shutdown().await;
     oefa.shutdown().await;
 }

@@ -72,8 +72,12 @@ fn register(store: &Store, blobs: &Blobs, batch: Vec<Registration>) -> Vec<Resul
         if let Submitted::New { filing_id, .. } = submitted {
             kept.keep(tx)?;
             let filing = &r.filing;
-            let keys = [filing.transfer_id.as_str(), filing.tracking_code.as_str()];
-            crate::telemetry::trace::keep_submission(tx, &keys, &r.context)?;
+            crate::telemetry::trace::keep_submission(
+                tx,
+                &filing.transfer_id,
+                &filing.tracking_code,
+                &r.context,
+            )?;
             if !r.chunks_out.documents.is_empty() {
                 crate::store::outbox::chunks_out(tx, filing_id, &r.chunks_out)?;
             }

@@ -33,6 +33,9 @@ const MIGRATIONS: &[M<'static>] = &[
         "migrations/0015_document_contents_by_rowid.sql"
     )),
     M::up(include_str!("migrations/0016_timelines.sql")),
+    M::up(include_str!(
+        "migrations/0017_tracking_traces_in_timelines.sql"
+    )),
 ];
 
 /// The newest schema version this release knows.
@@ -415,6 +418,66 @@ mod tests {
     }
 
     #[test]
+    fn traces_of_steps_kept_before_migration_17_are_found_after() {
+        use crate::store::traces::keep_for_steps;
+        let dir = TempDir::new("traces");
+        let path = dir.0.join("node.sqlite3");
+        let (transfer, code, other) = (
+            "5242517d3a3b4705fb8893a7f58b2474",
+            "OEFA-2026-AAAAAAAA",
+            "OEFA-2026-BBBBBBBB",
+        );
+        let traces = [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-e58bf3ff54616c1288db6f722ed2f7a3-d8517933def23555-01",
+        ];
+        {
+            // A store at version 16: the submission's trace kept under its
+            // transfer id and under its tracking code alike.
+            let mut conn = Connection::open(&path).unwrap();
+            Migrations::from_slice(&MIGRATIONS[..16])
+                .to_latest(&mut conn)
+                .unwrap();
+            conn.execute(
+                "INSERT INTO timelines (tracking_code, seq) VALUES (?1, 2)",
+                [code],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO trace_contexts (record_key, traceparent, created_at_ms)
+                 VALUES (?1, ?2, 0), (?3, ?4, 0)",
+                [transfer, traces[0], code, traces[1]],
+            )
+            .unwrap();
+        }
+        let store = open(&path).unwrap();
+        let trace_of = |key: &str| store.trace_of(key).unwrap();
+        assert_eq!(trace_of(transfer).as_deref(), Some(traces[0]));
+        assert_eq!(trace_of(code).as_deref(), Some(traces[1]));
+        assert_eq!(trace_of(other), None);
+        let kept = dump(&path)
+            .rows
+            .into_iter()
+            .filter(|r| r.starts_with("trace_contexts: "))
+            .count();
+        assert_eq!(kept, 1, "the tracking code's is in its timeline's row");
+
+        // The first trace kept for a filing's steps stays; a new filing's
+        // starts its timeline with it.
+        store
+            .write(|c| {
+                keep_for_steps(c, code, traces[2])?;
+                keep_for_steps(c, other, traces[2])
+            })
+            .unwrap();
+        assert_eq!(trace_of(code).as_deref(), Some(traces[1]));
+        assert_eq!(trace_of(other).as_deref(), Some(traces[2]));
+        assert_eq!(store.tracking_seq(code).unwrap(), 2);
+        assert_eq!(store.tracking_seq(other).unwrap(), 0);
+    }
+
+    #[test]
     fn a_new_store_is_at_the_latest_version() {
         let dir = TempDir::new("new");
         let path = dir.0.join("node.sqlite3");
@@ -539,8 +602,8 @@ mod tests {
         assert_eq!(
             timelines,
             [
-                "timelines: [Integer(1), Text(\"TC-OUT-0001\"), Integer(1)]",
-                "timelines: [Integer(2), Text(\"TC-IN-0002\"), Integer(1)]"
+                "timelines: [Integer(1), Text(\"TC-OUT-0001\"), Integer(1), Text(\"\")]",
+                "timelines: [Integer(2), Text(\"TC-IN-0002\"), Integer(1), Text(\"\")]"
             ]
         );
 

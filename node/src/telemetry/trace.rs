@@ -214,15 +214,17 @@ pub fn submission_context(tracking_code: &str) -> TraceContext {
     context
 }
 
-/// Keeps a submission's context in the caller's transaction.
+/// Keeps a submission's context in the caller's transaction: for its
+/// transfer and for its filing's tracking steps.
 pub fn keep_submission(
     c: &rusqlite::Connection,
-    keys: &[&str],
+    transfer_id: &str,
+    tracking_code: &str,
     context: &TraceContext,
 ) -> crate::error::Result<()> {
     let parent = context.to_string();
-    keys.iter()
-        .try_for_each(|key| crate::store::traces::keep(c, key, &parent))
+    crate::store::traces::keep(c, transfer_id, &parent)?;
+    crate::store::traces::keep_for_steps(c, tracking_code, &parent)
 }
 
 /// The `traceparent` for a record keyed by `key`: a child of the context
