@@ -213,7 +213,8 @@ mod tests {
 
     #[test]
     fn steps_stored_twice_before_migration_12_are_read_from_their_envelope_after() {
-        use ecointegra_proto::v1::{MessageType, TrackingEvent};
+        use crate::store::tracking::sealed_event;
+        use ecointegra_proto::v1::TrackingEvent;
         use prost::Message as _;
         let dir = TempDir::new("steps");
         let path = dir.0.join("node.sqlite3");
@@ -230,14 +231,7 @@ mod tests {
             step(2, FilingStatus::Sent),
         );
         let sealer = Sealer::new("oefa", SigningIdentity::generate());
-        let signed = sealer
-            .seal(
-                second.event_id.clone(),
-                MessageType::TrackingEvent,
-                crate::ids::BROADCAST,
-                second.encode_to_vec(),
-            )
-            .encode_to_vec();
+        let signed = sealed_event(&sealer, &second);
         {
             // A store at version 11, as the releases before wrote steps:
             // the event, and (since migration 7) its envelope beside it.
@@ -328,9 +322,8 @@ mod tests {
 
     #[test]
     fn steps_and_clocks_before_migration_16_are_kept_in_timelines_after() {
-        use crate::store::tracking::insert_event;
-        use ecointegra_proto::v1::{MessageType, TrackingEvent};
-        use prost::Message as _;
+        use crate::store::tracking::{insert_event, sealed_event};
+        use ecointegra_proto::v1::TrackingEvent;
         let dir = TempDir::new("timelines");
         let path = dir.0.join("node.sqlite3");
         let (a, b, c) = (
@@ -347,14 +340,7 @@ mod tests {
                 seq,
                 ..Default::default()
             };
-            let signed = sealer
-                .seal(
-                    event.event_id.clone(),
-                    MessageType::TrackingEvent,
-                    crate::ids::BROADCAST,
-                    event.encode_to_vec(),
-                )
-                .encode_to_vec();
+            let signed = sealed_event(&sealer, &event);
             (event, signed)
         };
         let before = [step(a, 1), step(b, 1), step(a, 2)];

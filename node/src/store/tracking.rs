@@ -49,15 +49,7 @@ impl Store {
             sender_reads_up_to: ecointegra_broker::envelope::SCHEMA_VERSION,
             cuo: step.cuo.to_owned(),
         };
-        let sealed = self
-            .sealer
-            .seal(
-                event.event_id.clone(),
-                MessageType::TrackingEvent,
-                crate::ids::BROADCAST,
-                event.encode_to_vec(),
-            )
-            .encode_to_vec();
+        let sealed = sealed_event(&self.sealer, &event);
         if !insert_event(tx, &event, &sealed)? {
             // This step was taken before (its id is known): once is enough.
             return Ok(seq);
@@ -193,6 +185,19 @@ pub(super) fn timeline_number(tx: &Connection, tracking_code: &str) -> Result<i6
     )
     .map(|_| tx.last_insert_rowid())
     .map_err(Error::store("cannot start a timeline"))
+}
+
+/// A tracking event signed for the whole sector, as it is published and
+/// stored.
+pub(crate) fn sealed_event(sealer: &Sealer, event: &TrackingEvent) -> Vec<u8> {
+    sealer
+        .seal(
+            event.event_id.clone(),
+            MessageType::TrackingEvent,
+            crate::ids::BROADCAST,
+            event.encode_to_vec(),
+        )
+        .encode_to_vec()
 }
 
 /// A stored step: from the envelope it was signed in, whose payload it is
