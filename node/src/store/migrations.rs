@@ -192,6 +192,16 @@ mod tests {
         }
     }
 
+    /// A store at `path` migrated up to `version` only, as an earlier
+    /// release left it.
+    fn at_version(path: &Path, version: usize) -> Connection {
+        let mut conn = Connection::open(path).unwrap();
+        Migrations::from_slice(&MIGRATIONS[..version])
+            .to_latest(&mut conn)
+            .unwrap();
+        conn
+    }
+
     #[test]
     fn the_migrations_apply_to_an_empty_store() {
         Migrations::from_slice(MIGRATIONS).validate().unwrap();
@@ -235,10 +245,7 @@ mod tests {
         {
             // A store at version 11, as the releases before wrote steps:
             // the event, and (since migration 7) its envelope beside it.
-            let mut conn = Connection::open(&path).unwrap();
-            Migrations::from_slice(&MIGRATIONS[..11])
-                .to_latest(&mut conn)
-                .unwrap();
+            let conn = at_version(&path, 11);
             let insert = "INSERT INTO tracking_events
                  (event_id, tracking_code, seq, timestamp_ms, institution, event, envelope)
                  VALUES (?1, 'OEFA-2026-0123ABCD', ?2, 0, 'oefa', ?3, ?4)";
@@ -285,10 +292,7 @@ mod tests {
         let digest = |bytes: &[u8]| Sha256::digest(bytes).to_vec();
         {
             // A store at version 14: contents keyed by their digest.
-            let mut conn = Connection::open(&path).unwrap();
-            Migrations::from_slice(&MIGRATIONS[..14])
-                .to_latest(&mut conn)
-                .unwrap();
+            let conn = at_version(&path, 14);
             for bytes in &documents {
                 conn.execute(
                     "INSERT INTO document_contents (sha256, bytes) VALUES (?1, ?2)",
@@ -347,10 +351,7 @@ mod tests {
         {
             // A store at version 15: steps found by their tracking code, and
             // the clocks other nodes' transfers carried beside them.
-            let mut conn = Connection::open(&path).unwrap();
-            Migrations::from_slice(&MIGRATIONS[..15])
-                .to_latest(&mut conn)
-                .unwrap();
+            let conn = at_version(&path, 15);
             for (event, signed) in &before {
                 conn.execute(
                     "INSERT INTO tracking_events
@@ -421,10 +422,7 @@ mod tests {
         {
             // A store at version 16: the submission's trace kept under its
             // transfer id and under its tracking code alike.
-            let mut conn = Connection::open(&path).unwrap();
-            Migrations::from_slice(&MIGRATIONS[..16])
-                .to_latest(&mut conn)
-                .unwrap();
+            let conn = at_version(&path, 16);
             conn.execute(
                 "INSERT INTO timelines (tracking_code, seq) VALUES (?1, 2)",
                 [code],
