@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("retry", 12),
     ("clients", 13),
     ("outcall", 13),
+    ("malloc", 13),
 ];
 
 fn rank(module: &str) -> Option<u32> {

@@ -45,6 +45,7 @@ pub mod grpc;
 pub mod ids;
 pub mod kafka;
 pub mod lifecycle;
+pub mod malloc;
 pub mod notify;
 pub mod outcall;
 pub mod pide;

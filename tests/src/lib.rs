@@ -396,6 +396,16 @@ impl Federation {
     /// [`Federation::spawn`], with another build of the node (the release
     /// before, say).
     pub async fn spawn_with(&self, id: &str, binary: &Path) -> NodeProcess {
+        self.spawn_as(id, binary, &[]).await
+    }
+
+    /// [`Federation::spawn`], with these environment variables set (`Some`)
+    /// or removed (`None`).
+    pub async fn spawn_env(&self, id: &str, env: &[(&str, Option<&str>)]) -> NodeProcess {
+        self.spawn_as(id, &binary(), env).await
+    }
+
+    async fn spawn_as(&self, id: &str, binary: &Path, env: &[(&str, Option<&str>)]) -> NodeProcess {
         let data_dir = self.data_dir(id);
         let addr_file = data_dir.join("grpc.addr");
         let _ = std::fs::remove_file(&addr_file);
@@ -405,7 +415,14 @@ impl Federation {
             .append(true)
             .open(&log_path)
             .unwrap();
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        for (name, value) in env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        let child = command
             .args(["node", "run", "--config"])
             .arg(self.config_path(id))
             .env("ECOINTEGRA_LOG", "info,rdkafka=warn")
@@ -521,6 +538,17 @@ impl NodeProcess {
             .arg(self.pid().to_string())
             .status();
         self.child.wait().unwrap()
+    }
+
+    /// The environment the process runs with now (`/proc/PID/environ`):
+    /// `NAME=value` each.
+    pub fn environment(&self) -> Vec<String> {
+        std::fs::read(format!("/proc/{}/environ", self.pid()))
+            .unwrap()
+            .split(|b| *b == 0)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| String::from_utf8_lossy(entry).into_owned())
+            .collect()
     }
 
     /// Peak resident memory so far (VmHWM), in KiB.

@@ -284,7 +284,14 @@ pub(crate) struct ActionTarget {
 pub fn main() -> ExitCode {
     quiet_when_stdout_closes();
     let cli = Cli::parse();
+    let untuned = match cli.command {
+        Command::Node(NodeCommand::Run { .. }) => ecointegra_node::malloc::tune(),
+        _ => None,
+    };
     ecointegra_node::telemetry::trace::init_logging();
+    if let Some(reason) = untuned {
+        tracing::warn!("{reason}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
