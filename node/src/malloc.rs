@@ -7,7 +7,7 @@
 //! free there, so every record wrote into pages the kernel had just zeroed:
 //! page faults and `clear_page` were 9% of the origin's CPU at 10 MiB (perf,
 //! README item 38). Blocks below 4 MiB served from the heaps, and heaps
-//! trimmed only above 32 MiB free, reuse those pages instead.
+//! trimmed only above 8 MiB free, reuse those pages instead.
 //!
 //! glibc reads its tunables from the environment when a process starts, so
 //! `ecointegra node run` sets them and executes itself again, once (the
@@ -19,9 +19,9 @@ use std::ffi::OsString;
 /// The variable glibc reads at start.
 const VARIABLE: &str = "GLIBC_TUNABLES";
 
-/// Blocks below 4 MiB from the heaps; a heap trimmed above 32 MiB free.
+/// Blocks below 4 MiB from the heaps; a heap trimmed above 8 MiB free.
 pub const TUNABLES: &str =
-    "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=33554432";
+    "glibc.malloc.mmap_threshold=4194304:glibc.malloc.trim_threshold=8388608";
 
 /// Executes this program again with [`TUNABLES`] set, unless the
 /// environment already says how glibc's allocator runs. Returns only if it
@@ -88,7 +88,7 @@ mod tests {
         );
         assert_eq!(
             value("glibc.malloc.trim_threshold").as_deref(),
-            Some("0x2000000"),
+            Some("0x800000"),
             "{listed}"
         );
     }
