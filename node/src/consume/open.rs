@@ -803,16 +803,7 @@ mod tests {
             institution: institution.into(),
             ..Default::default()
         };
-        let sealed = |e: &TrackingEvent| {
-            s.senamhi
-                .seal(
-                    e.event_id.clone(),
-                    MessageType::TrackingEvent,
-                    crate::ids::BROADCAST,
-                    e.encode_to_vec(),
-                )
-                .encode_to_vec()
-        };
+        let sealed = |e: &TrackingEvent| crate::store::tracking::sealed_event(&s.senamhi, e);
         assert!(matches!(
             open(&s.oefa, Feed::Tracking, &sealed(&event("senamhi"))),
             Ok(Opened::Tracking { .. })
